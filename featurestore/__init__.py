@@ -1,0 +1,17 @@
+"""featurestore: corpus manifests, audio loading, feature extraction and feature stores.
+
+The public entry point for reading a cache is :func:`open_store`::
+
+    >>> from featurestore import open_store          # doctest: +SKIP
+    >>> store = open_store("cache/iemocap_w2v2.zarr")  # doctest: +SKIP
+    >>> store.read(store.ids()[0]).shape              # doctest: +SKIP
+    (231, 1024)
+"""
+
+__version__ = "0.1.0"
+
+from featurestore.errors import SermtlError
+from featurestore.manifest import Manifest
+from featurestore.store import open_store
+
+__all__ = ["Manifest", "SermtlError", "open_store", "__version__"]

@@ -1,0 +1,147 @@
+"""Audio loading: any file, rate and channel count to 16 kHz mono float32.
+
+WAV/FLAC/OGG (and MP3 where libsndfile supports it) are read with soundfile, which can
+seek to a segment without decoding the whole file; anything else (MP4/M4A video or audio,
+or a file soundfile refuses) is decoded with PyAV, which bundles FFmpeg. Resampling uses
+soxr (high quality). Channels are averaged.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+
+from featurestore.errors import SermtlError
+
+TARGET_SR = 16000
+_SOUNDFILE_SUFFIXES = {".wav", ".flac", ".ogg", ".oga", ".mp3", ".aiff", ".aif", ".au"}
+
+
+def _check_readable(path: Path) -> None:
+    if not path.exists():
+        raise SermtlError(f"audio file not found: {path}")
+    if not path.is_file():
+        raise SermtlError(f"not a file: {path}")
+    if not os.access(path, os.R_OK):
+        raise SermtlError(f"audio file not readable (permissions): {path}")
+    if path.stat().st_size == 0:
+        raise SermtlError(f"empty audio file (0 bytes): {path}")
+
+
+def _read_soundfile(path: Path, start: float | None, end: float | None) -> tuple[np.ndarray, int]:
+    import soundfile as sf
+
+    with sf.SoundFile(str(path)) as handle:
+        sr = handle.samplerate
+        first = int(round((start or 0.0) * sr))
+        last = handle.frames if end is None else min(handle.frames, int(round(end * sr)))
+        handle.seek(min(first, handle.frames))
+        data = handle.read(max(0, last - first), dtype="float32", always_2d=True)
+    return data.mean(axis=1), sr
+
+
+def _declared_samples(stream, sr: int) -> int | None:
+    """Samples the container says the stream holds, when it says."""
+    if stream.duration is None or stream.time_base is None:
+        return None
+    return int(round(float(stream.duration * stream.time_base) * sr))
+
+
+def _read_pyav(path: Path, start: float | None, end: float | None) -> tuple[np.ndarray, int]:
+    import av
+
+    try:
+        container = av.open(str(path))
+    except Exception as exc:  # PyAV raises many FFmpeg error types
+        raise SermtlError(f"cannot decode audio: {path} ({type(exc).__name__}: {exc})") from None
+    with container:
+        if not container.streams.audio:
+            raise SermtlError(f"no audio stream in {path}")
+        stream = container.streams.audio[0]
+        sr = stream.codec_context.sample_rate or stream.rate
+        declared = _declared_samples(stream, sr)
+        # Resample inside FFmpeg to planar float so every codec gives the same layout.
+        resampler = av.AudioResampler(format="fltp", layout="mono", rate=sr)
+        pieces = []
+        try:
+            for frame in container.decode(stream):
+                for out in resampler.resample(frame):
+                    pieces.append(out.to_ndarray()[0])
+            for out in resampler.resample(None):
+                pieces.append(out.to_ndarray()[0])
+        except Exception as exc:
+            raise SermtlError(f"cannot decode audio: {path} ({type(exc).__name__}: {exc})") from None
+    wave = np.concatenate(pieces).astype(np.float32) if pieces else np.zeros(0, np.float32)
+    if declared is not None:
+        wave = wave[:declared]  # drop the codec's end padding (AAC fills its last 1024-sample frame)
+    first = int(round((start or 0.0) * sr))
+    last = len(wave) if end is None else int(round(end * sr))
+    return wave[first:last], sr
+
+
+def load_audio(
+    path: str | os.PathLike,
+    start: float | None = None,
+    end: float | None = None,
+    target_sr: int = TARGET_SR,
+) -> np.ndarray:
+    """Load ``path`` (optionally the segment ``start``..``end`` seconds) as mono float32 at ``target_sr``.
+
+    Raises :class:`SermtlError` naming the file when it is missing, unreadable, empty,
+    not audio, holds no samples in the segment, or holds NaN/inf samples.
+    """
+    path = Path(path)
+    _check_readable(path)
+    if start is not None and end is not None and end <= start:
+        raise SermtlError(f"segment end {end} <= start {start} for {path}")
+    wave = sr = None
+    if path.suffix.lower() in _SOUNDFILE_SUFFIXES:
+        import soundfile as sf
+
+        try:
+            wave, sr = _read_soundfile(path, start, end)
+        except sf.LibsndfileError:
+            wave = None  # not something libsndfile knows: let FFmpeg try
+    if wave is None:
+        wave, sr = _read_pyav(path, start, end)
+    if wave.size == 0:
+        raise SermtlError(f"no audio samples in {path}" + (f" between {start}s and {end}s" if start or end else ""))
+    if not np.isfinite(wave).all():
+        raise SermtlError(f"NaN or infinite samples in {path}")
+    if sr != target_sr:
+        import soxr
+
+        wave = soxr.resample(wave, sr, target_sr, quality="HQ").astype(np.float32, copy=False)
+    return np.ascontiguousarray(wave, dtype=np.float32)
+
+
+def audio_duration(path: str | os.PathLike) -> float:
+    """Length of the file in seconds, read from its header (no full decode where possible)."""
+    path = Path(path)
+    _check_readable(path)
+    if path.suffix.lower() in _SOUNDFILE_SUFFIXES:
+        import soundfile as sf
+
+        try:
+            info = sf.info(str(path))
+            return info.frames / info.samplerate
+        except sf.LibsndfileError:
+            pass
+    import av
+
+    try:
+        with av.open(str(path)) as container:
+            if not container.streams.audio:
+                raise SermtlError(f"no audio stream in {path}")
+            stream = container.streams.audio[0]
+            if stream.duration is not None and stream.time_base is not None:
+                return float(stream.duration * stream.time_base)
+            if container.duration is not None:
+                return container.duration / 1_000_000
+    except SermtlError:
+        raise
+    except Exception as exc:
+        raise SermtlError(f"cannot read audio header: {path} ({type(exc).__name__}: {exc})") from None
+    return len(load_audio(path)) / TARGET_SR

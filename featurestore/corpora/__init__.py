@@ -1,0 +1,85 @@
+"""Corpus recipes: turn a corpus folder into a :class:`~featurestore.manifest.Manifest`.
+
+Each recipe is a plain function ``prepare_<corpus>(root, **options)`` in its own module,
+listed in :data:`CORPORA` and imported only when used. Helpers they share live in
+:mod:`featurestore.corpora.base`, which also describes how problems are reported
+(``manifest.report`` and :class:`~featurestore.corpora.base.CorpusWarning`).
+
+>>> available_corpora()
+['baum1', 'csv', 'emodb', 'iemocap', 'ravdess', 'urdu']
+"""
+
+from __future__ import annotations
+
+import importlib
+import inspect
+import os
+from typing import Any, Callable
+
+from featurestore.errors import SermtlError
+from featurestore.manifest import Manifest
+
+#: Corpus name -> ``"module:function"`` of its recipe.
+CORPORA: dict[str, str] = {
+    "iemocap": "featurestore.corpora.iemocap:prepare_iemocap",
+    "baum1": "featurestore.corpora.baum1:prepare_baum1",
+    "emodb": "featurestore.corpora.emodb:prepare_emodb",
+    "ravdess": "featurestore.corpora.ravdess:prepare_ravdess",
+    "urdu": "featurestore.corpora.urdu:prepare_urdu",
+    "csv": "featurestore.corpora.csv_manifest:prepare_csv",
+}
+#: Text values accepted for yes/no options.
+_FLAGS: dict[str, bool | None] = {"true": True, "yes": True, "1": True, "false": False, "no": False, "0": False,
+                                  "auto": None}
+
+
+def available_corpora() -> list[str]:
+    """Names accepted by :func:`prepare`, sorted."""
+    return sorted(CORPORA)
+
+
+def get_recipe(name: str) -> Callable[..., Manifest]:
+    """The recipe function of corpus ``name``.
+
+    Raises:
+        SermtlError: ``name`` is not in :data:`CORPORA` (the message lists the choices).
+    """
+    if name not in CORPORA:
+        raise SermtlError(f"unknown corpus {name!r} (choices: {', '.join(available_corpora())})")
+    module, function = CORPORA[name].split(":")
+    return getattr(importlib.import_module(module), function)
+
+
+def prepare(name: str, root: str | os.PathLike, **options: Any) -> Manifest:
+    """Build the manifest of corpus ``name`` found at ``root``.
+
+    Args:
+        name: one of :func:`available_corpora`.
+        root: the corpus folder; for ``csv``, the CSV file.
+        **options: recipe options, e.g. ``classes="4class"`` or ``on_duplicate="skip"``;
+            yes/no options may be given as text (``"true"``, ``"false"``, ``"auto"``).
+
+    Returns:
+        The manifest; its ``report`` attribute lists what was left out and why.
+
+    Raises:
+        SermtlError: unknown corpus or option, a bad root, or a recipe error.
+    """
+    recipe = get_recipe(name)
+    parameters = dict(list(inspect.signature(recipe).parameters.items())[1:])
+    for option, value in options.items():
+        if option not in parameters:
+            raise SermtlError(
+                f"corpus {name!r} has no option {option!r} (options: {', '.join(parameters) or 'none'})"
+            )
+        if isinstance(value, str) and "bool" in str(parameters[option].annotation):
+            options[option] = _parse_flag(name, option, value)
+    return recipe(root, **options)
+
+
+def _parse_flag(corpus: str, option: str, value: str) -> bool | None:
+    """A yes/no option given as text (``--option expect_full_release=true``)."""
+    try:
+        return _FLAGS[value.strip().lower()]
+    except KeyError:
+        raise SermtlError(f"option {option!r} of corpus {corpus!r} must be true, false or auto, got {value!r}") from None

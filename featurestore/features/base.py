@@ -1,0 +1,85 @@
+"""The feature-extractor interface and the device helper shared by all extractors."""
+
+from __future__ import annotations
+
+import abc
+import dataclasses
+import hashlib
+import json
+from typing import Any, ClassVar, Sequence
+
+import numpy as np
+
+from featurestore.errors import SermtlError
+
+
+def resolve_device(spec: str = "auto") -> "torch.device":  # noqa: F821
+    """``auto`` → CUDA when available, else CPU; otherwise the named device.
+
+    Asking for CUDA on a machine without it falls back to CPU with a warning, so a
+    command line written for a GPU machine still runs elsewhere.
+    """
+    import torch
+
+    if spec == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = torch.device(spec)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        import warnings
+
+        warnings.warn(f"--device {spec}: CUDA is not available, using the CPU", stacklevel=2)
+        return torch.device("cpu")
+    return device
+
+
+class FeatureExtractor(abc.ABC):
+    """Turns 16 kHz mono waves into frame features.
+
+    Subclasses set :attr:`name`, keep their parameters in a frozen dataclass
+    ``self.config``, and implement :meth:`extract_batch`. What a store records about the
+    features is :meth:`describe`; two extractors with the same :meth:`fingerprint` give
+    the same features.
+    """
+
+    name: ClassVar[str]
+    config: Any
+
+    @property
+    @abc.abstractmethod
+    def dim(self) -> int:
+        """Feature dimension per frame."""
+
+    @property
+    @abc.abstractmethod
+    def num_layers(self) -> int:
+        """Number of stored layers (1 for MFCC)."""
+
+    @property
+    @abc.abstractmethod
+    def min_samples(self) -> int:
+        """Shortest input (in samples) that gives at least one frame."""
+
+    @abc.abstractmethod
+    def num_frames(self, num_samples: int) -> int:
+        """Frames produced for an input of ``num_samples`` samples."""
+
+    @abc.abstractmethod
+    def extract_batch(self, waves: Sequence[np.ndarray]) -> list[np.ndarray]:
+        """Features of each wave, float32, shaped ``(layers, frames, dim)``."""
+
+    def describe(self) -> dict[str, Any]:
+        """JSON-serialisable record of everything that decides the features."""
+        return {"feature": self.name, **dataclasses.asdict(self.config)}
+
+    def fingerprint(self) -> str:
+        """Short hash of :meth:`describe`; stores refuse to mix fingerprints."""
+        text = json.dumps(self.describe(), sort_keys=True)
+        return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+    def check_length(self, num_samples: int, utt_id: str) -> None:
+        """Raise a one-line error when an input is too short for even one frame."""
+        if num_samples < self.min_samples:
+            raise SermtlError(
+                f"{utt_id}: {num_samples} samples is shorter than the {self.name} receptive field "
+                f"({self.min_samples} samples = {self.min_samples / 16000 * 1000:.0f} ms)"
+            )

@@ -1,0 +1,178 @@
+"""The extraction stage: manifest → audio → features → store, batched and resumable.
+
+Utterances still missing from the store are sorted by duration (longest first, so a
+batch that does not fit in memory fails at once, not after hours) and cut into batches
+of at most ``batch_seconds`` of padded audio and ``max_batch`` utterances. Audio is decoded
+by a thread pool a few batches ahead of the extractor. Each batch is committed to the
+store as soon as it is computed, so an interrupted run loses at most one batch and the
+next run goes on from there.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from concurrent.futures import Future, ThreadPoolExecutor
+from pathlib import Path
+from typing import Callable, Iterator, Sequence
+
+import numpy as np
+
+from featurestore.audio import TARGET_SR, load_audio
+from featurestore.errors import SermtlError
+from featurestore.features.base import FeatureExtractor
+from featurestore.manifest import Manifest
+from featurestore.store.writer import StoreWriter
+
+ON_ERROR_CHOICES = ("fail", "skip")
+
+
+@dataclasses.dataclass
+class ExtractionReport:
+    """What one ``extract`` run did."""
+
+    store: Path
+    stored: int = 0
+    already_done: int = 0
+    skipped: list[dict[str, str]] = dataclasses.field(default_factory=list)
+    audio_seconds: float = 0.0
+    elapsed: float = 0.0
+
+    @property
+    def realtime_factor(self) -> float:
+        """Audio seconds processed per wall-clock second."""
+        return self.audio_seconds / self.elapsed if self.elapsed > 0 else 0.0
+
+
+def plan_batches(
+    durations: dict[str, float], batch_seconds: float, max_batch: int | None = None
+) -> list[list[str]]:
+    """Group utterances, longest first, so that ``count × longest ≤ batch_seconds``.
+
+    Sorting by length keeps padding small; an utterance longer than ``batch_seconds``
+    gets a batch of its own.
+
+    >>> plan_batches({"a": 1.0, "b": 3.0, "c": 2.9, "d": 0.5}, batch_seconds=6)
+    [['b', 'c'], ['a', 'd']]
+    """
+    order = sorted(durations, key=lambda u: (-durations[u], u))
+    batches: list[list[str]] = []
+    current: list[str] = []
+    for utt_id in order:
+        longest = durations[current[0]] if current else durations[utt_id]
+        full = max_batch is not None and len(current) >= max_batch
+        if current and (full or (len(current) + 1) * longest > batch_seconds):
+            batches.append(current)
+            current = []
+        current.append(utt_id)
+    if current:
+        batches.append(current)
+    return batches
+
+
+def _load_row(row: dict) -> np.ndarray:
+    return load_audio(row["path"], row["start"], row["end"], target_sr=TARGET_SR)
+
+
+def _prefetch(
+    manifest: Manifest, batches: Sequence[list[str]], workers: int, ahead: int = 2
+) -> Iterator[tuple[list[str], list[Future]]]:
+    """Yield each batch with futures of its decoded waves, decoding ``ahead`` batches early."""
+    with ThreadPoolExecutor(max_workers=max(1, workers), thread_name_prefix="sermtl-audio") as pool:
+        queue: list[tuple[list[str], list[Future]]] = []
+        try:
+            for batch in batches:
+                queue.append((batch, [pool.submit(_load_row, manifest[u]) for u in batch]))
+                if len(queue) > ahead:
+                    yield queue.pop(0)
+            while queue:
+                yield queue.pop(0)
+        finally:
+            for _, futures in queue:
+                for future in futures:
+                    future.cancel()
+
+
+def extract_to_store(
+    manifest: Manifest,
+    extractor: FeatureExtractor,
+    store_path: str | Path,
+    *,
+    format: str | None = None,
+    dtype: str = "float32",
+    batch_seconds: float = 200.0,
+    max_batch: int | None = None,
+    on_error: str = "fail",
+    workers: int = 2,
+    progress: bool = True,
+    on_item_error: Callable[[str], None] | None = None,
+) -> ExtractionReport:
+    """Compute ``extractor`` features for every manifest row missing from the store.
+
+    ``on_error="fail"`` stops at the first bad item with a :class:`SermtlError` naming
+    it (everything committed before stays); ``"skip"`` records the item in the store's
+    report and goes on. Re-running with the same arguments only does what is missing.
+    """
+    if on_error not in ON_ERROR_CHOICES:
+        raise SermtlError(f"--on-error must be one of {', '.join(ON_ERROR_CHOICES)}, got {on_error!r}")
+    if batch_seconds <= 0:
+        raise SermtlError(f"--batch-seconds must be positive, got {batch_seconds}")
+    if max_batch is not None and max_batch < 1:
+        raise SermtlError(f"--max-batch must be at least 1, got {max_batch}")
+    started = time.perf_counter()
+    report = ExtractionReport(store=Path(store_path))
+    with StoreWriter(
+        store_path, manifest, extractor.describe(), dtype=dtype, dim=extractor.dim,
+        num_layers=extractor.num_layers, frame_rate=_frame_rate(extractor), format=format,
+    ) as writer:
+        todo = writer.pending(manifest.ids())
+        report.already_done = len(manifest) - len(todo)
+        if not todo:
+            report.elapsed = time.perf_counter() - started
+            return report
+        durations = {u: float(manifest[u]["duration"] or 0.0) for u in todo}
+        batches = plan_batches(durations, batch_seconds, max_batch)
+
+        def fail_or_skip(utt_id: str, message: str) -> None:
+            if on_error == "fail":
+                raise SermtlError(message)
+            writer.skip(utt_id, message)
+            report.skipped.append({"utt_id": utt_id, "error": message})
+            if on_item_error is not None:
+                on_item_error(f"skipped {utt_id}: {message}")
+
+        from tqdm import tqdm
+
+        bar = tqdm(total=sum(durations.values()), unit="s", unit_scale=False,
+                   desc=f"{extractor.name} → {Path(store_path).name}", disable=not progress,
+                   bar_format="{l_bar}{bar}| {n:.0f}/{total:.0f} audio s [{elapsed}<{remaining}, {rate_fmt}]")
+        with bar:
+            for batch, futures in _prefetch(writer.manifest, batches, workers):
+                ids, waves = [], []
+                for utt_id, future in zip(batch, futures):
+                    try:
+                        wave = future.result()
+                        extractor.check_length(len(wave), f"{utt_id} ({manifest[utt_id]['path']})")
+                    except SermtlError as exc:
+                        fail_or_skip(utt_id, str(exc))
+                        continue
+                    ids.append(utt_id)
+                    waves.append(wave)
+                items = []
+                for utt_id, wave, feats in zip(ids, waves, extractor.extract_batch(waves) if waves else []):
+                    if not np.isfinite(feats).all():
+                        fail_or_skip(utt_id, f"{utt_id}: non-finite features ({manifest[utt_id]['path']})")
+                        continue
+                    items.append((utt_id, feats))
+                writer.write(items)
+                seconds = sum(len(w) for w in waves) / TARGET_SR
+                report.stored += len(items)
+                report.audio_seconds += seconds
+                bar.update(sum(durations[u] for u in batch))
+    report.elapsed = time.perf_counter() - started
+    return report
+
+
+def _frame_rate(extractor: FeatureExtractor) -> float:
+    """Frames per second of audio, measured on one minute of input."""
+    return extractor.num_frames(60 * TARGET_SR) / 60.0

@@ -1,0 +1,173 @@
+"""Read-only access to a feature store, whatever its backend.
+
+Layout (both backends; see docs/architecture.md):
+
+- ``features``: one array ``(layers, total_frames, dim)`` holding every utterance's frames
+  back to back, chunked ``(1, chunk_frames, dim)``;
+- ``index``: ``(rows, 2)`` int64, ``(offset, frames)`` of manifest row *i*, ``(-1, -1)``
+  until that utterance is committed;
+- text blobs ``manifest`` (the manifest as JSON) and ``report`` (skipped items);
+- attributes: feature config, dtype, fingerprint, versions.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any, Iterator
+
+import numpy as np
+
+from featurestore.errors import SermtlError
+from featurestore.manifest import Manifest
+from featurestore.store.base import Backend, available_backends, backend_for_path, get_backend
+
+
+def find_backend(path: Path, format: str | None = None) -> type[Backend]:
+    """The backend that holds the store at ``path`` (by ``format``, suffix, or by probing)."""
+    if not path.exists():
+        raise SermtlError(f"store not found: {path}")
+    candidates = [get_backend(format)] if format else [get_backend(n) for n in available_backends()]
+    for backend in candidates:
+        if backend.exists(path):
+            return backend
+    raise SermtlError(f"not a feature store: {path}")
+
+
+class FeatureStore:
+    """A read-only store: ``len``, :meth:`ids`, :meth:`read`, :attr:`manifest`, :attr:`attrs`.
+
+    Only committed utterances are visible: a store being written, or left by a killed
+    writer, reads as the utterances finished so far.
+    """
+
+    def __init__(self, backend: Backend) -> None:
+        self._backend = backend
+        self.path = backend.path
+        self.attrs: dict[str, Any] = backend.attrs
+        if not backend.has_array("features") or not backend.has_array("index"):
+            raise SermtlError(f"not a feature store (no features/index arrays): {self.path}")
+        text = backend.read_text("manifest")
+        if text is None:
+            raise SermtlError(f"store has no manifest: {self.path}")
+        self.full_manifest = Manifest.from_json(text, source=str(self.path))
+        index = np.asarray(backend.array("index")[:], dtype=np.int64)
+        if len(index) < len(self.full_manifest):
+            raise SermtlError(f"store index is shorter than its manifest: {self.path}")
+        self._features = backend.array("features")
+        self._entries: dict[str, tuple[int, int]] = {}
+        for utt_id, (offset, frames) in zip(self.full_manifest.ids(), index):
+            if frames >= 0:
+                self._entries[utt_id] = (int(offset), int(frames))
+        self.manifest = self.full_manifest.subset(list(self._entries))
+
+    # -- the public API -----------------------------------------------------------------
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def __contains__(self, utt_id: object) -> bool:
+        return utt_id in self._entries
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._entries)
+
+    def ids(self) -> list[str]:
+        """Ids of the stored utterances, in manifest order."""
+        return list(self._entries)
+
+    @property
+    def num_layers(self) -> int:
+        return int(self._features.shape[0])
+
+    @property
+    def dim(self) -> int:
+        return int(self._features.shape[2])
+
+    @property
+    def dtype(self) -> np.dtype:
+        return np.dtype(self._features.dtype)
+
+    @property
+    def format(self) -> str:
+        """Backend name (``zarr`` or ``hdf5``)."""
+        return self._backend.name
+
+    @property
+    def stored_frames(self) -> int:
+        """Length of the frame axis on disk (committed frames plus any uncommitted tail)."""
+        return int(self._features.shape[1])
+
+    def entries(self) -> dict[str, tuple[int, int]]:
+        """``{utt_id: (offset, frames)}`` of every committed utterance."""
+        return dict(self._entries)
+
+    def read_frames(self, layer: int, start: int, stop: int) -> np.ndarray:
+        """Raw frames ``start:stop`` of one layer of the concatenated frame array."""
+        return np.asarray(self._features[layer, start:stop])
+
+    def num_frames(self, utt_id: str) -> int:
+        """Frames stored for ``utt_id``."""
+        return self._entry(utt_id)[1]
+
+    def read(self, utt_id: str, layer: int | None = None) -> np.ndarray:
+        """Features of one utterance: ``(frames, dim)`` for a one-layer store or when ``layer``
+        is given, else ``(layers, frames, dim)``."""
+        offset, frames = self._entry(utt_id)
+        if layer is not None:
+            return np.asarray(self._features[layer, offset : offset + frames])
+        block = np.asarray(self._features[:, offset : offset + frames])
+        return block[0] if block.shape[0] == 1 else block
+
+    def read_all(self, layer: int | None = None) -> tuple[np.ndarray, dict[str, tuple[int, int]]]:
+        """Every committed frame at once, with ``{utt_id: (offset, frames)}`` into it.
+
+        The fast path for loading a whole corpus into memory: one sequential read.
+        """
+        end = max((o + f for o, f in self._entries.values()), default=0)
+        block = self._features[layer, :end] if layer is not None else self._features[:, :end]
+        block = np.asarray(block)
+        if layer is None and block.shape[0] == 1:
+            block = block[0]
+        return block, dict(self._entries)
+
+    def pending_ids(self) -> list[str]:
+        """Manifest rows that have no features yet."""
+        return [u for u in self.full_manifest.ids() if u not in self._entries]
+
+    def skipped(self) -> list[dict[str, Any]]:
+        """Items that extraction skipped (``--on-error skip``), with their error."""
+        text = self._backend.read_text("report")
+        return json.loads(text) if text else []
+
+    def size_on_disk(self) -> int:
+        """Bytes the store takes on disk."""
+        return self._backend.size_on_disk()
+
+    def close(self) -> None:
+        self._backend.close()
+
+    def __enter__(self) -> "FeatureStore":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"FeatureStore({str(self.path)!r}, utterances={len(self)}, layers={self.num_layers}, dim={self.dim})"
+
+    # -- internals ----------------------------------------------------------------------
+    def _entry(self, utt_id: str) -> tuple[int, int]:
+        try:
+            return self._entries[utt_id]
+        except KeyError:
+            raise KeyError(f"no utterance {utt_id!r} in store {self.path}") from None
+
+
+def open_store(path: str | Path, format: str | None = None) -> FeatureStore:
+    """Open the feature store at ``path`` read-only (format from ``format``, suffix or contents)."""
+    path = Path(path)
+    backend = find_backend(path, format)
+    return FeatureStore(backend.open(path, writable=False))
+
+
+__all__ = ["FeatureStore", "open_store", "backend_for_path"]

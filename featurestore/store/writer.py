@@ -1,0 +1,248 @@
+"""Writing a feature store: create or resume, append committed batches, record skips.
+
+Commit order, which makes a killed writer harmless:
+
+1. the batch's frames are written after the last committed frame and flushed;
+2. then the batch's ``index`` rows are written and flushed.
+
+An utterance exists for readers only once its index row is written, so a crash leaves
+at worst some unreferenced frames past the committed end, which the next writer
+overwrites. One writer at a time: a lock file beside the store (``<store>.lock``, an
+``flock`` that the OS drops when the process dies) refuses a second one at once.
+"""
+
+from __future__ import annotations
+
+import datetime
+import fcntl
+import hashlib
+import json
+import os
+from pathlib import Path
+from typing import Any, Iterable, Sequence
+
+import numpy as np
+
+from featurestore import __version__
+from featurestore.errors import SermtlError
+from featurestore.manifest import Manifest
+from featurestore.store.base import Backend, backend_for_path
+
+FORMAT_VERSION = 1
+_CHUNK_BYTES = 512 * 1024
+
+
+def store_fingerprint(config: dict[str, Any]) -> str:
+    """Hash of the store-level config (feature description + storage dtype)."""
+    return hashlib.sha256(json.dumps(config, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def default_chunk_frames(dim: int, dtype: str) -> int:
+    """Frames per chunk so that a chunk holds about 512 KiB (a power of two in 64..8192)."""
+    frames = _CHUNK_BYTES // (dim * np.dtype(dtype).itemsize)
+    return int(min(8192, max(64, 1 << (max(1, frames).bit_length() - 1))))
+
+
+def _differences(old: Any, new: Any, prefix: str = "") -> list[str]:
+    if isinstance(old, dict) and isinstance(new, dict):
+        out = []
+        for key in sorted(set(old) | set(new)):
+            out += _differences(old.get(key), new.get(key), f"{prefix}{key}.")
+        return out
+    return [] if old == new else [f"{prefix.rstrip('.')}: {old!r} in the store, {new!r} now"]
+
+
+class _WriterLock:
+    def __init__(self, store_path: Path) -> None:
+        self.path = store_path.with_name(store_path.name + ".lock")
+        self._fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(self._fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(self._fd, 64, 0).decode(errors="replace").strip() or "?"
+            os.close(self._fd)
+            raise SermtlError(f"store {store_path} is being written by another process (pid {holder}); wait for it to finish") from None
+        os.ftruncate(self._fd, 0)
+        os.pwrite(self._fd, str(os.getpid()).encode(), 0)
+
+    def release(self) -> None:
+        os.ftruncate(self._fd, 0)
+        os.close(self._fd)
+
+
+class StoreWriter:
+    """Create a store, or reopen one made with the same config, and append utterances.
+
+    ``config`` is what decides the features (the extractor's ``describe()`` plus the
+    storage dtype); reopening with a different one is refused, naming the difference.
+    The manifest is merged: new rows are appended, known rows must point to the same
+    audio (file name, start, end).
+    """
+
+    def __init__(
+        self,
+        path: str | Path,
+        manifest: Manifest,
+        feature: dict[str, Any],
+        dtype: str,
+        dim: int,
+        num_layers: int,
+        frame_rate: float,
+        format: str | None = None,
+        chunk_frames: int | None = None,
+    ) -> None:
+        self.path = Path(path)
+        self.dtype = np.dtype(dtype)
+        backend_cls = backend_for_path(self.path, format)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._lock = _WriterLock(self.path)
+        try:
+            config = {"feature": feature, "dtype": self.dtype.name}
+            if self.path.exists():
+                if not backend_cls.exists(self.path):
+                    raise SermtlError(f"{self.path} exists but is not a {backend_cls.name} feature store")
+                self._backend = backend_cls.open(self.path, writable=True)
+                self._check_config(config)
+            else:
+                self._backend = self._create(backend_cls, config, dim, num_layers, frame_rate, chunk_frames)
+            self._features = self._backend.array("features")
+            self.manifest = self._merge_manifest(manifest)
+            self._index = self._load_index()
+            self._report = {r["utt_id"]: r for r in json.loads(self._backend.read_text("report") or "[]")}
+            done = self._index[:, 1] >= 0
+            self._end = int((self._index[done].sum(axis=1)).max()) if done.any() else 0
+        except BaseException:
+            self._lock.release()
+            raise
+
+    # -- opening ------------------------------------------------------------------------
+    def _create(self, backend_cls, config, dim, num_layers, frame_rate, chunk_frames) -> Backend:
+        backend = backend_cls.open(self.path, writable=True, create=True)
+        chunk = chunk_frames or default_chunk_frames(dim, self.dtype.name)
+        backend.create_array("features", (num_layers, 0, dim), self.dtype.name, (1, chunk, dim))
+        backend.create_array("index", (0, 2), "int64", (65536, 2), fill_value=-1)
+        now = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
+        backend.set_attrs({
+            "format_version": FORMAT_VERSION,
+            "sermtl_version": __version__,
+            "layout": "concatenated-frames",
+            "created": now,
+            **config,
+            "fingerprint": store_fingerprint(config),
+            "dim": dim,
+            "num_layers": num_layers,
+            "frame_rate": frame_rate,
+            "chunk_frames": chunk,
+        })
+        return backend
+
+    def _check_config(self, config: dict[str, Any]) -> None:
+        attrs = self._backend.attrs
+        stored = {"feature": attrs.get("feature"), "dtype": attrs.get("dtype")}
+        diffs = _differences(stored, config)
+        if diffs:
+            self._backend.close()
+            raise SermtlError(
+                f"store {self.path} was made with another feature config ({'; '.join(diffs)}): "
+                "use another --store, or delete this one"
+            )
+
+    def _merge_manifest(self, manifest: Manifest) -> Manifest:
+        text = self._backend.read_text("manifest")
+        if text is None:
+            self._backend.write_text("manifest", manifest.to_json())
+            return manifest
+        stored = Manifest.from_json(text, source=str(self.path))
+        rows = {u: dict(stored[u]) for u in stored.ids()}
+        for row in manifest:
+            old = rows.get(row["utt_id"])
+            if old is not None:
+                same_audio = (
+                    Path(old["path"]).name == Path(row["path"]).name
+                    and old["start"] == row["start"]
+                    and old["end"] == row["end"]
+                )
+                if not same_audio:
+                    raise SermtlError(
+                        f"utterance {row['utt_id']} points to other audio than in store {self.path} "
+                        f"({row['path']} [{row['start']}, {row['end']}] vs {old['path']} [{old['start']}, {old['end']}])"
+                    )
+            rows[row["utt_id"]] = dict(row)
+        merged = Manifest(rows.values(), source=str(self.path))
+        if merged.to_json() != text:
+            self._backend.write_text("manifest", merged.to_json())
+        return merged
+
+    def _load_index(self) -> np.ndarray:
+        array = self._backend.array("index")
+        index = np.full((len(self.manifest), 2), -1, dtype=np.int64)
+        old = np.asarray(array[:], dtype=np.int64)
+        index[: len(old)] = old
+        if array.shape[0] != len(index):
+            array.resize((len(index), 2))
+            array[len(old):] = index[len(old):]
+        self._backend.flush()
+        return index
+
+    # -- state --------------------------------------------------------------------------
+    def is_done(self, utt_id: str) -> bool:
+        return self._index[self.manifest.position(utt_id), 1] >= 0
+
+    def pending(self, utt_ids: Iterable[str] | None = None) -> list[str]:
+        """Ids (of ``utt_ids``, default all rows) that have no features yet."""
+        ids = self.manifest.ids() if utt_ids is None else utt_ids
+        return [u for u in ids if not self.is_done(u)]
+
+    # -- writing ------------------------------------------------------------------------
+    def write(self, items: Sequence[tuple[str, np.ndarray]]) -> None:
+        """Append ``(utt_id, features (layers, frames, dim))`` pairs and commit them."""
+        if not items:
+            return
+        shape = self._features.shape
+        for utt_id, feats in items:
+            if feats.ndim != 3 or feats.shape[0] != shape[0] or feats.shape[2] != shape[2]:
+                raise SermtlError(f"{utt_id}: features shaped {feats.shape}, store expects (layers={shape[0]}, frames, dim={shape[2]})")
+        block = np.concatenate([feats for _, feats in items], axis=1).astype(self.dtype, copy=False)
+        start, stop = self._end, self._end + block.shape[1]
+        if shape[1] < stop:
+            self._features.resize((shape[0], max(stop, int(shape[1] * 1.25)), shape[2]))
+        self._features[:, start:stop] = block
+        self._backend.flush()
+        offset = start
+        rows = []
+        for utt_id, feats in items:
+            row = self.manifest.position(utt_id)
+            self._index[row] = (offset, feats.shape[1])
+            offset += feats.shape[1]
+            rows.append(row)
+            self._report.pop(utt_id, None)
+        lo, hi = min(rows), max(rows) + 1
+        self._backend.array("index")[lo:hi] = self._index[lo:hi]
+        self._backend.flush()
+        self._end = stop
+
+    def skip(self, utt_id: str, error: str) -> None:
+        """Record that ``utt_id`` was skipped because of ``error`` (listed by ``info``/``verify``)."""
+        self._report[utt_id] = {"utt_id": utt_id, "path": self.manifest[utt_id]["path"], "error": error}
+        self._save_report()
+
+    def _save_report(self) -> None:
+        self._backend.write_text("report", json.dumps(list(self._report.values()), ensure_ascii=False))
+        self._backend.flush()
+
+    def close(self) -> None:
+        """Trim spare capacity, save the report, release the store and its lock."""
+        try:
+            shape = self._features.shape
+            if shape[1] > self._end:
+                self._features.resize((shape[0], self._end, shape[2]))
+            self._save_report()
+            self._backend.close()
+        finally:
+            self._lock.release()
+
+    def __enter__(self) -> "StoreWriter":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

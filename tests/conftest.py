@@ -1,0 +1,53 @@
+"""Shared fixtures: small generated audio in real layouts, and the real corpora when present."""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+
+
+@pytest.fixture(scope="session")
+def shared_data() -> Path:
+    """``../shared/data`` beside the repo; tests using it skip when it is absent."""
+    if not SHARED_DATA.is_dir():
+        pytest.skip("../shared/data is not present")
+    return SHARED_DATA
+
+
+def write_tone(path: Path, seconds: float, sr: int = 16000, freq: float = 220.0, channels: int = 1,
+               subtype: str = "PCM_16", seed: int = 0) -> Path:
+    """A tone plus a little noise, written with soundfile (format from the suffix)."""
+    rng = np.random.default_rng(seed)
+    t = np.arange(int(round(seconds * sr))) / sr
+    wave = 0.3 * np.sin(2 * np.pi * freq * t) + 0.01 * rng.standard_normal(len(t))
+    data = np.stack([wave] * channels, axis=1) if channels > 1 else wave
+    path.parent.mkdir(parents=True, exist_ok=True)
+    sf.write(str(path), data.astype(np.float32), sr, subtype=subtype)
+    return path
+
+
+@pytest.fixture
+def csv_corpus(tmp_path: Path) -> Path:
+    """A CSV manifest of 12 wavs (3 speakers, 4 emotions, two expressions, 0.4-2.5 s) with relative paths."""
+    root = tmp_path / "corpus"
+    emotions = ["angry", "happy", "neutral", "sad"]
+    rows = []
+    for i in range(12):
+        seconds = 0.4 + 0.19 * i
+        rel = Path("audio") / f"utt {i:02d}.wav"
+        write_tone(root / rel, seconds, freq=150 + 40 * (i % 4), seed=i)
+        rows.append({"utt_id": f"u{i:02d}", "path": str(rel), "emotion": emotions[i % 4],
+                     "speaker": f"spk{i % 3}", "expression": "acted" if i % 2 else "spontaneous",
+                     "gender": "F" if i % 3 else "M", "take": str(i)})
+    manifest = root / "manifest.csv"
+    with open(manifest, "w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    return manifest
