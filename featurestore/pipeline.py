@@ -159,7 +159,7 @@ def extract_to_store(
                     ids.append(utt_id)
                     waves.append(wave)
                 items = []
-                for utt_id, wave, feats in zip(ids, waves, extractor.extract_batch(waves) if waves else []):
+                for utt_id, feats in zip(ids, extractor.extract_batch(waves) if waves else []):
                     if not np.isfinite(feats).all():
                         fail_or_skip(utt_id, f"{utt_id}: non-finite features ({manifest[utt_id]['path']})")
                         continue

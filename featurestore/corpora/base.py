@@ -22,10 +22,11 @@ from __future__ import annotations
 import collections
 import logging
 import os
+import re
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterable, Mapping, Sequence, TypeVar, Union
+from typing import Any, Callable, Iterable, Iterator, Mapping, Sequence, TypeVar, Union
 
 from featurestore.audio import audio_duration
 from featurestore.errors import SermtlError
@@ -215,6 +216,19 @@ def find_files(folder: Path, suffixes: Iterable[str] = (".wav",), recursive: boo
             if not name.startswith(".") and Path(name).suffix.lower() in wanted
         )
     return sorted(found)
+
+
+def named_files(folder: Path, pattern: "re.Pattern[str]", report: "CorpusReport") -> Iterator[tuple[Path, tuple[str, ...]]]:
+    """``(path, groups)`` for each wav under ``folder`` whose stem matches ``pattern``.
+
+    Files named otherwise are reported as ``unparsed`` and left out.
+    """
+    for path in find_files(folder):
+        match = pattern.match(path.stem)
+        if match:
+            yield path, match.groups()
+        else:
+            report.add("unparsed", path)
 
 
 def index_files(paths: Iterable[Path], corpus: str, key: Callable[[Path], str] = lambda p: p.stem) -> dict[str, Path]:

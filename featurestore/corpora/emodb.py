@@ -15,7 +15,7 @@ import os
 import re
 
 from featurestore.corpora.base import (
-    ClassMap, Classes, CorpusManifest, CorpusReport, check_root, find_files, finish, make_row,
+    ClassMap, Classes, CorpusManifest, CorpusReport, check_root, finish, named_files, make_row,
 )
 
 CORPUS = "emodb"
@@ -40,12 +40,7 @@ def prepare_emodb(root: str | os.PathLike, classes: Classes = "all") -> CorpusMa
     class_map = LABELS.select(classes)
     report = CorpusReport(CORPUS)
     rows = []
-    for path in find_files(wav_dir):
-        match = _NAME.match(path.stem)
-        if not match:
-            report.add("unparsed", path)
-            continue
-        speaker, text, letter, _version = match.groups()
+    for path, (speaker, text, letter, _version) in named_files(wav_dir, _NAME, report):
         emotion = class_map.resolve(letter, path, report)
         if emotion is not None:
             rows.append(make_row(report, path.stem, path, emotion, speaker, expression="acted",

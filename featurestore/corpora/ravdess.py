@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from featurestore.corpora.base import (
-    ClassMap, Classes, CorpusManifest, CorpusReport, check_root, find_files, finish, make_row,
+    ClassMap, Classes, CorpusManifest, CorpusReport, check_root, finish, named_files, make_row,
 )
 from featurestore.errors import SermtlError
 
@@ -84,12 +84,7 @@ def prepare_ravdess(root: str | os.PathLike, classes: Classes = "all",
     class_map = LABELS.select(classes)
     report = CorpusReport(CORPUS)
     rows = []
-    for path in find_files(root):
-        match = _NAME.match(path.stem)
-        if not match:
-            report.add("unparsed", path)
-            continue
-        modality, channel, code, intensity, statement, repetition, actor = match.groups()
+    for path, (modality, channel, code, intensity, statement, repetition, actor) in named_files(root, _NAME, report):
         if modality != "03":
             report.exclude(f"modality {modality}")
             continue

@@ -16,7 +16,7 @@ import os
 import re
 
 from featurestore.corpora.base import (
-    ClassMap, Classes, CorpusManifest, CorpusReport, check_root, find_files, finish, make_row,
+    ClassMap, Classes, CorpusManifest, CorpusReport, check_root, finish, named_files, make_row,
 )
 
 CORPUS = "urdu"
@@ -40,12 +40,8 @@ def prepare_urdu(root: str | os.PathLike, classes: Classes = "all") -> CorpusMan
     class_map = LABELS.select(classes)
     report = CorpusReport(CORPUS)
     rows = []
-    for path in find_files(root):
-        match = _NAME.match(path.stem)
-        if not match:
-            report.add("unparsed", path)
-            continue
-        speaker, gender, code = (group.upper() for group in match.groups())
+    for path, groups in named_files(root, _NAME, report):
+        speaker, gender, code = (group.upper() for group in groups)
         emotion = class_map.resolve(code, path, report)
         if path.parent.name.lower() != FOLDERS.get(code, "").lower():
             report.add("label_mismatch", f"{path} (code {code}, folder {path.parent.name})")
