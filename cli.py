@@ -162,11 +162,10 @@ def extract(corpus, root, manifest, options, feature, model, layers, store, stor
         batch_seconds=batch_seconds or defaults["batch_seconds"], max_batch=max_batch,
         on_error=on_error, workers=workers, on_item_error=lambda line: click.echo(line, err=True),
     )
-    click.echo(
-        f"{report.store}: {report.stored} stored, {report.already_done} already there, "
-        f"{len(report.skipped)} skipped; {report.audio_seconds:.1f} audio s in {report.elapsed:.1f} s "
-        f"({report.realtime_factor:.0f}x real time)"
-    )
+    speed = (f"{report.audio_seconds:.1f} audio s in {report.elapsed:.1f} s ({report.realtime_factor:.0f}x real time)"
+             if report.stored else f"nothing to extract ({report.elapsed:.2f} s)")
+    click.echo(f"{report.store}: {report.stored} stored, {report.already_done} already there, "
+               f"{len(report.skipped)} skipped; {speed}")
 
 
 def _format_summary(summary: dict[str, Any]) -> str:

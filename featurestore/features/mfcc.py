@@ -20,6 +20,7 @@ sees the same zeros past its end that it would see alone.
 from __future__ import annotations
 
 import dataclasses
+import functools
 from typing import Sequence
 
 import numpy as np
@@ -101,14 +102,21 @@ class MFCCExtractor(FeatureExtractor):
     name = "mfcc"
 
     def __init__(self, device: str = "auto", **params) -> None:
+        self.config = MFCCConfig(**params)
+        self._device_spec = device
+
+    @functools.cached_property
+    def _kernels(self) -> tuple["torch.device", "torch.Tensor", "torch.Tensor", "torch.Tensor"]:  # noqa: F821
+        """Device, window, mel matrix and DCT matrix, built on first use (torch is imported
+        only then, so a resumed run with nothing left to do never loads it)."""
         import torch
 
-        self.config = MFCCConfig(**params)
-        self.device = resolve_device(device)
         c = self.config
-        self._window = torch.hamming_window(c.win_length, periodic=True, device=self.device)
-        self._mel = torch.from_numpy(mel_filterbank(c.sample_rate, c.n_fft, c.n_mels, c.fmin, c.fmax)).to(self.device)
-        self._dct = torch.from_numpy(dct_matrix(c.n_mfcc, c.n_mels)).to(self.device)
+        device = resolve_device(self._device_spec)
+        window = torch.hamming_window(c.win_length, periodic=True, device=device)
+        mel = torch.from_numpy(mel_filterbank(c.sample_rate, c.n_fft, c.n_mels, c.fmin, c.fmax)).to(device)
+        dct = torch.from_numpy(dct_matrix(c.n_mfcc, c.n_mels)).to(device)
+        return device, window, mel, dct
 
     @property
     def dim(self) -> int:
@@ -129,21 +137,22 @@ class MFCCExtractor(FeatureExtractor):
         import torch
 
         c = self.config
+        device, window, mel_matrix, dct = self._kernels
         lengths = [len(w) for w in waves]
         batch = torch.zeros(len(waves), max(lengths), dtype=torch.float32)
         for row, wave in enumerate(waves):
             batch[row, : len(wave)] = torch.from_numpy(np.asarray(wave, dtype=np.float32))
-        batch = batch.to(self.device, non_blocking=True)
+        batch = batch.to(device, non_blocking=True)
         with torch.inference_mode():
             pad = c.n_fft // 2 if c.center else 0
             spec = torch.stft(
                 torch.nn.functional.pad(batch, (pad, pad)),
                 n_fft=c.n_fft, hop_length=c.hop_length, win_length=c.win_length,
-                window=self._window, center=False, return_complex=True,
+                window=window, center=False, return_complex=True,
             )
             power = spec.abs().pow(c.power)  # (B, freq, frames)
-            mel = torch.matmul(self._mel, power)  # (B, n_mels, frames)
+            mel = torch.matmul(mel_matrix, power)  # (B, n_mels, frames)
             log_mel = 10.0 * torch.log10(torch.clamp(mel, min=c.log_floor))
-            mfcc = torch.matmul(self._dct, log_mel).transpose(1, 2)  # (B, frames, n_mfcc)
+            mfcc = torch.matmul(dct, log_mel).transpose(1, 2)  # (B, frames, n_mfcc)
             mfcc = mfcc.float().cpu().numpy()
         return [mfcc[row, : self.num_frames(n)][None] for row, n in enumerate(lengths)]
