@@ -43,11 +43,12 @@ def default_chunk_frames(dim: int, dtype: str) -> int:
     return int(min(8192, max(64, 1 << (max(1, frames).bit_length() - 1))))
 
 
-def _differences(old: Any, new: Any, prefix: str = "") -> list[str]:
+def config_differences(old: Any, new: Any, prefix: str = "") -> list[str]:
+    """``"key: old in the store, new now"`` for every leaf where two nested dicts differ."""
     if isinstance(old, dict) and isinstance(new, dict):
         out = []
         for key in sorted(set(old) | set(new)):
-            out += _differences(old.get(key), new.get(key), f"{prefix}{key}.")
+            out += config_differences(old.get(key), new.get(key), f"{prefix}{key}.")
         return out
     return [] if old == new else [f"{prefix.rstrip('.')}: {old!r} in the store, {new!r} now"]
 
@@ -139,7 +140,7 @@ class StoreWriter:
     def _check_config(self, config: dict[str, Any]) -> None:
         attrs = self._backend.attrs
         stored = {"feature": attrs.get("feature"), "dtype": attrs.get("dtype")}
-        diffs = _differences(stored, config)
+        diffs = config_differences(stored, config)
         if diffs:
             self._backend.close()
             raise SermtlError(

@@ -1,0 +1,140 @@
+"""The trainer on real (tiny) stores: schedule, batching, training, CV resume, checkpoints, predict."""
+
+from __future__ import annotations
+
+import json
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from featurestore import open_store
+from featurestore.corpora import prepare
+from featurestore.errors import SermtlError
+from featurestore.features.mfcc import MFCCExtractor
+from featurestore.pipeline import extract_to_store
+from featurestore.synthetic import make_iemocap
+from trainer.cv import Protocol, run_cv
+from trainer.data import FeatureBank, make_batches
+from trainer.folds import make_folds
+from trainer.loop import TrainConfig, infer, load_network, train_fold
+from trainer.tasks import AlphaSchedule
+
+TINY = dict(epochs=2, channels=16, embedding_dim=8, batch_size=16, device="cpu")
+
+
+@pytest.fixture(scope="module")
+def mfcc_store(tmp_path_factory) -> Path:
+    """MFCC store of a 5-session synthetic IEMOCAP (60 utterances, 10 speakers)."""
+    root = tmp_path_factory.mktemp("corpus")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        manifest = prepare("iemocap", make_iemocap(root, utts_per_dialog=8, quirks=False))
+    path = root / "iemocap_mfcc.zarr"
+    extract_to_store(manifest, MFCCExtractor(device="cpu"), path, progress=False)
+    return path
+
+
+def test_alpha_schedule_and_cap() -> None:
+    schedule = AlphaSchedule(0.1, 0.05, 0.5)
+    assert [round(schedule(e), 3) for e in range(10)] == [0.1, 0.15, 0.2, 0.25, 0.3, 0.35, 0.4, 0.45, 0.5, 0.5]
+    assert AlphaSchedule(0.1, 0.05, 1.0)(17) == pytest.approx(0.95) and AlphaSchedule(0.1, 0.05, 1.0)(40) == 1.0
+    with pytest.raises(SermtlError, match="--alpha-max must be in"):
+        AlphaSchedule(0.1, 0.05, 1.5)
+
+
+def test_training_batches_cover_everything_and_bucket_lengths() -> None:
+    rng = np.random.default_rng(0)
+    ids = [f"u{i}" for i in range(300)]
+    lengths = rng.integers(10, 500, size=300)
+    batches = make_batches(ids, lengths, 64, rng)
+    assert sorted(u for b in batches for u in b) == sorted(ids)
+    assert all(len(b) <= 64 for b in batches)
+    by_id = dict(zip(ids, lengths))
+    spread = np.mean([max(by_id[u] for u in b) - min(by_id[u] for u in b) for b in batches])
+    assert spread < 0.5 * (lengths.max() - lengths.min())  # sorted inside pools: little padding
+    assert make_batches(ids, lengths, 64, np.random.default_rng(1)) != batches
+
+
+def test_feature_bank_batches_crops_and_statistics(mfcc_store) -> None:
+    store = open_store(mfcc_store)
+    bank = FeatureBank(store)
+    ids = store.ids()[:5]
+    x, lengths = bank.batch(ids)
+    assert x.shape == (5, int(lengths.max()), 40) and x.dtype == torch.float32
+    for row, utt_id in enumerate(ids):
+        np.testing.assert_array_equal(x[row, : lengths[row]].numpy(), store.read(utt_id))
+        assert not x[row, lengths[row]:].any()
+    cropped, crop_lengths = bank.batch(ids, crop_frames=30, rng=np.random.default_rng(0))
+    assert cropped.shape[1] == 30 and (crop_lengths <= 30).all()
+    mean, std = bank.statistics(ids)
+    frames = np.concatenate([store.read(u) for u in ids]).astype(np.float64)
+    np.testing.assert_allclose(mean.numpy(), frames.mean(0), rtol=1e-5, atol=1e-4)
+    np.testing.assert_allclose(std.numpy(), frames.std(0), rtol=1e-4, atol=1e-4)
+
+
+def test_train_fold_forward_backward_and_checkpoint_round_trip(mfcc_store) -> None:
+    store = open_store(mfcc_store)
+    bank = FeatureBank(store)
+    fold = make_folds(store.manifest, "loso", by="session")[4]
+    outcome = train_fold(store, bank, fold, TrainConfig(**TINY), progress=False)
+    metrics = outcome.metrics
+    assert 0 <= metrics["wa"] <= 100 and 0 <= metrics["uwa"] <= 100 and metrics["aux_accuracy"] is not None
+    assert set(metrics["per_class_recall"]) == {"angry", "happy", "neutral", "sad"}
+    assert "expression" in metrics["subsets"] and "emotion" in metrics["separability"]
+    assert [h["alpha"] for h in outcome.history] == pytest.approx([0.1, 0.15])
+    assert len(outcome.predictions) == len(fold.test)
+    network = load_network(outcome.checkpoint)
+    again = infer(network, bank, fold.test, 16)["emotion"]
+    reference = np.array([[p[f"p_{c}"] for c in outcome.checkpoint["emotions"]] for p in outcome.predictions])
+    np.testing.assert_allclose(again, reference, atol=1e-6)
+
+
+def test_training_learns_and_is_repeatable(mfcc_store) -> None:
+    store = open_store(mfcc_store)
+    bank = FeatureBank(store)
+    fold = make_folds(store.manifest, "loso", by="session")[0]
+    config = TrainConfig(**{**TINY, "epochs": 12, "channels": 32, "aux": "none"})
+    first = train_fold(store, bank, fold, config, progress=False)
+    second = train_fold(store, bank, fold, config, progress=False)
+    assert first.metrics["uwa"] == second.metrics["uwa"]
+    assert [p["pred"] for p in first.predictions] == [p["pred"] for p in second.predictions]
+    losses = [h["train_loss"] for h in first.history]
+    assert losses[-1] < 0.7 * losses[0]
+    assert first.metrics["uwa"] > 40.0  # 4 classes: chance is 25
+
+
+def test_cv_writes_run_dir_and_resumes(mfcc_store, tmp_path) -> None:
+    out = tmp_path / "run"
+    protocol = Protocol("loso", by="session")
+    results = run_cv(mfcc_store, out, TrainConfig(**TINY), protocol, progress=False)
+    assert len(results["folds"]) == 5 and {"wa", "uwa", "per_class_recall", "aux_accuracy"} <= set(results)
+    assert json.loads((out / "results.json").read_text())["uwa"] == pytest.approx(results["uwa"])
+    assert np.mean([f["uwa"] for f in results["folds"]]) == pytest.approx(results["uwa"])
+    for k in range(1, 6):
+        assert {"metrics.json", "predictions.csv", "history.json", "checkpoint.pt"} <= {p.name for p in (out / f"fold_{k}").iterdir()}
+    kept = (out / "fold_1" / "metrics.json").stat().st_mtime_ns
+    (out / "fold_3" / "metrics.json").unlink()
+    resumed = run_cv(mfcc_store, out, TrainConfig(**TINY), protocol, progress=False)
+    assert (out / "fold_1" / "metrics.json").stat().st_mtime_ns == kept
+    assert (out / "fold_3" / "metrics.json").exists() and len(resumed["folds"]) == 5
+    with pytest.raises(SermtlError, match="another train"):
+        run_cv(mfcc_store, out, TrainConfig(**{**TINY, "alpha0": 0.2}), protocol, progress=False)
+
+
+@pytest.mark.parametrize("config,needle", [
+    ({"aux": "mood"}, "has no column 'mood'"),
+    ({"layer": "3"}, "--layer 3"),
+    ({"layer": "weighted"}, "needs a store with several layers"),
+])
+def test_bad_training_input(mfcc_store, tmp_path, config, needle) -> None:
+    with pytest.raises(SermtlError, match=needle):
+        run_cv(mfcc_store, tmp_path / "r", TrainConfig(**{**TINY, **config}), Protocol("loso", by="session"), [1], progress=False)
+
+
+def test_not_a_store(tmp_path) -> None:
+    (tmp_path / "x.zarr").mkdir()
+    with pytest.raises(SermtlError, match="not a feature store"):
+        run_cv(tmp_path / "x.zarr", tmp_path / "r", TrainConfig(**TINY), progress=False)

@@ -1,0 +1,126 @@
+"""Cross-validation runs: all folds of a protocol, written to a run directory, resumable.
+
+Run directory::
+
+    RUN/config.json           store, protocol, training config (the run's identity)
+    RUN/folds.json            the folds (utterance ids), reused when the run resumes
+    RUN/fold_<k>/metrics.json per-fold test metrics (written last: marks the fold done)
+    RUN/fold_<k>/predictions.csv, history.json, checkpoint.pt
+    RUN/results.json          averages over folds (percent) and the per-fold list
+
+A fold counts as finished only when its ``metrics.json`` exists (written atomically after
+everything else), so an interrupted ``cv`` redoes just the unfinished fold. Restarting with
+a different config in the same directory is refused.
+"""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from featurestore.errors import SermtlError
+from featurestore.features.base import resolve_device
+from featurestore.store.reader import open_store
+from trainer.data import FeatureBank, resolve_layer
+from trainer.folds import Fold, check_folds, load_folds, make_folds, save_folds
+from trainer.loop import TrainConfig, check_columns, train_fold
+from trainer.metrics import average_folds
+
+
+@dataclasses.dataclass
+class Protocol:
+    """How folds are made (see :func:`trainer.folds.make_folds`)."""
+
+    name: str = "loso"
+    by: str | None = "session"
+    folds: int = 5
+    valid_fraction: float = 0.2
+    train_values: list[str] | None = None
+    test_values: list[str] | None = None
+
+    def make(self, manifest, seed: int) -> list[Fold]:
+        return make_folds(manifest, self.name, by=self.by, folds=self.folds, valid_fraction=self.valid_fraction,
+                          seed=seed, train_values=self.train_values, test_values=self.test_values)
+
+
+def default_protocol(manifest) -> Protocol:
+    """Leave-one-session-out when the store has sessions (IEMOCAP), else 80/10/10 5-fold."""
+    if "session" in manifest.columns and len(set(manifest.column("session")) - {None}) > 1:
+        return Protocol("loso", by="session")
+    return Protocol("kfold", by=None, folds=5)
+
+
+def _write_json(path: Path, data: Any) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(data, indent=2, ensure_ascii=False, default=float))
+    os.replace(tmp, path)
+
+
+def _write_predictions(path: Path, rows: list[dict[str, Any]]) -> None:
+    with open(path, "w", newline="", encoding="utf-8") as handle:
+        writer = csv.DictWriter(handle, fieldnames=list(rows[0]) if rows else ["utt_id"])
+        writer.writeheader()
+        writer.writerows(rows)
+
+
+def run_cv(store_path: str | Path, out_dir: str | Path, config: TrainConfig, protocol: Protocol | None = None,
+           only_folds: list[int] | None = None, progress: bool = True) -> dict[str, Any]:
+    """Train and score every fold (or ``only_folds``) and write the run directory.
+
+    Returns the content of ``results.json``.
+    """
+    out = Path(out_dir)
+    store = open_store(store_path)
+    check_columns(store, config)
+    resolve_layer(store, config.layer)
+    config.schedule()
+    protocol = protocol or default_protocol(store.manifest)
+    identity = {"store": str(Path(store_path).resolve()), "store_fingerprint": store.attrs.get("fingerprint"),
+                "protocol": dataclasses.asdict(protocol), "train": dataclasses.asdict(config)}
+    out.mkdir(parents=True, exist_ok=True)
+    config_path = out / "config.json"
+    if config_path.exists():
+        previous = json.loads(config_path.read_text())
+        if {k: previous.get(k) for k in identity} != identity:
+            changed = [k for k in identity if previous.get(k) != identity[k]]
+            raise SermtlError(f"run directory {out} holds a run with another {', '.join(changed)}; use another --out")
+    else:
+        _write_json(config_path, identity)
+    folds_path = out / "folds.json"
+    if folds_path.exists():
+        folds, _ = load_folds(folds_path)
+    else:
+        folds = protocol.make(store.manifest, config.seed)
+        save_folds(folds, folds_path, dataclasses.asdict(protocol) | {"seed": config.seed})
+    check_folds(folds, store.manifest, label_column=config.label,
+                group_column=protocol.by if protocol.name in ("loso", "group-kfold", "split") else None)
+    wanted = [f for f in folds if only_folds is None or f.fold in only_folds]
+    if only_folds and len(wanted) != len(set(only_folds)):
+        raise SermtlError(f"--fold {only_folds}: the protocol has folds 1..{len(folds)}")
+    device = resolve_device(config.device)
+    bank = None
+    from tqdm import tqdm
+
+    for fold in tqdm(wanted, desc="folds", unit="fold", disable=not progress):
+        fold_dir = out / f"fold_{fold.fold}"
+        if (fold_dir / "metrics.json").exists():
+            continue
+        if bank is None:
+            bank = FeatureBank(store, config.layer, device)
+        outcome = train_fold(store, bank, fold, config, progress=progress, position=1)
+        fold_dir.mkdir(exist_ok=True)
+        torch.save(outcome.checkpoint, fold_dir / "checkpoint.pt")
+        _write_predictions(fold_dir / "predictions.csv", outcome.predictions)
+        _write_json(fold_dir / "history.json", outcome.history)
+        _write_json(fold_dir / "metrics.json", outcome.metrics)
+    per_fold = [json.loads((out / f"fold_{f.fold}" / "metrics.json").read_text()) for f in wanted]
+    results = {"aux_accuracy": None, **average_folds(per_fold), "folds": per_fold, "protocol": protocol.name,
+               "aux": config.aux, "store": str(store_path)}
+    _write_json(out / "results.json", results)
+    return results

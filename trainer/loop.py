@@ -1,0 +1,237 @@
+"""Training and evaluating one fold.
+
+Per epoch ``e``: Adam steps over length-bucketed, randomly cropped batches with the loss
+``(1 − α_e)·CE(AAM-softmax logits, emotion) + α_e·CE(aux logits, aux label)``
+(:class:`trainer.tasks.AlphaSchedule`), then the validation set is scored. The checkpoint
+kept is the epoch with the best validation UWA (ties: the earlier epoch); the test set is
+scored once, with that checkpoint, after training. Without a validation set the last
+epoch is kept. On CUDA the forward pass runs under bf16 autocast.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+from typing import Any, Sequence
+
+import numpy as np
+import torch
+from torch.nn import functional as F
+
+from featurestore import __version__
+from featurestore.errors import SermtlError
+from featurestore.features.base import resolve_device
+from featurestore.store.reader import FeatureStore
+from trainer.data import FeatureBank, make_batches
+from trainer.folds import Fold
+from trainer.metrics import evaluate, pattern_separability, unweighted_accuracy
+from trainer.network import NetworkConfig, SERNetwork
+from trainer.tasks import DEFAULT_ALPHA_MAX, AlphaSchedule, Task
+
+#: Manifest columns whose values split the test set into reported subsets.
+SUBSET_COLUMNS = ("expression", "gender", "corpus")
+
+
+@dataclasses.dataclass
+class TrainConfig:
+    """Hyper-parameters of one training run (the paper's values are the defaults)."""
+
+    epochs: int = 50
+    batch_size: int = 64
+    lr: float = 1e-3
+    alpha0: float = 0.1
+    alpha_step: float = 0.05
+    alpha_max: float = DEFAULT_ALPHA_MAX
+    aux: str = "expression"
+    label: str = "emotion"
+    layer: str = "last"
+    channels: int = 512
+    embedding_dim: int = 192
+    margin: float = 0.2
+    scale: float = 30.0
+    crop_seconds: float = 3.0
+    seed: int = 0
+    device: str = "auto"
+
+    def schedule(self) -> AlphaSchedule:
+        return AlphaSchedule(self.alpha0, self.alpha_step, self.alpha_max)
+
+    @property
+    def uses_aux(self) -> bool:
+        return self.aux not in ("", "none", None)
+
+
+@dataclasses.dataclass
+class FoldOutcome:
+    """What training one fold produced."""
+
+    fold: int
+    metrics: dict[str, Any]
+    predictions: list[dict[str, Any]]
+    history: list[dict[str, Any]]
+    checkpoint: dict[str, Any]
+
+
+def _seed_everything(seed: int) -> np.random.Generator:
+    torch.manual_seed(seed)
+    return np.random.default_rng(seed)
+
+
+def check_columns(store: FeatureStore, config: TrainConfig) -> None:
+    """Refuse a ``--label``/``--aux`` column the store's manifest does not have."""
+    columns = store.manifest.columns
+    for flag, column in (("--label", config.label), ("--aux", config.aux if config.uses_aux else None)):
+        if column and column not in columns:
+            raise SermtlError(f"{flag}: store {store.path} has no column {column!r} (columns: {', '.join(columns)})")
+
+
+def build_tasks(store: FeatureStore, fold: Fold, config: TrainConfig) -> tuple[Task, Task | None]:
+    """The emotion task and the auxiliary task, with classes from the fold's training rows."""
+    check_columns(store, config)
+    manifest = store.manifest
+    emotion = Task.from_values(config.label, [manifest[u][config.label] for u in fold.train])
+    aux = Task.from_values(config.aux, [manifest[u][config.aux] for u in fold.train]) if config.uses_aux else None
+    return emotion, aux
+
+
+@torch.no_grad()
+def infer(network: SERNetwork, bank: FeatureBank, ids: Sequence[str], batch_size: int) -> dict[str, np.ndarray]:
+    """Emotion probabilities, auxiliary probabilities and embeddings of ``ids``, in order."""
+    network.eval()
+    position = {u: i for i, u in enumerate(ids)}
+    results: dict[str, list] = {"emotion": [None] * len(ids), "aux": [None] * len(ids), "embedding": [None] * len(ids)}
+    autocast = torch.autocast("cuda", dtype=torch.bfloat16) if bank.device.type == "cuda" else torch.autocast("cpu", enabled=False)
+    for batch in make_batches(list(ids), bank.lengths(ids), batch_size):
+        x, lengths = bank.batch(batch)
+        with autocast:
+            out = network(x, lengths)
+        emotion = F.softmax(out["emotion_logits"].float(), dim=-1).cpu().numpy()
+        aux = F.softmax(out["aux_logits"].float(), dim=-1).cpu().numpy() if "aux_logits" in out else None
+        embedding = out["embedding"].float().cpu().numpy()
+        for row, utt_id in enumerate(batch):
+            i = position[utt_id]
+            results["emotion"][i], results["embedding"][i] = emotion[row], embedding[row]
+            results["aux"][i] = aux[row] if aux is not None else None
+    return {
+        "emotion": np.stack(results["emotion"]) if ids else np.zeros((0, 0)),
+        "aux": np.stack(results["aux"]) if ids and results["aux"][0] is not None else None,
+        "embedding": np.stack(results["embedding"]) if ids else np.zeros((0, 0)),
+    }
+
+
+def _train_epoch(network, optimizer, bank, ids, emotion_targets, aux_targets, alpha, config, rng, crop_frames) -> float:
+    network.train()
+    total, count = 0.0, 0
+    autocast = torch.autocast("cuda", dtype=torch.bfloat16) if bank.device.type == "cuda" else torch.autocast("cpu", enabled=False)
+    crop_lengths = np.minimum(bank.lengths(ids), crop_frames)
+    for batch in make_batches(list(ids), crop_lengths, config.batch_size, rng):
+        x, lengths = bank.batch(batch, crop_frames, rng)
+        y = torch.tensor([emotion_targets[u] for u in batch], device=bank.device)
+        with autocast:
+            out = network(x, lengths, y)
+            loss = F.cross_entropy(out["emotion_logits"].float(), y)
+            if aux_targets is not None:
+                a = torch.tensor([aux_targets[u] for u in batch], device=bank.device)
+                if (a != -100).any():
+                    loss = (1 - alpha) * loss + alpha * F.cross_entropy(out["aux_logits"].float(), a, ignore_index=-100)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        total += float(loss.detach()) * len(batch)
+        count += len(batch)
+    return total / max(count, 1)
+
+
+def train_fold(store: FeatureStore, bank: FeatureBank, fold: Fold, config: TrainConfig,
+               progress: bool = True, position: int = 0) -> FoldOutcome:
+    """Train on ``fold.train``, pick the epoch by ``fold.valid`` UWA, score ``fold.test``."""
+    rng = _seed_everything(config.seed + fold.fold)
+    emotion_task, aux_task = build_tasks(store, fold, config)
+    manifest = store.manifest
+    emotion_targets = {u: emotion_task.encode(manifest[u][config.label]) for u in fold.train}
+    aux_targets = {u: aux_task.encode(manifest[u][aux_task.column]) for u in fold.train} if aux_task else None
+    network = SERNetwork(NetworkConfig(
+        input_size=bank.dim, num_emotions=len(emotion_task.classes),
+        num_aux=len(aux_task.classes) if aux_task else 0, input_layers=bank.num_layers,
+        channels=config.channels, embedding_dim=config.embedding_dim, margin=config.margin, scale=config.scale,
+    )).to(bank.device)
+    network.set_normalisation(*bank.statistics(fold.train))
+    optimizer = torch.optim.Adam(network.parameters(), lr=config.lr)
+    schedule = config.schedule()
+    frame_rate = float(store.attrs.get("frame_rate") or 100.0)
+    crop_frames = max(1, int(round(config.crop_seconds * frame_rate)))
+    valid_truth = [manifest[u][config.label] for u in fold.valid]
+    history: list[dict[str, Any]] = []
+    best_state, best_epoch, best_uwa = None, -1, -1.0
+
+    from tqdm import tqdm
+
+    bar = tqdm(range(config.epochs), desc=f"fold {fold.fold}", unit="epoch", disable=not progress, position=position, leave=False)
+    for epoch in bar:
+        alpha = schedule(epoch) if aux_task else 0.0
+        loss = _train_epoch(network, optimizer, bank, fold.train, emotion_targets, aux_targets, alpha, config, rng, crop_frames)
+        record: dict[str, Any] = {"epoch": epoch + 1, "alpha": alpha, "train_loss": loss}
+        if fold.valid:
+            probs = infer(network, bank, fold.valid, config.batch_size)["emotion"]
+            predicted = [emotion_task.classes[i] for i in probs.argmax(axis=1)]
+            record["valid_uwa"] = 100.0 * unweighted_accuracy(valid_truth, predicted)
+            if record["valid_uwa"] > best_uwa:
+                best_uwa, best_epoch, best_state = record["valid_uwa"], epoch + 1, copy.deepcopy(network.state_dict())
+        history.append(record)
+        bar.set_postfix(loss=f"{loss:.3f}", valid_uwa=f"{record.get('valid_uwa', float('nan')):.1f}", alpha=f"{alpha:.2f}")
+    if best_state is not None:
+        network.load_state_dict(best_state)
+    else:
+        best_epoch = config.epochs
+    outcome_metrics, predictions = score(store, bank, network, fold.test, emotion_task, aux_task, config.batch_size)
+    outcome_metrics.update({"fold": fold.fold, "best_epoch": best_epoch, "best_valid_uwa": best_uwa if fold.valid else None})
+    checkpoint = {
+        "sermtl_version": __version__,
+        "network": dataclasses.asdict(network.config),
+        "state_dict": {k: v.detach().cpu() for k, v in network.state_dict().items()},
+        "emotions": list(emotion_task.classes),
+        "aux": {"column": aux_task.column, "classes": list(aux_task.classes)} if aux_task else None,
+        "label": config.label,
+        "layer": bank.layer,
+        "feature": store.attrs.get("feature"),
+        "store_fingerprint": store.attrs.get("fingerprint"),
+        "store_dtype": store.attrs.get("dtype"),
+        "train_config": dataclasses.asdict(config),
+        "fold": fold.fold,
+        "best_epoch": best_epoch,
+    }
+    return FoldOutcome(fold.fold, outcome_metrics, predictions, history, checkpoint)
+
+
+def score(store: FeatureStore, bank: FeatureBank, network: SERNetwork, ids: Sequence[str],
+          emotion_task: Task, aux_task: Task | None, batch_size: int) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """Metrics (percent) and per-utterance predictions of ``network`` on ``ids``."""
+    manifest = store.manifest
+    out = infer(network, bank, ids, batch_size)
+    truth = [manifest[u][emotion_task.column] for u in ids]
+    predicted = [emotion_task.classes[i] for i in out["emotion"].argmax(axis=1)]
+    aux_truth = aux_predicted = None
+    if aux_task is not None:
+        aux_truth = [manifest[u][aux_task.column] for u in ids]
+        aux_predicted = [aux_task.classes[i] for i in out["aux"].argmax(axis=1)]
+    subsets = {c: [manifest[u][c] for u in ids] for c in SUBSET_COLUMNS
+               if c in manifest.columns and len({manifest[u][c] for u in ids} - {None}) > 1}
+    metrics = evaluate(truth, predicted, list(emotion_task.classes), subsets=subsets, aux_true=aux_truth, aux_pred=aux_predicted)
+    metrics["separability"] = {"emotion": pattern_separability(out["embedding"], truth)}
+    if "expression" in manifest.columns and len({manifest[u]["expression"] for u in ids} - {None}) > 1:
+        metrics["separability"]["expression"] = pattern_separability(out["embedding"], [manifest[u]["expression"] for u in ids])
+    predictions = []
+    for i, utt_id in enumerate(ids):
+        row = {"utt_id": utt_id, "true": truth[i], "pred": predicted[i],
+               **{f"p_{c}": float(p) for c, p in zip(emotion_task.classes, out["emotion"][i])}}
+        if aux_task is not None:
+            row.update({"aux_true": aux_truth[i], "aux_pred": aux_predicted[i]})
+        predictions.append(row)
+    return metrics, predictions
+
+
+def load_network(checkpoint: dict[str, Any], device: str = "cpu") -> SERNetwork:
+    """Rebuild the trained network of a checkpoint, in eval mode on ``device``."""
+    network = SERNetwork(NetworkConfig(**checkpoint["network"]))
+    network.load_state_dict(checkpoint["state_dict"])
+    return network.to(resolve_device(device)).eval()

@@ -1,0 +1,85 @@
+"""The multi-task SER network: input normalisation → (layer sum) → ECAPA-TDNN → two heads.
+
+As in the paper's Fig. 1: the emotion branch is ECAPA-TDNN's embedding layer with an
+AAM-softmax classifier; the auxiliary branch (data expression, or any other manifest
+column) is a fully connected layer with softmax on the attentive-pooling output, in
+parallel to the emotion branch. Per-dimension mean/std of the training frames are kept
+as buffers, so a checkpoint normalises its inputs by itself.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+import torch
+from torch import nn
+
+from trainer.models.ecapa import ECAPATDNN
+from trainer.models.heads import AAMSoftmax, AuxHead, LayerWeightedSum
+
+
+@dataclasses.dataclass(frozen=True)
+class NetworkConfig:
+    """Everything needed to rebuild a :class:`SERNetwork` (saved in checkpoints)."""
+
+    input_size: int
+    num_emotions: int
+    num_aux: int = 0
+    input_layers: int = 1
+    channels: int = 512
+    embedding_dim: int = 192
+    margin: float = 0.2
+    scale: float = 30.0
+
+
+class SERNetwork(nn.Module):
+    """ECAPA-TDNN with an emotion head and an optional auxiliary head.
+
+    ``forward(x, lengths, emotion=None)`` takes ``x`` shaped ``(B, T, F)`` (or
+    ``(B, layers, T, F)`` when ``input_layers > 1``) and returns a dict with
+    ``emotion_logits`` (margin applied when ``emotion`` labels are given),
+    ``aux_logits`` (when the network has an auxiliary head) and ``embedding``.
+
+    >>> net = SERNetwork(NetworkConfig(input_size=40, num_emotions=4, num_aux=2, channels=16, embedding_dim=8)).eval()
+    >>> out = net(torch.randn(3, 50, 40), torch.tensor([50, 40, 30]))
+    >>> tuple(out["emotion_logits"].shape), tuple(out["aux_logits"].shape), tuple(out["embedding"].shape)
+    ((3, 4), (3, 2), (3, 8))
+    """
+
+    def __init__(self, config: NetworkConfig) -> None:
+        super().__init__()
+        self.config = config
+        stats_shape = (config.input_layers, config.input_size) if config.input_layers > 1 else (config.input_size,)
+        self.register_buffer("feature_mean", torch.zeros(stats_shape))
+        self.register_buffer("feature_std", torch.ones(stats_shape))
+        self.layer_sum = LayerWeightedSum(config.input_layers) if config.input_layers > 1 else None
+        self.encoder = ECAPATDNN(config.input_size, channels=config.channels, embedding_dim=config.embedding_dim)
+        self.emotion_head = AAMSoftmax(config.embedding_dim, config.num_emotions, margin=config.margin, scale=config.scale)
+        self.aux_head = AuxHead(self.encoder.pooled_dim, config.num_aux) if config.num_aux else None
+
+    def set_normalisation(self, mean: torch.Tensor, std: torch.Tensor) -> None:
+        """Use these per-dimension statistics (of the training frames) to normalise inputs."""
+        self.feature_mean.copy_(mean)
+        self.feature_std.copy_(std)
+
+    def forward(self, x: torch.Tensor, lengths: torch.Tensor | None = None,
+                emotion: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+        mean, std = self.feature_mean, self.feature_std
+        if self.layer_sum is not None:
+            x = (x - mean[None, :, None, :]) / std[None, :, None, :]
+            x = self.layer_sum(x)
+        else:
+            x = (x - mean) / std
+        if lengths is not None:  # keep padded frames at exactly zero after normalising
+            mask = torch.arange(x.shape[1], device=x.device)[None, :] < lengths[:, None]
+            x = x * mask[..., None]
+        embedding, pooled = self.encoder(x, lengths)
+        out = {"emotion_logits": self.emotion_head(embedding, emotion), "embedding": embedding}
+        if self.aux_head is not None:
+            out["aux_logits"] = self.aux_head(pooled)
+        return out
+
+    def describe(self) -> dict[str, Any]:
+        """Config plus parameter count, for run reports."""
+        return {**dataclasses.asdict(self.config), "parameters": sum(p.numel() for p in self.parameters())}

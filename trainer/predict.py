@@ -1,0 +1,84 @@
+"""Predicting emotions of audio files with a trained checkpoint.
+
+The checkpoint records the feature config of the store it was trained on; the same
+extractor is rebuilt from it (:func:`featurestore.features.extractor_from_description`,
+which refuses if, e.g., the model weights differ), the files are decoded and featurised
+exactly as during extraction, rounded to the store's dtype, and passed through the
+network, whose input normalisation travels inside the checkpoint.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+import torch
+
+from featurestore.audio import load_audio
+from featurestore.errors import SermtlError
+from featurestore.features import extractor_from_description
+from trainer.loop import load_network
+
+AUDIO_SUFFIXES = (".wav", ".flac", ".ogg", ".mp3", ".mp4", ".m4a")
+
+
+def load_checkpoint(path: str | Path) -> dict[str, Any]:
+    """A checkpoint written by ``sermtl cv``/``train`` (one-line error when it is not one)."""
+    path = Path(path)
+    if not path.is_file():
+        raise SermtlError(f"checkpoint not found: {path}")
+    try:
+        checkpoint = torch.load(path, map_location="cpu", weights_only=False)
+    except Exception as exc:
+        raise SermtlError(f"not a sermtl checkpoint: {path} ({type(exc).__name__})") from None
+    if not isinstance(checkpoint, dict) or "network" not in checkpoint or "feature" not in checkpoint:
+        raise SermtlError(f"not a sermtl checkpoint: {path}")
+    return checkpoint
+
+
+def audio_files(inputs: Sequence[str | Path]) -> list[Path]:
+    """Files given directly, plus audio files found (recursively) in given folders."""
+    files: list[Path] = []
+    for item in map(Path, inputs):
+        if item.is_dir():
+            files += sorted(p for p in item.rglob("*") if p.suffix.lower() in AUDIO_SUFFIXES and not p.name.startswith("."))
+        else:
+            files.append(item)
+    if not files:
+        raise SermtlError(f"no audio files in {', '.join(map(str, inputs))}")
+    return files
+
+
+def _select_layers(features: np.ndarray, layer: int | str | None) -> np.ndarray:
+    """Pick the layer(s) the network was trained on from ``(layers, frames, dim)`` features."""
+    if layer == "weighted":
+        return features
+    return features[layer if layer is not None else 0]
+
+
+@torch.no_grad()
+def predict_files(checkpoint_path: str | Path, inputs: Sequence[str | Path], device: str = "cpu",
+                  dtype: str | None = None) -> list[dict[str, Any]]:
+    """Emotion (and auxiliary) probabilities for each audio file, as dicts."""
+    checkpoint = load_checkpoint(checkpoint_path)
+    extractor = extractor_from_description(checkpoint["feature"], device=device)
+    network = load_network(checkpoint, device)
+    store_dtype = np.dtype(dtype or checkpoint.get("store_dtype") or "float32")
+    rows = []
+    for path in audio_files(inputs):
+        wave = load_audio(path)
+        extractor.check_length(len(wave), str(path))
+        features = extractor.extract_batch([wave])[0].astype(store_dtype).astype(np.float32)
+        x = torch.from_numpy(_select_layers(features, checkpoint["layer"]))[None].to(next(network.parameters()).device)
+        out = network(x, torch.tensor([x.shape[-2]], device=x.device))
+        emotion = torch.softmax(out["emotion_logits"].float(), -1)[0].cpu().numpy()
+        row: dict[str, Any] = {"file": str(path), "emotion": checkpoint["emotions"][int(emotion.argmax())],
+                               "emotion_probs": dict(zip(checkpoint["emotions"], map(float, emotion)))}
+        if checkpoint.get("aux"):
+            aux = torch.softmax(out["aux_logits"].float(), -1)[0].cpu().numpy()
+            classes = checkpoint["aux"]["classes"]
+            row.update({checkpoint["aux"]["column"]: classes[int(aux.argmax())],
+                        f"{checkpoint['aux']['column']}_probs": dict(zip(classes, map(float, aux)))})
+        rows.append(row)
+    return rows
