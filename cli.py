@@ -6,6 +6,7 @@ imported only by the commands that need them, so ``sermtl --help`` starts fast.
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import sys
@@ -172,72 +173,104 @@ def _comma_list(value: str | None) -> list[str] | None:
     return [v.strip() for v in value.split(",") if v.strip()] if value else None
 
 
-def training_options(command):
-    """The options ``train`` and ``cv`` share: protocol, model, loss schedule, optimisation."""
-    options = [
-        click.option("--store", required=True, type=click.Path(), help="Feature store to train on."),
-        click.option("--out", type=click.Path(file_okay=False), help="Run directory. Default: runs/<store>-<aux>-<protocol>."),
-        click.option("--protocol", type=click.Choice(["loso", "kfold", "group-kfold", "split"]),
-                     help="Folds. Default: loso --by session when the store has sessions, else kfold (80/10/10, 5 folds)."),
-        click.option("--by", help="Column the protocol groups by (loso, group-kfold, split), e.g. session or speaker."),
-        click.option("--folds", type=int, default=5, show_default=True, help="Number of folds (kfold, group-kfold)."),
-        click.option("--valid-fraction", type=float, default=0.2, show_default=True,
-                     help="Share of training rows held out for validation (loso, split, group-kfold; kfold is 80/10/10)."),
-        click.option("--train-values", help="split: comma list of --by values to train on, e.g. Session1,Session2,Session3,Session4."),
-        click.option("--test-values", help="split: comma list of --by values to test on, e.g. Session5."),
-        click.option("--aux", default="expression", show_default=True, help="Auxiliary task column (expression, gender, corpus, …) or none."),
-        click.option("--label", default="emotion", show_default=True, help="Column with the emotion labels."),
-        click.option("--layer", default="last", show_default=True, help="Stored layer: last, an index, or weighted (learned sum)."),
-        click.option("--alpha0", type=float, default=0.1, show_default=True, help="Auxiliary loss weight at epoch 1."),
-        click.option("--alpha-step", type=float, default=0.05, show_default=True, help="Added to alpha every epoch."),
-        click.option("--alpha-max", type=float, default=0.5, show_default=True, help="Cap of alpha, in [0, 1]."),
-        click.option("--epochs", type=int, default=50, show_default=True),
-        click.option("--batch-size", type=int, default=64, show_default=True),
-        click.option("--lr", type=float, default=1e-3, show_default=True),
-        click.option("--channels", type=int, default=512, show_default=True, help="ECAPA-TDNN channels C."),
-        click.option("--embedding-dim", type=int, default=192, show_default=True),
-        click.option("--margin", type=float, default=0.2, show_default=True, help="AAM-softmax margin."),
-        click.option("--scale", type=float, default=30.0, show_default=True, help="AAM-softmax scale."),
-        click.option("--crop-seconds", type=float, default=3.0, show_default=True, help="Random training crop length."),
-        click.option("--seed", type=int, default=0, show_default=True),
-        click.option("--device", default="auto", show_default=True),
-    ]
+def _apply(options: list, command):
     for option in reversed(options):
         command = option(command)
     return command
 
 
+PROTOCOL_OPTIONS = [
+    click.option("--store", required=True, type=click.Path(), help="Feature store to train on."),
+    click.option("--protocol", type=click.Choice(["loso", "kfold", "group-kfold", "split"]),
+                 help="Folds. Default: loso --by session when the store has sessions, else kfold (80/10/10, 5 folds)."),
+    click.option("--by", help="Column the protocol groups by (loso, group-kfold, split), e.g. session or speaker."),
+    click.option("--folds", type=int, default=5, show_default=True, help="Number of folds (kfold, group-kfold)."),
+    click.option("--valid-fraction", type=float, default=0.2, show_default=True,
+                 help="Share of training rows held out for validation (loso, split, group-kfold; kfold is 80/10/10)."),
+    click.option("--train-values", help="split: comma list of --by values to train on, e.g. Session1,Session2,Session3,Session4."),
+    click.option("--test-values", help="split: comma list of --by values to test on, e.g. Session5."),
+    click.option("--label", default="emotion", show_default=True, help="Column with the emotion labels."),
+    click.option("--seed", type=int, default=0, show_default=True),
+]
+TRAINING_OPTIONS = PROTOCOL_OPTIONS + [
+    click.option("--out", type=click.Path(file_okay=False), help="Run directory. Default: runs/<store>-<aux>-<protocol>."),
+    click.option("--aux", default="expression", show_default=True, help="Auxiliary task column (expression, gender, corpus, …) or none."),
+    click.option("--layer", default="last", show_default=True, help="Stored layer: last, an index, or weighted (learned sum)."),
+    click.option("--alpha0", type=float, default=0.1, show_default=True, help="Auxiliary loss weight at epoch 1."),
+    click.option("--alpha-step", type=float, default=0.05, show_default=True, help="Added to alpha every epoch."),
+    click.option("--alpha-max", type=float, default=0.5, show_default=True, help="Cap of alpha, in [0, 1]."),
+    click.option("--epochs", type=int, default=50, show_default=True),
+    click.option("--batch-size", type=int, default=64, show_default=True),
+    click.option("--lr", type=float, default=1e-3, show_default=True),
+    click.option("--channels", type=int, default=512, show_default=True, help="ECAPA-TDNN channels C."),
+    click.option("--embedding-dim", type=int, default=192, show_default=True),
+    click.option("--margin", type=float, default=0.2, show_default=True, help="AAM-softmax margin."),
+    click.option("--scale", type=float, default=30.0, show_default=True, help="AAM-softmax scale."),
+    click.option("--crop-seconds", type=float, default=3.0, show_default=True, help="Random training crop length."),
+    click.option("--device", default="auto", show_default=True),
+]
+
+
+def _protocol(protocol: str | None, by, folds, valid_fraction, train_values, test_values):
+    """The :class:`trainer.cv.Protocol` the flags describe, or ``None`` for the store's default."""
+    from trainer.cv import Protocol
+
+    if not protocol:
+        return None
+    return Protocol(protocol, by=by, folds=folds, valid_fraction=valid_fraction,
+                    train_values=_comma_list(train_values), test_values=_comma_list(test_values))
+
+
 def _run_training(only_folds: list[int] | None, store: str, out: str | None, protocol: str | None, by, folds,
                   valid_fraction, train_values, test_values, **train) -> dict[str, Any]:
-    from trainer.cv import Protocol, run_cv
+    from trainer.cv import run_cv
     from trainer.loop import TrainConfig
 
     config = TrainConfig(**train)
-    chosen = None
-    if protocol:
-        chosen = Protocol(protocol, by=by, folds=folds, valid_fraction=valid_fraction,
-                          train_values=_comma_list(train_values), test_values=_comma_list(test_values))
     aux = "nomtl" if config.aux in ("none", "") else config.aux
     run_dir = Path(out) if out else Path("runs") / f"{Path(store).stem}-{aux}-{protocol or 'default'}"
-    results = run_cv(store, run_dir, config, chosen, only_folds=only_folds)
+    results = run_cv(store, run_dir, config, _protocol(protocol, by, folds, valid_fraction, train_values, test_values),
+                     only_folds=only_folds)
     aux_text = f", aux accuracy {results['aux_accuracy']:.2f}" if results.get("aux_accuracy") is not None else ""
     click.echo(f"{run_dir}: WA {results['wa']:.2f}, UWA {results['uwa']:.2f}{aux_text} (%, mean over {len(results['folds'])} fold(s))")
     return results
 
 
 @main.command()
-@training_options
 @click.option("--fold", type=int, default=1, show_default=True, help="Which fold of the protocol to train.")
+@functools.partial(_apply, TRAINING_OPTIONS)
 def train(fold: int, **options) -> None:
     """Train and test one fold of a protocol from a feature store."""
     _run_training([fold], **options)
 
 
 @main.command()
-@training_options
+@functools.partial(_apply, TRAINING_OPTIONS)
 def cv(**options) -> None:
     """Run every fold of a protocol; write results.json, predictions and checkpoints (resumable)."""
     _run_training(None, **options)
+
+
+@main.command()
+@functools.partial(_apply, PROTOCOL_OPTIONS)
+@click.option("--c", "c", type=float, default=1.0, show_default=True, help="SVM regularisation C.")
+@click.option("--out", type=click.Path(dir_okay=False), help="Write the results as JSON here.")
+def baseline(store: str, protocol, by, folds, valid_fraction, train_values, test_values, label, seed, c, out) -> None:
+    """RBF-SVM on utterance mean/std features, on the same folds as train/cv."""
+    from featurestore import open_store
+    from trainer.baseline import svm_cv
+    from trainer.cv import default_protocol
+    from trainer.folds import check_folds
+
+    opened = open_store(store)
+    chosen = _protocol(protocol, by, folds, valid_fraction, train_values, test_values) or default_protocol(opened.manifest)
+    fold_list = chosen.make(opened.manifest, seed)
+    check_folds(fold_list, opened.manifest, label_column=label)
+    results = svm_cv(opened, fold_list, label=label, c=c)
+    if out:
+        Path(out).write_text(json.dumps(results, indent=2, default=float))
+    click.echo(f"SVM ({chosen.name}{' by ' + chosen.by if chosen.by and chosen.name != 'kfold' else ''}, "
+               f"{len(fold_list)} folds): WA {results['wa']:.2f}, UWA {results['uwa']:.2f} (%, mean over folds)")
 
 
 @main.command()

@@ -98,3 +98,10 @@ def test_predict_refuses_other_weights_and_non_checkpoints(store, tmp_path, csv_
     torch.save({"something": 1}, tmp_path / "bogus.pt")
     bogus = run("predict", "--checkpoint", tmp_path / "bogus.pt", wav, ok=False)
     assert bogus.exit_code == 1 and "not a sermtl checkpoint" in bogus.output
+
+
+def test_baseline_command(store, tmp_path) -> None:
+    out = tmp_path / "svm.json"
+    result = run("baseline", "--store", store, "--protocol", "loso", "--by", "session", "--out", out)
+    assert "SVM (loso by session, 5 folds): WA" in result.output
+    assert len(json.loads(out.read_text())["folds"]) == 5

@@ -138,3 +138,17 @@ def test_not_a_store(tmp_path) -> None:
     (tmp_path / "x.zarr").mkdir()
     with pytest.raises(SermtlError, match="not a feature store"):
         run_cv(tmp_path / "x.zarr", tmp_path / "r", TrainConfig(**TINY), progress=False)
+
+
+def test_svm_baseline_on_utterance_statistics(mfcc_store) -> None:
+    from trainer.baseline import svm_cv, utterance_statistics
+
+    store = open_store(mfcc_store)
+    ids = store.ids()[:3]
+    stats = utterance_statistics(store, ids)
+    frames = store.read(ids[1]).astype(np.float64)
+    np.testing.assert_allclose(stats[1], np.concatenate([frames.mean(0), frames.std(0)]))
+    folds = make_folds(store.manifest, "loso", by="session")
+    results = svm_cv(store, folds)
+    assert len(results["folds"]) == 5 and np.mean([f["wa"] for f in results["folds"]]) == pytest.approx(results["wa"])
+    assert results["uwa"] > 40.0  # the synthetic emotions differ in pitch and energy: learnable
