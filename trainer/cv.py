@@ -27,7 +27,7 @@ import torch
 from featurestore.errors import SermtlError
 from featurestore.features.base import resolve_device
 from featurestore.store.reader import open_store
-from trainer.data import FeatureBank, resolve_layer
+from trainer.data import open_bank, resolve_layer
 from trainer.folds import Fold, check_folds, load_folds, make_folds, save_folds
 from trainer.loop import TrainConfig, check_columns, train_fold
 from trainer.metrics import average_folds
@@ -112,7 +112,7 @@ def run_cv(store_path: str | Path, out_dir: str | Path, config: TrainConfig, pro
         if (fold_dir / "metrics.json").exists():
             continue
         if bank is None:
-            bank = FeatureBank(store, config.layer, device)
+            bank = open_bank(store, config.layer, device)
         outcome = train_fold(store, bank, fold, config, progress=progress, position=1)
         fold_dir.mkdir(exist_ok=True)
         torch.save(outcome.checkpoint, fold_dir / "checkpoint.pt")

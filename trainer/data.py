@@ -1,8 +1,11 @@
 """Feeding the trainer from a feature store: features in memory, batches, normalisation.
 
 The trainer never touches audio. :class:`FeatureBank` reads a store's frames in one
-sequential read (``store.read_all``) into a tensor (on the GPU when training there and it
-fits), so every fold, epoch and α setting of a process batches from memory.
+sequential read (``store.read_all``) into a tensor (on the GPU when training there), so
+every fold, epoch and α setting of a process batches from memory. When the frames do not
+fit (:func:`open_bank` compares them with 60 % of the free memory), a
+:class:`StreamingBank` reads each batch's utterances from the store instead, a few batches
+ahead of the model in background threads.
 
 Batching (:func:`make_batches`): training batches hold ``batch_size`` utterances (64, as
 the paper), each randomly cropped to at most ``crop_frames`` frames (3 s by default: long
@@ -15,7 +18,9 @@ Padding is zeros; the model masks it by ``lengths``.
 
 from __future__ import annotations
 
-from typing import Sequence
+import os
+from concurrent.futures import ThreadPoolExecutor
+from typing import Iterator, Sequence
 
 import numpy as np
 import torch
@@ -49,51 +54,76 @@ def resolve_layer(store: FeatureStore, layer: str | int | None) -> int | str | N
     return index
 
 
+Span = tuple[int, int]  # (first frame relative to the utterance, frame count)
+
+
 class FeatureBank:
-    """Every committed utterance of a store, held as one frame tensor plus offsets.
+    """Batches of a store's utterances, held in memory as one frame tensor plus offsets.
 
     ``frames`` is ``(total_frames, dim)``, or ``(layers, total_frames, dim)`` for
     ``layer="weighted"``, in the store's dtype (float16 stays float16 in memory and is
-    converted per batch).
+    converted per batch). :class:`StreamingBank` has the same interface for stores that do
+    not fit in memory.
     """
+
+    streaming = False
 
     def __init__(self, store: FeatureStore, layer: str | int | None = None, device: str | torch.device = "cpu") -> None:
         self.layer = resolve_layer(store, layer)
-        block, self.entries = store.read_all(layer=None if self.layer in (None, "weighted") else self.layer)
-        self.frames = torch.from_numpy(np.ascontiguousarray(block)).to(device)
-        self.device = self.frames.device
+        self.entries = store.entries()
         self.multi_layer = self.layer == "weighted"
-        self.dim = int(self.frames.shape[-1])
-        self.num_layers = int(self.frames.shape[0]) if self.multi_layer else 1
+        self.dim = store.dim
+        self.num_layers = store.num_layers if self.multi_layer else 1
+        self.device = torch.device(device)
+        self._load(store)
+
+    def _load(self, store: FeatureStore) -> None:
+        block, _ = store.read_all(layer=None if self.layer in (None, "weighted") else self.layer)
+        self.frames = torch.from_numpy(np.ascontiguousarray(block)).to(self.device)
+
+    def _frames(self, utt_id: str, start: int, count: int) -> torch.Tensor:
+        """Frames ``start:start+count`` of one utterance, ``([layers,] count, dim)``."""
+        offset = self.entries[utt_id][0] + start
+        return self.frames[:, offset:offset + count] if self.multi_layer else self.frames[offset:offset + count]
 
     def lengths(self, ids: Sequence[str]) -> np.ndarray:
         """Frame counts of ``ids``."""
         return np.array([self.entries[u][1] for u in ids], dtype=np.int64)
 
-    def batch(self, ids: Sequence[str], crop_frames: int | None = None,
-              rng: np.random.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-        """Padded float32 features ``(B, [layers,] T, dim)`` and lengths ``(B,)`` on the bank's device.
-
-        With ``crop_frames``, utterances longer than it are cut to a random window
-        (``rng``) of that many frames.
-        """
+    def spans(self, ids: Sequence[str], crop_frames: int | None = None,
+              rng: np.random.Generator | None = None) -> list[Span]:
+        """Which frames of each utterance a batch uses: all, or a random ``crop_frames`` window."""
         spans = []
-        for utt_id in ids:
-            offset, frames = self.entries[utt_id]
+        for frames in self.lengths(ids):
             if crop_frames and frames > crop_frames:
                 start = int(rng.integers(0, frames - crop_frames + 1)) if rng is not None else 0
-                offset, frames = offset + start, crop_frames
-            spans.append((offset, frames))
-        longest = max(f for _, f in spans)
+                spans.append((start, crop_frames))
+            else:
+                spans.append((0, int(frames)))
+        return spans
+
+    def gather(self, ids: Sequence[str], spans: Sequence[Span]) -> tuple[torch.Tensor, torch.Tensor]:
+        """Padded float32 features ``(B, [layers,] T, dim)`` and lengths ``(B,)`` on the bank's device."""
+        longest = max(count for _, count in spans)
         shape = ((len(ids), self.num_layers, longest, self.dim) if self.multi_layer else (len(ids), longest, self.dim))
         out = torch.zeros(shape, dtype=torch.float32, device=self.device)
-        for row, (offset, frames) in enumerate(spans):
+        for row, (utt_id, (start, count)) in enumerate(zip(ids, spans)):
             if self.multi_layer:
-                out[row, :, :frames] = self.frames[:, offset:offset + frames]
+                out[row, :, :count] = self._frames(utt_id, start, count)
             else:
-                out[row, :frames] = self.frames[offset:offset + frames]
-        lengths = torch.tensor([f for _, f in spans], dtype=torch.long, device=self.device)
-        return out, lengths
+                out[row, :count] = self._frames(utt_id, start, count)
+        return out, torch.tensor([c for _, c in spans], dtype=torch.long, device=self.device)
+
+    def batch(self, ids: Sequence[str], crop_frames: int | None = None,
+              rng: np.random.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """:meth:`gather` of :meth:`spans`: one padded batch."""
+        return self.gather(ids, self.spans(ids, crop_frames, rng))
+
+    def iterate(self, batches: Sequence[Sequence[str]], crop_frames: int | None = None,
+                rng: np.random.Generator | None = None) -> Iterator[tuple[Sequence[str], torch.Tensor, torch.Tensor]]:
+        """``(ids, features, lengths)`` for each batch; crops are drawn from ``rng`` in batch order."""
+        for ids in batches:
+            yield (ids, *self.batch(ids, crop_frames, rng))
 
     def statistics(self, ids: Sequence[str]) -> tuple[torch.Tensor, torch.Tensor]:
         """Per-dimension mean and standard deviation over every frame of ``ids`` (float32;
@@ -103,16 +133,72 @@ class FeatureBank:
         squares = torch.zeros_like(total)
         count = 0
         for utt_id in ids:
-            offset, frames = self.entries[utt_id]
-            block = (self.frames[:, offset:offset + frames] if self.multi_layer else self.frames[offset:offset + frames]).double()
+            block = self._frames(utt_id, 0, self.entries[utt_id][1]).double()
             total += block.sum(dim=-2)
             squares += (block * block).sum(dim=-2)
-            count += frames
+            count += block.shape[-2]
         if count == 0:
             raise SermtlError("no training frames to compute normalisation statistics from")
         mean = total / count
         std = (squares / count - mean * mean).clamp_min(1e-10).sqrt()
         return mean.float(), std.float()
+
+
+class StreamingBank(FeatureBank):
+    """The :class:`FeatureBank` interface for stores larger than memory.
+
+    Utterances are read from the store when a batch needs them; :meth:`iterate` reads the
+    next ``PREFETCH_BATCHES`` batches in background threads while the current one trains,
+    so the model is not kept waiting by the disk. Crops are drawn in the calling thread,
+    so a seed gives the same batches as the in-memory bank.
+    """
+
+    streaming = True
+    PREFETCH_BATCHES = 4
+
+    def _load(self, store: FeatureStore) -> None:
+        self.store = store
+        self._read_layer = None if self.layer in (None, "weighted") else self.layer
+
+    def _frames(self, utt_id: str, start: int, count: int) -> torch.Tensor:
+        frames = self.store.read(utt_id, layer=self._read_layer)
+        return torch.from_numpy(np.ascontiguousarray(frames[..., start:start + count, :])).to(self.device)
+
+    def iterate(self, batches, crop_frames=None, rng=None):
+        planned = [(ids, self.spans(ids, crop_frames, rng)) for ids in batches]
+        with ThreadPoolExecutor(max_workers=2, thread_name_prefix="sermtl-bank") as pool:
+            pending = [pool.submit(self.gather, ids, spans) for ids, spans in planned[: self.PREFETCH_BATCHES]]
+            for i, (ids, _) in enumerate(planned):
+                if i + self.PREFETCH_BATCHES < len(planned):
+                    pending.append(pool.submit(self.gather, *planned[i + self.PREFETCH_BATCHES]))
+                yield (ids, *pending[i].result())
+
+
+def memory_budget(device: torch.device) -> int:
+    """Bytes the in-memory bank may use: 60 % of free GPU memory on CUDA, else 60 % of the
+    RAM the OS reports as available."""
+    if device.type == "cuda":
+        free, _ = torch.cuda.mem_get_info(device)
+        return int(0.6 * free)
+    try:
+        with open("/proc/meminfo") as handle:
+            info = {line.split(":")[0]: int(line.split()[1]) * 1024 for line in handle}
+        return int(0.6 * info["MemAvailable"])
+    except (OSError, KeyError, ValueError):
+        return int(0.6 * os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_AVPHYS_PAGES"))
+
+
+def open_bank(store: FeatureStore, layer: str | int | None = None, device: str | torch.device = "cpu",
+              budget_bytes: int | None = None) -> FeatureBank:
+    """An in-memory :class:`FeatureBank` when the frames to load fit ``budget_bytes``
+    (default :func:`memory_budget`), else a :class:`StreamingBank`."""
+    device = torch.device(device)
+    resolved = resolve_layer(store, layer)
+    layers = store.num_layers if resolved == "weighted" else 1
+    needed = store.stored_frames * store.dim * store.dtype.itemsize * layers
+    budget = memory_budget(device) if budget_bytes is None else budget_bytes
+    cls = FeatureBank if needed <= budget else StreamingBank
+    return cls(store, layer, device)
 
 
 def make_batches(ids: Sequence[str], lengths: Sequence[int], batch_size: int,

@@ -101,8 +101,7 @@ def infer(network: SERNetwork, bank: FeatureBank, ids: Sequence[str], batch_size
     position = {u: i for i, u in enumerate(ids)}
     results: dict[str, list] = {"emotion": [None] * len(ids), "aux": [None] * len(ids), "embedding": [None] * len(ids)}
     autocast = torch.autocast("cuda", dtype=torch.bfloat16) if bank.device.type == "cuda" else torch.autocast("cpu", enabled=False)
-    for batch in make_batches(list(ids), bank.lengths(ids), batch_size):
-        x, lengths = bank.batch(batch)
+    for batch, x, lengths in bank.iterate(make_batches(list(ids), bank.lengths(ids), batch_size)):
         with autocast:
             out = network(x, lengths)
         emotion = F.softmax(out["emotion_logits"].float(), dim=-1).cpu().numpy()
@@ -124,8 +123,7 @@ def _train_epoch(network, optimizer, bank, ids, emotion_targets, aux_targets, al
     total, count = 0.0, 0
     autocast = torch.autocast("cuda", dtype=torch.bfloat16) if bank.device.type == "cuda" else torch.autocast("cpu", enabled=False)
     crop_lengths = np.minimum(bank.lengths(ids), crop_frames)
-    for batch in make_batches(list(ids), crop_lengths, config.batch_size, rng):
-        x, lengths = bank.batch(batch, crop_frames, rng)
+    for batch, x, lengths in bank.iterate(make_batches(list(ids), crop_lengths, config.batch_size, rng), crop_frames, rng):
         y = torch.tensor([emotion_targets[u] for u in batch], device=bank.device)
         with autocast:
             out = network(x, lengths, y)

@@ -152,3 +152,23 @@ def test_svm_baseline_on_utterance_statistics(mfcc_store) -> None:
     results = svm_cv(store, folds)
     assert len(results["folds"]) == 5 and np.mean([f["wa"] for f in results["folds"]]) == pytest.approx(results["wa"])
     assert results["uwa"] > 40.0  # the synthetic emotions differ in pitch and energy: learnable
+
+
+def test_streaming_bank_trains_exactly_like_the_in_memory_bank(mfcc_store) -> None:
+    from trainer.data import StreamingBank, open_bank
+
+    store = open_store(mfcc_store)
+    assert not open_bank(store).streaming
+    streaming = open_bank(store, budget_bytes=1024)
+    assert isinstance(streaming, StreamingBank)
+    memory = FeatureBank(store)
+    ids = store.ids()[:7]
+    for (_, a, la), (_, b, lb) in zip(memory.iterate([ids], 25, np.random.default_rng(3)),
+                                      streaming.iterate([ids], 25, np.random.default_rng(3))):
+        assert torch.equal(a, b) and torch.equal(la, lb)
+    fold = make_folds(store.manifest, "loso", by="session")[1]
+    config = TrainConfig(**TINY)
+    from_memory = train_fold(store, memory, fold, config, progress=False)
+    streamed = train_fold(store, streaming, fold, config, progress=False)
+    assert [h["train_loss"] for h in streamed.history] == pytest.approx([h["train_loss"] for h in from_memory.history], rel=1e-6)
+    assert [p["pred"] for p in streamed.predictions] == [p["pred"] for p in from_memory.predictions]
