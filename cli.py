@@ -273,6 +273,58 @@ def baseline(store: str, protocol, by, folds, valid_fraction, train_values, test
                f"{len(fold_list)} folds): WA {results['wa']:.2f}, UWA {results['uwa']:.2f} (%, mean over folds)")
 
 
+def _pairs(values: tuple[str, ...], flag: str) -> dict[str, str]:
+    pairs = {}
+    for value in values:
+        key, sep, target = value.partition("=")
+        if not sep or not key or not target:
+            raise SermtlError(f"{flag} expects NAME=PATH, got {value!r}")
+        pairs[key] = target
+    return pairs
+
+
+@main.command()
+@click.argument("name", type=click.Choice(["table1", "table2", "table3", "table4", "table5", "table6", "fig2", "alpha-sweep"]))
+@click.option("--out", type=click.Path(file_okay=False), default="experiments", show_default=True, help="Experiment folder (runs are shared inside it).")
+@click.option("--root", "roots", multiple=True, metavar="CORPUS=DIR", help="Corpus folder (or CSV manifest), e.g. iemocap=/data/IEMOCAP_full_release.")
+@click.option("--store", "stores", multiple=True, metavar="CORPUS:FEATURE=PATH", help="Use an existing store, e.g. iemocap:w2v2=cache/iemocap_w2v2.zarr.")
+@click.option("--corpus", "corpora", multiple=True, help="Corpora to run (default: iemocap and baum1, those available; table5: exactly two).")
+@click.option("--feature", type=click.Choice(["mfcc", "w2v2"]), help="Restrict to one feature (default: the paper's for the experiment).")
+@click.option("--model", default=DEFAULT_MODEL, show_default=True, help="w2v2 model for stores that must be extracted.")
+@click.option("--layers", default="last", show_default=True, help="w2v2 layers to extract.")
+@click.option("--epochs", type=int, default=50, show_default=True)
+@click.option("--channels", type=int, default=512, show_default=True)
+@click.option("--batch-size", type=int, default=64, show_default=True)
+@click.option("--alpha-max", type=float, default=0.5, show_default=True)
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--device", default="auto", show_default=True)
+def experiment(name, out, roots, stores, corpora, feature, model, layers, epochs, channels, batch_size, alpha_max, seed, device) -> None:
+    """Reproduce a table or figure of the paper: runs, results.json, table.md and plots."""
+    from featurestore.corpora import CORPORA
+    from trainer.experiments import Workspace, run_experiment
+
+    root_map = _pairs(roots, "--root")
+    store_map = {}
+    for key, path in _pairs(stores, "--store").items():
+        corpus, sep, feat = key.partition(":")
+        if not sep or feat not in ("mfcc", "w2v2"):
+            raise SermtlError(f"--store expects CORPUS:FEATURE=PATH with FEATURE mfcc or w2v2, got {key!r}")
+        store_map[(corpus, feat)] = Path(path)
+    recipes = {c: "csv" for c, r in root_map.items() if str(r).lower().endswith(".csv")}
+    unknown = [c for c in root_map if c not in CORPORA and c not in recipes]
+    if unknown:
+        raise SermtlError(f"--root {unknown[0]}=…: not a corpus recipe ({', '.join(sorted(CORPORA))}) nor a .csv manifest")
+    workspace = Workspace(out=Path(out), cache=cache_dir(), roots=root_map, recipes=recipes, stores=store_map,
+                          model=model, layers=layers, device=device, echo=click.echo,
+                          train={"epochs": epochs, "channels": channels, "batch_size": batch_size,
+                                 "alpha_max": alpha_max, "seed": seed})
+    options: dict[str, Any] = {"corpora": list(corpora) or None}
+    if feature:
+        options["feature"] = feature
+    folder = run_experiment(name, workspace, **options)
+    click.echo(f"{name} done: {folder / 'table.md'}")
+
+
 @main.command()
 @click.option("--checkpoint", required=True, type=click.Path(), help="checkpoint.pt of a trained fold.")
 @click.argument("inputs", nargs=-1, required=True, type=click.Path())

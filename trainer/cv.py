@@ -28,7 +28,7 @@ from featurestore.errors import SermtlError
 from featurestore.features.base import resolve_device
 from featurestore.store.reader import open_store
 from trainer.data import open_bank, resolve_layer
-from trainer.folds import Fold, check_folds, load_folds, make_folds, save_folds
+from trainer.folds import Fold, check_folds, load_folds, make_folds, restrict_training, save_folds
 from trainer.loop import TrainConfig, check_columns, train_fold
 from trainer.metrics import average_folds
 
@@ -43,10 +43,12 @@ class Protocol:
     valid_fraction: float = 0.2
     train_values: list[str] | None = None
     test_values: list[str] | None = None
+    train_where: dict[str, list[str]] | None = None
 
     def make(self, manifest, seed: int) -> list[Fold]:
-        return make_folds(manifest, self.name, by=self.by, folds=self.folds, valid_fraction=self.valid_fraction,
-                          seed=seed, train_values=self.train_values, test_values=self.test_values)
+        folds = make_folds(manifest, self.name, by=self.by, folds=self.folds, valid_fraction=self.valid_fraction,
+                           seed=seed, train_values=self.train_values, test_values=self.test_values)
+        return restrict_training(folds, manifest, self.train_where) if self.train_where else folds
 
 
 def default_protocol(manifest) -> Protocol:
@@ -97,7 +99,7 @@ def run_cv(store_path: str | Path, out_dir: str | Path, config: TrainConfig, pro
         folds, _ = load_folds(folds_path)
     else:
         folds = protocol.make(store.manifest, config.seed)
-        save_folds(folds, folds_path, dataclasses.asdict(protocol) | {"seed": config.seed})
+        save_folds(folds, folds_path, {**dataclasses.asdict(protocol), "seed": config.seed})
     check_folds(folds, store.manifest, label_column=config.label,
                 group_column=protocol.by if protocol.name in ("loso", "group-kfold", "split") else None)
     wanted = [f for f in folds if only_folds is None or f.fold in only_folds]

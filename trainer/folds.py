@@ -381,3 +381,20 @@ def load_folds(path: str | Path) -> tuple[FoldList, dict[str, Any]]:
     except (ValueError, KeyError, TypeError) as exc:
         raise SermtlError(f"{path}: not a sermtl fold file ({type(exc).__name__}: {exc})") from None
     return FoldList(folds, header), header
+
+
+def restrict_training(folds: Sequence[Fold], manifest: Manifest, conditions: dict[str, Sequence[str]]) -> FoldList:
+    """Keep only training and validation rows whose columns take the given values.
+
+    The test rows are left as they are: e.g. ``{"expression": ["acted"]}`` trains on the
+    acted part only and still tests on everything (the paper's Table II).
+    """
+    for column in conditions:
+        if column not in manifest.columns:
+            raise SermtlError(f"--train-where: no column {column!r} (columns: {', '.join(manifest.columns)})")
+
+    def keep(ids: Sequence[str]) -> list[str]:
+        return [u for u in ids if all(str(manifest[u][c]) in set(map(str, v)) for c, v in conditions.items())]
+
+    params = {**getattr(folds, "params", {}), "train_where": {c: list(v) for c, v in conditions.items()}}
+    return FoldList([Fold(f.fold, keep(f.train), keep(f.valid), list(f.test)) for f in folds], params)

@@ -236,8 +236,10 @@ def fisher_ratio(a: np.ndarray, b: np.ndarray) -> float:
     ``(μa − μb)ᵀ (Σa + Σb)⁻¹ (μa − μb)`` with the covariances replaced by their diagonals,
     which stays well defined when a class has fewer rows than dimensions (BAUM-1's small
     test folds against 192-d embeddings). It is invariant to swapping the classes and to
-    rescaling or permuting dimensions. A dimension with zero variance in both classes adds
-    0 if its means agree and ``inf`` if they differ.
+    rescaling or permuting dimensions. A dimension with zero variance in both classes (a
+    class of one utterance, or a dead unit) adds 0 if its means agree; if they differ, its
+    within-class variance is floored at ``1e-6 ×`` the variance of both classes pooled on
+    that dimension, so the ratio stays finite and fold averages stay defined.
 
     Args:
         a, b: (N_a, D) and (N_b, D) embeddings of the two classes, N ≥ 1; a 1-D array is (N, 1).
@@ -247,8 +249,9 @@ def fisher_ratio(a: np.ndarray, b: np.ndarray) -> float:
     if a.ndim != 2 or b.ndim != 2 or not len(a) or not len(b) or a.shape[1] != b.shape[1]:
         raise ValueError(f"need two non-empty (N, D) arrays with the same D, got {a.shape} and {b.shape}")
     between = (a.mean(axis=0) - b.mean(axis=0)) ** 2
-    within = a.var(axis=0) + b.var(axis=0)
-    terms = np.divide(between, within, out=np.where(between > 0, np.inf, 0.0), where=within > 0)
+    floor = 1e-6 * np.concatenate([a, b]).var(axis=0)
+    within = np.maximum(a.var(axis=0) + b.var(axis=0), floor)
+    terms = np.divide(between, within, out=np.zeros_like(between), where=within > 0)
     return float(terms.sum())
 
 

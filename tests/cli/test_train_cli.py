@@ -105,3 +105,11 @@ def test_baseline_command(store, tmp_path) -> None:
     result = run("baseline", "--store", store, "--protocol", "loso", "--by", "session", "--out", out)
     assert "SVM (loso by session, 5 folds): WA" in result.output
     assert len(json.loads(out.read_text())["folds"]) == 5
+
+
+def test_experiment_command_with_a_given_store(store, tmp_path) -> None:
+    out = tmp_path / "exp"
+    result = run("experiment", "table1", "--store", f"iemocap:mfcc={store}", "--out", out)
+    assert "table1 done" in result.output and (out / "table1" / "table.md").exists()
+    bad = run("experiment", "table3", "--root", "nosuch=/x", "--out", out, ok=False)
+    assert bad.exit_code == 1 and "not a corpus recipe" in bad.output

@@ -227,3 +227,21 @@ def test_every_recipe_extracts_into_a_verified_store(tmp_path, corpus) -> None:
     for utt_id in store.ids():
         if utt_id not in wrong_duration:
             assert abs(store.num_frames(utt_id) - store.manifest[utt_id]["duration"] * 100) <= 2
+
+
+def test_merge_copies_selected_rows_without_recomputing(tmp_path, manifest, mfcc) -> None:
+    from featurestore.store.merge import merge_stores, where
+
+    first_half, second_half = manifest.subset(manifest.ids()[:6]), manifest.subset(manifest.ids()[6:])
+    extract_to_store(first_half, mfcc, tmp_path / "a.zarr", progress=False)
+    extract_to_store(second_half, mfcc, tmp_path / "b.h5", progress=False)
+    out = merge_stores([(tmp_path / "a.zarr", where(expression="acted")), (tmp_path / "b.h5", None)], tmp_path / "m.zarr")
+    merged, a, b = open_store(out), open_store(tmp_path / "a.zarr"), open_store(tmp_path / "b.h5")
+    acted = [u for u in a.ids() if a.manifest[u]["expression"] == "acted"]
+    assert merged.ids() == acted + b.ids()
+    for utt_id in acted:
+        np.testing.assert_array_equal(merged.read(utt_id), a.read(utt_id))
+    assert merged.attrs["fingerprint"] == a.attrs["fingerprint"] and verify_store(out).ok
+    extract_to_store(manifest.subset(["u00"]), MFCCExtractor(device="cpu", n_mels=40), tmp_path / "other.zarr", progress=False)
+    with pytest.raises(SermtlError, match="hold different features"):
+        merge_stores([(tmp_path / "a.zarr", None), (tmp_path / "other.zarr", None)], tmp_path / "x.zarr")

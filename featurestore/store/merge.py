@@ -1,0 +1,68 @@
+"""Combining stores without recomputing: copy selected utterances into a new store.
+
+Used for cross-corpus settings (acted utterances of one corpus with spontaneous ones of
+another): the sources must share one feature config (same fingerprint), and the copy
+goes through :class:`~featurestore.store.writer.StoreWriter`, so it is resumable and
+refuses to append to a store of another config.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+from featurestore.errors import SermtlError
+from featurestore.manifest import Manifest
+from featurestore.store.reader import open_store
+from featurestore.store.writer import StoreWriter
+
+Selector = Callable[[dict[str, Any]], bool]
+
+
+def where(**conditions: Sequence[str] | str) -> Selector:
+    """A row selector: every named column's value is one of the given values.
+
+    >>> where(expression="acted", emotion=["angry", "sad"])({"expression": "acted", "emotion": "sad"})
+    True
+    """
+    wanted = {k: {v} if isinstance(v, str) else set(v) for k, v in conditions.items()}
+    return lambda row: all(row.get(k) in values for k, values in wanted.items())
+
+
+def merge_stores(sources: Sequence[tuple[str | Path, Selector | None]], out: str | Path,
+                 format: str | None = None, batch: int = 256) -> Path:
+    """Copy the rows each selector picks from each source store into the store ``out``.
+
+    Raises :class:`SermtlError` when the sources differ in feature config or dtype, or
+    two sources hold the same utterance id.
+    """
+    opened = [(open_store(path), select) for path, select in sources]
+    if not opened:
+        raise SermtlError("merge: no source stores")
+    first = opened[0][0]
+    for store, _ in opened[1:]:
+        if store.attrs.get("fingerprint") != first.attrs.get("fingerprint"):
+            raise SermtlError(f"merge: {store.path} and {first.path} hold different features (fingerprints differ)")
+    picked: list[tuple[Any, list[str]]] = []
+    rows: list[dict[str, Any]] = []
+    for store, select in opened:
+        ids = [u for u in store.ids() if select is None or select(store.manifest[u])]
+        picked.append((store, ids))
+        rows += [dict(store.manifest[u]) for u in ids]
+    if not rows:
+        raise SermtlError("merge: the selection holds no utterance")
+    manifest = Manifest(rows, source=f"merge of {', '.join(str(s.path) for s, _ in opened)}")
+    attrs = first.attrs
+    with StoreWriter(out, manifest, attrs["feature"], attrs["dtype"], dim=first.dim, num_layers=first.num_layers,
+                     frame_rate=attrs.get("frame_rate") or 0.0, format=format) as writer:
+        for store, ids in picked:
+            todo = writer.pending(ids)
+            for start in range(0, len(todo), batch):
+                chunk = todo[start:start + batch]
+                writer.write([(u, _as_layers(store.read(u), store.num_layers)) for u in chunk])
+    return Path(out)
+
+
+def _as_layers(features, num_layers: int):
+    """``(layers, frames, dim)`` whatever :meth:`FeatureStore.read` returned."""
+    return features[None] if num_layers == 1 else features

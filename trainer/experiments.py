@@ -1,0 +1,344 @@
+"""The paper's tables and figure, each one command: ``sermtl experiment NAME``.
+
+An experiment asks a :class:`Workspace` for stores (extracting only what a store still
+lacks, never twice: extraction resumes) and for cross-validation runs (each a run
+directory under ``OUT/runs/``, named by corpus, feature, protocol, auxiliary task and a
+hash of the training config, so experiments share runs: Tables III, IV, V, VI and Fig. 2
+read the same eight runs, and an interrupted experiment restarts from its finished folds).
+Each experiment writes ``OUT/<name>/results.json``, ``table.md`` (our numbers beside the
+paper's, every number taken from ``results.json``) and its plots.
+
+Corpora default to the paper's (``iemocap`` with leave-one-session-out, ``baum1`` with
+80/10/10 5-fold); any prepared corpus or store can take their place (``--corpus``,
+``--store NAME:FEATURE=PATH``), with the protocol chosen from its columns.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import itertools
+import json
+import warnings
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+from featurestore.errors import SermtlError
+from trainer import paper
+from trainer.cv import Protocol, default_protocol, run_cv
+from trainer.loop import TrainConfig
+
+FEATURES = ("mfcc", "w2v2")
+METHODS = {"nomtl": "none", "mtl": "expression"}
+METHOD_NAMES = {"nomtl": "w/o MTL", "mtl": "w. MTL"}
+CORPUS_PROTOCOLS = {"iemocap": Protocol("loso", by="session"), "baum1": Protocol("kfold", by=None, folds=5)}
+
+
+@dataclasses.dataclass
+class Workspace:
+    """Where experiments find corpora and stores and put runs.
+
+    ``roots``: corpus name → corpus folder (or CSV for ``csv``-style corpora given as
+    ``name`` → path with ``recipes[name] = "csv"``). ``stores``: ``(corpus, feature)`` →
+    an existing store, used as is. Otherwise stores live in ``cache/<corpus>_<feature>.zarr``
+    and are extracted (or completed) from the root.
+    """
+
+    out: Path
+    cache: Path = Path("cache")
+    roots: dict[str, str] = dataclasses.field(default_factory=dict)
+    recipes: dict[str, str] = dataclasses.field(default_factory=dict)
+    stores: dict[tuple[str, str], Path] = dataclasses.field(default_factory=dict)
+    model: str = "facebook/wav2vec2-large-960h"
+    layers: str = "last"
+    device: str = "auto"
+    train: dict[str, Any] = dataclasses.field(default_factory=dict)
+    progress: bool = True
+    echo: Callable[[str], None] = print
+
+    def store(self, corpus: str, feature: str) -> Path:
+        """A complete store of ``feature`` for ``corpus``; extracts what is missing."""
+        given = self.stores.get((corpus, feature))
+        if given is not None:
+            return Path(given)
+        path = self.cache / f"{corpus}_{feature}.zarr"
+        root = self.roots.get(corpus)
+        if root is None:
+            if path.exists():
+                return path
+            raise SermtlError(f"no {feature} store for {corpus}: give --root {corpus}=DIR or --store {corpus}:{feature}=PATH")
+        from featurestore.corpora import prepare
+        from featurestore.features import build_extractor
+        from featurestore.pipeline import extract_to_store
+
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            manifest = prepare(self.recipes.get(corpus, corpus), root)
+        options = {"model": self.model, "layers": self.layers} if feature == "w2v2" else {}
+        extractor = build_extractor(feature, device=self.device, **options)
+        report = extract_to_store(manifest, extractor, path, dtype="float16" if feature == "w2v2" else "float32",
+                                  batch_seconds=200.0 if feature == "w2v2" else 600.0, progress=self.progress)
+        if report.stored:
+            self.echo(f"extracted {report.stored} utterances into {path}")
+        return path
+
+    def available(self, corpus: str, feature: str) -> bool:
+        """Whether a store for ``(corpus, feature)`` exists or can be made."""
+        return (corpus, feature) in self.stores or corpus in self.roots or (self.cache / f"{corpus}_{feature}.zarr").exists()
+
+    def config(self, **overrides: Any) -> TrainConfig:
+        return TrainConfig(**{"device": self.device, **self.train, **overrides})
+
+    def run(self, store: Path, label: str, protocol: Protocol | None = None, **overrides: Any) -> dict[str, Any]:
+        """Results of a cross-validation run, reusing its directory when it exists."""
+        config = self.config(**overrides)
+        if protocol is None:
+            from featurestore import open_store
+
+            protocol = default_protocol(open_store(store).manifest)
+        identity = json.dumps([str(Path(store).resolve()), dataclasses.asdict(protocol), dataclasses.asdict(config)], sort_keys=True)
+        name = f"{label}-{protocol.name}-{'nomtl' if config.aux == 'none' else config.aux}-{hashlib.sha256(identity.encode()).hexdigest()[:8]}"
+        self.echo(f"run {name}")
+        return run_cv(store, self.out / "runs" / name, config, protocol, progress=self.progress) | {"run_dir": str(self.out / "runs" / name)}
+
+    def corpus_run(self, corpus: str, feature: str, method: str, **overrides: Any) -> dict[str, Any]:
+        """The Table III run of ``corpus`` × ``feature`` × ``method`` (``nomtl``/``mtl``)."""
+        return self.run(self.store(corpus, feature), f"{corpus}-{feature}", CORPUS_PROTOCOLS.get(corpus),
+                        aux=METHODS[method], **overrides)
+
+
+# -- output helpers -------------------------------------------------------------------------
+def markdown_table(header: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
+    """A pipe table; floats with 2 decimals, ``None`` as ``–``."""
+    def cell(value: Any) -> str:
+        if value is None:
+            return "–"
+        return f"{value:.2f}" if isinstance(value, float) else str(value)
+
+    lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
+    lines += ["| " + " | ".join(cell(v) for v in row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def grouped_bars(groups: dict[str, dict[str, float | None]], path: Path, title: str, ylabel: str = "%") -> Path:
+    """A grouped bar chart: one group per key, one bar per series; PNG at ``path``."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    series = list(dict.fromkeys(s for values in groups.values() for s in values))
+    width = 0.8 / max(len(series), 1)
+    fig, ax = plt.subplots(figsize=(max(5, 1.3 * len(groups) * max(1, len(series)) / 2), 3.6))
+    for i, name in enumerate(series):
+        xs = [g + (i - (len(series) - 1) / 2) * width for g in range(len(groups))]
+        ys = [groups[k].get(name) if groups[k].get(name) is not None else 0.0 for k in groups]
+        ax.bar(xs, ys, width, label=name)
+    ax.set_xticks(range(len(groups)), list(groups), rotation=20, ha="right")
+    ax.set_ylabel(ylabel)
+    ax.set_title(title)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def _save(ws: Workspace, name: str, results: dict[str, Any], table: str, note: str = "") -> Path:
+    folder = ws.out / name
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "results.json").write_text(json.dumps(results, indent=2, default=float))
+    text = f"# {name}\n\n{table}\n" + (f"\n{note}\n" if note else "")
+    pngs = sorted(p.name for p in folder.glob("*.png"))
+    text += "".join(f"\n![{p}]({p})\n" for p in pngs)
+    (folder / "table.md").write_text(text)
+    ws.echo(f"{name}: {folder / 'table.md'}")
+    return folder
+
+
+def _corpora(ws: Workspace, corpora: Sequence[str] | None, feature: str) -> list[str]:
+    chosen = list(corpora) if corpora else [c for c in ("iemocap", "baum1") if ws.available(c, feature)]
+    if not chosen:
+        raise SermtlError("no corpus to run: give --root iemocap=DIR / --root baum1=DIR or --store CORPUS:FEATURE=PATH")
+    return chosen
+
+
+# -- the experiments ------------------------------------------------------------------------
+def table1(ws: Workspace, corpora: Sequence[str] | None = None, feature: str = "mfcc") -> dict[str, Any]:
+    """Utterances per emotion, acted/spontaneous, in the preliminary split (sessions 1-4 / 5)."""
+    from featurestore import open_store
+
+    manifest = open_store(ws.store("iemocap", feature)).manifest
+    counts: dict[str, dict[str, list[int]]] = {"train": {}, "test": {}}
+    for row in manifest:
+        part = "test" if row["session"] == "Session5" else "train"
+        entry = counts[part].setdefault(row["emotion"], [0, 0, 0])
+        entry[0] += 1
+        entry[1 if row["expression"] == "acted" else 2] += 1
+    rows = []
+    for emotion in sorted(set(counts["train"]) | set(counts["test"])):
+        ours = counts["train"].get(emotion, [0, 0, 0]) + counts["test"].get(emotion, [0, 0, 0])
+        theirs = list(paper.TABLE1["train"].get(emotion, (None,) * 3)) + list(paper.TABLE1["test"].get(emotion, (None,) * 3))
+        rows.append([emotion, *ours, *theirs])
+    header = ["emotion", "train total", "train acted", "train spont.", "test total", "test acted", "test spont.",
+              "paper train total", "paper train acted", "paper train spont.", "paper test total", "paper test acted", "paper test spont."]
+    return {"counts": counts, "paper": paper.TABLE1, "_table": markdown_table(header, rows)}
+
+
+def table2(ws: Workspace, corpora: Sequence[str] | None = None, feature: str = "mfcc") -> dict[str, Any]:
+    """Train on acted / spontaneous / combined sessions 1-4, test on session 5's acted and spontaneous parts."""
+    store = ws.store("iemocap", feature)
+    accuracy: dict[str, dict[str, float | None]] = {"acted": {}, "spontaneous": {}}
+    for training in ("combined", "acted", "spontaneous"):
+        protocol = Protocol("split", by="session", train_values=["Session1", "Session2", "Session3", "Session4"],
+                            test_values=["Session5"], train_where=None if training == "combined" else {"expression": [training]})
+        results = ws.run(store, f"iemocap-{feature}-train-{training}", protocol, aux="none")
+        for part in accuracy:
+            accuracy[part][training] = results.get("subsets", {}).get("expression", {}).get(part, {}).get("wa")
+    rows = [[part, *(accuracy[part][t] for t in ("combined", "acted", "spontaneous")),
+             *(paper.TABLE2[part][t] for t in ("combined", "acted", "spontaneous"))] for part in accuracy]
+    grouped_bars({f"test {p}": {f"train {t}": v for t, v in accuracy[p].items()} for p in accuracy},
+                 ws.out / "table2" / "table2.png", f"{feature.upper()} accuracy (WA) by training and test expression")
+    header = ["test", "train combined", "train acted", "train spont.", "paper combined", "paper acted", "paper spont."]
+    return {"wa": accuracy, "paper": paper.TABLE2, "_table": markdown_table(header, rows)}
+
+
+def table3(ws: Workspace, corpora: Sequence[str] | None = None, feature: str | None = None) -> dict[str, Any]:
+    """WA/UWA of MFCC and wav2vec 2.0, with and without MTL, per corpus."""
+    features = [feature] if feature else list(FEATURES)
+    results: dict[str, Any] = {}
+    rows, bars = [], {}
+    for feat, method in itertools.product(features, METHODS):
+        row: list[Any] = [feat, METHOD_NAMES[method]]
+        for corpus in _corpora(ws, corpora, feat):
+            run = ws.corpus_run(corpus, feat, method)
+            results.setdefault(feat, {}).setdefault(method, {})[corpus] = {"wa": run["wa"], "uwa": run["uwa"], "run": run["run_dir"]}
+            reference = paper.TABLE3.get(feat, {}).get(method, {}).get(corpus, (None, None))
+            row += [corpus, run["wa"], run["uwa"], *reference]
+            bars[f"{corpus} {feat} {METHOD_NAMES[method]}"] = {"ours UWA": run["uwa"], "paper UWA": reference[1]}
+        rows.append(row)
+    grouped_bars(bars, ws.out / "table3" / "table3.png", "UWA per corpus, feature and method")
+    header = ["feature", "method"] + ["corpus", "WA", "UWA", "paper WA", "paper UWA"] * ((max(len(r) for r in rows) - 2) // 5)
+    return {"results": results, "paper": paper.TABLE3, "_table": markdown_table(header, rows)}
+
+
+def table4(ws: Workspace, corpora: Sequence[str] | None = None, feature: str = "w2v2") -> dict[str, Any]:
+    """IEMOCAP UWA of our wav2vec 2.0 runs beside the earlier work the paper cites."""
+    ours = {METHOD_NAMES[m]: ws.corpus_run("iemocap", feature, m)["uwa"] for m in METHODS}
+    rows = [[name, "audio", "5-fold", value] for name, value in paper.TABLE4.items()]
+    rows += [[f"sermtl, {name}", "audio", "5-fold", value] for name, value in ours.items()]
+    return {"ours": ours, "paper": paper.TABLE4, "_table": markdown_table(["method", "modalities", "CV", "UWA (%)"], rows)}
+
+
+def table5(ws: Workspace, corpora: Sequence[str] | None = None, feature: str = "w2v2") -> dict[str, Any]:
+    """Same-corpus MTL against cross-corpus MTL (acted from one corpus, spontaneous from the other)."""
+    from featurestore import open_store
+    from featurestore.store.merge import merge_stores, where
+
+    names = list(corpora) if corpora else ["iemocap", "baum1"]
+    if len(names) != 2:
+        raise SermtlError(f"table5 needs two corpora (--corpus A --corpus B), got {names}")
+    stores = {c: ws.store(c, feature) for c in names}
+    manifests = {c: open_store(s).manifest for c, s in stores.items()}
+    results: dict[str, Any] = {}
+    settings: list[tuple[str, Path]] = []
+    for corpus in names:  # same-corpus MTL needs both expressions in one corpus
+        if {"acted", "spontaneous"} <= set(manifests[corpus].column("expression")):
+            settings.append((corpus, stores[corpus]))
+    for label, (acted, spont) in (("cross1", names), ("cross2", names[::-1])):
+        emotions = ({r["emotion"] for r in manifests[acted] if r["expression"] == "acted"}
+                    & {r["emotion"] for r in manifests[spont] if r["expression"] == "spontaneous"})
+        if len(emotions) < 2:
+            results[label] = {"skipped": f"no two emotions shared by acted {acted} and spontaneous {spont} utterances"}
+            continue
+        path = ws.cache / f"{label}_{acted}-acted_{spont}-spont_{feature}.zarr"
+        merge_stores([(stores[acted], where(expression="acted", emotion=sorted(emotions))),
+                      (stores[spont], where(expression="spontaneous", emotion=sorted(emotions)))], path)
+        settings.append((label, path))
+        results[label] = {"acted": acted, "spontaneous": spont, "emotions": sorted(emotions)}
+    rows = []
+    for label, store in settings:
+        protocol = CORPUS_PROTOCOLS.get(label) or (Protocol("group-kfold", by="speaker", folds=5) if label.startswith("cross") else None)
+        runs = {m: ws.run(store, f"{label}-{feature}", protocol, aux=METHODS[m]) for m in METHODS}
+        entry = results.setdefault(label, {})
+        entry.update({m: {"wa": runs[m]["wa"], "uwa": runs[m]["uwa"]} for m in METHODS})
+        entry["era"] = runs["mtl"]["aux_accuracy"]
+        reference = paper.TABLE5.get(label, {})
+        rows.append([label, runs["nomtl"]["wa"], runs["nomtl"]["uwa"], runs["mtl"]["wa"], runs["mtl"]["uwa"], entry["era"],
+                     *(reference.get("nomtl", (None, None))), *(reference.get("mtl", (None, None))), reference.get("era")])
+    header = ["setting", "w/o MTL WA", "w/o MTL UWA", "w. MTL WA", "w. MTL UWA", "ERA",
+              "paper w/o WA", "paper w/o UWA", "paper w. WA", "paper w. UWA", "paper ERA"]
+    if rows:
+        grouped_bars({r[0]: {"ERA": r[5], "paper ERA": r[10]} for r in rows}, ws.out / "table5" / "table5.png",
+                     "Expression recognition accuracy: same-corpus vs cross-corpus")
+    return {"results": results, "paper": paper.TABLE5, "_table": markdown_table(header, rows)}
+
+
+def table6(ws: Workspace, corpora: Sequence[str] | None = None, feature: str | None = None) -> dict[str, Any]:
+    """Per-class recall with and without MTL."""
+    features = [feature] if feature else list(FEATURES)
+    results: dict[str, Any] = {}
+    rows = []
+    for corpus in _corpora(ws, corpora, features[0]):
+        for feat, method in itertools.product(features, METHODS):
+            recall = ws.corpus_run(corpus, feat, method)["per_class_recall"]
+            results.setdefault(corpus, {}).setdefault(feat, {})[method] = recall
+            reference = paper.TABLE6.get(corpus, {}).get(feat, {}).get(method, {})
+            rows += [[corpus, feat, METHOD_NAMES[method], emotion, value, reference.get(emotion)] for emotion, value in recall.items()]
+            grouped_bars({e: {"ours": v, "paper": reference.get(e)} for e, v in recall.items()},
+                         ws.out / "table6" / f"{corpus}_{feat}_{method}.png", f"{corpus} {feat} {METHOD_NAMES[method]}: recall per class")
+    return {"per_class_recall": results, "paper": paper.TABLE6,
+            "_table": markdown_table(["corpus", "feature", "method", "emotion", "recall", "paper recall"], rows)}
+
+
+def fig2(ws: Workspace, corpora: Sequence[str] | None = None, feature: str = "w2v2") -> dict[str, Any]:
+    """Pattern separability of the emotion embeddings by emotion and by expression, with and without MTL."""
+    results: dict[str, Any] = {}
+    rows, bars = [], {}
+    for corpus in _corpora(ws, corpora, feature):
+        for method in METHODS:
+            separability = ws.corpus_run(corpus, feature, method).get("separability", {})
+            results.setdefault(corpus, {})[method] = separability
+            rows.append([corpus, METHOD_NAMES[method], separability.get("emotion"), separability.get("expression")])
+            bars[f"{corpus} {METHOD_NAMES[method]}"] = {"emotion": separability.get("emotion"), "expression": separability.get("expression")}
+    grouped_bars(bars, ws.out / "fig2" / "fig2.png", "Pattern separability of the emotion embeddings", ylabel="mean pairwise Fisher ratio")
+    return {"separability": results, "paper_claim": paper.FIG2_CLAIM,
+            "_table": markdown_table(["corpus", "method", "emotion separability", "expression separability"], rows),
+            "_note": f"The paper gives no numbers for Fig. 2; it shows that {paper.FIG2_CLAIM}."}
+
+
+def alpha_sweep(ws: Workspace, corpora: Sequence[str] | None = None, feature: str = "w2v2",
+                alpha0: Sequence[float] = (0.05, 0.1, 0.2), alpha_step: Sequence[float] = (0.0, 0.05),
+                alpha_max: Sequence[float] = (0.5, 1.0)) -> dict[str, Any]:
+    """UWA over a grid of α0, step and cap (MTL with the expression task), reusing the cache."""
+    corpus = _corpora(ws, corpora, feature)[0]
+    grid = []
+    for a0, step, cap in itertools.product(alpha0, alpha_step, alpha_max):
+        if cap < a0:
+            continue
+        run = ws.corpus_run(corpus, feature, "mtl", alpha0=a0, alpha_step=step, alpha_max=cap)
+        grid.append({"alpha0": a0, "alpha_step": step, "alpha_max": cap, "wa": run["wa"], "uwa": run["uwa"],
+                     "era": run["aux_accuracy"]})
+    baseline = ws.corpus_run(corpus, feature, "nomtl")
+    grouped_bars({f"α0={g['alpha0']} +{g['alpha_step']} ≤{g['alpha_max']}": {"UWA": g["uwa"], "w/o MTL": baseline["uwa"]} for g in grid},
+                 ws.out / "alpha-sweep" / "alpha_sweep.png", f"{corpus} {feature}: UWA over α settings")
+    rows = [[g["alpha0"], g["alpha_step"], g["alpha_max"], g["wa"], g["uwa"], g["era"]] for g in grid]
+    rows.append(["w/o MTL", "–", "–", baseline["wa"], baseline["uwa"], None])
+    return {"corpus": corpus, "grid": grid, "nomtl": {"wa": baseline["wa"], "uwa": baseline["uwa"]},
+            "_table": markdown_table(["α0", "step", "cap", "WA", "UWA", "ERA"], rows)}
+
+
+EXPERIMENTS: dict[str, Callable[..., dict[str, Any]]] = {
+    "table1": table1, "table2": table2, "table3": table3, "table4": table4, "table5": table5,
+    "table6": table6, "fig2": fig2, "alpha-sweep": alpha_sweep,
+}
+
+
+def run_experiment(name: str, ws: Workspace, **options: Any) -> Path:
+    """Run experiment ``name`` and write ``OUT/<name>/{results.json, table.md, *.png}``."""
+    if name not in EXPERIMENTS:
+        raise SermtlError(f"unknown experiment {name!r} (choose from: {', '.join(EXPERIMENTS)})")
+    results = EXPERIMENTS[name](ws, **options)
+    table, note = results.pop("_table"), results.pop("_note", "")
+    return _save(ws, name, results, table, note)
