@@ -97,13 +97,13 @@ def main() -> None:
 @main.command()
 @click.option("--out", type=click.Path(file_okay=False), default="demo", show_default=True, help="Folder for the corpus, model, stores and summary.")
 def demo(out: str) -> None:
-    """Generate a small corpus and run prepare → extract (MFCC, tiny wav2vec2) → verify."""
-    from featurestore.demo import run_demo
+    """Generate a corpus and run prepare → extract (MFCC, tiny wav2vec2) → cv with/without MTL → report."""
+    from trainer.demo import run_demo
 
     summary = run_demo(out, echo=click.echo)
     if not all(store["verified"] for store in summary["stores"].values()):
         raise SermtlError(f"demo stores failed verification; see {out}/demo.json")
-    click.echo(f"demo done: {Path(out) / 'demo.json'}")
+    click.echo(f"demo done: {summary['report']}")
 
 
 @main.command()
@@ -323,6 +323,23 @@ def experiment(name, out, roots, stores, corpora, feature, model, layers, epochs
         options["feature"] = feature
     folder = run_experiment(name, workspace, **options)
     click.echo(f"{name} done: {folder / 'table.md'}")
+
+
+@main.command()
+@click.argument("run_dirs", nargs=-1, required=True, type=click.Path())
+@click.option("--out", type=click.Path(file_okay=False), help="Report folder (needed for several runs; default: the run's own folder).")
+@click.option("--paper", "paper_json", type=click.Path(dir_okay=False), help='JSON {"title": …, "rows": {run: {"wa": …, "uwa": …}}} shown beside ours.')
+def report(run_dirs: tuple[str, ...], out: str | None, paper_json: str | None) -> None:
+    """Write report.md for cv run directories: tables, confusion matrices, curves, α schedule."""
+    from trainer.reports import write_report
+
+    paper = None
+    if paper_json:
+        try:
+            paper = json.loads(Path(paper_json).read_text())
+        except (OSError, json.JSONDecodeError) as exc:
+            raise SermtlError(f"--paper {paper_json}: {exc}") from None
+    click.echo(write_report(run_dirs, out, paper))
 
 
 @main.command()

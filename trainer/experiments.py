@@ -27,6 +27,7 @@ from featurestore.errors import SermtlError
 from trainer import paper
 from trainer.cv import Protocol, default_protocol, run_cv
 from trainer.loop import TrainConfig
+from trainer.reports import markdown_table, plot_bars
 
 FEATURES = ("mfcc", "w2v2")
 METHODS = {"nomtl": "none", "mtl": "expression"}
@@ -108,43 +109,6 @@ class Workspace:
 
 
 # -- output helpers -------------------------------------------------------------------------
-def markdown_table(header: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
-    """A pipe table; floats with 2 decimals, ``None`` as ``–``."""
-    def cell(value: Any) -> str:
-        if value is None:
-            return "–"
-        return f"{value:.2f}" if isinstance(value, float) else str(value)
-
-    lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
-    lines += ["| " + " | ".join(cell(v) for v in row) + " |" for row in rows]
-    return "\n".join(lines)
-
-
-def grouped_bars(groups: dict[str, dict[str, float | None]], path: Path, title: str, ylabel: str = "%") -> Path:
-    """A grouped bar chart: one group per key, one bar per series; PNG at ``path``."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    series = list(dict.fromkeys(s for values in groups.values() for s in values))
-    width = 0.8 / max(len(series), 1)
-    fig, ax = plt.subplots(figsize=(max(5, 1.3 * len(groups) * max(1, len(series)) / 2), 3.6))
-    for i, name in enumerate(series):
-        xs = [g + (i - (len(series) - 1) / 2) * width for g in range(len(groups))]
-        ys = [groups[k].get(name) if groups[k].get(name) is not None else 0.0 for k in groups]
-        ax.bar(xs, ys, width, label=name)
-    ax.set_xticks(range(len(groups)), list(groups), rotation=20, ha="right")
-    ax.set_ylabel(ylabel)
-    ax.set_title(title)
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
-
-
 def _save(ws: Workspace, name: str, results: dict[str, Any], table: str, note: str = "") -> Path:
     folder = ws.out / name
     folder.mkdir(parents=True, exist_ok=True)
@@ -198,7 +162,7 @@ def table2(ws: Workspace, corpora: Sequence[str] | None = None, feature: str = "
             accuracy[part][training] = results.get("subsets", {}).get("expression", {}).get(part, {}).get("wa")
     rows = [[part, *(accuracy[part][t] for t in ("combined", "acted", "spontaneous")),
              *(paper.TABLE2[part][t] for t in ("combined", "acted", "spontaneous"))] for part in accuracy]
-    grouped_bars({f"test {p}": {f"train {t}": v for t, v in accuracy[p].items()} for p in accuracy},
+    plot_bars({f"test {p}": {f"train {t}": v for t, v in accuracy[p].items()} for p in accuracy},
                  ws.out / "table2" / "table2.png", f"{feature.upper()} accuracy (WA) by training and test expression")
     header = ["test", "train combined", "train acted", "train spont.", "paper combined", "paper acted", "paper spont."]
     return {"wa": accuracy, "paper": paper.TABLE2, "_table": markdown_table(header, rows)}
@@ -218,7 +182,7 @@ def table3(ws: Workspace, corpora: Sequence[str] | None = None, feature: str | N
             row += [corpus, run["wa"], run["uwa"], *reference]
             bars[f"{corpus} {feat} {METHOD_NAMES[method]}"] = {"ours UWA": run["uwa"], "paper UWA": reference[1]}
         rows.append(row)
-    grouped_bars(bars, ws.out / "table3" / "table3.png", "UWA per corpus, feature and method")
+    plot_bars(bars, ws.out / "table3" / "table3.png", "UWA per corpus, feature and method")
     header = ["feature", "method"] + ["corpus", "WA", "UWA", "paper WA", "paper UWA"] * ((max(len(r) for r in rows) - 2) // 5)
     return {"results": results, "paper": paper.TABLE3, "_table": markdown_table(header, rows)}
 
@@ -270,7 +234,7 @@ def table5(ws: Workspace, corpora: Sequence[str] | None = None, feature: str = "
     header = ["setting", "w/o MTL WA", "w/o MTL UWA", "w. MTL WA", "w. MTL UWA", "ERA",
               "paper w/o WA", "paper w/o UWA", "paper w. WA", "paper w. UWA", "paper ERA"]
     if rows:
-        grouped_bars({r[0]: {"ERA": r[5], "paper ERA": r[10]} for r in rows}, ws.out / "table5" / "table5.png",
+        plot_bars({r[0]: {"ERA": r[5], "paper ERA": r[10]} for r in rows}, ws.out / "table5" / "table5.png",
                      "Expression recognition accuracy: same-corpus vs cross-corpus")
     return {"results": results, "paper": paper.TABLE5, "_table": markdown_table(header, rows)}
 
@@ -286,7 +250,7 @@ def table6(ws: Workspace, corpora: Sequence[str] | None = None, feature: str | N
             results.setdefault(corpus, {}).setdefault(feat, {})[method] = recall
             reference = paper.TABLE6.get(corpus, {}).get(feat, {}).get(method, {})
             rows += [[corpus, feat, METHOD_NAMES[method], emotion, value, reference.get(emotion)] for emotion, value in recall.items()]
-            grouped_bars({e: {"ours": v, "paper": reference.get(e)} for e, v in recall.items()},
+            plot_bars({e: {"ours": v, "paper": reference.get(e)} for e, v in recall.items()},
                          ws.out / "table6" / f"{corpus}_{feat}_{method}.png", f"{corpus} {feat} {METHOD_NAMES[method]}: recall per class")
     return {"per_class_recall": results, "paper": paper.TABLE6,
             "_table": markdown_table(["corpus", "feature", "method", "emotion", "recall", "paper recall"], rows)}
@@ -302,7 +266,7 @@ def fig2(ws: Workspace, corpora: Sequence[str] | None = None, feature: str = "w2
             results.setdefault(corpus, {})[method] = separability
             rows.append([corpus, METHOD_NAMES[method], separability.get("emotion"), separability.get("expression")])
             bars[f"{corpus} {METHOD_NAMES[method]}"] = {"emotion": separability.get("emotion"), "expression": separability.get("expression")}
-    grouped_bars(bars, ws.out / "fig2" / "fig2.png", "Pattern separability of the emotion embeddings", ylabel="mean pairwise Fisher ratio")
+    plot_bars(bars, ws.out / "fig2" / "fig2.png", "Pattern separability of the emotion embeddings", ylabel="mean pairwise Fisher ratio")
     return {"separability": results, "paper_claim": paper.FIG2_CLAIM,
             "_table": markdown_table(["corpus", "method", "emotion separability", "expression separability"], rows),
             "_note": f"The paper gives no numbers for Fig. 2; it shows that {paper.FIG2_CLAIM}."}
@@ -321,7 +285,7 @@ def alpha_sweep(ws: Workspace, corpora: Sequence[str] | None = None, feature: st
         grid.append({"alpha0": a0, "alpha_step": step, "alpha_max": cap, "wa": run["wa"], "uwa": run["uwa"],
                      "era": run["aux_accuracy"]})
     baseline = ws.corpus_run(corpus, feature, "nomtl")
-    grouped_bars({f"α0={g['alpha0']} +{g['alpha_step']} ≤{g['alpha_max']}": {"UWA": g["uwa"], "w/o MTL": baseline["uwa"]} for g in grid},
+    plot_bars({f"α0={g['alpha0']} +{g['alpha_step']} ≤{g['alpha_max']}": {"UWA": g["uwa"], "w/o MTL": baseline["uwa"]} for g in grid},
                  ws.out / "alpha-sweep" / "alpha_sweep.png", f"{corpus} {feature}: UWA over α settings")
     rows = [[g["alpha0"], g["alpha_step"], g["alpha_max"], g["wa"], g["uwa"], g["era"]] for g in grid]
     rows.append(["w/o MTL", "–", "–", baseline["wa"], baseline["uwa"], None])

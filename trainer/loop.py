@@ -3,7 +3,8 @@
 Per epoch ``e``: Adam steps over length-bucketed, randomly cropped batches with the loss
 ``(1 − α_e)·CE(AAM-softmax logits, emotion) + α_e·CE(aux logits, aux label)``
 (:class:`trainer.tasks.AlphaSchedule`), then the validation set is scored. The checkpoint
-kept is the epoch with the best validation UWA (ties: the earlier epoch); the test set is
+kept is the epoch with the best validation UWA (ties: the lower validation loss, the
+emotion cross-entropy of the margin-free logits); the test set is
 scored once, with that checkpoint, after training. Without a validation set the last
 epoch is kept. On CUDA the forward pass runs under bf16 autocast.
 """
@@ -159,8 +160,9 @@ def train_fold(store: FeatureStore, bank: FeatureBank, fold: Fold, config: Train
     frame_rate = float(store.attrs.get("frame_rate") or 100.0)
     crop_frames = max(1, int(round(config.crop_seconds * frame_rate)))
     valid_truth = [manifest[u][config.label] for u in fold.valid]
+    valid_targets = np.array([emotion_task.encode(v) for v in valid_truth], dtype=np.int64)
     history: list[dict[str, Any]] = []
-    best_state, best_epoch, best_uwa = None, -1, -1.0
+    best_state, best_epoch, best = None, -1, (-1.0, 0.0)
 
     from tqdm import tqdm
 
@@ -173,8 +175,10 @@ def train_fold(store: FeatureStore, bank: FeatureBank, fold: Fold, config: Train
             probs = infer(network, bank, fold.valid, config.batch_size)["emotion"]
             predicted = [emotion_task.classes[i] for i in probs.argmax(axis=1)]
             record["valid_uwa"] = 100.0 * unweighted_accuracy(valid_truth, predicted)
-            if record["valid_uwa"] > best_uwa:
-                best_uwa, best_epoch, best_state = record["valid_uwa"], epoch + 1, copy.deepcopy(network.state_dict())
+            known = valid_targets >= 0
+            record["valid_loss"] = float(-np.log(np.maximum(probs[known, valid_targets[known]], 1e-12)).mean()) if known.any() else 0.0
+            if (record["valid_uwa"], -record["valid_loss"]) > best:
+                best, best_epoch, best_state = (record["valid_uwa"], -record["valid_loss"]), epoch + 1, copy.deepcopy(network.state_dict())
         history.append(record)
         bar.set_postfix(loss=f"{loss:.3f}", valid_uwa=f"{record.get('valid_uwa', float('nan')):.1f}", alpha=f"{alpha:.2f}")
     if best_state is not None:
@@ -182,7 +186,7 @@ def train_fold(store: FeatureStore, bank: FeatureBank, fold: Fold, config: Train
     else:
         best_epoch = config.epochs
     outcome_metrics, predictions = score(store, bank, network, fold.test, emotion_task, aux_task, config.batch_size)
-    outcome_metrics.update({"fold": fold.fold, "best_epoch": best_epoch, "best_valid_uwa": best_uwa if fold.valid else None})
+    outcome_metrics.update({"fold": fold.fold, "best_epoch": best_epoch, "best_valid_uwa": best[0] if fold.valid else None})
     checkpoint = {
         "sermtl_version": __version__,
         "network": dataclasses.asdict(network.config),

@@ -137,12 +137,21 @@ def test_console_script_and_python_cli_py(tmp_path) -> None:
         assert version.returncode == 0 and version.stdout.startswith("sermtl ")
 
 
-def test_demo_runs_end_to_end(tmp_path) -> None:
+def test_demo_runs_end_to_end_and_reuses_its_work(tmp_path) -> None:
     out = tmp_path / "demo"
     result = run("demo", "--out", out)
-    assert "demo done" in result.output
+    assert "demo done" in result.output and "ERA" in result.output
     summary = json.loads((out / "demo.json").read_text())
-    assert summary["stores"]["mfcc"]["verified"] and summary["stores"]["w2v2"]["verified"]
-    assert open_store(summary["stores"]["w2v2"]["path"]).num_layers == 3
+    assert all(store["verified"] for store in summary["stores"].values())
+    for run_name in ("mfcc-nomtl", "mfcc-mtl", "w2v2-nomtl", "w2v2-mtl"):
+        results = json.loads((out / "runs" / run_name / "results.json").read_text())
+        assert len(results["folds"]) == 5 and results["uwa"] == summary["runs"][run_name]["uwa"]
+    assert summary["runs"]["mfcc-nomtl"]["uwa"] > 60.0  # the demo corpus is learnable
+    report = (out / "report" / "report.md").read_text()
+    assert "tiny wav2vec2 with random weights" in report
+    assert f"{summary['runs']['mfcc-mtl']['uwa']:.2f}" in report
+    pngs = list((out / "report" / "figures").glob("*.png"))
+    assert len(pngs) >= 2 and all(f"figures/{p.name}" in report for p in pngs)
     again = run("demo", "--out", out)
     assert again.output.count("already extracted") == 2
+    assert json.loads((out / "demo.json").read_text())["runs"] == summary["runs"]
