@@ -40,15 +40,20 @@ def corpus_root(corpus: str, root: str | None) -> str:
     return value
 
 
-def parse_options(pairs: tuple[str, ...]) -> dict[str, str]:
-    """``("key=value", …)`` from repeated ``--option`` flags → a dict."""
-    options = {}
+def parse_pairs(pairs: tuple[str, ...], flag: str) -> dict[str, str]:
+    """``("key=value", …)`` from a repeated ``flag`` → a dict (one-line error naming the flag)."""
+    parsed = {}
     for pair in pairs:
         key, sep, value = pair.partition("=")
-        if not sep or not key:
-            raise SermtlError(f"--option expects KEY=VALUE, got {pair!r}")
-        options[key.strip().replace("-", "_")] = value.strip()
-    return options
+        if not sep or not key.strip() or not value.strip():
+            raise SermtlError(f"{flag} expects KEY=VALUE, got {pair!r}")
+        parsed[key.strip()] = value.strip()
+    return parsed
+
+
+def parse_options(pairs: tuple[str, ...]) -> dict[str, str]:
+    """Recipe options from repeated ``--option KEY=VALUE`` flags (``-`` in keys read as ``_``)."""
+    return {key.replace("-", "_"): value for key, value in parse_pairs(pairs, "--option").items()}
 
 
 def load_manifest(corpus: str | None, root: str | None, manifest: str | None, options: dict[str, str]):
@@ -273,16 +278,6 @@ def baseline(store: str, protocol, by, folds, valid_fraction, train_values, test
                f"{len(fold_list)} folds): WA {results['wa']:.2f}, UWA {results['uwa']:.2f} (%, mean over folds)")
 
 
-def _pairs(values: tuple[str, ...], flag: str) -> dict[str, str]:
-    pairs = {}
-    for value in values:
-        key, sep, target = value.partition("=")
-        if not sep or not key or not target:
-            raise SermtlError(f"{flag} expects NAME=PATH, got {value!r}")
-        pairs[key] = target
-    return pairs
-
-
 @main.command()
 @click.argument("name", type=click.Choice(["table1", "table2", "table3", "table4", "table5", "table6", "fig2", "alpha-sweep"]))
 @click.option("--out", type=click.Path(file_okay=False), default="experiments", show_default=True, help="Experiment folder (runs are shared inside it).")
@@ -303,9 +298,9 @@ def experiment(name, out, roots, stores, corpora, feature, model, layers, epochs
     from featurestore.corpora import CORPORA
     from trainer.experiments import Workspace, run_experiment
 
-    root_map = _pairs(roots, "--root")
+    root_map = parse_pairs(roots, "--root")
     store_map = {}
-    for key, path in _pairs(stores, "--store").items():
+    for key, path in parse_pairs(stores, "--store").items():
         corpus, sep, feat = key.partition(":")
         if not sep or feat not in ("mfcc", "w2v2"):
             raise SermtlError(f"--store expects CORPUS:FEATURE=PATH with FEATURE mfcc or w2v2, got {key!r}")

@@ -51,6 +51,7 @@ class TrainConfig:
     margin: float = 0.2
     scale: float = 30.0
     crop_seconds: float = 3.0
+    input_norm: str = "global"
     seed: int = 0
     device: str = "auto"
 
@@ -153,6 +154,7 @@ def train_fold(store: FeatureStore, bank: FeatureBank, fold: Fold, config: Train
         input_size=bank.dim, num_emotions=len(emotion_task.classes),
         num_aux=len(aux_task.classes) if aux_task else 0, input_layers=bank.num_layers,
         channels=config.channels, embedding_dim=config.embedding_dim, margin=config.margin, scale=config.scale,
+        input_norm=config.input_norm,
     )).to(bank.device)
     network.set_normalisation(*bank.statistics(fold.train))
     optimizer = torch.optim.Adam(network.parameters(), lr=config.lr)

@@ -31,6 +31,7 @@ class NetworkConfig:
     embedding_dim: int = 192
     margin: float = 0.2
     scale: float = 30.0
+    input_norm: str = "global"
 
 
 class SERNetwork(nn.Module):
@@ -71,9 +72,11 @@ class SERNetwork(nn.Module):
             x = self.layer_sum(x)
         else:
             x = (x - mean) / std
-        if lengths is not None:  # keep padded frames at exactly zero after normalising
-            mask = torch.arange(x.shape[1], device=x.device)[None, :] < lengths[:, None]
-            x = x * mask[..., None]
+        lengths = lengths if lengths is not None else torch.full((x.shape[0],), x.shape[1], device=x.device)
+        mask = (torch.arange(x.shape[1], device=x.device)[None, :] < lengths[:, None])[..., None]
+        if self.config.input_norm == "utterance":  # subtract each utterance's own mean (channel, speaker offsets)
+            x = x - (x * mask).sum(dim=1, keepdim=True) / lengths[:, None, None]
+        x = x * mask  # padded frames stay exactly zero
         embedding, pooled = self.encoder(x, lengths)
         out = {"emotion_logits": self.emotion_head(embedding, emotion), "embedding": embedding}
         if self.aux_head is not None:

@@ -172,3 +172,19 @@ def test_streaming_bank_trains_exactly_like_the_in_memory_bank(mfcc_store) -> No
     streamed = train_fold(store, streaming, fold, config, progress=False)
     assert [h["train_loss"] for h in streamed.history] == pytest.approx([h["train_loss"] for h in from_memory.history], rel=1e-6)
     assert [p["pred"] for p in streamed.predictions] == [p["pred"] for p in from_memory.predictions]
+
+
+def test_utterance_input_norm_removes_per_utterance_offsets() -> None:
+    from trainer.network import NetworkConfig, SERNetwork
+
+    torch.manual_seed(0)
+    x = torch.randn(3, 40, 12)
+    lengths = torch.tensor([40, 31, 17])
+    offset = torch.randn(3, 1, 12) * 5  # a channel / microphone shift per utterance
+    padded = torch.arange(40)[None, :, None] >= lengths[:, None, None]
+    shifted = torch.where(padded, x, x + offset)
+    for norm, invariant in (("utterance", True), ("global", False)):
+        net = SERNetwork(NetworkConfig(input_size=12, num_emotions=4, channels=16, embedding_dim=8, input_norm=norm)).eval()
+        with torch.no_grad():
+            a, b = net(x, lengths)["embedding"], net(shifted, lengths)["embedding"]
+        assert torch.allclose(a, b, atol=1e-4) == invariant
