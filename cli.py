@@ -212,6 +212,10 @@ TRAINING_OPTIONS = PROTOCOL_OPTIONS + [
     click.option("--margin", type=float, default=0.2, show_default=True, help="AAM-softmax margin."),
     click.option("--scale", type=float, default=30.0, show_default=True, help="AAM-softmax scale."),
     click.option("--crop-seconds", type=float, default=3.0, show_default=True, help="Random training crop length."),
+    click.option("--input-norm", type=click.Choice(["global", "utterance"]), default="global", show_default=True,
+                 help="Input normalisation: training-set mean/std, or also subtract each utterance's own mean."),
+    click.option("--class-weights", type=click.Choice(["none", "balanced"]), default="none", show_default=True,
+                 help="Weight the emotion loss by inverse class frequency (balanced)."),
     click.option("--device", default="auto", show_default=True),
 ]
 

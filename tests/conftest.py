@@ -51,3 +51,25 @@ def csv_corpus(tmp_path: Path) -> Path:
         writer.writeheader()
         writer.writerows(rows)
     return manifest
+
+
+@pytest.fixture(scope="session")
+def iemocap_mfcc_store(tmp_path_factory) -> Path:
+    """MFCC store of a 5-session synthetic IEMOCAP (60 utterances, 10 speakers), built once.
+
+    Tests read it; a test that writes must copy it first.
+    """
+    import warnings
+
+    from featurestore.corpora import prepare
+    from featurestore.features.mfcc import MFCCExtractor
+    from featurestore.pipeline import extract_to_store
+    from featurestore.synthetic import make_iemocap
+
+    root = tmp_path_factory.mktemp("iemocap_corpus")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        manifest = prepare("iemocap", make_iemocap(root, utts_per_dialog=8, quirks=False))
+    path = root / "cache" / "iemocap_mfcc.zarr"
+    extract_to_store(manifest, MFCCExtractor(device="cpu"), path, progress=False)
+    return path

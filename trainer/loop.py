@@ -52,6 +52,7 @@ class TrainConfig:
     scale: float = 30.0
     crop_seconds: float = 3.0
     input_norm: str = "global"
+    class_weights: str = "none"
     seed: int = 0
     device: str = "auto"
 
@@ -120,7 +121,19 @@ def infer(network: SERNetwork, bank: FeatureBank, ids: Sequence[str], batch_size
     }
 
 
-def _train_epoch(network, optimizer, bank, ids, emotion_targets, aux_targets, alpha, config, rng, crop_frames) -> float:
+def _class_weights(targets: dict[str, int], num_classes: int, mode: str, device: torch.device) -> torch.Tensor | None:
+    """``balanced``: weights ``n / (classes · n_c)`` (scikit-learn's ``class_weight="balanced"``)."""
+    if mode == "none":
+        return None
+    if mode != "balanced":
+        raise SermtlError(f"--class-weights must be none or balanced, got {mode!r}")
+    counts = np.bincount([t for t in targets.values() if t >= 0], minlength=num_classes).astype(np.float64)
+    weights = len(targets) / (num_classes * np.maximum(counts, 1.0))
+    return torch.tensor(weights, dtype=torch.float32, device=device)
+
+
+def _train_epoch(network, optimizer, bank, ids, emotion_targets, aux_targets, alpha, config, rng, crop_frames,
+                 weights=None) -> float:
     network.train()
     total, count = 0.0, 0
     autocast = torch.autocast("cuda", dtype=torch.bfloat16) if bank.device.type == "cuda" else torch.autocast("cpu", enabled=False)
@@ -129,7 +142,7 @@ def _train_epoch(network, optimizer, bank, ids, emotion_targets, aux_targets, al
         y = torch.tensor([emotion_targets[u] for u in batch], device=bank.device)
         with autocast:
             out = network(x, lengths, y)
-            loss = F.cross_entropy(out["emotion_logits"].float(), y)
+            loss = F.cross_entropy(out["emotion_logits"].float(), y, weight=weights)
             if aux_targets is not None:
                 a = torch.tensor([aux_targets[u] for u in batch], device=bank.device)
                 if (a != -100).any():
@@ -158,6 +171,7 @@ def train_fold(store: FeatureStore, bank: FeatureBank, fold: Fold, config: Train
     )).to(bank.device)
     network.set_normalisation(*bank.statistics(fold.train))
     optimizer = torch.optim.Adam(network.parameters(), lr=config.lr)
+    weights = _class_weights(emotion_targets, len(emotion_task.classes), config.class_weights, bank.device)
     schedule = config.schedule()
     frame_rate = float(store.attrs.get("frame_rate") or 100.0)
     crop_frames = max(1, int(round(config.crop_seconds * frame_rate)))
@@ -171,7 +185,8 @@ def train_fold(store: FeatureStore, bank: FeatureBank, fold: Fold, config: Train
     bar = tqdm(range(config.epochs), desc=f"fold {fold.fold}", unit="epoch", disable=not progress, position=position, leave=False)
     for epoch in bar:
         alpha = schedule(epoch) if aux_task else 0.0
-        loss = _train_epoch(network, optimizer, bank, fold.train, emotion_targets, aux_targets, alpha, config, rng, crop_frames)
+        loss = _train_epoch(network, optimizer, bank, fold.train, emotion_targets, aux_targets, alpha, config, rng,
+                            crop_frames, weights)
         record: dict[str, Any] = {"epoch": epoch + 1, "alpha": alpha, "train_loss": loss}
         if fold.valid:
             probs = infer(network, bank, fold.valid, config.batch_size)["emotion"]

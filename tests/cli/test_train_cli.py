@@ -3,31 +3,20 @@
 from __future__ import annotations
 
 import json
-import warnings
 from pathlib import Path
 
 import pytest
 import torch
 
-from featurestore.corpora import prepare
-from featurestore.features.mfcc import MFCCExtractor
-from featurestore.pipeline import extract_to_store
-from featurestore.synthetic import make_iemocap
 from tests.cli.test_cli import run
 from tests.conftest import write_tone
 
 TINY = ["--epochs", "2", "--channels", "16", "--embedding-dim", "8", "--batch-size", "16", "--device", "cpu"]
 
 
-@pytest.fixture(scope="module")
-def store(tmp_path_factory) -> Path:
-    root = tmp_path_factory.mktemp("corpus")
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        manifest = prepare("iemocap", make_iemocap(root, utts_per_dialog=8, quirks=False))
-    path = root / "cache" / "iemocap_mfcc.zarr"
-    extract_to_store(manifest, MFCCExtractor(device="cpu"), path, progress=False)
-    return path
+@pytest.fixture
+def store(iemocap_mfcc_store) -> Path:
+    return iemocap_mfcc_store
 
 
 def test_train_exactly_as_documented(store, tmp_path, monkeypatch) -> None:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import warnings
 from pathlib import Path
 
 import numpy as np
@@ -11,11 +10,7 @@ import pytest
 import torch
 
 from featurestore import open_store
-from featurestore.corpora import prepare
 from featurestore.errors import SermtlError
-from featurestore.features.mfcc import MFCCExtractor
-from featurestore.pipeline import extract_to_store
-from featurestore.synthetic import make_iemocap
 from trainer.cv import Protocol, run_cv
 from trainer.data import FeatureBank, make_batches
 from trainer.folds import make_folds
@@ -25,16 +20,9 @@ from trainer.tasks import AlphaSchedule
 TINY = dict(epochs=2, channels=16, embedding_dim=8, batch_size=16, device="cpu")
 
 
-@pytest.fixture(scope="module")
-def mfcc_store(tmp_path_factory) -> Path:
-    """MFCC store of a 5-session synthetic IEMOCAP (60 utterances, 10 speakers)."""
-    root = tmp_path_factory.mktemp("corpus")
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        manifest = prepare("iemocap", make_iemocap(root, utts_per_dialog=8, quirks=False))
-    path = root / "iemocap_mfcc.zarr"
-    extract_to_store(manifest, MFCCExtractor(device="cpu"), path, progress=False)
-    return path
+@pytest.fixture
+def mfcc_store(iemocap_mfcc_store) -> Path:
+    return iemocap_mfcc_store
 
 
 def test_alpha_schedule_and_cap() -> None:
@@ -188,3 +176,17 @@ def test_utterance_input_norm_removes_per_utterance_offsets() -> None:
         with torch.no_grad():
             a, b = net(x, lengths)["embedding"], net(shifted, lengths)["embedding"]
         assert torch.allclose(a, b, atol=1e-4) == invariant
+
+
+def test_balanced_class_weights_match_scikit_learn() -> None:
+    from sklearn.utils.class_weight import compute_class_weight
+
+    from trainer.loop import _class_weights
+
+    targets = {f"u{i}": t for i, t in enumerate([0, 0, 0, 0, 1, 2, 2, 3, 3, 3])}
+    ours = _class_weights(targets, 4, "balanced", torch.device("cpu")).numpy()
+    expected = compute_class_weight("balanced", classes=np.arange(4), y=np.array(list(targets.values())))
+    np.testing.assert_allclose(ours, expected, rtol=1e-6)
+    assert _class_weights(targets, 4, "none", torch.device("cpu")) is None
+    with pytest.raises(SermtlError, match="--class-weights"):
+        _class_weights(targets, 4, "inverse", torch.device("cpu"))
