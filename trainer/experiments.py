@@ -68,13 +68,10 @@ class Workspace:
             if path.exists():
                 return path
             raise SermtlError(f"no {feature} store for {corpus}: give --root {corpus}=DIR or --store {corpus}:{feature}=PATH")
-        from featurestore.corpora import prepare
         from featurestore.features import build_extractor
         from featurestore.pipeline import extract_to_store
 
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            manifest = prepare(self.recipes.get(corpus, corpus), root)
+        manifest = self._prepare(corpus, root)
         options = {"model": self.model, "layers": self.layers} if feature == "w2v2" else {}
         extractor = build_extractor(feature, device=self.device, **options)
         report = extract_to_store(manifest, extractor, path, dtype="float16" if feature == "w2v2" else "float32",
@@ -82,6 +79,23 @@ class Workspace:
         if report.stored:
             self.echo(f"extracted {report.stored} utterances into {path}")
         return path
+
+    def _prepare(self, corpus: str, root: str):
+        from featurestore.corpora import prepare
+
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            return prepare(self.recipes.get(corpus, corpus), root)
+
+    def manifest(self, corpus: str, feature: str):
+        """The corpus's manifest: from its store when there is one, else prepared from its
+        root (no features are extracted just to count utterances)."""
+        from featurestore import open_store
+
+        path = self.stores.get((corpus, feature), self.cache / f"{corpus}_{feature}.zarr")
+        if Path(path).exists() or corpus not in self.roots:
+            return open_store(self.store(corpus, feature)).manifest
+        return self._prepare(corpus, self.roots[corpus])
 
     def available(self, corpus: str, feature: str) -> bool:
         """Whether a store for ``(corpus, feature)`` exists or can be made."""
@@ -131,9 +145,7 @@ def _corpora(ws: Workspace, corpora: Sequence[str] | None, feature: str) -> list
 # -- the experiments ------------------------------------------------------------------------
 def table1(ws: Workspace, corpora: Sequence[str] | None = None, feature: str = "mfcc") -> dict[str, Any]:
     """Utterances per emotion, acted/spontaneous, in the preliminary split (sessions 1-4 / 5)."""
-    from featurestore import open_store
-
-    manifest = open_store(ws.store("iemocap", feature)).manifest
+    manifest = ws.manifest("iemocap", feature)
     counts: dict[str, dict[str, list[int]]] = {"train": {}, "test": {}}
     for row in manifest:
         part = "test" if row["session"] == "Session5" else "train"

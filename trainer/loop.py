@@ -88,6 +88,11 @@ def check_columns(store: FeatureStore, config: TrainConfig) -> None:
             raise SermtlError(f"{flag}: store {store.path} has no column {column!r} (columns: {', '.join(columns)})")
 
 
+def _autocast(device: torch.device) -> torch.autocast:
+    """bf16 autocast on CUDA; a no-op context on the CPU."""
+    return torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else torch.autocast("cpu", enabled=False)
+
+
 def build_tasks(store: FeatureStore, fold: Fold, config: TrainConfig) -> tuple[Task, Task | None]:
     """The emotion task and the auxiliary task, with classes from the fold's training rows."""
     check_columns(store, config)
@@ -103,7 +108,7 @@ def infer(network: SERNetwork, bank: FeatureBank, ids: Sequence[str], batch_size
     network.eval()
     position = {u: i for i, u in enumerate(ids)}
     results: dict[str, list] = {"emotion": [None] * len(ids), "aux": [None] * len(ids), "embedding": [None] * len(ids)}
-    autocast = torch.autocast("cuda", dtype=torch.bfloat16) if bank.device.type == "cuda" else torch.autocast("cpu", enabled=False)
+    autocast = _autocast(bank.device)
     for batch, x, lengths in bank.iterate(make_batches(list(ids), bank.lengths(ids), batch_size)):
         with autocast:
             out = network(x, lengths)
@@ -136,7 +141,7 @@ def _train_epoch(network, optimizer, bank, ids, emotion_targets, aux_targets, al
                  weights=None) -> float:
     network.train()
     total, count = 0.0, 0
-    autocast = torch.autocast("cuda", dtype=torch.bfloat16) if bank.device.type == "cuda" else torch.autocast("cpu", enabled=False)
+    autocast = _autocast(bank.device)
     crop_lengths = np.minimum(bank.lengths(ids), crop_frames)
     for batch, x, lengths in bank.iterate(make_batches(list(ids), crop_lengths, config.batch_size, rng), crop_frames, rng):
         y = torch.tensor([emotion_targets[u] for u in batch], device=bank.device)
