@@ -147,9 +147,14 @@ def prepare(corpus: str, root: str | None, out: str | None, options: tuple[str, 
 @click.option("--chunk-seconds", type=float, help="w2v2: utterances longer than this are processed in overlapping windows.")
 @click.option("--on-error", type=click.Choice(["fail", "skip"]), default="fail", show_default=True, help="Bad item: stop, or skip it and list it in the store's report.")
 @click.option("--workers", type=int, default=2, show_default=True, help="Audio decoding threads.")
+@click.option("--repair", is_flag=True, help="First recompute the entries that `sermtl verify` finds wrong.")
 def extract(corpus, root, manifest, options, feature, model, layers, store, store_format, device,
-            batch_seconds, max_batch, dtype, chunk_seconds, on_error, workers) -> None:
-    """Extract features for every utterance into a store (resumable: re-run to finish)."""
+            batch_seconds, max_batch, dtype, chunk_seconds, on_error, workers, repair) -> None:
+    """Extract features for every utterance into a store (resumable: re-run to finish).
+
+    Under `torchrun --nproc-per-node N --no-python sermtl extract …` the N processes share
+    the work and rank 0 merges it into the one store (docs/scale-out.md)."""
+    from featurestore.distributed import extract_sharded, process_group
     from featurestore.features import build_extractor
     from featurestore.pipeline import extract_to_store
 
@@ -161,17 +166,20 @@ def extract(corpus, root, manifest, options, feature, model, layers, store, stor
         extractor_options.update(model=model, layers=layers)
         if chunk_seconds is not None:
             extractor_options["chunk_seconds"] = chunk_seconds
+    group = click.get_current_context().with_resource(process_group(device))  # None outside torchrun
     extractor = build_extractor(feature, **extractor_options)
     defaults = FEATURE_DEFAULTS[feature]
-    report = extract_to_store(
+    report = (functools.partial(extract_sharded, group) if group else extract_to_store)(
         rows, extractor, store_path, format=store_format, dtype=dtype or defaults["dtype"],
         batch_seconds=batch_seconds or defaults["batch_seconds"], max_batch=max_batch,
-        on_error=on_error, workers=workers, on_item_error=lambda line: click.echo(line, err=True),
+        on_error=on_error, workers=workers, on_item_error=lambda line: click.echo(line, err=True), repair=repair,
     )
+    if report is None:  # a torchrun rank other than 0: rank 0 reports for all
+        return
     speed = (f"{report.audio_seconds:.1f} audio s in {report.elapsed:.1f} s ({report.realtime_factor:.0f}x real time)"
              if report.stored else f"nothing to extract ({report.elapsed:.2f} s)")
     click.echo(f"{report.store}: {report.stored} stored, {report.already_done} already there, "
-               f"{len(report.skipped)} skipped; {speed}")
+               f"{len(report.skipped)} skipped{f', {len(report.repaired)} repaired' if repair else ''}; {speed}")
 
 
 def _comma_list(value: str | None) -> list[str] | None:
@@ -216,6 +224,10 @@ TRAINING_OPTIONS = PROTOCOL_OPTIONS + [
                  help="Input normalisation: training-set mean/std, or also subtract each utterance's own mean."),
     click.option("--class-weights", type=click.Choice(["none", "balanced"]), default="none", show_default=True,
                  help="Weight the emotion loss by inverse class frequency (balanced)."),
+    click.option("--augment", type=click.Choice(["none", "specaugment"]), default="none", show_default=True,
+                 help="Training-input augmentation: SpecAugment time and feature-band masking."),
+    click.option("--lr-schedule", type=click.Choice(["constant", "cosine"]), default="constant", show_default=True,
+                 help="Learning rate per epoch: constant, or cosine decay towards 0 over --epochs."),
     click.option("--device", default="auto", show_default=True),
 ]
 
@@ -231,15 +243,21 @@ def _protocol(protocol: str | None, by, folds, valid_fraction, train_values, tes
 
 
 def _run_training(only_folds: list[int] | None, store: str, out: str | None, protocol: str | None, by, folds,
-                  valid_fraction, train_values, test_values, **train) -> dict[str, Any]:
+                  valid_fraction, train_values, test_values, **train) -> dict[str, Any] | None:
+    from featurestore.distributed import process_group
     from trainer.cv import run_cv
+    from trainer.distributed import run_cv_distributed
     from trainer.loop import TrainConfig
 
     config = TrainConfig(**train)
     aux = "nomtl" if config.aux in ("none", "") else config.aux
     run_dir = Path(out) if out else Path("runs") / f"{Path(store).stem}-{aux}-{protocol or 'default'}"
-    results = run_cv(store, run_dir, config, _protocol(protocol, by, folds, valid_fraction, train_values, test_values),
-                     only_folds=only_folds)
+    group = click.get_current_context().with_resource(process_group(config.device))  # None outside torchrun
+    results = (functools.partial(run_cv_distributed, group) if group else run_cv)(
+        store, run_dir, config, _protocol(protocol, by, folds, valid_fraction, train_values, test_values),
+        only_folds=only_folds)
+    if results is None:  # a torchrun rank other than 0: rank 0 reports for all
+        return None
     aux_text = f", aux accuracy {results['aux_accuracy']:.2f}" if results.get("aux_accuracy") is not None else ""
     click.echo(f"{run_dir}: WA {results['wa']:.2f}, UWA {results['uwa']:.2f}{aux_text} (%, mean over {len(results['folds'])} fold(s))")
     return results

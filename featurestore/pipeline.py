@@ -5,7 +5,8 @@ batch that does not fit in memory fails at once, not after hours) and cut into b
 of at most ``batch_seconds`` of padded audio and ``max_batch`` utterances. Audio is decoded
 by a thread pool a few batches ahead of the extractor. Each batch is committed to the
 store as soon as it is computed, so an interrupted run loses at most one batch and the
-next run goes on from there.
+next run goes on from there. With ``repair=True`` the entries that ``verify`` finds wrong
+are forgotten first and recomputed with the missing ones.
 """
 
 from __future__ import annotations
@@ -35,6 +36,7 @@ class ExtractionReport:
     stored: int = 0
     already_done: int = 0
     skipped: list[dict[str, str]] = dataclasses.field(default_factory=list)
+    repaired: list[str] = dataclasses.field(default_factory=list)
     audio_seconds: float = 0.0
     elapsed: float = 0.0
 
@@ -106,12 +108,15 @@ def extract_to_store(
     workers: int = 2,
     progress: bool = True,
     on_item_error: Callable[[str], None] | None = None,
+    repair: bool = False,
 ) -> ExtractionReport:
     """Compute ``extractor`` features for every manifest row missing from the store.
 
     ``on_error="fail"`` stops at the first bad item with a :class:`SermtlError` naming
     it (everything committed before stays); ``"skip"`` records the item in the store's
     report and goes on. Re-running with the same arguments only does what is missing.
+    ``repair`` first runs :func:`~featurestore.verify.verify_store` on an existing store
+    and recomputes the entries it flags (listed in ``report.repaired``).
     """
     if on_error not in ON_ERROR_CHOICES:
         raise SermtlError(f"--on-error must be one of {', '.join(ON_ERROR_CHOICES)}, got {on_error!r}")
@@ -121,10 +126,13 @@ def extract_to_store(
         raise SermtlError(f"--max-batch must be at least 1, got {max_batch}")
     started = time.perf_counter()
     report = ExtractionReport(store=Path(store_path))
+    flagged = _entries_to_repair(Path(store_path)) if repair else []
     with StoreWriter(
         store_path, manifest, extractor.describe(), dtype=dtype, dim=extractor.dim,
         num_layers=extractor.num_layers, frame_rate=_frame_rate(extractor), format=format,
     ) as writer:
+        writer.invalidate(flagged)
+        report.repaired = list(flagged)
         todo = writer.pending(manifest.ids())
         report.already_done = len(manifest) - len(todo)
         if not todo:
@@ -171,6 +179,13 @@ def extract_to_store(
                 bar.update(sum(durations[u] for u in batch))
     report.elapsed = time.perf_counter() - started
     return report
+
+
+def _entries_to_repair(store_path: Path) -> list[str]:
+    """Ids of the entries that ``verify`` finds wrong in an existing store (none for a new one)."""
+    from featurestore.verify import verify_store
+
+    return verify_store(store_path).bad_ids if store_path.exists() else []
 
 
 def _frame_rate(extractor: FeatureExtractor) -> float:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import bisect
 import dataclasses
 from pathlib import Path
 from typing import Any
@@ -9,7 +10,7 @@ from typing import Any
 import numpy as np
 
 from featurestore.store.reader import FeatureStore, open_store
-from featurestore.store.writer import store_fingerprint
+from featurestore.store.writer import frames_checksum, store_fingerprint
 
 _BLOCK_FRAMES = 1 << 16
 #: Frames an entry may differ from ``duration × frame_rate`` (edge rounding of the framing).
@@ -18,59 +19,121 @@ FRAME_TOLERANCE = 2
 
 @dataclasses.dataclass
 class VerifyResult:
-    """Outcome of :func:`verify_store`; ``ok`` only when nothing is wrong or missing."""
+    """Outcome of :func:`verify_store`; ``ok`` only when nothing is wrong or missing.
+
+    ``problems`` lists every finding, one line each; ``bad_ids`` are the utterances whose
+    stored features are wrong (what ``extract --repair`` recomputes).
+    """
 
     path: Path
     checked: int
     problems: list[str]
     missing: list[str]
     skipped: list[dict[str, Any]]
+    bad_ids: list[str] = dataclasses.field(default_factory=list)
 
     @property
     def ok(self) -> bool:
         return not self.problems and not self.missing
 
 
-def _finite_frames(store: FeatureStore, end: int) -> np.ndarray:
-    """Per frame: True when every value of every layer is finite (read block by block)."""
-    finite = np.ones(end, dtype=bool)
+def _store_problems(store: FeatureStore) -> list[str]:
+    """Store-level findings: fingerprint, dtype and shape against the attributes, index length."""
+    attrs = store.attrs
+    problems = []
+    expected_fp = store_fingerprint({"feature": attrs.get("feature"), "dtype": attrs.get("dtype")})
+    if attrs.get("fingerprint") != expected_fp:
+        problems.append(f"fingerprint {attrs.get('fingerprint')} does not match the stored config ({expected_fp})")
+    if attrs.get("dtype") != store.dtype.name:
+        problems.append(f"features are {store.dtype.name}, attributes say {attrs.get('dtype')}")
+    for key, actual in (("num_layers", store.num_layers), ("dim", store.dim)):
+        if attrs.get(key) != actual:
+            problems.append(f"features have {key} {actual}, attributes say {attrs.get(key)}")
+    if store.index_rows < len(store.full_manifest):
+        problems.append(f"index has {store.index_rows} rows for {len(store.full_manifest)} manifest rows")
+    return problems
+
+
+def _entry_problems(store: FeatureStore, entries: list[tuple[int, int, str]]) -> dict[str, str]:
+    """Per-entry findings from the index alone: bounds, overlaps, frame count against duration."""
+    found: dict[str, str] = {}
+    total = store.stored_frames
+    frame_rate = float(store.attrs.get("frame_rate") or 0.0)
+    previous_end, previous_id = 0, None
+    for offset, frames, utt_id in entries:
+        if frames <= 0 or offset < 0 or offset + frames > total:
+            found[utt_id] = f"entry ({offset}, {frames}) outside the {total} stored frames"
+            continue
+        if offset < previous_end:
+            found[utt_id] = f"frames overlap those of {previous_id}"
+        if offset + frames > previous_end:
+            previous_end, previous_id = offset + frames, utt_id
+        duration = store.manifest[utt_id]["duration"]
+        expected = (duration or 0.0) * frame_rate
+        if expected and abs(frames - expected) > FRAME_TOLERANCE + 1e-3 * expected:
+            found.setdefault(utt_id, f"{frames} frames for {duration:.2f} s (expected about {expected:.0f})")
+    return found
+
+
+def _read_part(store: FeatureStore, layer: int, start: int, stop: int) -> np.ndarray | str:
+    """Frames ``start:stop`` of one layer, or the reason they cannot be read."""
+    try:
+        return store.read_frames(layer, start, stop)
+    except Exception as exc:  # a damaged chunk: zarr/h5py raise many types
+        return f"cannot read its frames ({type(exc).__name__}: {exc})"
+
+
+def _value_problems(store: FeatureStore, entries: list[tuple[int, int, str]]) -> dict[str, str]:
+    """Per-entry findings from the values, read block by block: unreadable frames,
+    NaN/inf, and a CRC-32 that differs from the one recorded at write time."""
+    found: dict[str, str] = {}
+    if not entries:
+        return found
+    checksums = store.checksums()
+    crc = dict.fromkeys(checksums, 0)
+    offsets = [offset for offset, _, _ in entries]
+    longest = max(frames for _, frames, _ in entries)
+    end = max(offset + frames for offset, frames, _ in entries)
     for layer in range(store.num_layers):
         for start in range(0, end, _BLOCK_FRAMES):
-            block = store.read_frames(layer, start, min(end, start + _BLOCK_FRAMES))
-            finite[start : start + len(block)] &= np.isfinite(block).all(axis=1)
-    return finite
+            stop = min(end, start + _BLOCK_FRAMES)
+            block = _read_part(store, layer, start, stop)
+            first = bisect.bisect_left(offsets, start - longest)
+            for offset, frames, utt_id in entries[first : bisect.bisect_left(offsets, stop)]:
+                lo, hi = max(offset, start), min(offset + frames, stop)
+                if lo >= hi or utt_id in found:
+                    continue
+                part = block[lo - start : hi - start] if isinstance(block, np.ndarray) else _read_part(store, layer, lo, hi)
+                if isinstance(part, str):
+                    found[utt_id] = part
+                elif not np.isfinite(part).all():
+                    found[utt_id] = "NaN or infinite values"
+                elif utt_id in crc:
+                    crc[utt_id] = frames_checksum(part, crc[utt_id])
+    for utt_id, value in crc.items():
+        if utt_id not in found and value != checksums[utt_id]:
+            found[utt_id] = "checksum mismatch: the stored values changed after they were written"
+    return found
 
 
 def verify_store(path: str | Path) -> VerifyResult:
-    """Check every entry of a store: bounds, overlaps, frame counts, finite values,
-    fingerprint, and which manifest rows are missing."""
+    """Check a store and every entry in it.
+
+    Store level: fingerprint, dtype, layers and dim against the attributes, index rows
+    against the manifest. Per entry: bounds, overlaps, frame count against duration,
+    readable frames, finite values and the CRC-32 recorded at write time. Also lists
+    manifest rows without features (``missing``) and skipped items.
+    """
     with open_store(path) as store:
-        problems: list[str] = []
-        attrs = store.attrs
-        expected_fp = store_fingerprint({"feature": attrs.get("feature"), "dtype": attrs.get("dtype")})
-        if attrs.get("fingerprint") != expected_fp:
-            problems.append(f"fingerprint {attrs.get('fingerprint')} does not match the stored config ({expected_fp})")
-        if attrs.get("dtype") != store.dtype.name:
-            problems.append(f"features are {store.dtype.name}, attributes say {attrs.get('dtype')}")
-        total = store.stored_frames
+        problems = _store_problems(store)
         entries = sorted((offset, frames, utt_id) for utt_id, (offset, frames) in store.entries().items())
-        frame_rate = float(attrs.get("frame_rate") or 0.0)
-        previous_end = 0
-        for offset, frames, utt_id in entries:
-            if frames <= 0 or offset < 0 or offset + frames > total:
-                problems.append(f"{utt_id}: entry ({offset}, {frames}) outside the {total} stored frames")
-                continue
-            if offset < previous_end:
-                problems.append(f"{utt_id}: frames overlap the previous entry")
-            previous_end = max(previous_end, offset + frames)
-            duration = store.manifest[utt_id]["duration"]
-            if duration and frame_rate and abs(frames - duration * frame_rate) > FRAME_TOLERANCE + 1e-3 * duration * frame_rate:
-                problems.append(f"{utt_id}: {frames} frames for {duration:.2f} s (expected about {duration * frame_rate:.0f})")
-        finite = _finite_frames(store, previous_end)
-        for offset, frames, utt_id in entries:
-            if offset + frames <= previous_end and not finite[offset : offset + frames].all():
-                problems.append(f"{utt_id}: NaN or infinite values")
-        return VerifyResult(Path(path), len(entries), problems, store.pending_ids(), store.skipped())
+        bad = _entry_problems(store, entries)
+        sound = [entry for entry in entries if entry[2] not in bad or bad[entry[2]].startswith("frames overlap")]
+        for utt_id, problem in _value_problems(store, sound).items():
+            bad.setdefault(utt_id, problem)
+        bad_ids = [u for u in store.ids() if u in bad]
+        problems += [f"{u}: {bad[u]}" for u in bad_ids]
+        return VerifyResult(Path(path), len(entries), problems, store.pending_ids(), store.skipped(), bad_ids)
 
 
 def store_summary(path: str | Path) -> dict[str, Any]:

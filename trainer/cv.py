@@ -8,8 +8,9 @@ Run directory::
     RUN/fold_<k>/predictions.csv, history.json, checkpoint.pt
     RUN/results.json          averages over folds (percent) and the per-fold list
 
-A fold counts as finished only when its ``metrics.json`` exists (written atomically after
-everything else), so an interrupted ``cv`` redoes just the unfinished fold. Restarting with
+Every file is written atomically (temporary file, then rename), and a fold counts as
+finished only when its ``metrics.json`` exists (written after everything else), so an
+interrupted ``cv``, even one killed with ``kill -9``, redoes just the unfinished fold. Restarting with
 a different config in the same directory is refused.
 """
 
@@ -26,7 +27,7 @@ import torch
 
 from featurestore.errors import SermtlError
 from featurestore.features.base import resolve_device
-from featurestore.store.reader import open_store
+from featurestore.store.reader import FeatureStore, open_store
 from trainer.data import open_bank, resolve_layer
 from trainer.folds import Fold, check_folds, load_folds, make_folds, restrict_training, save_folds
 from trainer.loop import TrainConfig, check_columns, train_fold
@@ -65,18 +66,24 @@ def _write_json(path: Path, data: Any) -> None:
 
 
 def _write_predictions(path: Path, rows: list[dict[str, Any]]) -> None:
-    with open(path, "w", newline="", encoding="utf-8") as handle:
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "w", newline="", encoding="utf-8") as handle:
         writer = csv.DictWriter(handle, fieldnames=list(rows[0]) if rows else ["utt_id"])
         writer.writeheader()
         writer.writerows(rows)
+    os.replace(tmp, path)
 
 
-def run_cv(store_path: str | Path, out_dir: str | Path, config: TrainConfig, protocol: Protocol | None = None,
-           only_folds: list[int] | None = None, progress: bool = True) -> dict[str, Any]:
-    """Train and score every fold (or ``only_folds``) and write the run directory.
+def _save_checkpoint(path: Path, checkpoint: dict[str, Any]) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    torch.save(checkpoint, tmp)
+    os.replace(tmp, path)
 
-    Returns the content of ``results.json``.
-    """
+
+def prepare_run(store_path: str | Path, out_dir: str | Path, config: TrainConfig,
+                protocol: Protocol | None = None) -> tuple[FeatureStore, Protocol, list[Fold]]:
+    """Open the store, check the config, and write (or check) the run's ``config.json`` and
+    ``folds.json``; returns the store, the protocol and the folds."""
     out = Path(out_dir)
     store = open_store(store_path)
     check_columns(store, config)
@@ -102,6 +109,18 @@ def run_cv(store_path: str | Path, out_dir: str | Path, config: TrainConfig, pro
         save_folds(folds, folds_path, {**dataclasses.asdict(protocol), "seed": config.seed})
     check_folds(folds, store.manifest, label_column=config.label,
                 group_column=protocol.by if protocol.name in ("loso", "group-kfold", "split") else None)
+    return store, protocol, folds
+
+
+def run_cv(store_path: str | Path, out_dir: str | Path, config: TrainConfig, protocol: Protocol | None = None,
+           only_folds: list[int] | None = None, progress: bool = True, write_results: bool = True) -> dict[str, Any]:
+    """Train and score every fold (or ``only_folds``) and write the run directory.
+
+    Returns the content of ``results.json`` (over the folds done here; written to the run
+    directory unless ``write_results`` is false).
+    """
+    out = Path(out_dir)
+    store, protocol, folds = prepare_run(store_path, out, config, protocol)
     wanted = [f for f in folds if only_folds is None or f.fold in only_folds]
     if only_folds and len(wanted) != len(set(only_folds)):
         raise SermtlError(f"--fold {only_folds}: the protocol has folds 1..{len(folds)}")
@@ -117,12 +136,13 @@ def run_cv(store_path: str | Path, out_dir: str | Path, config: TrainConfig, pro
             bank = open_bank(store, config.layer, device)
         outcome = train_fold(store, bank, fold, config, progress=progress, position=1)
         fold_dir.mkdir(exist_ok=True)
-        torch.save(outcome.checkpoint, fold_dir / "checkpoint.pt")
+        _save_checkpoint(fold_dir / "checkpoint.pt", outcome.checkpoint)
         _write_predictions(fold_dir / "predictions.csv", outcome.predictions)
         _write_json(fold_dir / "history.json", outcome.history)
         _write_json(fold_dir / "metrics.json", outcome.metrics)
     per_fold = [json.loads((out / f"fold_{f.fold}" / "metrics.json").read_text()) for f in wanted]
     results = {"aux_accuracy": None, **average_folds(per_fold), "folds": per_fold, "protocol": protocol.name,
                "aux": config.aux, "store": str(store_path)}
-    _write_json(out / "results.json", results)
+    if write_results:
+        _write_json(out / "results.json", results)
     return results

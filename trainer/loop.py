@@ -13,7 +13,8 @@ from __future__ import annotations
 
 import copy
 import dataclasses
-from typing import Any, Sequence
+import math
+from typing import Any, Callable, Sequence
 
 import numpy as np
 import torch
@@ -26,6 +27,7 @@ from featurestore.store.reader import FeatureStore
 from trainer.data import FeatureBank, make_batches
 from trainer.folds import Fold
 from trainer.metrics import evaluate, pattern_separability, unweighted_accuracy
+from trainer.models.augment import SpecAugment
 from trainer.network import NetworkConfig, SERNetwork
 from trainer.tasks import DEFAULT_ALPHA_MAX, AlphaSchedule, Task
 
@@ -53,6 +55,8 @@ class TrainConfig:
     crop_seconds: float = 3.0
     input_norm: str = "global"
     class_weights: str = "none"
+    augment: str = "none"
+    lr_schedule: str = "constant"
     seed: int = 0
     device: str = "auto"
 
@@ -137,6 +141,24 @@ def _class_weights(targets: dict[str, int], num_classes: int, mode: str, device:
     return torch.tensor(weights, dtype=torch.float32, device=device)
 
 
+def _augmentation(name: str) -> torch.nn.Module | None:
+    """``specaugment``: time and feature-band masking of the training inputs; ``none``: no augmentation."""
+    if name == "none":
+        return None
+    if name == "specaugment":
+        return SpecAugment()
+    raise SermtlError(f"--augment must be none or specaugment, got {name!r}")
+
+
+def _lr_schedule(name: str, epochs: int) -> Callable[[int], float]:
+    """Learning-rate factor of epoch ``e``: ``constant`` 1, or ``cosine`` from 1 down towards 0."""
+    if name == "constant":
+        return lambda epoch: 1.0
+    if name == "cosine":
+        return lambda epoch: 0.5 * (1.0 + math.cos(math.pi * epoch / max(epochs, 1)))
+    raise SermtlError(f"--lr-schedule must be constant or cosine, got {name!r}")
+
+
 def _train_epoch(network, optimizer, bank, ids, emotion_targets, aux_targets, alpha, config, rng, crop_frames,
                  weights=None) -> float:
     network.train()
@@ -175,7 +197,9 @@ def train_fold(store: FeatureStore, bank: FeatureBank, fold: Fold, config: Train
         input_norm=config.input_norm,
     )).to(bank.device)
     network.set_normalisation(*bank.statistics(fold.train))
+    network.augment = _augmentation(config.augment)
     optimizer = torch.optim.Adam(network.parameters(), lr=config.lr)
+    lr_factor = _lr_schedule(config.lr_schedule, config.epochs)
     weights = _class_weights(emotion_targets, len(emotion_task.classes), config.class_weights, bank.device)
     schedule = config.schedule()
     frame_rate = float(store.attrs.get("frame_rate") or 100.0)
@@ -190,6 +214,8 @@ def train_fold(store: FeatureStore, bank: FeatureBank, fold: Fold, config: Train
     bar = tqdm(range(config.epochs), desc=f"fold {fold.fold}", unit="epoch", disable=not progress, position=position, leave=False)
     for epoch in bar:
         alpha = schedule(epoch) if aux_task else 0.0
+        for group in optimizer.param_groups:
+            group["lr"] = config.lr * lr_factor(epoch)
         loss = _train_epoch(network, optimizer, bank, fold.train, emotion_targets, aux_targets, alpha, config, rng,
                             crop_frames, weights)
         record: dict[str, Any] = {"epoch": epoch + 1, "alpha": alpha, "train_loss": loss}
@@ -241,7 +267,9 @@ def score(store: FeatureStore, bank: FeatureBank, network: SERNetwork, ids: Sequ
     subsets = {c: [manifest[u][c] for u in ids] for c in SUBSET_COLUMNS
                if c in manifest.columns and len({manifest[u][c] for u in ids} - {None}) > 1}
     metrics = evaluate(truth, predicted, list(emotion_task.classes), subsets=subsets, aux_true=aux_truth, aux_pred=aux_predicted)
-    metrics["separability"] = {"emotion": pattern_separability(out["embedding"], truth)}
+    metrics["separability"] = {}
+    if len(set(truth)) > 1:  # a test set of one class (a tiny leave-one-speaker-out fold) has no pairs
+        metrics["separability"]["emotion"] = pattern_separability(out["embedding"], truth)
     if "expression" in manifest.columns and len({manifest[u]["expression"] for u in ids} - {None}) > 1:
         metrics["separability"]["expression"] = pattern_separability(out["embedding"], [manifest[u]["expression"] for u in ids])
     predictions = []

@@ -58,6 +58,8 @@ class SERNetwork(nn.Module):
         self.encoder = ECAPATDNN(config.input_size, channels=config.channels, embedding_dim=config.embedding_dim)
         self.emotion_head = AAMSoftmax(config.embedding_dim, config.num_emotions, margin=config.margin, scale=config.scale)
         self.aux_head = AuxHead(self.encoder.pooled_dim, config.num_aux) if config.num_aux else None
+        #: Training-time augmentation of the normalised features (set by the trainer; no state).
+        self.augment: nn.Module | None = None
 
     def set_normalisation(self, mean: torch.Tensor, std: torch.Tensor) -> None:
         """Use these per-dimension statistics (of the training frames) to normalise inputs."""
@@ -76,6 +78,8 @@ class SERNetwork(nn.Module):
         mask = (torch.arange(x.shape[1], device=x.device)[None, :] < lengths[:, None])[..., None]
         if self.config.input_norm == "utterance":  # subtract each utterance's own mean (channel, speaker offsets)
             x = x - (x * mask).sum(dim=1, keepdim=True) / lengths[:, None, None]
+        if self.augment is not None:
+            x = self.augment(x, lengths)
         x = x * mask  # padded frames stay exactly zero
         embedding, pooled = self.encoder(x, lengths)
         out = {"emotion_logits": self.emotion_head(embedding, emotion), "embedding": embedding}

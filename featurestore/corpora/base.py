@@ -280,12 +280,17 @@ def normalise_gender(value: Any) -> str | None:
 def read_duration(path: str | os.PathLike, report: CorpusReport) -> float | None:
     """Length of ``path`` in seconds from its header; ``None`` and an ``unreadable`` problem
     if the file cannot be read, so that one bad file does not stop the whole corpus (the
-    extraction stage fails on it or skips it, as the user chooses)."""
+    extraction stage fails on it or skips it, as the user chooses). A file with no samples
+    is reported the same way."""
     try:
-        return audio_duration(path)
+        seconds = audio_duration(path)
     except SermtlError as exc:
         report.add("unreadable", exc)
         return None
+    if seconds <= 0:
+        report.add("unreadable", f"{path}: no audio samples")
+        return None
+    return seconds
 
 
 def make_row(

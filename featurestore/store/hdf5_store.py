@@ -3,7 +3,11 @@
 Faster random reads than Zarr, but HDF5 allows one writer at a time and a process killed
 in the middle of a write can leave the file's internal metadata inconsistent; the writer
 flushes after every commit to keep that window short. Prefer Zarr for long extractions
-that may be interrupted (see docs/architecture.md).
+that may be interrupted (see docs/architecture.md and docs/reliability.md).
+
+Files are created with the HDF5 1.8 file format (superblock version 2). The 1.10+ format
+keeps a "file is open for writing" flag in the superblock that a killed writer never
+clears, after which the file refuses every open until ``h5clear -s`` is run on it.
 """
 
 from __future__ import annotations
@@ -41,8 +45,10 @@ class HDF5Backend(Backend):
         import h5py
 
         mode = "w-" if create else ("r+" if writable else "r")
+        # Created files stay at the 1.8 format (no open-for-writing flag a killed writer would leave set).
+        libver = ("earliest", "v108") if create else None
         try:
-            handle = h5py.File(str(path), mode, libver="latest", locking=writable)
+            handle = h5py.File(str(path), mode, libver=libver, locking=writable)
         except Exception as exc:
             raise SermtlError(f"cannot open HDF5 store {path}: {type(exc).__name__}: {exc}") from None
         return cls(path, writable, handle)

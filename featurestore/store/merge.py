@@ -9,11 +9,11 @@ refuses to append to a store of another config.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 from featurestore.errors import SermtlError
 from featurestore.manifest import Manifest
-from featurestore.store.reader import open_store
+from featurestore.store.reader import FeatureStore, open_store
 from featurestore.store.writer import StoreWriter
 
 Selector = Callable[[dict[str, Any]], bool]
@@ -55,12 +55,18 @@ def merge_stores(sources: Sequence[tuple[str | Path, Selector | None]], out: str
     attrs = first.attrs
     with StoreWriter(out, manifest, attrs["feature"], attrs["dtype"], dim=first.dim, num_layers=first.num_layers,
                      frame_rate=attrs.get("frame_rate") or 0.0, format=format) as writer:
-        for store, ids in picked:
-            todo = writer.pending(ids)
-            for start in range(0, len(todo), batch):
-                chunk = todo[start:start + batch]
-                writer.write([(u, _as_layers(store.read(u), store.num_layers)) for u in chunk])
+        holder = {u: store for store, ids in picked for u in ids}
+        copy_entries(writer, holder, writer.pending(list(holder)), batch)
     return Path(out)
+
+
+def copy_entries(writer: StoreWriter, holder: Mapping[str, FeatureStore], ids: Sequence[str], batch: int = 256) -> int:
+    """Copy the features of ``ids``, each read from the store ``holder[id]``, into ``writer``
+    in the order given, committing ``batch`` utterances at a time; returns how many."""
+    for start in range(0, len(ids), batch):
+        chunk = ids[start:start + batch]
+        writer.write([(u, _as_layers(holder[u].read(u), holder[u].num_layers)) for u in chunk])
+    return len(ids)
 
 
 def _as_layers(features, num_layers: int):

@@ -51,14 +51,22 @@ class FeatureStore:
         if text is None:
             raise SermtlError(f"store has no manifest: {self.path}")
         self.full_manifest = Manifest.from_json(text, source=str(self.path))
+        # The index is read before the frame array's shape and the checksums: a writer
+        # stores frames and checksums before index rows, so every entry seen here is whole.
+        # Rows past the end of the index (a writer appending manifest rows) are pending.
         index = np.asarray(backend.array("index")[:], dtype=np.int64)
-        if len(index) < len(self.full_manifest):
-            raise SermtlError(f"store index is shorter than its manifest: {self.path}")
+        self.index_rows = len(index)
         self._features = backend.array("features")
+        checksums = np.zeros(0, np.int64)
+        if backend.has_array("checksum"):  # absent in stores written before checksums existed
+            checksums = np.asarray(backend.array("checksum")[:, 0], dtype=np.int64)
         self._entries: dict[str, tuple[int, int]] = {}
-        for utt_id, (offset, frames) in zip(self.full_manifest.ids(), index):
+        self._checksums: dict[str, int] = {}
+        for row, (utt_id, (offset, frames)) in enumerate(zip(self.full_manifest.ids(), index)):
             if frames >= 0:
                 self._entries[utt_id] = (int(offset), int(frames))
+                if row < len(checksums) and checksums[row] >= 0:
+                    self._checksums[utt_id] = int(checksums[row])
         self.manifest = self.full_manifest.subset(list(self._entries))
 
     # -- the public API -----------------------------------------------------------------
@@ -100,6 +108,11 @@ class FeatureStore:
     def entries(self) -> dict[str, tuple[int, int]]:
         """``{utt_id: (offset, frames)}`` of every committed utterance."""
         return dict(self._entries)
+
+    def checksums(self) -> dict[str, int]:
+        """``{utt_id: CRC-32}`` of the committed utterances whose checksum the store holds
+        (stores written before checksums existed hold none)."""
+        return dict(self._checksums)
 
     def read_frames(self, layer: int, start: int, stop: int) -> np.ndarray:
         """Raw frames ``start:stop`` of one layer of the concatenated frame array."""

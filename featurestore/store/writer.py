@@ -3,30 +3,38 @@
 Commit order, which makes a killed writer harmless:
 
 1. the batch's frames are written after the last committed frame and flushed;
-2. then the batch's ``index`` rows are written and flushed.
+2. then the batch's ``checksum`` rows (CRC-32 of each utterance's stored bytes, for
+   ``verify``) and ``index`` rows are written and flushed.
 
 An utterance exists for readers only once its index row is written, so a crash leaves
 at worst some unreferenced frames past the committed end, which the next writer
-overwrites. One writer at a time: a lock file beside the store (``<store>.lock``, an
-``flock`` that the OS drops when the process dies) refuses a second one at once.
+overwrites. A new store is built under ``<store>.partial`` and renamed into place once
+its arrays, attributes and manifest exist, so a writer killed while creating it leaves
+no half-made store. One writer at a time: a lock file beside the store (``<store>.lock``,
+an ``flock`` that the OS drops when the process dies) refuses a second one at once.
+A failed write (disk full, read-only store) is a one-line :class:`SermtlError`; what was
+committed before stays.
 """
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import fcntl
 import hashlib
 import json
 import os
+import shutil
+import zlib
 from pathlib import Path
-from typing import Any, Iterable, Sequence
+from typing import Any, Iterable, Iterator, Sequence
 
 import numpy as np
 
 from featurestore import __version__
 from featurestore.errors import SermtlError
 from featurestore.manifest import Manifest
-from featurestore.store.base import Backend, backend_for_path
+from featurestore.store.base import backend_for_path
 
 FORMAT_VERSION = 1
 _CHUNK_BYTES = 512 * 1024
@@ -43,6 +51,25 @@ def default_chunk_frames(dim: int, dtype: str) -> int:
     return int(min(8192, max(64, 1 << (max(1, frames).bit_length() - 1))))
 
 
+def frames_checksum(frames: np.ndarray, crc: int = 0) -> int:
+    """CRC-32 of a contiguous ``(frames, dim)`` block of one layer, continuing ``crc``.
+
+    An utterance's checksum chains its layers in order, so it can be computed in one go
+    at write time and block by block when ``verify`` scans the store.
+    """
+    return zlib.crc32(np.ascontiguousarray(frames).data, crc)
+
+
+@contextlib.contextmanager
+def store_io(path: Path, action: str) -> Iterator[None]:
+    """Turn an ``OSError`` (disk full, read-only, permissions) into a one-line :class:`SermtlError`."""
+    try:
+        yield
+    except OSError as exc:
+        reason = os.strerror(exc.errno) if exc.errno else str(exc)
+        raise SermtlError(f"cannot {action} store {path}: {reason}; everything committed before is kept") from None
+
+
 def config_differences(old: Any, new: Any, prefix: str = "") -> list[str]:
     """``"key: old in the store, new now"`` for every leaf where two nested dicts differ."""
     if isinstance(old, dict) and isinstance(new, dict):
@@ -56,7 +83,8 @@ def config_differences(old: Any, new: Any, prefix: str = "") -> list[str]:
 class _WriterLock:
     def __init__(self, store_path: Path) -> None:
         self.path = store_path.with_name(store_path.name + ".lock")
-        self._fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        with store_io(store_path, "lock (creating its .lock file)"):
+            self._fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
         try:
             fcntl.flock(self._fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -95,33 +123,42 @@ class StoreWriter:
         self.path = Path(path)
         self.dtype = np.dtype(dtype)
         backend_cls = backend_for_path(self.path, format)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        with store_io(self.path, "create the folder of"):
+            self.path.parent.mkdir(parents=True, exist_ok=True)
         self._lock = _WriterLock(self.path)
         try:
             config = {"feature": feature, "dtype": self.dtype.name}
-            if self.path.exists():
-                if not backend_cls.exists(self.path):
-                    raise SermtlError(f"{self.path} exists but is not a {backend_cls.name} feature store")
+            if not self.path.exists():
+                with store_io(self.path, "create"):
+                    self._create(backend_cls, config, manifest, dim, num_layers, frame_rate, chunk_frames)
+            if not backend_cls.exists(self.path):
+                raise SermtlError(f"{self.path} exists but is not a {backend_cls.name} feature store")
+            with store_io(self.path, "open for writing"):
                 self._backend = backend_cls.open(self.path, writable=True)
                 self._check_config(config)
-            else:
-                self._backend = self._create(backend_cls, config, dim, num_layers, frame_rate, chunk_frames)
-            self._features = self._backend.array("features")
-            self.manifest = self._merge_manifest(manifest)
-            self._index = self._load_index()
+                self._features = self._backend.array("features")
+                self.manifest = self._merge_manifest(manifest)
+                self._index = self._load_rows("index", 2)
+                self._checksums = self._load_rows("checksum", 1)[:, 0]
             self._report = {r["utt_id"]: r for r in json.loads(self._backend.read_text("report") or "[]")}
-            done = self._index[:, 1] >= 0
-            self._end = int((self._index[done].sum(axis=1)).max()) if done.any() else 0
+            self._end = self.committed_end()
         except BaseException:
             self._lock.release()
             raise
 
     # -- opening ------------------------------------------------------------------------
-    def _create(self, backend_cls, config, dim, num_layers, frame_rate, chunk_frames) -> Backend:
-        backend = backend_cls.open(self.path, writable=True, create=True)
+    def _create(self, backend_cls, config, manifest, dim, num_layers, frame_rate, chunk_frames) -> None:
+        """Build the empty store under ``<store>.partial``, then rename it into place."""
+        partial = self.path.with_name(self.path.name + ".partial")
+        if partial.is_dir():
+            shutil.rmtree(partial)  # left by a writer killed while creating the store
+        elif partial.exists():
+            partial.unlink()
+        backend = backend_cls.open(partial, writable=True, create=True)
         chunk = chunk_frames or default_chunk_frames(dim, self.dtype.name)
         backend.create_array("features", (num_layers, 0, dim), self.dtype.name, (1, chunk, dim))
         backend.create_array("index", (0, 2), "int64", (65536, 2), fill_value=-1)
+        backend.create_array("checksum", (0, 1), "int64", (65536, 1), fill_value=-1)
         now = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
         backend.set_attrs({
             "format_version": FORMAT_VERSION,
@@ -135,7 +172,10 @@ class StoreWriter:
             "frame_rate": frame_rate,
             "chunk_frames": chunk,
         })
-        return backend
+        backend.write_text("manifest", manifest.to_json())
+        backend.flush()
+        backend.close()
+        partial.rename(self.path)
 
     def _check_config(self, config: dict[str, Any]) -> None:
         attrs = self._backend.attrs
@@ -151,8 +191,7 @@ class StoreWriter:
     def _merge_manifest(self, manifest: Manifest) -> Manifest:
         text = self._backend.read_text("manifest")
         if text is None:
-            self._backend.write_text("manifest", manifest.to_json())
-            return manifest
+            raise SermtlError(f"store {self.path} has no manifest: not a complete feature store")
         stored = Manifest.from_json(text, source=str(self.path))
         rows = {u: dict(stored[u]) for u in stored.ids()}
         for row in manifest:
@@ -174,16 +213,23 @@ class StoreWriter:
             self._backend.write_text("manifest", merged.to_json())
         return merged
 
-    def _load_index(self) -> np.ndarray:
-        array = self._backend.array("index")
-        index = np.full((len(self.manifest), 2), -1, dtype=np.int64)
+    def _load_rows(self, name: str, width: int) -> np.ndarray:
+        """A per-manifest-row array (``index`` or ``checksum``), grown to the manifest's length.
+
+        ``checksum`` is created on first use in stores written before it existed (its
+        rows stay -1, unknown, for utterances committed then).
+        """
+        if not self._backend.has_array(name):
+            self._backend.create_array(name, (0, width), "int64", (65536, width), fill_value=-1)
+        array = self._backend.array(name)
+        rows = np.full((len(self.manifest), width), -1, dtype=np.int64)
         old = np.asarray(array[:], dtype=np.int64)
-        index[: len(old)] = old
-        if array.shape[0] != len(index):
-            array.resize((len(index), 2))
-            array[len(old):] = index[len(old):]
+        rows[: len(old)] = old
+        if array.shape[0] != len(rows):
+            array.resize((len(rows), width))
+            array[len(old):] = rows[len(old):]
         self._backend.flush()
-        return index
+        return rows
 
     # -- state --------------------------------------------------------------------------
     def is_done(self, utt_id: str) -> bool:
@@ -193,6 +239,11 @@ class StoreWriter:
         """Ids (of ``utt_ids``, default all rows) that have no features yet."""
         ids = self.manifest.ids() if utt_ids is None else utt_ids
         return [u for u in ids if not self.is_done(u)]
+
+    def committed_end(self) -> int:
+        """One past the last frame that a committed utterance uses."""
+        done = self._index[:, 1] >= 0
+        return int(self._index[done].sum(axis=1).max()) if done.any() else 0
 
     # -- writing ------------------------------------------------------------------------
     def write(self, items: Sequence[tuple[str, np.ndarray]]) -> None:
@@ -205,22 +256,49 @@ class StoreWriter:
                 raise SermtlError(f"{utt_id}: features shaped {feats.shape}, store expects (layers={shape[0]}, frames, dim={shape[2]})")
         block = np.concatenate([feats for _, feats in items], axis=1).astype(self.dtype, copy=False)
         start, stop = self._end, self._end + block.shape[1]
-        if shape[1] < stop:
-            self._features.resize((shape[0], max(stop, int(shape[1] * 1.25)), shape[2]))
-        self._features[:, start:stop] = block
-        self._backend.flush()
-        offset = start
-        rows = []
-        for utt_id, feats in items:
-            row = self.manifest.position(utt_id)
-            self._index[row] = (offset, feats.shape[1])
-            offset += feats.shape[1]
-            rows.append(row)
+        with store_io(self.path, "write to"):
+            if shape[1] < stop:
+                self._features.resize((shape[0], max(stop, int(shape[1] * 1.25)), shape[2]))
+            self._features[:, start:stop] = block
+            self._backend.flush()
+            offset = start
+            rows = []
+            for utt_id, feats in items:
+                row = self.manifest.position(utt_id)
+                self._index[row] = (offset, feats.shape[1])
+                crc = 0
+                for layer in range(block.shape[0]):
+                    crc = frames_checksum(block[layer, offset - start : offset - start + feats.shape[1]], crc)
+                self._checksums[row] = crc
+                offset += feats.shape[1]
+                rows.append(row)
+            self._commit_rows(min(rows), max(rows) + 1)
+        for utt_id, _ in items:
             self._report.pop(utt_id, None)
-        lo, hi = min(rows), max(rows) + 1
+        self._end = stop
+
+    def _commit_rows(self, lo: int, hi: int) -> None:
+        """Write rows ``lo:hi`` of the checksums, then of the index (which makes them visible)."""
+        self._backend.array("checksum")[lo:hi] = self._checksums[lo:hi, None]
         self._backend.array("index")[lo:hi] = self._index[lo:hi]
         self._backend.flush()
-        self._end = stop
+
+    def invalidate(self, utt_ids: Sequence[str]) -> None:
+        """Forget the features of ``utt_ids`` (they become pending, for ``extract --repair``).
+
+        Their old frames stay on disk unreferenced; new frames go after every frame
+        stored so far, from a chunk boundary, so a damaged chunk is never read again.
+        """
+        if not utt_ids:
+            return
+        rows = sorted(self.manifest.position(u) for u in utt_ids)
+        self._index[rows] = -1
+        self._checksums[rows] = -1
+        with store_io(self.path, "write to"):
+            self._commit_rows(rows[0], rows[-1] + 1)
+        chunk = int(self._backend.attrs.get("chunk_frames") or 1)
+        stored = max(self._end, int(self._features.shape[1]))
+        self._end = -(-stored // chunk) * chunk
 
     def skip(self, utt_id: str, error: str) -> None:
         """Record that ``utt_id`` was skipped because of ``error`` (listed by ``info``/``verify``)."""
@@ -228,22 +306,30 @@ class StoreWriter:
         self._save_report()
 
     def _save_report(self) -> None:
-        self._backend.write_text("report", json.dumps(list(self._report.values()), ensure_ascii=False))
-        self._backend.flush()
+        with store_io(self.path, "write the report of"):
+            self._backend.write_text("report", json.dumps(list(self._report.values()), ensure_ascii=False))
+            self._backend.flush()
 
     def close(self) -> None:
         """Trim spare capacity, save the report, release the store and its lock."""
         try:
             shape = self._features.shape
-            if shape[1] > self._end:
-                self._features.resize((shape[0], self._end, shape[2]))
+            with store_io(self.path, "close"):
+                if shape[1] > self._end:
+                    self._features.resize((shape[0], self._end, shape[2]))
             self._save_report()
-            self._backend.close()
         finally:
-            self._lock.release()
+            try:
+                self._backend.close()
+            finally:
+                self._lock.release()
 
     def __enter__(self) -> "StoreWriter":
         return self
 
-    def __exit__(self, *exc: object) -> None:
-        self.close()
+    def __exit__(self, exc_type: type | None, *exc: object) -> None:
+        if exc_type is None:
+            self.close()
+            return
+        with contextlib.suppress(SermtlError, OSError):
+            self.close()  # the error in flight is the one to report

@@ -32,8 +32,11 @@ def test_train_exactly_as_documented(store, tmp_path, monkeypatch) -> None:
 
 def test_cv_group_kfold_without_mtl_and_predict(store, tmp_path) -> None:
     out = tmp_path / "run"
-    run("cv", "--store", store, "--protocol", "group-kfold", "--by", "session", "--folds", "3", "--aux", "none", "--out", out, *TINY)
+    run("cv", "--store", store, "--protocol", "group-kfold", "--by", "session", "--folds", "3", "--aux", "none", "--out", out,
+        "--augment", "specaugment", "--lr-schedule", "cosine", *TINY)
     results = json.loads((out / "results.json").read_text())
+    config = json.loads((out / "config.json").read_text())["train"]
+    assert (config["augment"], config["lr_schedule"]) == ("specaugment", "cosine")
     assert len(results["folds"]) == 3 and results["aux_accuracy"] is None
     for key in ("wa", "uwa", "per_class_recall"):
         assert key in results

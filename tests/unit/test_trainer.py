@@ -190,3 +190,32 @@ def test_balanced_class_weights_match_scikit_learn() -> None:
     assert _class_weights(targets, 4, "none", torch.device("cpu")) is None
     with pytest.raises(SermtlError, match="--class-weights"):
         _class_weights(targets, 4, "inverse", torch.device("cpu"))
+
+
+def test_lr_schedules_and_their_use_in_training(mfcc_store) -> None:
+    from trainer.loop import _lr_schedule
+
+    cosine = _lr_schedule("cosine", 4)
+    assert [round(cosine(e), 4) for e in range(4)] == [1.0, 0.8536, 0.5, 0.1464]
+    assert _lr_schedule("constant", 4)(3) == 1.0
+    with pytest.raises(SermtlError, match="--lr-schedule must be"):
+        _lr_schedule("step", 4)
+    store = open_store(mfcc_store)
+    fold = make_folds(store.manifest, "loso", by="session")[0]
+    bank = FeatureBank(store)
+    runs = [train_fold(store, bank, fold, TrainConfig(**{**TINY, "epochs": 3, "lr_schedule": s}), progress=False)
+            for s in ("constant", "cosine")]
+    first, later = zip(*[(r.history[0]["train_loss"], r.history[2]["train_loss"]) for r in runs])
+    assert first[0] == first[1] and later[0] != later[1]  # epoch 1 runs at the full rate in both
+
+
+def test_a_test_set_of_one_class_is_scored_without_separability(mfcc_store) -> None:
+    from trainer.folds import Fold
+
+    store = open_store(mfcc_store)
+    fold = make_folds(store.manifest, "loso", by="session")[0]
+    one_class = [u for u in fold.test if store.manifest[u]["emotion"] == "sad"]
+    outcome = train_fold(store, FeatureBank(store), Fold(1, fold.train, fold.valid, one_class), TrainConfig(**TINY),
+                         progress=False)
+    assert outcome.metrics["n"] == len(one_class) and "emotion" not in outcome.metrics["separability"]
+    assert outcome.metrics["per_class_recall"]["sad"] is not None

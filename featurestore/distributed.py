@@ -1,0 +1,246 @@
+"""Extraction spread over processes launched by ``torchrun`` (torch.distributed).
+
+``torchrun --nproc-per-node N --no-python sermtl extract …`` starts N copies of the
+command; each finds its rank in the environment (``RANK``, ``WORLD_SIZE``, ``LOCAL_RANK``,
+``MASTER_ADDR``). Rank 0 opens the target store (taking its lock for the whole run), lists
+what it still lacks, cuts that into the batches a single process would make and deals the
+batches out to the ranks, balanced by audio duration. Every rank extracts its share with
+:func:`~featurestore.pipeline.extract_to_store` into its own shard store
+(``<target>.shards/rank-<r>.zarr``); after all ranks are done, rank 0 copies the shards into
+the target in manifest order and removes them. A crashed run resumes: the target skips what
+it holds, and entries already in a shard are merged, not recomputed.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import datetime
+import os
+import shutil
+import time
+from pathlib import Path
+from typing import Any, Callable, Iterator, TypeVar
+
+import numpy as np
+
+from featurestore.errors import SermtlError
+from featurestore.features.base import FeatureExtractor
+from featurestore.manifest import Manifest
+from featurestore.pipeline import ExtractionReport, _frame_rate, extract_to_store, plan_batches
+from featurestore.store.merge import copy_entries
+from featurestore.store.reader import FeatureStore, open_store
+from featurestore.store.writer import StoreWriter, store_fingerprint
+
+#: The environment variables ``torchrun`` sets for every process it starts.
+TORCHRUN_VARIABLES = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR")
+#: How long a rank waits for the others at a synchronisation point (ranks finishing their
+#: shards at different times, rank 0 merging); torchrun stops every rank when one dies.
+TIMEOUT = datetime.timedelta(hours=24)
+
+T = TypeVar("T")
+
+
+@dataclasses.dataclass(frozen=True)
+class Group:
+    """This process's place in a torch.distributed run, and the few collectives sermtl needs."""
+
+    rank: int
+    world: int
+    local_rank: int
+
+    def gather(self, value: Any) -> list[Any]:
+        """Every rank's ``value``, by rank (a synchronisation point)."""
+        import torch.distributed as dist
+
+        values: list[Any] = [None] * self.world
+        dist.all_gather_object(values, value)
+        return values
+
+    def broadcast(self, value: Any) -> Any:
+        """Rank 0's ``value`` on every rank."""
+        import torch.distributed as dist
+
+        box = [value]
+        dist.broadcast_object_list(box, src=0)
+        return box[0]
+
+    def run(self, fn: Callable[..., T], *args: Any, ranks: set[int] | None = None, **kwargs: Any) -> T | None:
+        """Call ``fn`` on ``ranks`` (default: all), then wait for every rank.
+
+        A :class:`SermtlError` on any rank is raised on every rank, prefixed with the rank
+        that failed, so no rank is left waiting and every process exits with an error.
+        """
+        result, error = None, None
+        if ranks is None or self.rank in ranks:
+            try:
+                result = fn(*args, **kwargs)
+            except SermtlError as exc:
+                error = f"rank {self.rank}: {exc}"
+        failed = [e for e in self.gather(error) if e]
+        if failed:
+            raise SermtlError(failed[0])
+        return result
+
+
+def launched_by_torchrun() -> bool:
+    """True when the environment holds a torchrun launch of more than one process."""
+    return all(v in os.environ for v in TORCHRUN_VARIABLES) and int(os.environ["WORLD_SIZE"]) > 1
+
+
+def _bind_gpu(device: str, local_rank: int) -> int | None:
+    """Make this rank's GPU the current one and return its index; ``None`` on CPU.
+
+    ``auto`` and ``cuda`` mean GPU ``LOCAL_RANK``; ``cuda:K`` is taken as given.
+    """
+    import torch
+
+    if device.startswith("cpu") or not torch.cuda.is_available():
+        return None
+    index = torch.device(device).index if device.startswith("cuda:") else local_rank
+    if index >= torch.cuda.device_count():
+        raise SermtlError(f"--device {device}: rank with LOCAL_RANK {local_rank} needs GPU {index}, "
+                          f"this node has {torch.cuda.device_count()}; start at most that many processes per node")
+    torch.cuda.set_device(index)
+    return index
+
+
+@contextlib.contextmanager
+def process_group(device: str = "auto") -> Iterator[Group | None]:
+    """Join the torchrun process group for the command's duration (``None`` outside torchrun).
+
+    NCCL when this rank computes on a GPU (which becomes the current CUDA device, so
+    ``auto``/``cuda`` resolve to it), gloo on CPU.
+    """
+    if not launched_by_torchrun():
+        yield None
+        return
+    import torch.distributed as dist
+
+    local_rank = int(os.environ["LOCAL_RANK"])
+    gpu = _bind_gpu(device, local_rank)
+    dist.init_process_group("nccl" if gpu is not None else "gloo", timeout=TIMEOUT)
+    try:
+        yield Group(rank=dist.get_rank(), world=dist.get_world_size(), local_rank=local_rank)
+    finally:
+        dist.destroy_process_group()
+
+
+# -- sharded extraction ---------------------------------------------------------------------
+def shard_dir(store_path: str | Path) -> Path:
+    """Where the ranks' shard stores of ``store_path`` live while a run is under way."""
+    path = Path(store_path)
+    return path.with_name(path.name + ".shards")
+
+
+def deal_batches(batches: list[list[str]], durations: dict[str, float], world: int) -> list[list[str]]:
+    """Give each batch to the rank with the least audio so far (largest batches first).
+
+    >>> deal_batches([["a"], ["b", "c"], ["d"]], {"a": 3, "b": 1, "c": 1, "d": 1}, 2)
+    [['a'], ['b', 'c', 'd']]
+    """
+    loads = [0.0] * world
+    shares: list[list[str]] = [[] for _ in range(world)]
+    for batch in sorted(batches, key=lambda b: -sum(durations[u] for u in b)):
+        rank = int(np.argmin(loads))
+        shares[rank] += batch
+        loads[rank] += sum(durations[u] for u in batch)
+    return shares
+
+
+def _open_shards(shards: Path, fingerprint: str) -> list[FeatureStore]:
+    """The shard stores left in ``shards``; a shard of another feature config is refused."""
+    stores = [open_store(p) for p in sorted(shards.glob("rank-*.zarr"))] if shards.is_dir() else []
+    for store in stores:
+        if store.attrs.get("fingerprint") != fingerprint:
+            for other in stores:
+                other.close()
+            raise SermtlError(f"{store.path} is a shard of another feature config; delete {shards}")
+    return stores
+
+
+@dataclasses.dataclass
+class _Target:
+    """Rank 0's side of a run: the open target store and what it still lacks."""
+
+    writer: StoreWriter
+    fingerprint: str
+    pending: list[str]
+    shares: list[list[str]]
+
+
+def _open_target(manifest: Manifest, extractor: FeatureExtractor, store_path: Path, world: int, *, format: str | None,
+                 dtype: str, batch_seconds: float, max_batch: int | None) -> _Target:
+    """Open (or create) the target, holding its lock, and deal out the utterances no store holds yet."""
+    writer = StoreWriter(store_path, manifest, extractor.describe(), dtype=dtype, dim=extractor.dim,
+                         num_layers=extractor.num_layers, frame_rate=_frame_rate(extractor), format=format)
+    try:
+        fingerprint = store_fingerprint({"feature": extractor.describe(), "dtype": writer.dtype.name})
+        pending = writer.pending(manifest.ids())
+        in_shards: set[str] = set()
+        for store in _open_shards(shard_dir(store_path), fingerprint):
+            in_shards.update(store.ids())
+            store.close()
+        durations = {u: float(manifest[u]["duration"] or 0.0) for u in pending if u not in in_shards}
+        shares = deal_batches(plan_batches(durations, batch_seconds, max_batch), durations, world)
+    except BaseException:
+        writer.close()
+        raise
+    return _Target(writer, fingerprint, pending, shares)
+
+
+def _merge_shards(target: _Target, shards: Path) -> tuple[int, list[dict[str, Any]]]:
+    """Copy the target's missing utterances from the shards, in manifest order, and record
+    the shards' skipped items; returns (utterances copied, skipped items)."""
+    stores = _open_shards(shards, target.fingerprint)
+    try:
+        holder = {u: store for store in stores for u in store.ids()}
+        reports = {item["utt_id"]: item for store in stores for item in store.skipped()}
+        copied = copy_entries(target.writer, holder, [u for u in target.pending if u in holder])
+        skipped = [reports[u] for u in target.pending if u not in holder and u in reports]
+        for item in skipped:
+            target.writer.skip(item["utt_id"], item["error"])
+    finally:
+        for store in stores:
+            store.close()
+    return copied, [{"utt_id": item["utt_id"], "error": item["error"]} for item in skipped]
+
+
+def extract_sharded(group: Group, manifest: Manifest, extractor: FeatureExtractor, store_path: str | Path, *,
+                    format: str | None = None, dtype: str = "float32", batch_seconds: float = 200.0,
+                    max_batch: int | None = None, progress: bool = True, repair: bool = False,
+                    **options: Any) -> ExtractionReport | None:
+    """:func:`~featurestore.pipeline.extract_to_store` over the ranks of ``group``, into one store.
+
+    Call it on every rank with the same arguments (``options`` go to ``extract_to_store``).
+    Returns the target's report on rank 0, ``None`` on the others. A :class:`SermtlError`
+    on any rank is raised on all of them; finished shard entries are kept for the re-run.
+    """
+    if repair:
+        raise SermtlError("--repair recomputes a few entries in place: run it in one process, without torchrun")
+    started = time.perf_counter()
+    path, shards = Path(store_path), shard_dir(store_path)
+    target = group.run(_open_target, manifest, extractor, path, group.world, format=format, dtype=dtype,
+                       batch_seconds=batch_seconds, max_batch=max_batch, ranks={0})
+    try:
+        share = group.broadcast(target.shares if target else None)[group.rank]
+
+        def extract_share() -> float:
+            if not share:
+                return 0.0
+            report = extract_to_store(manifest.subset(share), extractor, shards / f"rank-{group.rank}.zarr",
+                                      format="zarr", dtype=dtype, batch_seconds=batch_seconds, max_batch=max_batch,
+                                      progress=progress and group.rank == 0, **options)
+            return report.audio_seconds
+
+        seconds = group.gather(group.run(extract_share))
+        merged = group.run(_merge_shards, target, shards, ranks={0})
+    finally:
+        if target is not None:
+            target.writer.close()
+    if target is None:
+        return None
+    shutil.rmtree(shards, ignore_errors=True)
+    copied, skipped = merged
+    return ExtractionReport(store=path, stored=copied, already_done=len(manifest) - len(target.pending),
+                            skipped=skipped, audio_seconds=float(sum(seconds)), elapsed=time.perf_counter() - started)

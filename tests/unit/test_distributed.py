@@ -1,0 +1,169 @@
+"""Scale-out on torch.distributed: `torchrun` with 2 gloo processes on CPU against one process."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from featurestore.corpora import prepare
+from featurestore.distributed import deal_batches, launched_by_torchrun, shard_dir
+from featurestore.features.mfcc import MFCCExtractor
+from featurestore.pipeline import extract_to_store, plan_batches
+from featurestore.store.reader import open_store
+from featurestore.store.writer import StoreWriter
+from featurestore.verify import verify_store
+from trainer.cv import Protocol, run_cv
+from trainer.distributed import fold_share
+from trainer.loop import TrainConfig
+
+REPO = Path(__file__).resolve().parents[2]
+BATCH_SECONDS = "3"  # several batches from the 12 short utterances of `csv_corpus`
+
+
+def torchrun(*args: str | Path, cwd: Path) -> subprocess.CompletedProcess:
+    """``torchrun --standalone --nproc-per-node 2 cli.py ARGS`` (a free port; one thread per rank)."""
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
+               str(REPO / "cli.py"), *map(str, args)]
+    return subprocess.run(command, cwd=cwd, env=env, capture_output=True, text=True, timeout=300)
+
+
+def extract_args(manifest: Path, store: Path) -> list[str | Path]:
+    return ["extract", "--manifest", manifest, "--feature", "mfcc", "--store", store,
+            "--batch-seconds", BATCH_SECONDS, "--device", "cpu"]
+
+
+def single_process_store(manifest: Path, path: Path) -> Path:
+    extract_to_store(prepare("csv", manifest), MFCCExtractor(device="cpu"), path,
+                     batch_seconds=float(BATCH_SECONDS), progress=False)
+    return path
+
+
+def open_writer(path: Path, manifest) -> StoreWriter:
+    """A second writer on the store at ``path``, with the store's own config."""
+    with open_store(path) as store:
+        attrs = store.attrs
+    return StoreWriter(path, manifest, attrs["feature"], attrs["dtype"], dim=attrs["dim"],
+                       num_layers=attrs["num_layers"], frame_rate=attrs["frame_rate"])
+
+
+def assert_same_store(path: Path, reference: Path, except_ids: tuple[str, ...] = ()) -> None:
+    """Same manifest rows in the same order, same config, bit-identical features."""
+    with open_store(path) as store, open_store(reference) as ref:
+        assert store.full_manifest.to_json() == ref.full_manifest.to_json()
+        assert store.ids() == ref.ids() and len(store) == len(ref.full_manifest)
+        assert store.attrs["fingerprint"] == ref.attrs["fingerprint"]
+        for utt_id in ref.ids():
+            if utt_id not in except_ids:
+                assert np.array_equal(store.read(utt_id), ref.read(utt_id)), utt_id
+
+
+def test_batches_and_folds_are_dealt_out_whole_and_balanced(monkeypatch) -> None:
+    durations = {f"u{i:02d}": 0.4 + 0.37 * i for i in range(30)}
+    batches = plan_batches(durations, batch_seconds=8.0)
+    shares = deal_batches(batches, durations, world=3)
+    assert sorted(u for share in shares for u in share) == sorted(durations)
+    for batch in batches:  # each batch stays on one rank, as a single process would run it
+        assert sum(set(batch) <= set(share) for share in shares) == 1
+    for share in shares:  # and the rank's own planning makes the same batches again
+        assert plan_batches({u: durations[u] for u in share}, batch_seconds=8.0) == [b for b in batches if b[0] in share]
+    loads = [sum(durations[u] for u in share) for share in shares]
+    assert max(loads) - min(loads) <= max(sum(durations[u] for u in b) for b in batches)
+    assert [fold_share(range(1, 6), r, 2) for r in range(2)] == [[1, 3, 5], [2, 4]]
+    assert fold_share([2], 0, 4) == [] and fold_share([2], 1, 4) == [2]
+    for name, value in {"RANK": "0", "LOCAL_RANK": "0", "MASTER_ADDR": "localhost", "WORLD_SIZE": "1"}.items():
+        monkeypatch.setenv(name, value)
+    assert not launched_by_torchrun()
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    assert launched_by_torchrun()
+
+
+def test_two_ranks_extract_one_store_equal_to_a_single_process(tmp_path, csv_corpus) -> None:
+    reference = single_process_store(csv_corpus, tmp_path / "single.zarr")
+    target = tmp_path / "two.zarr"
+    result = torchrun(*extract_args(csv_corpus, target), cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert f"{target}: 12 stored, 0 already there, 0 skipped" in result.stdout
+    assert result.stdout.count("stored") == 1  # rank 0 reports for both
+    assert_same_store(target, reference)
+    assert verify_store(target).ok
+    assert not shard_dir(target).exists()
+    open_writer(target, prepare("csv", csv_corpus)).close()  # the lock was released
+
+
+def test_failed_rank_stops_all_and_the_rerun_resumes_from_target_and_shards(tmp_path, csv_corpus) -> None:
+    reference = single_process_store(csv_corpus, tmp_path / "single.zarr")
+    manifest = prepare("csv", csv_corpus)
+    ids = manifest.ids()
+    target, shards = tmp_path / "two.zarr", shard_dir(tmp_path / "two.zarr")
+    # A crashed earlier run: the target holds two utterances, a shard a third one, marked
+    # (+1) so that reusing it instead of recomputing it shows.
+    extract_to_store(manifest.subset(ids[:2]), MFCCExtractor(device="cpu"), target, progress=False)
+    with open_store(reference) as ref:
+        attrs = ref.attrs
+        marked = ref.read(ids[2]) + 1.0
+    with StoreWriter(shards / "rank-1.zarr", manifest.subset([ids[2]]), attrs["feature"], attrs["dtype"],
+                     dim=attrs["dim"], num_layers=attrs["num_layers"], frame_rate=attrs["frame_rate"]) as writer:
+        writer.write([(ids[2], marked[None])])
+    bad = csv_corpus.parent / manifest[ids[7]]["path"]
+    bad.write_text("not audio")
+
+    failed = torchrun(*extract_args(csv_corpus, target), cwd=tmp_path)
+    assert failed.returncode != 0
+    assert "error: rank " in failed.stderr and bad.name in failed.stderr
+    with open_store(target) as store:  # nothing merged, nothing lost
+        assert store.ids() == ids[:2]
+    assert len(list(shards.glob("rank-*.zarr"))) == 2
+
+    result = torchrun(*extract_args(csv_corpus, target), "--on-error", "skip", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert f"{target}: 9 stored, 2 already there, 1 skipped" in result.stdout
+    with open_store(target) as store, open_store(reference) as ref:
+        assert store.full_manifest.ids() == ids and store.ids() == [u for u in ids if u != ids[7]]
+        assert np.array_equal(store.read(ids[2]), marked)
+        assert all(np.array_equal(store.read(u), ref.read(u)) for u in store.ids() if u != ids[2])
+        assert [item["utt_id"] for item in store.skipped()] == [ids[7]] and bad.name in store.skipped()[0]["error"]
+    check = verify_store(target)
+    assert not check.problems and check.missing == [ids[7]]
+    assert not shards.exists()
+
+
+def test_a_locked_target_refuses_the_distributed_run(tmp_path, csv_corpus) -> None:
+    manifest = prepare("csv", csv_corpus)
+    target = tmp_path / "two.zarr"
+    extract_to_store(manifest.subset(manifest.ids()[:3]), MFCCExtractor(device="cpu"), target, progress=False)
+    with open_writer(target, manifest):
+        result = torchrun(*extract_args(csv_corpus, target), cwd=tmp_path)
+    assert result.returncode != 0
+    assert "error: rank 0: store" in result.stderr and "being written by another process" in result.stderr
+    assert not shard_dir(target).exists()
+    with open_store(target) as store:
+        assert store.ids() == manifest.ids()[:3]
+
+
+def test_cv_folds_over_two_ranks_match_a_single_process(tmp_path, iemocap_mfcc_store) -> None:
+    options = {"epochs": 2, "channels": 16, "embedding_dim": 16, "batch_size": 8, "seed": 3, "device": "cpu"}
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # as each torchrun rank
+    try:
+        single = run_cv(iemocap_mfcc_store, tmp_path / "single", TrainConfig(**options),
+                        Protocol("group-kfold", by="speaker", folds=3), progress=False)
+    finally:
+        torch.set_num_threads(threads)
+    flags = [f"--{k.replace('_', '-')}={v}" for k, v in options.items()]
+    result = torchrun("cv", "--store", iemocap_mfcc_store, "--protocol", "group-kfold", "--by", "speaker",
+                      "--folds", "3", "--out", tmp_path / "two", *flags, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    two = json.loads((tmp_path / "two" / "results.json").read_text())
+    assert len(two["folds"]) == 3
+    assert two["folds"] == single["folds"] and (two["wa"], two["uwa"]) == (single["wa"], single["uwa"])
+    for fold in range(1, 4):
+        for name in ("predictions.csv", "history.json"):
+            assert (tmp_path / "two" / f"fold_{fold}" / name).read_text() == \
+                (tmp_path / "single" / f"fold_{fold}" / name).read_text(), (fold, name)
