@@ -13,8 +13,10 @@ nothing more, so the rest follows librosa's defaults, which a test checks agains
 - DCT-II with orthonormal scaling, first 40 coefficients, no liftering, no mean/variance
   normalisation (the trainer normalises).
 
-Zero padding inside a batch does not change any valid frame: every frame of an utterance
-sees the same zeros past its end that it would see alone.
+A batch is computed without padding: the frames of all its utterances are cut from one
+signal in which each utterance keeps its own frame grid and centring zeros, then go
+through one FFT and two matrix products together. Batching therefore cannot change any
+frame, and short utterances cost nothing extra beside long ones.
 """
 
 from __future__ import annotations
@@ -138,21 +140,41 @@ class MFCCExtractor(FeatureExtractor):
 
         c = self.config
         device, window, mel_matrix, dct = self._kernels
-        lengths = [len(w) for w in waves]
-        batch = torch.zeros(len(waves), max(lengths), dtype=torch.float32)
-        for row, wave in enumerate(waves):
-            batch[row, : len(wave)] = torch.from_numpy(np.asarray(wave, dtype=np.float32))
-        batch = batch.to(device, non_blocking=True)
+        signal, first_frames, counts = self._frame_layout(waves)
+        signal = torch.from_numpy(signal).to(device, non_blocking=True)
+        index = torch.from_numpy(np.concatenate(
+            [np.arange(f, f + n) for f, n in zip(first_frames, counts)])).to(device)
         with torch.inference_mode():
-            pad = c.n_fft // 2 if c.center else 0
-            spec = torch.stft(
-                torch.nn.functional.pad(batch, (pad, pad)),
-                n_fft=c.n_fft, hop_length=c.hop_length, win_length=c.win_length,
-                window=window, center=False, return_complex=True,
-            )
-            power = spec.abs().pow(c.power)  # (B, freq, frames)
-            mel = torch.matmul(mel_matrix, power)  # (B, n_mels, frames)
+            # the window's non-zero part, centred in n_fft as torch.stft places it
+            left = (c.n_fft - c.win_length) // 2
+            frames = signal[left:].unfold(0, c.win_length, c.hop_length).index_select(0, index) * window
+            spec = torch.fft.rfft(frames, n=c.n_fft)  # a shift inside n_fft leaves |spec| as it is
+            if c.power == 2.0:  # re² + im²: half the cost of |z|², no square root
+                power = spec.real.square() + spec.imag.square()  # (frames, freq)
+            else:
+                power = spec.abs().pow(c.power)
+            mel = power @ mel_matrix.T  # (frames, n_mels)
             log_mel = 10.0 * torch.log10(torch.clamp(mel, min=c.log_floor))
-            mfcc = torch.matmul(dct, log_mel).transpose(1, 2)  # (B, frames, n_mfcc)
-            mfcc = mfcc.float().cpu().numpy()
-        return [mfcc[row, : self.num_frames(n)][None] for row, n in enumerate(lengths)]
+            mfcc = (log_mel @ dct.T).float().cpu().numpy()  # (frames, n_mfcc)
+        bounds = np.cumsum([0, *counts])
+        return [mfcc[lo:hi][None] for lo, hi in zip(bounds[:-1], bounds[1:])]
+
+    def _frame_layout(self, waves: Sequence[np.ndarray]) -> tuple[np.ndarray, list[int], list[int]]:
+        """All waves in one zero-separated signal whose frame grid is every utterance's own.
+
+        Each wave gets its centring zeros and is padded to a multiple of the hop, so the
+        signal's frame ``first_frames[i] + k`` is frame ``k`` of wave ``i`` alone; the
+        frames of a batch are computed together without padding them to the longest wave.
+        """
+        c = self.config
+        pad = c.n_fft // 2 if c.center else 0
+        hop = c.hop_length
+        counts = [max(0, (len(w) + 2 * pad - c.n_fft) // hop + 1) for w in waves]
+        spans = [-(-(len(w) + 2 * pad) // hop) * hop for w in waves]  # whole hops per wave
+        signal = np.zeros(sum(spans) + c.n_fft, dtype=np.float32)
+        first_frames, offset = [], 0
+        for wave, span in zip(waves, spans):
+            signal[offset + pad: offset + pad + len(wave)] = wave
+            first_frames.append(offset // hop)
+            offset += span
+        return signal, first_frames, counts
