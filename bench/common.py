@@ -13,6 +13,7 @@ import contextlib
 import datetime
 import os
 import platform
+import shutil
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -94,7 +95,7 @@ def write_features(path: str | os.PathLike, manifest: Manifest, items: Iterable[
     """A one-layer store in the shipped layout holding ``(frames, dim)`` arrays, written ``batch`` at a time."""
     from featurestore.store import StoreWriter
 
-    with StoreWriter(path, manifest, {"feature": "bench", "dim": dim}, dtype, dim=dim, num_layers=1,
+    with StoreWriter(fresh_store(path), manifest, {"feature": "bench", "dim": dim}, dtype, dim=dim, num_layers=1,
                      frame_rate=50.0) as writer:
         pending: list[tuple[str, np.ndarray]] = []
         for utt_id, array in items:
@@ -111,6 +112,17 @@ def write_random_store(path: str | os.PathLike, frames: np.ndarray, dim: int, rn
     write_features(path, manifest, ((u, rng.standard_normal((int(n), dim))) for u, n in zip(manifest.ids(), frames)),
                    dim)
     return manifest
+
+
+def fresh_store(path: str | os.PathLike) -> Path:
+    """``path`` with no store at it: a store left by an earlier run in a kept ``--workdir``
+    would make an extraction a resume with nothing to do, and its timing meaningless."""
+    path = Path(path)
+    shutil.rmtree(path, ignore_errors=True)
+    for leftover in (path.with_name(path.name + ".lock"), path):
+        if leftover.is_file():
+            leftover.unlink()
+    return path
 
 
 @contextlib.contextmanager

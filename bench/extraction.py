@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from bench.common import clock
+from bench.common import clock, fresh_store
 from featurestore.audio import load_audio
 from featurestore.features.base import FeatureExtractor
 from featurestore.manifest import Manifest
@@ -67,16 +67,16 @@ def compare_batching(manifest: Manifest, extractor: FeatureExtractor, workdir: P
     name = extractor.name
     device = getattr(extractor, "device", None)
     shortest = min(manifest, key=lambda row: float(row["duration"]))["utt_id"]
-    extract_to_store(manifest.subset([shortest]), extractor, workdir / f"{name}_warm_up.zarr", dtype=dtype,
+    extract_to_store(manifest.subset([shortest]), extractor, fresh_store(workdir / f"{name}_warm_up.zarr"), dtype=dtype,
                      progress=False)  # one-off set-up (kernels, imports, first store) out of the timings
     result: dict[str, Any] = {"utterances": len(manifest), "audio_s": round(audio, 1), "batch_seconds": batch_seconds}
     with clock(device) as bucketed:
-        extract_to_store(manifest, extractor, workdir / f"{name}_bucketed.zarr", dtype=dtype,
+        extract_to_store(manifest, extractor, fresh_store(workdir / f"{name}_bucketed.zarr"), dtype=dtype,
                          batch_seconds=batch_seconds, progress=False)
     _record(result, "bucketed", bucketed)
     result["bucketed_x_realtime"] = round(audio / bucketed["s"], 1)
     with clock(device) as one:
-        extract_to_store(manifest, extractor, workdir / f"{name}_sequential.zarr", dtype=dtype,
+        extract_to_store(manifest, extractor, fresh_store(workdir / f"{name}_sequential.zarr"), dtype=dtype,
                          batch_seconds=batch_seconds, max_batch=1, progress=False)
     _record(result, "sequential", one)
     result["batched_vs_sequential"] = round(one["s"] / bucketed["s"], 2)
@@ -84,7 +84,7 @@ def compare_batching(manifest: Manifest, extractor: FeatureExtractor, workdir: P
                                                     workdir / f"{name}_sequential.zarr")
     if naive:
         with clock(device) as padded:
-            extract_naive(manifest, extractor, workdir / f"{name}_naive.zarr", batch_seconds, dtype)
+            extract_naive(manifest, extractor, fresh_store(workdir / f"{name}_naive.zarr"), batch_seconds, dtype)
         _record(result, "naive", padded)
         result["bucketed_vs_naive"] = round(padded["s"] / bucketed["s"], 2)
         plan = plan_batches({r["utt_id"]: float(r["duration"]) for r in manifest}, batch_seconds)

@@ -11,6 +11,8 @@
 3. Training from the bucketed store (1024-d, float16): leave-one-session-out, 5 folds ×
    ``--epochs`` 50, ECAPA C = 512, features resident on the GPU; total seconds, per fold,
    the loader's share and peak GPU memory.
+4. The same 5 folds trained at once, one ``torchrun`` process each sharing the GPU, against
+   ``sermtl cv`` training them one after another (both timed as whole commands).
 
 The last line of stdout is one JSON object; ``target_*`` keys say whether the issue's
 targets (≥ 500× real time extraction, the full training run under 3 minutes) are met.
@@ -71,6 +73,27 @@ def train_all_folds(store_path: Path, epochs: int, channels: int, device: str) -
             "peak_gpu_mb": total["peak_gpu_mb"]}
 
 
+def folds_together(store_path: Path, epochs: int, channels: int, device: str, workdir: Path) -> dict[str, Any]:
+    """The 5 leave-one-session-out folds trained at once, one process each on the same
+    device (``torchrun --nproc-per-node 5 … sermtl cv``), against the same ``sermtl cv``
+    in one process training them one after another; both as whole commands, side by side."""
+    import subprocess
+
+    args = ["cv", "--store", str(store_path), "--protocol", "loso", "--by", "session", "--epochs", str(epochs),
+            "--channels", str(channels), "--device", device]
+    sermtl = [sys.executable, str(Path(__file__).resolve().parents[1] / "cli.py")]
+    torchrun = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "5", "--no-python"]
+    timings = {}
+    for name, command in (("one_after_another", [*sermtl, *args]), ("together", [*torchrun, *sermtl, *args])):
+        shutil.rmtree(workdir / f"cv_{name}", ignore_errors=True)
+        with clock() as timing:
+            done = subprocess.run([*command, "--out", str(workdir / f"cv_{name}")], capture_output=True, text=True)
+        if done.returncode:
+            raise RuntimeError(f"{name}: {' '.join(command)} failed: {done.stderr.strip()[-2000:]}")
+        timings[f"{name}_s"] = round(timing["s"], 1)
+    return {**timings, "together_vs_one_after_another": round(timings["one_after_another_s"] / timings["together_s"], 2)}
+
+
 def run(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
     from bench.extraction import compare_batching
     from cli import FEATURE_DEFAULTS
@@ -96,6 +119,7 @@ def run(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
     if args.part in ("all", "train"):
         results["training"] = train_all_folds(store, args.epochs, args.channels, args.device)
         results["target_train_under_3_min"] = results["training"]["total_s"] < TRAIN_TARGET_S
+        results["folds_together"] = folds_together(store, args.epochs, args.channels, args.device, workdir)
     return results
 
 

@@ -43,7 +43,7 @@ ROWS: tuple[tuple[str, str, str, str], ...] = (
     ("Scale 1×/4×/16×: read seconds", "scale_read_s", "s", "linear"),
     ("Scale: read time per utterance, 16× over 1×", "scale_read_time_per_utt_ratio", "(1 = linear)", "≈ 1"),
     ("Scale: read memory growth", "scale_read_rss_growth_mb", "MB over the start", "flat"),
-    ("N α settings together vs one after another", "sweep_ratio", "×", ""),
+    ("Folds trained together vs one after another (GPU: bench/gpu.py)", "sweep_ratio", "×", ""),
 )
 
 

@@ -29,8 +29,8 @@ if __package__ in (None, ""):  # run as a script: make `bench` importable
 
 import numpy as np  # noqa: E402
 
-from bench.common import IEMOCAP_UTTERANCES, clock, iemocap_like_frames, machine_info, make_corpus, ssl_model, \
-    write_random_store  # noqa: E402
+from bench.common import IEMOCAP_UTTERANCES, clock, fresh_store, iemocap_like_frames, machine_info, make_corpus, \
+    ssl_model, write_random_store  # noqa: E402
 
 #: Training utterances of one IEMOCAP leave-one-session-out fold (4 of 5 sessions, 20 % of them for validation).
 IEMOCAP_TRAIN_UTTS = round(IEMOCAP_UTTERANCES * 0.8 * 0.8)
@@ -125,7 +125,7 @@ def run(sizes: Sizes, workdir: Path, model_dir: Path | None = None) -> dict[str,
 
     log(f"cache-fed vs on-the-fly training, MFCC, {sizes.compare_utts} utterances")
     subset = corpus.subset(corpus.ids()[1:1 + sizes.compare_utts])  # not the 34 s one: one in 5531
-    extract_to_store(subset, mfcc, workdir / "compare_mfcc.zarr", dtype=mfcc_defaults["dtype"], progress=False)
+    extract_to_store(subset, mfcc, fresh_store(workdir / "compare_mfcc.zarr"), dtype=mfcc_defaults["dtype"], progress=False)
     config = TrainConfig(epochs=sizes.compare_epochs, channels=sizes.compare_channels, device="cpu")
     with open_store(workdir / "compare_mfcc.zarr") as store:
         section(results, "train_mfcc", training.cache_vs_onthefly(store, mfcc, training.first_fold(store), config))
@@ -182,8 +182,8 @@ def summary(results: dict[str, Any], preset: str, elapsed: float) -> dict[str, A
         "scale_read_time_per_utt_ratio": scale["read_time_per_utt_ratio"],
         "scale_read_rss_growth_mb": scale["read_rss_growth_mb"],
         "sweep_ratio": None,
-        "sweep_note": "not measured: trainer.loop.train_fold trains one model per call; "
-                      "N alpha settings run one after another",
+        "sweep_note": "GPU only: bench/gpu.py times the folds trained together (torchrun, one process "
+                      "per fold on one GPU) against one after another",
         "machine": results["machine"],
         "elapsed_s": round(elapsed, 1),
     })

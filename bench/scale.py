@@ -15,7 +15,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from bench.common import clock, peak_memory, repeat_manifest
+from bench.common import clock, fresh_store, peak_memory, repeat_manifest
 from featurestore.features.base import FeatureExtractor
 from featurestore.manifest import Manifest
 from featurestore.pipeline import extract_to_store, plan_batches
@@ -33,7 +33,7 @@ def scale_row(manifest: Manifest, extractor: FeatureExtractor, workdir: Path, fa
               batch_seconds: float, dtype: str) -> dict[str, Any]:
     """Extraction then reads of ``factor`` copies of ``manifest``: seconds and memory of each."""
     corpus = repeat_manifest(manifest, factor)
-    path = workdir / f"scale_x{factor}.zarr"
+    path = fresh_store(workdir / f"scale_x{factor}.zarr")
     with peak_memory() as extract_mem, clock() as extract:
         extract_to_store(corpus, extractor, path, dtype=dtype, batch_seconds=batch_seconds, progress=False)
     with peak_memory() as read_mem, clock() as read:

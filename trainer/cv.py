@@ -80,6 +80,26 @@ def _save_checkpoint(path: Path, checkpoint: dict[str, Any]) -> None:
     os.replace(tmp, path)
 
 
+def _with_new_defaults(previous: dict[str, Any]) -> dict[str, Any]:
+    """A run's saved identity with the defaults of options added since it was written, so
+    that run directories of older versions still resume."""
+    fields = {"protocol": dataclasses.asdict(Protocol()), "train": dataclasses.asdict(TrainConfig())}
+    return {**previous, **{part: {**defaults, **previous[part]} for part, defaults in fields.items()
+                           if isinstance(previous.get(part), dict)}}
+
+
+def _differences(previous: dict[str, Any], identity: dict[str, Any]) -> list[str]:
+    """Names of what differs between a saved run identity and this one (``train.epochs``, ``store``)."""
+    changed = []
+    for part, value in identity.items():
+        old = previous.get(part)
+        if isinstance(value, dict) and isinstance(old, dict):
+            changed += [f"{part}.{key}" for key in value if old.get(key) != value[key]]
+        elif old != value:
+            changed.append(part)
+    return changed
+
+
 def prepare_run(store_path: str | Path, out_dir: str | Path, config: TrainConfig,
                 protocol: Protocol | None = None) -> tuple[FeatureStore, Protocol, list[Fold]]:
     """Open the store, check the config, and write (or check) the run's ``config.json`` and
@@ -95,9 +115,8 @@ def prepare_run(store_path: str | Path, out_dir: str | Path, config: TrainConfig
     out.mkdir(parents=True, exist_ok=True)
     config_path = out / "config.json"
     if config_path.exists():
-        previous = json.loads(config_path.read_text())
-        if {k: previous.get(k) for k in identity} != identity:
-            changed = [k for k in identity if previous.get(k) != identity[k]]
+        changed = _differences(_with_new_defaults(json.loads(config_path.read_text())), identity)
+        if changed:
             raise SermtlError(f"run directory {out} holds a run with another {', '.join(changed)}; use another --out")
     else:
         _write_json(config_path, identity)

@@ -51,6 +51,11 @@ def test_gpu_benchmark_skips_without_cuda_and_runs_its_code_on_cpu_at_toy_size(t
     out = gpu.main(["--device", "cpu", "--tiny", "--workdir", str(tmp_path), "--part", "train"])
     assert _positive_finite(out["training"]["total_s"]) and isinstance(out["target_train_under_3_min"], bool)
     assert out["training"]["folds"] == 5 and len(out["training"]["per_fold"]) == 5
+    together = out["folds_together"]
+    assert _positive_finite(together["together_vs_one_after_another"])
+    for name in ("one_after_another", "together"):
+        results = json.loads((tmp_path / f"cv_{name}" / "results.json").read_text())
+        assert len(results["folds"]) == 5
 
 
 def test_corpus_has_iemocap_lengths_labels_and_its_longest_utterance(tmp_path) -> None:
@@ -110,3 +115,17 @@ def test_on_the_fly_bank_recomputes_the_stored_features(tmp_path) -> None:
         crop = [(10, 50)] * len(ids)  # a crop recomputed from its audio has the crop's frame count
         x_crop, lengths = onthefly.gather(ids, crop)
         assert x_crop.shape == (len(ids), 50, 40) and lengths.tolist() == [50] * len(ids)
+
+
+def test_a_kept_workdir_is_extracted_again_not_resumed(tmp_path) -> None:
+    from featurestore import open_store
+    from featurestore.features.mfcc import MFCCExtractor
+    from featurestore.pipeline import extract_to_store
+
+    manifest = common.make_corpus(tmp_path / "corpus", 4, longest=2.0)
+    store = tmp_path / "s.zarr"
+    extract_to_store(manifest, MFCCExtractor(), store, progress=False)
+    assert len(open_store(store)) == 4 and (tmp_path / "s.zarr.lock").exists()
+    assert common.fresh_store(store) == store and not store.exists() and not (tmp_path / "s.zarr.lock").exists()
+    report = extract_to_store(manifest, MFCCExtractor(), common.fresh_store(store), progress=False)
+    assert (report.stored, report.already_done) == (4, 0)

@@ -108,8 +108,17 @@ def test_cv_writes_run_dir_and_resumes(mfcc_store, tmp_path) -> None:
     resumed = run_cv(mfcc_store, out, TrainConfig(**TINY), protocol, progress=False)
     assert (out / "fold_1" / "metrics.json").stat().st_mtime_ns == kept
     assert (out / "fold_3" / "metrics.json").exists() and len(resumed["folds"]) == 5
-    with pytest.raises(SermtlError, match="another train"):
+    with pytest.raises(SermtlError, match=r"another train\.alpha0; use another --out"):
         run_cv(mfcc_store, out, TrainConfig(**{**TINY, "alpha0": 0.2}), protocol, progress=False)
+    # a run directory written before an option existed resumes with that option at its default
+    saved = json.loads((out / "config.json").read_text())
+    for option in ("augment", "lr_schedule"):
+        del saved["train"][option]
+    (out / "config.json").write_text(json.dumps(saved))
+    (out / "fold_5" / "metrics.json").unlink()
+    assert len(run_cv(mfcc_store, out, TrainConfig(**TINY), protocol, progress=False)["folds"]) == 5
+    with pytest.raises(SermtlError, match=r"another train\.augment;"):
+        run_cv(mfcc_store, out, TrainConfig(**{**TINY, "augment": "specaugment"}), protocol, progress=False)
 
 
 @pytest.mark.parametrize("config,needle", [
