@@ -8,7 +8,8 @@ batches out to the ranks, balanced by audio duration. Every rank extracts its sh
 :func:`~featurestore.pipeline.extract_to_store` into its own shard store
 (``<target>.shards/rank-<r>.zarr``); after all ranks are done, rank 0 copies the shards into
 the target in manifest order and removes them. A crashed run resumes: the target skips what
-it holds, and entries already in a shard are merged, not recomputed.
+it holds, and entries already in a shard (made from the audio the manifest names, and
+matching their checksums) are merged, not recomputed.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ import datetime
 import os
 import shutil
 import time
+import warnings
 from pathlib import Path
 from typing import Any, Callable, Iterator, TypeVar
 
@@ -26,7 +28,7 @@ import numpy as np
 
 from featurestore.errors import SermtlError
 from featurestore.features.base import FeatureExtractor
-from featurestore.manifest import Manifest
+from featurestore.manifest import Manifest, same_audio
 from featurestore.pipeline import ExtractionReport, _frame_rate, extract_to_store, plan_batches
 from featurestore.store.merge import copy_entries
 from featurestore.store.reader import FeatureStore, open_store
@@ -88,29 +90,30 @@ def launched_by_torchrun() -> bool:
     return all(v in os.environ for v in TORCHRUN_VARIABLES) and int(os.environ["WORLD_SIZE"]) > 1
 
 
-def _bind_gpu(device: str, local_rank: int) -> int | None:
-    """Make this rank's GPU the current one and return its index; ``None`` on CPU.
+def _bind_gpu(device: str, local_rank: int) -> None:
+    """Make this rank's GPU the current CUDA device (nothing on CPU).
 
     ``auto`` and ``cuda`` mean GPU ``LOCAL_RANK``; ``cuda:K`` is taken as given.
     """
     import torch
 
     if device.startswith("cpu") or not torch.cuda.is_available():
-        return None
+        return
     index = torch.device(device).index if device.startswith("cuda:") else local_rank
     if index >= torch.cuda.device_count():
         raise SermtlError(f"--device {device}: rank with LOCAL_RANK {local_rank} needs GPU {index}, "
                           f"this node has {torch.cuda.device_count()}; start at most that many processes per node")
     torch.cuda.set_device(index)
-    return index
 
 
 @contextlib.contextmanager
 def process_group(device: str = "auto") -> Iterator[Group | None]:
     """Join the torchrun process group for the command's duration (``None`` outside torchrun).
 
-    NCCL when this rank computes on a GPU (which becomes the current CUDA device, so
-    ``auto``/``cuda`` resolve to it), gloo on CPU.
+    On a GPU, that GPU becomes the current CUDA device, so ``auto``/``cuda`` resolve to it.
+    The backend is gloo everywhere: sermtl's collectives carry only small Python objects
+    (work lists, errors), never tensors, and gloo, unlike NCCL, lets several ranks share
+    one GPU (``--device cuda:0``: several folds trained at once on one GPU).
     """
     if not launched_by_torchrun():
         yield None
@@ -118,8 +121,8 @@ def process_group(device: str = "auto") -> Iterator[Group | None]:
     import torch.distributed as dist
 
     local_rank = int(os.environ["LOCAL_RANK"])
-    gpu = _bind_gpu(device, local_rank)
-    dist.init_process_group("nccl" if gpu is not None else "gloo", timeout=TIMEOUT)
+    _bind_gpu(device, local_rank)
+    dist.init_process_group("gloo", timeout=TIMEOUT)
     try:
         yield Group(rank=dist.get_rank(), world=dist.get_world_size(), local_rank=local_rank)
     finally:
@@ -148,15 +151,40 @@ def deal_batches(batches: list[list[str]], durations: dict[str, float], world: i
     return shares
 
 
-def _open_shards(shards: Path, fingerprint: str) -> list[FeatureStore]:
-    """The shard stores left in ``shards``; a shard of another feature config is refused."""
-    stores = [open_store(p) for p in sorted(shards.glob("rank-*.zarr"))] if shards.is_dir() else []
-    for store in stores:
-        if store.attrs.get("fingerprint") != fingerprint:
-            for other in stores:
-                other.close()
-            raise SermtlError(f"{store.path} is a shard of another feature config; delete {shards}")
-    return stores
+def _reusable(store: FeatureStore, manifest: Manifest) -> list[str]:
+    """The entries of ``store`` computed from the audio that ``manifest`` names for them."""
+    return [u for u in store.ids() if u in manifest and same_audio(store.full_manifest[u], manifest[u])]
+
+
+def _stale(store: FeatureStore, manifest: Manifest) -> list[str]:
+    """The rows of ``store`` (committed or not) that point to other audio than ``manifest``'s."""
+    rows = store.full_manifest
+    return [u for u in rows.ids() if u in manifest and not same_audio(rows[u], manifest[u])]
+
+
+@contextlib.contextmanager
+def _open_shards(shards: Path, fingerprint: str, *, remove_unreadable: bool = False) -> Iterator[list[FeatureStore]]:
+    """The shard stores in ``shards``, open for the ``with`` block; a shard of another
+    feature config is refused.
+
+    With ``remove_unreadable``, a shard that does not open as a store (one left
+    half-deleted by an interrupted clean-up) is removed with a warning instead.
+    """
+    with contextlib.ExitStack() as stack:
+        stores: list[FeatureStore] = []
+        for path in sorted(shards.glob("rank-*.zarr")) if shards.is_dir() else []:
+            try:
+                store = stack.enter_context(open_store(path))
+            except SermtlError as exc:
+                if not remove_unreadable:
+                    raise
+                warnings.warn(f"{path}: not a complete shard store, removed ({exc})", stacklevel=3)
+                shutil.rmtree(path)
+                continue
+            if store.attrs.get("fingerprint") != fingerprint:
+                raise SermtlError(f"{store.path} is a shard of another feature config; delete {shards}")
+            stores.append(store)
+        yield stores
 
 
 @dataclasses.dataclass
@@ -167,6 +195,36 @@ class _Target:
     fingerprint: str
     pending: list[str]
     shares: list[list[str]]
+    salvaged: int  # entries copied from stale shards when the target was opened
+
+
+def _reuse_shards(writer: StoreWriter, shards: Path, fingerprint: str, wanted: list[str]) -> tuple[set[str], int]:
+    """Sort out the shards an earlier run left: which of the ``wanted`` utterances they hold.
+
+    Returns the ids the shards hold for the audio the target's manifest names (merged at
+    the end of the run, not recomputed) and how many entries were copied into the target
+    now. A shard whose manifest points an id to other audio cannot be written again by
+    its rank: its matching entries are copied into the target at once and it is removed,
+    so its other entries are recomputed. Unreadable shards are removed.
+    """
+    held: set[str] = set()
+    salvaged, stale = 0, []
+    with _open_shards(shards, fingerprint, remove_unreadable=True) as stores:
+        for store in stores:
+            reusable = set(_reusable(store, writer.manifest))
+            ids = [u for u in wanted if u in reusable]
+            changed = _stale(store, writer.manifest)
+            if not changed:
+                held.update(ids)
+                continue
+            salvaged += copy_entries(writer, {u: store for u in ids}, ids)
+            stale.append(store.path)
+            warnings.warn(f"{store.path}: shard of an earlier run made for other audio of {len(changed)} utterance(s) "
+                          f"(e.g. {changed[0]}); its {len(ids)} matching entries were kept, the rest is recomputed",
+                          stacklevel=2)
+    for path in stale:
+        shutil.rmtree(path)
+    return held, salvaged
 
 
 def _open_target(manifest: Manifest, extractor: FeatureExtractor, store_path: Path, world: int, *, format: str | None,
@@ -176,33 +234,29 @@ def _open_target(manifest: Manifest, extractor: FeatureExtractor, store_path: Pa
                          num_layers=extractor.num_layers, frame_rate=_frame_rate(extractor), format=format)
     try:
         fingerprint = store_fingerprint({"feature": extractor.describe(), "dtype": writer.dtype.name})
+        in_shards, salvaged = _reuse_shards(writer, shard_dir(store_path), fingerprint, writer.pending(manifest.ids()))
         pending = writer.pending(manifest.ids())
-        in_shards: set[str] = set()
-        for store in _open_shards(shard_dir(store_path), fingerprint):
-            in_shards.update(store.ids())
-            store.close()
         durations = {u: float(manifest[u]["duration"] or 0.0) for u in pending if u not in in_shards}
         shares = deal_batches(plan_batches(durations, batch_seconds, max_batch), durations, world)
     except BaseException:
         writer.close()
         raise
-    return _Target(writer, fingerprint, pending, shares)
+    return _Target(writer, fingerprint, pending, shares, salvaged)
 
 
 def _merge_shards(target: _Target, shards: Path) -> tuple[int, list[dict[str, Any]]]:
     """Copy the target's missing utterances from the shards, in manifest order, and record
-    the shards' skipped items; returns (utterances copied, skipped items)."""
-    stores = _open_shards(shards, target.fingerprint)
-    try:
-        holder = {u: store for store in stores for u in store.ids()}
+    the shards' skipped items; returns (utterances copied, skipped items).
+
+    Only entries computed from the audio the target's manifest names are used.
+    """
+    with _open_shards(shards, target.fingerprint) as stores:
+        holder = {u: store for store in stores for u in _reusable(store, target.writer.manifest)}
         reports = {item["utt_id"]: item for store in stores for item in store.skipped()}
         copied = copy_entries(target.writer, holder, [u for u in target.pending if u in holder])
         skipped = [reports[u] for u in target.pending if u not in holder and u in reports]
         for item in skipped:
             target.writer.skip(item["utt_id"], item["error"])
-    finally:
-        for store in stores:
-            store.close()
     return copied, [{"utt_id": item["utt_id"], "error": item["error"]} for item in skipped]
 
 
@@ -242,5 +296,6 @@ def extract_sharded(group: Group, manifest: Manifest, extractor: FeatureExtracto
         return None
     shutil.rmtree(shards, ignore_errors=True)
     copied, skipped = merged
-    return ExtractionReport(store=path, stored=copied, already_done=len(manifest) - len(target.pending),
+    return ExtractionReport(store=path, stored=copied + target.salvaged,
+                            already_done=len(manifest) - len(target.pending) - target.salvaged,
                             skipped=skipped, audio_seconds=float(sum(seconds)), elapsed=time.perf_counter() - started)

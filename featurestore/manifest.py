@@ -183,6 +183,13 @@ class Manifest:
         return cls(rows, source=str(path))
 
 
+def same_audio(row: dict[str, Any], other: dict[str, Any]) -> bool:
+    """Whether two manifest rows name the same audio: file name, start and end (a store's
+    features of an utterance are reusable only for a row that names the same audio)."""
+    return (Path(row["path"]).name == Path(other["path"]).name
+            and row["start"] == other["start"] and row["end"] == other["end"])
+
+
 def summarise(manifest: Manifest, columns: Sequence[str] = ("emotion", "expression", "speaker")) -> str:
     """A human-readable block of counts per value for the given columns."""
     seconds = manifest.total_duration()

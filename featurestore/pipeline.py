@@ -5,8 +5,9 @@ batch that does not fit in memory fails at once, not after hours) and cut into b
 of at most ``batch_seconds`` of padded audio and ``max_batch`` utterances. Audio is decoded
 by a thread pool a few batches ahead of the extractor. Each batch is committed to the
 store as soon as it is computed, so an interrupted run loses at most one batch and the
-next run goes on from there. With ``repair=True`` the entries that ``verify`` finds wrong
-are forgotten first and recomputed with the missing ones.
+next run goes on from there. With ``repair=True`` the entries of the manifest that
+``verify`` finds wrong are forgotten first (under the writer's lock) and recomputed with
+the missing ones.
 """
 
 from __future__ import annotations
@@ -115,8 +116,11 @@ def extract_to_store(
     ``on_error="fail"`` stops at the first bad item with a :class:`SermtlError` naming
     it (everything committed before stays); ``"skip"`` records the item in the store's
     report and goes on. Re-running with the same arguments only does what is missing.
-    ``repair`` first runs :func:`~featurestore.verify.verify_store` on an existing store
-    and recomputes the entries it flags (listed in ``report.repaired``).
+    ``repair`` first checks the store like :func:`~featurestore.verify.verify_store`, once
+    the writer holds its lock, and recomputes the manifest's entries whose stored features
+    it finds wrong (the ones rewritten are listed in ``report.repaired``); entries whose
+    only finding is a frame count against the duration are reported by ``verify`` but
+    left, since recomputing gives the same count.
     """
     if on_error not in ON_ERROR_CHOICES:
         raise SermtlError(f"--on-error must be one of {', '.join(ON_ERROR_CHOICES)}, got {on_error!r}")
@@ -126,13 +130,13 @@ def extract_to_store(
         raise SermtlError(f"--max-batch must be at least 1, got {max_batch}")
     started = time.perf_counter()
     report = ExtractionReport(store=Path(store_path))
-    flagged = _entries_to_repair(Path(store_path)) if repair else []
     with StoreWriter(
         store_path, manifest, extractor.describe(), dtype=dtype, dim=extractor.dim,
         num_layers=extractor.num_layers, frame_rate=_frame_rate(extractor), format=format,
     ) as writer:
-        writer.invalidate(flagged)
-        report.repaired = list(flagged)
+        to_repair = _entries_to_repair(writer, manifest) if repair else []
+        if repair:
+            writer.invalidate(to_repair)
         todo = writer.pending(manifest.ids())
         report.already_done = len(manifest) - len(todo)
         if not todo:
@@ -140,6 +144,7 @@ def extract_to_store(
             return report
         durations = {u: float(manifest[u]["duration"] or 0.0) for u in todo}
         batches = plan_batches(durations, batch_seconds, max_batch)
+        written: set[str] = set()
 
         def fail_or_skip(utt_id: str, message: str) -> None:
             if on_error == "fail":
@@ -173,19 +178,23 @@ def extract_to_store(
                         continue
                     items.append((utt_id, feats))
                 writer.write(items)
+                written.update(u for u, _ in items)
                 seconds = sum(len(w) for w in waves) / TARGET_SR
                 report.stored += len(items)
                 report.audio_seconds += seconds
                 bar.update(sum(durations[u] for u in batch))
+    report.repaired = [u for u in to_repair if u in written]
     report.elapsed = time.perf_counter() - started
     return report
 
 
-def _entries_to_repair(store_path: Path) -> list[str]:
-    """Ids of the entries that ``verify`` finds wrong in an existing store (none for a new one)."""
-    from featurestore.verify import verify_store
+def _entries_to_repair(writer: StoreWriter, manifest: Manifest) -> list[str]:
+    """Ids of ``manifest`` whose stored features ``verify`` finds wrong, checked through
+    ``writer`` (which holds the lock, so nothing changes before they are invalidated)."""
+    from featurestore.verify import check_store
 
-    return verify_store(store_path).bad_ids if store_path.exists() else []
+    wanted = set(manifest.ids())
+    return [u for u in check_store(writer.read_view()).bad_ids if u in wanted]
 
 
 def _frame_rate(extractor: FeatureExtractor) -> float:

@@ -9,7 +9,7 @@ from typing import Any
 
 import numpy as np
 
-from featurestore.store.reader import FeatureStore, open_store
+from featurestore.store.reader import FeatureStore, describe_error, open_store
 from featurestore.store.writer import frames_checksum, store_fingerprint
 
 _BLOCK_FRAMES = 1 << 16
@@ -22,7 +22,9 @@ class VerifyResult:
     """Outcome of :func:`verify_store`; ``ok`` only when nothing is wrong or missing.
 
     ``problems`` lists every finding, one line each; ``bad_ids`` are the utterances whose
-    stored features are wrong (what ``extract --repair`` recomputes).
+    stored features are wrong (what ``extract --repair`` recomputes); ``duration_mismatch_ids``
+    those whose only finding is a frame count that disagrees with the manifest's duration
+    (recomputing gives the same count, so repair leaves them).
     """
 
     path: Path
@@ -31,6 +33,7 @@ class VerifyResult:
     missing: list[str]
     skipped: list[dict[str, Any]]
     bad_ids: list[str] = dataclasses.field(default_factory=list)
+    duration_mismatch_ids: list[str] = dataclasses.field(default_factory=list)
 
     @property
     def ok(self) -> bool:
@@ -38,9 +41,10 @@ class VerifyResult:
 
 
 def _store_problems(store: FeatureStore) -> list[str]:
-    """Store-level findings: fingerprint, dtype and shape against the attributes, index length."""
+    """Store-level findings: damage found on opening, fingerprint, dtype and shape against
+    the attributes, index length."""
     attrs = store.attrs
-    problems = []
+    problems = list(store.problems)
     expected_fp = store_fingerprint({"feature": attrs.get("feature"), "dtype": attrs.get("dtype")})
     if attrs.get("fingerprint") != expected_fp:
         problems.append(f"fingerprint {attrs.get('fingerprint')} does not match the stored config ({expected_fp})")
@@ -54,24 +58,27 @@ def _store_problems(store: FeatureStore) -> list[str]:
     return problems
 
 
-def _entry_problems(store: FeatureStore, entries: list[tuple[int, int, str]]) -> dict[str, str]:
-    """Per-entry findings from the index alone: bounds, overlaps, frame count against duration."""
+def _overlap_problems(entries: list[tuple[int, int, str]]) -> dict[str, str]:
+    """Entries (sorted by offset) whose frames overlap an earlier entry's."""
     found: dict[str, str] = {}
-    total = store.stored_frames
-    frame_rate = float(store.attrs.get("frame_rate") or 0.0)
     previous_end, previous_id = 0, None
     for offset, frames, utt_id in entries:
-        if frames <= 0 or offset < 0 or offset + frames > total:
-            found[utt_id] = f"entry ({offset}, {frames}) outside the {total} stored frames"
-            continue
         if offset < previous_end:
             found[utt_id] = f"frames overlap those of {previous_id}"
         if offset + frames > previous_end:
             previous_end, previous_id = offset + frames, utt_id
+    return found
+
+
+def _duration_problems(store: FeatureStore, entries: list[tuple[int, int, str]]) -> dict[str, str]:
+    """Entries whose frame count disagrees with their duration × the store's frame rate."""
+    found: dict[str, str] = {}
+    frame_rate = float(store.attrs.get("frame_rate") or 0.0)
+    for _, frames, utt_id in entries:
         duration = store.manifest[utt_id]["duration"]
         expected = (duration or 0.0) * frame_rate
         if expected and abs(frames - expected) > FRAME_TOLERANCE + 1e-3 * expected:
-            found.setdefault(utt_id, f"{frames} frames for {duration:.2f} s (expected about {expected:.0f})")
+            found[utt_id] = f"{frames} frames for {duration:.2f} s (expected about {expected:.0f})"
     return found
 
 
@@ -80,7 +87,7 @@ def _read_part(store: FeatureStore, layer: int, start: int, stop: int) -> np.nda
     try:
         return store.read_frames(layer, start, stop)
     except Exception as exc:  # a damaged chunk: zarr/h5py raise many types
-        return f"cannot read its frames ({type(exc).__name__}: {exc})"
+        return f"cannot read its frames ({describe_error(exc)})"
 
 
 def _value_problems(store: FeatureStore, entries: list[tuple[int, int, str]]) -> dict[str, str]:
@@ -119,21 +126,33 @@ def _value_problems(store: FeatureStore, entries: list[tuple[int, int, str]]) ->
 def verify_store(path: str | Path) -> VerifyResult:
     """Check a store and every entry in it.
 
-    Store level: fingerprint, dtype, layers and dim against the attributes, index rows
-    against the manifest. Per entry: bounds, overlaps, frame count against duration,
-    readable frames, finite values and the CRC-32 recorded at write time. Also lists
-    manifest rows without features (``missing``) and skipped items.
+    Store level: damage found on opening (an unreadable checksum array), fingerprint,
+    dtype, layers and dim against the attributes, index rows against the manifest. Per
+    entry: bounds, overlaps, frame count against duration, readable frames, finite values
+    and the CRC-32 recorded at write time. Also lists manifest rows without features
+    (``missing``) and skipped items.
     """
     with open_store(path) as store:
-        problems = _store_problems(store)
-        entries = sorted((offset, frames, utt_id) for utt_id, (offset, frames) in store.entries().items())
-        bad = _entry_problems(store, entries)
-        sound = [entry for entry in entries if entry[2] not in bad or bad[entry[2]].startswith("frames overlap")]
-        for utt_id, problem in _value_problems(store, sound).items():
-            bad.setdefault(utt_id, problem)
-        bad_ids = [u for u in store.ids() if u in bad]
-        problems += [f"{u}: {bad[u]}" for u in bad_ids]
-        return VerifyResult(Path(path), len(entries), problems, store.pending_ids(), store.skipped(), bad_ids)
+        return check_store(store)
+
+
+def check_store(store: FeatureStore) -> VerifyResult:
+    """:func:`verify_store` on a store that is already open (e.g. a writer's :meth:`read_view`)."""
+    problems = _store_problems(store)
+    entries = sorted((offset, frames, utt_id) for utt_id, (offset, frames) in store.entries().items())
+    total = store.stored_frames
+    inside = [(o, f, u) for o, f, u in entries if f > 0 and o >= 0 and o + f <= total]
+    bad = {u: f"entry ({o}, {f}) outside the {total} stored frames" for o, f, u in sorted(set(entries) - set(inside))}
+    bad.update(_overlap_problems(inside))
+    for utt_id, problem in _value_problems(store, inside).items():
+        bad.setdefault(utt_id, problem)
+    counts = _duration_problems(store, inside)
+    ids = [u for u in store.ids() if u in bad or u in counts]
+    problems += [f"{u}: {'; '.join(p for p in (counts.get(u), bad.get(u)) if p)}" for u in ids]
+    return VerifyResult(
+        store.path, len(entries), problems, store.pending_ids(), store.skipped(),
+        bad_ids=[u for u in ids if u in bad], duration_mismatch_ids=[u for u in ids if u not in bad],
+    )
 
 
 def store_summary(path: str | Path) -> dict[str, Any]:

@@ -1,7 +1,8 @@
 """Cross-validation folds spread over processes launched by ``torchrun``.
 
 Rank 0 writes the run directory's ``config.json`` and ``folds.json``; then rank *r* of
-*W* trains the folds *f* with ``(f − 1) mod W = r``, each into its own ``fold_<f>/``
+*W* trains every *W*-th fold of the list from the *r*-th on (all folds, or those asked
+for), each into its own ``fold_<f>/``
 (finished folds are skipped, as in a single-process resume); after all ranks are done,
 rank 0 writes ``results.json`` over every fold. On GPUs each rank trains on GPU
 ``LOCAL_RANK`` (see :func:`featurestore.distributed.process_group`). A fold's training
@@ -19,12 +20,15 @@ from trainer.loop import TrainConfig
 
 
 def fold_share(folds: Sequence[int], rank: int, world: int) -> list[int]:
-    """The folds that ``rank`` of ``world`` trains: those with ``(f − 1) mod world == rank``.
+    """The folds that ``rank`` of ``world`` trains: those at positions ``i`` of ``folds``
+    with ``i mod world == rank`` (so any list of folds is shared evenly).
 
     >>> fold_share([1, 2, 3, 4, 5], rank=1, world=2)
     [2, 4]
+    >>> fold_share([1, 3], rank=1, world=2)
+    [3]
     """
-    return [f for f in folds if (f - 1) % world == rank]
+    return [f for i, f in enumerate(folds) if i % world == rank]
 
 
 def _fold_numbers(store_path: str | Path, out_dir: str | Path, config: TrainConfig,

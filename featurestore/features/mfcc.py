@@ -15,8 +15,11 @@ nothing more, so the rest follows librosa's defaults, which a test checks agains
 
 A batch is computed without padding: the frames of all its utterances are cut from one
 signal in which each utterance keeps its own frame grid and centring zeros, then go
-through one FFT and two matrix products together. Batching therefore cannot change any
-frame, and short utterances cost nothing extra beside long ones.
+through one FFT and two matrix products together. Batching therefore changes no frame's
+input, and short utterances cost nothing extra beside long ones. The values can still
+differ at about 1e-5 between batch compositions (matrix-product kernels depend on the row
+count), so only one-by-one extraction (``--max-batch 1``) is bit-for-bit repeatable
+across different batchings, such as a resumed run.
 """
 
 from __future__ import annotations

@@ -11,10 +11,12 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
 
+import numpy as np
+
 from featurestore.errors import SermtlError
 from featurestore.manifest import Manifest
 from featurestore.store.reader import FeatureStore, open_store
-from featurestore.store.writer import StoreWriter
+from featurestore.store.writer import StoreWriter, frames_checksum
 
 Selector = Callable[[dict[str, Any]], bool]
 
@@ -62,13 +64,32 @@ def merge_stores(sources: Sequence[tuple[str | Path, Selector | None]], out: str
 
 def copy_entries(writer: StoreWriter, holder: Mapping[str, FeatureStore], ids: Sequence[str], batch: int = 256) -> int:
     """Copy the features of ``ids``, each read from the store ``holder[id]``, into ``writer``
-    in the order given, committing ``batch`` utterances at a time; returns how many."""
+    in the order given, committing ``batch`` utterances at a time; returns how many.
+
+    Each entry is checked against its source's stored checksum first: one that no longer
+    matches is refused with a :class:`SermtlError` naming the store and the utterance
+    (the batches committed before stay). Entries of unknown checksum are copied as they are.
+    """
+    checksums = {store: store.checksums() for store in set(holder.values())}
     for start in range(0, len(ids), batch):
         chunk = ids[start:start + batch]
-        writer.write([(u, _as_layers(holder[u].read(u), holder[u].num_layers)) for u in chunk])
+        writer.write([(u, _checked_entry(holder[u], u, checksums[holder[u]].get(u))) for u in chunk])
     return len(ids)
 
 
-def _as_layers(features, num_layers: int):
-    """``(layers, frames, dim)`` whatever :meth:`FeatureStore.read` returned."""
-    return features[None] if num_layers == 1 else features
+def _checked_entry(store: FeatureStore, utt_id: str, checksum: int | None) -> np.ndarray:
+    """``(layers, frames, dim)`` of ``utt_id`` in ``store``, refused when it does not match ``checksum``."""
+    features = store.read(utt_id)
+    layers = features[None] if store.num_layers == 1 else features
+    if checksum is not None and _crc(layers) != checksum:
+        raise SermtlError(f"store {store.path}: utterance {utt_id} does not match its checksum (its values changed "
+                          "after they were written); not copied: run `sermtl verify` on that store")
+    return layers
+
+
+def _crc(layers: np.ndarray) -> int:
+    """The store's checksum of one entry: CRC-32 chained over its layers."""
+    crc = 0
+    for layer in layers:
+        crc = frames_checksum(layer, crc)
+    return crc

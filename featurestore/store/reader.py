@@ -6,6 +6,7 @@ Layout (both backends; see docs/architecture.md):
   back to back, chunked ``(1, chunk_frames, dim)``;
 - ``index``: ``(rows, 2)`` int64, ``(offset, frames)`` of manifest row *i*, ``(-1, -1)``
   until that utterance is committed;
+- ``checksum``: ``(rows, 1)`` int64, CRC-32 of row *i*'s stored bytes, -1 when unknown;
 - text blobs ``manifest`` (the manifest as JSON) and ``report`` (skipped items);
 - attributes: feature config, dtype, fingerprint, versions.
 """
@@ -34,6 +35,34 @@ def find_backend(path: Path, format: str | None = None) -> type[Backend]:
     raise SermtlError(f"not a feature store: {path}")
 
 
+def describe_error(exc: BaseException) -> str:
+    """``"Type: first line of the message"``, to quote a backend's exception in one line."""
+    lines = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {lines[0]}" if lines else type(exc).__name__
+
+
+def read_manifest(backend: Backend) -> Manifest:
+    """The manifest a store holds; a one-line :class:`SermtlError` when it is absent or unreadable."""
+    try:
+        text = backend.read_text("manifest")
+        if text is None:
+            raise SermtlError(f"store has no manifest: {backend.path}")
+        return Manifest.from_json(text, source=str(backend.path))
+    except SermtlError:
+        raise
+    except Exception as exc:  # a damaged blob: json, zarr and h5py raise many types
+        raise SermtlError(f"store manifest unreadable: {backend.path} ({describe_error(exc)})") from None
+
+
+def read_rows(backend: Backend, name: str) -> np.ndarray:
+    """Every row of the per-utterance array ``name`` (``index`` or ``checksum``) as int64;
+    a one-line :class:`SermtlError` (``store <name> unreadable: …``) when a chunk is damaged."""
+    try:
+        return np.asarray(backend.array(name)[:], dtype=np.int64)
+    except Exception as exc:  # a damaged chunk: zarr and h5py raise many types
+        raise SermtlError(f"store {name} unreadable: {backend.path} ({describe_error(exc)})") from None
+
+
 class FeatureStore:
     """A read-only store: ``len``, :meth:`ids`, :meth:`read`, :attr:`manifest`, :attr:`attrs`.
 
@@ -47,19 +76,21 @@ class FeatureStore:
         self.attrs: dict[str, Any] = backend.attrs
         if not backend.has_array("features") or not backend.has_array("index"):
             raise SermtlError(f"not a feature store (no features/index arrays): {self.path}")
-        text = backend.read_text("manifest")
-        if text is None:
-            raise SermtlError(f"store has no manifest: {self.path}")
-        self.full_manifest = Manifest.from_json(text, source=str(self.path))
+        self.full_manifest = read_manifest(backend)
+        #: Store-level damage found while opening (an unreadable ``checksum`` array), for ``verify``.
+        self.problems: list[str] = []
         # The index is read before the frame array's shape and the checksums: a writer
         # stores frames and checksums before index rows, so every entry seen here is whole.
         # Rows past the end of the index (a writer appending manifest rows) are pending.
-        index = np.asarray(backend.array("index")[:], dtype=np.int64)
+        index = read_rows(backend, "index")
         self.index_rows = len(index)
         self._features = backend.array("features")
         checksums = np.zeros(0, np.int64)
         if backend.has_array("checksum"):  # absent in stores written before checksums existed
-            checksums = np.asarray(backend.array("checksum")[:, 0], dtype=np.int64)
+            try:
+                checksums = read_rows(backend, "checksum")[:, 0]
+            except SermtlError as exc:  # the entries stay readable; their checksums are unknown
+                self.problems.append(f"{exc}: checksums unknown, entries not checked against them (the next extract rewrites the array)")
         self._entries: dict[str, tuple[int, int]] = {}
         self._checksums: dict[str, int] = {}
         for row, (utt_id, (offset, frames)) in enumerate(zip(self.full_manifest.ids(), index)):
@@ -183,4 +214,4 @@ def open_store(path: str | Path, format: str | None = None) -> FeatureStore:
     return FeatureStore(backend.open(path, writable=False))
 
 
-__all__ = ["FeatureStore", "open_store", "backend_for_path"]
+__all__ = ["FeatureStore", "open_store", "backend_for_path", "describe_error", "read_manifest", "read_rows"]

@@ -12,8 +12,12 @@ overwrites. A new store is built under ``<store>.partial`` and renamed into plac
 its arrays, attributes and manifest exist, so a writer killed while creating it leaves
 no half-made store. One writer at a time: a lock file beside the store (``<store>.lock``,
 an ``flock`` that the OS drops when the process dies) refuses a second one at once.
-A failed write (disk full, read-only store) is a one-line :class:`SermtlError`; what was
-committed before stays.
+A failed write (disk full, read-only store, a damaged chunk) is a one-line
+:class:`SermtlError`; what was committed before stays.
+
+``extract --repair`` moves the append point past every frame stored so far, to a chunk
+boundary, and saves it in the store (attribute ``write_from``) before it forgets any entry,
+so no later writer writes into a damaged chunk.
 """
 
 from __future__ import annotations
@@ -33,8 +37,9 @@ import numpy as np
 
 from featurestore import __version__
 from featurestore.errors import SermtlError
-from featurestore.manifest import Manifest
+from featurestore.manifest import Manifest, same_audio
 from featurestore.store.base import backend_for_path
+from featurestore.store.reader import FeatureStore, describe_error, read_manifest, read_rows
 
 FORMAT_VERSION = 1
 _CHUNK_BYTES = 512 * 1024
@@ -68,6 +73,22 @@ def store_io(path: Path, action: str) -> Iterator[None]:
     except OSError as exc:
         reason = os.strerror(exc.errno) if exc.errno else str(exc)
         raise SermtlError(f"cannot {action} store {path}: {reason}; everything committed before is kept") from None
+
+
+@contextlib.contextmanager
+def store_write(path: Path, action: str) -> Iterator[None]:
+    """:func:`store_io`, plus any other backend failure (a damaged chunk or array) as a
+    one-line :class:`SermtlError` that names the store and the commands that deal with it."""
+    try:
+        with store_io(path, action):
+            yield
+    except SermtlError:
+        raise
+    except Exception as exc:  # zarr and h5py raise many types for damaged data
+        raise SermtlError(
+            f"cannot {action} store {path} ({describe_error(exc)}): it may be damaged; "
+            f"run `sermtl verify {path}`, then `sermtl extract … --repair`"
+        ) from None
 
 
 def config_differences(old: Any, new: Any, prefix: str = "") -> list[str]:
@@ -126,6 +147,7 @@ class StoreWriter:
         with store_io(self.path, "create the folder of"):
             self.path.parent.mkdir(parents=True, exist_ok=True)
         self._lock = _WriterLock(self.path)
+        self._backend = None
         try:
             config = {"feature": feature, "dtype": self.dtype.name}
             if not self.path.exists():
@@ -133,17 +155,22 @@ class StoreWriter:
                     self._create(backend_cls, config, manifest, dim, num_layers, frame_rate, chunk_frames)
             if not backend_cls.exists(self.path):
                 raise SermtlError(f"{self.path} exists but is not a {backend_cls.name} feature store")
-            with store_io(self.path, "open for writing"):
+            with store_write(self.path, "open for writing"):
                 self._backend = backend_cls.open(self.path, writable=True)
                 self._check_config(config)
                 self._features = self._backend.array("features")
                 self.manifest = self._merge_manifest(manifest)
                 self._index = self._load_rows("index", 2)
                 self._checksums = self._load_rows("checksum", 1)[:, 0]
-            self._report = {r["utt_id"]: r for r in json.loads(self._backend.read_text("report") or "[]")}
-            self._end = self.committed_end()
+                self._report = {r["utt_id"]: r for r in json.loads(self._backend.read_text("report") or "[]")}
+            self._end = max(self.committed_end(), int(self._backend.attrs.get("write_from") or 0))
         except BaseException:
-            self._lock.release()
+            try:
+                if self._backend is not None:
+                    with contextlib.suppress(Exception):
+                        self._backend.close()
+            finally:
+                self._lock.release()
             raise
 
     # -- opening ------------------------------------------------------------------------
@@ -182,34 +209,24 @@ class StoreWriter:
         stored = {"feature": attrs.get("feature"), "dtype": attrs.get("dtype")}
         diffs = config_differences(stored, config)
         if diffs:
-            self._backend.close()
             raise SermtlError(
                 f"store {self.path} was made with another feature config ({'; '.join(diffs)}): "
                 "use another --store, or delete this one"
             )
 
     def _merge_manifest(self, manifest: Manifest) -> Manifest:
-        text = self._backend.read_text("manifest")
-        if text is None:
-            raise SermtlError(f"store {self.path} has no manifest: not a complete feature store")
-        stored = Manifest.from_json(text, source=str(self.path))
+        stored = read_manifest(self._backend)
         rows = {u: dict(stored[u]) for u in stored.ids()}
         for row in manifest:
             old = rows.get(row["utt_id"])
-            if old is not None:
-                same_audio = (
-                    Path(old["path"]).name == Path(row["path"]).name
-                    and old["start"] == row["start"]
-                    and old["end"] == row["end"]
+            if old is not None and not same_audio(old, row):
+                raise SermtlError(
+                    f"utterance {row['utt_id']} points to other audio than in store {self.path} "
+                    f"({row['path']} [{row['start']}, {row['end']}] vs {old['path']} [{old['start']}, {old['end']}])"
                 )
-                if not same_audio:
-                    raise SermtlError(
-                        f"utterance {row['utt_id']} points to other audio than in store {self.path} "
-                        f"({row['path']} [{row['start']}, {row['end']}] vs {old['path']} [{old['start']}, {old['end']}])"
-                    )
             rows[row["utt_id"]] = dict(row)
         merged = Manifest(rows.values(), source=str(self.path))
-        if merged.to_json() != text:
+        if merged.to_json() != stored.to_json():
             self._backend.write_text("manifest", merged.to_json())
         return merged
 
@@ -217,15 +234,22 @@ class StoreWriter:
         """A per-manifest-row array (``index`` or ``checksum``), grown to the manifest's length.
 
         ``checksum`` is created on first use in stores written before it existed (its
-        rows stay -1, unknown, for utterances committed then).
+        rows stay -1, unknown, for utterances committed then), and rewritten whole, all
+        unknown, when a damaged chunk makes it unreadable. An unreadable ``index`` is a
+        :class:`SermtlError`.
         """
         if not self._backend.has_array(name):
             self._backend.create_array(name, (0, width), "int64", (65536, width), fill_value=-1)
         array = self._backend.array(name)
         rows = np.full((len(self.manifest), width), -1, dtype=np.int64)
-        old = np.asarray(array[:], dtype=np.int64)
+        try:
+            old = read_rows(self._backend, name)
+        except SermtlError:
+            if name != "checksum":
+                raise
+            old = rows[:0]  # every row is written anew below, replacing the damaged chunks
         rows[: len(old)] = old
-        if array.shape[0] != len(rows):
+        if len(old) != len(rows):
             array.resize((len(rows), width))
             array[len(old):] = rows[len(old):]
         self._backend.flush()
@@ -245,6 +269,11 @@ class StoreWriter:
         done = self._index[:, 1] >= 0
         return int(self._index[done].sum(axis=1).max()) if done.any() else 0
 
+    def read_view(self) -> FeatureStore:
+        """The committed entries, read through this writer's open store (for checks made
+        while the lock is held). Closing the writer closes it; do not close it yourself."""
+        return FeatureStore(self._backend)
+
     # -- writing ------------------------------------------------------------------------
     def write(self, items: Sequence[tuple[str, np.ndarray]]) -> None:
         """Append ``(utt_id, features (layers, frames, dim))`` pairs and commit them."""
@@ -256,7 +285,7 @@ class StoreWriter:
                 raise SermtlError(f"{utt_id}: features shaped {feats.shape}, store expects (layers={shape[0]}, frames, dim={shape[2]})")
         block = np.concatenate([feats for _, feats in items], axis=1).astype(self.dtype, copy=False)
         start, stop = self._end, self._end + block.shape[1]
-        with store_io(self.path, "write to"):
+        with store_write(self.path, "write to"):
             if shape[1] < stop:
                 self._features.resize((shape[0], max(stop, int(shape[1] * 1.25)), shape[2]))
             self._features[:, start:stop] = block
@@ -286,19 +315,25 @@ class StoreWriter:
     def invalidate(self, utt_ids: Sequence[str]) -> None:
         """Forget the features of ``utt_ids`` (they become pending, for ``extract --repair``).
 
-        Their old frames stay on disk unreferenced; new frames go after every frame
-        stored so far, from a chunk boundary, so a damaged chunk is never read again.
+        Their old frames stay on disk unreferenced. New frames go after every frame stored
+        so far, from a chunk boundary, so a damaged chunk is never read or written again;
+        that append point is saved in the store (``write_from``) before any index row is
+        cleared, so later writers keep to it even when they are the ones to recompute.
         """
-        if not utt_ids:
-            return
-        rows = sorted(self.manifest.position(u) for u in utt_ids)
-        self._index[rows] = -1
-        self._checksums[rows] = -1
-        with store_io(self.path, "write to"):
-            self._commit_rows(rows[0], rows[-1] + 1)
-        chunk = int(self._backend.attrs.get("chunk_frames") or 1)
+        attrs = self._backend.attrs
+        chunk = int(attrs.get("chunk_frames") or 1)
         stored = max(self._end, int(self._features.shape[1]))
-        self._end = -(-stored // chunk) * chunk
+        floor = -(-stored // chunk) * chunk
+        with store_write(self.path, "write to"):
+            if attrs.get("write_from") != floor:
+                self._backend.set_attrs({**attrs, "write_from": floor})
+                self._backend.flush()
+            self._end = floor
+            if utt_ids:
+                rows = sorted(self.manifest.position(u) for u in utt_ids)
+                self._index[rows] = -1
+                self._checksums[rows] = -1
+                self._commit_rows(rows[0], rows[-1] + 1)
 
     def skip(self, utt_id: str, error: str) -> None:
         """Record that ``utt_id`` was skipped because of ``error`` (listed by ``info``/``verify``)."""
@@ -306,7 +341,7 @@ class StoreWriter:
         self._save_report()
 
     def _save_report(self) -> None:
-        with store_io(self.path, "write the report of"):
+        with store_write(self.path, "write the report of"):
             self._backend.write_text("report", json.dumps(list(self._report.values()), ensure_ascii=False))
             self._backend.flush()
 
@@ -314,7 +349,7 @@ class StoreWriter:
         """Trim spare capacity, save the report, release the store and its lock."""
         try:
             shape = self._features.shape
-            with store_io(self.path, "close"):
+            with store_write(self.path, "close"):
                 if shape[1] > self._end:
                     self._features.resize((shape[0], self._end, shape[2]))
             self._save_report()

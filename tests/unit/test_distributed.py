@@ -4,19 +4,25 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
 
 import numpy as np
+import pytest
 import torch
 
 from featurestore.corpora import prepare
-from featurestore.distributed import deal_batches, launched_by_torchrun, shard_dir
+from featurestore.distributed import Group, deal_batches, extract_sharded, launched_by_torchrun, shard_dir
+from featurestore.errors import SermtlError
 from featurestore.features.mfcc import MFCCExtractor
+from featurestore.manifest import Manifest
 from featurestore.pipeline import extract_to_store, plan_batches
+from featurestore.store.merge import merge_stores
 from featurestore.store.reader import open_store
 from featurestore.store.writer import StoreWriter
+from featurestore.store.zarr_store import ZarrBackend
 from featurestore.verify import verify_store
 from trainer.cv import Protocol, run_cv
 from trainer.distributed import fold_share
@@ -45,12 +51,28 @@ def single_process_store(manifest: Path, path: Path) -> Path:
     return path
 
 
-def open_writer(path: Path, manifest) -> StoreWriter:
-    """A second writer on the store at ``path``, with the store's own config."""
-    with open_store(path) as store:
+def open_writer(path: Path, manifest, config_of: Path | None = None) -> StoreWriter:
+    """A writer on the store at ``path`` with the config of the store ``config_of`` (default: its own)."""
+    with open_store(config_of or path) as store:
         attrs = store.attrs
     return StoreWriter(path, manifest, attrs["feature"], attrs["dtype"], dim=attrs["dim"],
                        num_layers=attrs["num_layers"], frame_rate=attrs["frame_rate"])
+
+
+class OneProcess(Group):
+    """A run of a single process: every collective returns this process's own value."""
+
+    def gather(self, value):
+        return [value]
+
+    def broadcast(self, value):
+        return value
+
+
+def extract_in_one_process(manifest: Manifest, store: Path):
+    """``extract_sharded`` as rank 0 of a one-process group (shard handling without torchrun)."""
+    return extract_sharded(OneProcess(rank=0, world=1, local_rank=0), manifest, MFCCExtractor(device="cpu"), store,
+                           batch_seconds=float(BATCH_SECONDS), progress=False)
 
 
 def assert_same_store(path: Path, reference: Path, except_ids: tuple[str, ...] = ()) -> None:
@@ -76,7 +98,8 @@ def test_batches_and_folds_are_dealt_out_whole_and_balanced(monkeypatch) -> None
     loads = [sum(durations[u] for u in share) for share in shares]
     assert max(loads) - min(loads) <= max(sum(durations[u] for u in b) for b in batches)
     assert [fold_share(range(1, 6), r, 2) for r in range(2)] == [[1, 3, 5], [2, 4]]
-    assert fold_share([2], 0, 4) == [] and fold_share([2], 1, 4) == [2]
+    assert [fold_share([1, 3], r, 2) for r in range(2)] == [[1], [3]]  # by position, not fold number
+    assert fold_share([2], 0, 4) == [2] and fold_share([2], 1, 4) == []
     for name, value in {"RANK": "0", "LOCAL_RANK": "0", "MASTER_ADDR": "localhost", "WORLD_SIZE": "1"}.items():
         monkeypatch.setenv(name, value)
     assert not launched_by_torchrun()
@@ -103,13 +126,12 @@ def test_failed_rank_stops_all_and_the_rerun_resumes_from_target_and_shards(tmp_
     ids = manifest.ids()
     target, shards = tmp_path / "two.zarr", shard_dir(tmp_path / "two.zarr")
     # A crashed earlier run: the target holds two utterances, a shard a third one, marked
-    # (+1) so that reusing it instead of recomputing it shows.
+    # (+1) so that reusing it instead of recomputing it shows; written through a writer,
+    # so the shard's checksum is that of the marked values and the merge accepts it.
     extract_to_store(manifest.subset(ids[:2]), MFCCExtractor(device="cpu"), target, progress=False)
     with open_store(reference) as ref:
-        attrs = ref.attrs
         marked = ref.read(ids[2]) + 1.0
-    with StoreWriter(shards / "rank-1.zarr", manifest.subset([ids[2]]), attrs["feature"], attrs["dtype"],
-                     dim=attrs["dim"], num_layers=attrs["num_layers"], frame_rate=attrs["frame_rate"]) as writer:
+    with open_writer(shards / "rank-1.zarr", manifest.subset([ids[2]]), config_of=reference) as writer:
         writer.write([(ids[2], marked[None])])
     bad = csv_corpus.parent / manifest[ids[7]]["path"]
     bad.write_text("not audio")
@@ -132,6 +154,67 @@ def test_failed_rank_stops_all_and_the_rerun_resumes_from_target_and_shards(tmp_
     check = verify_store(target)
     assert not check.problems and check.missing == [ids[7]]
     assert not shards.exists()
+
+
+def test_shard_entries_made_from_other_audio_are_recomputed_not_merged(tmp_path, csv_corpus) -> None:
+    reference = single_process_store(csv_corpus, tmp_path / "single.zarr")
+    manifest = prepare("csv", csv_corpus)
+    ids = manifest.ids()
+    target, shards = tmp_path / "one.zarr", shard_dir(tmp_path / "one.zarr")
+    # An earlier run's shard, made when ids[0] named the audio of ids[5]; its entry of
+    # ids[1] still fits the manifest and is marked (+1) so that reusing it shows.
+    earlier = Manifest([{**manifest[ids[0]], "path": manifest[ids[5]]["path"]}, manifest[ids[1]]])
+    with open_store(reference) as ref:
+        other_audio, marked = ref.read(ids[5]), ref.read(ids[1]) + 1.0
+    with open_writer(shards / "rank-0.zarr", earlier, config_of=reference) as writer:
+        writer.write([(ids[0], other_audio[None]), (ids[1], marked[None])])
+
+    with pytest.warns(UserWarning, match=f"rank-0.zarr: shard of an earlier run made for other audio .*{ids[0]}"):
+        report = extract_in_one_process(manifest, target)
+    assert (report.stored, report.already_done) == (12, 0)
+    with open_store(target) as store:
+        assert np.array_equal(store.read(ids[1]), marked)  # the matching entry is reused
+    assert_same_store(target, reference, except_ids=(ids[1],))  # ids[0] recomputed from its own audio
+    assert verify_store(target).ok and not shards.exists()
+
+
+def test_unreadable_shards_left_by_an_interrupted_cleanup_are_removed(tmp_path, csv_corpus) -> None:
+    reference = single_process_store(csv_corpus, tmp_path / "single.zarr")
+    manifest = prepare("csv", csv_corpus)
+    ids = manifest.ids()
+    target, shards = tmp_path / "one.zarr", shard_dir(tmp_path / "one.zarr")
+    for rank, (part, lost) in enumerate([(ids[:3], "zarr.json"), (ids[3:5], "index")]):
+        shard = shards / f"rank-{rank}.zarr"  # half deleted: its group metadata or index array gone
+        extract_to_store(manifest.subset(part), MFCCExtractor(device="cpu"), shard, progress=False)
+        (shard / lost).unlink() if (shard / lost).is_file() else shutil.rmtree(shard / lost)
+
+    with pytest.warns(UserWarning, match="not a complete shard store, removed") as warned:
+        report = extract_in_one_process(manifest, target)
+    assert sorted(Path(str(w.message).split(":")[0]).name for w in warned) == ["rank-0.zarr", "rank-1.zarr"]
+    assert (report.stored, report.already_done) == (12, 0)
+    assert_same_store(target, reference)
+    assert verify_store(target).ok and not shards.exists()
+
+
+def test_a_shard_entry_that_fails_its_checksum_is_refused_by_merges(tmp_path, csv_corpus) -> None:
+    manifest = prepare("csv", csv_corpus)
+    ids = manifest.ids()
+    target, shards = tmp_path / "one.zarr", shard_dir(tmp_path / "one.zarr")
+    extract_to_store(manifest.subset(ids[:2]), MFCCExtractor(device="cpu"), target, progress=False)
+    shard = shards / "rank-0.zarr"
+    extract_to_store(manifest.subset(ids[2:4]), MFCCExtractor(device="cpu"), shard, progress=False)
+    with open_store(shard) as store:
+        offset, frames = store.entries()[ids[3]]
+    features = ZarrBackend.open(shard, writable=True).array("features")  # values changed on disk after the write
+    features[0, offset:offset + frames] = features[0, offset:offset + frames] + 1.0
+
+    with pytest.raises(SermtlError, match=f"store {shard}: utterance {ids[3]} does not match its checksum") as error:
+        extract_in_one_process(manifest, target)
+    assert "\n" not in str(error.value)
+    with open_store(target) as store:  # what the target held is kept; the batch with the altered entry is not
+        assert store.ids() == ids[:2]
+    with pytest.raises(SermtlError, match=f"store {shard}: utterance {ids[3]} does not match its checksum"):
+        merge_stores([(shard, None)], tmp_path / "merged.zarr")
 
 
 def test_a_locked_target_refuses_the_distributed_run(tmp_path, csv_corpus) -> None:

@@ -1,9 +1,11 @@
 """Reliability of a store in one process: verify finds damaged entries, repair recomputes only
-those, a failing disk or a read-only store loses nothing, a killed HDF5 writer leaves no stuck file."""
+those, a damaged chunk never stops later runs, a failing disk or a read-only store loses nothing,
+a killed HDF5 writer leaves no stuck file."""
 
 from __future__ import annotations
 
 import errno
+import fcntl
 import os
 import subprocess
 import sys
@@ -18,7 +20,8 @@ from featurestore.errors import SermtlError
 from featurestore.features.mfcc import MFCCExtractor
 from featurestore.manifest import Manifest
 from featurestore.pipeline import extract_to_store
-from featurestore.verify import verify_store
+from featurestore.store import StoreWriter
+from featurestore.verify import store_summary, verify_store
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -109,6 +112,188 @@ def test_unreadable_chunk_is_flagged_and_repaired_around(tmp_path, manifest) -> 
     extract(manifest, path, repair=True)
     assert verify_store(path).ok  # the torn chunk is still on disk, but nothing points into it
     assert_same_features(path, clean)
+
+
+def tear(chunk: Path) -> None:
+    """Truncate a chunk file, as a damaged disk or an interrupted copy would."""
+    chunk.write_bytes(chunk.read_bytes()[:7])
+
+
+def put_nan(path: Path, ids: list[str], manifest: Manifest) -> None:
+    """A NaN in the first frame of each of ``ids`` (bypassing sermtl)."""
+    handle, features, index = open_arrays(path)
+    for utt_id in ids:
+        features[0, int(index[manifest.position(utt_id), 0]), 0] = np.nan
+    if handle is not None:
+        handle.close()
+
+
+def test_repair_that_stops_early_leaves_a_store_the_next_run_finishes(tmp_path, manifest) -> None:
+    """The entries of a damaged chunk are forgotten, then the repair fails before rewriting any:
+    the next run must still write past the damaged chunk."""
+    clean, path = tmp_path / "clean.zarr", tmp_path / "s.zarr"
+    extract(manifest, clean)
+    extract(manifest, path)
+    tear(path / "features" / "c" / "0" / "0" / "0")
+    audio = Path(manifest["u11"]["path"])  # the longest: the first to be recomputed
+    saved = audio.read_bytes()
+    audio.unlink()
+    with pytest.raises(SermtlError, match="utt 11.wav"):
+        extract(manifest, path, repair=True)
+    assert len(open_store(path)) == 0
+    audio.write_bytes(saved)
+    report = extract(manifest, path)
+    assert report.stored == 12 and verify_store(path).ok
+    assert_same_features(path, clean)
+
+
+def toy_writer(path: Path) -> StoreWriter:
+    rows = Manifest([{"utt_id": f"x{i}", "path": f"/a/x{i}.wav"} for i in range(3)])
+    return StoreWriter(path, rows, {"feature": "toy"}, "float32", dim=3, num_layers=1, frame_rate=100.0, chunk_frames=4)
+
+
+def frames(value: float, count: int) -> np.ndarray:
+    return np.full((1, count, 3), value, np.float32)
+
+
+def test_writing_into_a_damaged_chunk_is_one_line_and_invalidate_moves_past_it(tmp_path) -> None:
+    path = tmp_path / "s.zarr"
+    with toy_writer(path) as writer:
+        writer.write([("x0", frames(0, 4)), ("x1", frames(1, 6))])  # frames 0-3 and 4-9; chunks of 4
+    import zarr
+
+    zarr.open_group(str(path), mode="r+")["index"][1] = (-1, -1)  # x1 uncommitted, as a killed writer leaves it
+    tear(path / "features" / "c" / "0" / "2" / "0")  # frames 8-11, where the next x1 would go
+    with toy_writer(path) as writer:
+        with pytest.raises(SermtlError) as info:
+            writer.write([("x1", frames(1, 5))])  # part of the damaged chunk: zarr reads it first
+        message = str(info.value)
+        assert "\n" not in message and str(path) in message and f"sermtl verify {path}" in message and "--repair" in message
+        writer.invalidate([])  # what extract --repair does first: the append point moves past every stored chunk
+        writer.write([("x1", frames(1, 5))])
+    with toy_writer(path) as writer:
+        writer.write([("x2", frames(2, 3))])
+    result = verify_store(path)
+    assert not result.problems and result.missing == []
+    with open_store(path) as store:
+        assert store.entries() == {"x0": (0, 4), "x1": (12, 5), "x2": (17, 3)}
+        assert store.read("x1").tolist() == [[1.0] * 3] * 5 and store.read("x2").tolist() == [[2.0] * 3] * 3
+
+
+def test_forgotten_entries_keep_the_next_writer_past_the_damaged_chunk(tmp_path) -> None:
+    path = tmp_path / "s.zarr"
+    with toy_writer(path) as writer:
+        for i in range(3):
+            writer.write([(f"x{i}", frames(i, 4))])
+    tear(path / "features" / "c" / "0" / "2" / "0")
+    with toy_writer(path) as writer:
+        writer.invalidate(["x1", "x2"])  # and nothing rewritten in this run
+    with toy_writer(path) as writer:
+        writer.write([("x1", frames(1, 5))])  # frames 4-8 would write part of the damaged chunk
+        writer.write([("x2", frames(2, 2))])
+    assert verify_store(path).ok
+    with open_store(path) as store:
+        assert store.entries() == {"x0": (0, 4), "x1": (12, 5), "x2": (17, 2)}
+        assert store.read("x1").tolist() == [[1.0] * 3] * 5 and store.read("x2").tolist() == [[2.0] * 3] * 2
+
+
+def test_unreadable_checksum_array_is_reported_and_the_store_still_opens(tmp_path, manifest) -> None:
+    clean, path = tmp_path / "clean.zarr", tmp_path / "s.zarr"
+    extract(manifest, clean)
+    extract(manifest, path)
+    tear(path / "checksum" / "c" / "0" / "0")
+    result = verify_store(path)
+    assert not result.ok and not result.bad_ids and not result.missing and result.checked == 12
+    assert len(result.problems) == 1 and result.problems[0].startswith(f"store checksum unreadable: {path}")
+    assert store_summary(path)["utterances"] == 12
+    with open_store(path) as store:
+        assert store.checksums() == {} and len(store.read_all()[1]) == 12
+    report = extract(manifest, path, repair=True)  # rewrites the checksum array, all unknown
+    assert report.repaired == [] and report.stored == 0
+    assert verify_store(path).ok
+    assert_same_features(path, clean)
+
+
+def test_unreadable_index_or_manifest_is_one_line(tmp_path, manifest) -> None:
+    path = tmp_path / "s.zarr"
+    extract(manifest, path)
+    tear(path / "index" / "c" / "0" / "0")
+    for action in (lambda: open_store(path), lambda: verify_store(path), lambda: extract(manifest, path, repair=True)):
+        with pytest.raises(SermtlError, match=f"^store index unreadable: {path} \\(ValueError: [^\n]*\\)"):
+            action()
+    import zarr
+
+    other = tmp_path / "m.zarr"
+    extract(manifest, other)
+    group = zarr.open_group(str(other), mode="r+")
+    group.attrs["sermtl_blobs"] = {**group.attrs["sermtl_blobs"], "manifest": '{"rows": [cut short'}
+    for action in (lambda: open_store(other), lambda: extract(manifest, other)):
+        with pytest.raises(SermtlError, match=f"^store manifest unreadable: {other} \\(JSONDecodeError: [^\n]*\\)$"):
+            action()
+
+
+def test_repair_rewrites_only_flagged_entries_of_its_manifest_and_reports_those(tmp_path, manifest) -> None:
+    path = tmp_path / "s.zarr"
+    extract(manifest, path)
+    put_nan(path, ["u02", "u05", "u09"], manifest)
+    Path(manifest["u05"]["path"]).unlink()
+    report = extract(manifest.subset(manifest.ids()[:6]), path, repair=True, on_error="skip")
+    assert report.repaired == ["u02"] and [item["utt_id"] for item in report.skipped] == ["u05"]
+    result = verify_store(path)
+    assert result.bad_ids == ["u09"] and result.missing == ["u05"]  # u09 is outside the manifest: kept as it was
+
+
+def test_duration_mismatch_is_reported_but_not_recomputed(tmp_path, manifest) -> None:
+    path = tmp_path / "s.zarr"
+    extract(manifest, path)
+    rows = manifest.to_records()
+    rows[3]["duration"] *= 2  # the manifest disagrees with the audio: recomputing gives the same frames
+    wrong = Manifest(rows)
+    extract(wrong, path)
+    result = verify_store(path)
+    assert result.duration_mismatch_ids == ["u03"] and not result.bad_ids and not result.ok
+    assert result.problems[0].startswith("u03: ") and "expected about" in result.problems[0]
+    report = extract(wrong, path, repair=True)
+    assert report.repaired == [] and report.stored == 0 and report.already_done == 12
+    assert verify_store(path).problems == result.problems
+
+
+def test_repair_takes_the_lock_before_it_checks(tmp_path, manifest, monkeypatch) -> None:
+    import featurestore.verify as verify_module
+
+    path = tmp_path / "s.zarr"
+    extract(manifest, path)
+    put_nan(path, ["u04"], manifest)
+    real_scan, lock_held = verify_module._value_problems, []
+
+    def scan(store, entries):
+        with open(path.with_name(path.name + ".lock")) as lock:
+            try:
+                fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                lock_held.append(False)
+            except BlockingIOError:
+                lock_held.append(True)
+        return real_scan(store, entries)
+
+    monkeypatch.setattr(verify_module, "_value_problems", scan)
+    with StoreWriter(path, manifest, MFCCExtractor(device="cpu").describe(), "float32", dim=40, num_layers=1, frame_rate=100.0):
+        with pytest.raises(SermtlError, match="being written by another process"):
+            extract(manifest, path, repair=True)
+    assert lock_held == []  # refused before any scan
+    report = extract(manifest, path, repair=True)
+    assert report.repaired == ["u04"] and lock_held == [True]
+
+
+def test_refused_writer_leaves_the_hdf5_store_closed(tmp_path, manifest) -> None:
+    path = tmp_path / "s.h5"
+    extract(manifest, path)
+    rows = manifest.to_records()
+    rows[0]["end"] = 0.2  # the same id pointing to other audio: refused while merging the manifest
+    with pytest.raises(SermtlError, match="points to other audio") as refused:
+        extract(Manifest(rows), path)
+    assert refused.value.__traceback__ is not None  # the refused writer is still referenced here
+    with open_store(path) as store:  # an HDF5 file left open for writing would refuse this open
+        assert len(store) == 12
 
 
 @pytest.mark.parametrize("code", [errno.ENOSPC, errno.EROFS])
