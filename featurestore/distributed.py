@@ -9,7 +9,7 @@ batches out to the ranks, balanced by audio duration. Every rank extracts its sh
 (``<target>.shards/rank-<r>.zarr``); after all ranks are done, rank 0 copies the shards into
 the target in manifest order and removes them. A crashed run resumes: the target skips what
 it holds, and entries already in a shard (made from the audio the manifest names, and
-matching their checksums) are merged, not recomputed.
+matching their checksums) are copied into the target when rank 0 opens it, not recomputed.
 """
 
 from __future__ import annotations
@@ -31,7 +31,7 @@ from featurestore.features.base import FeatureExtractor
 from featurestore.manifest import Manifest, same_audio
 from featurestore.pipeline import ExtractionReport, _frame_rate, extract_to_store, plan_batches
 from featurestore.store.merge import copy_entries
-from featurestore.store.reader import FeatureStore, open_store
+from featurestore.store.reader import FeatureStore, describe_error, open_store
 from featurestore.store.writer import StoreWriter, store_fingerprint
 
 #: The environment variables ``torchrun`` sets for every process it starts.
@@ -71,7 +71,9 @@ class Group:
         """Call ``fn`` on ``ranks`` (default: all), then wait for every rank.
 
         A :class:`SermtlError` on any rank is raised on every rank, prefixed with the rank
-        that failed, so no rank is left waiting and every process exits with an error.
+        that failed, so no rank is left waiting and every process exits with an error; any
+        other exception is passed on the same way as one line (``rank r: Type: message``).
+        ``KeyboardInterrupt`` and ``SystemExit`` propagate on their rank alone.
         """
         result, error = None, None
         if ranks is None or self.rank in ranks:
@@ -79,6 +81,8 @@ class Group:
                 result = fn(*args, **kwargs)
             except SermtlError as exc:
                 error = f"rank {self.rank}: {exc}"
+            except Exception as exc:  # a bug or a library's error: the other ranks must not wait forever
+                error = f"rank {self.rank}: {describe_error(exc)}"
         failed = [e for e in self.gather(error) if e]
         if failed:
             raise SermtlError(failed[0])
@@ -195,48 +199,52 @@ class _Target:
     fingerprint: str
     pending: list[str]
     shares: list[list[str]]
-    salvaged: int  # entries copied from stale shards when the target was opened
+    salvaged: int  # entries copied from an earlier run's shards when the target was opened
 
 
-def _reuse_shards(writer: StoreWriter, shards: Path, fingerprint: str, wanted: list[str]) -> tuple[set[str], int]:
-    """Sort out the shards an earlier run left: which of the ``wanted`` utterances they hold.
+def _salvage_shards(writer: StoreWriter, shards: Path, fingerprint: str, wanted: list[str]) -> int:
+    """Copy into the target what the shards an earlier run left hold of the ``wanted``
+    utterances, remove those shards, and return how many entries were copied.
 
-    Returns the ids the shards hold for the audio the target's manifest names (merged at
-    the end of the run, not recomputed) and how many entries were copied into the target
-    now. A shard whose manifest points an id to other audio cannot be written again by
-    its rank: its matching entries are copied into the target at once and it is removed,
-    so its other entries are recomputed. Unreadable shards are removed.
+    An entry is copied only when the shard's manifest row names the audio the target's row
+    names and its frames read and match the checksum the shard recorded; the rest is
+    recomputed by this run. A warning names each damaged entry (shard and utterance) and
+    each shard whose manifest points an id to other audio. Shards that do not open as
+    stores are removed. Each rank then writes a fresh shard of its own.
     """
-    held: set[str] = set()
-    salvaged, stale = 0, []
+    salvaged, done = 0, []
     with _open_shards(shards, fingerprint, remove_unreadable=True) as stores:
         for store in stores:
+
+            def unusable(utt_id: str, reason: str) -> None:
+                warnings.warn(f"{store.path}: shard entry of {utt_id} {reason}; it is recomputed", stacklevel=4)
+
             reusable = set(_reusable(store, writer.manifest))
             ids = [u for u in wanted if u in reusable]
+            copied = copy_entries(writer, {u: store for u in ids}, ids, on_unusable=unusable)
             changed = _stale(store, writer.manifest)
-            if not changed:
-                held.update(ids)
-                continue
-            salvaged += copy_entries(writer, {u: store for u in ids}, ids)
-            stale.append(store.path)
-            warnings.warn(f"{store.path}: shard of an earlier run made for other audio of {len(changed)} utterance(s) "
-                          f"(e.g. {changed[0]}); its {len(ids)} matching entries were kept, the rest is recomputed",
-                          stacklevel=2)
-    for path in stale:
+            if changed:
+                warnings.warn(f"{store.path}: shard of an earlier run made for other audio of {len(changed)} "
+                              f"utterance(s) (e.g. {changed[0]}); its {copied} matching entries were kept, the rest "
+                              "is recomputed", stacklevel=3)
+            salvaged += copied
+            done.append(store.path)
+    for path in done:
         shutil.rmtree(path)
-    return held, salvaged
+    return salvaged
 
 
 def _open_target(manifest: Manifest, extractor: FeatureExtractor, store_path: Path, world: int, *, format: str | None,
                  dtype: str, batch_seconds: float, max_batch: int | None) -> _Target:
-    """Open (or create) the target, holding its lock, and deal out the utterances no store holds yet."""
+    """Open (or create) the target, holding its lock, take in what an earlier run's shards
+    hold, and deal out the utterances the target still lacks."""
     writer = StoreWriter(store_path, manifest, extractor.describe(), dtype=dtype, dim=extractor.dim,
                          num_layers=extractor.num_layers, frame_rate=_frame_rate(extractor), format=format)
     try:
         fingerprint = store_fingerprint({"feature": extractor.describe(), "dtype": writer.dtype.name})
-        in_shards, salvaged = _reuse_shards(writer, shard_dir(store_path), fingerprint, writer.pending(manifest.ids()))
+        salvaged = _salvage_shards(writer, shard_dir(store_path), fingerprint, writer.pending(manifest.ids()))
         pending = writer.pending(manifest.ids())
-        durations = {u: float(manifest[u]["duration"] or 0.0) for u in pending if u not in in_shards}
+        durations = {u: float(manifest[u]["duration"] or 0.0) for u in pending}
         shares = deal_batches(plan_batches(durations, batch_seconds, max_batch), durations, world)
     except BaseException:
         writer.close()

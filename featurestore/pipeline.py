@@ -119,8 +119,8 @@ def extract_to_store(
     ``repair`` first checks the store like :func:`~featurestore.verify.verify_store`, once
     the writer holds its lock, and recomputes the manifest's entries whose stored features
     it finds wrong (the ones rewritten are listed in ``report.repaired``); entries whose
-    only finding is a frame count against the duration are reported by ``verify`` but
-    left, since recomputing gives the same count.
+    only finding is a frame count against the duration, and whose checksum is known and
+    matches, are reported by ``verify`` but left, since recomputing gives the same count.
     """
     if on_error not in ON_ERROR_CHOICES:
         raise SermtlError(f"--on-error must be one of {', '.join(ON_ERROR_CHOICES)}, got {on_error!r}")

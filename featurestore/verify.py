@@ -22,9 +22,11 @@ class VerifyResult:
     """Outcome of :func:`verify_store`; ``ok`` only when nothing is wrong or missing.
 
     ``problems`` lists every finding, one line each; ``bad_ids`` are the utterances whose
-    stored features are wrong (what ``extract --repair`` recomputes); ``duration_mismatch_ids``
-    those whose only finding is a frame count that disagrees with the manifest's duration
-    (recomputing gives the same count, so repair leaves them).
+    stored features are wrong, or may be (what ``extract --repair`` recomputes);
+    ``duration_mismatch_ids`` those whose only finding is a frame count that disagrees with
+    the manifest's duration while their checksum is known and matches (the manifest is
+    wrong: recomputing gives the same count, so repair leaves them). Without a known
+    checksum such an entry is in ``bad_ids``: a damaged index could not be told apart.
     """
 
     path: Path
@@ -149,9 +151,13 @@ def check_store(store: FeatureStore) -> VerifyResult:
     counts = _duration_problems(store, inside)
     ids = [u for u in store.ids() if u in bad or u in counts]
     problems += [f"{u}: {'; '.join(p for p in (counts.get(u), bad.get(u)) if p)}" for u in ids]
+    # A wrong frame count is the manifest's fault only when a matching checksum vouches for the
+    # stored entry; without one, a damaged index reads the same, so the entry is recomputed.
+    vouched = store.checksums()
+    repair = [u for u in ids if u in bad or u not in vouched]
     return VerifyResult(
         store.path, len(entries), problems, store.pending_ids(), store.skipped(),
-        bad_ids=[u for u in ids if u in bad], duration_mismatch_ids=[u for u in ids if u not in bad],
+        bad_ids=repair, duration_mismatch_ids=[u for u in ids if u not in repair],
     )
 
 

@@ -78,7 +78,7 @@ class FeatureBank:
         self._load(store)
 
     def _load(self, store: FeatureStore) -> None:
-        block, _ = store.read_all(layer=None if self.layer in (None, "weighted") else self.layer)
+        block, self.entries = store.read_all(layer=None if self.layer in (None, "weighted") else self.layer)
         self.frames = torch.from_numpy(np.ascontiguousarray(block)).to(self.device)
 
     def _frames(self, utt_id: str, start: int, count: int) -> torch.Tensor:

@@ -15,7 +15,7 @@ import numpy as np
 
 from featurestore.errors import SermtlError
 from featurestore.manifest import Manifest
-from featurestore.store.reader import FeatureStore, open_store
+from featurestore.store.reader import FeatureStore, describe_error, open_store
 from featurestore.store.writer import StoreWriter, frames_checksum
 
 Selector = Callable[[dict[str, Any]], bool]
@@ -62,29 +62,47 @@ def merge_stores(sources: Sequence[tuple[str | Path, Selector | None]], out: str
     return Path(out)
 
 
-def copy_entries(writer: StoreWriter, holder: Mapping[str, FeatureStore], ids: Sequence[str], batch: int = 256) -> int:
+def copy_entries(writer: StoreWriter, holder: Mapping[str, FeatureStore], ids: Sequence[str], batch: int = 256, *,
+                 on_unusable: Callable[[str, str], None] | None = None) -> int:
     """Copy the features of ``ids``, each read from the store ``holder[id]``, into ``writer``
-    in the order given, committing ``batch`` utterances at a time; returns how many.
+    in the order given, committing ``batch`` utterances at a time; returns how many were copied.
 
-    Each entry is checked against its source's stored checksum first: one that no longer
-    matches is refused with a :class:`SermtlError` naming the store and the utterance
-    (the batches committed before stay). Entries of unknown checksum are copied as they are.
+    Each entry is read and checked against its source's stored checksum first (entries of
+    unknown checksum are copied as they read). One that does not read or no longer matches
+    is refused with a one-line :class:`SermtlError` naming the store and the utterance (the
+    batches committed before stay), or, with ``on_unusable``, passed to it as
+    ``(utt_id, reason)`` and left out.
     """
     checksums = {store: store.checksums() for store in set(holder.values())}
+    copied = 0
     for start in range(0, len(ids), batch):
-        chunk = ids[start:start + batch]
-        writer.write([(u, _checked_entry(holder[u], u, checksums[holder[u]].get(u))) for u in chunk])
-    return len(ids)
+        items = []
+        for utt_id in ids[start:start + batch]:
+            store = holder[utt_id]
+            layers, reason = _checked_entry(store, utt_id, checksums[store].get(utt_id))
+            if layers is not None:
+                items.append((utt_id, layers))
+            elif on_unusable is None:
+                raise SermtlError(f"store {store.path}: utterance {utt_id} {reason}; not copied: "
+                                  "run `sermtl verify` on that store")
+            else:
+                on_unusable(utt_id, reason)
+        writer.write(items)
+        copied += len(items)
+    return copied
 
 
-def _checked_entry(store: FeatureStore, utt_id: str, checksum: int | None) -> np.ndarray:
-    """``(layers, frames, dim)`` of ``utt_id`` in ``store``, refused when it does not match ``checksum``."""
-    features = store.read(utt_id)
+def _checked_entry(store: FeatureStore, utt_id: str, checksum: int | None) -> tuple[np.ndarray | None, str]:
+    """``((layers, frames, dim), "")`` of ``utt_id`` in ``store``, or ``(None, reason)`` when its
+    frames do not read (a damaged chunk) or do not match ``checksum``."""
+    try:
+        features = store.read(utt_id)
+    except Exception as exc:  # a damaged chunk: zarr and h5py raise many types
+        return None, f"does not read ({describe_error(exc)})"
     layers = features[None] if store.num_layers == 1 else features
     if checksum is not None and _crc(layers) != checksum:
-        raise SermtlError(f"store {store.path}: utterance {utt_id} does not match its checksum (its values changed "
-                          "after they were written); not copied: run `sermtl verify` on that store")
-    return layers
+        return None, "does not match its checksum (its values changed after they were written)"
+    return layers, ""
 
 
 def _crc(layers: np.ndarray) -> int:

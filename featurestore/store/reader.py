@@ -41,6 +41,33 @@ def describe_error(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {lines[0]}" if lines else type(exc).__name__
 
 
+def damaged_store_error(path: Path, action: str, exc: BaseException) -> SermtlError:
+    """The one-line error for a backend failure on damaged data: names the store and the
+    commands that deal with it."""
+    return SermtlError(
+        f"cannot {action} store {path} ({describe_error(exc)}): it may be damaged; "
+        f"run `sermtl verify {path}`, then `sermtl extract … --repair`"
+    )
+
+
+def _compact_spans(entries: dict[str, tuple[int, int]]) -> tuple[list[tuple[int, int]], dict[str, tuple[int, int]]]:
+    """The frame ranges ``[(start, stop)]`` that ``entries`` use, sorted, adjacent and
+    overlapping ones merged, and the entries' ``(offset, frames)`` in those ranges laid
+    end to end."""
+    spans: list[tuple[int, int]] = []
+    moved: dict[str, tuple[int, int]] = {}
+    base = 0  # where the last span starts once laid end to end
+    for utt_id, (offset, frames) in sorted(entries.items(), key=lambda item: item[1]):
+        if spans and offset <= spans[-1][1]:
+            spans[-1] = (spans[-1][0], max(spans[-1][1], offset + frames))
+        else:
+            if spans:
+                base += spans[-1][1] - spans[-1][0]
+            spans.append((offset, offset + frames))
+        moved[utt_id] = (base + offset - spans[-1][0], frames)
+    return spans, {utt_id: moved[utt_id] for utt_id in entries}
+
+
 def read_manifest(backend: Backend) -> Manifest:
     """The manifest a store holds; a one-line :class:`SermtlError` when it is absent or unreadable."""
     try:
@@ -163,16 +190,34 @@ class FeatureStore:
         return block[0] if block.shape[0] == 1 else block
 
     def read_all(self, layer: int | None = None) -> tuple[np.ndarray, dict[str, tuple[int, int]]]:
-        """Every committed frame at once, with ``{utt_id: (offset, frames)}`` into it.
+        """Every committed utterance's frames at once, with ``{utt_id: (offset, frames)}`` into
+        the returned block (not into the store: offsets differ where the store has gaps).
 
-        The fast path for loading a whole corpus into memory: one sequential read.
+        The fast path for loading a whole corpus into memory. Only the frames that entries
+        use are read (frames left unreferenced by ``extract --repair``, perhaps a damaged
+        chunk, are not): one sequential read when the entries leave no gaps, else one per
+        run of adjacent entries. A read that fails is a one-line :class:`SermtlError`.
         """
-        end = max((o + f for o, f in self._entries.values()), default=0)
-        block = self._features[layer, :end] if layer is not None else self._features[:, :end]
-        block = np.asarray(block)
+        spans, entries = _compact_spans(self._entries)
+        if spans and (spans[0][0] < 0 or spans[-1][1] > self.stored_frames):
+            raise SermtlError(f"store {self.path} has entries outside its {self.stored_frames} stored frames: run `sermtl verify {self.path}`")
+        layers = slice(None) if layer is None else layer
+        total = sum(stop - start for start, stop in spans)
+        try:
+            if len(spans) == 1:
+                block = np.asarray(self._features[layers, spans[0][0]:spans[0][1]])
+            else:
+                shape = (total, self.dim) if layer is not None else (self.num_layers, total, self.dim)
+                block = np.empty(shape, self.dtype)
+                at = 0
+                for start, stop in spans:
+                    block[..., at:at + stop - start, :] = self._features[layers, start:stop]
+                    at += stop - start
+        except Exception as exc:  # a damaged chunk: zarr and h5py raise many types
+            raise damaged_store_error(self.path, "read the frames of", exc) from None
         if layer is None and block.shape[0] == 1:
             block = block[0]
-        return block, dict(self._entries)
+        return block, entries
 
     def pending_ids(self) -> list[str]:
         """Manifest rows that have no features yet."""
@@ -210,8 +255,12 @@ class FeatureStore:
 def open_store(path: str | Path, format: str | None = None) -> FeatureStore:
     """Open the feature store at ``path`` read-only (format from ``format``, suffix or contents)."""
     path = Path(path)
-    backend = find_backend(path, format)
-    return FeatureStore(backend.open(path, writable=False))
+    opened = find_backend(path, format).open(path, writable=False)
+    try:
+        return FeatureStore(opened)
+    except BaseException:
+        opened.close()
+        raise
 
 
-__all__ = ["FeatureStore", "open_store", "backend_for_path", "describe_error", "read_manifest", "read_rows"]
+__all__ = ["FeatureStore", "open_store", "backend_for_path", "damaged_store_error", "describe_error", "read_manifest", "read_rows"]

@@ -16,8 +16,8 @@ A failed write (disk full, read-only store, a damaged chunk) is a one-line
 :class:`SermtlError`; what was committed before stays.
 
 ``extract --repair`` moves the append point past every frame stored so far, to a chunk
-boundary, and saves it in the store (attribute ``write_from``) before it forgets any entry,
-so no later writer writes into a damaged chunk.
+boundary, and saves it in the store (attribute ``write_from``) before it forgets any entry
+(clearing its index row only), so no later writer writes into a damaged chunk.
 """
 
 from __future__ import annotations
@@ -29,6 +29,7 @@ import hashlib
 import json
 import os
 import shutil
+import warnings
 import zlib
 from pathlib import Path
 from typing import Any, Iterable, Iterator, Sequence
@@ -39,7 +40,7 @@ from featurestore import __version__
 from featurestore.errors import SermtlError
 from featurestore.manifest import Manifest, same_audio
 from featurestore.store.base import backend_for_path
-from featurestore.store.reader import FeatureStore, describe_error, read_manifest, read_rows
+from featurestore.store.reader import FeatureStore, damaged_store_error, read_manifest, read_rows
 
 FORMAT_VERSION = 1
 _CHUNK_BYTES = 512 * 1024
@@ -85,10 +86,7 @@ def store_write(path: Path, action: str) -> Iterator[None]:
     except SermtlError:
         raise
     except Exception as exc:  # zarr and h5py raise many types for damaged data
-        raise SermtlError(
-            f"cannot {action} store {path} ({describe_error(exc)}): it may be damaged; "
-            f"run `sermtl verify {path}`, then `sermtl extract … --repair`"
-        ) from None
+        raise damaged_store_error(path, action, exc) from None
 
 
 def config_differences(old: Any, new: Any, prefix: str = "") -> list[str]:
@@ -234,9 +232,9 @@ class StoreWriter:
         """A per-manifest-row array (``index`` or ``checksum``), grown to the manifest's length.
 
         ``checksum`` is created on first use in stores written before it existed (its
-        rows stay -1, unknown, for utterances committed then), and rewritten whole, all
-        unknown, when a damaged chunk makes it unreadable. An unreadable ``index`` is a
-        :class:`SermtlError`.
+        rows stay -1, unknown, for utterances committed then); its chunks that damage made
+        unreadable are rewritten, their rows unknown (see :meth:`_reset_unreadable_chunks`).
+        An unreadable ``index`` is a :class:`SermtlError`.
         """
         if not self._backend.has_array(name):
             self._backend.create_array(name, (0, width), "int64", (65536, width), fill_value=-1)
@@ -247,12 +245,33 @@ class StoreWriter:
         except SermtlError:
             if name != "checksum":
                 raise
-            old = rows[:0]  # every row is written anew below, replacing the damaged chunks
+            old = self._reset_unreadable_chunks(array)
         rows[: len(old)] = old
         if len(old) != len(rows):
             array.resize((len(rows), width))
             array[len(old):] = rows[len(old):]
         self._backend.flush()
+        return rows
+
+    def _reset_unreadable_chunks(self, array: Any) -> np.ndarray:
+        """The rows of a damaged per-row array, read chunk by chunk; each unreadable chunk is
+        rewritten as -1 (unknown), with a warning naming the store and the rows discarded."""
+        rows = np.full(array.shape, -1, dtype=np.int64)
+        step = int(array.chunks[0])
+        lost = 0
+        for lo in range(0, len(rows), step):
+            hi = min(lo + step, len(rows))
+            try:
+                rows[lo:hi] = array[lo:hi]
+            except Exception:  # a damaged chunk: zarr and h5py raise many types
+                array[lo:hi] = rows[lo:hi]
+                lost += hi - lo
+        if lost:
+            warnings.warn(
+                f"store {self.path}: {lost} of {len(rows)} checksums discarded (unreadable chunks of the "
+                "checksum array, rewritten as unknown); those entries are verified without a checksum",
+                stacklevel=4,
+            )
         return rows
 
     # -- state --------------------------------------------------------------------------
@@ -316,9 +335,12 @@ class StoreWriter:
         """Forget the features of ``utt_ids`` (they become pending, for ``extract --repair``).
 
         Their old frames stay on disk unreferenced. New frames go after every frame stored
-        so far, from a chunk boundary, so a damaged chunk is never read or written again;
-        that append point is saved in the store (``write_from``) before any index row is
-        cleared, so later writers keep to it even when they are the ones to recompute.
+        so far, from a chunk boundary, so a damaged chunk is never written again (nor read:
+        readers read only frames that entries use); that append point is saved in the store
+        (``write_from``) before any index row is cleared, so later writers keep to it even
+        when they are the ones to recompute. Only index rows are cleared: their checksum rows
+        keep the old values until :meth:`write` replaces them, before it writes the new index
+        rows, so a kill at any point leaves no entry without its checksum.
         """
         attrs = self._backend.attrs
         chunk = int(attrs.get("chunk_frames") or 1)
@@ -332,8 +354,8 @@ class StoreWriter:
             if utt_ids:
                 rows = sorted(self.manifest.position(u) for u in utt_ids)
                 self._index[rows] = -1
-                self._checksums[rows] = -1
-                self._commit_rows(rows[0], rows[-1] + 1)
+                self._backend.array("index")[rows[0]:rows[-1] + 1] = self._index[rows[0]:rows[-1] + 1]
+                self._backend.flush()
 
     def skip(self, utt_id: str, error: str) -> None:
         """Record that ``utt_id`` was skipped because of ``error`` (listed by ``info``/``verify``)."""

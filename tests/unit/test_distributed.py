@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -139,13 +140,13 @@ def test_failed_rank_stops_all_and_the_rerun_resumes_from_target_and_shards(tmp_
     failed = torchrun(*extract_args(csv_corpus, target), cwd=tmp_path)
     assert failed.returncode != 0
     assert "error: rank " in failed.stderr and bad.name in failed.stderr
-    with open_store(target) as store:  # nothing merged, nothing lost
-        assert store.ids() == ids[:2]
+    with open_store(target) as store:  # the earlier shard taken in at the start; nothing of this run merged
+        assert store.ids() == ids[:3]
     assert len(list(shards.glob("rank-*.zarr"))) == 2
 
     result = torchrun(*extract_args(csv_corpus, target), "--on-error", "skip", cwd=tmp_path)
     assert result.returncode == 0, result.stderr
-    assert f"{target}: 9 stored, 2 already there, 1 skipped" in result.stdout
+    assert f"{target}: 8 stored, 3 already there, 1 skipped" in result.stdout
     with open_store(target) as store, open_store(reference) as ref:
         assert store.full_manifest.ids() == ids and store.ids() == [u for u in ids if u != ids[7]]
         assert np.array_equal(store.read(ids[2]), marked)
@@ -196,25 +197,59 @@ def test_unreadable_shards_left_by_an_interrupted_cleanup_are_removed(tmp_path, 
     assert verify_store(target).ok and not shards.exists()
 
 
-def test_a_shard_entry_that_fails_its_checksum_is_refused_by_merges(tmp_path, csv_corpus) -> None:
-    manifest = prepare("csv", csv_corpus)
-    ids = manifest.ids()
-    target, shards = tmp_path / "one.zarr", shard_dir(tmp_path / "one.zarr")
-    extract_to_store(manifest.subset(ids[:2]), MFCCExtractor(device="cpu"), target, progress=False)
-    shard = shards / "rank-0.zarr"
-    extract_to_store(manifest.subset(ids[2:4]), MFCCExtractor(device="cpu"), shard, progress=False)
-    with open_store(shard) as store:
-        offset, frames = store.entries()[ids[3]]
-    features = ZarrBackend.open(shard, writable=True).array("features")  # values changed on disk after the write
+def change_values(store_path: Path, utt_id: str) -> None:
+    """Add 1 to the stored frames of ``utt_id``, bypassing sermtl (its checksum no longer matches)."""
+    with open_store(store_path) as store:
+        offset, frames = store.entries()[utt_id]
+    features = ZarrBackend.open(store_path, writable=True).array("features")
     features[0, offset:offset + frames] = features[0, offset:offset + frames] + 1.0
 
-    with pytest.raises(SermtlError, match=f"store {shard}: utterance {ids[3]} does not match its checksum") as error:
-        extract_in_one_process(manifest, target)
-    assert "\n" not in str(error.value)
-    with open_store(target) as store:  # what the target held is kept; the batch with the altered entry is not
-        assert store.ids() == ids[:2]
-    with pytest.raises(SermtlError, match=f"store {shard}: utterance {ids[3]} does not match its checksum"):
+
+@pytest.mark.parametrize("damage", ["changed values", "torn chunk"])
+def test_damaged_shard_entries_are_recomputed_and_refused_by_merge_stores(tmp_path, csv_corpus, damage) -> None:
+    reference = single_process_store(csv_corpus, tmp_path / "single.zarr")
+    manifest = prepare("csv", csv_corpus)
+    ids = manifest.ids()
+    target, shard = tmp_path / "one.zarr", shard_dir(tmp_path / "one.zarr") / "rank-0.zarr"
+    # An earlier run's shard holding ids[2] (marked +1, so that reusing it shows) and ids[3].
+    with open_store(reference) as ref:
+        marked, kept = ref.read(ids[2]) + 1.0, ref.read(ids[3])
+    with open_writer(shard, manifest.subset(ids[2:4]), config_of=reference) as writer:
+        writer.write([(ids[2], marked[None]), (ids[3], kept[None])])
+    if damage == "changed values":  # ids[3] changed on disk after the write
+        change_values(shard, ids[3])
+        reason, recomputed = "does not match its checksum", [ids[3]]
+    else:  # the chunk file holding both entries truncated, as a damaged disk would leave it
+        chunk = shard / "features" / "c" / "0" / "0" / "0"
+        chunk.write_bytes(chunk.read_bytes()[:7])
+        reason, recomputed = r"does not read \(", [ids[2], ids[3]]
+
+    with pytest.raises(SermtlError, match=f"store {shard}: utterance {recomputed[0]} {reason}") as error:
         merge_stores([(shard, None)], tmp_path / "merged.zarr")
+    assert "\n" not in str(error.value)
+
+    with pytest.warns(UserWarning, match=f"{shard}: shard entry of .* {reason}.*; it is recomputed") as warned:
+        report = extract_in_one_process(manifest, target)
+    messages = [str(w.message) for w in warned if "shard entry of" in str(w.message)]
+    assert [re.search("shard entry of (\\S+) ", m)[1] for m in messages] == recomputed
+    assert (report.stored, report.already_done) == (12, 0)
+    reused = [u for u in ids[2:4] if u not in recomputed]
+    with open_store(target) as store:
+        assert all(np.array_equal(store.read(u), marked) for u in reused)
+    assert_same_store(target, reference, except_ids=tuple(reused))  # the damaged entries recomputed
+    assert verify_store(target).ok and not shard.parent.exists()
+
+
+def test_an_unexpected_error_on_a_rank_becomes_a_one_line_error() -> None:
+    group = OneProcess(rank=0, world=1, local_rank=0)
+    with pytest.raises(SermtlError, match=r"^rank 0: ValueError: invalid literal for int\(\) with base 10: 'x'$"):
+        group.run(int, "x")
+    with pytest.raises(KeyboardInterrupt):
+        group.run(_interrupt)
+
+
+def _interrupt() -> None:
+    raise KeyboardInterrupt
 
 
 def test_a_locked_target_refuses_the_distributed_run(tmp_path, csv_corpus) -> None:

@@ -112,6 +112,11 @@ def test_unreadable_chunk_is_flagged_and_repaired_around(tmp_path, manifest) -> 
     extract(manifest, path, repair=True)
     assert verify_store(path).ok  # the torn chunk is still on disk, but nothing points into it
     assert_same_features(path, clean)
+    with open_store(path) as store, open_store(clean) as reference:  # the training path reads around it
+        block, entries = store.read_all()
+        expected, expected_entries = reference.read_all()
+        assert entries == expected_entries
+        np.testing.assert_array_equal(block, expected)
 
 
 def tear(chunk: Path) -> None:
@@ -208,7 +213,8 @@ def test_unreadable_checksum_array_is_reported_and_the_store_still_opens(tmp_pat
     assert store_summary(path)["utterances"] == 12
     with open_store(path) as store:
         assert store.checksums() == {} and len(store.read_all()[1]) == 12
-    report = extract(manifest, path, repair=True)  # rewrites the checksum array, all unknown
+    with pytest.warns(UserWarning, match="12 of 12 checksums discarded"):
+        report = extract(manifest, path, repair=True)  # rewrites the checksum array, all unknown
     assert report.repaired == [] and report.stored == 0
     assert verify_store(path).ok
     assert_same_features(path, clean)
@@ -412,3 +418,122 @@ def test_killed_hdf5_writer_leaves_a_store_that_opens(tmp_path) -> None:
         assert writer.pending() == ["x2", "x3"]
         writer.write([("x2", np.ones((1, 4, 3), np.float32))])
     assert len(open_store(path)) == 3 and verify_store(path).missing == ["x3"]
+
+
+def ramp(first: float, count: int) -> np.ndarray:
+    """``(1, count, 3)`` frames, every value different, so a misplaced frame shows."""
+    return first + np.arange(count * 3, dtype=np.float32).reshape(1, count, 3)
+
+
+def test_a_kill_while_entries_are_forgotten_leaves_no_entry_without_its_checksum(tmp_path, monkeypatch) -> None:
+    """Forgetting clears index rows only: stopped after its first per-row write, the entry is
+    gone (pending), never kept with its checksum cleared, where changed values would pass."""
+    from zarr.storage import LocalStore
+
+    path = tmp_path / "s.zarr"
+    with toy_writer(path) as writer:
+        writer.write([(f"x{i}", ramp(10 * i, 4)) for i in range(3)])
+    _, features, _ = open_arrays(path)
+    features[0, 5, 0] = -1.0  # x1 changed silently
+    assert verify_store(path).bad_ids == ["x1"]
+    real_set = LocalStore.set
+
+    async def set_then_stop(self, key, value):
+        await real_set(self, key, value)
+        if key.startswith(("index/c", "checksum/c")):
+            raise RuntimeError("process killed")
+
+    monkeypatch.setattr(LocalStore, "set", set_then_stop)
+    with toy_writer(path) as writer, pytest.raises(SermtlError):
+        writer.invalidate(["x1"])
+    monkeypatch.undo()
+    result = verify_store(path)
+    assert result.missing == ["x1"] and not result.problems
+    with toy_writer(path) as writer:
+        writer.write([("x1", ramp(10, 4))])
+    assert verify_store(path).ok
+
+
+def test_read_all_and_the_training_bank_read_around_a_repaired_chunk(tmp_path) -> None:
+    """A torn chunk repaired around stays on disk unreferenced: the whole-store read (the
+    in-memory training path) reads only what entries use and agrees with per-entry reads."""
+    from trainer.data import FeatureBank
+
+    path = tmp_path / "s.zarr"
+    with toy_writer(path) as writer:
+        for i in range(3):
+            writer.write([(f"x{i}", ramp(100 * i, 4))])  # one chunk of 4 frames each
+    tear(path / "features" / "c" / "0" / "1" / "0")
+    with open_store(path) as store, pytest.raises(SermtlError) as info:
+        store.read_all()
+    message = str(info.value)
+    assert "\n" not in message and str(path) in message and f"sermtl verify {path}" in message and "--repair" in message
+    with toy_writer(path) as writer:  # what extract --repair does with the entry verify flags
+        writer.invalidate(["x1"])
+        writer.write([("x1", ramp(100, 5))])
+    assert verify_store(path).ok
+    with open_store(path) as store:
+        assert store.entries() == {"x0": (0, 4), "x1": (12, 5), "x2": (8, 4)}
+        block, entries = store.read_all()
+        assert block.shape == (13, 3) and entries == {"x0": (0, 4), "x1": (8, 5), "x2": (4, 4)}
+        np.testing.assert_array_equal(store.read_all(layer=0)[0], block)
+        bank = FeatureBank(store)
+        batch, lengths = bank.batch(store.ids())
+        for row, utt_id in enumerate(store.ids()):
+            offset, count = entries[utt_id]
+            np.testing.assert_array_equal(block[offset:offset + count], store.read(utt_id))
+            np.testing.assert_array_equal(batch[row, : lengths[row]].numpy(), store.read(utt_id))
+
+
+def test_duration_mismatch_without_a_checksum_is_recomputed(tmp_path, manifest) -> None:
+    """Without a checksum, a damaged index row reads like a wrong duration: repair recomputes it."""
+    clean, path = tmp_path / "clean.zarr", tmp_path / "s.zarr"
+    extract(manifest, clean)
+    extract(manifest, path)
+    import zarr
+
+    group = zarr.open_group(str(path), mode="r+")
+    group["checksum"][3] = -1  # unknown, as in a store written before checksums existed
+    group["index"][3, 1] = int(group["index"][3, 1]) - 20
+    result = verify_store(path)
+    assert result.bad_ids == ["u03"] and not result.duration_mismatch_ids
+    assert result.problems[0].startswith("u03: ") and "expected about" in result.problems[0]
+    assert extract(manifest, path, repair=True).repaired == ["u03"]
+    assert verify_store(path).ok
+    assert_same_features(path, clean)
+
+
+def test_a_torn_checksum_chunk_discards_only_its_rows_with_a_warning(tmp_path) -> None:
+    path = tmp_path / "s.zarr"
+    with toy_writer(path) as writer:
+        writer.write([(f"x{i}", ramp(10 * i, 4)) for i in range(3)])
+    import zarr
+
+    group = zarr.open_group(str(path), mode="r+")
+    values = group["checksum"][:]
+    del group["checksum"]  # the same rows in chunks of 2, so that one chunk can be torn
+    group.create_array("checksum", shape=values.shape, dtype="int64", chunks=(2, 1), fill_value=-1, compressors=None)[:] = values
+    tear(path / "checksum" / "c" / "0" / "0")  # rows 0-1
+    with pytest.warns(UserWarning, match=f"^store {path}: 2 of 3 checksums discarded"):
+        toy_writer(path).close()
+    with open_store(path) as store:
+        assert store.checksums() == {"x2": int(values[2, 0])} and not store.problems
+    assert verify_store(path).ok
+
+
+def test_open_store_closes_the_store_when_it_cannot_be_read(tmp_path) -> None:
+    from featurestore.store.hdf5_store import HDF5Backend
+
+    path = tmp_path / "s.h5"
+    toy_writer(path).close()
+    backend = HDF5Backend.open(path, writable=True)
+    manifest_text = backend.read_text("manifest")
+    backend.write_text("manifest", '{"rows": [cut short')
+    backend.close()
+    with pytest.raises(SermtlError, match="store manifest unreadable") as refused:
+        open_store(path)
+    assert refused.value.__traceback__ is not None  # the refused open is still referenced here
+    backend = HDF5Backend.open(path, writable=True)  # HDF5 refuses this while a read handle is open
+    backend.write_text("manifest", manifest_text)
+    backend.close()
+    assert len(open_store(path)) == 0
