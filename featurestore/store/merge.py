@@ -8,6 +8,7 @@ refuses to append to a store of another config.
 
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
 
@@ -38,27 +39,28 @@ def merge_stores(sources: Sequence[tuple[str | Path, Selector | None]], out: str
     Raises :class:`SermtlError` when the sources differ in feature config or dtype, or
     two sources hold the same utterance id.
     """
-    opened = [(open_store(path), select) for path, select in sources]
-    if not opened:
-        raise SermtlError("merge: no source stores")
-    first = opened[0][0]
-    for store, _ in opened[1:]:
-        if store.attrs.get("fingerprint") != first.attrs.get("fingerprint"):
-            raise SermtlError(f"merge: {store.path} and {first.path} hold different features (fingerprints differ)")
-    picked: list[tuple[Any, list[str]]] = []
-    rows: list[dict[str, Any]] = []
-    for store, select in opened:
-        ids = [u for u in store.ids() if select is None or select(store.manifest[u])]
-        picked.append((store, ids))
-        rows += [dict(store.manifest[u]) for u in ids]
-    if not rows:
-        raise SermtlError("merge: the selection holds no utterance")
-    manifest = Manifest(rows, source=f"merge of {', '.join(str(s.path) for s, _ in opened)}")
-    attrs = first.attrs
-    with StoreWriter(out, manifest, attrs["feature"], attrs["dtype"], dim=first.dim, num_layers=first.num_layers,
-                     frame_rate=attrs.get("frame_rate") or 0.0, format=format) as writer:
-        holder = {u: store for store, ids in picked for u in ids}
-        copy_entries(writer, holder, writer.pending(list(holder)), batch)
+    with contextlib.ExitStack() as stack:
+        opened = [(stack.enter_context(open_store(path)), select) for path, select in sources]
+        if not opened:
+            raise SermtlError("merge: no source stores")
+        first = opened[0][0]
+        for store, _ in opened[1:]:
+            if store.attrs.get("fingerprint") != first.attrs.get("fingerprint"):
+                raise SermtlError(f"merge: {store.path} and {first.path} hold different features (fingerprints differ)")
+        picked: list[tuple[Any, list[str]]] = []
+        rows: list[dict[str, Any]] = []
+        for store, select in opened:
+            ids = [u for u in store.ids() if select is None or select(store.manifest[u])]
+            picked.append((store, ids))
+            rows += [dict(store.manifest[u]) for u in ids]
+        if not rows:
+            raise SermtlError("merge: the selection holds no utterance")
+        manifest = Manifest(rows, source=f"merge of {', '.join(str(s.path) for s, _ in opened)}")
+        attrs = first.attrs
+        with StoreWriter(out, manifest, attrs["feature"], attrs["dtype"], dim=first.dim, num_layers=first.num_layers,
+                         frame_rate=attrs.get("frame_rate") or 0.0, format=format) as writer:
+            holder = {u: store for store, ids in picked for u in ids}
+            copy_entries(writer, holder, writer.pending(list(holder)), batch)
     return Path(out)
 
 
