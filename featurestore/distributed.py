@@ -20,6 +20,7 @@ import datetime
 import os
 import shutil
 import time
+import traceback
 import warnings
 from pathlib import Path
 from typing import Any, Callable, Iterator, TypeVar
@@ -29,7 +30,7 @@ import numpy as np
 from featurestore.errors import SermtlError
 from featurestore.features.base import FeatureExtractor
 from featurestore.manifest import Manifest, same_audio
-from featurestore.pipeline import ExtractionReport, _frame_rate, extract_to_store, plan_batches
+from featurestore.pipeline import ExtractionReport, extract_to_store, extractor_frame_rate, plan_batches
 from featurestore.store.merge import copy_entries
 from featurestore.store.reader import FeatureStore, describe_error, open_store
 from featurestore.store.writer import StoreWriter, store_fingerprint
@@ -72,7 +73,8 @@ class Group:
 
         A :class:`SermtlError` on any rank is raised on every rank, prefixed with the rank
         that failed, so no rank is left waiting and every process exits with an error; any
-        other exception is passed on the same way as one line (``rank r: Type: message``).
+        other exception is passed on the same way as one line (``rank r: Type: message``),
+        after its traceback is printed on the failing rank's stderr.
         ``KeyboardInterrupt`` and ``SystemExit`` propagate on their rank alone.
         """
         result, error = None, None
@@ -82,6 +84,7 @@ class Group:
             except SermtlError as exc:
                 error = f"rank {self.rank}: {exc}"
             except Exception as exc:  # a bug or a library's error: the other ranks must not wait forever
+                traceback.print_exc()  # on this rank's stderr, for whoever debugs it
                 error = f"rank {self.rank}: {describe_error(exc)}"
         failed = [e for e in self.gather(error) if e]
         if failed:
@@ -239,7 +242,7 @@ def _open_target(manifest: Manifest, extractor: FeatureExtractor, store_path: Pa
     """Open (or create) the target, holding its lock, take in what an earlier run's shards
     hold, and deal out the utterances the target still lacks."""
     writer = StoreWriter(store_path, manifest, extractor.describe(), dtype=dtype, dim=extractor.dim,
-                         num_layers=extractor.num_layers, frame_rate=_frame_rate(extractor), format=format)
+                         num_layers=extractor.num_layers, frame_rate=extractor_frame_rate(extractor), format=format)
     try:
         fingerprint = store_fingerprint({"feature": extractor.describe(), "dtype": writer.dtype.name})
         salvaged = _salvage_shards(writer, shard_dir(store_path), fingerprint, writer.pending(manifest.ids()))

@@ -132,7 +132,7 @@ def extract_to_store(
     report = ExtractionReport(store=Path(store_path))
     with StoreWriter(
         store_path, manifest, extractor.describe(), dtype=dtype, dim=extractor.dim,
-        num_layers=extractor.num_layers, frame_rate=_frame_rate(extractor), format=format,
+        num_layers=extractor.num_layers, frame_rate=extractor_frame_rate(extractor), format=format,
     ) as writer:
         to_repair = _entries_to_repair(writer, manifest) if repair else []
         if repair:
@@ -197,6 +197,6 @@ def _entries_to_repair(writer: StoreWriter, manifest: Manifest) -> list[str]:
     return [u for u in check_store(writer.read_view()).bad_ids if u in wanted]
 
 
-def _frame_rate(extractor: FeatureExtractor) -> float:
+def extractor_frame_rate(extractor: FeatureExtractor) -> float:
     """Frames per second of audio, measured on one minute of input."""
     return extractor.num_frames(60 * TARGET_SR) / 60.0

@@ -240,10 +240,11 @@ def test_damaged_shard_entries_are_recomputed_and_refused_by_merge_stores(tmp_pa
     assert verify_store(target).ok and not shard.parent.exists()
 
 
-def test_an_unexpected_error_on_a_rank_becomes_a_one_line_error() -> None:
+def test_an_unexpected_error_on_a_rank_becomes_a_one_line_error(capsys) -> None:
     group = OneProcess(rank=0, world=1, local_rank=0)
     with pytest.raises(SermtlError, match=r"^rank 0: ValueError: invalid literal for int\(\) with base 10: 'x'$"):
         group.run(int, "x")
+    assert "Traceback" in capsys.readouterr().err  # the failing rank keeps the traceback for debugging
     with pytest.raises(KeyboardInterrupt):
         group.run(_interrupt)
 
