@@ -21,6 +21,7 @@ import math
 from pathlib import Path
 from typing import Any, Iterable, Iterator, Sequence
 
+from featurestore.atomic import atomic_path
 from featurestore.errors import SermtlError
 
 STANDARD_COLUMNS: tuple[str, ...] = (
@@ -146,13 +147,11 @@ class Manifest:
         """Write the manifest as CSV (atomically: a reader never sees half a file)."""
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(path.name + ".tmp")
-        with open(tmp, "w", newline="", encoding="utf-8") as handle:
+        with atomic_path(path) as tmp, open(tmp, "w", newline="", encoding="utf-8") as handle:
             writer = csv.DictWriter(handle, fieldnames=list(self.columns))
             writer.writeheader()
             for row in self._rows:
                 writer.writerow({k: "" if v is None else v for k, v in row.items()})
-        tmp.replace(path)
         return path
 
     @classmethod

@@ -19,12 +19,12 @@ from __future__ import annotations
 import csv
 import dataclasses
 import json
-import os
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from featurestore.atomic import atomic_path
 from featurestore.errors import SermtlError
 from featurestore.features.base import resolve_device
 from featurestore.store.reader import FeatureStore, open_store
@@ -60,24 +60,20 @@ def default_protocol(manifest) -> Protocol:
 
 
 def _write_json(path: Path, data: Any) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(data, indent=2, ensure_ascii=False, default=float))
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:
+        tmp.write_text(json.dumps(data, indent=2, ensure_ascii=False, default=float))
 
 
 def _write_predictions(path: Path, rows: list[dict[str, Any]]) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "w", newline="", encoding="utf-8") as handle:
+    with atomic_path(path) as tmp, open(tmp, "w", newline="", encoding="utf-8") as handle:
         writer = csv.DictWriter(handle, fieldnames=list(rows[0]) if rows else ["utt_id"])
         writer.writeheader()
         writer.writerows(rows)
-    os.replace(tmp, path)
 
 
 def _save_checkpoint(path: Path, checkpoint: dict[str, Any]) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    torch.save(checkpoint, tmp)
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:
+        torch.save(checkpoint, tmp)
 
 
 def _with_new_defaults(previous: dict[str, Any]) -> dict[str, Any]:

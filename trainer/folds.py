@@ -52,6 +52,7 @@ from typing import Any
 
 import numpy as np
 
+from featurestore.atomic import atomic_path
 from featurestore.errors import SermtlError
 from featurestore.manifest import Manifest
 
@@ -363,9 +364,8 @@ def save_folds(folds: Sequence[Fold], path: str | Path, header: dict[str, Any] |
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     data = {"header": {**getattr(folds, "params", {}), **(header or {})}, "folds": [f.to_dict() for f in folds]}
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(data, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
-    tmp.replace(path)
+    with atomic_path(path) as tmp:
+        tmp.write_text(json.dumps(data, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
     return path
 
 

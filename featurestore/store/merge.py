@@ -17,7 +17,7 @@ import numpy as np
 from featurestore.errors import SermtlError
 from featurestore.manifest import Manifest
 from featurestore.store.reader import FeatureStore, describe_error, open_store
-from featurestore.store.writer import StoreWriter, frames_checksum
+from featurestore.store.writer import StoreWriter, entry_checksum
 
 Selector = Callable[[dict[str, Any]], bool]
 
@@ -102,14 +102,6 @@ def _checked_entry(store: FeatureStore, utt_id: str, checksum: int | None) -> tu
     except Exception as exc:  # a damaged chunk: zarr and h5py raise many types
         return None, f"does not read ({describe_error(exc)})"
     layers = features[None] if store.num_layers == 1 else features
-    if checksum is not None and _crc(layers) != checksum:
+    if checksum is not None and entry_checksum(layers) != checksum:
         return None, "does not match its checksum (its values changed after they were written)"
     return layers, ""
-
-
-def _crc(layers: np.ndarray) -> int:
-    """The store's checksum of one entry: CRC-32 chained over its layers."""
-    crc = 0
-    for layer in layers:
-        crc = frames_checksum(layer, crc)
-    return crc

@@ -66,6 +66,14 @@ def frames_checksum(frames: np.ndarray, crc: int = 0) -> int:
     return zlib.crc32(np.ascontiguousarray(frames).data, crc)
 
 
+def entry_checksum(layers: np.ndarray) -> int:
+    """An utterance's checksum: :func:`frames_checksum` chained over its ``(layers, frames, dim)``."""
+    crc = 0
+    for layer in layers:
+        crc = frames_checksum(layer, crc)
+    return crc
+
+
 @contextlib.contextmanager
 def store_io(path: Path, action: str) -> Iterator[None]:
     """Turn an ``OSError`` (disk full, read-only, permissions) into a one-line :class:`SermtlError`."""
@@ -314,10 +322,7 @@ class StoreWriter:
             for utt_id, feats in items:
                 row = self.manifest.position(utt_id)
                 self._index[row] = (offset, feats.shape[1])
-                crc = 0
-                for layer in range(block.shape[0]):
-                    crc = frames_checksum(block[layer, offset - start : offset - start + feats.shape[1]], crc)
-                self._checksums[row] = crc
+                self._checksums[row] = entry_checksum(block[:, offset - start : offset - start + feats.shape[1]])
                 offset += feats.shape[1]
                 rows.append(row)
             self._commit_rows(min(rows), max(rows) + 1)
