@@ -228,6 +228,9 @@ TRAINING_OPTIONS = PROTOCOL_OPTIONS + [
                  help="Training-input augmentation: SpecAugment time and feature-band masking."),
     click.option("--lr-schedule", type=click.Choice(["constant", "cosine"]), default="constant", show_default=True,
                  help="Learning rate per epoch: constant, or cosine decay towards 0 over --epochs."),
+    click.option("--batchnorm", type=click.Choice(["running", "precise"]), default="running", show_default=True,
+                 help="BatchNorm statistics for evaluation: momentum-averaged during training, or re-estimated "
+                      "on up to 32 training batches after each epoch (precise)."),
     click.option("--device", default="auto", show_default=True),
 ]
 

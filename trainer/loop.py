@@ -14,7 +14,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import math
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Iterable, Iterator, Sequence
 
 import numpy as np
 import torch
@@ -57,6 +57,7 @@ class TrainConfig:
     class_weights: str = "none"
     augment: str = "none"
     lr_schedule: str = "constant"
+    batchnorm: str = "running"
     seed: int = 0
     device: str = "auto"
 
@@ -130,6 +131,34 @@ def infer(network: SERNetwork, bank: FeatureBank, ids: Sequence[str], batch_size
     }
 
 
+#: At most this many training batches re-estimate the BatchNorm statistics (``batchnorm="precise"``).
+PRECISE_BATCHNORM_BATCHES = 32
+
+
+@torch.no_grad()
+def recalibrate_batchnorm(network: SERNetwork, batches: Iterable[tuple[Any, torch.Tensor, torch.Tensor]]) -> None:
+    """Precise BatchNorm: set every BatchNorm's running mean and variance to their plain
+    average over ``batches`` (forward passes in training mode, no gradient, no augmentation).
+
+    With momentum-averaged statistics an epoch of only a few steps leaves them lagging far
+    behind the weights, and evaluation (which uses them) sees a different network.
+    """
+    norms = [m for m in network.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
+    momenta = [m.momentum for m in norms]
+    augment, network.augment = network.augment, None
+    network.train()
+    for norm in norms:
+        norm.reset_running_stats()
+        norm.momentum = None  # cumulative average over the batches below
+    try:
+        for _, x, lengths in batches:
+            network(x, lengths)
+    finally:
+        for norm, momentum in zip(norms, momenta):
+            norm.momentum = momentum
+        network.augment = augment
+
+
 def _class_weights(targets: dict[str, int], num_classes: int, mode: str, device: torch.device) -> torch.Tensor | None:
     """``balanced``: weights ``n / (classes · n_c)`` (scikit-learn's ``class_weight="balanced"``)."""
     if mode == "none":
@@ -159,13 +188,20 @@ def _lr_schedule(name: str, epochs: int) -> Callable[[int], float]:
     raise SermtlError(f"--lr-schedule must be constant or cosine, got {name!r}")
 
 
+def _training_batches(bank: FeatureBank, ids: Sequence[str], config: TrainConfig, crop_frames: int,
+                      rng: np.random.Generator, limit: int | None = None) -> Iterator[tuple[Any, torch.Tensor, torch.Tensor]]:
+    """An epoch's shuffled, length-bucketed batches of random crops (the first ``limit`` of them)."""
+    crop_lengths = np.minimum(bank.lengths(ids), crop_frames)
+    batches = make_batches(list(ids), crop_lengths, config.batch_size, rng)
+    return bank.iterate(batches[:limit], crop_frames, rng)
+
+
 def _train_epoch(network, optimizer, bank, ids, emotion_targets, aux_targets, alpha, config, rng, crop_frames,
                  weights=None) -> float:
     network.train()
     total, count = 0.0, 0
     autocast = _autocast(bank.device)
-    crop_lengths = np.minimum(bank.lengths(ids), crop_frames)
-    for batch, x, lengths in bank.iterate(make_batches(list(ids), crop_lengths, config.batch_size, rng), crop_frames, rng):
+    for batch, x, lengths in _training_batches(bank, ids, config, crop_frames, rng):
         y = torch.tensor([emotion_targets[u] for u in batch], device=bank.device)
         with autocast:
             out = network(x, lengths, y)
@@ -200,6 +236,8 @@ def train_fold(store: FeatureStore, bank: FeatureBank, fold: Fold, config: Train
     network.augment = _augmentation(config.augment)
     optimizer = torch.optim.Adam(network.parameters(), lr=config.lr)
     lr_factor = _lr_schedule(config.lr_schedule, config.epochs)
+    if config.batchnorm not in ("running", "precise"):
+        raise SermtlError(f"--batchnorm must be running or precise, got {config.batchnorm!r}")
     weights = _class_weights(emotion_targets, len(emotion_task.classes), config.class_weights, bank.device)
     schedule = config.schedule()
     frame_rate = float(store.attrs.get("frame_rate") or 100.0)
@@ -218,6 +256,10 @@ def train_fold(store: FeatureStore, bank: FeatureBank, fold: Fold, config: Train
             group["lr"] = config.lr * lr_factor(epoch)
         loss = _train_epoch(network, optimizer, bank, fold.train, emotion_targets, aux_targets, alpha, config, rng,
                             crop_frames, weights)
+        if config.batchnorm == "precise":
+            recalibrate_batchnorm(network, _training_batches(bank, fold.train, config, crop_frames,
+                                                             np.random.default_rng([config.seed, fold.fold, epoch]),
+                                                             PRECISE_BATCHNORM_BATCHES))
         record: dict[str, Any] = {"epoch": epoch + 1, "alpha": alpha, "train_loss": loss}
         if fold.valid:
             probs = infer(network, bank, fold.valid, config.batch_size)["emotion"]

@@ -52,7 +52,7 @@ def test_gpu_benchmark_skips_without_cuda_and_runs_its_code_on_cpu_at_toy_size(t
     assert _positive_finite(out["training"]["total_s"]) and isinstance(out["target_train_under_3_min"], bool)
     assert out["training"]["folds"] == 5 and len(out["training"]["per_fold"]) == 5
     together = out["folds_together"]
-    assert _positive_finite(together["together_vs_one_after_another"])
+    assert _positive_finite(together["together_vs_one_after_another"]) and together["ranks"] == 2
     for name in ("one_after_another", "together"):
         results = json.loads((tmp_path / f"cv_{name}" / "results.json").read_text())
         assert len(results["folds"]) == 5

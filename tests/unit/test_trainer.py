@@ -112,7 +112,7 @@ def test_cv_writes_run_dir_and_resumes(mfcc_store, tmp_path) -> None:
         run_cv(mfcc_store, out, TrainConfig(**{**TINY, "alpha0": 0.2}), protocol, progress=False)
     # a run directory written before an option existed resumes with that option at its default
     saved = json.loads((out / "config.json").read_text())
-    for option in ("augment", "lr_schedule"):
+    for option in ("augment", "lr_schedule", "batchnorm"):
         del saved["train"][option]
     (out / "config.json").write_text(json.dumps(saved))
     (out / "fold_5" / "metrics.json").unlink()
@@ -216,6 +216,39 @@ def test_lr_schedules_and_their_use_in_training(mfcc_store) -> None:
             for s in ("constant", "cosine")]
     first, later = zip(*[(r.history[0]["train_loss"], r.history[2]["train_loss"]) for r in runs])
     assert first[0] == first[1] and later[0] != later[1]  # epoch 1 runs at the full rate in both
+
+
+def test_precise_batchnorm_averages_the_batches_statistics_and_restores_training_state(mfcc_store) -> None:
+    from trainer.loop import recalibrate_batchnorm
+    from trainer.models.augment import SpecAugment
+    from trainer.network import NetworkConfig, SERNetwork
+
+    store = open_store(mfcc_store)
+    bank = FeatureBank(store)
+    ids = store.ids()
+    batches = list(bank.iterate(make_batches(ids, bank.lengths(ids), 8, np.random.default_rng(0))))
+    network = SERNetwork(NetworkConfig(input_size=bank.dim, num_emotions=4, channels=16, embedding_dim=8))
+    network.set_normalisation(*bank.statistics(ids))
+    network.augment = augment = SpecAugment()
+    norm = network.encoder.first.norm
+    norm.running_mean.fill_(5.0)
+    seen: list[torch.Tensor] = []
+    hook = norm.register_forward_hook(lambda module, inputs, output: seen.append(inputs[0].mean(dim=(0, 2))))
+    weights = [p.detach().clone() for p in network.parameters()]
+    recalibrate_batchnorm(network.eval(), batches)
+    hook.remove()
+    assert len(seen) == len(batches)
+    torch.testing.assert_close(norm.running_mean, torch.stack(seen).mean(dim=0))  # equal-weight average
+    assert norm.momentum == 0.1 and network.augment is augment
+    assert all(torch.equal(a, b) for a, b in zip(weights, network.parameters()))
+    fold = make_folds(store.manifest, "loso", by="session")[0]
+    runs = {mode: train_fold(store, bank, fold, TrainConfig(**{**TINY, "batchnorm": mode}), progress=False)
+            for mode in ("running", "precise")}
+    assert runs["running"].history[0]["train_loss"] == runs["precise"].history[0]["train_loss"]  # same steps
+    assert not torch.equal(runs["running"].checkpoint["state_dict"]["encoder.first.norm.running_mean"],
+                           runs["precise"].checkpoint["state_dict"]["encoder.first.norm.running_mean"])
+    with pytest.raises(SermtlError, match="--batchnorm must be running or precise"):
+        train_fold(store, bank, fold, TrainConfig(**{**TINY, "batchnorm": "frozen"}), progress=False)
 
 
 def test_a_test_set_of_one_class_is_scored_without_separability(mfcc_store) -> None:
