@@ -73,31 +73,6 @@ def train_all_folds(store_path: Path, epochs: int, channels: int, device: str) -
             "peak_gpu_mb": total["peak_gpu_mb"]}
 
 
-def folds_together(store_path: Path, epochs: int, channels: int, device: str, workdir: Path,
-                   ranks: int = 5) -> dict[str, Any]:
-    """The 5 leave-one-session-out folds trained at once by ``ranks`` processes on the same
-    device (``torchrun --nproc-per-node RANKS … sermtl cv``; 5: one fold each), against the same
-    ``sermtl cv`` in one process training them one after another; both as whole commands,
-    side by side. A failed command's whole stderr (every rank's) is in the error."""
-    import subprocess
-
-    args = ["cv", "--store", str(store_path), "--protocol", "loso", "--by", "session", "--epochs", str(epochs),
-            "--channels", str(channels), "--device", device]
-    sermtl = [sys.executable, str(Path(__file__).resolve().parents[1] / "cli.py")]
-    torchrun = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", str(ranks),
-                "--no-python"]
-    timings = {}
-    for name, command in (("one_after_another", [*sermtl, *args]), ("together", [*torchrun, *sermtl, *args])):
-        shutil.rmtree(workdir / f"cv_{name}", ignore_errors=True)
-        with clock() as timing:
-            done = subprocess.run([*command, "--out", str(workdir / f"cv_{name}")], capture_output=True, text=True)
-        if done.returncode:
-            raise RuntimeError(f"{name}: {' '.join(command)} failed: {done.stderr.strip()}")
-        timings[f"{name}_s"] = round(timing["s"], 1)
-    ratio = timings["one_after_another_s"] / timings["together_s"]
-    return {**timings, "ranks": ranks, "together_vs_one_after_another": round(ratio, 2)}
-
-
 def run(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
     from bench.extraction import compare_batching
     from cli import FEATURE_DEFAULTS
@@ -121,9 +96,12 @@ def run(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
 
             torch.cuda.empty_cache()
     if args.part in ("all", "train"):
+        from bench import training
+
         results["training"] = train_all_folds(store, args.epochs, args.channels, args.device)
         results["target_train_under_3_min"] = results["training"]["total_s"] < TRAIN_TARGET_S
-        results["folds_together"] = folds_together(store, args.epochs, args.channels, args.device, workdir, args.ranks)
+        results["folds_together"] = training.folds_together(store, args.epochs, args.channels, args.device, workdir,
+                                                            args.ranks)
     return results
 
 

@@ -43,7 +43,8 @@ ROWS: tuple[tuple[str, str, str, str], ...] = (
     ("Scale 1×/4×/16×: read seconds", "scale_read_s", "s", "linear"),
     ("Scale: read time per utterance, 16× over 1×", "scale_read_time_per_utt_ratio", "(1 = linear)", "≈ 1"),
     ("Scale: read memory growth", "scale_read_rss_growth_mb", "MB over the start", "flat"),
-    ("Folds trained together vs one after another (GPU: bench/gpu.py)", "sweep_ratio", "×", ""),
+    ("Folds trained together (2 processes) vs one after another, CPU", "sweep_ratio", "× one-after-another speed",
+     "ratio"),
 )
 
 

@@ -34,6 +34,8 @@ from bench.common import IEMOCAP_UTTERANCES, clock, fresh_store, iemocap_like_fr
 
 #: Training utterances of one IEMOCAP leave-one-session-out fold (4 of 5 sessions, 20 % of them for validation).
 IEMOCAP_TRAIN_UTTS = round(IEMOCAP_UTTERANCES * 0.8 * 0.8)
+#: ECAPA channels of the sweep runs (the issue's small-corpus setting).
+SWEEP_CHANNELS = 128
 
 
 @dataclasses.dataclass(frozen=True)
@@ -55,14 +57,15 @@ class Sizes:
     w2v2_utts: int
     w2v2_longest: float
     w2v2_batch_seconds: float
+    sweep_epochs: int         # epochs of the folds-together vs one-after-another runs (MFCC corpus, C = 128)
 
 
 PRESETS: dict[str, Sizes] = {
     "full": Sizes(IEMOCAP_UTTERANCES, 34.1, (1, 4, 16), 5531, 1024, 640, 1024, 2, 200, 2, 512,
-                  "large", 200, 34.1, 200.0),
-    "quick": Sizes(240, 34.1, (1, 4, 16), 300, 1024, 48, 1024, 1, 40, 1, 512, "large", 16, 5.0, 20.0),
+                  "large", 200, 34.1, 200.0, 5),
+    "quick": Sizes(240, 34.1, (1, 4, 16), 300, 1024, 48, 1024, 1, 40, 1, 512, "large", 16, 5.0, 20.0, 2),
     # code paths only, in seconds (the unit test); its figures mean nothing
-    "tiny": Sizes(12, 2.0, (1, 4, 16), 12, 32, 20, 32, 1, 11, 1, 32, "tiny", 10, 1.5, 4.0),
+    "tiny": Sizes(12, 2.0, (1, 4, 16), 12, 32, 20, 32, 1, 11, 1, 32, "tiny", 10, 1.5, 4.0, 1),
 }
 
 
@@ -102,6 +105,10 @@ def run(sizes: Sizes, workdir: Path, model_dir: Path | None = None) -> dict[str,
         corpus, mfcc, workdir, mfcc_defaults["batch_seconds"], mfcc_defaults["dtype"], naive=False)
     compute_s = extraction.compute_only_seconds(corpus, mfcc, mfcc_defaults["batch_seconds"])
     section(results, "mfcc", {**figures, "compute_only_x_realtime": round(figures["audio_s"] / compute_s, 1)})
+
+    log("sweep: the 5 folds of the MFCC corpus trained by 2 processes at once vs one after another")
+    section(results, "sweep", training.folds_together(workdir / f"{mfcc.name}_bucketed.zarr", sizes.sweep_epochs,
+                                                      SWEEP_CHANNELS, "cpu", workdir, ranks=2))
 
     log(f"scale: MFCC extraction and reads at {sizes.scale} x the corpus")
     section(results, "scale", scale.scale_rows(corpus, mfcc, workdir, sizes.scale, mfcc_defaults["batch_seconds"],
@@ -181,9 +188,9 @@ def summary(results: dict[str, Any], preset: str, elapsed: float) -> dict[str, A
         "scale_read_s": [r["read_s"] for r in scale["rows"]],
         "scale_read_time_per_utt_ratio": scale["read_time_per_utt_ratio"],
         "scale_read_rss_growth_mb": scale["read_rss_growth_mb"],
-        "sweep_ratio": None,
-        "sweep_note": "GPU only: bench/gpu.py times the folds trained together (torchrun, one process "
-                      "per fold on one GPU) against one after another",
+        "sweep_ratio": results["sweep"]["together_vs_one_after_another"],
+        "sweep_note": f"5 folds, {results['sweep']['ranks']} torchrun processes (1 thread each) against one "
+                      "process (all threads), CPU; bench/gpu.py measures 5 processes sharing one GPU",
         "machine": results["machine"],
         "elapsed_s": round(elapsed, 1),
     })

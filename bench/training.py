@@ -11,7 +11,11 @@ The time spent producing batches (the loader) is clocked separately from the who
 from __future__ import annotations
 
 import dataclasses
+import shutil
+import subprocess
+import sys
 import time
+from pathlib import Path
 from typing import Any, Iterator, Sequence
 
 import torch
@@ -166,3 +170,25 @@ def per_epoch_at(result: dict[str, Any], train_utts: int) -> float:
     """Seconds per epoch scaled linearly to ``train_utts`` training utterances."""
     return round(result["epoch_s"] * train_utts / max(1, result["train_utts"]), 1)
 
+
+def folds_together(store_path: Path, epochs: int, channels: int, device: str, workdir: Path,
+                   ranks: int = 5) -> dict[str, Any]:
+    """The 5 leave-one-session-out folds trained at once by ``ranks`` processes on the same
+    device (``torchrun --nproc-per-node RANKS … sermtl cv``; 5: one fold each), against the same
+    ``sermtl cv`` in one process training them one after another; both as whole commands,
+    side by side. A failed command's whole stderr (every rank's) is in the error."""
+    args = ["cv", "--store", str(store_path), "--protocol", "loso", "--by", "session", "--epochs", str(epochs),
+            "--channels", str(channels), "--device", device]
+    sermtl = [sys.executable, str(Path(__file__).resolve().parents[1] / "cli.py")]
+    torchrun = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", str(ranks),
+                "--no-python"]
+    timings = {}
+    for name, command in (("one_after_another", [*sermtl, *args]), ("together", [*torchrun, *sermtl, *args])):
+        shutil.rmtree(workdir / f"cv_{name}", ignore_errors=True)
+        with clock() as timing:
+            done = subprocess.run([*command, "--out", str(workdir / f"cv_{name}")], capture_output=True, text=True)
+        if done.returncode:
+            raise RuntimeError(f"{name}: {' '.join(command)} failed: {done.stderr.strip()}")
+        timings[f"{name}_s"] = round(timing["s"], 1)
+    ratio = timings["one_after_another_s"] / timings["together_s"]
+    return {**timings, "ranks": ranks, "together_vs_one_after_another": round(ratio, 2)}
