@@ -152,7 +152,8 @@ def recalibrate_batchnorm(network: SERNetwork, batches: Iterable[tuple[Any, torc
         norm.momentum = None  # cumulative average over the batches below
     try:
         for _, x, lengths in batches:
-            network(x, lengths)
+            with _autocast(x.device):  # as in training
+                network(x, lengths)
     finally:
         for norm, momentum in zip(norms, momenta):
             norm.momentum = momentum
