@@ -292,11 +292,11 @@ def baseline(store: str, protocol, by, folds, valid_fraction, train_values, test
     from trainer.cv import default_protocol
     from trainer.folds import check_folds
 
-    opened = open_store(store)
-    chosen = _protocol(protocol, by, folds, valid_fraction, train_values, test_values) or default_protocol(opened.manifest)
-    fold_list = chosen.make(opened.manifest, seed)
-    check_folds(fold_list, opened.manifest, label_column=label)
-    results = svm_cv(opened, fold_list, label=label, c=c)
+    with open_store(store) as opened:
+        chosen = _protocol(protocol, by, folds, valid_fraction, train_values, test_values) or default_protocol(opened.manifest)
+        fold_list = chosen.make(opened.manifest, seed)
+        check_folds(fold_list, opened.manifest, label_column=label)
+        results = svm_cv(opened, fold_list, label=label, c=c)
     if out:
         Path(out).write_text(json.dumps(results, indent=2, default=float))
     click.echo(f"SVM ({chosen.name}{' by ' + chosen.by if chosen.by and chosen.name != 'kfold' else ''}, "

@@ -100,8 +100,18 @@ def prepare_run(store_path: str | Path, out_dir: str | Path, config: TrainConfig
                 protocol: Protocol | None = None) -> tuple[FeatureStore, Protocol, list[Fold]]:
     """Open the store, check the config, and write (or check) the run's ``config.json`` and
     ``folds.json``; returns the store, the protocol and the folds."""
-    out = Path(out_dir)
     store = open_store(store_path)
+    try:
+        protocol, folds = _check_run(store, store_path, Path(out_dir), config, protocol)
+    except BaseException:
+        store.close()  # the caller gets no store to close
+        raise
+    return store, protocol, folds
+
+
+def _check_run(store: FeatureStore, store_path: str | Path, out: Path, config: TrainConfig,
+               protocol: Protocol | None) -> tuple[Protocol, list[Fold]]:
+    """Check the config against the store and write (or check) ``config.json`` and ``folds.json``."""
     check_columns(store, config)
     resolve_layer(store, config.layer)
     config.schedule()
@@ -124,7 +134,26 @@ def prepare_run(store_path: str | Path, out_dir: str | Path, config: TrainConfig
         save_folds(folds, folds_path, {**dataclasses.asdict(protocol), "seed": config.seed})
     check_folds(folds, store.manifest, label_column=config.label,
                 group_column=protocol.by if protocol.name in ("loso", "group-kfold", "split") else None)
-    return store, protocol, folds
+    return protocol, folds
+
+
+def _train_folds(store: FeatureStore, out: Path, folds: list[Fold], config: TrainConfig, progress: bool) -> None:
+    """Train, score and save each of ``folds`` that the run directory does not hold yet."""
+    from tqdm import tqdm
+
+    bank = None
+    for fold in tqdm(folds, desc="folds", unit="fold", disable=not progress):
+        fold_dir = out / f"fold_{fold.fold}"
+        if (fold_dir / "metrics.json").exists():
+            continue
+        if bank is None:
+            bank = open_bank(store, config.layer, resolve_device(config.device))
+        outcome = train_fold(store, bank, fold, config, progress=progress, position=1)
+        fold_dir.mkdir(exist_ok=True)
+        _save_checkpoint(fold_dir / "checkpoint.pt", outcome.checkpoint)
+        _write_predictions(fold_dir / "predictions.csv", outcome.predictions)
+        _write_json(fold_dir / "history.json", outcome.history)
+        _write_json(fold_dir / "metrics.json", outcome.metrics)
 
 
 def run_cv(store_path: str | Path, out_dir: str | Path, config: TrainConfig, protocol: Protocol | None = None,
@@ -136,25 +165,11 @@ def run_cv(store_path: str | Path, out_dir: str | Path, config: TrainConfig, pro
     """
     out = Path(out_dir)
     store, protocol, folds = prepare_run(store_path, out, config, protocol)
-    wanted = [f for f in folds if only_folds is None or f.fold in only_folds]
-    if only_folds and len(wanted) != len(set(only_folds)):
-        raise SermtlError(f"--fold {only_folds}: the protocol has folds 1..{len(folds)}")
-    device = resolve_device(config.device)
-    bank = None
-    from tqdm import tqdm
-
-    for fold in tqdm(wanted, desc="folds", unit="fold", disable=not progress):
-        fold_dir = out / f"fold_{fold.fold}"
-        if (fold_dir / "metrics.json").exists():
-            continue
-        if bank is None:
-            bank = open_bank(store, config.layer, device)
-        outcome = train_fold(store, bank, fold, config, progress=progress, position=1)
-        fold_dir.mkdir(exist_ok=True)
-        _save_checkpoint(fold_dir / "checkpoint.pt", outcome.checkpoint)
-        _write_predictions(fold_dir / "predictions.csv", outcome.predictions)
-        _write_json(fold_dir / "history.json", outcome.history)
-        _write_json(fold_dir / "metrics.json", outcome.metrics)
+    with store:
+        wanted = [f for f in folds if only_folds is None or f.fold in only_folds]
+        if only_folds and len(wanted) != len(set(only_folds)):
+            raise SermtlError(f"--fold {only_folds}: the protocol has folds 1..{len(folds)}")
+        _train_folds(store, out, wanted, config, progress)
     per_fold = [json.loads((out / f"fold_{f.fold}" / "metrics.json").read_text()) for f in wanted]
     results = {"aux_accuracy": None, **average_folds(per_fold), "folds": per_fold, "protocol": protocol.name,
                "aux": config.aux, "store": str(store_path)}

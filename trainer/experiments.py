@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any, Callable, Sequence
 
 from featurestore.errors import SermtlError
+from featurestore.store.reader import stored_manifest
 from trainer import paper
 from trainer.cv import Protocol, default_protocol, run_cv
 from trainer.loop import TrainConfig
@@ -90,11 +91,9 @@ class Workspace:
     def manifest(self, corpus: str, feature: str):
         """The corpus's manifest: from its store when there is one, else prepared from its
         root (no features are extracted just to count utterances)."""
-        from featurestore import open_store
-
         path = self.stores.get((corpus, feature), self.cache / f"{corpus}_{feature}.zarr")
         if Path(path).exists() or corpus not in self.roots:
-            return open_store(self.store(corpus, feature)).manifest
+            return stored_manifest(self.store(corpus, feature))
         return self._prepare(corpus, self.roots[corpus])
 
     def available(self, corpus: str, feature: str) -> bool:
@@ -108,9 +107,7 @@ class Workspace:
         """Results of a cross-validation run, reusing its directory when it exists."""
         config = self.config(**overrides)
         if protocol is None:
-            from featurestore import open_store
-
-            protocol = default_protocol(open_store(store).manifest)
+            protocol = default_protocol(stored_manifest(store))
         identity = json.dumps([str(Path(store).resolve()), dataclasses.asdict(protocol), dataclasses.asdict(config)], sort_keys=True)
         name = f"{label}-{protocol.name}-{'nomtl' if config.aux == 'none' else config.aux}-{hashlib.sha256(identity.encode()).hexdigest()[:8]}"
         self.echo(f"run {name}")
@@ -209,14 +206,13 @@ def table4(ws: Workspace, corpora: Sequence[str] | None = None, feature: str = "
 
 def table5(ws: Workspace, corpora: Sequence[str] | None = None, feature: str = "w2v2") -> dict[str, Any]:
     """Same-corpus MTL against cross-corpus MTL (acted from one corpus, spontaneous from the other)."""
-    from featurestore import open_store
     from featurestore.store.merge import merge_stores, where
 
     names = list(corpora) if corpora else ["iemocap", "baum1"]
     if len(names) != 2:
         raise SermtlError(f"table5 needs two corpora (--corpus A --corpus B), got {names}")
     stores = {c: ws.store(c, feature) for c in names}
-    manifests = {c: open_store(s).manifest for c, s in stores.items()}
+    manifests = {c: stored_manifest(s) for c, s in stores.items()}
     results: dict[str, Any] = {}
     settings: list[tuple[str, Path]] = []
     for corpus in names:  # same-corpus MTL needs both expressions in one corpus

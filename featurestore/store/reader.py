@@ -263,4 +263,10 @@ def open_store(path: str | Path, format: str | None = None) -> FeatureStore:
         raise
 
 
-__all__ = ["FeatureStore", "open_store", "backend_for_path", "damaged_store_error", "describe_error", "read_manifest", "read_rows"]
+def stored_manifest(path: str | Path, format: str | None = None) -> Manifest:
+    """The manifest of the stored utterances of the store at ``path`` (the store is closed again)."""
+    with open_store(path, format) as store:
+        return store.manifest
+
+
+__all__ = ["FeatureStore", "open_store", "stored_manifest", "backend_for_path", "damaged_store_error", "describe_error", "read_manifest", "read_rows"]

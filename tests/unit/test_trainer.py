@@ -131,6 +131,21 @@ def test_bad_training_input(mfcc_store, tmp_path, config, needle) -> None:
         run_cv(mfcc_store, tmp_path / "r", TrainConfig(**{**TINY, **config}), Protocol("loso", by="session"), [1], progress=False)
 
 
+def test_cv_closes_the_store_after_a_run_and_after_a_refused_one(mfcc_store, tmp_path) -> None:
+    import h5py
+
+    from featurestore.store.merge import merge_stores
+
+    path = merge_stores([(mfcc_store, None)], tmp_path / "store.h5")
+    protocol = Protocol("loso", by="session")
+    run_cv(path, tmp_path / "run", TrainConfig(**{**TINY, "epochs": 1}), protocol, [1], progress=False)
+    h5py.File(path, "r+").close()  # h5py refuses while this process still holds the file open read-only
+    with pytest.raises(SermtlError, match="has no column 'mood'") as refused:
+        run_cv(path, tmp_path / "bad", TrainConfig(**{**TINY, "aux": "mood"}), protocol, [1], progress=False)
+    h5py.File(path, "r+").close()  # closed, not merely unreferenced: the traceback still holds the frames
+    assert refused.traceback
+
+
 def test_not_a_store(tmp_path) -> None:
     (tmp_path / "x.zarr").mkdir()
     with pytest.raises(SermtlError, match="not a feature store"):
