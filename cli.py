@@ -154,7 +154,7 @@ def extract(corpus, root, manifest, options, feature, model, layers, store, stor
 
     Under `torchrun --nproc-per-node N --no-python sermtl extract …` the N processes share
     the work and rank 0 merges it into the one store (docs/scale-out.md)."""
-    from featurestore.distributed import extract_sharded, process_group
+    from featurestore.distributed import extract_sharded, process_group, shard_dir, take_in_shards
     from featurestore.features import build_extractor
     from featurestore.pipeline import extract_to_store
 
@@ -169,6 +169,9 @@ def extract(corpus, root, manifest, options, feature, model, layers, store, stor
     group = click.get_current_context().with_resource(process_group(device))  # None outside torchrun
     extractor = build_extractor(feature, **extractor_options)
     defaults = FEATURE_DEFAULTS[feature]
+    if group is None and shard_dir(store_path).is_dir():  # an interrupted torchrun run, resumed by one process
+        taken = take_in_shards(rows, extractor, store_path, format=store_format, dtype=dtype or defaults["dtype"])
+        click.echo(f"{shard_dir(store_path)}: {taken} entries of an interrupted torchrun run taken in")
     report = (functools.partial(extract_sharded, group) if group else extract_to_store)(
         rows, extractor, store_path, format=store_format, dtype=dtype or defaults["dtype"],
         batch_seconds=batch_seconds or defaults["batch_seconds"], max_batch=max_batch,

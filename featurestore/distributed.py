@@ -9,7 +9,8 @@ batches out to the ranks, balanced by audio duration. Every rank extracts its sh
 (``<target>.shards/rank-<r>.zarr``); after all ranks are done, rank 0 copies the shards into
 the target in manifest order and removes them. A crashed run resumes: the target skips what
 it holds, and entries already in a shard (made from the audio the manifest names, and
-matching their checksums) are copied into the target when rank 0 opens it, not recomputed.
+matching their checksums) are copied into the target when rank 0 opens it, not recomputed;
+one process resuming without torchrun takes them in the same way (:func:`take_in_shards`).
 """
 
 from __future__ import annotations
@@ -237,14 +238,35 @@ def _salvage_shards(writer: StoreWriter, shards: Path, fingerprint: str, wanted:
     return salvaged
 
 
+def _open_writer(manifest: Manifest, extractor: FeatureExtractor, store_path: Path, format: str | None,
+                 dtype: str) -> tuple[StoreWriter, str]:
+    """The target's writer (holding its lock) and the fingerprint its shards must carry."""
+    writer = StoreWriter(store_path, manifest, extractor.describe(), dtype=dtype, dim=extractor.dim,
+                         num_layers=extractor.num_layers, frame_rate=extractor_frame_rate(extractor), format=format)
+    return writer, store_fingerprint({"feature": extractor.describe(), "dtype": writer.dtype.name})
+
+
+def take_in_shards(manifest: Manifest, extractor: FeatureExtractor, store_path: str | Path, *,
+                   format: str | None = None, dtype: str = "float32") -> int:
+    """One process resuming an interrupted ``torchrun`` extraction: copy into the store what
+    the shards of that run hold (checked as rank 0 checks them), remove the shards, and
+    return how many entries were copied (0 when there are no shards)."""
+    path, shards = Path(store_path), shard_dir(store_path)
+    if not shards.is_dir():
+        return 0
+    writer, fingerprint = _open_writer(manifest, extractor, path, format, dtype)
+    with writer:
+        copied = _salvage_shards(writer, shards, fingerprint, writer.pending(manifest.ids()))
+    shutil.rmtree(shards, ignore_errors=True)
+    return copied
+
+
 def _open_target(manifest: Manifest, extractor: FeatureExtractor, store_path: Path, world: int, *, format: str | None,
                  dtype: str, batch_seconds: float, max_batch: int | None) -> _Target:
     """Open (or create) the target, holding its lock, take in what an earlier run's shards
     hold, and deal out the utterances the target still lacks."""
-    writer = StoreWriter(store_path, manifest, extractor.describe(), dtype=dtype, dim=extractor.dim,
-                         num_layers=extractor.num_layers, frame_rate=extractor_frame_rate(extractor), format=format)
+    writer, fingerprint = _open_writer(manifest, extractor, store_path, format, dtype)
     try:
-        fingerprint = store_fingerprint({"feature": extractor.describe(), "dtype": writer.dtype.name})
         salvaged = _salvage_shards(writer, shard_dir(store_path), fingerprint, writer.pending(manifest.ids()))
         pending = writer.pending(manifest.ids())
         durations = {u: float(manifest[u]["duration"] or 0.0) for u in pending}

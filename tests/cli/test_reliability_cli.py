@@ -200,6 +200,21 @@ def test_bad_manifests_fail_in_one_line(tmp_path, monkeypatch, make, needles) ->
     assert not (tmp_path / "cache").exists() and not (tmp_path / "out.csv").exists()  # nothing written
 
 
+def test_one_process_resumes_an_interrupted_torchrun_extraction_from_its_shards(tmp_path, good_store) -> None:
+    from featurestore.distributed import shard_dir
+
+    _, rows = good_store
+    manifest = _write_manifest(tmp_path / "m.csv", rows)
+    shards = shard_dir(tmp_path / "s.zarr")
+    shutil.copytree(good_store[0], shards / "rank-0.zarr")  # a shard holding both utterances
+    result = run("extract", "--manifest", manifest, "--feature", "mfcc", "--store", tmp_path / "s.zarr")
+    assert f"{shards}: 2 entries of an interrupted torchrun run taken in" in result.output
+    assert "0 stored, 2 already there" in result.output and not shards.exists()
+    for utt_id in GOOD:
+        np.testing.assert_array_equal(open_store(tmp_path / "s.zarr").read(utt_id), open_store(good_store[0]).read(utt_id))
+    assert "0 problem(s), 0 missing" in run("verify", tmp_path / "s.zarr").output
+
+
 def test_verify_lists_a_damaged_entry_and_extract_repair_fixes_it(tmp_path, good_store) -> None:
     import zarr
 
