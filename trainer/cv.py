@@ -114,26 +114,23 @@ def _check_run(store: FeatureStore, store_path: str | Path, out: Path, config: T
     """Check the config against the store and write (or check) ``config.json`` and ``folds.json``."""
     check_columns(store, config)
     resolve_layer(store, config.layer)
-    config.schedule()
+    config.check()
     protocol = protocol or default_protocol(store.manifest)
     identity = {"store": str(Path(store_path).resolve()), "store_fingerprint": store.attrs.get("fingerprint"),
                 "protocol": dataclasses.asdict(protocol), "train": dataclasses.asdict(config)}
-    out.mkdir(parents=True, exist_ok=True)
-    config_path = out / "config.json"
+    config_path, folds_path = out / "config.json", out / "folds.json"
     if config_path.exists():
         changed = _differences(_with_new_defaults(json.loads(config_path.read_text())), identity)
         if changed:
             raise SermtlError(f"run directory {out} holds a run with another {', '.join(changed)}; use another --out")
-    else:
-        _write_json(config_path, identity)
-    folds_path = out / "folds.json"
-    if folds_path.exists():
-        folds, _ = load_folds(folds_path)
-    else:
-        folds = protocol.make(store.manifest, config.seed)
-        save_folds(folds, folds_path, {**dataclasses.asdict(protocol), "seed": config.seed})
+    folds = load_folds(folds_path)[0] if folds_path.exists() else protocol.make(store.manifest, config.seed)
     check_folds(folds, store.manifest, label_column=config.label,
                 group_column=protocol.by if protocol.name in ("loso", "group-kfold", "split") else None)
+    out.mkdir(parents=True, exist_ok=True)  # only now: a refused run leaves no directory behind
+    if not config_path.exists():
+        _write_json(config_path, identity)
+    if not folds_path.exists():
+        save_folds(folds, folds_path, {**dataclasses.asdict(protocol), "seed": config.seed})
     return protocol, folds
 
 

@@ -42,6 +42,8 @@ class TrainConfig:
     epochs: int = 50
     batch_size: int = 64
     lr: float = 1e-3
+    weight_decay: float = 0.0
+    dropout: float = 0.0
     alpha0: float = 0.1
     alpha_step: float = 0.05
     alpha_max: float = DEFAULT_ALPHA_MAX
@@ -63,6 +65,16 @@ class TrainConfig:
 
     def schedule(self) -> AlphaSchedule:
         return AlphaSchedule(self.alpha0, self.alpha_step, self.alpha_max)
+
+    def check(self) -> None:
+        """Refuse out-of-range settings with a one-line error naming the flag."""
+        if not 0.0 <= self.dropout < 1.0:
+            raise SermtlError(f"--dropout must be in [0, 1), got {self.dropout}")
+        if self.weight_decay < 0.0:
+            raise SermtlError(f"--weight-decay must be >= 0, got {self.weight_decay}")
+        if self.batchnorm not in ("running", "precise"):
+            raise SermtlError(f"--batchnorm must be running or precise, got {self.batchnorm!r}")
+        self.schedule()
 
     @property
     def uses_aux(self) -> bool:
@@ -222,6 +234,7 @@ def _train_epoch(network, optimizer, bank, ids, emotion_targets, aux_targets, al
 def train_fold(store: FeatureStore, bank: FeatureBank, fold: Fold, config: TrainConfig,
                progress: bool = True, position: int = 0) -> FoldOutcome:
     """Train on ``fold.train``, pick the epoch by ``fold.valid`` UWA, score ``fold.test``."""
+    config.check()
     rng = _seed_everything(config.seed + fold.fold)
     emotion_task, aux_task = build_tasks(store, fold, config)
     manifest = store.manifest
@@ -231,14 +244,12 @@ def train_fold(store: FeatureStore, bank: FeatureBank, fold: Fold, config: Train
         input_size=bank.dim, num_emotions=len(emotion_task.classes),
         num_aux=len(aux_task.classes) if aux_task else 0, input_layers=bank.num_layers,
         channels=config.channels, embedding_dim=config.embedding_dim, margin=config.margin, scale=config.scale,
-        input_norm=config.input_norm,
+        input_norm=config.input_norm, dropout=config.dropout,
     )).to(bank.device)
     network.set_normalisation(*bank.statistics(fold.train))
     network.augment = _augmentation(config.augment)
-    optimizer = torch.optim.Adam(network.parameters(), lr=config.lr)
+    optimizer = torch.optim.AdamW(network.parameters(), lr=config.lr, weight_decay=config.weight_decay)
     lr_factor = _lr_schedule(config.lr_schedule, config.epochs)
-    if config.batchnorm not in ("running", "precise"):
-        raise SermtlError(f"--batchnorm must be running or precise, got {config.batchnorm!r}")
     weights = _class_weights(emotion_targets, len(emotion_task.classes), config.class_weights, bank.device)
     schedule = config.schedule()
     frame_rate = float(store.attrs.get("frame_rate") or 100.0)

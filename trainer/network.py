@@ -32,6 +32,7 @@ class NetworkConfig:
     margin: float = 0.2
     scale: float = 30.0
     input_norm: str = "global"
+    dropout: float = 0.0
 
 
 class SERNetwork(nn.Module):
@@ -55,7 +56,8 @@ class SERNetwork(nn.Module):
         self.register_buffer("feature_mean", torch.zeros(stats_shape))
         self.register_buffer("feature_std", torch.ones(stats_shape))
         self.layer_sum = LayerWeightedSum(config.input_layers) if config.input_layers > 1 else None
-        self.encoder = ECAPATDNN(config.input_size, channels=config.channels, embedding_dim=config.embedding_dim)
+        self.encoder = ECAPATDNN(config.input_size, channels=config.channels, embedding_dim=config.embedding_dim,
+                                 dropout=config.dropout)
         self.emotion_head = AAMSoftmax(config.embedding_dim, config.num_emotions, margin=config.margin, scale=config.scale)
         self.aux_head = AuxHead(self.encoder.pooled_dim, config.num_aux) if config.num_aux else None
         #: Training-time augmentation of the normalised features (set by the trainer; no state).

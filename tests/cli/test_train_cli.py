@@ -65,12 +65,15 @@ def test_predict_gives_the_probabilities_of_training(store, tmp_path) -> None:
 
 @pytest.mark.parametrize("args,needle", [
     (["--alpha-max", "1.5"], "--alpha-max must be in [0, 1]"),
+    (["--dropout", "1"], "--dropout must be in [0, 1)"),
+    (["--weight-decay", "-0.1"], "--weight-decay must be >= 0"),
     (["--aux", "mood"], "has no column 'mood'"),
     (["--protocol", "loso", "--by", "colour"], "colour"),
 ])
 def test_bad_training_flags(store, tmp_path, args, needle) -> None:
     result = run("train", "--store", store, "--out", tmp_path / "r", *TINY, *args, ok=False)
     assert result.exit_code == 1 and needle in result.output and len(result.output.strip().splitlines()) == 1
+    assert not (tmp_path / "r").exists()  # refused before the run directory is written
 
 
 def test_predict_refuses_other_weights_and_non_checkpoints(store, tmp_path, csv_corpus) -> None:

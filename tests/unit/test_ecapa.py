@@ -217,3 +217,18 @@ def test_doctests(module) -> None:
     names = set(re.findall(r"^class (\w+)", Path(module.__file__).read_text(), flags=re.MULTILINE))
     assert names <= set(module.__all__)
     assert all(">>>" in getattr(module, name).__doc__ for name in names)
+
+
+def test_dropout_acts_on_the_pooled_statistics_in_training_only() -> None:
+    torch.manual_seed(0)
+    x, lengths = torch.randn(4, 40, 20), torch.tensor([40, 35, 30, 25])
+    model = ECAPATDNN(20, **SMALL, dropout=0.5)
+    model.train()
+    first, pooled = model(x, lengths)
+    second, pooled_again = model(x, lengths)
+    torch.testing.assert_close(pooled, pooled_again)  # the pooled output itself is not dropped
+    assert not torch.allclose(first, second)  # the embedding sees a different mask each pass
+    model.eval()
+    torch.testing.assert_close(model(x, lengths)[0], model(x, lengths)[0])
+    plain = ECAPATDNN(20, **SMALL).train()
+    torch.testing.assert_close(plain(x, lengths)[0], plain(x, lengths)[0])

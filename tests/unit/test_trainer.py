@@ -112,7 +112,7 @@ def test_cv_writes_run_dir_and_resumes(mfcc_store, tmp_path) -> None:
         run_cv(mfcc_store, out, TrainConfig(**{**TINY, "alpha0": 0.2}), protocol, progress=False)
     # a run directory written before an option existed resumes with that option at its default
     saved = json.loads((out / "config.json").read_text())
-    for option in ("augment", "lr_schedule", "batchnorm"):
+    for option in ("augment", "lr_schedule", "batchnorm", "weight_decay", "dropout"):
         del saved["train"][option]
     (out / "config.json").write_text(json.dumps(saved))
     (out / "fold_5" / "metrics.json").unlink()
@@ -231,6 +231,18 @@ def test_lr_schedules_and_their_use_in_training(mfcc_store) -> None:
             for s in ("constant", "cosine")]
     first, later = zip(*[(r.history[0]["train_loss"], r.history[2]["train_loss"]) for r in runs])
     assert first[0] == first[1] and later[0] != later[1]  # epoch 1 runs at the full rate in both
+
+
+def test_weight_decay_shrinks_the_weights_and_dropout_reaches_the_checkpoint(mfcc_store) -> None:
+    store = open_store(mfcc_store)
+    fold = make_folds(store.manifest, "loso", by="session")[0]
+    bank = FeatureBank(store)
+    runs = {wd: train_fold(store, bank, fold, TrainConfig(**{**TINY, "weight_decay": wd, "dropout": 0.3}), progress=False)
+            for wd in (0.0, 200.0)}
+    norm = {wd: torch.linalg.vector_norm(run.checkpoint["state_dict"]["encoder.first.conv.weight"]) for wd, run in runs.items()}
+    assert norm[200.0] < 0.6 * norm[0.0]  # decoupled decay: every step multiplies the weights by 1 - lr * wd
+    assert runs[0.0].checkpoint["network"]["dropout"] == 0.3
+    assert load_network(runs[0.0].checkpoint).encoder.dropout.p == 0.3
 
 
 def test_precise_batchnorm_averages_the_batches_statistics_and_restores_training_state(mfcc_store) -> None:

@@ -303,7 +303,7 @@ class ECAPATDNN(nn.Module):
     def __init__(self, input_size: int, channels: int = 512, embedding_dim: int = 192,
                  kernel_sizes: Sequence[int] = (5, 3, 3, 3, 1), dilations: Sequence[int] = (1, 2, 3, 4, 1),
                  res2net_scale: int = 8, se_channels: int = 128, attention_channels: int = 128,
-                 global_context: bool = True) -> None:
+                 global_context: bool = True, dropout: float = 0.0) -> None:
         super().__init__()
         if len(kernel_sizes) != 5 or len(dilations) != 5:
             raise ValueError("kernel_sizes and dilations need 5 entries: first block, 3 SE-Res2Blocks, aggregation")
@@ -318,6 +318,7 @@ class ECAPATDNN(nn.Module):
         self.aggregation = TDNNBlock(aggregated, aggregated, kernel_sizes[4], dilations[4])
         self.pooling = AttentiveStatisticsPooling(aggregated, attention_channels, global_context)
         self.pooled_norm = nn.BatchNorm1d(self.pooled_dim)
+        self.dropout = nn.Dropout(dropout)
         self.fc = nn.Linear(self.pooled_dim, embedding_dim)
         self.embedding_norm = nn.BatchNorm1d(embedding_dim)
 
@@ -347,4 +348,4 @@ class ECAPATDNN(nn.Module):
             block_outputs.append(h)
         h = self.aggregation(torch.cat(block_outputs, dim=1), mask)
         pooled = self.pooled_norm(self.pooling(h, mask))
-        return self.embedding_norm(self.fc(pooled)), pooled
+        return self.embedding_norm(self.fc(self.dropout(pooled))), pooled
