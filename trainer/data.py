@@ -70,7 +70,6 @@ class FeatureBank:
 
     def __init__(self, store: FeatureStore, layer: str | int | None = None, device: str | torch.device = "cpu") -> None:
         self.layer = resolve_layer(store, layer)
-        self.entries = store.entries()
         self.multi_layer = self.layer == "weighted"
         self.dim = store.dim
         self.num_layers = store.num_layers if self.multi_layer else 1
@@ -158,6 +157,7 @@ class StreamingBank(FeatureBank):
 
     def _load(self, store: FeatureStore) -> None:
         self.store = store
+        self.entries = store.entries()
         self._read_layer = None if self.layer in (None, "weighted") else self.layer
 
     def _frames(self, utt_id: str, start: int, count: int) -> torch.Tensor:
@@ -195,7 +195,7 @@ def open_bank(store: FeatureStore, layer: str | int | None = None, device: str |
     device = torch.device(device)
     resolved = resolve_layer(store, layer)
     layers = store.num_layers if resolved == "weighted" else 1
-    needed = store.stored_frames * store.dim * store.dtype.itemsize * layers
+    needed = store.committed_frames * store.dim * store.dtype.itemsize * layers
     budget = memory_budget(device) if budget_bytes is None else budget_bytes
     cls = FeatureBank if needed <= budget else StreamingBank
     return cls(store, layer, device)

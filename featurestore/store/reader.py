@@ -163,6 +163,12 @@ class FeatureStore:
         """Length of the frame axis on disk (committed frames plus any uncommitted tail)."""
         return int(self._features.shape[1])
 
+    @property
+    def committed_frames(self) -> int:
+        """Frames the committed utterances use (what :meth:`read_all` returns); less than
+        :attr:`stored_frames` where a repair or an interrupted write left frames unused."""
+        return sum(stop - start for start, stop in _compact_spans(self._entries)[0])
+
     def entries(self) -> dict[str, tuple[int, int]]:
         """``{utt_id: (offset, frames)}`` of every committed utterance."""
         return dict(self._entries)

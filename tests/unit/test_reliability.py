@@ -84,6 +84,13 @@ def test_verify_flags_damaged_entries_and_repair_recomputes_only_those(tmp_path,
     assert report.repaired == ["u02", "u05", "u08"] and report.stored == 3 and report.already_done == 9
     assert verify_store(path).ok
     assert_same_features(path, clean)
+    from featurestore import open_store
+    from trainer.data import open_bank
+
+    with open_store(path) as store:  # the damaged frames stay on disk, unused: the bank's size leaves them out
+        used = store.committed_frames * store.dim * store.dtype.itemsize
+        assert store.committed_frames == sum(frames for _, frames in store.entries().values()) < store.stored_frames
+        assert not open_bank(store, budget_bytes=used).streaming and open_bank(store, budget_bytes=used - 1).streaming
 
 
 def test_verify_checks_shape_attributes_and_index_length(tmp_path, manifest) -> None:
