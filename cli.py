@@ -238,6 +238,8 @@ TRAINING_OPTIONS = PROTOCOL_OPTIONS + [
     click.option("--batchnorm", type=click.Choice(["running", "precise"]), default="running", show_default=True,
                  help="BatchNorm statistics for evaluation: momentum-averaged during training, or re-estimated "
                       "on up to 32 training batches after each epoch (precise)."),
+    click.option("--average-best", type=int, default=1, show_default=True,
+                 help="Test with the mean weights of the K epochs with the best validation UWA (1: the best epoch)."),
     click.option("--device", default="auto", show_default=True),
 ]
 
@@ -250,6 +252,11 @@ def _protocol(protocol: str | None, by, folds, valid_fraction, train_values, tes
         return None
     return Protocol(protocol, by=by, folds=folds, valid_fraction=valid_fraction,
                     train_values=_comma_list(train_values), test_values=_comma_list(test_values))
+
+
+def _pooled_text(results: dict[str, Any]) -> str:
+    """The pooled scores (all folds' test rows as one set), for the one-line summaries."""
+    return f"pooled WA {results['pooled']['wa']:.2f}, UWA {results['pooled']['uwa']:.2f}"
 
 
 def _run_training(only_folds: list[int] | None, store: str, out: str | None, protocol: str | None, by, folds,
@@ -269,7 +276,8 @@ def _run_training(only_folds: list[int] | None, store: str, out: str | None, pro
     if results is None:  # a torchrun rank other than 0: rank 0 reports for all
         return None
     aux_text = f", aux accuracy {results['aux_accuracy']:.2f}" if results.get("aux_accuracy") is not None else ""
-    click.echo(f"{run_dir}: WA {results['wa']:.2f}, UWA {results['uwa']:.2f}{aux_text} (%, mean over {len(results['folds'])} fold(s))")
+    click.echo(f"{run_dir}: WA {results['wa']:.2f}, UWA {results['uwa']:.2f}{aux_text} "
+               f"(%, mean over {len(results['folds'])} fold(s); {_pooled_text(results)})")
     return results
 
 
@@ -307,7 +315,8 @@ def baseline(store: str, protocol, by, folds, valid_fraction, train_values, test
     if out:
         Path(out).write_text(json.dumps(results, indent=2, default=float))
     click.echo(f"SVM ({chosen.name}{' by ' + chosen.by if chosen.by and chosen.name != 'kfold' else ''}, "
-               f"{len(fold_list)} folds): WA {results['wa']:.2f}, UWA {results['uwa']:.2f} (%, mean over folds)")
+               f"{len(fold_list)} folds): WA {results['wa']:.2f}, UWA {results['uwa']:.2f} "
+               f"(%, mean over folds; {_pooled_text(results)})")
 
 
 @main.command()

@@ -60,6 +60,7 @@ class TrainConfig:
     augment: str = "none"
     lr_schedule: str = "constant"
     batchnorm: str = "running"
+    average_best: int = 1
     seed: int = 0
     device: str = "auto"
 
@@ -68,6 +69,8 @@ class TrainConfig:
 
     def check(self) -> None:
         """Refuse out-of-range settings with a one-line error naming the flag."""
+        if self.average_best < 1:
+            raise SermtlError(f"--average-best must be >= 1, got {self.average_best}")
         if not 0.0 <= self.dropout < 1.0:
             raise SermtlError(f"--dropout must be in [0, 1), got {self.dropout}")
         if self.weight_decay < 0.0:
@@ -172,6 +175,37 @@ def recalibrate_batchnorm(network: SERNetwork, batches: Iterable[tuple[Any, torc
         network.augment = augment
 
 
+class BestEpochs:
+    """The ``k`` epochs with the best validation key ``(UWA, −loss)`` and their weights;
+    ties keep the earlier epoch."""
+
+    def __init__(self, k: int) -> None:
+        self.k = k
+        self.kept: list[tuple[tuple[float, float], int, dict[str, torch.Tensor]]] = []
+
+    def offer(self, key: tuple[float, float], epoch: int, network: torch.nn.Module) -> None:
+        """Keep a copy of ``network``'s weights if ``epoch`` is among the ``k`` best so far."""
+        if len(self.kept) < self.k or key > self.kept[-1][0]:
+            self.kept.append((key, epoch, copy.deepcopy(network.state_dict())))
+            self.kept.sort(key=lambda item: item[0], reverse=True)  # stable: equal keys stay in epoch order
+            del self.kept[self.k:]
+
+    @property
+    def best(self) -> tuple[tuple[float, float], int]:
+        """The best key and its epoch."""
+        return self.kept[0][0], self.kept[0][1]
+
+    @property
+    def epochs(self) -> list[int]:
+        return sorted(epoch for _, epoch, _ in self.kept)
+
+    def averaged_state(self) -> dict[str, torch.Tensor]:
+        """The element-wise mean of the kept weights (integer buffers from the best epoch)."""
+        states = [state for _, _, state in self.kept]
+        return {name: torch.stack([s[name] for s in states]).mean(dim=0) if value.is_floating_point() else value
+                for name, value in states[0].items()}
+
+
 def _class_weights(targets: dict[str, int], num_classes: int, mode: str, device: torch.device) -> torch.Tensor | None:
     """``balanced``: weights ``n / (classes · n_c)`` (scikit-learn's ``class_weight="balanced"``)."""
     if mode == "none":
@@ -257,7 +291,7 @@ def train_fold(store: FeatureStore, bank: FeatureBank, fold: Fold, config: Train
     valid_truth = [manifest[u][config.label] for u in fold.valid]
     valid_targets = np.array([emotion_task.encode(v) for v in valid_truth], dtype=np.int64)
     history: list[dict[str, Any]] = []
-    best_state, best_epoch, best = None, -1, (-1.0, 0.0)
+    selection = BestEpochs(config.average_best)
 
     from tqdm import tqdm
 
@@ -279,16 +313,20 @@ def train_fold(store: FeatureStore, bank: FeatureBank, fold: Fold, config: Train
             record["valid_uwa"] = 100.0 * unweighted_accuracy(valid_truth, predicted)
             known = valid_targets >= 0
             record["valid_loss"] = float(-np.log(np.maximum(probs[known, valid_targets[known]], 1e-12)).mean()) if known.any() else 0.0
-            if (record["valid_uwa"], -record["valid_loss"]) > best:
-                best, best_epoch, best_state = (record["valid_uwa"], -record["valid_loss"]), epoch + 1, copy.deepcopy(network.state_dict())
+            selection.offer((record["valid_uwa"], -record["valid_loss"]), epoch + 1, network)
         history.append(record)
         bar.set_postfix(loss=f"{loss:.3f}", valid_uwa=f"{record.get('valid_uwa', float('nan')):.1f}", alpha=f"{alpha:.2f}")
-    if best_state is not None:
-        network.load_state_dict(best_state)
-    else:
-        best_epoch = config.epochs
+    best_epoch, best_valid_uwa = config.epochs, None
+    if selection.kept:
+        (best_valid_uwa, _), best_epoch = selection.best
+        network.load_state_dict(selection.averaged_state())
+        if len(selection.kept) > 1:  # averaged weights need their own BatchNorm statistics
+            recalibrate_batchnorm(network, _training_batches(bank, fold.train, config, crop_frames,
+                                                             np.random.default_rng([config.seed, fold.fold, config.epochs]),
+                                                             PRECISE_BATCHNORM_BATCHES))
     outcome_metrics, predictions = score(store, bank, network, fold.test, emotion_task, aux_task, config.batch_size)
-    outcome_metrics.update({"fold": fold.fold, "best_epoch": best_epoch, "best_valid_uwa": best[0] if fold.valid else None})
+    outcome_metrics.update({"fold": fold.fold, "best_epoch": best_epoch, "best_valid_uwa": best_valid_uwa,
+                            "averaged_epochs": selection.epochs if len(selection.kept) > 1 else None})
     checkpoint = {
         "sermtl_version": __version__,
         "network": dataclasses.asdict(network.config),

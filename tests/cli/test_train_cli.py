@@ -25,6 +25,7 @@ def test_train_exactly_as_documented(store, tmp_path, monkeypatch) -> None:
     run_dir = tmp_path / "runs" / "iemocap_mfcc-expression-default"
     assert f"{run_dir.relative_to(tmp_path)}: WA" in result.output and "aux accuracy" in result.output
     results = json.loads((run_dir / "results.json").read_text())
+    assert f"pooled WA {results['pooled']['wa']:.2f}" in result.output
     assert [f["fold"] for f in results["folds"]] == [1]
     folds = json.loads((run_dir / "folds.json").read_text())
     assert len(folds["folds"]) == 5  # leave-one-session-out chosen from the store's sessions
@@ -99,7 +100,9 @@ def test_baseline_command(store, tmp_path) -> None:
     out = tmp_path / "svm.json"
     result = run("baseline", "--store", store, "--protocol", "loso", "--by", "session", "--out", out)
     assert "SVM (loso by session, 5 folds): WA" in result.output
-    assert len(json.loads(out.read_text())["folds"]) == 5
+    saved = json.loads(out.read_text())
+    assert len(saved["folds"]) == 5
+    assert f"pooled WA {saved['pooled']['wa']:.2f}, UWA {saved['pooled']['uwa']:.2f})" in result.output
 
 
 def test_experiment_command_with_a_given_store(store, tmp_path) -> None:

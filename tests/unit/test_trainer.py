@@ -112,7 +112,7 @@ def test_cv_writes_run_dir_and_resumes(mfcc_store, tmp_path) -> None:
         run_cv(mfcc_store, out, TrainConfig(**{**TINY, "alpha0": 0.2}), protocol, progress=False)
     # a run directory written before an option existed resumes with that option at its default
     saved = json.loads((out / "config.json").read_text())
-    for option in ("augment", "lr_schedule", "batchnorm", "weight_decay", "dropout"):
+    for option in ("augment", "lr_schedule", "batchnorm", "weight_decay", "dropout", "average_best"):
         del saved["train"][option]
     (out / "config.json").write_text(json.dumps(saved))
     (out / "fold_5" / "metrics.json").unlink()
@@ -243,6 +243,37 @@ def test_weight_decay_shrinks_the_weights_and_dropout_reaches_the_checkpoint(mfc
     assert norm[200.0] < 0.6 * norm[0.0]  # decoupled decay: every step multiplies the weights by 1 - lr * wd
     assert runs[0.0].checkpoint["network"]["dropout"] == 0.3
     assert load_network(runs[0.0].checkpoint).encoder.dropout.p == 0.3
+
+
+def test_best_epochs_keeps_the_top_k_and_averages_their_weights() -> None:
+    from trainer.loop import BestEpochs
+
+    selection = BestEpochs(2)
+    net = torch.nn.BatchNorm1d(3)
+    for epoch, (key, value) in enumerate([((50.0, -1.0), 1.0), ((60.0, -2.0), 2.0), ((60.0, -2.0), 3.0), ((55.0, 0.0), 4.0)], 1):
+        net.weight.data.fill_(value)
+        net.num_batches_tracked.fill_(epoch)
+        selection.offer(key, epoch, net)
+    assert selection.epochs == [2, 3] and selection.best == ((60.0, -2.0), 2)  # a tie keeps the earlier epoch first
+    averaged = selection.averaged_state()
+    torch.testing.assert_close(averaged["weight"], torch.full((3,), 2.5))
+    assert int(averaged["num_batches_tracked"]) == 2  # integer buffers come from the best epoch
+
+
+def test_training_with_average_best_tests_the_mean_of_the_best_epochs(mfcc_store) -> None:
+    store = open_store(mfcc_store)
+    fold = make_folds(store.manifest, "loso", by="session")[0]
+    bank = FeatureBank(store)
+    one = train_fold(store, bank, fold, TrainConfig(**{**TINY, "epochs": 4}), progress=False)
+    three = train_fold(store, bank, fold, TrainConfig(**{**TINY, "epochs": 4, "average_best": 3}), progress=False)
+    assert one.history == three.history and one.metrics["averaged_epochs"] is None  # same training, other selection
+    ranked = sorted(three.history, key=lambda h: (h["valid_uwa"], -h["valid_loss"]), reverse=True)
+    assert three.metrics["averaged_epochs"] == sorted(h["epoch"] for h in ranked[:3])
+    assert three.metrics["best_epoch"] == one.metrics["best_epoch"] == ranked[0]["epoch"]
+    name = "encoder.fc.weight"
+    assert not torch.equal(one.checkpoint["state_dict"][name], three.checkpoint["state_dict"][name])
+    with pytest.raises(SermtlError, match="--average-best must be >= 1"):
+        train_fold(store, bank, fold, TrainConfig(**{**TINY, "average_best": 0}), progress=False)
 
 
 def test_precise_batchnorm_averages_the_batches_statistics_and_restores_training_state(mfcc_store) -> None:
