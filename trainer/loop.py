@@ -4,7 +4,8 @@ Per epoch ``e``: Adam steps over length-bucketed, randomly cropped batches with 
 ``(1 − α_e)·CE(AAM-softmax logits, emotion) + α_e·CE(aux logits, aux label)``
 (:class:`trainer.tasks.AlphaSchedule`), then the validation set is scored. The checkpoint
 kept is the epoch with the best validation UWA (ties: the lower validation loss, the
-emotion cross-entropy of the margin-free logits); the test set is
+emotion cross-entropy of the margin-free logits), or with ``average_best=K`` the mean
+weights of the K best epochs (:class:`BestEpochs`); the test set is
 scored once, with that checkpoint, after training. Without a validation set the last
 epoch is kept. On CUDA the forward pass runs under bf16 autocast.
 """
