@@ -47,6 +47,7 @@ class OnTheFlyBank(FeatureBank):
 
     def _load(self, store: FeatureStore) -> None:
         self.manifest = store.manifest
+        self.entries = store.entries()
         self.hop = round(TARGET_SR / float(store.attrs["frame_rate"]))
 
     def statistics(self, ids: Sequence[str]) -> tuple[torch.Tensor, torch.Tensor]:

@@ -77,6 +77,7 @@ class FeatureBank:
         self._load(store)
 
     def _load(self, store: FeatureStore) -> None:
+        """Set ``entries`` (``{utt_id: (offset, frames)}``) and whatever ``_frames`` reads."""
         block, self.entries = store.read_all(layer=None if self.layer in (None, "weighted") else self.layer)
         self.frames = torch.from_numpy(np.ascontiguousarray(block)).to(self.device)
 
