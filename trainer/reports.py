@@ -387,9 +387,13 @@ def _separability_section(runs: Sequence[Run], figure: str) -> list[str]:
 
 
 def _fold_table(run: Run) -> str:
-    rows = [[f.get("fold"), f.get("n"), f.get("wa"), f.get("uwa"), f.get("aux_accuracy"),
-             f.get("best_epoch"), f.get("best_valid_uwa")] for f in run.results.get("folds", [])]
-    return markdown_table(["fold", "test n", "WA", "UWA", "aux accuracy", "best epoch", "best valid UWA"], rows)
+    folds = run.results.get("folds", [])
+    averaged = any(f.get("averaged_epochs") for f in folds)  # a run with --average-best K > 1
+    rows = [[f.get("fold"), f.get("n"), f.get("wa"), f.get("uwa"), f.get("aux_accuracy"), f.get("best_epoch"),
+             f.get("best_valid_uwa"), *([", ".join(map(str, f.get("averaged_epochs") or []))] if averaged else [])]
+            for f in folds]
+    header = ["fold", "test n", "WA", "UWA", "aux accuracy", "best epoch", "best valid UWA"]
+    return markdown_table(header + (["averaged epochs"] if averaged else []), rows)
 
 
 def _run_section(run: Run, figures: Path) -> list[str]:

@@ -213,3 +213,14 @@ def test_not_a_run_directory(runs, tmp_path) -> None:
         write_report([runs["mtl"], runs["stl"]])
     with pytest.raises(SermtlError, match="no run directory"):
         write_report([])
+
+
+def test_fold_table_lists_the_averaged_epochs_of_an_average_best_run(runs, tmp_path) -> None:
+    run = copy_run(runs["mtl"], tmp_path / "avg")
+    saved = results(run)
+    assert "averaged epochs" not in write_report([run]).read_text()  # a run of single best epochs
+    for fold in saved["folds"]:
+        fold["averaged_epochs"] = [1, 2]
+    (run / "results.json").write_text(json.dumps(saved))
+    text = write_report([run]).read_text()
+    assert "averaged epochs" in text and table_row(text, str(saved["folds"][0]["fold"]))[-1] == "1, 2"
