@@ -260,9 +260,9 @@ def _pooled_text(results: dict[str, Any]) -> str:
 
 
 def _run_training(only_folds: list[int] | None, store: str, out: str | None, protocol: str | None, by, folds,
-                  valid_fraction, train_values, test_values, **train) -> dict[str, Any] | None:
+                  valid_fraction, train_values, test_values, repeats: int = 1, **train) -> dict[str, Any] | None:
     from featurestore.distributed import process_group
-    from trainer.cv import run_cv
+    from trainer.cv import run_cv, run_repeats
     from trainer.distributed import run_cv_distributed
     from trainer.loop import TrainConfig
 
@@ -270,9 +270,22 @@ def _run_training(only_folds: list[int] | None, store: str, out: str | None, pro
     aux = "nomtl" if config.aux in ("none", "") else config.aux
     run_dir = Path(out) if out else Path("runs") / f"{Path(store).stem}-{aux}-{protocol or 'default'}"
     group = click.get_current_context().with_resource(process_group(config.device))  # None outside torchrun
-    results = (functools.partial(run_cv_distributed, group) if group else run_cv)(
-        store, run_dir, config, _protocol(protocol, by, folds, valid_fraction, train_values, test_values),
-        only_folds=only_folds)
+    runner = functools.partial(run_cv_distributed, group) if group else run_cv
+    chosen = _protocol(protocol, by, folds, valid_fraction, train_values, test_values)
+    if repeats > 1:
+        summary = run_repeats(functools.partial(_run_and_report, runner, only_folds), store, run_dir, config, chosen, repeats)
+        if summary is not None:
+            click.echo(f"{run_dir}: over seeds {', '.join(map(str, summary['seeds']))}: "
+                       f"WA {summary['wa']['mean']:.2f} ± {summary['wa']['std']:.2f}, "
+                       f"UWA {summary['uwa']['mean']:.2f} ± {summary['uwa']['std']:.2f}, "
+                       f"pooled UWA {summary['pooled_uwa']['mean']:.2f} ± {summary['pooled_uwa']['std']:.2f} (%, mean ± std)")
+        return summary
+    return _run_and_report(runner, only_folds, store, run_dir, config, chosen)
+
+
+def _run_and_report(runner, only_folds: list[int] | None, store: str, run_dir: Path, config, protocol) -> dict[str, Any] | None:
+    """One run of ``runner`` (run_cv or its torchrun form) and its one-line summary."""
+    results = runner(store, run_dir, config, protocol, only_folds=only_folds)
     if results is None:  # a torchrun rank other than 0: rank 0 reports for all
         return None
     aux_text = f", aux accuracy {results['aux_accuracy']:.2f}" if results.get("aux_accuracy") is not None else ""
@@ -291,9 +304,12 @@ def train(fold: int, **options) -> None:
 
 @main.command()
 @functools.partial(_apply, TRAINING_OPTIONS)
-def cv(**options) -> None:
+@click.option("--repeats", type=click.IntRange(min=1), default=1, show_default=True,
+              help="Run the whole CV once per seed --seed … --seed+N−1 (folds drawn anew each), into OUT/seed_<s>, "
+                   "and write OUT/repeats.json with the mean ± std over seeds.")
+def cv(repeats: int, **options) -> None:
     """Run every fold of a protocol; write results.json, predictions and checkpoints (resumable)."""
-    _run_training(None, **options)
+    _run_training(None, repeats=repeats, **options)
 
 
 @main.command()

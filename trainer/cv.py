@@ -20,8 +20,9 @@ import csv
 import dataclasses
 import json
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
+import numpy as np
 import torch
 
 from featurestore.atomic import atomic_path
@@ -173,3 +174,36 @@ def run_cv(store_path: str | Path, out_dir: str | Path, config: TrainConfig, pro
     if write_results:
         _write_json(out / "results.json", results)
     return results
+
+
+def summarise_repeats(runs: dict[int, dict[str, Any]]) -> dict[str, Any]:
+    """Mean and population standard deviation over seeds of each run's fold-mean WA, UWA and
+    aux accuracy and of its pooled WA and UWA (percent), with every seed's own figures."""
+    def spread(values: list[float]) -> dict[str, float]:
+        return {"mean": float(np.mean(values)), "std": float(np.std(values))}
+
+    figures = {seed: {"wa": r["wa"], "uwa": r["uwa"], "aux_accuracy": r.get("aux_accuracy"),
+                      "pooled_wa": r["pooled"]["wa"], "pooled_uwa": r["pooled"]["uwa"]} for seed, r in runs.items()}
+    names = [n for n in ("wa", "uwa", "aux_accuracy", "pooled_wa", "pooled_uwa")
+             if all(f[n] is not None for f in figures.values())]
+    return {"seeds": list(runs), **{n: spread([f[n] for f in figures.values()]) for n in names},
+            "runs": {str(seed): f for seed, f in figures.items()}}
+
+
+def run_repeats(run: Callable[..., dict[str, Any] | None], store_path: str | Path, out_dir: str | Path,
+                config: TrainConfig, protocol: Protocol | None, repeats: int) -> dict[str, Any] | None:
+    """Run ``run`` (:func:`run_cv`, or its torchrun form) once per seed ``config.seed`` …
+    ``config.seed + repeats − 1``, each into its own run directory ``OUT/seed_<s>`` (its folds
+    drawn from that seed too), and write ``OUT/repeats.json`` (:func:`summarise_repeats`).
+    Resumes like ``run``; returns the summary, or ``None`` where ``run`` does (torchrun ranks > 0)."""
+    if repeats < 1:
+        raise SermtlError(f"--repeats must be >= 1, got {repeats}")
+    out = Path(out_dir)
+    runs = {seed: run(store_path, out / f"seed_{seed}", dataclasses.replace(config, seed=seed), protocol)
+            for seed in range(config.seed, config.seed + repeats)}
+    if any(r is None for r in runs.values()):
+        return None
+    summary = summarise_repeats(runs)
+    _write_json(out / "repeats.json", summary)
+    return summary
+

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -111,3 +112,20 @@ def test_experiment_command_with_a_given_store(store, tmp_path) -> None:
     assert "table1 done" in result.output and (out / "table1" / "table.md").exists()
     bad = run("experiment", "table3", "--root", "nosuch=/x", "--out", out, ok=False)
     assert bad.exit_code == 1 and "not a corpus recipe" in bad.output
+
+
+def test_cv_repeats_over_seeds_writes_each_run_and_their_mean(store, tmp_path) -> None:
+    out = tmp_path / "rep"
+    args = ("cv", "--store", store, "--protocol", "group-kfold", "--by", "session", "--folds", "3", "--aux", "none",
+            "--out", out, "--seed", "4", "--repeats", "2", *TINY)
+    first = run(*args).output
+    runs = {seed: json.loads((out / f"seed_{seed}" / "results.json").read_text()) for seed in (4, 5)}
+    assert {json.loads((out / f"seed_{s}" / "config.json").read_text())["train"]["seed"] for s in (4, 5)} == {4, 5}
+    summary = json.loads((out / "repeats.json").read_text())
+    assert summary["seeds"] == [4, 5] and "aux_accuracy" not in summary
+    assert summary["uwa"]["mean"] == pytest.approx(np.mean([r["uwa"] for r in runs.values()]))
+    assert summary["pooled_uwa"]["std"] == pytest.approx(np.std([r["pooled"]["uwa"] for r in runs.values()]))
+    assert f"UWA {summary['uwa']['mean']:.2f} ± {summary['uwa']['std']:.2f}" in first
+    done = (out / "seed_5" / "fold_1" / "metrics.json").stat().st_mtime_ns
+    assert run(*args).output.splitlines()[-1] == first.splitlines()[-1]  # resumed: nothing retrained
+    assert (out / "seed_5" / "fold_1" / "metrics.json").stat().st_mtime_ns == done
