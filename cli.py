@@ -259,6 +259,14 @@ def _pooled_text(results: dict[str, Any]) -> str:
     return f"pooled WA {results['pooled']['wa']:.2f}, UWA {results['pooled']['uwa']:.2f}"
 
 
+def _repeats_text(summary: dict[str, Any]) -> str:
+    """The mean ± std over seeds of :func:`trainer.cv.summarise_repeats`, for one-line summaries."""
+    return (f"over seeds {', '.join(map(str, summary['seeds']))}: "
+            f"WA {summary['wa']['mean']:.2f} ± {summary['wa']['std']:.2f}, "
+            f"UWA {summary['uwa']['mean']:.2f} ± {summary['uwa']['std']:.2f}, "
+            f"pooled UWA {summary['pooled_uwa']['mean']:.2f} ± {summary['pooled_uwa']['std']:.2f} (%, mean ± std)")
+
+
 def _run_training(only_folds: list[int] | None, store: str, out: str | None, protocol: str | None, by, folds,
                   valid_fraction, train_values, test_values, repeats: int = 1, **train) -> dict[str, Any] | None:
     from featurestore.distributed import process_group
@@ -275,10 +283,7 @@ def _run_training(only_folds: list[int] | None, store: str, out: str | None, pro
     if repeats > 1:
         summary = run_repeats(functools.partial(_run_and_report, runner, only_folds), store, run_dir, config, chosen, repeats)
         if summary is not None:
-            click.echo(f"{run_dir}: over seeds {', '.join(map(str, summary['seeds']))}: "
-                       f"WA {summary['wa']['mean']:.2f} ± {summary['wa']['std']:.2f}, "
-                       f"UWA {summary['uwa']['mean']:.2f} ± {summary['uwa']['std']:.2f}, "
-                       f"pooled UWA {summary['pooled_uwa']['mean']:.2f} ± {summary['pooled_uwa']['std']:.2f} (%, mean ± std)")
+            click.echo(f"{run_dir}: {_repeats_text(summary)}")
         return summary
     return _run_and_report(runner, only_folds, store, run_dir, config, chosen)
 
@@ -316,23 +321,34 @@ def cv(repeats: int, **options) -> None:
 @functools.partial(_apply, PROTOCOL_OPTIONS)
 @click.option("--c", "c", type=float, default=1.0, show_default=True, help="SVM regularisation C.")
 @click.option("--out", type=click.Path(dir_okay=False), help="Write the results as JSON here.")
-def baseline(store: str, protocol, by, folds, valid_fraction, train_values, test_values, label, seed, c, out) -> None:
+@click.option("--repeats", type=click.IntRange(min=1), default=1, show_default=True,
+              help="Fit on the folds of seeds --seed … --seed+N−1 (as cv --repeats) and give the mean ± std over seeds.")
+def baseline(store: str, protocol, by, folds, valid_fraction, train_values, test_values, label, seed, c, out,
+             repeats) -> None:
     """RBF-SVM on utterance mean/std features, on the same folds as train/cv."""
     from featurestore import open_store
     from trainer.baseline import svm_cv
-    from trainer.cv import default_protocol
+    from trainer.cv import default_protocol, summarise_repeats
     from trainer.folds import check_folds
 
+    per_seed = {}
     with open_store(store) as opened:
         chosen = _protocol(protocol, by, folds, valid_fraction, train_values, test_values) or default_protocol(opened.manifest)
-        fold_list = chosen.make(opened.manifest, seed)
-        check_folds(fold_list, opened.manifest, label_column=label)
-        results = svm_cv(opened, fold_list, label=label, c=c)
+        for fold_seed in range(seed, seed + repeats):
+            fold_list = chosen.make(opened.manifest, fold_seed)
+            check_folds(fold_list, opened.manifest, label_column=label)
+            per_seed[fold_seed] = svm_cv(opened, fold_list, label=label, c=c)
+    name = f"SVM ({chosen.name}{' by ' + chosen.by if chosen.by and chosen.name != 'kfold' else ''}, {len(fold_list)} folds)"
+    if repeats == 1:
+        results = per_seed[seed]
+        line = (f"{name}: WA {results['wa']:.2f}, UWA {results['uwa']:.2f} "
+                f"(%, mean over folds; {_pooled_text(results)})")
+    else:
+        results = {**summarise_repeats(per_seed), "results": {str(s): r for s, r in per_seed.items()}}
+        line = f"{name}: {_repeats_text(results)}"
     if out:
         Path(out).write_text(json.dumps(results, indent=2, default=float))
-    click.echo(f"SVM ({chosen.name}{' by ' + chosen.by if chosen.by and chosen.name != 'kfold' else ''}, "
-               f"{len(fold_list)} folds): WA {results['wa']:.2f}, UWA {results['uwa']:.2f} "
-               f"(%, mean over folds; {_pooled_text(results)})")
+    click.echo(line)
 
 
 @main.command()

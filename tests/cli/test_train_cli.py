@@ -126,6 +126,15 @@ def test_cv_repeats_over_seeds_writes_each_run_and_their_mean(store, tmp_path) -
     assert summary["uwa"]["mean"] == pytest.approx(np.mean([r["uwa"] for r in runs.values()]))
     assert summary["pooled_uwa"]["std"] == pytest.approx(np.std([r["pooled"]["uwa"] for r in runs.values()]))
     assert f"UWA {summary['uwa']['mean']:.2f} ± {summary['uwa']['std']:.2f}" in first
+    svm_out = tmp_path / "svm.json"
+    svm = run("baseline", "--store", store, "--protocol", "group-kfold", "--by", "session", "--folds", "3",
+              "--seed", "4", "--repeats", "2", "--out", svm_out).output
+    svm_summary = json.loads(svm_out.read_text())
+    run("baseline", "--store", store, "--protocol", "group-kfold", "--by", "session", "--folds", "3",
+        "--seed", "5", "--out", tmp_path / "svm5.json")
+    single = json.loads((tmp_path / "svm5.json").read_text())
+    assert svm_summary["seeds"] == [4, 5] and svm_summary["results"]["5"]["uwa"] == pytest.approx(single["uwa"])
+    assert f"over seeds 4, 5: WA {svm_summary['wa']['mean']:.2f} ± {svm_summary['wa']['std']:.2f}" in svm
     done = (out / "seed_5" / "fold_1" / "metrics.json").stat().st_mtime_ns
     assert run(*args).output.splitlines()[-1] == first.splitlines()[-1]  # resumed: nothing retrained
     assert (out / "seed_5" / "fold_1" / "metrics.json").stat().st_mtime_ns == done
