@@ -133,8 +133,13 @@ def process_group(device: str = "auto") -> Iterator[Group | None]:
     dist.init_process_group("gloo", timeout=TIMEOUT)
     try:
         yield Group(rank=dist.get_rank(), world=dist.get_world_size(), local_rank=local_rank)
-    finally:
-        dist.destroy_process_group()
+    except BaseException:
+        dist.destroy_process_group()  # no barrier: the other ranks may be gone
+        raise
+    # every rank is done talking before any tears its connections down (a rank that tore
+    # down while another was still finishing has been seen to abort that one at exit)
+    dist.barrier()
+    dist.destroy_process_group()
 
 
 # -- sharded extraction ---------------------------------------------------------------------
