@@ -138,8 +138,10 @@ def process_group(device: str = "auto") -> Iterator[Group | None]:
         raise
     # every rank is done talking before any tears its connections down (a rank that tore
     # down while another was still finishing has been seen to abort that one at exit)
-    dist.barrier()
-    dist.destroy_process_group()
+    try:
+        dist.barrier()  # fails at once, rather than waiting, when another rank has failed and gone
+    finally:
+        dist.destroy_process_group()
 
 
 # -- sharded extraction ---------------------------------------------------------------------
