@@ -294,6 +294,12 @@ def train_fold(store: FeatureStore, bank: FeatureBank, fold: Fold, config: Train
     history: list[dict[str, Any]] = []
     selection = BestEpochs(config.average_best)
 
+    def recalibrate(draw: int) -> None:
+        """Precise BatchNorm statistics from training batches drawn by ``(seed, fold, draw)``."""
+        rng_draw = np.random.default_rng([config.seed, fold.fold, draw])
+        recalibrate_batchnorm(network, _training_batches(bank, fold.train, config, crop_frames, rng_draw,
+                                                         PRECISE_BATCHNORM_BATCHES))
+
     from tqdm import tqdm
 
     bar = tqdm(range(config.epochs), desc=f"fold {fold.fold}", unit="epoch", disable=not progress, position=position, leave=False)
@@ -304,9 +310,7 @@ def train_fold(store: FeatureStore, bank: FeatureBank, fold: Fold, config: Train
         loss = _train_epoch(network, optimizer, bank, fold.train, emotion_targets, aux_targets, alpha, config, rng,
                             crop_frames, weights)
         if config.batchnorm == "precise":
-            recalibrate_batchnorm(network, _training_batches(bank, fold.train, config, crop_frames,
-                                                             np.random.default_rng([config.seed, fold.fold, epoch]),
-                                                             PRECISE_BATCHNORM_BATCHES))
+            recalibrate(draw=epoch)
         record: dict[str, Any] = {"epoch": epoch + 1, "alpha": alpha, "train_loss": loss}
         if fold.valid:
             probs = infer(network, bank, fold.valid, config.batch_size)["emotion"]
@@ -322,9 +326,7 @@ def train_fold(store: FeatureStore, bank: FeatureBank, fold: Fold, config: Train
         (best_valid_uwa, _), best_epoch = selection.best
         network.load_state_dict(selection.averaged_state())
         if len(selection.kept) > 1:  # averaged weights need their own BatchNorm statistics
-            recalibrate_batchnorm(network, _training_batches(bank, fold.train, config, crop_frames,
-                                                             np.random.default_rng([config.seed, fold.fold, config.epochs]),
-                                                             PRECISE_BATCHNORM_BATCHES))
+            recalibrate(draw=config.epochs)
     outcome_metrics, predictions = score(store, bank, network, fold.test, emotion_task, aux_task, config.batch_size)
     outcome_metrics.update({"fold": fold.fold, "best_epoch": best_epoch, "best_valid_uwa": best_valid_uwa,
                             "averaged_epochs": selection.epochs if len(selection.kept) > 1 else None})
