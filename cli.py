@@ -16,6 +16,7 @@ from typing import Any
 
 import click
 
+from featurestore.audio import DEFAULT_MAX_DURATION
 from featurestore.errors import SermtlError
 
 DEFAULT_MODEL = "facebook/wav2vec2-large-960h"
@@ -74,7 +75,8 @@ def _echo_warning(message, category, filename, lineno, file=None, line=None) -> 
 
 
 class SermtlGroup(click.Group):
-    """Turns :class:`SermtlError` into one line on stderr and exit code 1, Ctrl-C into 130,
+    """Turns :class:`SermtlError` into one line on stderr and exit code 1, a flag that does
+    not parse into one line and exit code 2, Ctrl-C into 130,
     and warnings (e.g. a corpus's unlabelled files) into ``warning: …`` lines."""
 
     def invoke(self, ctx: click.Context) -> Any:
@@ -84,6 +86,10 @@ class SermtlGroup(click.Group):
         except SermtlError as exc:
             click.echo(f"error: {exc}", err=True)
             sys.exit(1)
+        except click.UsageError as exc:  # a flag that does not parse: one line, not the usage block
+            command = f"{exc.ctx.command_path}: " if exc.ctx is not None else ""
+            click.echo(f"error: {command}{exc.format_message()}", err=True)
+            sys.exit(2)
         except KeyboardInterrupt:
             click.echo("interrupted: finished work is kept; run the same command again to resume", err=True)
             sys.exit(130)
@@ -144,12 +150,14 @@ def prepare(corpus: str, root: str | None, out: str | None, options: tuple[str, 
 @click.option("--batch-seconds", type=float, help="Padded audio seconds per batch. Default: 600 (mfcc), 200 (w2v2).")
 @click.option("--max-batch", type=int, help="At most this many utterances per batch (1 = one by one).")
 @click.option("--dtype", type=click.Choice(["float16", "float32"]), help="Stored dtype. Default: float32 (mfcc), float16 (w2v2).")
-@click.option("--chunk-seconds", type=float, help="w2v2: utterances longer than this are processed in overlapping windows.")
+@click.option("--chunk-seconds", type=click.FloatRange(min=0), help="w2v2: utterances longer than this are processed in overlapping windows.")
 @click.option("--on-error", type=click.Choice(["fail", "skip"]), default="fail", show_default=True, help="Bad item: stop, or skip it and list it in the store's report.")
 @click.option("--workers", type=int, default=2, show_default=True, help="Audio decoding threads.")
 @click.option("--repair", is_flag=True, help="First recompute the entries that `sermtl verify` finds wrong.")
+@click.option("--max-duration", type=click.FloatRange(min=0, min_open=True), default=DEFAULT_MAX_DURATION, show_default=True,
+              help="Longest audio (file or segment) to decode, in seconds; longer items fail or are skipped (--on-error).")
 def extract(corpus, root, manifest, options, feature, model, layers, store, store_format, device,
-            batch_seconds, max_batch, dtype, chunk_seconds, on_error, workers, repair) -> None:
+            batch_seconds, max_batch, dtype, chunk_seconds, on_error, workers, repair, max_duration) -> None:
     """Extract features for every utterance into a store (resumable: re-run to finish).
 
     Under `torchrun --nproc-per-node N --no-python sermtl extract …` the N processes share
@@ -160,7 +168,9 @@ def extract(corpus, root, manifest, options, feature, model, layers, store, stor
 
     rows, name = load_manifest(corpus, root, manifest, parse_options(options))
     suffix = ".h5" if store_format == "hdf5" else ".zarr"
-    store_path = Path(store) if store else cache_dir() / f"{name}_{feature}{suffix}"
+    from featurestore.store.base import check_store_path
+
+    store_path = check_store_path(store) if store else cache_dir() / f"{name}_{feature}{suffix}"
     extractor_options: dict[str, Any] = {"device": device}
     if feature == "w2v2":
         extractor_options.update(model=model, layers=layers)
@@ -174,8 +184,9 @@ def extract(corpus, root, manifest, options, feature, model, layers, store, stor
         click.echo(f"{shard_dir(store_path)}: {taken} entries of an interrupted torchrun run taken in")
     report = (functools.partial(extract_sharded, group) if group else extract_to_store)(
         rows, extractor, store_path, format=store_format, dtype=dtype or defaults["dtype"],
-        batch_seconds=batch_seconds or defaults["batch_seconds"], max_batch=max_batch,
+        batch_seconds=defaults["batch_seconds"] if batch_seconds is None else batch_seconds, max_batch=max_batch,
         on_error=on_error, workers=workers, on_item_error=lambda line: click.echo(line, err=True), repair=repair,
+        max_duration=max_duration,
     )
     if report is None:  # a torchrun rank other than 0: rank 0 reports for all
         return
@@ -195,53 +206,41 @@ def _apply(options: list, command):
     return command
 
 
+def config_option(name: str):
+    """The click option of :class:`trainer.config.TrainConfig` field ``name``: its flag,
+    default, help and allowed values come from the field's declaration alone."""
+    import dataclasses
+
+    from trainer.config import flag, options
+
+    field, spec = next((f, s) for f, s in options() if f.name == name)
+    kind = {"int": click.INT, "float": click.FLOAT}.get(str(field.type), click.STRING)
+    allowed = spec.describe()
+    return click.option(flag(name), name, type=click.Choice(spec.choices) if spec.choices else kind,
+                        default=field.default if field.default is not dataclasses.MISSING else None,
+                        show_default=True, help=spec.help + (f" Allowed: {allowed}." if allowed and not spec.choices else ""))
+
+
 PROTOCOL_OPTIONS = [
     click.option("--store", required=True, type=click.Path(), help="Feature store to train on."),
     click.option("--protocol", type=click.Choice(["loso", "kfold", "group-kfold", "split"]),
                  help="Folds. Default: loso --by session when the store has sessions, else kfold (80/10/10, 5 folds)."),
     click.option("--by", help="Column the protocol groups by (loso, group-kfold, split), e.g. session or speaker."),
-    click.option("--folds", type=int, default=5, show_default=True, help="Number of folds (kfold, group-kfold)."),
-    click.option("--valid-fraction", type=float, default=0.2, show_default=True,
+    click.option("--folds", type=click.IntRange(min=2), default=5, show_default=True, help="Number of folds (kfold, group-kfold)."),
+    click.option("--valid-fraction", type=click.FloatRange(0.0, 1.0, max_open=True), default=0.2, show_default=True,
                  help="Share of training rows held out for validation (loso, split, group-kfold; kfold is 80/10/10)."),
     click.option("--train-values", help="split: comma list of --by values to train on, e.g. Session1,Session2,Session3,Session4."),
     click.option("--test-values", help="split: comma list of --by values to test on, e.g. Session5."),
-    click.option("--label", default="emotion", show_default=True, help="Column with the emotion labels."),
-    click.option("--seed", type=int, default=0, show_default=True),
 ]
-TRAINING_OPTIONS = PROTOCOL_OPTIONS + [
-    click.option("--out", type=click.Path(file_okay=False), help="Run directory. Default: runs/<store>-<aux>-<protocol>."),
-    click.option("--aux", default="expression", show_default=True, help="Auxiliary task column (expression, gender, corpus, …) or none."),
-    click.option("--layer", default="last", show_default=True, help="Stored layer: last, an index, or weighted (learned sum)."),
-    click.option("--alpha0", type=float, default=0.1, show_default=True, help="Auxiliary loss weight at epoch 1."),
-    click.option("--alpha-step", type=float, default=0.05, show_default=True, help="Added to alpha every epoch."),
-    click.option("--alpha-max", type=float, default=0.5, show_default=True, help="Cap of alpha, in [0, 1]."),
-    click.option("--epochs", type=int, default=50, show_default=True),
-    click.option("--batch-size", type=int, default=64, show_default=True),
-    click.option("--lr", type=float, default=1e-3, show_default=True),
-    click.option("--weight-decay", type=float, default=0.0, show_default=True,
-                 help="Decoupled weight decay (AdamW); 0 is plain Adam, as in the paper."),
-    click.option("--dropout", type=float, default=0.0, show_default=True,
-                 help="Dropout on the pooled statistics before the embedding layer."),
-    click.option("--channels", type=int, default=512, show_default=True, help="ECAPA-TDNN channels C."),
-    click.option("--embedding-dim", type=int, default=192, show_default=True),
-    click.option("--margin", type=float, default=0.2, show_default=True, help="AAM-softmax margin."),
-    click.option("--scale", type=float, default=30.0, show_default=True, help="AAM-softmax scale."),
-    click.option("--crop-seconds", type=float, default=3.0, show_default=True, help="Random training crop length."),
-    click.option("--input-norm", type=click.Choice(["global", "utterance"]), default="global", show_default=True,
-                 help="Input normalisation: training-set mean/std, or also subtract each utterance's own mean."),
-    click.option("--class-weights", type=click.Choice(["none", "balanced"]), default="none", show_default=True,
-                 help="Weight the emotion loss by inverse class frequency (balanced)."),
-    click.option("--augment", type=click.Choice(["none", "specaugment"]), default="none", show_default=True,
-                 help="Training-input augmentation: SpecAugment time and feature-band masking."),
-    click.option("--lr-schedule", type=click.Choice(["constant", "cosine"]), default="constant", show_default=True,
-                 help="Learning rate per epoch: constant, or cosine decay towards 0 over --epochs."),
-    click.option("--batchnorm", type=click.Choice(["running", "precise"]), default="running", show_default=True,
-                 help="BatchNorm statistics for evaluation: momentum-averaged during training, or re-estimated "
-                      "on up to 32 training batches after each epoch (precise)."),
-    click.option("--average-best", type=int, default=1, show_default=True,
-                 help="Test with the mean weights of the K epochs with the best validation UWA (1: the best epoch)."),
-    click.option("--device", default="auto", show_default=True),
-]
+
+
+def _training_options() -> list:
+    """The options of train and cv: the protocol's, the run directory, and one per config field."""
+    from trainer.config import options
+
+    return PROTOCOL_OPTIONS + [
+        click.option("--out", type=click.Path(file_okay=False), help="Run directory. Default: runs/<store>-<aux>-<protocol>."),
+    ] + [config_option(field.name) for field, _ in options()]
 
 
 def _protocol(protocol: str | None, by, folds, valid_fraction, train_values, test_values):
@@ -272,7 +271,7 @@ def _run_training(only_folds: list[int] | None, store: str, out: str | None, pro
     from featurestore.distributed import process_group
     from trainer.cv import run_cv, run_repeats
     from trainer.distributed import run_cv_distributed
-    from trainer.loop import TrainConfig
+    from trainer.config import TrainConfig
 
     config = TrainConfig(**train)
     aux = "nomtl" if config.aux in ("none", "") else config.aux
@@ -301,14 +300,14 @@ def _run_and_report(runner, only_folds: list[int] | None, store: str, run_dir: P
 
 @main.command()
 @click.option("--fold", type=int, default=1, show_default=True, help="Which fold of the protocol to train.")
-@functools.partial(_apply, TRAINING_OPTIONS)
+@functools.partial(_apply, _training_options())
 def train(fold: int, **options) -> None:
     """Train and test one fold of a protocol from a feature store."""
     _run_training([fold], **options)
 
 
 @main.command()
-@functools.partial(_apply, TRAINING_OPTIONS)
+@functools.partial(_apply, _training_options())
 @click.option("--repeats", type=click.IntRange(min=1), default=1, show_default=True,
               help="Run the whole CV once per seed --seed … --seed+N−1 (folds drawn anew each), into OUT/seed_<s>, "
                    "and write OUT/repeats.json with the mean ± std over seeds.")
@@ -318,7 +317,7 @@ def cv(repeats: int, **options) -> None:
 
 
 @main.command()
-@functools.partial(_apply, PROTOCOL_OPTIONS)
+@functools.partial(_apply, PROTOCOL_OPTIONS + [config_option("label"), config_option("seed")])
 @click.option("--c", "c", type=float, default=1.0, show_default=True, help="SVM regularisation C.")
 @click.option("--out", type=click.Path(dir_okay=False), help="Write the results as JSON here.")
 @click.option("--repeats", type=click.IntRange(min=1), default=1, show_default=True,
@@ -327,6 +326,7 @@ def baseline(store: str, protocol, by, folds, valid_fraction, train_values, test
              repeats) -> None:
     """RBF-SVM on utterance mean/std features, on the same folds as train/cv."""
     from featurestore import open_store
+    from featurestore.atomic import write_json
     from trainer.baseline import svm_cv
     from trainer.cv import default_protocol, summarise_repeats
     from trainer.folds import check_folds
@@ -347,7 +347,7 @@ def baseline(store: str, protocol, by, folds, valid_fraction, train_values, test
         results = {**summarise_repeats(per_seed), "results": {str(s): r for s, r in per_seed.items()}}
         line = f"{name}: {_repeats_text(results)}"
     if out:
-        Path(out).write_text(json.dumps(results, indent=2, default=float))
+        write_json(out, results)
     click.echo(line)
 
 
@@ -415,11 +415,13 @@ def report(run_dirs: tuple[str, ...], out: str | None, paper_json: str | None) -
 @click.argument("inputs", nargs=-1, required=True, type=click.Path())
 @click.option("--device", default="cpu", show_default=True)
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
-def predict(checkpoint: str, inputs: tuple[str, ...], device: str, as_json: bool) -> None:
+@click.option("--max-duration", type=click.FloatRange(min=0, min_open=True), default=DEFAULT_MAX_DURATION, show_default=True,
+              help="Longest audio file to decode, in seconds.")
+def predict(checkpoint: str, inputs: tuple[str, ...], device: str, as_json: bool, max_duration: float) -> None:
     """Emotion (and auxiliary) probabilities for audio files or folders."""
     from trainer.predict import predict_files
 
-    rows = predict_files(checkpoint, inputs, device=device)
+    rows = predict_files(checkpoint, inputs, device=device, max_duration=max_duration)
     if as_json:
         click.echo(json.dumps(rows, indent=2))
         return

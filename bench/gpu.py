@@ -58,7 +58,7 @@ def train_all_folds(store_path: Path, epochs: int, channels: int, device: str) -
     from featurestore.store import open_store
     from trainer.data import open_bank
     from trainer.folds import make_folds
-    from trainer.loop import TrainConfig
+    from trainer.config import TrainConfig
 
     config = TrainConfig(epochs=epochs, channels=channels, device=device)
     with open_store(store_path) as store, clock(device) as total:

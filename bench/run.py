@@ -86,7 +86,7 @@ def run(sizes: Sizes, workdir: Path, model_dir: Path | None = None) -> dict[str,
     from featurestore.features.mfcc import MFCCExtractor
     from featurestore.pipeline import extract_to_store
     from featurestore.store import open_store
-    from trainer.loop import TrainConfig
+    from trainer.config import TrainConfig
 
     results: dict[str, Any] = {}
     section(results, "machine", machine_info())

@@ -26,7 +26,8 @@ from featurestore.features.base import FeatureExtractor
 from featurestore.store.reader import FeatureStore
 from trainer.data import FeatureBank, Span, open_bank
 from trainer.folds import Fold, make_folds
-from trainer.loop import TrainConfig, train_fold
+from trainer.config import TrainConfig
+from trainer.loop import train_fold
 
 
 class OnTheFlyBank(FeatureBank):

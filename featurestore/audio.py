@@ -8,6 +8,7 @@ soxr (high quality). Channels are averaged.
 
 from __future__ import annotations
 
+import hashlib
 import os
 from pathlib import Path
 
@@ -16,6 +17,12 @@ import numpy as np
 from featurestore.errors import SermtlError
 
 TARGET_SR = 16000
+#: Sampling rates accepted from a file's header; anything outside is refused as not audio
+#: (a header claiming 1 Hz would turn a few kilobytes into hours of samples).
+SAMPLE_RATE_RANGE = (4000, 768000)
+#: Longest audio (file or segment) decoded by default, in seconds (``--max-duration``).
+DEFAULT_MAX_DURATION = 600.0
+_SIGNATURE_BYTES = 16384
 _SOUNDFILE_SUFFIXES = {".wav", ".flac", ".ogg", ".oga", ".mp3", ".aiff", ".aif", ".au"}
 
 
@@ -30,13 +37,26 @@ def _check_readable(path: Path) -> None:
         raise SermtlError(f"empty audio file (0 bytes): {path}")
 
 
-def _read_soundfile(path: Path, start: float | None, end: float | None) -> tuple[np.ndarray, int]:
+def _check_header(path: Path, sr: int, seconds: float | None, max_duration: float | None) -> None:
+    """Refuse a sampling rate outside :data:`SAMPLE_RATE_RANGE` and audio longer than
+    ``max_duration`` seconds, from the header, before anything is decoded."""
+    low, high = SAMPLE_RATE_RANGE
+    if not low <= sr <= high:
+        raise SermtlError(f"{path}: sampling rate {sr} Hz is outside {low}..{high} Hz; not decoded")
+    if max_duration is not None and seconds is not None and seconds > max_duration:
+        raise SermtlError(f"{path}: {seconds:.1f} s of audio is longer than --max-duration {max_duration:g} s; not decoded")
+
+
+def _read_soundfile(path: Path, start: float | None, end: float | None,
+                    max_duration: float | None) -> tuple[np.ndarray, int]:
     import soundfile as sf
 
     with sf.SoundFile(str(path)) as handle:
         sr = handle.samplerate
+        _check_header(path, sr, None, max_duration)
         first = int(round((start or 0.0) * sr))
         last = handle.frames if end is None else min(handle.frames, int(round(end * sr)))
+        _check_header(path, sr, max(0, last - first) / sr, max_duration)
         handle.seek(min(first, handle.frames))
         data = handle.read(max(0, last - first), dtype="float32", always_2d=True)
     return data.mean(axis=1), sr
@@ -49,7 +69,8 @@ def _declared_samples(stream, sr: int) -> int | None:
     return int(round(float(stream.duration * stream.time_base) * sr))
 
 
-def _read_pyav(path: Path, start: float | None, end: float | None) -> tuple[np.ndarray, int]:
+def _read_pyav(path: Path, start: float | None, end: float | None,
+               max_duration: float | None) -> tuple[np.ndarray, int]:
     import av
 
     try:
@@ -62,6 +83,10 @@ def _read_pyav(path: Path, start: float | None, end: float | None) -> tuple[np.n
         stream = container.streams.audio[0]
         sr = stream.codec_context.sample_rate or stream.rate
         declared = _declared_samples(stream, sr)
+        _check_header(path, sr or 0, None, max_duration)
+        if declared is not None:
+            first, last = int(round((start or 0.0) * sr)), declared if end is None else min(declared, int(round(end * sr)))
+            _check_header(path, sr, max(0, last - first) / sr, max_duration)
         # Resample inside FFmpeg to planar float so every codec gives the same layout.
         resampler = av.AudioResampler(format="fltp", layout="mono", rate=sr)
         pieces = []
@@ -86,14 +111,19 @@ def load_audio(
     start: float | None = None,
     end: float | None = None,
     target_sr: int = TARGET_SR,
+    max_duration: float | None = DEFAULT_MAX_DURATION,
 ) -> np.ndarray:
     """Load ``path`` (optionally the segment ``start``..``end`` seconds) as mono float32 at ``target_sr``.
 
     Raises :class:`SermtlError` naming the file when it is missing, unreadable, empty,
-    not audio, holds no samples in the segment, or holds NaN/inf samples.
+    not audio, declares a sampling rate outside :data:`SAMPLE_RATE_RANGE`, is longer than
+    ``max_duration`` seconds (``None``: no cap), holds no samples in the segment, or holds
+    NaN/inf samples.
     """
     path = Path(path)
     _check_readable(path)
+    if start is not None and start < 0:
+        raise SermtlError(f"segment start {start} < 0 for {path}")
     if start is not None and end is not None and end <= start:
         raise SermtlError(f"segment end {end} <= start {start} for {path}")
     wave = sr = None
@@ -101,11 +131,11 @@ def load_audio(
         import soundfile as sf
 
         try:
-            wave, sr = _read_soundfile(path, start, end)
+            wave, sr = _read_soundfile(path, start, end, max_duration)
         except sf.LibsndfileError:
             wave = None  # not something libsndfile knows: let FFmpeg try
     if wave is None:
-        wave, sr = _read_pyav(path, start, end)
+        wave, sr = _read_pyav(path, start, end, max_duration)
     if wave.size == 0:
         raise SermtlError(f"no audio samples in {path}" + (f" between {start}s and {end}s" if start or end else ""))
     if not np.isfinite(wave).all():
@@ -126,6 +156,7 @@ def audio_duration(path: str | os.PathLike) -> float:
 
         try:
             info = sf.info(str(path))
+            _check_header(path, info.samplerate, None, None)
             return info.frames / info.samplerate
         except sf.LibsndfileError:
             pass
@@ -145,3 +176,20 @@ def audio_duration(path: str | os.PathLike) -> float:
     except Exception as exc:
         raise SermtlError(f"cannot read audio header: {path} ({type(exc).__name__}: {exc})") from None
     return len(load_audio(path)) / TARGET_SR
+
+
+def audio_signature(path: str | os.PathLike) -> int | None:
+    """A fast content signature of an audio file: a 63-bit hash of its size and its first
+    and last 16 KiB (a header holds the data size, so a re-recorded or re-encoded file
+    with the same name almost surely differs). ``None`` when the file cannot be read."""
+    try:
+        with open(path, "rb") as handle:
+            size = os.fstat(handle.fileno()).st_size
+            digest = hashlib.blake2b(str(size).encode(), digest_size=8)
+            digest.update(handle.read(_SIGNATURE_BYTES))
+            if size > 2 * _SIGNATURE_BYTES:
+                handle.seek(size - _SIGNATURE_BYTES)
+            digest.update(handle.read(_SIGNATURE_BYTES))
+    except OSError:
+        return None
+    return int.from_bytes(digest.digest(), "little") & (2**63 - 1)

@@ -21,7 +21,7 @@ import math
 from pathlib import Path
 from typing import Any, Iterable, Iterator, Sequence
 
-from featurestore.atomic import atomic_path
+from featurestore.atomic import atomic_write
 from featurestore.errors import SermtlError
 
 STANDARD_COLUMNS: tuple[str, ...] = (
@@ -41,9 +41,15 @@ def _normalise_value(column: str, value: Any) -> Any:
         return None
     if column in FLOAT_COLUMNS:
         try:
-            return float(value)
+            seconds = float(value)
         except (TypeError, ValueError):
             raise SermtlError(f"column {column!r} must be a number of seconds, got {value!r}") from None
+        if not math.isfinite(seconds) or seconds < 0 or (column == "duration" and seconds == 0):
+            raise SermtlError(f"column {column!r} must be a finite number of seconds"
+                              f"{' > 0' if column == 'duration' else ' >= 0'}, got {value!r}")
+        return seconds
+    if isinstance(value, str) and "\x00" in value:
+        raise SermtlError(f"column {column!r} holds a NUL byte: {value!r}")
     return str(value).strip() if isinstance(value, str) else value
 
 
@@ -76,7 +82,12 @@ class Manifest:
         missing = [c for c in ("utt_id", "path") if not row.get(c)]
         if missing:
             raise SermtlError(f"{self.source}: a row has no {missing[0]!r}: {row}")
-        clean = {k: _normalise_value(k, v) for k, v in row.items()}
+        try:
+            clean = {k: _normalise_value(k, v) for k, v in row.items()}
+        except SermtlError as exc:
+            raise SermtlError(f"{self.source}: utterance {row.get('utt_id')!r}: {exc}") from None
+        if clean.get("start") is not None and clean.get("end") is not None and clean["end"] <= clean["start"]:
+            raise SermtlError(f"{self.source}: utterance {clean['utt_id']!r}: end {clean['end']} <= start {clean['start']}")
         utt_id = str(clean["utt_id"])
         clean["utt_id"] = utt_id
         if utt_id in self._index:
@@ -147,7 +158,7 @@ class Manifest:
         """Write the manifest as CSV (atomically: a reader never sees half a file)."""
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
-        with atomic_path(path) as tmp, open(tmp, "w", newline="", encoding="utf-8") as handle:
+        with atomic_write(path, newline="") as handle:
             writer = csv.DictWriter(handle, fieldnames=list(self.columns))
             writer.writeheader()
             for row in self._rows:
@@ -156,14 +167,24 @@ class Manifest:
 
     @classmethod
     def read_csv(cls, path: str | Path, base_dir: str | Path | None = None) -> "Manifest":
-        """Read a CSV manifest with at least the columns ``utt_id,path,emotion,speaker``.
+        """Read a CSV manifest (UTF-8) with at least the columns ``utt_id,path,emotion,speaker``.
 
-        Relative paths are resolved against ``base_dir`` (default: the CSV's folder).
+        Relative paths are resolved against ``base_dir`` (default: the CSV's folder). A file
+        that is not UTF-8 CSV, or a bad row, is a one-line :class:`SermtlError`.
         """
         path = Path(path)
         if not path.is_file():
             raise SermtlError(f"manifest not found: {path}")
         base = Path(base_dir) if base_dir is not None else path.parent
+        try:
+            return cls._read_csv_rows(path, base)
+        except UnicodeDecodeError as exc:
+            raise SermtlError(f"{path}: not UTF-8 text (byte {exc.start}); save the manifest as UTF-8") from None
+        except csv.Error as exc:
+            raise SermtlError(f"{path}: not a readable CSV file ({exc})") from None
+
+    @classmethod
+    def _read_csv_rows(cls, path: Path, base: Path) -> "Manifest":
         with open(path, newline="", encoding="utf-8-sig") as handle:
             reader = csv.DictReader(handle)
             header = [h.strip() for h in (reader.fieldnames or [])]
@@ -176,6 +197,8 @@ class Manifest:
                 for column in REQUIRED_COLUMNS:
                     if not (row.get(column) or "").strip():
                         raise SermtlError(f"{path}:{line_no}: empty {column!r}")
+                if "\x00" in row["path"]:
+                    raise SermtlError(f"{path}:{line_no}: the path holds a NUL byte")
                 audio = Path(row["path"].strip())
                 row["path"] = str(audio if audio.is_absolute() else (base / audio).resolve())
                 rows.append(row)

@@ -20,7 +20,7 @@ from typing import Callable, Iterator, Sequence
 
 import numpy as np
 
-from featurestore.audio import TARGET_SR, load_audio
+from featurestore.audio import DEFAULT_MAX_DURATION, TARGET_SR, audio_signature, load_audio
 from featurestore.errors import SermtlError
 from featurestore.features.base import FeatureExtractor
 from featurestore.manifest import Manifest
@@ -73,19 +73,22 @@ def plan_batches(
     return batches
 
 
-def _load_row(row: dict) -> np.ndarray:
-    return load_audio(row["path"], row["start"], row["end"], target_sr=TARGET_SR)
+def _load_row(row: dict, max_duration: float | None) -> tuple[np.ndarray, int | None]:
+    """A row's decoded wave and the signature of its file."""
+    wave = load_audio(row["path"], row["start"], row["end"], target_sr=TARGET_SR, max_duration=max_duration)
+    return wave, audio_signature(row["path"])
 
 
 def _prefetch(
-    manifest: Manifest, batches: Sequence[list[str]], workers: int, ahead: int = 2
+    manifest: Manifest, batches: Sequence[list[str]], workers: int, max_duration: float | None, ahead: int = 2
 ) -> Iterator[tuple[list[str], list[Future]]]:
-    """Yield each batch with futures of its decoded waves, decoding ``ahead`` batches early."""
+    """Yield each batch with futures of its decoded waves and file signatures, decoding
+    ``ahead`` batches early."""
     with ThreadPoolExecutor(max_workers=max(1, workers), thread_name_prefix="sermtl-audio") as pool:
         queue: list[tuple[list[str], list[Future]]] = []
         try:
             for batch in batches:
-                queue.append((batch, [pool.submit(_load_row, manifest[u]) for u in batch]))
+                queue.append((batch, [pool.submit(_load_row, manifest[u], max_duration) for u in batch]))
                 if len(queue) > ahead:
                     yield queue.pop(0)
             while queue:
@@ -110,6 +113,7 @@ def extract_to_store(
     progress: bool = True,
     on_item_error: Callable[[str], None] | None = None,
     repair: bool = False,
+    max_duration: float | None = DEFAULT_MAX_DURATION,
 ) -> ExtractionReport:
     """Compute ``extractor`` features for every manifest row missing from the store.
 
@@ -121,13 +125,18 @@ def extract_to_store(
     it finds wrong (the ones rewritten are listed in ``report.repaired``); entries whose
     only finding is a frame count against the duration, and whose checksum is known and
     matches, are reported by ``verify`` but left, since recomputing gives the same count.
+    Entries whose audio file changed since they were extracted are refused in one line
+    (``repair`` recomputes them). Audio longer than ``max_duration`` seconds (``None``: no
+    cap) is not decoded: it fails or is skipped like any bad item.
     """
     if on_error not in ON_ERROR_CHOICES:
         raise SermtlError(f"--on-error must be one of {', '.join(ON_ERROR_CHOICES)}, got {on_error!r}")
-    if batch_seconds <= 0:
-        raise SermtlError(f"--batch-seconds must be positive, got {batch_seconds}")
     if max_batch is not None and max_batch < 1:
         raise SermtlError(f"--max-batch must be at least 1, got {max_batch}")
+    if max_duration is not None and not 0 < max_duration < float("inf"):
+        raise SermtlError(f"--max-duration must be a positive number of seconds, got {max_duration}")
+    if not 0 < batch_seconds < float("inf"):
+        raise SermtlError(f"--batch-seconds must be a positive number, got {batch_seconds}")
     started = time.perf_counter()
     report = ExtractionReport(store=Path(store_path))
     with StoreWriter(
@@ -137,6 +146,8 @@ def extract_to_store(
         to_repair = _entries_to_repair(writer, manifest) if repair else []
         if repair:
             writer.invalidate(to_repair)
+        else:
+            _refuse_changed_audio(writer, manifest)
         todo = writer.pending(manifest.ids())
         report.already_done = len(manifest) - len(todo)
         if not todo:
@@ -160,11 +171,11 @@ def extract_to_store(
                    desc=f"{extractor.name} → {Path(store_path).name}", disable=not progress,
                    bar_format="{l_bar}{bar}| {n:.0f}/{total:.0f} audio s [{elapsed}<{remaining}, {rate_fmt}]")
         with bar:
-            for batch, futures in _prefetch(writer.manifest, batches, workers):
-                ids, waves = [], []
+            for batch, futures in _prefetch(writer.manifest, batches, workers, max_duration):
+                ids, waves, signatures = [], [], {}
                 for utt_id, future in zip(batch, futures):
                     try:
-                        wave = future.result()
+                        wave, signatures[utt_id] = future.result()
                         extractor.check_length(len(wave), f"{utt_id} ({manifest[utt_id]['path']})")
                     except SermtlError as exc:
                         fail_or_skip(utt_id, str(exc))
@@ -177,7 +188,7 @@ def extract_to_store(
                         fail_or_skip(utt_id, f"{utt_id}: non-finite features ({manifest[utt_id]['path']})")
                         continue
                     items.append((utt_id, feats))
-                writer.write(items)
+                writer.write(items, {u: s for u, s in signatures.items() if s is not None})
                 written.update(u for u, _ in items)
                 seconds = sum(len(w) for w in waves) / TARGET_SR
                 report.stored += len(items)
@@ -195,6 +206,19 @@ def _entries_to_repair(writer: StoreWriter, manifest: Manifest) -> list[str]:
 
     wanted = set(manifest.ids())
     return [u for u in check_store(writer.read_view()).bad_ids if u in wanted]
+
+
+def _refuse_changed_audio(writer: StoreWriter, manifest: Manifest) -> None:
+    """One line when entries of ``manifest`` were computed from audio files that have
+    changed since (same name, other content): their features would be silently stale."""
+    from featurestore.verify import audio_changes
+
+    view = writer.read_view()
+    changed = audio_changes(view, [u for u in manifest.ids() if u in view])
+    if changed:
+        utt_id, reason = next(iter(changed.items()))
+        raise SermtlError(f"{len(changed)} stored utterance(s) have stale features ({utt_id}: {reason}); "
+                          "run the same extract with --repair to recompute them")
 
 
 def extractor_frame_rate(extractor: FeatureExtractor) -> float:

@@ -5,10 +5,11 @@ from __future__ import annotations
 import bisect
 import dataclasses
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterable
 
 import numpy as np
 
+from featurestore.audio import audio_signature
 from featurestore.store.reader import FeatureStore, describe_error, open_store
 from featurestore.store.writer import frames_checksum, store_fingerprint
 
@@ -125,13 +126,32 @@ def _value_problems(store: FeatureStore, entries: list[tuple[int, int, str]]) ->
     return found
 
 
+def audio_changes(store: FeatureStore, utt_ids: Iterable[str] | None = None) -> dict[str, str]:
+    """Entries (of ``utt_ids``, default all) whose audio file is present but differs from the
+    one their features were computed from (by :func:`~featurestore.audio.audio_signature`;
+    entries without a recorded signature, or whose file is absent, are not judged)."""
+    recorded = store.audio_signatures()
+    current: dict[str, int | None] = {}
+    found: dict[str, str] = {}
+    for utt_id in store.ids() if utt_ids is None else utt_ids:
+        if utt_id not in recorded:
+            continue
+        path = store.manifest[utt_id]["path"]
+        if path not in current:
+            current[path] = audio_signature(path) if Path(path).is_file() else None
+        if current[path] is not None and current[path] != recorded[utt_id]:
+            found[utt_id] = f"its audio {path} changed since its features were extracted"
+    return found
+
+
 def verify_store(path: str | Path) -> VerifyResult:
     """Check a store and every entry in it.
 
     Store level: damage found on opening (an unreadable checksum array), fingerprint,
     dtype, layers and dim against the attributes, index rows against the manifest. Per
     entry: bounds, overlaps, frame count against duration, readable frames, finite values
-    and the CRC-32 recorded at write time. Also lists manifest rows without features
+    and the CRC-32 recorded at write time; the audio file, where it is present, against the
+    signature recorded at write time. Also lists manifest rows without features
     (``missing``) and skipped items.
     """
     with open_store(path) as store:
@@ -146,7 +166,7 @@ def check_store(store: FeatureStore) -> VerifyResult:
     inside = [(o, f, u) for o, f, u in entries if f > 0 and o >= 0 and o + f <= total]
     bad = {u: f"entry ({o}, {f}) outside the {total} stored frames" for o, f, u in sorted(set(entries) - set(inside))}
     bad.update(_overlap_problems(inside))
-    for utt_id, problem in _value_problems(store, inside).items():
+    for utt_id, problem in {**audio_changes(store), **_value_problems(store, inside)}.items():
         bad.setdefault(utt_id, problem)
     counts = _duration_problems(store, inside)
     ids = [u for u in store.ids() if u in bad or u in counts]

@@ -32,6 +32,15 @@ def write_tone(path: Path, seconds: float, sr: int = 16000, freq: float = 220.0,
     return path
 
 
+def write_manifest(path: Path, rows: list[dict[str, str]]) -> Path:
+    """A CSV manifest of ``rows`` (columns from the rows, in order of first appearance)."""
+    with open(path, "w", newline="", encoding="utf-8") as handle:
+        writer = csv.DictWriter(handle, fieldnames=list(dict.fromkeys(k for row in rows for k in row)))
+        writer.writeheader()
+        writer.writerows(rows)
+    return path
+
+
 @pytest.fixture
 def csv_corpus(tmp_path: Path) -> Path:
     """A CSV manifest of 12 wavs (3 speakers, 4 emotions, two expressions, 0.4-2.5 s) with relative paths."""

@@ -16,22 +16,26 @@ a different config in the same directory is refused.
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import dataclasses
-import json
+import hashlib
+import os
 from pathlib import Path
 from typing import Any, Callable
 
 import numpy as np
-import torch
 
-from featurestore.atomic import atomic_path
+from featurestore.atomic import atomic_write, read_json, write_json
 from featurestore.errors import SermtlError
 from featurestore.features.base import resolve_device
+from featurestore.locking import ExclusiveLock
 from featurestore.store.reader import FeatureStore, open_store
+from trainer.checkpoint import save_checkpoint
+from trainer.config import TrainConfig
 from trainer.data import open_bank, resolve_layer
 from trainer.folds import Fold, check_folds, load_folds, make_folds, restrict_training, save_folds
-from trainer.loop import TrainConfig, check_columns, train_fold
+from trainer.loop import check_columns, train_fold
 from trainer.metrics import average_folds
 
 
@@ -60,21 +64,11 @@ def default_protocol(manifest) -> Protocol:
     return Protocol("kfold", by=None, folds=5)
 
 
-def _write_json(path: Path, data: Any) -> None:
-    with atomic_path(path) as tmp:
-        tmp.write_text(json.dumps(data, indent=2, ensure_ascii=False, default=float))
-
-
 def _write_predictions(path: Path, rows: list[dict[str, Any]]) -> None:
-    with atomic_path(path) as tmp, open(tmp, "w", newline="", encoding="utf-8") as handle:
+    with atomic_write(path, newline="") as handle:
         writer = csv.DictWriter(handle, fieldnames=list(rows[0]) if rows else ["utt_id"])
         writer.writeheader()
         writer.writerows(rows)
-
-
-def _save_checkpoint(path: Path, checkpoint: dict[str, Any]) -> None:
-    with atomic_path(path) as tmp:
-        torch.save(checkpoint, tmp)
 
 
 def _with_new_defaults(previous: dict[str, Any]) -> dict[str, Any]:
@@ -97,42 +91,126 @@ def _differences(previous: dict[str, Any], identity: dict[str, Any]) -> list[str
     return changed
 
 
-def prepare_run(store_path: str | Path, out_dir: str | Path, config: TrainConfig,
-                protocol: Protocol | None = None) -> tuple[FeatureStore, Protocol, list[Fold]]:
-    """Open the store, check the config, and write (or check) the run's ``config.json`` and
-    ``folds.json``; returns the store, the protocol and the folds."""
+def store_identity(store: FeatureStore, store_path: str | Path) -> dict[str, Any]:
+    """What a run records of its store, and checks when it resumes: the path, the feature
+    fingerprint, the entry count and a digest of the entries' ids and checksums (so a store
+    that grew, or was extracted again, is not taken for the one the run trained on)."""
+    digest = hashlib.sha256()
+    checksums = store.checksums()
+    for utt_id in store.ids():
+        digest.update(f"{utt_id}\t{store.num_frames(utt_id)}\t{checksums.get(utt_id, -1)}\n".encode())
+    return {"store": str(Path(store_path).resolve()), "store_fingerprint": store.attrs.get("fingerprint"),
+            "store_entries": len(store), "store_digest": digest.hexdigest()[:16]}
+
+
+def prepare_run(store_path: str | Path, out_dir: str | Path, config: TrainConfig, protocol: Protocol | None = None,
+                exclusive: bool = True) -> tuple[FeatureStore, Protocol, list[Fold], contextlib.AbstractContextManager]:
+    """Open the store, check the config, the folds and the tasks, then take the run
+    directory's lock and write (or check) its ``config.json`` and ``folds.json``; returns
+    the store, the protocol, the folds and the lock (the caller releases it; a no-op unless
+    ``exclusive``: torchrun ranks share a run directory). Nothing is written before every
+    check has passed."""
     store = open_store(store_path)
     try:
-        protocol, folds = _check_run(store, store_path, Path(out_dir), config, protocol)
+        protocol, folds, lock = _check_run(store, store_path, Path(out_dir), config, protocol, exclusive)
     except BaseException:
         store.close()  # the caller gets no store to close
         raise
-    return store, protocol, folds
+    return store, protocol, folds, lock
+
+
+def _saved_identity(config_path: Path) -> dict[str, Any]:
+    """A run directory's ``config.json``, checked to be one (one line when damaged)."""
+    saved = read_json(config_path)
+    for part in ("protocol", "train"):
+        if not isinstance(saved.get(part), dict):
+            raise SermtlError(f"{config_path} is damaged (no {part!r} section); delete the run directory or use another --out")
+    return saved
 
 
 def _check_run(store: FeatureStore, store_path: str | Path, out: Path, config: TrainConfig,
-               protocol: Protocol | None) -> tuple[Protocol, list[Fold]]:
+               protocol: Protocol | None, exclusive: bool) -> tuple[Protocol, list[Fold], contextlib.AbstractContextManager]:
     """Check the config against the store and write (or check) ``config.json`` and ``folds.json``."""
     check_columns(store, config)
     resolve_layer(store, config.layer)
-    config.check()
     protocol = protocol or default_protocol(store.manifest)
-    identity = {"store": str(Path(store_path).resolve()), "store_fingerprint": store.attrs.get("fingerprint"),
-                "protocol": dataclasses.asdict(protocol), "train": dataclasses.asdict(config)}
+    identity = {**store_identity(store, store_path), "protocol": dataclasses.asdict(protocol),
+                "train": dataclasses.asdict(config)}
     config_path, folds_path = out / "config.json", out / "folds.json"
+    if out.exists() and not out.is_dir():
+        raise SermtlError(f"--out {out} is a file, not a run directory")
     if config_path.exists():
-        changed = _differences(_with_new_defaults(json.loads(config_path.read_text())), identity)
-        if changed:
-            raise SermtlError(f"run directory {out} holds a run with another {', '.join(changed)}; use another --out")
+        _check_same_run(out, _saved_identity(config_path), identity)
     folds = load_folds(folds_path)[0] if folds_path.exists() else protocol.make(store.manifest, config.seed)
     check_folds(folds, store.manifest, label_column=config.label,
                 group_column=protocol.by if protocol.name in ("loso", "group-kfold", "split") else None)
-    out.mkdir(parents=True, exist_ok=True)  # only now: a refused run leaves no directory behind
-    if not config_path.exists():
-        _write_json(config_path, identity)
-    if not folds_path.exists():
-        save_folds(folds, folds_path, {**dataclasses.asdict(protocol), "seed": config.seed})
-    return protocol, folds
+    check_tasks(store.manifest, folds, config)
+    try:
+        out.mkdir(parents=True, exist_ok=True)  # only now: a refused run leaves no directory behind
+    except OSError as exc:
+        raise SermtlError(f"cannot create run directory {out}: {os.strerror(exc.errno) if exc.errno else exc}") from None
+    lock = ExclusiveLock(out / "run.lock", f"run directory {out}") if exclusive else contextlib.nullcontext()
+    try:
+        if config_path.exists():  # another run may have written it while this one was checking
+            _check_same_run(out, _saved_identity(config_path), identity)
+        else:
+            write_json(config_path, identity)
+        if not folds_path.exists():
+            save_folds(folds, folds_path, {**dataclasses.asdict(protocol), "seed": config.seed})
+        for fold in folds:
+            _check_finished_fold(out / f"fold_{fold.fold}")
+    except BaseException:
+        lock.__exit__(None, None, None)
+        raise
+    return protocol, folds, lock
+
+
+def _check_same_run(out: Path, saved: dict[str, Any], identity: dict[str, Any]) -> None:
+    """Refuse to resume a run directory made with another config or from another store
+    (entries added, removed or extracted again since), naming what changed."""
+    known = {key: value for key, value in identity.items() if key in saved}  # runs of older versions lack some keys
+    changed = _differences(_with_new_defaults(saved), known)
+    if not changed:
+        return
+    if any(key.startswith("store_") for key in changed):
+        before, now = saved.get("store_entries"), identity["store_entries"]
+        what = f"{before} entries then, {now} now" if before != now else "its entries were extracted again"
+        raise SermtlError(f"run directory {out} was trained on another state of the store ({what}); use another --out")
+    raise SermtlError(f"run directory {out} holds a run with another {', '.join(changed)}; use another --out")
+
+
+#: What a finished fold directory holds; ``metrics.json`` is written last and marks it finished.
+FOLD_FILES = ("checkpoint.pt", "predictions.csv", "history.json", "metrics.json")
+
+
+def _check_finished_fold(fold_dir: Path) -> None:
+    """A fold marked finished (its ``metrics.json`` exists) must hold all its files, and a
+    readable ``metrics.json``; otherwise one line saying what is wrong."""
+    if not (fold_dir / "metrics.json").exists():
+        return
+    missing = [name for name in FOLD_FILES if not (fold_dir / name).is_file()]
+    if missing:
+        raise SermtlError(f"{fold_dir} is marked finished but {', '.join(missing)} is missing; "
+                          f"delete {fold_dir} to train that fold again")
+    metrics = read_json(fold_dir / "metrics.json")
+    if not all(isinstance(metrics.get(key), (int, float)) for key in ("wa", "uwa")):
+        raise SermtlError(f"{fold_dir / 'metrics.json'} is damaged (no wa/uwa); delete {fold_dir} to train that fold again")
+
+
+def check_tasks(manifest, folds: list[Fold], config: TrainConfig) -> None:
+    """Every fold's training rows hold at least two classes of the label and, when an
+    auxiliary task is asked for, of its column (one line naming ``--aux none`` otherwise)."""
+    for fold in folds:
+        labels = {manifest[u][config.label] for u in fold.train} - {None}
+        if len(labels) < 2:
+            raise SermtlError(f"fold {fold.fold}: --label {config.label} has {len(labels)} class(es) in the training rows; "
+                              "it needs at least 2")
+        if config.uses_aux:
+            values = {manifest[u][config.aux] for u in fold.train} - {None}
+            if len(values) < 2:
+                raise SermtlError(f"fold {fold.fold}: --aux {config.aux} has {len(values)} class(es) "
+                                  f"({', '.join(map(str, sorted(values, key=str))) or 'no values'}) in the training rows; "
+                                  "an auxiliary task needs at least 2: use --aux none")
 
 
 def _train_folds(store: FeatureStore, out: Path, folds: list[Fold], config: TrainConfig, progress: bool) -> None:
@@ -148,31 +226,33 @@ def _train_folds(store: FeatureStore, out: Path, folds: list[Fold], config: Trai
             bank = open_bank(store, config.layer, resolve_device(config.device))
         outcome = train_fold(store, bank, fold, config, progress=progress, position=1)
         fold_dir.mkdir(exist_ok=True)
-        _save_checkpoint(fold_dir / "checkpoint.pt", outcome.checkpoint)
+        save_checkpoint(fold_dir / "checkpoint.pt", outcome.checkpoint)
         _write_predictions(fold_dir / "predictions.csv", outcome.predictions)
-        _write_json(fold_dir / "history.json", outcome.history)
-        _write_json(fold_dir / "metrics.json", outcome.metrics)
+        write_json(fold_dir / "history.json", outcome.history)
+        write_json(fold_dir / "metrics.json", outcome.metrics)
 
 
 def run_cv(store_path: str | Path, out_dir: str | Path, config: TrainConfig, protocol: Protocol | None = None,
-           only_folds: list[int] | None = None, progress: bool = True, write_results: bool = True) -> dict[str, Any]:
+           only_folds: list[int] | None = None, progress: bool = True, write_results: bool = True,
+           exclusive: bool = True) -> dict[str, Any]:
     """Train and score every fold (or ``only_folds``) and write the run directory.
 
     Returns the content of ``results.json`` (over the folds done here; written to the run
-    directory unless ``write_results`` is false).
+    directory unless ``write_results`` is false). With ``exclusive`` the run directory is
+    locked while this runs: a second ``cv`` into it is refused.
     """
     out = Path(out_dir)
-    store, protocol, folds = prepare_run(store_path, out, config, protocol)
-    with store:
+    store, protocol, folds, lock = prepare_run(store_path, out, config, protocol, exclusive)
+    with store, lock:
         wanted = [f for f in folds if only_folds is None or f.fold in only_folds]
         if only_folds and len(wanted) != len(set(only_folds)):
             raise SermtlError(f"--fold {only_folds}: the protocol has folds 1..{len(folds)}")
         _train_folds(store, out, wanted, config, progress)
-    per_fold = [json.loads((out / f"fold_{f.fold}" / "metrics.json").read_text()) for f in wanted]
-    results = {"aux_accuracy": None, **average_folds(per_fold), "folds": per_fold, "protocol": protocol.name,
-               "aux": config.aux, "store": str(store_path)}
-    if write_results:
-        _write_json(out / "results.json", results)
+        per_fold = [read_json(out / f"fold_{f.fold}" / "metrics.json") for f in wanted]
+        results = {"aux_accuracy": None, **average_folds(per_fold), "folds": per_fold, "protocol": protocol.name,
+                   "aux": config.aux, "store": str(store_path)}
+        if write_results:
+            write_json(out / "results.json", results)
     return results
 
 
@@ -204,6 +284,6 @@ def run_repeats(run: Callable[..., dict[str, Any] | None], store_path: str | Pat
     if any(r is None for r in runs.values()):
         return None
     summary = summarise_repeats(runs)
-    _write_json(out / "repeats.json", summary)
+    write_json(out / "repeats.json", summary)
     return summary
 

@@ -207,7 +207,9 @@ def make_batches(ids: Sequence[str], lengths: Sequence[int], batch_size: int,
     """Cut ``ids`` into batches of at most ``batch_size``.
 
     With ``rng`` (training): shuffle, sort by length inside pools of ``16 × batch_size``,
-    cut, shuffle the batches. Without (evaluation): sorted by length, longest first.
+    cut, shuffle the batches; a last piece of one utterance joins the batch before it
+    (BatchNorm cannot train on a batch of one). Without (evaluation): sorted by length,
+    longest first.
 
     >>> make_batches(["a", "b", "c"], [5, 9, 7], batch_size=2)
     [['b', 'c'], ['a']]
@@ -223,5 +225,8 @@ def make_batches(ids: Sequence[str], lengths: Sequence[int], batch_size: int,
     batches = []
     for start in range(0, len(order), pool):
         chunk = sorted(order[start:start + pool], key=lambda i: lengths[i])
-        batches += [[ids[i] for i in chunk[s:s + batch_size]] for s in range(0, len(chunk), batch_size)]
+        pieces = [[ids[i] for i in chunk[s:s + batch_size]] for s in range(0, len(chunk), batch_size)]
+        if len(pieces[-1]) == 1 and (len(pieces) > 1 or batches):
+            (pieces[-2] if len(pieces) > 1 else batches[-1]).append(pieces.pop()[0])
+        batches += pieces
     return [batches[i] for i in rng.permutation(len(batches))]

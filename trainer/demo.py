@@ -18,11 +18,11 @@ Everything goes under ``out``; re-running reuses what is there.
 
 from __future__ import annotations
 
-import json
 import warnings
 from pathlib import Path
 from typing import Any, Callable
 
+from featurestore.atomic import write_json, write_text
 from featurestore.corpora import prepare
 from featurestore.features import build_extractor
 from featurestore.features.random_models import save_random_ssl_model
@@ -30,7 +30,7 @@ from featurestore.pipeline import extract_to_store
 from featurestore.synthetic import make_iemocap
 from featurestore.verify import verify_store
 from trainer.cv import Protocol, run_cv
-from trainer.loop import TrainConfig
+from trainer.config import TrainConfig
 from trainer.reports import write_report
 
 #: Small enough for 2 CPU cores in a few minutes, large enough to learn the demo corpus.
@@ -80,7 +80,7 @@ def run_demo(out: str | Path, utts_per_dialog: int = 16, progress: bool = True,
                                                       "aux_accuracy": results.get("aux_accuracy"), "run_dir": str(run_dir)}
             run_dirs.append(run_dir)
     report_path = write_report(run_dirs, out / "report")
-    report_path.write_text(f"{report_path.read_text()}\n## About this demo\n\n{NOTE}\n")
+    write_text(report_path, f"{report_path.read_text()}\n## About this demo\n\n{NOTE}\n")
     summary["report"] = str(report_path)
-    (out / "demo.json").write_text(json.dumps(summary, indent=2))
+    write_json(out / "demo.json", summary)
     return summary

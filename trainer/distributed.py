@@ -16,7 +16,7 @@ from typing import Any, Sequence
 
 from featurestore.distributed import Group
 from trainer.cv import Protocol, prepare_run, run_cv
-from trainer.loop import TrainConfig
+from trainer.config import TrainConfig
 
 
 def fold_share(folds: Sequence[int], rank: int, world: int) -> list[int]:
@@ -33,8 +33,9 @@ def fold_share(folds: Sequence[int], rank: int, world: int) -> list[int]:
 
 def _fold_numbers(store_path: str | Path, out_dir: str | Path, config: TrainConfig,
                   protocol: Protocol | None) -> list[int]:
-    store, _, folds = prepare_run(store_path, out_dir, config, protocol)
-    store.close()
+    store, _, folds, lock = prepare_run(store_path, out_dir, config, protocol)
+    with store, lock:
+        pass
     return [f.fold for f in folds]
 
 
@@ -51,5 +52,5 @@ def run_cv_distributed(group: Group, store_path: str | Path, out_dir: str | Path
     mine = fold_share(only_folds or numbers, group.rank, group.world)
     busy = {group.rank} if mine else set()  # a rank without folds only waits for the others
     group.run(run_cv, store_path, out_dir, config, protocol, only_folds=mine, progress=progress and group.rank == 0,
-              write_results=False, ranks=busy)
+              write_results=False, exclusive=False, ranks=busy)
     return group.run(run_cv, store_path, out_dir, config, protocol, only_folds=only_folds, progress=False, ranks={0})

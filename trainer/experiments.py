@@ -23,11 +23,12 @@ import warnings
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
+from featurestore.atomic import write_json, write_text
 from featurestore.errors import SermtlError
 from featurestore.store.reader import stored_manifest
 from trainer import paper
 from trainer.cv import Protocol, default_protocol, run_cv
-from trainer.loop import TrainConfig
+from trainer.config import TrainConfig
 from trainer.reports import markdown_table, plot_bars
 
 FEATURES = ("mfcc", "w2v2")
@@ -123,19 +124,25 @@ class Workspace:
 def _save(ws: Workspace, name: str, results: dict[str, Any], table: str, note: str = "") -> Path:
     folder = ws.out / name
     folder.mkdir(parents=True, exist_ok=True)
-    (folder / "results.json").write_text(json.dumps(results, indent=2, default=float))
+    write_json(folder / "results.json", results)
     text = f"# {name}\n\n{table}\n" + (f"\n{note}\n" if note else "")
     pngs = sorted(p.name for p in folder.glob("*.png"))
     text += "".join(f"\n![{p}]({p})\n" for p in pngs)
-    (folder / "table.md").write_text(text)
+    write_text(folder / "table.md", text)
     ws.echo(f"{name}: {folder / 'table.md'}")
     return folder
 
 
 def _corpora(ws: Workspace, corpora: Sequence[str] | None, feature: str) -> list[str]:
+    """The corpora to run ``feature`` on: those asked for (each must have a store or a
+    root), else those of the paper that are available."""
     chosen = list(corpora) if corpora else [c for c in ("iemocap", "baum1") if ws.available(c, feature)]
     if not chosen:
         raise SermtlError("no corpus to run: give --root iemocap=DIR / --root baum1=DIR or --store CORPUS:FEATURE=PATH")
+    for corpus in chosen:
+        if not ws.available(corpus, feature):
+            raise SermtlError(f"no {feature} store for {corpus}: give --root {corpus}=DIR or "
+                              f"--store {corpus}:{feature}=PATH, or run one feature with --feature")
     return chosen
 
 
@@ -180,11 +187,12 @@ def table2(ws: Workspace, corpora: Sequence[str] | None = None, feature: str = "
 def table3(ws: Workspace, corpora: Sequence[str] | None = None, feature: str | None = None) -> dict[str, Any]:
     """WA/UWA of MFCC and wav2vec 2.0, with and without MTL, per corpus."""
     features = [feature] if feature else list(FEATURES)
+    plan = {feat: _corpora(ws, corpora, feat) for feat in features}  # every store checked before any training
     results: dict[str, Any] = {}
     rows, bars = [], {}
     for feat, method in itertools.product(features, METHODS):
         row: list[Any] = [feat, METHOD_NAMES[method]]
-        for corpus in _corpora(ws, corpora, feat):
+        for corpus in plan[feat]:
             run = ws.corpus_run(corpus, feat, method)
             results.setdefault(feat, {}).setdefault(method, {})[corpus] = {"wa": run["wa"], "uwa": run["uwa"], "run": run["run_dir"]}
             reference = paper.TABLE3.get(feat, {}).get(method, {}).get(corpus, (None, None))
@@ -250,9 +258,10 @@ def table5(ws: Workspace, corpora: Sequence[str] | None = None, feature: str = "
 def table6(ws: Workspace, corpora: Sequence[str] | None = None, feature: str | None = None) -> dict[str, Any]:
     """Per-class recall with and without MTL."""
     features = [feature] if feature else list(FEATURES)
+    chosen = {feat: _corpora(ws, corpora, feat) for feat in features}[features[0]]  # every store checked first
     results: dict[str, Any] = {}
     rows = []
-    for corpus in _corpora(ws, corpora, features[0]):
+    for corpus in chosen:
         for feat, method in itertools.product(features, METHODS):
             recall = ws.corpus_run(corpus, feat, method)["per_class_recall"]
             results.setdefault(corpus, {}).setdefault(feat, {})[method] = recall

@@ -44,7 +44,6 @@ Id lists keep manifest order.
 from __future__ import annotations
 
 import dataclasses
-import json
 import re
 from collections.abc import Sequence
 from pathlib import Path
@@ -52,7 +51,7 @@ from typing import Any
 
 import numpy as np
 
-from featurestore.atomic import atomic_path
+from featurestore.atomic import read_json, write_json
 from featurestore.errors import SermtlError
 from featurestore.manifest import Manifest
 
@@ -364,9 +363,7 @@ def save_folds(folds: Sequence[Fold], path: str | Path, header: dict[str, Any] |
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     data = {"header": {**getattr(folds, "params", {}), **(header or {})}, "folds": [f.to_dict() for f in folds]}
-    with atomic_path(path) as tmp:
-        tmp.write_text(json.dumps(data, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
-    return path
+    return write_json(path, data, indent=1)
 
 
 def load_folds(path: str | Path) -> tuple[FoldList, dict[str, Any]]:
@@ -375,7 +372,7 @@ def load_folds(path: str | Path) -> tuple[FoldList, dict[str, Any]]:
     if not path.is_file():
         raise SermtlError(f"fold file not found: {path}")
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
+        data = read_json(path)
         header = dict(data["header"])
         folds = [Fold.from_dict(entry) for entry in data["folds"]]
     except (ValueError, KeyError, TypeError) as exc:

@@ -30,59 +30,11 @@ from trainer.folds import Fold
 from trainer.metrics import evaluate, pattern_separability, unweighted_accuracy
 from trainer.models.augment import SpecAugment
 from trainer.network import NetworkConfig, SERNetwork
-from trainer.tasks import DEFAULT_ALPHA_MAX, AlphaSchedule, Task
+from trainer.config import TrainConfig
+from trainer.tasks import Task
 
 #: Manifest columns whose values split the test set into reported subsets.
 SUBSET_COLUMNS = ("expression", "gender", "corpus")
-
-
-@dataclasses.dataclass
-class TrainConfig:
-    """Hyper-parameters of one training run (the paper's values are the defaults)."""
-
-    epochs: int = 50
-    batch_size: int = 64
-    lr: float = 1e-3
-    weight_decay: float = 0.0
-    dropout: float = 0.0
-    alpha0: float = 0.1
-    alpha_step: float = 0.05
-    alpha_max: float = DEFAULT_ALPHA_MAX
-    aux: str = "expression"
-    label: str = "emotion"
-    layer: str = "last"
-    channels: int = 512
-    embedding_dim: int = 192
-    margin: float = 0.2
-    scale: float = 30.0
-    crop_seconds: float = 3.0
-    input_norm: str = "global"
-    class_weights: str = "none"
-    augment: str = "none"
-    lr_schedule: str = "constant"
-    batchnorm: str = "running"
-    average_best: int = 1
-    seed: int = 0
-    device: str = "auto"
-
-    def schedule(self) -> AlphaSchedule:
-        return AlphaSchedule(self.alpha0, self.alpha_step, self.alpha_max)
-
-    def check(self) -> None:
-        """Refuse out-of-range settings with a one-line error naming the flag."""
-        if self.average_best < 1:
-            raise SermtlError(f"--average-best must be >= 1, got {self.average_best}")
-        if not 0.0 <= self.dropout < 1.0:
-            raise SermtlError(f"--dropout must be in [0, 1), got {self.dropout}")
-        if self.weight_decay < 0.0:
-            raise SermtlError(f"--weight-decay must be >= 0, got {self.weight_decay}")
-        if self.batchnorm not in ("running", "precise"):
-            raise SermtlError(f"--batchnorm must be running or precise, got {self.batchnorm!r}")
-        self.schedule()
-
-    @property
-    def uses_aux(self) -> bool:
-        return self.aux not in ("", "none", None)
 
 
 @dataclasses.dataclass
@@ -269,7 +221,6 @@ def _train_epoch(network, optimizer, bank, ids, emotion_targets, aux_targets, al
 def train_fold(store: FeatureStore, bank: FeatureBank, fold: Fold, config: TrainConfig,
                progress: bool = True, position: int = 0) -> FoldOutcome:
     """Train on ``fold.train``, pick the epoch by ``fold.valid`` UWA, score ``fold.test``."""
-    config.check()
     rng = _seed_everything(config.seed + fold.fold)
     emotion_task, aux_task = build_tasks(store, fold, config)
     manifest = store.manifest
@@ -309,6 +260,9 @@ def train_fold(store: FeatureStore, bank: FeatureBank, fold: Fold, config: Train
             group["lr"] = config.lr * lr_factor(epoch)
         loss = _train_epoch(network, optimizer, bank, fold.train, emotion_targets, aux_targets, alpha, config, rng,
                             crop_frames, weights)
+        if not math.isfinite(loss):
+            raise SermtlError(f"fold {fold.fold}, epoch {epoch + 1}: the training loss is not finite ({loss}); "
+                              f"nothing of this fold is saved: try a lower --lr than {config.lr:g}")
         if config.batchnorm == "precise":
             recalibrate(draw=epoch)
         record: dict[str, Any] = {"epoch": epoch + 1, "alpha": alpha, "train_loss": loss}
@@ -379,6 +333,11 @@ def score(store: FeatureStore, bank: FeatureBank, network: SERNetwork, ids: Sequ
 
 def load_network(checkpoint: dict[str, Any], device: str = "cpu") -> SERNetwork:
     """Rebuild the trained network of a checkpoint, in eval mode on ``device``."""
-    network = SERNetwork(NetworkConfig(**checkpoint["network"]))
-    network.load_state_dict(checkpoint["state_dict"])
+    try:
+        network = SERNetwork(NetworkConfig(**checkpoint["network"]))
+        network.load_state_dict(checkpoint["state_dict"])
+    except (TypeError, ValueError, RuntimeError, KeyError) as exc:
+        reason = str(exc).strip().splitlines()
+        raise SermtlError(f"checkpoint does not fit this version's network ({type(exc).__name__}: "
+                          f"{reason[0] if reason else ''})") from None
     return network.to(resolve_device(device)).eval()

@@ -15,26 +15,13 @@ from typing import Any, Sequence
 import numpy as np
 import torch
 
-from featurestore.audio import load_audio
+from featurestore.audio import DEFAULT_MAX_DURATION, load_audio
 from featurestore.errors import SermtlError
 from featurestore.features import extractor_from_description
+from trainer.checkpoint import load_checkpoint
 from trainer.loop import load_network
 
 AUDIO_SUFFIXES = (".wav", ".flac", ".ogg", ".mp3", ".mp4", ".m4a")
-
-
-def load_checkpoint(path: str | Path) -> dict[str, Any]:
-    """A checkpoint written by ``sermtl cv``/``train`` (one-line error when it is not one)."""
-    path = Path(path)
-    if not path.is_file():
-        raise SermtlError(f"checkpoint not found: {path}")
-    try:
-        checkpoint = torch.load(path, map_location="cpu", weights_only=False)
-    except Exception as exc:
-        raise SermtlError(f"not a sermtl checkpoint: {path} ({type(exc).__name__})") from None
-    if not isinstance(checkpoint, dict) or "network" not in checkpoint or "feature" not in checkpoint:
-        raise SermtlError(f"not a sermtl checkpoint: {path}")
-    return checkpoint
 
 
 def audio_files(inputs: Sequence[str | Path]) -> list[Path]:
@@ -59,15 +46,16 @@ def _select_layers(features: np.ndarray, layer: int | str | None) -> np.ndarray:
 
 @torch.no_grad()
 def predict_files(checkpoint_path: str | Path, inputs: Sequence[str | Path], device: str = "cpu",
-                  dtype: str | None = None) -> list[dict[str, Any]]:
-    """Emotion (and auxiliary) probabilities for each audio file, as dicts."""
+                  dtype: str | None = None, max_duration: float | None = DEFAULT_MAX_DURATION) -> list[dict[str, Any]]:
+    """Emotion (and auxiliary) probabilities for each audio file, as dicts (audio longer
+    than ``max_duration`` seconds, or too short for one analysis window, is refused)."""
     checkpoint = load_checkpoint(checkpoint_path)
     extractor = extractor_from_description(checkpoint["feature"], device=device)
     network = load_network(checkpoint, device)
     store_dtype = np.dtype(dtype or checkpoint.get("store_dtype") or "float32")
     rows = []
     for path in audio_files(inputs):
-        wave = load_audio(path)
+        wave = load_audio(path, max_duration=max_duration)
         extractor.check_length(len(wave), str(path))
         features = extractor.extract_batch([wave])[0].astype(store_dtype).astype(np.float32)
         x = torch.from_numpy(_select_layers(features, checkpoint["layer"]))[None].to(next(network.parameters()).device)

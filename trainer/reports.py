@@ -22,7 +22,6 @@ matplotlib is imported only when a plot is drawn, with the non-interactive Agg b
 from __future__ import annotations
 
 import dataclasses
-import json
 import math
 import re
 from collections.abc import Mapping, Sequence
@@ -30,6 +29,7 @@ from pathlib import Path
 from types import ModuleType
 from typing import TYPE_CHECKING, Any
 
+from featurestore.atomic import atomic_write, read_json, write_text
 from featurestore.errors import SermtlError
 from trainer.metrics import average_folds
 from trainer.tasks import AlphaSchedule
@@ -65,7 +65,8 @@ def _save(figure: Figure, path: str | Path) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     figure.tight_layout()
-    figure.savefig(path, dpi=DPI, format="png")
+    with atomic_write(path, "wb") as handle:
+        figure.savefig(handle, dpi=DPI, format="png")
     _pyplot().close(figure)
     return path
 
@@ -267,13 +268,6 @@ class Run:
         return f"{name} by {protocol['by']}" if protocol.get("by") else name
 
 
-def _read_json(path: Path) -> Any:
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as error:
-        raise SermtlError(f"cannot read {path}: {error}") from error
-
-
 def _fold_dirs(path: Path) -> list[tuple[int, Path]]:
     """``(k, fold_k)`` of the finished folds (those with a ``metrics.json``), by k."""
     found = [(int(m.group(1)), p) for p in path.iterdir() if (m := _FOLD_DIR.match(p.name))]
@@ -290,19 +284,19 @@ def load_run(path: str | Path, name: str | None = None) -> Run:
     path = Path(path)
     if not (path / "config.json").is_file():
         raise SermtlError(f"{path} is not a run directory of 'sermtl cv' (no config.json)")
-    config = _read_json(path / "config.json")
+    config = read_json(path / "config.json")
     folds = _fold_dirs(path)
     from_folds = not (path / "results.json").is_file()
     if not from_folds:
-        results = _read_json(path / "results.json")
+        results = read_json(path / "results.json")
     elif folds:
-        per_fold = [_read_json(d / "metrics.json") for _, d in folds]
+        per_fold = [read_json(d / "metrics.json") for _, d in folds]
         results = {"aux_accuracy": None, **average_folds(per_fold), "folds": per_fold,
                    "protocol": config.get("protocol", {}).get("name"), "aux": config.get("train", {}).get("aux"),
                    "store": config.get("store")}
     else:
         raise SermtlError(f"run directory {path} has no results.json and no finished fold (fold_*/metrics.json)")
-    histories = {k: _read_json(d / "history.json") for k, d in folds if (d / "history.json").is_file()}
+    histories = {k: read_json(d / "history.json", expect=list) for k, d in folds if (d / "history.json").is_file()}
     return Run(name or path.resolve().name, path, config, results, histories, from_folds)
 
 
@@ -475,5 +469,5 @@ def write_report(run_dirs: Sequence[str | Path], out: str | Path | None = None,
     for run in runs:
         lines += _run_section(run, figures)
     report = folder / "report.md"
-    report.write_text("\n".join(lines), encoding="utf-8")
+    write_text(report, "\n".join(lines))
     return report

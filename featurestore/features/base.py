@@ -6,11 +6,23 @@ import abc
 import dataclasses
 import hashlib
 import json
+import re
 from typing import Any, ClassVar, Sequence
 
 import numpy as np
 
 from featurestore.errors import SermtlError
+
+
+_DEVICE_SPEC = re.compile(r"^(auto|cpu|mps|cuda(:\d+)?)$")
+
+
+def device_problem(spec: Any) -> str | None:
+    """Why ``spec`` is not a device name sermtl takes (``auto``, ``cpu``, ``cuda``,
+    ``cuda:N``, ``mps``), or ``None`` when it is one. Needs no torch."""
+    if isinstance(spec, str) and _DEVICE_SPEC.match(spec):
+        return None
+    return f"{spec!r} is not a device (auto, cpu, cuda, cuda:N, mps)"
 
 
 def resolve_device(spec: str = "auto") -> "torch.device":  # noqa: F821
@@ -23,7 +35,12 @@ def resolve_device(spec: str = "auto") -> "torch.device":  # noqa: F821
 
     if spec == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    problem = device_problem(spec)
+    if problem:
+        raise SermtlError(f"--device: {problem}")
     device = torch.device(spec)
+    if device.type == "mps" and not torch.backends.mps.is_available():
+        raise SermtlError(f"--device {spec!r}: MPS is not available on this machine")
     if device.type == "cuda" and not torch.cuda.is_available():
         import warnings
 

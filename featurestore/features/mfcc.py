@@ -30,7 +30,8 @@ from typing import Sequence
 
 import numpy as np
 
-from featurestore.features.base import FeatureExtractor, resolve_device
+from featurestore.errors import SermtlError
+from featurestore.features.base import FeatureExtractor, device_problem, resolve_device
 
 
 @dataclasses.dataclass(frozen=True)
@@ -108,6 +109,9 @@ class MFCCExtractor(FeatureExtractor):
 
     def __init__(self, device: str = "auto", **params) -> None:
         self.config = MFCCConfig(**params)
+        problem = device_problem(device)
+        if problem:
+            raise SermtlError(f"--device: {problem}")
         self._device_spec = device
 
     @functools.cached_property
@@ -133,7 +137,8 @@ class MFCCExtractor(FeatureExtractor):
 
     @property
     def min_samples(self) -> int:
-        return 1
+        """One whole analysis window (320 samples, 20 ms): shorter input is mostly padding."""
+        return self.config.win_length
 
     def num_frames(self, num_samples: int) -> int:
         return 1 + num_samples // self.config.hop_length

@@ -139,8 +139,8 @@ class SSLExtractor(FeatureExtractor):
 
         self.device = resolve_device(device)
         try:
-            hf_model = AutoModel.from_pretrained(model)
-        except (OSError, ValueError) as exc:
+            hf_model = AutoModel.from_pretrained(model, trust_remote_code=False)
+        except Exception as exc:  # transformers raises many types (a weight file holding a pickle: UnpicklingError)
             reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
             raise SermtlError(f"--model {model}: cannot load it ({reason})") from exc
         hf_config = hf_model.config
@@ -396,8 +396,8 @@ def _read_do_normalize(model: str) -> bool:
     from transformers import AutoFeatureExtractor
 
     try:
-        processor = AutoFeatureExtractor.from_pretrained(model)
-    except (OSError, ValueError):
+        processor = AutoFeatureExtractor.from_pretrained(model, trust_remote_code=False)
+    except Exception:  # no or unreadable preprocessor config: the model's default applies
         return True
     rate = getattr(processor, "sampling_rate", SAMPLE_RATE)
     if rate != SAMPLE_RATE:
@@ -424,7 +424,11 @@ def _weight_files(model: str) -> list[Path]:
             continue
         if not filename.endswith(".index.json"):
             return [path]
-        shards = [locate(name) for name in sorted(set(json.loads(path.read_text())["weight_map"].values()))]
+        try:
+            names = sorted(set(json.loads(path.read_text())["weight_map"].values()))
+        except (ValueError, KeyError, TypeError, AttributeError):
+            raise SermtlError(f"--model {model}: {path} is damaged (no weight_map)") from None
+        shards = [locate(str(name)) for name in names]
         if all(shards):
             return shards  # type: ignore[return-value]
     return []

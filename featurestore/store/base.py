@@ -35,6 +35,15 @@ def get_backend(name: str) -> type["Backend"]:
         raise SermtlError(f"unknown store format {name!r} (choose from: {', '.join(available_backends())})") from None
 
 
+def check_store_path(path: str | Path) -> Path:
+    """``path`` as a store path: it must end in a name of its own (not ``.``, ``..`` or ``/``),
+    beside which the store's lock and temporary files go."""
+    path = Path(path)
+    if path.name in ("", ".", ".."):
+        raise SermtlError(f"--store {path}: a store needs a name of its own, e.g. cache/corpus_mfcc.zarr")
+    return path
+
+
 def backend_for_path(path: str | Path, format: str | None = None) -> type["Backend"]:
     """Pick a backend from ``--format`` or else from the path's suffix (``.zarr``, ``.h5``/``.hdf5``)."""
     if format:

@@ -76,6 +76,7 @@ def copy_entries(writer: StoreWriter, holder: Mapping[str, FeatureStore], ids: S
     ``(utt_id, reason)`` and left out.
     """
     checksums = {store: store.checksums() for store in set(holder.values())}
+    audio = {u: s for store in set(holder.values()) for u, s in store.audio_signatures().items() if holder.get(u) is store}
     copied = 0
     for start in range(0, len(ids), batch):
         items = []
@@ -89,7 +90,7 @@ def copy_entries(writer: StoreWriter, holder: Mapping[str, FeatureStore], ids: S
                                   "run `sermtl verify` on that store")
             else:
                 on_unusable(utt_id, reason)
-        writer.write(items)
+        writer.write(items, audio)
         copied += len(items)
     return copied
 

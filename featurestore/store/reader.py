@@ -13,6 +13,7 @@ Layout (both backends; see docs/architecture.md):
 
 from __future__ import annotations
 
+import contextlib
 import json
 from pathlib import Path
 from typing import Any, Iterator
@@ -112,20 +113,30 @@ class FeatureStore:
         index = read_rows(backend, "index")
         self.index_rows = len(index)
         self._features = backend.array("features")
-        checksums = np.zeros(0, np.int64)
-        if backend.has_array("checksum"):  # absent in stores written before checksums existed
-            try:
-                checksums = read_rows(backend, "checksum")[:, 0]
-            except SermtlError as exc:  # the entries stay readable; their checksums are unknown
-                self.problems.append(f"{exc}: checksums unknown, entries not checked against them (the next extract rewrites the array)")
+        checksums, audio = self._optional_rows("checksum"), self._optional_rows("audio")
         self._entries: dict[str, tuple[int, int]] = {}
         self._checksums: dict[str, int] = {}
+        self._audio: dict[str, int] = {}
         for row, (utt_id, (offset, frames)) in enumerate(zip(self.full_manifest.ids(), index)):
             if frames >= 0:
                 self._entries[utt_id] = (int(offset), int(frames))
                 if row < len(checksums) and checksums[row] >= 0:
                     self._checksums[utt_id] = int(checksums[row])
+                if row < len(audio) and audio[row] >= 0:
+                    self._audio[utt_id] = int(audio[row])
         self.manifest = self.full_manifest.subset(list(self._entries))
+
+    def _optional_rows(self, name: str) -> np.ndarray:
+        """Column 0 of a per-row array that older stores lack (``checksum``, ``audio``); empty
+        when absent, and when unreadable (noted in :attr:`problems`: those rows are unknown)."""
+        if not self._backend.has_array(name):
+            return np.zeros(0, np.int64)
+        try:
+            return read_rows(self._backend, name)[:, 0]
+        except SermtlError as exc:  # the entries stay readable; these rows are unknown
+            self.problems.append(f"{exc}: {name} rows unknown, entries not checked against them "
+                                 "(the next extract rewrites the array)")
+            return np.zeros(0, np.int64)
 
     # -- the public API -----------------------------------------------------------------
     def __len__(self) -> int:
@@ -177,6 +188,11 @@ class FeatureStore:
         """``{utt_id: CRC-32}`` of the committed utterances whose checksum the store holds
         (stores written before checksums existed hold none)."""
         return dict(self._checksums)
+
+    def audio_signatures(self) -> dict[str, int]:
+        """``{utt_id: signature}`` of the audio each committed utterance was computed from
+        (:func:`featurestore.audio.audio_signature`), where the store recorded it."""
+        return dict(self._audio)
 
     def read_frames(self, layer: int, start: int, stop: int) -> np.ndarray:
         """Raw frames ``start:stop`` of one layer of the concatenated frame array."""
@@ -261,11 +277,19 @@ class FeatureStore:
 def open_store(path: str | Path, format: str | None = None) -> FeatureStore:
     """Open the feature store at ``path`` read-only (format from ``format``, suffix or contents)."""
     path = Path(path)
-    opened = find_backend(path, format).open(path, writable=False)
+    try:
+        opened = find_backend(path, format).open(path, writable=False)
+    except SermtlError:
+        raise
+    except Exception as exc:  # damaged metadata: zarr and h5py raise many types
+        raise damaged_store_error(path, "open", exc) from None
     try:
         return FeatureStore(opened)
-    except BaseException:
-        opened.close()
+    except BaseException as exc:
+        with contextlib.suppress(Exception):
+            opened.close()
+        if isinstance(exc, Exception) and not isinstance(exc, SermtlError):
+            raise damaged_store_error(path, "open", exc) from None
         raise
 
 

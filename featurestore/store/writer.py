@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import contextlib
 import datetime
-import fcntl
 import hashlib
 import json
 import os
@@ -32,17 +31,20 @@ import shutil
 import warnings
 import zlib
 from pathlib import Path
-from typing import Any, Iterable, Iterator, Sequence
+from typing import Any, Iterable, Iterator, Mapping, Sequence
 
 import numpy as np
 
 from featurestore import __version__
 from featurestore.errors import SermtlError
+from featurestore.locking import ExclusiveLock
 from featurestore.manifest import Manifest, same_audio
-from featurestore.store.base import backend_for_path
+from featurestore.store.base import backend_for_path, check_store_path
 from featurestore.store.reader import FeatureStore, damaged_store_error, read_manifest, read_rows
 
 FORMAT_VERSION = 1
+#: What a row of each per-utterance array holds, for messages.
+_ROW_NAMES = {"checksum": "checksums", "audio": "audio signatures"}
 _CHUNK_BYTES = 512 * 1024
 
 
@@ -107,25 +109,6 @@ def config_differences(old: Any, new: Any, prefix: str = "") -> list[str]:
     return [] if old == new else [f"{prefix.rstrip('.')}: {old!r} in the store, {new!r} now"]
 
 
-class _WriterLock:
-    def __init__(self, store_path: Path) -> None:
-        self.path = store_path.with_name(store_path.name + ".lock")
-        with store_io(store_path, "lock (creating its .lock file)"):
-            self._fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
-        try:
-            fcntl.flock(self._fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            holder = os.pread(self._fd, 64, 0).decode(errors="replace").strip() or "?"
-            os.close(self._fd)
-            raise SermtlError(f"store {store_path} is being written by another process (pid {holder}); wait for it to finish") from None
-        os.ftruncate(self._fd, 0)
-        os.pwrite(self._fd, str(os.getpid()).encode(), 0)
-
-    def release(self) -> None:
-        os.ftruncate(self._fd, 0)
-        os.close(self._fd)
-
-
 class StoreWriter:
     """Create a store, or reopen one made with the same config, and append utterances.
 
@@ -147,12 +130,12 @@ class StoreWriter:
         format: str | None = None,
         chunk_frames: int | None = None,
     ) -> None:
-        self.path = Path(path)
+        self.path = check_store_path(path)
         self.dtype = np.dtype(dtype)
         backend_cls = backend_for_path(self.path, format)
         with store_io(self.path, "create the folder of"):
             self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._lock = _WriterLock(self.path)
+        self._lock = ExclusiveLock(self.path.with_name(self.path.name + ".lock"), f"store {self.path}")
         self._backend = None
         try:
             config = {"feature": feature, "dtype": self.dtype.name}
@@ -167,7 +150,9 @@ class StoreWriter:
                 self._features = self._backend.array("features")
                 self.manifest = self._merge_manifest(manifest)
                 self._index = self._load_rows("index", 2)
+                self._forget_damaged_rows()
                 self._checksums = self._load_rows("checksum", 1)[:, 0]
+                self._audio = self._load_rows("audio", 1)[:, 0]
                 self._report = {r["utt_id"]: r for r in json.loads(self._backend.read_text("report") or "[]")}
             self._end = max(self.committed_end(), int(self._backend.attrs.get("write_from") or 0))
         except BaseException:
@@ -181,34 +166,48 @@ class StoreWriter:
 
     # -- opening ------------------------------------------------------------------------
     def _create(self, backend_cls, config, manifest, dim, num_layers, frame_rate, chunk_frames) -> None:
-        """Build the empty store under ``<store>.partial``, then rename it into place."""
+        """Build the empty store under ``<store>.partial``, then rename it into place.
+
+        A marker ``<store>.partial.sermtl`` is made (exclusively) before the partial store
+        and removed after the rename, so a ``.partial`` left by a killed writer is known to
+        be ours and cleared, while one without the marker (the user's) is refused, untouched.
+        """
         partial = self.path.with_name(self.path.name + ".partial")
-        if partial.is_dir():
-            shutil.rmtree(partial)  # left by a writer killed while creating the store
-        elif partial.exists():
-            partial.unlink()
+        marker = partial.with_name(partial.name + ".sermtl")
+        if partial.exists() or partial.is_symlink():
+            if marker.is_symlink() or not marker.is_file() or partial.is_symlink():
+                raise SermtlError(f"{partial} exists and was not made by sermtl: move it away, then run again")
+            if partial.is_dir():
+                shutil.rmtree(partial)  # left by a writer killed while creating the store
+            else:
+                partial.unlink()
+        marker.unlink(missing_ok=True)
+        os.close(os.open(marker, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0), 0o644))
         backend = backend_cls.open(partial, writable=True, create=True)
-        chunk = chunk_frames or default_chunk_frames(dim, self.dtype.name)
-        backend.create_array("features", (num_layers, 0, dim), self.dtype.name, (1, chunk, dim))
-        backend.create_array("index", (0, 2), "int64", (65536, 2), fill_value=-1)
-        backend.create_array("checksum", (0, 1), "int64", (65536, 1), fill_value=-1)
-        now = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
-        backend.set_attrs({
-            "format_version": FORMAT_VERSION,
-            "sermtl_version": __version__,
-            "layout": "concatenated-frames",
-            "created": now,
-            **config,
-            "fingerprint": store_fingerprint(config),
-            "dim": dim,
-            "num_layers": num_layers,
-            "frame_rate": frame_rate,
-            "chunk_frames": chunk,
-        })
-        backend.write_text("manifest", manifest.to_json())
-        backend.flush()
-        backend.close()
+        try:
+            chunk = chunk_frames or default_chunk_frames(dim, self.dtype.name)
+            backend.create_array("features", (num_layers, 0, dim), self.dtype.name, (1, chunk, dim))
+            backend.create_array("index", (0, 2), "int64", (65536, 2), fill_value=-1)
+            backend.create_array("checksum", (0, 1), "int64", (65536, 1), fill_value=-1)
+            now = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
+            backend.set_attrs({
+                "format_version": FORMAT_VERSION,
+                "sermtl_version": __version__,
+                "layout": "concatenated-frames",
+                "created": now,
+                **config,
+                "fingerprint": store_fingerprint(config),
+                "dim": dim,
+                "num_layers": num_layers,
+                "frame_rate": frame_rate,
+                "chunk_frames": chunk,
+            })
+            backend.write_text("manifest", manifest.to_json())
+            backend.flush()
+        finally:
+            backend.close()
         partial.rename(self.path)
+        marker.unlink()
 
     def _check_config(self, config: dict[str, Any]) -> None:
         attrs = self._backend.attrs
@@ -237,11 +236,13 @@ class StoreWriter:
         return merged
 
     def _load_rows(self, name: str, width: int) -> np.ndarray:
-        """A per-manifest-row array (``index`` or ``checksum``), grown to the manifest's length.
+        """A per-manifest-row array (``index``, ``checksum`` or ``audio``), grown to the
+        manifest's length.
 
-        ``checksum`` is created on first use in stores written before it existed (its
-        rows stay -1, unknown, for utterances committed then); its chunks that damage made
-        unreadable are rewritten, their rows unknown (see :meth:`_reset_unreadable_chunks`).
+        ``checksum`` and ``audio`` are created on first use in stores written before they
+        existed (their rows stay -1, unknown, for utterances committed then); their chunks
+        that damage made unreadable are rewritten, their rows unknown (see
+        :meth:`_reset_unreadable_chunks`).
         An unreadable ``index`` is a :class:`SermtlError`.
         """
         if not self._backend.has_array(name):
@@ -251,7 +252,7 @@ class StoreWriter:
         try:
             old = read_rows(self._backend, name)
         except SermtlError:
-            if name != "checksum":
+            if name == "index":
                 raise
             old = self._reset_unreadable_chunks(array)
         rows[: len(old)] = old
@@ -260,6 +261,23 @@ class StoreWriter:
             array[len(old):] = rows[len(old):]
         self._backend.flush()
         return rows
+
+    def _forget_damaged_rows(self) -> None:
+        """Treat index rows that cannot be right (an entry of no frames, or outside the frames
+        stored on disk) as not committed: they are never written at nor counted for the
+        append point, and the next commit of their utterance replaces them."""
+        offset, frames = self._index[:, 0], self._index[:, 1]
+        stored = int(self._features.shape[1])
+        damaged = (frames >= 0) & ((frames == 0) | (offset < 0) | (frames > stored) | (offset > stored - frames))
+        if damaged.any():
+            ids = self.manifest.ids()
+            names = ", ".join(ids[i] for i in np.flatnonzero(damaged)[:3])
+            warnings.warn(
+                f"store {self.path}: {int(damaged.sum())} damaged index row(s) ({names}{', …' if damaged.sum() > 3 else ''}) "
+                "point outside the stored frames; their utterances are extracted again",
+                stacklevel=4,
+            )
+            self._index[damaged] = -1
 
     def _reset_unreadable_chunks(self, array: Any) -> np.ndarray:
         """The rows of a damaged per-row array, read chunk by chunk; each unreadable chunk is
@@ -276,8 +294,8 @@ class StoreWriter:
                 lost += hi - lo
         if lost:
             warnings.warn(
-                f"store {self.path}: {lost} of {len(rows)} checksums discarded (unreadable chunks of the "
-                "checksum array, rewritten as unknown); those entries are verified without a checksum",
+                f"store {self.path}: {lost} of {len(rows)} {_ROW_NAMES[array.name.strip('/')]} discarded (unreadable "
+                "chunks, rewritten as unknown); those entries are verified without them",
                 stacklevel=4,
             )
         return rows
@@ -302,8 +320,10 @@ class StoreWriter:
         return FeatureStore(self._backend)
 
     # -- writing ------------------------------------------------------------------------
-    def write(self, items: Sequence[tuple[str, np.ndarray]]) -> None:
-        """Append ``(utt_id, features (layers, frames, dim))`` pairs and commit them."""
+    def write(self, items: Sequence[tuple[str, np.ndarray]], audio: Mapping[str, int] | None = None) -> None:
+        """Append ``(utt_id, features (layers, frames, dim))`` pairs and commit them, with the
+        signature of the audio each was computed from (:func:`featurestore.audio.audio_signature`)
+        where ``audio`` gives one."""
         if not items:
             return
         shape = self._features.shape
@@ -323,6 +343,7 @@ class StoreWriter:
                 row = self.manifest.position(utt_id)
                 self._index[row] = (offset, feats.shape[1])
                 self._checksums[row] = entry_checksum(block[:, offset - start : offset - start + feats.shape[1]])
+                self._audio[row] = (audio or {}).get(utt_id, -1)
                 offset += feats.shape[1]
                 rows.append(row)
             self._commit_rows(min(rows), max(rows) + 1)
@@ -331,8 +352,10 @@ class StoreWriter:
         self._end = stop
 
     def _commit_rows(self, lo: int, hi: int) -> None:
-        """Write rows ``lo:hi`` of the checksums, then of the index (which makes them visible)."""
+        """Write rows ``lo:hi`` of the checksums and audio signatures, then of the index (which
+        makes them visible)."""
         self._backend.array("checksum")[lo:hi] = self._checksums[lo:hi, None]
+        self._backend.array("audio")[lo:hi] = self._audio[lo:hi, None]
         self._backend.array("index")[lo:hi] = self._index[lo:hi]
         self._backend.flush()
 

@@ -8,7 +8,6 @@ stores the rest and lists the item in the store's report, ``info`` and ``verify`
 
 from __future__ import annotations
 
-import csv
 import os
 import shutil
 from pathlib import Path
@@ -21,7 +20,7 @@ import soundfile as sf
 from featurestore import open_store
 from featurestore.synthetic import make_emodb
 from tests.cli.test_cli import run
-from tests.conftest import write_tone
+from tests.conftest import write_manifest, write_tone
 
 GOOD = {"g1": 1.2, "g2": 0.8}
 
@@ -102,17 +101,9 @@ def good_store(tmp_path_factory) -> tuple[Path, list[dict[str, str]]]:
     root = tmp_path_factory.mktemp("good")
     rows = [{"utt_id": u, "path": str(write_tone(root / f"{u}.wav", s, seed=i)), "emotion": "sad", "speaker": "s1"}
             for i, (u, s) in enumerate(GOOD.items())]
-    manifest = _write_manifest(root / "good.csv", rows)
+    manifest = write_manifest(root / "good.csv", rows)
     run("extract", "--manifest", manifest, "--feature", "mfcc", "--store", root / "good.zarr")
     return root / "good.zarr", rows
-
-
-def _write_manifest(path: Path, rows: list[dict[str, str]]) -> Path:
-    with open(path, "w", newline="", encoding="utf-8") as handle:
-        writer = csv.DictWriter(handle, fieldnames=list(dict.fromkeys(k for row in rows for k in row)))
-        writer.writeheader()
-        writer.writerows(rows)
-    return path
 
 
 def _with_item(tmp_path: Path, good_store, name: str, make: Callable[[Path], Path]) -> tuple[Path, Path, Path]:
@@ -126,7 +117,7 @@ def _with_item(tmp_path: Path, good_store, name: str, make: Callable[[Path], Pat
     item = {"utt_id": "item", "path": str(audio), "emotion": "sad", "speaker": "s2"}
     if name == "half-second.wav":
         item.update(start="2.0", end="3.0")
-    manifest = _write_manifest(tmp_path / "m.csv", [*rows, item])
+    manifest = write_manifest(tmp_path / "m.csv", [*rows, item])
     return copy, audio, manifest
 
 
@@ -179,7 +170,7 @@ def test_shorter_than_the_wav2vec2_receptive_field(tmp_path, good_store) -> None
 def _duplicate_ids(tmp_path: Path) -> list[str]:
     rows = [{"utt_id": "same", "path": str(write_tone(tmp_path / f"{n}.wav", 0.5)), "emotion": "sad", "speaker": "s"}
             for n in ("first", "second")]
-    return ["extract", "--manifest", str(_write_manifest(tmp_path / "m.csv", rows)), "--feature", "mfcc"]
+    return ["extract", "--manifest", str(write_manifest(tmp_path / "m.csv", rows)), "--feature", "mfcc"]
 
 
 def _label_outside_the_class_map(tmp_path: Path) -> list[str]:
@@ -204,7 +195,7 @@ def test_one_process_resumes_an_interrupted_torchrun_extraction_from_its_shards(
     from featurestore.distributed import shard_dir
 
     _, rows = good_store
-    manifest = _write_manifest(tmp_path / "m.csv", rows)
+    manifest = write_manifest(tmp_path / "m.csv", rows)
     shards = shard_dir(tmp_path / "s.zarr")
     shutil.copytree(good_store[0], shards / "rank-0.zarr")  # a shard holding both utterances
     result = run("extract", "--manifest", manifest, "--feature", "mfcc", "--store", tmp_path / "s.zarr")
@@ -220,7 +211,7 @@ def test_verify_lists_a_damaged_entry_and_extract_repair_fixes_it(tmp_path, good
 
     store, rows = good_store
     copy = shutil.copytree(store, tmp_path / "s.zarr")
-    manifest = _write_manifest(tmp_path / "m.csv", rows)
+    manifest = write_manifest(tmp_path / "m.csv", rows)
     clean = open_store(store).read("g2")
     group = zarr.open_group(str(copy), mode="r+")
     group["features"][0, int(group["index"][1, 0]) + 2, 0] = np.inf

@@ -66,9 +66,9 @@ def test_predict_gives_the_probabilities_of_training(store, tmp_path) -> None:
 
 
 @pytest.mark.parametrize("args,needle", [
-    (["--alpha-max", "1.5"], "--alpha-max must be in [0, 1]"),
-    (["--dropout", "1"], "--dropout must be in [0, 1)"),
-    (["--weight-decay", "-0.1"], "--weight-decay must be >= 0"),
+    (["--alpha-max", "1.5"], "--alpha-max must be in [0, 1], got 1.5"),
+    (["--dropout", "1"], "--dropout must be in [0, 1), got 1.0"),
+    (["--weight-decay", "-0.1"], "--weight-decay must be in [0, inf), got -0.1"),
     (["--aux", "mood"], "has no column 'mood'"),
     (["--protocol", "loso", "--by", "colour"], "colour"),
 ])

@@ -27,7 +27,7 @@ from featurestore.store.zarr_store import ZarrBackend
 from featurestore.verify import verify_store
 from trainer.cv import Protocol, run_cv
 from trainer.distributed import fold_share
-from trainer.loop import TrainConfig
+from trainer.config import TrainConfig
 
 REPO = Path(__file__).resolve().parents[2]
 BATCH_SECONDS = "3"  # several batches from the 12 short utterances of `csv_corpus`

@@ -17,7 +17,7 @@ from featurestore.features.mfcc import MFCCExtractor
 from featurestore.pipeline import extract_to_store
 from featurestore.synthetic import make_iemocap
 from trainer.cv import Protocol, run_cv
-from trainer.loop import TrainConfig
+from trainer.config import TrainConfig
 from trainer.metrics import average_folds
 from trainer.reports import (
     load_run,

@@ -14,7 +14,8 @@ from featurestore.errors import SermtlError
 from trainer.cv import Protocol, run_cv
 from trainer.data import FeatureBank, make_batches
 from trainer.folds import make_folds
-from trainer.loop import TrainConfig, infer, load_network, train_fold
+from trainer.config import TrainConfig
+from trainer.loop import infer, load_network, train_fold
 from trainer.tasks import AlphaSchedule
 
 TINY = dict(epochs=2, channels=16, embedding_dim=8, batch_size=16, device="cpu")
@@ -44,6 +45,30 @@ def test_training_batches_cover_everything_and_bucket_lengths() -> None:
     spread = np.mean([max(by_id[u] for u in b) - min(by_id[u] for u in b) for b in batches])
     assert spread < 0.5 * (lengths.max() - lengths.min())  # sorted inside pools: little padding
     assert make_batches(ids, lengths, 64, np.random.default_rng(1)) != batches
+
+
+@pytest.mark.parametrize("count", [17, 33, 65, 1025])
+def test_training_batches_never_hold_one_utterance(count: int) -> None:
+    """BatchNorm cannot train on one row: a last piece of one joins the batch before it."""
+    for seed in range(5):
+        batches = make_batches([f"u{i}" for i in range(count)], np.arange(count), 16, np.random.default_rng(seed))
+        assert min(map(len, batches)) >= 2 and sum(map(len, batches)) == count
+
+
+def test_a_non_finite_loss_stops_the_fold_naming_the_epoch(mfcc_store, tmp_path, monkeypatch) -> None:
+    import trainer.loop
+
+    real = trainer.loop._train_epoch
+    calls = []
+
+    def diverging(*args, **kwargs):
+        calls.append(1)
+        return real(*args, **kwargs) if len(calls) < 2 else float("nan")
+
+    monkeypatch.setattr(trainer.loop, "_train_epoch", diverging)
+    with pytest.raises(SermtlError, match=r"fold 1, epoch 2: the training loss is not finite \(nan\)"):
+        run_cv(mfcc_store, tmp_path / "r", TrainConfig(**TINY), Protocol("loso", by="session"), [1], progress=False)
+    assert not (tmp_path / "r" / "fold_1").exists()  # nothing of the diverged fold is saved
 
 
 def test_feature_bank_batches_crops_and_statistics(mfcc_store) -> None:
@@ -272,7 +297,7 @@ def test_training_with_average_best_tests_the_mean_of_the_best_epochs(mfcc_store
     assert three.metrics["best_epoch"] == one.metrics["best_epoch"] == ranked[0]["epoch"]
     name = "encoder.fc.weight"
     assert not torch.equal(one.checkpoint["state_dict"][name], three.checkpoint["state_dict"][name])
-    with pytest.raises(SermtlError, match="--average-best must be >= 1"):
+    with pytest.raises(SermtlError, match=r"--average-best must be in \[1, inf\), got 0"):
         train_fold(store, bank, fold, TrainConfig(**{**TINY, "average_best": 0}), progress=False)
 
 
@@ -305,7 +330,7 @@ def test_precise_batchnorm_averages_the_batches_statistics_and_restores_training
     assert runs["running"].history[0]["train_loss"] == runs["precise"].history[0]["train_loss"]  # same steps
     assert not torch.equal(runs["running"].checkpoint["state_dict"]["encoder.first.norm.running_mean"],
                            runs["precise"].checkpoint["state_dict"]["encoder.first.norm.running_mean"])
-    with pytest.raises(SermtlError, match="--batchnorm must be running or precise"):
+    with pytest.raises(SermtlError, match="--batchnorm: 'frozen' is not one of running, precise"):
         train_fold(store, bank, fold, TrainConfig(**{**TINY, "batchnorm": "frozen"}), progress=False)
 
 

@@ -1,0 +1,106 @@
+"""The training configuration: one declaration per option, checked when built, from Python
+and from the command line alike."""
+
+from __future__ import annotations
+
+import dataclasses
+import doctest
+
+import click
+import pytest
+
+import trainer.config
+from cli import main
+from featurestore.errors import SermtlError
+from trainer.config import TrainConfig, flag, options
+
+#: A value each field refuses (one per field: the test below checks none is missing).
+BAD_VALUES = {
+    "epochs": 0, "batch_size": 1, "lr": float("inf"), "weight_decay": -1.0, "dropout": 1.0, "alpha0": 1.5,
+    "alpha_step": float("nan"), "alpha_max": 2.0, "aux": "", "label": "a\x00b", "layer": "top", "channels": 12,
+    "embedding_dim": 0, "margin": -0.1, "scale": 0.0, "crop_seconds": 0.0, "input_norm": "utterence",
+    "class_weights": "inverse", "augment": "mixup", "lr_schedule": "step", "batchnorm": "batch",
+    "average_best": 0, "seed": -1, "device": "gpu",
+}
+
+
+def test_every_field_has_help_and_a_refused_value() -> None:
+    names = [field.name for field, _ in options()]
+    assert sorted(names) == sorted(BAD_VALUES), "add the new field's bad value to BAD_VALUES"
+    assert all(spec.help for _, spec in options())
+
+
+@pytest.mark.parametrize("name", sorted(BAD_VALUES))
+def test_each_bad_value_is_refused_from_python_naming_the_flag(name: str) -> None:
+    with pytest.raises(SermtlError, match=flag(name)) as error:
+        TrainConfig(**{name: BAD_VALUES[name]})
+    assert "\n" not in str(error.value)
+
+
+@pytest.mark.parametrize("name", sorted(BAD_VALUES))
+def test_each_bad_value_is_refused_from_the_cli_before_anything_is_written(name: str, tmp_path) -> None:
+    from click.testing import CliRunner
+
+    out = tmp_path / "run"
+    value = BAD_VALUES[name]
+    result = CliRunner().invoke(main, ["train", "--store", str(tmp_path / "none.zarr"), "--out", str(out),
+                                       flag(name), str(value)])
+    assert result.exit_code in (1, 2), result.output
+    assert flag(name) in result.output or repr(value) in result.output or str(value) in result.output, result.output
+    assert "Traceback" not in result.output and not out.exists()
+
+
+@pytest.mark.parametrize("command", ["train", "cv"])
+def test_the_cli_offers_exactly_the_config_fields(command: str) -> None:
+    params = {p.name for p in main.commands[command].params if isinstance(p, click.Option)}
+    fields = {field.name for field, _ in options()}
+    assert fields <= params
+    protocol = {"store", "protocol", "by", "folds", "valid_fraction", "train_values", "test_values", "out"}
+    extra = {"train": {"fold"}, "cv": {"repeats"}}[command]
+    assert params - fields == protocol | extra
+
+
+def test_cli_defaults_and_choices_come_from_the_fields() -> None:
+    params = {p.name: p for p in main.commands["cv"].params}
+    for field, spec in options():
+        assert params[field.name].default == field.default
+        if spec.choices:
+            assert tuple(params[field.name].type.choices) == spec.choices
+
+
+def test_defaults_are_the_papers_and_valid() -> None:
+    config = TrainConfig()
+    assert (config.epochs, config.batch_size, config.lr, config.alpha0, config.alpha_step) == (50, 64, 1e-3, 0.1, 0.05)
+    assert config.schedule()(0) == pytest.approx(0.1)
+
+
+def test_the_config_is_immutable_and_replace_is_checked() -> None:
+    config = TrainConfig()
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        config.lr = 1.0  # type: ignore[misc]
+    with pytest.raises(SermtlError, match="--lr"):
+        dataclasses.replace(config, lr=-1.0)
+
+
+def test_cross_field_checks() -> None:
+    with pytest.raises(SermtlError, match="--average-best 5 is more than --epochs 3"):
+        TrainConfig(epochs=3, average_best=5)
+
+
+def test_from_dict_names_the_nearest_key() -> None:
+    with pytest.raises(SermtlError, match=r"unknown option 'alpah0' \(nearest: alpha0\)"):
+        TrainConfig.from_dict({"alpah0": 0.2})
+    assert TrainConfig.from_dict({"alpha0": 0.2}).alpha0 == 0.2
+
+
+def test_the_config_module_needs_no_torch() -> None:
+    import subprocess
+    import sys
+
+    code = "import sys, trainer.config; sys.exit('torch' in sys.modules)"
+    assert subprocess.run([sys.executable, "-c", code]).returncode == 0
+
+
+def test_doctest() -> None:
+    result = doctest.testmod(trainer.config)
+    assert result.attempted > 0 and result.failed == 0
