@@ -17,7 +17,10 @@ from typing import Any
 import click
 
 from featurestore.audio import DEFAULT_MAX_DURATION
+from featurestore.corpora import available_corpora
 from featurestore.errors import SermtlError
+from featurestore.features import FEATURES
+from featurestore.store.base import available_backends
 
 DEFAULT_MODEL = "facebook/wav2vec2-large-960h"
 #: Per-feature defaults for flags whose best value depends on the feature.
@@ -118,7 +121,7 @@ def demo(out: str) -> None:
 
 
 @main.command()
-@click.option("--corpus", required=True, help="Corpus recipe: iemocap, baum1, emodb, ravdess, urdu, csv.")
+@click.option("--corpus", required=True, type=click.Choice(available_corpora()), help="Corpus recipe (`sermtl list`).")
 @click.option("--root", help="Corpus folder (for csv: the CSV file). Default: $SERMTL_<CORPUS>_ROOT.")
 @click.option("--out", type=click.Path(dir_okay=False), help="Manifest CSV to write. Default: cache/<corpus>_manifest.csv.")
 @click.option("--option", "options", multiple=True, metavar="KEY=VALUE", help="Recipe option, e.g. on_duplicate=skip (repeatable).")
@@ -137,15 +140,15 @@ def prepare(corpus: str, root: str | None, out: str | None, options: tuple[str, 
 
 
 @main.command()
-@click.option("--corpus", help="Corpus recipe name (with --root or $SERMTL_<CORPUS>_ROOT).")
+@click.option("--corpus", type=click.Choice(available_corpora()), help="Corpus recipe (with --root or $SERMTL_<CORPUS>_ROOT).")
 @click.option("--root", help="Corpus folder.")
 @click.option("--manifest", type=click.Path(dir_okay=False), help="A CSV manifest (utt_id,path,emotion,speaker,...) instead of a recipe.")
 @click.option("--option", "options", multiple=True, metavar="KEY=VALUE", help="Recipe option (repeatable).")
-@click.option("--feature", required=True, type=click.Choice(["mfcc", "w2v2"]), help="Feature to extract.")
+@click.option("--feature", required=True, type=click.Choice(list(FEATURES)), help="Feature to extract.")
 @click.option("--model", default=DEFAULT_MODEL, show_default=True, help="w2v2: Hugging Face model name or local folder (wav2vec2, HuBERT, WavLM).")
 @click.option("--layers", default="last", show_default=True, help="w2v2: hidden states to keep: last, all, or a list like 0,12,24.")
 @click.option("--store", type=click.Path(), help="Store path. Default: cache/<corpus>_<feature>.zarr (.h5 with --format hdf5).")
-@click.option("--format", "store_format", type=click.Choice(["zarr", "hdf5"]), help="Store format. Default: from the --store suffix, else zarr.")
+@click.option("--format", "store_format", type=click.Choice(available_backends()), help="Store format. Default: from the --store suffix, else zarr.")
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda, cuda:1 …")
 @click.option("--batch-seconds", type=float, help="Padded audio seconds per batch. Default: 600 (mfcc), 200 (w2v2).")
 @click.option("--max-batch", type=int, help="At most this many utterances per batch (1 = one by one).")
@@ -222,7 +225,6 @@ def config_option(name: str):
 
 
 PROTOCOL_OPTIONS = [
-    click.option("--store", required=True, type=click.Path(), help="Feature store to train on."),
     click.option("--protocol", type=click.Choice(["loso", "kfold", "group-kfold", "split"]),
                  help="Folds. Default: loso --by session when the store has sessions, else kfold (80/10/10, 5 folds)."),
     click.option("--by", help="Column the protocol groups by (loso, group-kfold, split), e.g. session or speaker."),
@@ -232,70 +234,80 @@ PROTOCOL_OPTIONS = [
     click.option("--train-values", help="split: comma list of --by values to train on, e.g. Session1,Session2,Session3,Session4."),
     click.option("--test-values", help="split: comma list of --by values to test on, e.g. Session5."),
 ]
+#: Protocol flags → keys of :class:`trainer.folds.Protocol`.
+PROTOCOL_KEYS = {"protocol": "name", "by": "by", "folds": "folds", "valid_fraction": "valid_fraction",
+                 "train_values": "train_values", "test_values": "test_values"}
 
 
 def _training_options() -> list:
-    """The options of train and cv: the protocol's, the run directory, and one per config field."""
-    from trainer.config import options
+    """The options of train, cv and sweep: the store, a config file, the protocol's, the run
+    directory, and one per training option (generated from :mod:`trainer.config`)."""
+    from trainer.config import options, preset_names
 
-    return PROTOCOL_OPTIONS + [
+    return [
+        click.option("--store", type=click.Path(), help="Feature store to train on (or the one --config names)."),
+        click.option("--config", "config_file", metavar="FILE|PRESET",
+                     help=f"Options from a YAML/JSON file (a run's config.json too) or a preset ({', '.join(preset_names())}); "
+                          "flags given on the command line override it."),
+        *PROTOCOL_OPTIONS,
         click.option("--out", type=click.Path(file_okay=False), help="Run directory. Default: runs/<store>-<aux>-<protocol>."),
     ] + [config_option(field.name) for field, _ in options()]
 
 
-def _protocol(protocol: str | None, by, folds, valid_fraction, train_values, test_values):
-    """The :class:`trainer.cv.Protocol` the flags describe, or ``None`` for the store's default."""
-    from trainer.cv import Protocol
+def _given(name: str) -> bool:
+    """Whether the current command's ``name`` option was set on the command line (or from the environment)."""
+    from click.core import ParameterSource
 
-    if not protocol:
-        return None
-    return Protocol(protocol, by=by, folds=folds, valid_fraction=valid_fraction,
-                    train_values=_comma_list(train_values), test_values=_comma_list(test_values))
+    return click.get_current_context().get_parameter_source(name) in (ParameterSource.COMMANDLINE, ParameterSource.ENVIRONMENT)
 
 
-def _pooled_text(results: dict[str, Any]) -> str:
-    """The pooled scores (all folds' test rows as one set), for the one-line summaries."""
-    return f"pooled WA {results['pooled']['wa']:.2f}, UWA {results['pooled']['uwa']:.2f}"
+def _run_setup(store: str | None, config_file: str | None, params: dict[str, Any]):
+    """The store, the protocol (``None``: the store's default) and the training config that
+    ``--config`` and the flags describe; flags given on the command line win."""
+    from trainer.config import ConfigFile, TrainConfig, read_config_file
+    from trainer.folds import Protocol
+
+    file = read_config_file(config_file) if config_file else ConfigFile("")
+    config = TrainConfig.from_dict({**file.train, **{k: v for k, v in params.items() if k not in PROTOCOL_KEYS and _given(k)}})
+    store = store or file.store
+    if not store:
+        raise SermtlError("--store is required (or a --config that names one)")
+    protocol = dict(file.protocol or {})
+    for flag_name, key in PROTOCOL_KEYS.items():
+        if _given(flag_name):
+            value = params[flag_name]
+            protocol[key] = _comma_list(value) if key in ("train_values", "test_values") else value
+    if protocol and "name" not in protocol:
+        raise SermtlError("--by/--folds/--valid-fraction need --protocol (loso, kfold, group-kfold or split)")
+    return store, Protocol.from_dict(protocol, "the protocol flags") if protocol else None, config
 
 
-def _repeats_text(summary: dict[str, Any]) -> str:
-    """The mean ± std over seeds of :func:`trainer.cv.summarise_repeats`, for one-line summaries."""
-    return (f"over seeds {', '.join(map(str, summary['seeds']))}: "
-            f"WA {summary['wa']['mean']:.2f} ± {summary['wa']['std']:.2f}, "
-            f"UWA {summary['uwa']['mean']:.2f} ± {summary['uwa']['std']:.2f}, "
-            f"pooled UWA {summary['pooled_uwa']['mean']:.2f} ± {summary['pooled_uwa']['std']:.2f} (%, mean ± std)")
-
-
-def _run_training(only_folds: list[int] | None, store: str, out: str | None, protocol: str | None, by, folds,
-                  valid_fraction, train_values, test_values, repeats: int = 1, **train) -> dict[str, Any] | None:
+def _run_training(only_folds: list[int] | None, store: str | None, config_file: str | None, out: str | None,
+                  repeats: int = 1, **params) -> None:
     from featurestore.distributed import process_group
     from trainer.cv import run_cv, run_repeats
     from trainer.distributed import run_cv_distributed
-    from trainer.config import TrainConfig
+    from trainer.metrics import describe_repeats, describe_results
 
-    config = TrainConfig(**train)
+    from featurestore.store.reader import stored_manifest
+    from trainer.loop import resolved_config
+
+    store, protocol, config = _run_setup(store, config_file, params)
+    config = resolved_config(config, stored_manifest(store))  # --aux auto made concrete, for the run's name too
     aux = "nomtl" if config.aux in ("none", "") else config.aux
-    run_dir = Path(out) if out else Path("runs") / f"{Path(store).stem}-{aux}-{protocol or 'default'}"
+    run_dir = Path(out) if out else Path("runs") / f"{Path(store).stem}-{aux}-{protocol.name if protocol else 'default'}"
     group = click.get_current_context().with_resource(process_group(config.device))  # None outside torchrun
     runner = functools.partial(run_cv_distributed, group) if group else run_cv
-    chosen = _protocol(protocol, by, folds, valid_fraction, train_values, test_values)
     if repeats > 1:
-        summary = run_repeats(functools.partial(_run_and_report, runner, only_folds), store, run_dir, config, chosen, repeats)
-        if summary is not None:
-            click.echo(f"{run_dir}: {_repeats_text(summary)}")
-        return summary
-    return _run_and_report(runner, only_folds, store, run_dir, config, chosen)
-
-
-def _run_and_report(runner, only_folds: list[int] | None, store: str, run_dir: Path, config, protocol) -> dict[str, Any] | None:
-    """One run of ``runner`` (run_cv or its torchrun form) and its one-line summary."""
+        outcome = run_repeats(runner, store, run_dir, config, protocol, repeats, only_folds=only_folds)
+        if outcome is not None:
+            for seed, results in outcome["per_seed"].items():
+                click.echo(f"{run_dir / f'seed_{seed}'}: {describe_results(results)}")
+            click.echo(f"{run_dir}: {describe_repeats(outcome['summary'])}")
+        return
     results = runner(store, run_dir, config, protocol, only_folds=only_folds)
-    if results is None:  # a torchrun rank other than 0: rank 0 reports for all
-        return None
-    aux_text = f", aux accuracy {results['aux_accuracy']:.2f}" if results.get("aux_accuracy") is not None else ""
-    click.echo(f"{run_dir}: WA {results['wa']:.2f}, UWA {results['uwa']:.2f}{aux_text} "
-               f"(%, mean over {len(results['folds'])} fold(s); {_pooled_text(results)})")
-    return results
+    if results is not None:  # None on torchrun ranks other than 0: rank 0 reports for all
+        click.echo(f"{run_dir}: {describe_results(results)}")
 
 
 @main.command()
@@ -317,38 +329,56 @@ def cv(repeats: int, **options) -> None:
 
 
 @main.command()
-@functools.partial(_apply, PROTOCOL_OPTIONS + [config_option("label"), config_option("seed")])
+@functools.partial(_apply, _training_options())
+@click.option("--grid", "grids", multiple=True, metavar="KEY=V1,V2,…",
+              help="Values of one option to sweep (repeatable): the sweep runs the Cartesian product, e.g. "
+                   "--grid alpha0=0.05,0.1 --grid aux=none,expression.")
+@click.option("--grid-file", type=click.Path(dir_okay=False),
+              help="YAML/JSON list of settings (mappings of options), for a grid that is not a product.")
+@click.option("--repeats", type=click.IntRange(min=1), default=1, show_default=True,
+              help="Seeds --seed … --seed+N−1; every setting runs on the same folds of each seed.")
+@click.option("--baseline", "baseline_spec", metavar="KEY=VALUE,…",
+              help="The setting the others are compared with (default: the first).")
+def sweep(store: str | None, config_file: str | None, out: str | None, grids: tuple[str, ...], grid_file: str | None,
+          repeats: int, baseline_spec: str | None, **params) -> None:
+    """Run cv for every setting of an option grid and seed, and compare the settings with
+    paired statistics (DIR/sweep.json, sweep.md, sweep.png; resumable, torchrun too)."""
+    from featurestore.distributed import process_group
+    from trainer.distributed import run_sweep_distributed
+    from trainer.sweep import Sweep, find_baseline, parse_grid, read_grid_file, run_sweep, sweep_table
+
+    store, protocol, config = _run_setup(store, config_file, params)
+    if grids and grid_file:
+        raise SermtlError("give --grid or --grid-file, not both")
+    settings = read_grid_file(grid_file) if grid_file else parse_grid(grids)
+    plan = Sweep(Path(store), Path(out) if out else Path("sweeps") / Path(store).stem, config, protocol, settings,
+                 list(range(config.seed, config.seed + repeats)), find_baseline(settings, baseline_spec))
+    group = click.get_current_context().with_resource(process_group(config.device))  # None outside torchrun
+    summary = run_sweep_distributed(group, plan) if group else run_sweep(plan)
+    if summary is not None:  # None on torchrun ranks other than 0
+        click.echo(sweep_table(summary))
+        click.echo(f"sweep: {plan.out / 'sweep.md'}")
+
+
+@main.command()
+@functools.partial(_apply, [click.option("--store", required=True, type=click.Path(), help="Feature store."),
+                            *PROTOCOL_OPTIONS, config_option("label"), config_option("seed")])
 @click.option("--c", "c", type=float, default=1.0, show_default=True, help="SVM regularisation C.")
 @click.option("--out", type=click.Path(dir_okay=False), help="Write the results as JSON here.")
 @click.option("--repeats", type=click.IntRange(min=1), default=1, show_default=True,
               help="Fit on the folds of seeds --seed … --seed+N−1 (as cv --repeats) and give the mean ± std over seeds.")
-def baseline(store: str, protocol, by, folds, valid_fraction, train_values, test_values, label, seed, c, out,
-             repeats) -> None:
+def baseline(store: str, c: float, out: str | None, repeats: int, label: str, seed: int, **params) -> None:
     """RBF-SVM on utterance mean/std features, on the same folds as train/cv."""
-    from featurestore import open_store
     from featurestore.atomic import write_json
-    from trainer.baseline import svm_cv
-    from trainer.cv import default_protocol, summarise_repeats
-    from trainer.folds import check_folds
+    from trainer.baseline import svm_repeats
+    from trainer.metrics import describe_repeats, describe_results
 
-    per_seed = {}
-    with open_store(store) as opened:
-        chosen = _protocol(protocol, by, folds, valid_fraction, train_values, test_values) or default_protocol(opened.manifest)
-        for fold_seed in range(seed, seed + repeats):
-            fold_list = chosen.make(opened.manifest, fold_seed)
-            check_folds(fold_list, opened.manifest, label_column=label)
-            per_seed[fold_seed] = svm_cv(opened, fold_list, label=label, c=c)
-    name = f"SVM ({chosen.name}{' by ' + chosen.by if chosen.by and chosen.name != 'kfold' else ''}, {len(fold_list)} folds)"
-    if repeats == 1:
-        results = per_seed[seed]
-        line = (f"{name}: WA {results['wa']:.2f}, UWA {results['uwa']:.2f} "
-                f"(%, mean over folds; {_pooled_text(results)})")
-    else:
-        results = {**summarise_repeats(per_seed), "results": {str(s): r for s, r in per_seed.items()}}
-        line = f"{name}: {_repeats_text(results)}"
+    _, protocol, config = _run_setup(store, None, {**params, "label": label, "seed": seed})  # checks --label, --seed
+    outcome = svm_repeats(store, protocol, label=config.label, c=c, seed=config.seed, repeats=repeats)
     if out:
-        write_json(out, results)
-    click.echo(line)
+        write_json(out, outcome["results"])
+    text = describe_results(outcome["results"]) if repeats == 1 else describe_repeats(outcome["results"])
+    click.echo(f"{outcome['name']}: {text}")
 
 
 @main.command()
@@ -357,7 +387,7 @@ def baseline(store: str, protocol, by, folds, valid_fraction, train_values, test
 @click.option("--root", "roots", multiple=True, metavar="CORPUS=DIR", help="Corpus folder (or CSV manifest), e.g. iemocap=/data/IEMOCAP_full_release.")
 @click.option("--store", "stores", multiple=True, metavar="CORPUS:FEATURE=PATH", help="Use an existing store, e.g. iemocap:w2v2=cache/iemocap_w2v2.zarr.")
 @click.option("--corpus", "corpora", multiple=True, help="Corpora to run (default: iemocap and baum1, those available; table5: exactly two).")
-@click.option("--feature", type=click.Choice(["mfcc", "w2v2"]), help="Restrict to one feature (default: the paper's for the experiment).")
+@click.option("--feature", type=click.Choice(list(FEATURES)), help="Restrict to one feature (default: the paper's for the experiment).")
 @click.option("--model", default=DEFAULT_MODEL, show_default=True, help="w2v2 model for stores that must be extracted.")
 @click.option("--layers", default="last", show_default=True, help="w2v2 layers to extract.")
 @click.option("--epochs", type=int, default=50, show_default=True)
@@ -448,6 +478,22 @@ def _format_summary(summary: dict[str, Any]) -> str:
         lines.append(f"skipped   {item['utt_id']}: {item['error']}")
     lines.append(f"fingerprint {summary['config'].get('fingerprint')}, sermtl {summary['config'].get('sermtl_version')}")
     return "\n".join(lines)
+
+
+@main.command(name="list")
+def list_registries() -> None:
+    """What sermtl knows by name: corpus recipes, features, store formats, fold protocols,
+    config presets and training options (with defaults and allowed values)."""
+    from trainer.config import flag, options, preset_names
+    from trainer.folds import PROTOCOLS
+
+    for title, names in (("corpora", available_corpora()), ("features", list(FEATURES)),
+                         ("store formats", available_backends()), ("protocols", list(PROTOCOLS)),
+                         ("presets", preset_names())):
+        click.echo(f"{title + ':':<15}{', '.join(names)}")
+    click.echo("training options:")
+    for field, spec in options():
+        click.echo(f"  {flag(field.name):<18}{field.default!s:<12}{spec.describe()}")
 
 
 @main.command()

@@ -60,7 +60,7 @@ def train_all_folds(store_path: Path, epochs: int, channels: int, device: str) -
     from trainer.folds import make_folds
     from trainer.config import TrainConfig
 
-    config = TrainConfig(epochs=epochs, channels=channels, device=device)
+    config = TrainConfig.from_dict({"epochs": epochs, "channels": channels, "device": device})
     with open_store(store_path) as store, clock(device) as total:
         with clock(device) as load:
             bank = open_bank(store, device=device)

@@ -133,7 +133,7 @@ def run(sizes: Sizes, workdir: Path, model_dir: Path | None = None) -> dict[str,
     log(f"cache-fed vs on-the-fly training, MFCC, {sizes.compare_utts} utterances")
     subset = corpus.subset(corpus.ids()[1:1 + sizes.compare_utts])  # not the 34 s one: one in 5531
     extract_to_store(subset, mfcc, fresh_store(workdir / "compare_mfcc.zarr"), dtype=mfcc_defaults["dtype"], progress=False)
-    config = TrainConfig(epochs=sizes.compare_epochs, channels=sizes.compare_channels, device="cpu")
+    config = TrainConfig.from_dict({"epochs": sizes.compare_epochs, "channels": sizes.compare_channels, "device": "cpu"})
     with open_store(workdir / "compare_mfcc.zarr") as store:
         section(results, "train_mfcc", training.cache_vs_onthefly(store, mfcc, training.first_fold(store), config))
 

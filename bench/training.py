@@ -125,7 +125,7 @@ def epoch_seconds(store: FeatureStore, fold: Fold, channels: int, epochs: int, d
     ``1 + epochs`` epochs minus the run of one, divided by ``epochs``; the test scoring
     and set-up that both runs pay cancel out.
     """
-    config = TrainConfig(epochs=1, channels=channels, device=device)
+    config = TrainConfig.from_dict({"epochs": 1, "channels": channels, "device": device})
     bank = open_bank(store, device=device)
     warm_up(store, bank, fold, config)
     one = timed_training(store, bank, fold, config)
@@ -138,7 +138,7 @@ def streaming_run(store: FeatureStore, fold: Fold, channels: int, device: str = 
     """One epoch with every batch read from the store while training (:class:`~trainer.data.StreamingBank`,
     the path for stores larger than memory): the loader's share of the run."""
     bank = open_bank(store, device=device, budget_bytes=0)
-    return {**timed_training(store, bank, fold, TrainConfig(epochs=1, channels=channels, device=device)),
+    return {**timed_training(store, bank, fold, TrainConfig.from_dict({"epochs": 1, "channels": channels, "device": device})),
             "streaming": bank.streaming}
 
 
@@ -157,7 +157,7 @@ def cache_vs_onthefly(store: FeatureStore, extractor: FeatureExtractor, fold: Fo
         for name, bank in (("cached", cached_bank), ("onthefly", onthefly_bank)):
             runs[name].append(timed_training(store, bank, fold, config))
     seconds = {name: sum(run["run_s"] for run in rows) for name, rows in runs.items()}
-    return {**runs, "ratio": round(seconds["onthefly"] / seconds["cached"], 2), "channels": config.channels,
+    return {**runs, "ratio": round(seconds["onthefly"] / seconds["cached"], 2), "channels": config.network.channels,
             "epochs_per_run": config.epochs, "audio_s_per_epoch": round(_epoch_audio_seconds(store, fold, config), 1)}
 
 

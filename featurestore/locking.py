@@ -11,6 +11,7 @@ bytes so that a refused second writer can name it.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import stat
@@ -61,7 +62,8 @@ class ExclusiveLock:
             if not _try_lock(self._fd):
                 holder = os.pread(self._fd, _PID_FIELD, 0).decode(errors="replace").strip() or "?"
                 raise SermtlError(f"{what} is being written by another process (pid {holder}); wait for it to finish")
-            os.pwrite(self._fd, f"{os.getpid():<{_PID_FIELD - 1}}\n".encode(), 0)
+            with contextlib.suppress(OSError):  # a full disk: the lock holds all the same, unnamed
+                os.pwrite(self._fd, f"{os.getpid():<{_PID_FIELD - 1}}\n".encode(), 0)
         except BaseException:
             os.close(self._fd)
             raise

@@ -10,14 +10,16 @@ be compared fold by fold on the same folds.
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any, Sequence
 
 import numpy as np
 
-from featurestore.store.reader import FeatureStore
+from featurestore.errors import SermtlError
+from featurestore.store.reader import FeatureStore, open_store
 from trainer.data import resolve_layer
-from trainer.folds import Fold
-from trainer.metrics import average_folds, evaluate
+from trainer.folds import Fold, Protocol, check_folds, default_protocol
+from trainer.metrics import average_folds, evaluate, summarise_repeats
 
 
 def utterance_statistics(store: FeatureStore, ids: Sequence[str], layer: str | int | None = None) -> np.ndarray:
@@ -52,3 +54,25 @@ def svm_cv(store: FeatureStore, folds: Sequence[Fold], label: str = "emotion", c
         classes = sorted({manifest[u][label] for u in fit_ids})
         per_fold.append({**evaluate(truth, list(predicted), classes), "fold": fold.fold})
     return {**average_folds(per_fold), "folds": per_fold, "model": f"StandardScaler + SVC(rbf, C={c}, gamma=scale, balanced)"}
+
+
+def svm_repeats(store_path: str | Path, protocol: Protocol | None, label: str = "emotion", c: float = 1.0,
+                seed: int = 0, repeats: int = 1) -> dict[str, Any]:
+    """:func:`svm_cv` on the folds of seeds ``seed`` … ``seed + repeats − 1`` (the folds
+    ``cv`` draws with those seeds; ``protocol`` ``None``: the store's default). Returns
+    ``{"name", "results"}``: one seed's results, or for several the mean ± std over seeds
+    (:func:`~trainer.metrics.summarise_repeats`) with every seed's results."""
+    if repeats < 1:
+        raise SermtlError(f"--repeats must be >= 1, got {repeats}")
+    per_seed = {}
+    with open_store(store_path) as store:
+        chosen = protocol or default_protocol(store.manifest)
+        for fold_seed in range(seed, seed + repeats):
+            folds = chosen.make(store.manifest, fold_seed)
+            check_folds(folds, store.manifest, label_column=label)
+            per_seed[fold_seed] = svm_cv(store, folds, label=label, c=c)
+    grouped = f" by {chosen.by}" if chosen.by and chosen.name != "kfold" else ""
+    name = f"SVM ({chosen.name}{grouped}, {len(folds)} folds)"
+    if repeats == 1:
+        return {"name": name, "results": per_seed[seed]}
+    return {"name": name, "results": {**summarise_repeats(per_seed), "results": {str(s): r for s, r in per_seed.items()}}}

@@ -7,7 +7,9 @@ The ``sermtl train``/``cv`` flags are generated from :func:`options` (``--batch-
 
 >>> TrainConfig(epochs=5).epochs
 5
->>> TrainConfig(input_norm="utterence")
+>>> TrainConfig.from_dict({"channels": 128}).network.channels
+128
+>>> TrainConfig.from_dict({"input_norm": "utterence"})
 Traceback (most recent call last):
 ...
 featurestore.errors.SermtlError: --input-norm: 'utterence' is not one of global, utterance (nearest: utterance)
@@ -17,12 +19,15 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import json
 import math
+import warnings
+from pathlib import Path
 from typing import Any, Callable, Iterator
 
 from featurestore.errors import SermtlError
 from featurestore.features.base import device_problem
-from trainer.tasks import DEFAULT_ALPHA_MAX, AlphaSchedule
+from trainer.tasks import DEFAULT_ALPHA_MAX, alpha_at
 
 
 
@@ -52,9 +57,13 @@ class Spec:
             return "one of " + ", ".join(self.choices)
         if self.low is None and self.high is None:
             return ""
-        low = "(-inf" if self.low is None else f"{'(' if self.open_low else '['}{self.low:g}"
-        high = "inf)" if self.high is None else f"{self.high:g}{')' if self.open_high else ']'}"
+        low = "(-inf" if self.low is None else f"{'(' if self.open_low else '['}{_number(self.low)}"
+        high = "inf)" if self.high is None else f"{_number(self.high)}{')' if self.open_high else ']'}"
         return f"in {low}, {high}" + (f", a multiple of {self.multiple_of}" if self.multiple_of else "")
+
+
+def _number(value: float) -> str:
+    return str(value) if isinstance(value, int) else f"{value:g}"
 
 
 def option(default: Any, help: str, **spec: Any) -> Any:
@@ -74,32 +83,54 @@ def _check_column(value: Any) -> str | None:
     return None if isinstance(value, str) and value.strip() and "\x00" not in value else f"{value!r} is not a column name"
 
 
+def _check_fields(config: Any) -> None:
+    """Check every declared field of a config dataclass (nested configs check themselves)."""
+    for field in dataclasses.fields(config):
+        if "spec" in field.metadata:
+            _check_field(field, getattr(config, field.name))
+
+
+@dataclasses.dataclass(frozen=True)
+class NetworkOptions:
+    """The network's hyper-parameters: ECAPA-TDNN width, embedding, AAM-softmax, input
+    normalisation and dropout. :class:`trainer.network.NetworkConfig` holds this object
+    itself, next to the sizes the data decides."""
+
+    channels: int = option(512, "ECAPA-TDNN channels C.", low=8, high=8192, multiple_of=8)
+    embedding_dim: int = option(192, "Embedding size of the emotion branch.", low=1, high=8192)
+    margin: float = option(0.2, "AAM-softmax margin (radians).", low=0, high=1)
+    scale: float = option(30.0, "AAM-softmax scale.", low=0, high=1000, open_low=True)
+    input_norm: str = option("global", "Input normalisation: training-set mean/std, or also subtract each "
+                                       "utterance's own mean.", choices=("global", "utterance"))
+    dropout: float = option(0.0, "Dropout on the pooled statistics before the embedding layer.", low=0, high=1, open_high=True)
+
+    def __post_init__(self) -> None:
+        _check_fields(self)
+
+
 @dataclasses.dataclass(frozen=True)
 class TrainConfig:
     """Hyper-parameters of one training run (the paper's values are the defaults).
 
     Every field is checked when the config is built; a bad value is a one-line
-    :class:`SermtlError` naming the flag, the value and what is allowed.
+    :class:`SermtlError` naming the flag, the value and what is allowed. The network's
+    options are the nested :class:`NetworkOptions` (``config.network.channels``); the
+    command line and :meth:`from_dict` also take them by their own names (``channels``).
     """
 
     epochs: int = option(50, "Training epochs.", low=1)
     batch_size: int = option(64, "Utterances per training batch (at least 2: BatchNorm needs two).", low=2)
     lr: float = option(1e-3, "Learning rate of Adam (AdamW with --weight-decay).", low=0, high=10, open_low=True)
     weight_decay: float = option(0.0, "Decoupled weight decay (AdamW); 0 is plain Adam, as in the paper.", low=0)
-    dropout: float = option(0.0, "Dropout on the pooled statistics before the embedding layer.", low=0, high=1, open_high=True)
     alpha0: float = option(0.1, "Auxiliary loss weight at epoch 1.", low=0, high=1)
     alpha_step: float = option(0.05, "Added to alpha every epoch.", low=-1, high=1)
     alpha_max: float = option(DEFAULT_ALPHA_MAX, "Cap of alpha.", low=0, high=1)
-    aux: str = option("expression", "Auxiliary task column (expression, gender, corpus, …) or none.", check=_check_column)
+    aux: str = option("auto", "Auxiliary task: a column (expression, gender, corpus, …), none, or auto (expression "
+                              "when the store has two or more expression classes, else none).", check=_check_column)
     label: str = option("emotion", "Column with the emotion labels.", check=_check_column)
     layer: str = option("last", "Stored layer: last, an index, or weighted (learned sum).", check=_check_layer)
-    channels: int = option(512, "ECAPA-TDNN channels C.", low=8, high=8192, multiple_of=8)
-    embedding_dim: int = option(192, "Embedding size of the emotion branch.", low=1, high=8192)
-    margin: float = option(0.2, "AAM-softmax margin (radians).", low=0, high=1)
-    scale: float = option(30.0, "AAM-softmax scale.", low=0, high=1000, open_low=True)
+    network: NetworkOptions = dataclasses.field(default_factory=NetworkOptions)
     crop_seconds: float = option(3.0, "Random training crop length in seconds.", low=0, high=3600, open_low=True)
-    input_norm: str = option("global", "Input normalisation: training-set mean/std, or also subtract each "
-                                       "utterance's own mean.", choices=("global", "utterance"))
     class_weights: str = option("none", "Weight the emotion loss by inverse class frequency (balanced).",
                                 choices=("none", "balanced"))
     augment: str = option("none", "Training-input augmentation: SpecAugment time and feature-band masking.",
@@ -115,36 +146,110 @@ class TrainConfig:
     device: str = option("auto", "auto, cpu, cuda, cuda:N or mps.", check=device_problem)
 
     def __post_init__(self) -> None:
-        for field in dataclasses.fields(self):
-            _check_field(field, getattr(self, field.name))
+        if not isinstance(self.network, NetworkOptions):
+            raise SermtlError(f"network: expected NetworkOptions, got {type(self.network).__name__}")
+        _check_fields(self)
         if self.average_best > self.epochs:
             raise SermtlError(f"--average-best {self.average_best} is more than --epochs {self.epochs}")
 
-    def schedule(self) -> AlphaSchedule:
-        """The auxiliary loss weight per epoch."""
-        return AlphaSchedule(self.alpha0, self.alpha_step, self.alpha_max)
+    def alpha(self, epoch: int) -> float:
+        """The auxiliary loss weight of 0-based ``epoch`` (:func:`trainer.tasks.alpha_at`)."""
+        return alpha_at(epoch, self.alpha0, self.alpha_step, self.alpha_max)
 
     @property
     def uses_aux(self) -> bool:
+        """Whether an auxiliary task is trained (``auto`` must be resolved first: :meth:`resolve_aux`)."""
         return self.aux not in ("", "none")
 
+    def resolve_aux(self, columns: dict[str, set]) -> "TrainConfig":
+        """This config with ``aux="auto"`` made concrete from the store's ``{column: values}``:
+        ``expression`` when it holds two or more classes, else ``none`` (with a warning)."""
+        if self.aux != "auto":
+            return self
+        if len(columns.get("expression", set()) - {None}) >= 2:
+            return dataclasses.replace(self, aux="expression")
+        warnings.warn("--aux auto: the store has fewer than two expression classes; training without an "
+                      "auxiliary task (--aux none)", stacklevel=2)
+        return dataclasses.replace(self, aux="none")
+
+    def to_dict(self) -> dict[str, Any]:
+        """The config as nested plain data (``network`` a dict), as runs save it."""
+        return dataclasses.asdict(self)
+
+    def flat(self) -> dict[str, Any]:
+        """Every option by its own name (``channels``, not ``network.channels``)."""
+        return {name: _get(self, path) for name, path in _PATHS.items()}
+
     @classmethod
-    def from_dict(cls, values: dict[str, Any], source: str = "config") -> "TrainConfig":
-        """A config from a dict (a run's saved ``config.json``, a config file): unknown keys
-        are refused in one line naming the nearest valid key."""
+    def from_dict(cls, values: dict[str, Any], source: str | None = None) -> "TrainConfig":
+        """A config from a dict of options, flat (``{"channels": 128}``, as on the command
+        line and in run directories of older versions) or nested (``{"network":
+        {"channels": 128}}``, as :meth:`to_dict` gives), defaults for the rest. An unknown
+        key is one line naming the nearest valid key."""
+        try:
+            return cls._build(values)
+        except SermtlError as exc:
+            raise SermtlError(f"{source}: {exc}" if source else str(exc)) from None
+
+    @classmethod
+    def _build(cls, values: dict[str, Any]) -> "TrainConfig":
         if not isinstance(values, dict):
-            raise SermtlError(f"{source}: the training config must be a mapping, got {type(values).__name__}")
-        names = [f.name for f in dataclasses.fields(cls)]
-        for key in values:
-            if key not in names:
-                near = difflib.get_close_matches(str(key), names, n=1)
-                raise SermtlError(f"{source}: unknown option {key!r}" + (f" (nearest: {near[0]})" if near else ""))
-        return cls(**values)
+            raise SermtlError(f"the training config must be a mapping, got {type(values).__name__}")
+        flat = dict(values)
+        nested = flat.pop("network", None)
+        if nested is not None:
+            if not isinstance(nested, dict):
+                raise SermtlError(f"'network' must be a mapping, got {type(nested).__name__}")
+            flat.update(nested)
+        for key in flat:
+            if key not in _PATHS:
+                near = difflib.get_close_matches(str(key), list(_PATHS), n=1)
+                raise SermtlError(f"unknown option {key!r}" + (f" (nearest: {near[0]})" if near else ""))
+        network = NetworkOptions(**{k: v for k, v in flat.items() if _PATHS[k][0] == "network"})
+        return cls(network=network, **{k: v for k, v in flat.items() if _PATHS[k][0] != "network"})
+
+
+def _leaves(cls: type, prefix: tuple[str, ...] = ()) -> Iterator[tuple[tuple[str, ...], dataclasses.Field]]:
+    for field in dataclasses.fields(cls):
+        if "spec" in field.metadata:
+            yield (*prefix, field.name), field
+        else:  # a nested config
+            yield from _leaves(field.default_factory, (*prefix, field.name))
+
+
+#: Every option's own name → its path in :class:`TrainConfig` (``channels`` → ``("network", "channels")``).
+_PATHS: dict[str, tuple[str, ...]] = {path[-1]: path for path, _ in _leaves(TrainConfig)}
+_FIELDS: dict[str, dataclasses.Field] = {path[-1]: field for path, field in _leaves(TrainConfig)}
+
+
+def _get(config: Any, path: tuple[str, ...]) -> Any:
+    for name in path:
+        config = getattr(config, name)
+    return config
+
+
+def parse_value(name: str, text: str) -> Any:
+    """The value of option ``name`` written as ``text`` (``--grid lr=0.01``): an int, a float
+    or text by the option's type; one line naming the option, its allowed values and, for an
+    unknown name, the nearest one."""
+    if name not in _FIELDS:
+        near = difflib.get_close_matches(name, list(_FIELDS), n=1)
+        raise SermtlError(f"unknown option {name!r}" + (f" (nearest: {near[0]})" if near else ""))
+    kind = {"int": int, "float": float}.get(str(_FIELDS[name].type))
+    if kind is None:
+        return text
+    try:
+        return kind(text)
+    except ValueError:
+        allowed = _FIELDS[name].metadata["spec"].describe()
+        raise SermtlError(f"{flag(name)}: {text!r} is not {'an integer' if kind is int else 'a number'}"
+                          + (f" ({allowed})" if allowed else "")) from None
 
 
 def options() -> Iterator[tuple[dataclasses.Field, Spec]]:
-    """Every field of :class:`TrainConfig` with its :class:`Spec`, in declaration order."""
-    for field in dataclasses.fields(TrainConfig):
+    """Every option of :class:`TrainConfig` (nested ones included, by their own names) with
+    its :class:`Spec`, in declaration order."""
+    for name, field in _FIELDS.items():
         yield field, field.metadata["spec"]
 
 
@@ -173,3 +278,84 @@ def _check_field(field: dataclasses.Field, value: Any) -> None:
             or spec.high is not None and (value > spec.high or (spec.open_high and value == spec.high)) \
             or spec.multiple_of and value % spec.multiple_of:
         raise SermtlError(f"{name} must be {spec.describe()}, got {value!r}")
+
+
+# -- config files ---------------------------------------------------------------------------------
+#: Presets that ship with sermtl, found by name (``--config paper``).
+PRESETS = Path(__file__).with_name("presets")
+#: Keys a run's ``config.json`` records about its store; read back, they are not options.
+_STORE_RECORD = ("store_fingerprint", "store_entries", "store_digest")
+
+
+@dataclasses.dataclass(frozen=True)
+class ConfigFile:
+    """What a config file gives: a store, a protocol (as a dict) and training options (by
+    their own names), each possibly absent."""
+
+    source: str
+    store: str | None = None
+    protocol: dict[str, Any] | None = None
+    train: dict[str, Any] = dataclasses.field(default_factory=dict)
+
+
+def preset_names() -> list[str]:
+    """Names of the presets that ship with sermtl."""
+    return sorted(p.stem for p in PRESETS.glob("*.yaml"))
+
+
+def read_config_file(spec: str | Path) -> ConfigFile:
+    """A config file (YAML or JSON; a run's own ``config.json`` is one) or a preset's name.
+
+    Top-level keys: ``store``, ``protocol`` (a mapping: ``name``, ``by``, ``folds``, …),
+    ``train`` (a mapping of options) and any training option by its own name (``lr: 0.01``,
+    ``channels: 128``, or ``network: {channels: 128}``). An unknown key or a bad value is one
+    line naming the file, the key, what is allowed and the nearest valid key.
+    """
+    path = Path(spec)
+    if not path.is_file():
+        if path.suffix or str(spec) not in preset_names():
+            raise SermtlError(f"--config {spec}: no such file, nor a preset ({', '.join(preset_names())})")
+        path = PRESETS / f"{spec}.yaml"
+    source = str(path)
+    data = _parse(path)
+    known = ["store", "protocol", "train", *_STORE_RECORD, "network", *_PATHS]
+    for key in data:
+        if key not in known:
+            near = difflib.get_close_matches(str(key), known, n=1)
+            raise SermtlError(f"{source}: unknown key {key!r}" + (f" (nearest: {near[0]})" if near else ""))
+    train = data.get("train", {})
+    if not isinstance(train, dict):
+        raise SermtlError(f"{source}: 'train' must be a mapping, got {type(train).__name__}")
+    train = {**train, **{k: v for k, v in data.items() if k in _PATHS or k == "network"}}
+    flat = TrainConfig.from_dict(train, source).flat()  # checks every value, naming the file
+    given = {name for name in flat if name in train or name in train.get("network", {})}
+    store = data.get("store")
+    if store is not None and not isinstance(store, str):
+        raise SermtlError(f"{source}: 'store' must be a path, got {store!r}")
+    protocol = data.get("protocol")
+    if protocol is not None:
+        from trainer.folds import Protocol
+
+        Protocol.from_dict(protocol, source)
+    return ConfigFile(source, store, protocol, {name: flat[name] for name in given})
+
+
+def _parse(path: Path) -> dict[str, Any]:
+    """A YAML or JSON mapping (JSON is YAML too; ``.json`` files are read as JSON)."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise SermtlError(f"--config {path}: cannot read it ({exc})") from None
+    try:
+        if path.suffix.lower() == ".json":
+            data = json.loads(text)
+        else:
+            import yaml
+
+            data = yaml.safe_load(text)
+    except Exception as exc:  # json and yaml raise several types
+        first = str(exc).strip().splitlines()
+        raise SermtlError(f"--config {path}: neither YAML nor JSON ({first[0] if first else type(exc).__name__})") from None
+    if not isinstance(data, dict):
+        raise SermtlError(f"--config {path}: expected a mapping of options, got {type(data).__name__}")
+    return data

@@ -24,8 +24,6 @@ import os
 from pathlib import Path
 from typing import Any, Callable
 
-import numpy as np
-
 from featurestore.atomic import atomic_write, read_json, write_json
 from featurestore.errors import SermtlError
 from featurestore.features.base import resolve_device
@@ -33,35 +31,10 @@ from featurestore.locking import ExclusiveLock
 from featurestore.store.reader import FeatureStore, open_store
 from trainer.checkpoint import save_checkpoint
 from trainer.config import TrainConfig
-from trainer.data import open_bank, resolve_layer
-from trainer.folds import Fold, check_folds, load_folds, make_folds, restrict_training, save_folds
-from trainer.loop import check_columns, train_fold
-from trainer.metrics import average_folds
-
-
-@dataclasses.dataclass
-class Protocol:
-    """How folds are made (see :func:`trainer.folds.make_folds`)."""
-
-    name: str = "loso"
-    by: str | None = "session"
-    folds: int = 5
-    valid_fraction: float = 0.2
-    train_values: list[str] | None = None
-    test_values: list[str] | None = None
-    train_where: dict[str, list[str]] | None = None
-
-    def make(self, manifest, seed: int) -> list[Fold]:
-        folds = make_folds(manifest, self.name, by=self.by, folds=self.folds, valid_fraction=self.valid_fraction,
-                           seed=seed, train_values=self.train_values, test_values=self.test_values)
-        return restrict_training(folds, manifest, self.train_where) if self.train_where else folds
-
-
-def default_protocol(manifest) -> Protocol:
-    """Leave-one-session-out when the store has sessions (IEMOCAP), else 80/10/10 5-fold."""
-    if "session" in manifest.columns and len(set(manifest.column("session")) - {None}) > 1:
-        return Protocol("loso", by="session")
-    return Protocol("kfold", by=None, folds=5)
+from trainer.data import FeatureBank, open_bank, resolve_layer
+from trainer.folds import Fold, Protocol, check_folds, default_protocol, load_folds, save_folds
+from trainer.loop import check_columns, resolved_config, train_fold
+from trainer.metrics import average_folds, summarise_repeats
 
 
 def _write_predictions(path: Path, rows: list[dict[str, Any]]) -> None:
@@ -71,12 +44,11 @@ def _write_predictions(path: Path, rows: list[dict[str, Any]]) -> None:
         writer.writerows(rows)
 
 
-def _with_new_defaults(previous: dict[str, Any]) -> dict[str, Any]:
-    """A run's saved identity with the defaults of options added since it was written, so
-    that run directories of older versions still resume."""
-    fields = {"protocol": dataclasses.asdict(Protocol()), "train": dataclasses.asdict(TrainConfig())}
-    return {**previous, **{part: {**defaults, **previous[part]} for part, defaults in fields.items()
-                           if isinstance(previous.get(part), dict)}}
+def _comparable(identity: dict[str, Any], source: str) -> dict[str, Any]:
+    """A run identity with every option present, the training options by their own names
+    (run directories of older versions lack options added since, and kept them flat)."""
+    return {**identity, "protocol": {**dataclasses.asdict(Protocol()), **identity["protocol"]},
+            "train": TrainConfig.from_dict(identity["train"], source).flat()}
 
 
 def _differences(previous: dict[str, Any], identity: dict[str, Any]) -> list[str]:
@@ -103,20 +75,106 @@ def store_identity(store: FeatureStore, store_path: str | Path) -> dict[str, Any
             "store_entries": len(store), "store_digest": digest.hexdigest()[:16]}
 
 
-def prepare_run(store_path: str | Path, out_dir: str | Path, config: TrainConfig, protocol: Protocol | None = None,
-                exclusive: bool = True) -> tuple[FeatureStore, Protocol, list[Fold], contextlib.AbstractContextManager]:
-    """Open the store, check the config, the folds and the tasks, then take the run
-    directory's lock and write (or check) its ``config.json`` and ``folds.json``; returns
-    the store, the protocol, the folds and the lock (the caller releases it; a no-op unless
-    ``exclusive``: torchrun ranks share a run directory). Nothing is written before every
-    check has passed."""
-    store = open_store(store_path)
+class StoreSession:
+    """A store opened once, with its feature banks (each loaded once, its normalisation
+    statistics kept per training set), shared by every run made through it: the folds of
+    a run, the seeds of ``--repeats``, the settings of a sweep."""
+
+    def __init__(self, store_path: str | Path) -> None:
+        self.path = Path(store_path)
+        self.store = open_store(store_path)
+        self._banks: dict[tuple[str, str], FeatureBank] = {}
+
+    def bank(self, layer: str | int | None, device: str) -> FeatureBank:
+        """The bank of ``layer`` on ``device`` (loaded on first use)."""
+        resolved = resolve_device(device)
+        key = (str(layer), str(resolved))
+        if key not in self._banks:
+            self._banks[key] = open_bank(self.store, layer, resolved)
+        return self._banks[key]
+
+    def close(self) -> None:
+        self._banks.clear()
+        self.store.close()
+
+    def __enter__(self) -> "StoreSession":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+@dataclasses.dataclass
+class RunPlan:
+    """A run directory checked and not yet written: what ``config.json`` will record
+    (``identity``), the protocol, the folds and the config (its ``aux`` resolved)."""
+
+    out: Path
+    identity: dict[str, Any]
+    protocol: Protocol
+    folds: list[Fold]
+    config: TrainConfig
+
+
+@dataclasses.dataclass
+class PreparedRun:
+    """A checked and written run directory, with its lock (a no-op context for torchrun
+    ranks), which the caller releases."""
+
+    protocol: Protocol
+    folds: list[Fold]
+    config: TrainConfig
+    lock: contextlib.AbstractContextManager
+
+
+def plan_run(session: StoreSession, out_dir: str | Path, config: TrainConfig,
+             protocol: Protocol | None = None) -> RunPlan:
+    """Every check of a run, writing nothing: the config against the store (columns, layer,
+    ``aux``), a run directory already there against this run (config, store state,
+    finished folds), the folds and the classes of each task in every fold."""
+    store, out = session.store, Path(out_dir)
+    config = resolved_config(config, store.manifest)
+    check_columns(store, config)
+    resolve_layer(store, config.layer)
+    protocol = protocol or default_protocol(store.manifest)
+    identity = {**store_identity(store, session.path), "protocol": dataclasses.asdict(protocol), "train": config.to_dict()}
+    if out.exists() and not out.is_dir():
+        raise SermtlError(f"--out {out} is a file, not a run directory")
+    if (out / "config.json").exists():
+        _check_same_run(out, _saved_identity(out / "config.json"), identity)
+    folds_path = out / "folds.json"
+    folds = load_folds(folds_path)[0] if folds_path.exists() else protocol.make(store.manifest, config.seed)
+    check_folds(folds, store.manifest, label_column=config.label,
+                group_column=protocol.by if protocol.name in ("loso", "group-kfold", "split") else None)
+    check_tasks(store.manifest, folds, config)
+    for fold in folds:
+        _check_finished_fold(out / f"fold_{fold.fold}")
+    return RunPlan(out, identity, protocol, folds, config)
+
+
+def prepare_run(session: StoreSession, out_dir: str | Path, config: TrainConfig, protocol: Protocol | None = None,
+                exclusive: bool = True) -> PreparedRun:
+    """:func:`plan_run`, then take the run directory's lock (unless not ``exclusive``:
+    torchrun ranks share a run directory) and write (or check again, under the lock) its
+    ``config.json`` and ``folds.json``. Nothing is written before every check has passed."""
+    plan = plan_run(session, out_dir, config, protocol)
+    out, config_path, folds_path = plan.out, plan.out / "config.json", plan.out / "folds.json"
     try:
-        protocol, folds, lock = _check_run(store, store_path, Path(out_dir), config, protocol, exclusive)
+        out.mkdir(parents=True, exist_ok=True)  # only now: a refused run leaves no directory behind
+    except OSError as exc:
+        raise SermtlError(f"cannot create run directory {out}: {os.strerror(exc.errno) if exc.errno else exc}") from None
+    lock = ExclusiveLock(out / "run.lock", f"run directory {out}") if exclusive else contextlib.nullcontext()
+    try:
+        if config_path.exists():  # another run may have written it while this one was checking
+            _check_same_run(out, _saved_identity(config_path), plan.identity)
+        else:
+            write_json(config_path, plan.identity)
+        if not folds_path.exists():
+            save_folds(plan.folds, folds_path, {**dataclasses.asdict(plan.protocol), "seed": plan.config.seed})
     except BaseException:
-        store.close()  # the caller gets no store to close
+        lock.__exit__(None, None, None)
         raise
-    return store, protocol, folds, lock
+    return PreparedRun(plan.protocol, plan.folds, plan.config, lock)
 
 
 def _saved_identity(config_path: Path) -> dict[str, Any]:
@@ -128,48 +186,11 @@ def _saved_identity(config_path: Path) -> dict[str, Any]:
     return saved
 
 
-def _check_run(store: FeatureStore, store_path: str | Path, out: Path, config: TrainConfig,
-               protocol: Protocol | None, exclusive: bool) -> tuple[Protocol, list[Fold], contextlib.AbstractContextManager]:
-    """Check the config against the store and write (or check) ``config.json`` and ``folds.json``."""
-    check_columns(store, config)
-    resolve_layer(store, config.layer)
-    protocol = protocol or default_protocol(store.manifest)
-    identity = {**store_identity(store, store_path), "protocol": dataclasses.asdict(protocol),
-                "train": dataclasses.asdict(config)}
-    config_path, folds_path = out / "config.json", out / "folds.json"
-    if out.exists() and not out.is_dir():
-        raise SermtlError(f"--out {out} is a file, not a run directory")
-    if config_path.exists():
-        _check_same_run(out, _saved_identity(config_path), identity)
-    folds = load_folds(folds_path)[0] if folds_path.exists() else protocol.make(store.manifest, config.seed)
-    check_folds(folds, store.manifest, label_column=config.label,
-                group_column=protocol.by if protocol.name in ("loso", "group-kfold", "split") else None)
-    check_tasks(store.manifest, folds, config)
-    try:
-        out.mkdir(parents=True, exist_ok=True)  # only now: a refused run leaves no directory behind
-    except OSError as exc:
-        raise SermtlError(f"cannot create run directory {out}: {os.strerror(exc.errno) if exc.errno else exc}") from None
-    lock = ExclusiveLock(out / "run.lock", f"run directory {out}") if exclusive else contextlib.nullcontext()
-    try:
-        if config_path.exists():  # another run may have written it while this one was checking
-            _check_same_run(out, _saved_identity(config_path), identity)
-        else:
-            write_json(config_path, identity)
-        if not folds_path.exists():
-            save_folds(folds, folds_path, {**dataclasses.asdict(protocol), "seed": config.seed})
-        for fold in folds:
-            _check_finished_fold(out / f"fold_{fold.fold}")
-    except BaseException:
-        lock.__exit__(None, None, None)
-        raise
-    return protocol, folds, lock
-
-
 def _check_same_run(out: Path, saved: dict[str, Any], identity: dict[str, Any]) -> None:
     """Refuse to resume a run directory made with another config or from another store
     (entries added, removed or extracted again since), naming what changed."""
     known = {key: value for key, value in identity.items() if key in saved}  # runs of older versions lack some keys
-    changed = _differences(_with_new_defaults(saved), known)
+    changed = _differences(_comparable(saved, str(out / "config.json")), _comparable(known, "this run"))
     if not changed:
         return
     if any(key.startswith("store_") for key in changed):
@@ -213,18 +234,16 @@ def check_tasks(manifest, folds: list[Fold], config: TrainConfig) -> None:
                                   "an auxiliary task needs at least 2: use --aux none")
 
 
-def _train_folds(store: FeatureStore, out: Path, folds: list[Fold], config: TrainConfig, progress: bool) -> None:
+def _train_folds(session: StoreSession, out: Path, folds: list[Fold], config: TrainConfig, progress: bool) -> None:
     """Train, score and save each of ``folds`` that the run directory does not hold yet."""
     from tqdm import tqdm
 
-    bank = None
     for fold in tqdm(folds, desc="folds", unit="fold", disable=not progress):
         fold_dir = out / f"fold_{fold.fold}"
         if (fold_dir / "metrics.json").exists():
             continue
-        if bank is None:
-            bank = open_bank(store, config.layer, resolve_device(config.device))
-        outcome = train_fold(store, bank, fold, config, progress=progress, position=1)
+        outcome = train_fold(session.store, session.bank(config.layer, config.device), fold, config,
+                             progress=progress, position=1)
         fold_dir.mkdir(exist_ok=True)
         save_checkpoint(fold_dir / "checkpoint.pt", outcome.checkpoint)
         _write_predictions(fold_dir / "predictions.csv", outcome.predictions)
@@ -234,56 +253,55 @@ def _train_folds(store: FeatureStore, out: Path, folds: list[Fold], config: Trai
 
 def run_cv(store_path: str | Path, out_dir: str | Path, config: TrainConfig, protocol: Protocol | None = None,
            only_folds: list[int] | None = None, progress: bool = True, write_results: bool = True,
-           exclusive: bool = True) -> dict[str, Any]:
+           exclusive: bool = True, session: StoreSession | None = None) -> dict[str, Any]:
     """Train and score every fold (or ``only_folds``) and write the run directory.
 
     Returns the content of ``results.json`` (over the folds done here; written to the run
     directory unless ``write_results`` is false). With ``exclusive`` the run directory is
-    locked while this runs: a second ``cv`` into it is refused.
+    locked while this runs: a second ``cv`` into it is refused. A ``session`` of the same
+    store shares its loaded features with other runs (it stays open).
     """
     out = Path(out_dir)
-    store, protocol, folds, lock = prepare_run(store_path, out, config, protocol, exclusive)
-    with store, lock:
+    with contextlib.ExitStack() as stack:
+        if session is None:
+            session = stack.enter_context(StoreSession(store_path))
+        return _run_prepared(session, out, config, protocol, only_folds, progress, write_results, exclusive)
+
+
+def _run_prepared(session: StoreSession, out: Path, config: TrainConfig, protocol: Protocol | None,
+                  only_folds: list[int] | None, progress: bool, write_results: bool, exclusive: bool) -> dict[str, Any]:
+    run = prepare_run(session, out, config, protocol, exclusive)
+    protocol, folds, config = run.protocol, run.folds, run.config
+    with run.lock:
         wanted = [f for f in folds if only_folds is None or f.fold in only_folds]
         if only_folds and len(wanted) != len(set(only_folds)):
             raise SermtlError(f"--fold {only_folds}: the protocol has folds 1..{len(folds)}")
-        _train_folds(store, out, wanted, config, progress)
+        _train_folds(session, out, wanted, config, progress)
         per_fold = [read_json(out / f"fold_{f.fold}" / "metrics.json") for f in wanted]
         results = {"aux_accuracy": None, **average_folds(per_fold), "folds": per_fold, "protocol": protocol.name,
-                   "aux": config.aux, "store": str(store_path)}
+                   "aux": config.aux, "store": str(session.path.resolve())}
         if write_results:
             write_json(out / "results.json", results)
     return results
 
 
-def summarise_repeats(runs: dict[int, dict[str, Any]]) -> dict[str, Any]:
-    """Mean and population standard deviation over seeds of each run's fold-mean WA, UWA and
-    aux accuracy and of its pooled WA and UWA (percent), with every seed's own figures."""
-    def spread(values: list[float]) -> dict[str, float]:
-        return {"mean": float(np.mean(values)), "std": float(np.std(values))}
-
-    figures = {seed: {"wa": r["wa"], "uwa": r["uwa"], "aux_accuracy": r.get("aux_accuracy"),
-                      "pooled_wa": r["pooled"]["wa"], "pooled_uwa": r["pooled"]["uwa"]} for seed, r in runs.items()}
-    names = [n for n in ("wa", "uwa", "aux_accuracy", "pooled_wa", "pooled_uwa")
-             if all(f[n] is not None for f in figures.values())]
-    return {"seeds": list(runs), **{n: spread([f[n] for f in figures.values()]) for n in names},
-            "runs": {str(seed): f for seed, f in figures.items()}}
-
-
 def run_repeats(run: Callable[..., dict[str, Any] | None], store_path: str | Path, out_dir: str | Path,
-                config: TrainConfig, protocol: Protocol | None, repeats: int) -> dict[str, Any] | None:
+                config: TrainConfig, protocol: Protocol | None, repeats: int,
+                only_folds: list[int] | None = None) -> dict[str, Any] | None:
     """Run ``run`` (:func:`run_cv`, or its torchrun form) once per seed ``config.seed`` …
     ``config.seed + repeats − 1``, each into its own run directory ``OUT/seed_<s>`` (its folds
     drawn from that seed too), and write ``OUT/repeats.json`` (:func:`summarise_repeats`).
-    Resumes like ``run``; returns the summary, or ``None`` where ``run`` does (torchrun ranks > 0)."""
+    Resumes like ``run``; returns ``{"per_seed": {seed: results}, "summary": …}``, or ``None``
+    where ``run`` does (torchrun ranks > 0)."""
     if repeats < 1:
         raise SermtlError(f"--repeats must be >= 1, got {repeats}")
     out = Path(out_dir)
-    runs = {seed: run(store_path, out / f"seed_{seed}", dataclasses.replace(config, seed=seed), protocol)
+    runs = {seed: run(store_path, out / f"seed_{seed}", dataclasses.replace(config, seed=seed), protocol,
+                      only_folds=only_folds)
             for seed in range(config.seed, config.seed + repeats)}
     if any(r is None for r in runs.values()):
         return None
     summary = summarise_repeats(runs)
     write_json(out / "repeats.json", summary)
-    return summary
+    return {"per_seed": runs, "summary": summary}
 

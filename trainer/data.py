@@ -74,6 +74,7 @@ class FeatureBank:
         self.dim = store.dim
         self.num_layers = store.num_layers if self.multi_layer else 1
         self.device = torch.device(device)
+        self._statistics_cache: dict[tuple[str, ...], tuple[torch.Tensor, torch.Tensor]] = {}
         self._load(store)
 
     def _load(self, store: FeatureStore) -> None:
@@ -127,7 +128,14 @@ class FeatureBank:
 
     def statistics(self, ids: Sequence[str]) -> tuple[torch.Tensor, torch.Tensor]:
         """Per-dimension mean and standard deviation over every frame of ``ids`` (float32;
-        per layer for a multi-layer bank), accumulated in float64."""
+        per layer for a multi-layer bank), accumulated in float64; computed once per set of
+        ids (the runs of a sweep share their folds' training sets)."""
+        key = tuple(ids)
+        if key not in self._statistics_cache:
+            self._statistics_cache[key] = self._compute_statistics(ids)
+        return self._statistics_cache[key]
+
+    def _compute_statistics(self, ids: Sequence[str]) -> tuple[torch.Tensor, torch.Tensor]:
         axis_shape = (self.num_layers, self.dim) if self.multi_layer else (self.dim,)
         total = torch.zeros(axis_shape, dtype=torch.float64, device=self.device)
         squares = torch.zeros_like(total)

@@ -72,7 +72,7 @@ def run_demo(out: str | Path, utts_per_dialog: int = 16, progress: bool = True,
     for feature, (store, _, _) in stores.items():
         for method, aux in (("nomtl", "none"), ("mtl", "expression")):
             run_dir = out / "runs" / f"{feature}-{method}"
-            results = run_cv(store, run_dir, TrainConfig(aux=aux, **DEMO_TRAINING), Protocol("loso", by="session"),
+            results = run_cv(store, run_dir, TrainConfig.from_dict({**DEMO_TRAINING, "aux": aux}), Protocol("loso", by="session"),
                              progress=progress)
             era = f", ERA {results['aux_accuracy']:.1f}" if results.get("aux_accuracy") is not None else ""
             echo(f"{feature} {method}: WA {results['wa']:.1f}, UWA {results['uwa']:.1f}{era} (%, 5-fold leave-one-session-out)")

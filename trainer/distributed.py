@@ -1,4 +1,4 @@
-"""Cross-validation folds spread over processes launched by ``torchrun``.
+"""Cross-validation folds, and a sweep's jobs, spread over processes launched by ``torchrun``.
 
 Rank 0 writes the run directory's ``config.json`` and ``folds.json``; then rank *r* of
 *W* trains every *W*-th fold of the list from the *r*-th on (all folds, or those asked
@@ -14,9 +14,11 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Sequence
 
+from featurestore.atomic import write_json
 from featurestore.distributed import Group
-from trainer.cv import Protocol, prepare_run, run_cv
 from trainer.config import TrainConfig
+from trainer.cv import Protocol, StoreSession, prepare_run, run_cv
+from trainer.sweep import Sweep, plan_sweep, setting_name, write_summary
 
 
 def fold_share(folds: Sequence[int], rank: int, world: int) -> list[int]:
@@ -33,10 +35,10 @@ def fold_share(folds: Sequence[int], rank: int, world: int) -> list[int]:
 
 def _fold_numbers(store_path: str | Path, out_dir: str | Path, config: TrainConfig,
                   protocol: Protocol | None) -> list[int]:
-    store, _, folds, lock = prepare_run(store_path, out_dir, config, protocol)
-    with store, lock:
-        pass
-    return [f.fold for f in folds]
+    with StoreSession(store_path) as session:
+        run = prepare_run(session, out_dir, config, protocol)
+        with run.lock:
+            return [f.fold for f in run.folds]
 
 
 def run_cv_distributed(group: Group, store_path: str | Path, out_dir: str | Path, config: TrainConfig,
@@ -54,3 +56,43 @@ def run_cv_distributed(group: Group, store_path: str | Path, out_dir: str | Path
     group.run(run_cv, store_path, out_dir, config, protocol, only_folds=mine, progress=progress and group.rank == 0,
               write_results=False, exclusive=False, ranks=busy)
     return group.run(run_cv, store_path, out_dir, config, protocol, only_folds=only_folds, progress=False, ranks={0})
+
+
+def run_sweep_distributed(group: Group, sweep: Sweep, progress: bool = True) -> dict[str, Any] | None:
+    """:func:`~trainer.sweep.run_sweep` with its (setting, seed, fold) jobs dealt out to the
+    ranks of ``group`` (several ranks may share a GPU). Rank 0 checks the sweep and writes
+    every run directory's ``config.json`` and ``folds.json``; each rank then trains its
+    jobs, loading the store once; rank 0 finally writes each run's ``results.json`` and the
+    sweep's summary. Finished jobs are skipped, so an interrupted sweep resumes. Returns the
+    summary on rank 0, ``None`` on the others."""
+    def prepare() -> list[tuple[int, int]]:
+        jobs = []
+        with StoreSession(sweep.store) as session:
+            identity = plan_sweep(session, sweep)
+            sweep.out.mkdir(parents=True, exist_ok=True)
+            write_json(sweep.out / "grid.json", identity)
+            for index, (setting, seed) in enumerate(sweep.jobs()):
+                run = prepare_run(session, sweep.run_dir(setting, seed), sweep.config(setting, seed), sweep.protocol)
+                with run.lock:
+                    jobs += [(index, fold.fold) for fold in run.folds]
+        return jobs
+
+    def train(jobs: list[tuple[int, int]]) -> None:
+        with StoreSession(sweep.store) as session:
+            for index, fold in jobs:
+                setting, seed = sweep.jobs()[index]
+                run_cv(sweep.store, sweep.run_dir(setting, seed), sweep.config(setting, seed), sweep.protocol,
+                       only_folds=[fold], progress=False, write_results=False, exclusive=False, session=session)
+
+    def finish() -> dict[str, Any]:
+        with StoreSession(sweep.store) as session:  # every fold is done: this writes results.json only
+            results = {(setting_name(setting), seed): run_cv(sweep.store, sweep.run_dir(setting, seed),
+                                                             sweep.config(setting, seed), sweep.protocol,
+                                                             progress=False, session=session)
+                       for setting, seed in sweep.jobs()}
+        return write_summary(sweep, results)
+
+    jobs = group.broadcast(group.run(prepare, ranks={0}))
+    mine = jobs[group.rank::group.world]
+    group.run(train, mine, ranks={group.rank} if mine else set())
+    return group.run(finish, ranks={0})

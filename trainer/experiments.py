@@ -30,6 +30,7 @@ from trainer import paper
 from trainer.cv import Protocol, default_protocol, run_cv
 from trainer.config import TrainConfig
 from trainer.reports import markdown_table, plot_bars
+from trainer.sweep import Sweep, run_sweep
 
 FEATURES = ("mfcc", "w2v2")
 METHODS = {"nomtl": "none", "mtl": "expression"}
@@ -102,14 +103,14 @@ class Workspace:
         return (corpus, feature) in self.stores or corpus in self.roots or (self.cache / f"{corpus}_{feature}.zarr").exists()
 
     def config(self, **overrides: Any) -> TrainConfig:
-        return TrainConfig(**{"device": self.device, **self.train, **overrides})
+        return TrainConfig.from_dict({"device": self.device, **self.train, **overrides})
 
     def run(self, store: Path, label: str, protocol: Protocol | None = None, **overrides: Any) -> dict[str, Any]:
         """Results of a cross-validation run, reusing its directory when it exists."""
         config = self.config(**overrides)
         if protocol is None:
             protocol = default_protocol(stored_manifest(store))
-        identity = json.dumps([str(Path(store).resolve()), dataclasses.asdict(protocol), dataclasses.asdict(config)], sort_keys=True)
+        identity = json.dumps([str(Path(store).resolve()), dataclasses.asdict(protocol), config.flat()], sort_keys=True)
         name = f"{label}-{protocol.name}-{'nomtl' if config.aux == 'none' else config.aux}-{hashlib.sha256(identity.encode()).hexdigest()[:8]}"
         self.echo(f"run {name}")
         return run_cv(store, self.out / "runs" / name, config, protocol, progress=self.progress) | {"run_dir": str(self.out / "runs" / name)}
@@ -292,22 +293,29 @@ def fig2(ws: Workspace, corpora: Sequence[str] | None = None, feature: str = "w2
 def alpha_sweep(ws: Workspace, corpora: Sequence[str] | None = None, feature: str = "w2v2",
                 alpha0: Sequence[float] = (0.05, 0.1, 0.2), alpha_step: Sequence[float] = (0.0, 0.05),
                 alpha_max: Sequence[float] = (0.5, 1.0)) -> dict[str, Any]:
-    """UWA over a grid of α0, step and cap (MTL with the expression task), reusing the cache."""
+    """UWA over a grid of α0, step and cap (MTL with the expression task) against training
+    without MTL: a sweep (:mod:`trainer.sweep`) on the same folds, with paired differences,
+    in ``OUT/alpha-sweep/sweep``, reusing the cache."""
     corpus = _corpora(ws, corpora, feature)[0]
-    grid = []
-    for a0, step, cap in itertools.product(alpha0, alpha_step, alpha_max):
-        if cap < a0:
-            continue
-        run = ws.corpus_run(corpus, feature, "mtl", alpha0=a0, alpha_step=step, alpha_max=cap)
-        grid.append({"alpha0": a0, "alpha_step": step, "alpha_max": cap, "wa": run["wa"], "uwa": run["uwa"],
-                     "era": run["aux_accuracy"]})
-    baseline = ws.corpus_run(corpus, feature, "nomtl")
-    plot_bars({f"α0={g['alpha0']} +{g['alpha_step']} ≤{g['alpha_max']}": {"UWA": g["uwa"], "w/o MTL": baseline["uwa"]} for g in grid},
-                 ws.out / "alpha-sweep" / "alpha_sweep.png", f"{corpus} {feature}: UWA over α settings")
-    rows = [[g["alpha0"], g["alpha_step"], g["alpha_max"], g["wa"], g["uwa"], g["era"]] for g in grid]
-    rows.append(["w/o MTL", "–", "–", baseline["wa"], baseline["uwa"], None])
-    return {"corpus": corpus, "grid": grid, "nomtl": {"wa": baseline["wa"], "uwa": baseline["uwa"]},
-            "_table": markdown_table(["α0", "step", "cap", "WA", "UWA", "ERA"], rows)}
+    settings = [{"aux": "none"}] + [{"aux": "expression", "alpha0": a0, "alpha_step": step, "alpha_max": cap}
+                                    for a0, step, cap in itertools.product(alpha0, alpha_step, alpha_max) if cap >= a0]
+    base = ws.config()
+    sweep = Sweep(ws.store(corpus, feature), ws.out / "alpha-sweep" / "sweep", base, CORPUS_PROTOCOLS.get(corpus),
+                  settings, [base.seed], baseline=0)
+    summary = run_sweep(sweep, progress=ws.progress)
+    nomtl, *mtl = summary["settings"]
+    grid = [{**{k: row["setting"][k] for k in ("alpha0", "alpha_step", "alpha_max")}, "wa": row["wa"]["mean"],
+             "uwa": row["uwa"]["mean"], "era": row.get("aux_accuracy", {}).get("mean"),
+             "uwa_vs_nomtl": row["paired_uwa"]["mean"], "ci": row["paired_uwa"]["ci"]} for row in mtl]
+    plot_bars({f"α0={g['alpha0']} +{g['alpha_step']} ≤{g['alpha_max']}": {"UWA": g["uwa"], "w/o MTL": nomtl["uwa"]["mean"]}
+               for g in grid}, ws.out / "alpha-sweep" / "alpha_sweep.png", f"{corpus} {feature}: UWA over α settings")
+    rows = [[g["alpha0"], g["alpha_step"], g["alpha_max"], g["wa"], g["uwa"], g["era"], g["uwa_vs_nomtl"],
+             f"[{g['ci'][0]:.2f}, {g['ci'][1]:.2f}]" if g["ci"] else None] for g in grid]
+    rows.append(["w/o MTL", "–", "–", nomtl["wa"]["mean"], nomtl["uwa"]["mean"], None, None, None])
+    return {"corpus": corpus, "grid": grid, "nomtl": {"wa": nomtl["wa"]["mean"], "uwa": nomtl["uwa"]["mean"]},
+            "sweep": str(sweep.out),
+            "_table": markdown_table(["α0", "step", "cap", "WA", "UWA", "ERA", "Δ UWA vs w/o MTL (paired over folds)", "95 % CI"], rows),
+            "_note": f"The sweep with its paired statistics: `{sweep.out / 'sweep.md'}`."}
 
 
 EXPERIMENTS: dict[str, Callable[..., dict[str, Any]]] = {

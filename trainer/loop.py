@@ -2,7 +2,7 @@
 
 Per epoch ``e``: Adam steps over length-bucketed, randomly cropped batches with the loss
 ``(1 − α_e)·CE(AAM-softmax logits, emotion) + α_e·CE(aux logits, aux label)``
-(:class:`trainer.tasks.AlphaSchedule`), then the validation set is scored. The checkpoint
+(:meth:`trainer.config.TrainConfig.alpha`), then the validation set is scored. The checkpoint
 kept is the epoch with the best validation UWA (ties: the lower validation loss, the
 emotion cross-entropy of the margin-free logits), or with ``average_best=K`` the mean
 weights of the K best epochs (:class:`BestEpochs`); the test set is
@@ -53,8 +53,14 @@ def _seed_everything(seed: int) -> np.random.Generator:
     return np.random.default_rng(seed)
 
 
+def resolved_config(config: TrainConfig, manifest) -> TrainConfig:
+    """``config`` with ``aux="auto"`` made concrete for a store of this ``manifest``."""
+    return config.resolve_aux({c: set(manifest.column(c)) for c in ("expression",) if c in manifest.columns})
+
+
 def check_columns(store: FeatureStore, config: TrainConfig) -> None:
-    """Refuse a ``--label``/``--aux`` column the store's manifest does not have."""
+    """Refuse a ``--label``/``--aux`` column the store's manifest does not have (``aux="auto"``
+    is resolved before: :meth:`TrainConfig.resolve_aux`)."""
     columns = store.manifest.columns
     for flag, column in (("--label", config.label), ("--aux", config.aux if config.uses_aux else None)):
         if column and column not in columns:
@@ -221,6 +227,7 @@ def _train_epoch(network, optimizer, bank, ids, emotion_targets, aux_targets, al
 def train_fold(store: FeatureStore, bank: FeatureBank, fold: Fold, config: TrainConfig,
                progress: bool = True, position: int = 0) -> FoldOutcome:
     """Train on ``fold.train``, pick the epoch by ``fold.valid`` UWA, score ``fold.test``."""
+    config = resolved_config(config, store.manifest)
     rng = _seed_everything(config.seed + fold.fold)
     emotion_task, aux_task = build_tasks(store, fold, config)
     manifest = store.manifest
@@ -228,16 +235,13 @@ def train_fold(store: FeatureStore, bank: FeatureBank, fold: Fold, config: Train
     aux_targets = {u: aux_task.encode(manifest[u][aux_task.column]) for u in fold.train} if aux_task else None
     network = SERNetwork(NetworkConfig(
         input_size=bank.dim, num_emotions=len(emotion_task.classes),
-        num_aux=len(aux_task.classes) if aux_task else 0, input_layers=bank.num_layers,
-        channels=config.channels, embedding_dim=config.embedding_dim, margin=config.margin, scale=config.scale,
-        input_norm=config.input_norm, dropout=config.dropout,
+        num_aux=len(aux_task.classes) if aux_task else 0, input_layers=bank.num_layers, options=config.network,
     )).to(bank.device)
     network.set_normalisation(*bank.statistics(fold.train))
     network.augment = _augmentation(config.augment)
     optimizer = torch.optim.AdamW(network.parameters(), lr=config.lr, weight_decay=config.weight_decay)
     lr_factor = _lr_schedule(config.lr_schedule, config.epochs)
     weights = _class_weights(emotion_targets, len(emotion_task.classes), config.class_weights, bank.device)
-    schedule = config.schedule()
     frame_rate = float(store.attrs.get("frame_rate") or 100.0)
     crop_frames = max(1, int(round(config.crop_seconds * frame_rate)))
     valid_truth = [manifest[u][config.label] for u in fold.valid]
@@ -255,7 +259,7 @@ def train_fold(store: FeatureStore, bank: FeatureBank, fold: Fold, config: Train
 
     bar = tqdm(range(config.epochs), desc=f"fold {fold.fold}", unit="epoch", disable=not progress, position=position, leave=False)
     for epoch in bar:
-        alpha = schedule(epoch) if aux_task else 0.0
+        alpha = config.alpha(epoch) if aux_task else 0.0
         for group in optimizer.param_groups:
             group["lr"] = config.lr * lr_factor(epoch)
         loss = _train_epoch(network, optimizer, bank, fold.train, emotion_targets, aux_targets, alpha, config, rng,
@@ -295,7 +299,7 @@ def train_fold(store: FeatureStore, bank: FeatureBank, fold: Fold, config: Train
         "feature": store.attrs.get("feature"),
         "store_fingerprint": store.attrs.get("fingerprint"),
         "store_dtype": store.attrs.get("dtype"),
-        "train_config": dataclasses.asdict(config),
+        "train_config": config.to_dict(),
         "fold": fold.fold,
         "best_epoch": best_epoch,
     }
@@ -334,7 +338,7 @@ def score(store: FeatureStore, bank: FeatureBank, network: SERNetwork, ids: Sequ
 def load_network(checkpoint: dict[str, Any], device: str = "cpu") -> SERNetwork:
     """Rebuild the trained network of a checkpoint, in eval mode on ``device``."""
     try:
-        network = SERNetwork(NetworkConfig(**checkpoint["network"]))
+        network = SERNetwork(NetworkConfig.from_dict(checkpoint["network"]))
         network.load_state_dict(checkpoint["state_dict"])
     except (TypeError, ValueError, RuntimeError, KeyError) as exc:
         reason = str(exc).strip().splitlines()

@@ -273,3 +273,32 @@ def pattern_separability(embeddings: np.ndarray, labels: Sequence[Hashable]) -> 
     ratios = [fisher_ratio(embeddings[labels == x], embeddings[labels == y])
               for x, y in itertools.combinations(classes, 2)]
     return float(np.mean(ratios))
+
+
+def summarise_repeats(runs: dict[int, dict[str, Any]]) -> dict[str, Any]:
+    """Mean and population standard deviation over seeds of each run's fold-mean WA, UWA and
+    aux accuracy and of its pooled WA and UWA (percent), with every seed's own figures."""
+    def spread(values: list[float]) -> dict[str, float]:
+        return {"mean": float(np.mean(values)), "std": float(np.std(values))}
+
+    figures = {seed: {"wa": r["wa"], "uwa": r["uwa"], "aux_accuracy": r.get("aux_accuracy"),
+                      "pooled_wa": r["pooled"]["wa"], "pooled_uwa": r["pooled"]["uwa"]} for seed, r in runs.items()}
+    names = [n for n in ("wa", "uwa", "aux_accuracy", "pooled_wa", "pooled_uwa")
+             if all(f[n] is not None for f in figures.values())]
+    return {"seeds": list(runs), **{n: spread([f[n] for f in figures.values()]) for n in names},
+            "runs": {str(seed): f for seed, f in figures.items()}}
+
+
+def describe_results(results: dict[str, Any]) -> str:
+    """One line of a run's results: fold-mean WA, UWA (and aux accuracy) and the pooled scores."""
+    aux = f", aux accuracy {results['aux_accuracy']:.2f}" if results.get("aux_accuracy") is not None else ""
+    return (f"WA {results['wa']:.2f}, UWA {results['uwa']:.2f}{aux} (%, mean over {len(results['folds'])} fold(s); "
+            f"pooled WA {results['pooled']['wa']:.2f}, UWA {results['pooled']['uwa']:.2f})")
+
+
+def describe_repeats(summary: dict[str, Any]) -> str:
+    """One line of :func:`summarise_repeats`: mean ± std over seeds."""
+    return (f"over seeds {', '.join(map(str, summary['seeds']))}: "
+            f"WA {summary['wa']['mean']:.2f} ± {summary['wa']['std']:.2f}, "
+            f"UWA {summary['uwa']['mean']:.2f} ± {summary['uwa']['std']:.2f}, "
+            f"pooled UWA {summary['pooled_uwa']['mean']:.2f} ± {summary['pooled_uwa']['std']:.2f} (%, mean ± std)")

@@ -15,24 +15,29 @@ from typing import Any
 import torch
 from torch import nn
 
+from trainer.config import NetworkOptions
 from trainer.models.ecapa import ECAPATDNN
 from trainer.models.heads import AAMSoftmax, AuxHead, LayerWeightedSum
 
 
 @dataclasses.dataclass(frozen=True)
 class NetworkConfig:
-    """Everything needed to rebuild a :class:`SERNetwork` (saved in checkpoints)."""
+    """Everything needed to rebuild a :class:`SERNetwork` (saved in checkpoints): the sizes
+    the data decides, and the training config's own :class:`~trainer.config.NetworkOptions`."""
 
     input_size: int
     num_emotions: int
     num_aux: int = 0
     input_layers: int = 1
-    channels: int = 512
-    embedding_dim: int = 192
-    margin: float = 0.2
-    scale: float = 30.0
-    input_norm: str = "global"
-    dropout: float = 0.0
+    options: NetworkOptions = dataclasses.field(default_factory=NetworkOptions)
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> "NetworkConfig":
+        """A checkpoint's ``network`` entry (``options`` nested, or flat as older versions wrote it)."""
+        values = dict(values)
+        sizes = {k: values.pop(k) for k in ("input_size", "num_emotions", "num_aux", "input_layers") if k in values}
+        options = values.pop("options", None)
+        return cls(**sizes, options=NetworkOptions(**(values if options is None else {**options, **values})))
 
 
 class SERNetwork(nn.Module):
@@ -43,7 +48,8 @@ class SERNetwork(nn.Module):
     ``emotion_logits`` (margin applied when ``emotion`` labels are given),
     ``aux_logits`` (when the network has an auxiliary head) and ``embedding``.
 
-    >>> net = SERNetwork(NetworkConfig(input_size=40, num_emotions=4, num_aux=2, channels=16, embedding_dim=8)).eval()
+    >>> options = NetworkOptions(channels=16, embedding_dim=8)
+    >>> net = SERNetwork(NetworkConfig(input_size=40, num_emotions=4, num_aux=2, options=options)).eval()
     >>> out = net(torch.randn(3, 50, 40), torch.tensor([50, 40, 30]))
     >>> tuple(out["emotion_logits"].shape), tuple(out["aux_logits"].shape), tuple(out["embedding"].shape)
     ((3, 4), (3, 2), (3, 8))
@@ -56,9 +62,10 @@ class SERNetwork(nn.Module):
         self.register_buffer("feature_mean", torch.zeros(stats_shape))
         self.register_buffer("feature_std", torch.ones(stats_shape))
         self.layer_sum = LayerWeightedSum(config.input_layers) if config.input_layers > 1 else None
-        self.encoder = ECAPATDNN(config.input_size, channels=config.channels, embedding_dim=config.embedding_dim,
-                                 dropout=config.dropout)
-        self.emotion_head = AAMSoftmax(config.embedding_dim, config.num_emotions, margin=config.margin, scale=config.scale)
+        options = config.options
+        self.encoder = ECAPATDNN(config.input_size, channels=options.channels, embedding_dim=options.embedding_dim,
+                                 dropout=options.dropout)
+        self.emotion_head = AAMSoftmax(options.embedding_dim, config.num_emotions, margin=options.margin, scale=options.scale)
         self.aux_head = AuxHead(self.encoder.pooled_dim, config.num_aux) if config.num_aux else None
         #: Training-time augmentation of the normalised features (set by the trainer; no state).
         self.augment: nn.Module | None = None
@@ -78,7 +85,7 @@ class SERNetwork(nn.Module):
             x = (x - mean) / std
         lengths = lengths if lengths is not None else torch.full((x.shape[0],), x.shape[1], device=x.device)
         mask = (torch.arange(x.shape[1], device=x.device)[None, :] < lengths[:, None])[..., None]
-        if self.config.input_norm == "utterance":  # subtract each utterance's own mean (channel, speaker offsets)
+        if self.config.options.input_norm == "utterance":  # subtract each utterance's own mean (channel, speaker offsets)
             x = x - (x * mask).sum(dim=1, keepdim=True) / lengths[:, None, None]
         if self.augment is not None:
             x = self.augment(x, lengths)

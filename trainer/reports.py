@@ -32,7 +32,7 @@ from typing import TYPE_CHECKING, Any
 from featurestore.atomic import atomic_write, read_json, write_text
 from featurestore.errors import SermtlError
 from trainer.metrics import average_folds
-from trainer.tasks import AlphaSchedule
+from trainer.tasks import alpha_at
 
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
@@ -126,14 +126,13 @@ def plot_training_curves(histories: Sequence[Sequence[Mapping[str, Any]]], path:
 
 
 def plot_alpha_schedule(alpha0: float, step: float, alpha_max: float, epochs: int, path: str | Path) -> Path:
-    """The auxiliary-loss weight α per epoch, as :class:`trainer.tasks.AlphaSchedule` gives it."""
+    """The auxiliary-loss weight α per epoch, as :func:`trainer.tasks.alpha_at` gives it."""
     plt = _pyplot()
     from matplotlib.ticker import MaxNLocator
 
-    schedule = AlphaSchedule(alpha0, step, alpha_max)
     epoch_numbers = list(range(1, epochs + 1))
     figure, ax = plt.subplots(figsize=(6.0, 3.2))
-    ax.plot(epoch_numbers, [schedule(e - 1) for e in epoch_numbers], marker="o", markersize=3, drawstyle="steps-mid")
+    ax.plot(epoch_numbers, [alpha_at(e - 1, alpha0, step, alpha_max) for e in epoch_numbers], marker="o", markersize=3, drawstyle="steps-mid")
     ax.axhline(alpha_max, color="grey", linestyle="--", linewidth=1, label=f"α_max = {alpha_max:g}")
     ax.set_ylim(0.0, 1.0)
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
@@ -176,6 +175,25 @@ def plot_bars(groups: Mapping[str, Mapping[str, float | None]], path: str | Path
     ax.tick_params(axis="x", labelrotation=20)
     ax.set_ylabel(ylabel)
     ax.set_title(title)
+    return _save(figure, path)
+
+
+def plot_sweep(summary: Mapping[str, Any], path: str | Path) -> Path:
+    """UWA per setting of a sweep (:func:`trainer.sweep.summarise_sweep`): the mean over
+    seeds with its 95 % interval, the baseline setting in grey."""
+    plt = _pyplot()
+    rows = summary["settings"]
+    figure, ax = plt.subplots(figsize=(max(5.0, 0.9 * len(rows) + 2.0), 3.6))
+    for x, row in enumerate(rows):
+        interval = row["uwa_interval"]
+        mean = interval["mean"]
+        error = [[mean - interval["ci"][0]], [interval["ci"][1] - mean]] if interval["ci"] else None
+        ax.bar(x, mean, color="grey" if row["paired_uwa"] is None else "tab:blue", alpha=0.8)
+        if error is not None:
+            ax.errorbar(x, mean, yerr=error, color="black", capsize=4)
+    ax.set_xticks(range(len(rows)), [row["name"] for row in rows], rotation=30, ha="right", fontsize="small")
+    ax.set_ylabel("UWA (%)")
+    ax.set_title(f"UWA per setting, mean and 95 % interval over seeds {', '.join(map(str, summary['seeds']))}")
     return _save(figure, path)
 
 
@@ -305,18 +323,43 @@ def _slug(name: str) -> str:
     return re.sub(r"[^A-Za-z0-9._-]+", "_", name).strip("_") or "run"
 
 
-def _unique_names(paths: Sequence[Path]) -> list[str]:
-    """The run directories' names, with ``-2``, ``-3``… added where a name (or its file-name
-    slug, which names the run's figures) repeats an earlier one."""
-    names: list[str] = []
-    for path in paths:
-        base = path.resolve().name
+def _unique_names(names: Sequence[str]) -> list[str]:
+    """``names`` with ``-2``, ``-3``… added where a name (or its file-name slug, which names
+    the run's figures) repeats an earlier one."""
+    unique: list[str] = []
+    for base in names:
         name, k = base, 1
-        while _slug(name) in {_slug(n) for n in names}:
+        while _slug(name) in {_slug(n) for n in unique}:
             k += 1
             name = f"{base}-{k}"
-        names.append(name)
-    return names
+        unique.append(name)
+    return unique
+
+
+def _expand(paths: Sequence[Path], figures: Path) -> tuple[list[Path], list[str], list[str]]:
+    """The run directories to report on, their names, and summary sections: a sweep
+    directory (``sweep.json``) stands for every setting and seed of it, a ``cv --repeats``
+    directory (``repeats.json``) for every seed."""
+    from trainer.sweep import sweep_table
+
+    runs: list[tuple[Path, str]] = []
+    sections: list[str] = []
+    for path in paths:
+        if (path / "sweep.json").is_file():
+            summary = read_json(path / "sweep.json")
+            figure = plot_sweep(summary, figures / f"{_slug(path.resolve().name)}_sweep.png")
+            sections += [f"## Sweep `{path}`", "", sweep_table(summary), "", f"![sweep]({FIGURES}/{figure.name})", ""]
+            runs += [(path / row["dir"] / f"seed_{seed}", f"{row['name']} seed {seed}")
+                     for row in summary["settings"] for seed in summary["seeds"]]
+        elif (path / "repeats.json").is_file():
+            summary = read_json(path / "repeats.json")
+            rows = [[seed, r["wa"], r["uwa"], r["pooled_uwa"]] for seed, r in summary["runs"].items()]
+            rows.append(["mean ± std", *(_mean_std(summary[k]["mean"], summary[k]["std"]) for k in ("wa", "uwa", "pooled_uwa"))])
+            sections += [f"## Repeats `{path}`", "", markdown_table(["seed", "WA", "UWA", "pooled UWA"], rows), ""]
+            runs += [(path / f"seed_{seed}", f"{path.resolve().name} seed {seed}") for seed in summary["seeds"]]
+        else:
+            runs.append((path, path.resolve().name))
+    return [p for p, _ in runs], _unique_names([n for _, n in runs]), sections
 
 
 # -- report sections ---------------------------------------------------------------------------
@@ -433,7 +476,9 @@ def write_report(run_dirs: Sequence[str | Path], out: str | Path | None = None,
     """Write ``report.md`` and its ``figures/`` for the runs in ``run_dirs``.
 
     Args:
-        run_dirs: run directories of ``sermtl cv``; each run is named by its directory name.
+        run_dirs: run directories of ``sermtl cv`` (each run named by its directory name),
+            ``cv --repeats`` directories (their seeds' runs, and a table over seeds) or
+            ``sermtl sweep`` directories (every setting and seed, and the sweep's table).
         out: folder for ``report.md`` and ``figures/``; default the run directory when
             there is one run (required for several).
         paper: ``{"title": str, "rows": {run name or aux task: {"wa": x, "uwa": y, ...}}}``:
@@ -451,14 +496,16 @@ def write_report(run_dirs: Sequence[str | Path], out: str | Path | None = None,
         raise SermtlError("no run directory to report on")
     if out is None and len(paths) > 1:
         raise SermtlError(f"a report of {len(paths)} runs needs an output folder (--out)")
-    runs = [load_run(p, name) for p, name in zip(paths, _unique_names(paths))]
     folder = Path(out) if out is not None else paths[0]
     figures = folder / FIGURES
     folder.mkdir(parents=True, exist_ok=True)
+    paths, names, sections = _expand(paths, figures)
+    runs = [load_run(p, name) for p, name in zip(paths, names)]
 
     recall = plot_per_class_recall({r.name: r.results.get("per_class_recall", {}) for r in runs},
                                    figures / "per_class_recall.png", _paper_reference(paper, "per_class_recall"))
     lines = ["# sermtl report", "", f"Runs: {', '.join(f'`{r.name}` ({r.path})' for r in runs)}.", "", _UNITS, ""]
+    lines += sections
     lines += _summary_section(runs, paper)
     lines += _per_class_section(runs, f"{FIGURES}/{recall.name}")
     lines += _subset_section(runs)

@@ -18,26 +18,13 @@ from featurestore.errors import SermtlError
 DEFAULT_ALPHA_MAX = 0.5
 
 
-@dataclasses.dataclass(frozen=True)
-class AlphaSchedule:
-    """``α_e = min(alpha0 + step·e, alpha_max)``.
+def alpha_at(epoch: int, alpha0: float = 0.1, step: float = 0.05, alpha_max: float = DEFAULT_ALPHA_MAX) -> float:
+    """``α_e = min(alpha0 + step·e, alpha_max)`` at 0-based epoch ``e`` (never below 0).
 
-    >>> [round(AlphaSchedule(0.1, 0.05, 0.5)(e), 2) for e in (0, 1, 8, 30)]
+    >>> [round(alpha_at(e, 0.1, 0.05, 0.5), 2) for e in (0, 1, 8, 30)]
     [0.1, 0.15, 0.5, 0.5]
     """
-
-    alpha0: float = 0.1
-    step: float = 0.05
-    alpha_max: float = DEFAULT_ALPHA_MAX
-
-    def __post_init__(self) -> None:
-        if not 0.0 <= self.alpha_max <= 1.0:
-            raise SermtlError(f"--alpha-max must be in [0, 1], got {self.alpha_max}")
-        if not 0.0 <= self.alpha0 <= 1.0:
-            raise SermtlError(f"--alpha0 must be in [0, 1], got {self.alpha0}")
-
-    def __call__(self, epoch: int) -> float:
-        return max(0.0, min(self.alpha0 + self.step * epoch, self.alpha_max))
+    return max(0.0, min(alpha0 + step * epoch, alpha_max))
 
 
 @dataclasses.dataclass(frozen=True)

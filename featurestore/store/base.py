@@ -106,6 +106,11 @@ class Backend(abc.ABC):
     def write_text(self, name: str, text: str) -> None:
         """Replace a text blob."""
 
+    def reserve(self, nbytes: int) -> None:
+        """Make sure the next ``nbytes`` of new data fit on disk, or raise ``OSError``
+        (ENOSPC) before anything is written. A no-op where a failed write leaves the store
+        as it was (Zarr); HDF5 allocates the blocks."""
+
     def flush(self) -> None:
         """Make every write so far durable."""
 

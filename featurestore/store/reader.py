@@ -247,8 +247,11 @@ class FeatureStore:
 
     def skipped(self) -> list[dict[str, Any]]:
         """Items that extraction skipped (``--on-error skip``), with their error."""
-        text = self._backend.read_text("report")
-        return json.loads(text) if text else []
+        try:
+            text = self._backend.read_text("report")
+            return json.loads(text) if text else []
+        except Exception as exc:  # a damaged blob: json and h5py raise many types
+            raise SermtlError(f"store report unreadable: {self.path} ({describe_error(exc)})") from None
 
     def size_on_disk(self) -> int:
         """Bytes the store takes on disk."""

@@ -46,6 +46,8 @@ FORMAT_VERSION = 1
 #: What a row of each per-utterance array holds, for messages.
 _ROW_NAMES = {"checksum": "checksums", "audio": "audio signatures"}
 _CHUNK_BYTES = 512 * 1024
+_ROW_CHUNK = 65536  # rows per chunk of the per-row arrays
+_ROW_ARRAYS = (("index", 2), ("checksum", 1), ("audio", 1))  # (name, width) of the per-row arrays
 
 
 def store_fingerprint(config: dict[str, Any]) -> str:
@@ -187,8 +189,10 @@ class StoreWriter:
         try:
             chunk = chunk_frames or default_chunk_frames(dim, self.dtype.name)
             backend.create_array("features", (num_layers, 0, dim), self.dtype.name, (1, chunk, dim))
-            backend.create_array("index", (0, 2), "int64", (65536, 2), fill_value=-1)
-            backend.create_array("checksum", (0, 1), "int64", (65536, 1), fill_value=-1)
+            # The per-row arrays are made as long as the manifest (every row -1, pending), so that
+            # a store whose first open is refused (a full disk) is whole as it stands.
+            for name, width in _ROW_ARRAYS:
+                backend.create_array(name, (len(manifest), width), "int64", (_ROW_CHUNK, width), fill_value=-1)[:] = -1
             now = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
             backend.set_attrs({
                 "format_version": FORMAT_VERSION,
@@ -231,9 +235,22 @@ class StoreWriter:
                 )
             rows[row["utt_id"]] = dict(row)
         merged = Manifest(rows.values(), source=str(self.path))
-        if merged.to_json() != stored.to_json():
-            self._backend.write_text("manifest", merged.to_json())
+        text = merged.to_json()
+        changed = text != stored.to_json()
+        # What opening adds, reserved at once: a full disk refuses the open before the manifest
+        # is written, not between it and the per-row arrays grown to its length.
+        self._backend.reserve((len(text.encode()) if changed else 0)
+                              + sum(self._row_bytes(name, width, len(merged)) for name, width in _ROW_ARRAYS))
+        if changed:
+            self._backend.write_text("manifest", text)
         return merged
+
+    def _row_bytes(self, name: str, width: int, rows: int) -> int:
+        """Bytes of the chunks that growing the per-row array ``name`` to ``rows`` rows adds."""
+        array = self._backend.array(name) if self._backend.has_array(name) else None
+        chunk = int(array.chunks[0]) if array is not None else _ROW_CHUNK
+        have = int(array.shape[0]) if array is not None else 0
+        return (-(-rows // chunk) - -(-have // chunk)) * chunk * width * 8
 
     def _load_rows(self, name: str, width: int) -> np.ndarray:
         """A per-manifest-row array (``index``, ``checksum`` or ``audio``), grown to the
@@ -246,7 +263,7 @@ class StoreWriter:
         An unreadable ``index`` is a :class:`SermtlError`.
         """
         if not self._backend.has_array(name):
-            self._backend.create_array(name, (0, width), "int64", (65536, width), fill_value=-1)
+            self._backend.create_array(name, (0, width), "int64", (_ROW_CHUNK, width), fill_value=-1)
         array = self._backend.array(name)
         rows = np.full((len(self.manifest), width), -1, dtype=np.int64)
         try:
@@ -257,6 +274,7 @@ class StoreWriter:
             old = self._reset_unreadable_chunks(array)
         rows[: len(old)] = old
         if len(old) != len(rows):
+            self._backend.reserve(self._row_bytes(name, width, len(rows)))
             array.resize((len(rows), width))
             array[len(old):] = rows[len(old):]
         self._backend.flush()
@@ -333,6 +351,9 @@ class StoreWriter:
         block = np.concatenate([feats for _, feats in items], axis=1).astype(self.dtype, copy=False)
         start, stop = self._end, self._end + block.shape[1]
         with store_write(self.path, "write to"):
+            chunk = int(self._features.chunks[1])
+            chunk_bytes = shape[0] * chunk * shape[2] * self.dtype.itemsize
+            self._backend.reserve((-(-stop // chunk) - -(-start // chunk)) * chunk_bytes)
             if shape[1] < stop:
                 self._features.resize((shape[0], max(stop, int(shape[1] * 1.25)), shape[2]))
             self._features[:, start:stop] = block
@@ -403,11 +424,23 @@ class StoreWriter:
                 if shape[1] > self._end:
                     self._features.resize((shape[0], self._end, shape[2]))
             self._save_report()
-        finally:
-            try:
+        except BaseException:
+            self._release()
+            raise
+        try:
+            with store_write(self.path, "close"):
                 self._backend.close()
-            finally:
-                self._lock.release()
+        finally:
+            self._lock.release()
+
+    def _release(self) -> None:
+        """Close the store without writing anything more (after a failure: HDF5 would fail
+        again, and a second failure inside it is what damages a file), then unlock it."""
+        try:
+            with contextlib.suppress(Exception):
+                self._backend.close()
+        finally:
+            self._lock.release()
 
     def __enter__(self) -> "StoreWriter":
         return self
@@ -416,5 +449,4 @@ class StoreWriter:
         if exc_type is None:
             self.close()
             return
-        with contextlib.suppress(SermtlError, OSError):
-            self.close()  # the error in flight is the one to report
+        self._release()  # the error in flight is the one to report

@@ -84,7 +84,7 @@ def test_verify_fails_on_missing_and_lists_skipped(tmp_path, csv_corpus) -> None
 
 
 @pytest.mark.parametrize("args,needle", [
-    (["prepare", "--corpus", "nope", "--root", "."], "unknown corpus 'nope'"),
+    (["prepare", "--corpus", "nope", "--root", "."], "'nope' is not one of 'baum1', 'csv'"),
     (["prepare", "--corpus", "iemocap", "--root", "/does/not/exist"], "/does/not/exist"),
     (["extract", "--corpus", "emodb", "--feature", "mfcc"], "pass --root DIR or set SERMTL_EMODB_ROOT"),
     (["extract", "--feature", "mfcc"], "--corpus NAME"),

@@ -137,4 +137,7 @@ def test_cv_repeats_over_seeds_writes_each_run_and_their_mean(store, tmp_path) -
     assert f"over seeds 4, 5: WA {svm_summary['wa']['mean']:.2f} ± {svm_summary['wa']['std']:.2f}" in svm
     done = (out / "seed_5" / "fold_1" / "metrics.json").stat().st_mtime_ns
     assert run(*args).output.splitlines()[-1] == first.splitlines()[-1]  # resumed: nothing retrained
+    report = run("report", out).output.strip()
+    text = open(report.splitlines()[-1]).read()
+    assert "## Repeats" in text and f"{summary['uwa']['mean']:.2f} ± {summary['uwa']['std']:.2f}" in text
     assert (out / "seed_5" / "fold_1" / "metrics.json").stat().st_mtime_ns == done

@@ -424,8 +424,12 @@ CASES: list[Case] = [
            after=_no_run_dir("new_run")) for flag, value in BAD_TRAINING_VALUES],
     *[Case("training values", f"{command} {flag} {value}", lambda ws, c=command, f=flag, v=value: _train(ws, f, v, command=c),
            code=2, culprit=flag, after=_no_run_dir("new_run")) for command, flag, value in UNPARSABLE_FLAGS],
-    Case("training values", "an auxiliary column with one class", _one_expression_store, culprit="--aux none",
-         after=_no_run_dir("acted_run")),
+    Case("training values", "--aux expression on a store with one expression class",
+         lambda ws: [*_one_expression_store(ws), "--aux", "expression"], culprit="--aux none", after=_no_run_dir("acted_run")),
+    Case("training values", "the default --aux auto on a store with one expression class trains without it",
+         _one_expression_store, code=0,
+         after=lambda ws: json.loads((ws.tmp / "acted_run" / "config.json").read_text())["train"]["aux"] == "none"
+         or pytest.fail("aux not resolved to none")),
     Case("training values", "--fold beyond the protocol", lambda ws: _train(ws, "--fold", "9"), culprit="--fold"),
     Case("training values", "--protocol split without values", lambda ws: [*_train(ws)[:3], "--protocol", "split", "--by", "speaker",
                                                                             "--epochs", "1", "--out", ws.tmp / "new_run"],
@@ -490,7 +494,7 @@ CASES: list[Case] = [
     Case("other commands", "baseline --seed -1",
          lambda ws: ["baseline", "--store", ws.base["zarr"], "--seed", "-1"], culprit="--seed"),
     Case("other commands", "prepare with a recipe that does not exist",
-         lambda ws: ["prepare", "--corpus", "nosuch", "--root", ws.tmp], culprit="nosuch"),
+         lambda ws: ["prepare", "--corpus", "nosuch", "--root", ws.tmp], code=2, culprit="nosuch"),
     Case("other commands", "prepare --option without a value",
          lambda ws: ["prepare", "--corpus", "csv", "--root", ws.manifest, "--option", "novalue"], culprit="--option"),
 ]

@@ -53,14 +53,14 @@ def test_trainer_uses_it_only_when_asked(iemocap_mfcc_store) -> None:
     store = open_store(iemocap_mfcc_store)
     bank = FeatureBank(store)
     fold = make_folds(store.manifest, "loso", by="session")[0]
-    plain = train_fold(store, bank, fold, TrainConfig(**TINY), progress=False)
-    augmented = train_fold(store, bank, fold, TrainConfig(**TINY, augment="specaugment"), progress=False)
-    again = train_fold(store, bank, fold, TrainConfig(**TINY, augment="specaugment"), progress=False)
+    plain = train_fold(store, bank, fold, TrainConfig.from_dict(TINY), progress=False)
+    augmented = train_fold(store, bank, fold, TrainConfig.from_dict({**TINY, "augment": "specaugment"}), progress=False)
+    again = train_fold(store, bank, fold, TrainConfig.from_dict({**TINY, "augment": "specaugment"}), progress=False)
     losses = [[h["train_loss"] for h in outcome.history] for outcome in (plain, augmented, again)]
     assert losses[1] != losses[0] and losses[1] == losses[2]
     assert augmented.checkpoint["state_dict"].keys() == plain.checkpoint["state_dict"].keys()
     with pytest.raises(SermtlError, match="--augment: .mixup. is not one of none, specaugment"):
-        train_fold(store, bank, fold, TrainConfig(**TINY, augment="mixup"), progress=False)
+        train_fold(store, bank, fold, TrainConfig.from_dict({**TINY, "augment": "mixup"}), progress=False)
 
 
 def test_doctest() -> None:

@@ -33,7 +33,7 @@ def test_every_field_has_help_and_a_refused_value() -> None:
 @pytest.mark.parametrize("name", sorted(BAD_VALUES))
 def test_each_bad_value_is_refused_from_python_naming_the_flag(name: str) -> None:
     with pytest.raises(SermtlError, match=flag(name)) as error:
-        TrainConfig(**{name: BAD_VALUES[name]})
+        TrainConfig.from_dict({name: BAD_VALUES[name]})
     assert "\n" not in str(error.value)
 
 
@@ -55,7 +55,7 @@ def test_the_cli_offers_exactly_the_config_fields(command: str) -> None:
     params = {p.name for p in main.commands[command].params if isinstance(p, click.Option)}
     fields = {field.name for field, _ in options()}
     assert fields <= params
-    protocol = {"store", "protocol", "by", "folds", "valid_fraction", "train_values", "test_values", "out"}
+    protocol = {"store", "config_file", "protocol", "by", "folds", "valid_fraction", "train_values", "test_values", "out"}
     extra = {"train": {"fold"}, "cv": {"repeats"}}[command]
     assert params - fields == protocol | extra
 
@@ -71,7 +71,16 @@ def test_cli_defaults_and_choices_come_from_the_fields() -> None:
 def test_defaults_are_the_papers_and_valid() -> None:
     config = TrainConfig()
     assert (config.epochs, config.batch_size, config.lr, config.alpha0, config.alpha_step) == (50, 64, 1e-3, 0.1, 0.05)
-    assert config.schedule()(0) == pytest.approx(0.1)
+    assert config.alpha(0) == pytest.approx(0.1) and config.network.channels == 512
+
+
+def test_option_names_are_unique_and_nested_options_round_trip() -> None:
+    names = [field.name for field, _ in options()]
+    assert len(names) == len(set(names))
+    config = TrainConfig.from_dict({"channels": 64, "lr": 0.01, "network": {"dropout": 0.5}})
+    assert config.network.channels == 64 and config.network.dropout == 0.5 and config.lr == 0.01
+    assert TrainConfig.from_dict(config.to_dict()) == config == TrainConfig.from_dict(config.flat())
+    assert config.flat()["channels"] == 64 and "network" not in config.flat()
 
 
 def test_the_config_is_immutable_and_replace_is_checked() -> None:

@@ -271,7 +271,7 @@ def test_cv_folds_over_two_ranks_match_a_single_process(tmp_path, iemocap_mfcc_s
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # as each torchrun rank
     try:
-        single = run_cv(iemocap_mfcc_store, tmp_path / "single", TrainConfig(**options),
+        single = run_cv(iemocap_mfcc_store, tmp_path / "single", TrainConfig.from_dict(options),
                         Protocol("group-kfold", by="speaker", folds=3), progress=False)
     finally:
         torch.set_num_threads(threads)

@@ -92,9 +92,9 @@ def test_table5_cross_corpus(workspace) -> None:
 def test_alpha_sweep_and_restart(workspace) -> None:
     grid = {"alpha0": (0.1,), "alpha_step": (0.0, 0.05), "alpha_max": (0.5,)}
     results = check_outputs(run_experiment("alpha-sweep", workspace, feature="mfcc", **grid))
-    assert len(results["grid"]) == 2
-    sweep_runs = sorted((workspace.out / "runs").glob("iemocap-mfcc-loso-expression-*"))
-    assert len(sweep_runs) >= 2
+    assert len(results["grid"]) == 2 and results["grid"][0]["uwa_vs_nomtl"] is not None
+    sweep_runs = sorted((workspace.out / "alpha-sweep" / "sweep").glob("aux=expression*/seed_0"))
+    assert len(sweep_runs) == 2 and (workspace.out / "alpha-sweep" / "sweep" / "sweep.json").is_file()
     interrupted, untouched = sweep_runs[0], sweep_runs[1]
     kept = {p: p.stat().st_mtime_ns for p in (interrupted / "fold_1" / "metrics.json", untouched / "fold_2" / "metrics.json")}
     (interrupted / "fold_2" / "metrics.json").unlink()  # as if killed during fold 2

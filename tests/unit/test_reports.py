@@ -52,7 +52,7 @@ def runs(tmp_path_factory) -> dict[str, Path]:
     torch.set_num_threads(1)
     try:
         for name, aux in (("mtl", "expression"), ("stl", "none")):
-            run_cv(store, out[name], TrainConfig(**TINY, aux=aux), Protocol("kfold", by=None, folds=2), progress=False)
+            run_cv(store, out[name], TrainConfig.from_dict({**TINY, "aux": aux}), Protocol("kfold", by=None, folds=2), progress=False)
     finally:
         torch.set_num_threads(threads)
     return out

@@ -16,7 +16,7 @@ from trainer.data import FeatureBank, make_batches
 from trainer.folds import make_folds
 from trainer.config import TrainConfig
 from trainer.loop import infer, load_network, train_fold
-from trainer.tasks import AlphaSchedule
+from trainer.tasks import alpha_at
 
 TINY = dict(epochs=2, channels=16, embedding_dim=8, batch_size=16, device="cpu")
 
@@ -27,11 +27,11 @@ def mfcc_store(iemocap_mfcc_store) -> Path:
 
 
 def test_alpha_schedule_and_cap() -> None:
-    schedule = AlphaSchedule(0.1, 0.05, 0.5)
-    assert [round(schedule(e), 3) for e in range(10)] == [0.1, 0.15, 0.2, 0.25, 0.3, 0.35, 0.4, 0.45, 0.5, 0.5]
-    assert AlphaSchedule(0.1, 0.05, 1.0)(17) == pytest.approx(0.95) and AlphaSchedule(0.1, 0.05, 1.0)(40) == 1.0
+    config = TrainConfig()
+    assert [round(config.alpha(e), 3) for e in range(10)] == [0.1, 0.15, 0.2, 0.25, 0.3, 0.35, 0.4, 0.45, 0.5, 0.5]
+    assert alpha_at(17, 0.1, 0.05, 1.0) == pytest.approx(0.95) and alpha_at(40, 0.1, 0.05, 1.0) == 1.0
     with pytest.raises(SermtlError, match="--alpha-max must be in"):
-        AlphaSchedule(0.1, 0.05, 1.5)
+        TrainConfig(alpha_max=1.5)
 
 
 def test_training_batches_cover_everything_and_bucket_lengths() -> None:
@@ -67,7 +67,7 @@ def test_a_non_finite_loss_stops_the_fold_naming_the_epoch(mfcc_store, tmp_path,
 
     monkeypatch.setattr(trainer.loop, "_train_epoch", diverging)
     with pytest.raises(SermtlError, match=r"fold 1, epoch 2: the training loss is not finite \(nan\)"):
-        run_cv(mfcc_store, tmp_path / "r", TrainConfig(**TINY), Protocol("loso", by="session"), [1], progress=False)
+        run_cv(mfcc_store, tmp_path / "r", TrainConfig.from_dict(TINY), Protocol("loso", by="session"), [1], progress=False)
     assert not (tmp_path / "r" / "fold_1").exists()  # nothing of the diverged fold is saved
 
 
@@ -92,7 +92,7 @@ def test_train_fold_forward_backward_and_checkpoint_round_trip(mfcc_store) -> No
     store = open_store(mfcc_store)
     bank = FeatureBank(store)
     fold = make_folds(store.manifest, "loso", by="session")[4]
-    outcome = train_fold(store, bank, fold, TrainConfig(**TINY), progress=False)
+    outcome = train_fold(store, bank, fold, TrainConfig.from_dict(TINY), progress=False)
     metrics = outcome.metrics
     assert 0 <= metrics["wa"] <= 100 and 0 <= metrics["uwa"] <= 100 and metrics["aux_accuracy"] is not None
     assert set(metrics["per_class_recall"]) == {"angry", "happy", "neutral", "sad"}
@@ -109,7 +109,7 @@ def test_training_learns_and_is_repeatable(mfcc_store) -> None:
     store = open_store(mfcc_store)
     bank = FeatureBank(store)
     fold = make_folds(store.manifest, "loso", by="session")[0]
-    config = TrainConfig(**{**TINY, "epochs": 12, "channels": 32, "aux": "none"})
+    config = TrainConfig.from_dict({**TINY, "epochs": 12, "channels": 32, "aux": "none"})
     first = train_fold(store, bank, fold, config, progress=False)
     second = train_fold(store, bank, fold, config, progress=False)
     assert first.metrics["uwa"] == second.metrics["uwa"]
@@ -122,7 +122,7 @@ def test_training_learns_and_is_repeatable(mfcc_store) -> None:
 def test_cv_writes_run_dir_and_resumes(mfcc_store, tmp_path) -> None:
     out = tmp_path / "run"
     protocol = Protocol("loso", by="session")
-    results = run_cv(mfcc_store, out, TrainConfig(**TINY), protocol, progress=False)
+    results = run_cv(mfcc_store, out, TrainConfig.from_dict(TINY), protocol, progress=False)
     assert len(results["folds"]) == 5 and {"wa", "uwa", "per_class_recall", "aux_accuracy"} <= set(results)
     assert json.loads((out / "results.json").read_text())["uwa"] == pytest.approx(results["uwa"])
     assert np.mean([f["uwa"] for f in results["folds"]]) == pytest.approx(results["uwa"])
@@ -130,20 +130,22 @@ def test_cv_writes_run_dir_and_resumes(mfcc_store, tmp_path) -> None:
         assert {"metrics.json", "predictions.csv", "history.json", "checkpoint.pt"} <= {p.name for p in (out / f"fold_{k}").iterdir()}
     kept = (out / "fold_1" / "metrics.json").stat().st_mtime_ns
     (out / "fold_3" / "metrics.json").unlink()
-    resumed = run_cv(mfcc_store, out, TrainConfig(**TINY), protocol, progress=False)
+    resumed = run_cv(mfcc_store, out, TrainConfig.from_dict(TINY), protocol, progress=False)
     assert (out / "fold_1" / "metrics.json").stat().st_mtime_ns == kept
     assert (out / "fold_3" / "metrics.json").exists() and len(resumed["folds"]) == 5
     with pytest.raises(SermtlError, match=r"another train\.alpha0; use another --out"):
-        run_cv(mfcc_store, out, TrainConfig(**{**TINY, "alpha0": 0.2}), protocol, progress=False)
-    # a run directory written before an option existed resumes with that option at its default
+        run_cv(mfcc_store, out, TrainConfig.from_dict({**TINY, "alpha0": 0.2}), protocol, progress=False)
+    # a run directory written before an option existed (and before the network options were
+    # nested) resumes with that option at its default
     saved = json.loads((out / "config.json").read_text())
+    saved["train"] = {**saved["train"], **saved["train"].pop("network")}
     for option in ("augment", "lr_schedule", "batchnorm", "weight_decay", "dropout", "average_best"):
         del saved["train"][option]
     (out / "config.json").write_text(json.dumps(saved))
     (out / "fold_5" / "metrics.json").unlink()
-    assert len(run_cv(mfcc_store, out, TrainConfig(**TINY), protocol, progress=False)["folds"]) == 5
+    assert len(run_cv(mfcc_store, out, TrainConfig.from_dict(TINY), protocol, progress=False)["folds"]) == 5
     with pytest.raises(SermtlError, match=r"another train\.augment;"):
-        run_cv(mfcc_store, out, TrainConfig(**{**TINY, "augment": "specaugment"}), protocol, progress=False)
+        run_cv(mfcc_store, out, TrainConfig.from_dict({**TINY, "augment": "specaugment"}), protocol, progress=False)
 
 
 @pytest.mark.parametrize("config,needle", [
@@ -153,7 +155,7 @@ def test_cv_writes_run_dir_and_resumes(mfcc_store, tmp_path) -> None:
 ])
 def test_bad_training_input(mfcc_store, tmp_path, config, needle) -> None:
     with pytest.raises(SermtlError, match=needle):
-        run_cv(mfcc_store, tmp_path / "r", TrainConfig(**{**TINY, **config}), Protocol("loso", by="session"), [1], progress=False)
+        run_cv(mfcc_store, tmp_path / "r", TrainConfig.from_dict({**TINY, **config}), Protocol("loso", by="session"), [1], progress=False)
 
 
 def test_cv_closes_the_store_after_a_run_and_after_a_refused_one(mfcc_store, tmp_path) -> None:
@@ -163,10 +165,10 @@ def test_cv_closes_the_store_after_a_run_and_after_a_refused_one(mfcc_store, tmp
 
     path = merge_stores([(mfcc_store, None)], tmp_path / "store.h5")
     protocol = Protocol("loso", by="session")
-    run_cv(path, tmp_path / "run", TrainConfig(**{**TINY, "epochs": 1}), protocol, [1], progress=False)
+    run_cv(path, tmp_path / "run", TrainConfig.from_dict({**TINY, "epochs": 1}), protocol, [1], progress=False)
     h5py.File(path, "r+").close()  # h5py refuses while this process still holds the file open read-only
     with pytest.raises(SermtlError, match="has no column 'mood'") as refused:
-        run_cv(path, tmp_path / "bad", TrainConfig(**{**TINY, "aux": "mood"}), protocol, [1], progress=False)
+        run_cv(path, tmp_path / "bad", TrainConfig.from_dict({**TINY, "aux": "mood"}), protocol, [1], progress=False)
     h5py.File(path, "r+").close()  # closed, not merely unreferenced: the traceback still holds the frames
     assert refused.traceback
 
@@ -174,7 +176,7 @@ def test_cv_closes_the_store_after_a_run_and_after_a_refused_one(mfcc_store, tmp
 def test_not_a_store(tmp_path) -> None:
     (tmp_path / "x.zarr").mkdir()
     with pytest.raises(SermtlError, match="not a feature store"):
-        run_cv(tmp_path / "x.zarr", tmp_path / "r", TrainConfig(**TINY), progress=False)
+        run_cv(tmp_path / "x.zarr", tmp_path / "r", TrainConfig.from_dict(TINY), progress=False)
 
 
 def test_svm_baseline_on_utterance_statistics(mfcc_store) -> None:
@@ -204,7 +206,7 @@ def test_streaming_bank_trains_exactly_like_the_in_memory_bank(mfcc_store) -> No
                                       streaming.iterate([ids], 25, np.random.default_rng(3))):
         assert torch.equal(a, b) and torch.equal(la, lb)
     fold = make_folds(store.manifest, "loso", by="session")[1]
-    config = TrainConfig(**TINY)
+    config = TrainConfig.from_dict(TINY)
     from_memory = train_fold(store, memory, fold, config, progress=False)
     streamed = train_fold(store, streaming, fold, config, progress=False)
     assert [h["train_loss"] for h in streamed.history] == pytest.approx([h["train_loss"] for h in from_memory.history], rel=1e-6)
@@ -212,6 +214,7 @@ def test_streaming_bank_trains_exactly_like_the_in_memory_bank(mfcc_store) -> No
 
 
 def test_utterance_input_norm_removes_per_utterance_offsets() -> None:
+    from trainer.config import NetworkOptions
     from trainer.network import NetworkConfig, SERNetwork
 
     torch.manual_seed(0)
@@ -221,7 +224,7 @@ def test_utterance_input_norm_removes_per_utterance_offsets() -> None:
     padded = torch.arange(40)[None, :, None] >= lengths[:, None, None]
     shifted = torch.where(padded, x, x + offset)
     for norm, invariant in (("utterance", True), ("global", False)):
-        net = SERNetwork(NetworkConfig(input_size=12, num_emotions=4, channels=16, embedding_dim=8, input_norm=norm)).eval()
+        net = SERNetwork(NetworkConfig(input_size=12, num_emotions=4, options=NetworkOptions(channels=16, embedding_dim=8, input_norm=norm))).eval()
         with torch.no_grad():
             a, b = net(x, lengths)["embedding"], net(shifted, lengths)["embedding"]
         assert torch.allclose(a, b, atol=1e-4) == invariant
@@ -252,7 +255,7 @@ def test_lr_schedules_and_their_use_in_training(mfcc_store) -> None:
     store = open_store(mfcc_store)
     fold = make_folds(store.manifest, "loso", by="session")[0]
     bank = FeatureBank(store)
-    runs = [train_fold(store, bank, fold, TrainConfig(**{**TINY, "epochs": 3, "lr_schedule": s}), progress=False)
+    runs = [train_fold(store, bank, fold, TrainConfig.from_dict({**TINY, "epochs": 3, "lr_schedule": s}), progress=False)
             for s in ("constant", "cosine")]
     first, later = zip(*[(r.history[0]["train_loss"], r.history[2]["train_loss"]) for r in runs])
     assert first[0] == first[1] and later[0] != later[1]  # epoch 1 runs at the full rate in both
@@ -262,11 +265,11 @@ def test_weight_decay_shrinks_the_weights_and_dropout_reaches_the_checkpoint(mfc
     store = open_store(mfcc_store)
     fold = make_folds(store.manifest, "loso", by="session")[0]
     bank = FeatureBank(store)
-    runs = {wd: train_fold(store, bank, fold, TrainConfig(**{**TINY, "weight_decay": wd, "dropout": 0.3}), progress=False)
+    runs = {wd: train_fold(store, bank, fold, TrainConfig.from_dict({**TINY, "weight_decay": wd, "dropout": 0.3}), progress=False)
             for wd in (0.0, 200.0)}
     norm = {wd: torch.linalg.vector_norm(run.checkpoint["state_dict"]["encoder.first.conv.weight"]) for wd, run in runs.items()}
     assert norm[200.0] < 0.6 * norm[0.0]  # decoupled decay: every step multiplies the weights by 1 - lr * wd
-    assert runs[0.0].checkpoint["network"]["dropout"] == 0.3
+    assert runs[0.0].checkpoint["network"]["options"]["dropout"] == 0.3
     assert load_network(runs[0.0].checkpoint).encoder.dropout.p == 0.3
 
 
@@ -289,8 +292,8 @@ def test_training_with_average_best_tests_the_mean_of_the_best_epochs(mfcc_store
     store = open_store(mfcc_store)
     fold = make_folds(store.manifest, "loso", by="session")[0]
     bank = FeatureBank(store)
-    one = train_fold(store, bank, fold, TrainConfig(**{**TINY, "epochs": 4}), progress=False)
-    three = train_fold(store, bank, fold, TrainConfig(**{**TINY, "epochs": 4, "average_best": 3}), progress=False)
+    one = train_fold(store, bank, fold, TrainConfig.from_dict({**TINY, "epochs": 4}), progress=False)
+    three = train_fold(store, bank, fold, TrainConfig.from_dict({**TINY, "epochs": 4, "average_best": 3}), progress=False)
     assert one.history == three.history and one.metrics["averaged_epochs"] is None  # same training, other selection
     ranked = sorted(three.history, key=lambda h: (h["valid_uwa"], -h["valid_loss"]), reverse=True)
     assert three.metrics["averaged_epochs"] == sorted(h["epoch"] for h in ranked[:3])
@@ -298,19 +301,20 @@ def test_training_with_average_best_tests_the_mean_of_the_best_epochs(mfcc_store
     name = "encoder.fc.weight"
     assert not torch.equal(one.checkpoint["state_dict"][name], three.checkpoint["state_dict"][name])
     with pytest.raises(SermtlError, match=r"--average-best must be in \[1, inf\), got 0"):
-        train_fold(store, bank, fold, TrainConfig(**{**TINY, "average_best": 0}), progress=False)
+        train_fold(store, bank, fold, TrainConfig.from_dict({**TINY, "average_best": 0}), progress=False)
 
 
 def test_precise_batchnorm_averages_the_batches_statistics_and_restores_training_state(mfcc_store) -> None:
     from trainer.loop import recalibrate_batchnorm
     from trainer.models.augment import SpecAugment
+    from trainer.config import NetworkOptions
     from trainer.network import NetworkConfig, SERNetwork
 
     store = open_store(mfcc_store)
     bank = FeatureBank(store)
     ids = store.ids()
     batches = list(bank.iterate(make_batches(ids, bank.lengths(ids), 8, np.random.default_rng(0))))
-    network = SERNetwork(NetworkConfig(input_size=bank.dim, num_emotions=4, channels=16, embedding_dim=8))
+    network = SERNetwork(NetworkConfig(input_size=bank.dim, num_emotions=4, options=NetworkOptions(channels=16, embedding_dim=8)))
     network.set_normalisation(*bank.statistics(ids))
     network.augment = augment = SpecAugment()
     norm = network.encoder.first.norm
@@ -325,13 +329,13 @@ def test_precise_batchnorm_averages_the_batches_statistics_and_restores_training
     assert norm.momentum == 0.1 and network.augment is augment
     assert all(torch.equal(a, b) for a, b in zip(weights, network.parameters()))
     fold = make_folds(store.manifest, "loso", by="session")[0]
-    runs = {mode: train_fold(store, bank, fold, TrainConfig(**{**TINY, "batchnorm": mode}), progress=False)
+    runs = {mode: train_fold(store, bank, fold, TrainConfig.from_dict({**TINY, "batchnorm": mode}), progress=False)
             for mode in ("running", "precise")}
     assert runs["running"].history[0]["train_loss"] == runs["precise"].history[0]["train_loss"]  # same steps
     assert not torch.equal(runs["running"].checkpoint["state_dict"]["encoder.first.norm.running_mean"],
                            runs["precise"].checkpoint["state_dict"]["encoder.first.norm.running_mean"])
     with pytest.raises(SermtlError, match="--batchnorm: 'frozen' is not one of running, precise"):
-        train_fold(store, bank, fold, TrainConfig(**{**TINY, "batchnorm": "frozen"}), progress=False)
+        train_fold(store, bank, fold, TrainConfig.from_dict({**TINY, "batchnorm": "frozen"}), progress=False)
 
 
 def test_a_test_set_of_one_class_is_scored_without_separability(mfcc_store) -> None:
@@ -340,7 +344,7 @@ def test_a_test_set_of_one_class_is_scored_without_separability(mfcc_store) -> N
     store = open_store(mfcc_store)
     fold = make_folds(store.manifest, "loso", by="session")[0]
     one_class = [u for u in fold.test if store.manifest[u]["emotion"] == "sad"]
-    outcome = train_fold(store, FeatureBank(store), Fold(1, fold.train, fold.valid, one_class), TrainConfig(**TINY),
+    outcome = train_fold(store, FeatureBank(store), Fold(1, fold.train, fold.valid, one_class), TrainConfig.from_dict(TINY),
                          progress=False)
     assert outcome.metrics["n"] == len(one_class) and "emotion" not in outcome.metrics["separability"]
     assert outcome.metrics["per_class_recall"]["sad"] is not None

@@ -1,0 +1,234 @@
+"""Sweeps: one cross-validation run per setting of an option grid and per seed, all on the
+same folds, compared with paired statistics.
+
+Sweep directory::
+
+    DIR/grid.json                   the sweep's identity: store, protocol, base config,
+                                    settings, seeds and baseline (a resumed sweep must match)
+    DIR/<setting>/seed_<s>/         a normal run directory per setting and seed (resumable,
+                                    readable by ``sermtl report``)
+    DIR/sweep.json, sweep.md        per setting: WA, UWA and pooled UWA, mean ± std over seeds;
+                                    against the baseline setting, the mean paired difference in
+                                    UWA over (seed, fold) pairs with its 95 % interval and a
+                                    Wilcoxon signed-rank p-value
+    DIR/sweep.png                   UWA per setting with its 95 % interval over seeds
+
+For a given seed every setting trains on the same folds (they are drawn from the protocol
+and the seed alone), so fold ``k`` of seed ``s`` pairs the settings. The store is opened and
+its features loaded once per process (:class:`trainer.cv.StoreSession`), and each training
+set's normalisation statistics computed once. Every setting, seed and fold is checked before
+the first file is written.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import itertools
+import re
+from pathlib import Path
+from typing import Any, Sequence
+
+from featurestore.atomic import read_json, write_json, write_text
+from featurestore.errors import SermtlError
+from trainer.config import TrainConfig, parse_value
+from trainer.cv import StoreSession, plan_run, run_cv
+from trainer.folds import Protocol
+from trainer.metrics import summarise_repeats
+from trainer.stats import mean_interval, paired_difference
+
+#: Options a grid may not vary: seeds come from ``--repeats``, the device is not a setting.
+NOT_IN_GRID = ("seed", "device")
+
+
+def parse_grid(grids: Sequence[str]) -> list[dict[str, Any]]:
+    """Settings of ``--grid KEY=V1,V2`` flags: the Cartesian product, in the order given.
+
+    >>> parse_grid(["alpha0=0.05,0.1", "aux=none,expression"])[1]
+    {'alpha0': 0.05, 'aux': 'expression'}
+    """
+    axes: dict[str, list[Any]] = {}
+    for grid in grids:
+        key, sep, values = grid.partition("=")
+        key = key.strip().replace("-", "_")
+        texts = [v.strip() for v in values.split(",") if v.strip()]
+        if not sep or not key or not texts:
+            raise SermtlError(f"--grid expects KEY=V1,V2,…, got {grid!r}")
+        if key in axes:
+            raise SermtlError(f"--grid {key} is given twice")
+        axes[key] = [_value(key, text) for text in texts]
+    if not axes:
+        raise SermtlError("the grid is empty: give --grid KEY=V1,V2 or --grid-file FILE")
+    return [dict(zip(axes, values)) for values in itertools.product(*axes.values())]
+
+
+def read_grid_file(path: str | Path) -> list[dict[str, Any]]:
+    """Settings from a YAML or JSON file holding a list of mappings (a grid that is not a
+    product), e.g. ``[{channels: 64}, {channels: 128, batchnorm: precise}]``."""
+    import yaml
+
+    try:
+        data = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
+        raise SermtlError(f"--grid-file {path}: cannot read it ({str(exc).splitlines()[0]})") from None
+    if not isinstance(data, list) or not data or not all(isinstance(item, dict) and item for item in data):
+        raise SermtlError(f"--grid-file {path}: expected a non-empty list of non-empty mappings of options")
+    return [{key: _value(key, value) if isinstance(value, str) else value for key, value in item.items()} for item in data]
+
+
+def _value(key: str, text: str) -> Any:
+    if key in NOT_IN_GRID:
+        raise SermtlError(f"--grid {key}: not a setting to sweep ({'use --repeats' if key == 'seed' else 'give --device'})")
+    return parse_value(key, text)
+
+
+def setting_name(setting: dict[str, Any]) -> str:
+    """``alpha0=0.1,aux=none``."""
+    return ",".join(f"{key}={value}" for key, value in setting.items())
+
+
+def setting_dir(setting: dict[str, Any]) -> str:
+    """A folder name for ``setting`` (``alpha0=0.1__aux=none``)."""
+    return "__".join(re.sub(r"[^A-Za-z0-9._=+-]", "_", f"{key}={value}") for key, value in setting.items())
+
+
+def find_baseline(settings: list[dict[str, Any]], spec: str | None) -> int:
+    """The index of the baseline setting: the first, or the one setting that ``spec``
+    (``KEY=VALUE,…``, a subset of its keys) describes."""
+    if not spec:
+        return 0
+    wanted = {}
+    for pair in spec.split(","):
+        key, sep, value = pair.partition("=")
+        if not sep:
+            raise SermtlError(f"--baseline expects KEY=VALUE,…, got {spec!r}")
+        wanted[key.strip().replace("-", "_")] = parse_value(key.strip().replace("-", "_"), value.strip())
+    matches = [i for i, s in enumerate(settings) if all(k in s and s[k] == v for k, v in wanted.items())]
+    if len(matches) != 1:
+        found = "no setting" if not matches else f"{len(matches)} settings"
+        raise SermtlError(f"--baseline {spec}: {found} of the grid match; settings: "
+                          + "; ".join(setting_name(s) for s in settings))
+    return matches[0]
+
+
+@dataclasses.dataclass
+class Sweep:
+    """A planned sweep: where, on what, and which settings and seeds."""
+
+    store: Path
+    out: Path
+    base: TrainConfig
+    protocol: Protocol | None
+    settings: list[dict[str, Any]]
+    seeds: list[int]
+    baseline: int = 0
+
+    def config(self, setting: dict[str, Any], seed: int) -> TrainConfig:
+        """The training config of ``setting`` at ``seed``."""
+        return TrainConfig.from_dict({**self.base.flat(), **setting, "seed": seed}, f"setting {setting_name(setting)}")
+
+    def run_dir(self, setting: dict[str, Any], seed: int) -> Path:
+        return self.out / setting_dir(setting) / f"seed_{seed}"
+
+    def jobs(self) -> list[tuple[dict[str, Any], int]]:
+        """Every (setting, seed), settings first."""
+        return [(setting, seed) for setting in self.settings for seed in self.seeds]
+
+
+def plan_sweep(session: StoreSession, sweep: Sweep) -> dict[str, Any]:
+    """Check every setting, seed and fold (writing nothing) and the sweep directory against
+    this sweep; returns the identity to record in ``grid.json``."""
+    if len({setting_dir(s) for s in sweep.settings}) != len(sweep.settings):
+        raise SermtlError("the grid lists a setting twice")
+    if sweep.out.exists() and not sweep.out.is_dir():
+        raise SermtlError(f"--out {sweep.out} is a file, not a sweep directory")
+    plans = [plan_run(session, sweep.run_dir(setting, seed), sweep.config(setting, seed), sweep.protocol)
+             for setting, seed in sweep.jobs()]
+    identity = {"store": plans[0].identity["store"], "store_fingerprint": plans[0].identity["store_fingerprint"],
+                "store_entries": plans[0].identity["store_entries"], "store_digest": plans[0].identity["store_digest"],
+                "protocol": plans[0].identity["protocol"], "base": sweep.base.flat(),
+                "settings": sweep.settings, "seeds": sweep.seeds, "baseline": sweep.baseline}
+    grid_path = sweep.out / "grid.json"
+    if grid_path.exists():
+        saved = read_json(grid_path)
+        changed = [key for key in identity if saved.get(key) != identity[key]]
+        if changed:
+            raise SermtlError(f"sweep directory {sweep.out} was made with another {', '.join(changed)}; use another --out")
+    return identity
+
+
+def run_sweep(sweep: Sweep, progress: bool = True) -> dict[str, Any]:
+    """Plan, then train every (setting, seed) into its run directory (finished folds are
+    kept: an interrupted sweep resumes), and write ``sweep.json``, ``sweep.md`` and
+    ``sweep.png``; returns the content of ``sweep.json``."""
+    with StoreSession(sweep.store) as session:
+        identity = plan_sweep(session, sweep)
+        sweep.out.mkdir(parents=True, exist_ok=True)
+        write_json(sweep.out / "grid.json", identity)
+        results = {(setting_name(setting), seed): run_cv(sweep.store, sweep.run_dir(setting, seed),
+                                                         sweep.config(setting, seed), sweep.protocol,
+                                                         progress=progress, session=session)
+                   for setting, seed in sweep.jobs()}
+    return write_summary(sweep, results)
+
+
+def write_summary(sweep: Sweep, results: dict[tuple[str, int], dict[str, Any]]) -> dict[str, Any]:
+    """``sweep.json``, ``sweep.md`` and ``sweep.png`` from every run's results."""
+    from trainer.reports import plot_sweep
+
+    summary = summarise_sweep(sweep, results)
+    write_json(sweep.out / "sweep.json", summary)
+    plot_sweep(summary, sweep.out / "sweep.png")
+    write_text(sweep.out / "sweep.md", sweep_table(summary) + "\n\n![UWA per setting](sweep.png)\n")
+    return summary
+
+
+def summarise_sweep(sweep: Sweep, results: dict[tuple[str, int], dict[str, Any]]) -> dict[str, Any]:
+    """Per setting: mean ± std over seeds (:func:`~trainer.metrics.summarise_repeats`), the
+    95 % interval of the mean UWA over seeds, and against the baseline the paired
+    difference in UWA over (seed, fold) pairs (:func:`~trainer.stats.paired_difference`)."""
+    def fold_uwa(name: str) -> dict[tuple[int, int], float]:
+        return {(seed, fold["fold"]): fold["uwa"] for seed in sweep.seeds for fold in results[(name, seed)]["folds"]}
+
+    baseline = setting_name(sweep.settings[sweep.baseline])
+    reference = fold_uwa(baseline)
+    rows = []
+    for setting in sweep.settings:
+        name = setting_name(setting)
+        per_seed = {seed: results[(name, seed)] for seed in sweep.seeds}
+        mine = fold_uwa(name)
+        pairs = sorted(set(mine) & set(reference))
+        rows.append({
+            "setting": setting, "name": name, "dir": setting_dir(setting),
+            **summarise_repeats(per_seed),
+            "uwa_interval": mean_interval([r["uwa"] for r in per_seed.values()]),
+            "paired_uwa": None if name == baseline else {
+                **paired_difference([mine[p] for p in pairs], [reference[p] for p in pairs]),
+                "pairs": [list(p) for p in pairs]},
+        })
+    return {"baseline": baseline, "seeds": sweep.seeds, "settings": rows}
+
+
+def sweep_table(summary: dict[str, Any]) -> str:
+    """The sweep as a Markdown table (percent)."""
+    from trainer.reports import markdown_table
+
+    def spread(stat: dict[str, float]) -> str:
+        return f"{stat['mean']:.2f} ± {stat['std']:.2f}"
+
+    rows = []
+    for row in summary["settings"]:
+        paired = row["paired_uwa"]
+        if paired is None:
+            difference, interval, p_value, pairs = "baseline", "", "", ""
+        else:
+            difference = f"{paired['mean']:+.2f}" if paired["mean"] is not None else "–"
+            interval = f"[{paired['ci'][0]:+.2f}, {paired['ci'][1]:+.2f}]" if paired["ci"] else "–"
+            p_value = f"{paired['wilcoxon_p']:.3f}" if paired["wilcoxon_p"] is not None else "–"
+            pairs = paired["n"]
+        rows.append([row["name"], spread(row["wa"]), spread(row["uwa"]), spread(row["pooled_uwa"]),
+                     difference, interval, p_value, pairs])
+    header = ["setting", "WA", "UWA", "pooled UWA", "Δ UWA vs baseline", "95 % CI", "Wilcoxon p", "pairs"]
+    seeds = ", ".join(map(str, summary["seeds"]))
+    return (f"Mean ± std over seeds {seeds} (%). Δ UWA: mean paired difference against `{summary['baseline']}` "
+            f"over (seed, fold) pairs, with its 95 % Student-t interval and the Wilcoxon signed-rank p-value.\n\n"
+            + markdown_table(header, rows))
