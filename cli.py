@@ -390,32 +390,29 @@ def baseline(store: str, c: float, out: str | None, repeats: int, label: str, se
 @click.option("--feature", type=click.Choice(list(FEATURES)), help="Restrict to one feature (default: the paper's for the experiment).")
 @click.option("--model", default=DEFAULT_MODEL, show_default=True, help="w2v2 model for stores that must be extracted.")
 @click.option("--layers", default="last", show_default=True, help="w2v2 layers to extract.")
-@click.option("--epochs", type=int, default=50, show_default=True)
-@click.option("--channels", type=int, default=512, show_default=True)
-@click.option("--batch-size", type=int, default=64, show_default=True)
-@click.option("--alpha-max", type=float, default=0.5, show_default=True)
-@click.option("--seed", type=int, default=0, show_default=True)
-@click.option("--device", default="auto", show_default=True)
+@functools.partial(_apply, [config_option(name) for name in ("epochs", "channels", "batch_size", "alpha_max", "seed", "device")])
 def experiment(name, out, roots, stores, corpora, feature, model, layers, epochs, channels, batch_size, alpha_max, seed, device) -> None:
     """Reproduce a table or figure of the paper: runs, results.json, table.md and plots."""
     from featurestore.corpora import CORPORA
+    from trainer.config import TrainConfig
     from trainer.experiments import Workspace, run_experiment
 
     root_map = parse_pairs(roots, "--root")
     store_map = {}
     for key, path in parse_pairs(stores, "--store").items():
         corpus, sep, feat = key.partition(":")
-        if not sep or feat not in ("mfcc", "w2v2"):
-            raise SermtlError(f"--store expects CORPUS:FEATURE=PATH with FEATURE mfcc or w2v2, got {key!r}")
+        if not sep or feat not in FEATURES:
+            raise SermtlError(f"--store expects CORPUS:FEATURE=PATH with FEATURE one of {', '.join(FEATURES)}, got {key!r}")
         store_map[(corpus, feat)] = Path(path)
+    train = {"epochs": epochs, "channels": channels, "batch_size": batch_size, "alpha_max": alpha_max, "seed": seed}
+    TrainConfig.from_dict({**train, "device": device})  # checked before any store is extracted
     recipes = {c: "csv" for c, r in root_map.items() if str(r).lower().endswith(".csv")}
     unknown = [c for c in root_map if c not in CORPORA and c not in recipes]
     if unknown:
         raise SermtlError(f"--root {unknown[0]}=…: not a corpus recipe ({', '.join(sorted(CORPORA))}) nor a .csv manifest")
     workspace = Workspace(out=Path(out), cache=cache_dir(), roots=root_map, recipes=recipes, stores=store_map,
                           model=model, layers=layers, device=device, echo=click.echo,
-                          train={"epochs": epochs, "channels": channels, "batch_size": batch_size,
-                                 "alpha_max": alpha_max, "seed": seed})
+                          train=train)
     options: dict[str, Any] = {"corpora": list(corpora) or None}
     if feature:
         options["feature"] = feature

@@ -35,6 +35,7 @@ if __package__ in (None, ""):  # run as a script: make `bench` importable
 
 from bench.common import IEMOCAP_LONGEST_S, IEMOCAP_UTTERANCES, clock, machine_info, make_corpus, \
     ssl_model  # noqa: E402
+from featurestore.atomic import write_json  # noqa: E402
 
 EXTRACT_TARGET_X_REALTIME = 500.0
 TRAIN_TARGET_S = 180.0
@@ -144,7 +145,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         if args.workdir is None:
             shutil.rmtree(workdir, ignore_errors=True)
     if args.json:
-        args.json.write_text(json.dumps(out, indent=1) + "\n")
+        write_json(args.json, out, indent=1)
     print(json.dumps(out), flush=True)
     return out
 

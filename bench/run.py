@@ -31,6 +31,7 @@ import numpy as np  # noqa: E402
 
 from bench.common import IEMOCAP_UTTERANCES, clock, fresh_store, iemocap_like_frames, machine_info, make_corpus, \
     ssl_model, write_random_store  # noqa: E402
+from featurestore.atomic import write_json  # noqa: E402
 
 #: Training utterances of one IEMOCAP leave-one-session-out fold (4 of 5 sessions, 20 % of them for validation).
 IEMOCAP_TRAIN_UTTS = round(IEMOCAP_UTTERANCES * 0.8 * 0.8)
@@ -221,7 +222,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             shutil.rmtree(workdir, ignore_errors=True)
     out = summary(results, preset, time.perf_counter() - started)
     if args.json:
-        args.json.write_text(json.dumps({"summary": out, **results}, indent=1) + "\n")
+        write_json(args.json, {"summary": out, **results}, indent=1)
     print(json.dumps(out), flush=True)
     return out
 

@@ -19,6 +19,7 @@ import contextlib
 import dataclasses
 import datetime
 import os
+import re
 import shutil
 import time
 import traceback
@@ -151,6 +152,18 @@ def shard_dir(store_path: str | Path) -> Path:
     return path.with_name(path.name + ".shards")
 
 
+#: What a shard folder holds: the ranks' stores, with their lock and creation files.
+_SHARD_ENTRY = re.compile(r"^rank-\d+\.zarr(\.lock|\.partial|\.partial\.sermtl)?$")
+
+
+def _check_own_shards(shards: Path) -> None:
+    """Refuse a shard folder holding anything sermtl does not put there (a folder of the
+    user's that happens to have the name), before anything in it is read or removed."""
+    if shards.is_symlink() or any(not _SHARD_ENTRY.match(p.name) for p in shards.iterdir()):
+        raise SermtlError(f"{shards} holds files sermtl did not make (torchrun extraction keeps its rank shards "
+                          "there): move it away, then run again")
+
+
 def deal_batches(batches: list[list[str]], durations: dict[str, float], world: int) -> list[list[str]]:
     """Give each batch to the rank with the least audio so far (largest batches first).
 
@@ -261,6 +274,7 @@ def take_in_shards(manifest: Manifest, extractor: FeatureExtractor, store_path: 
     path, shards = Path(store_path), shard_dir(store_path)
     if not shards.is_dir():
         return 0
+    _check_own_shards(shards)
     writer, fingerprint = _open_writer(manifest, extractor, path, format, dtype)
     with writer:
         copied = _salvage_shards(writer, shards, fingerprint, writer.pending(manifest.ids()))
@@ -334,6 +348,7 @@ def extract_sharded(group: Group, manifest: Manifest, extractor: FeatureExtracto
             target.writer.close()
     if target is None:
         return None
+    _check_own_shards(shards)
     shutil.rmtree(shards, ignore_errors=True)
     copied, skipped = merged
     return ExtractionReport(store=path, stored=copied + target.salvaged,

@@ -7,11 +7,13 @@ Run directory::
     RUN/fold_<k>/metrics.json per-fold test metrics (written last: marks the fold done)
     RUN/fold_<k>/predictions.csv, history.json, checkpoint.pt
     RUN/results.json          averages over folds (percent) and the per-fold list
+    RUN/run.lock              held while a command writes the directory
 
 Every file is written atomically (temporary file, then rename), and a fold counts as
 finished only when its ``metrics.json`` exists (written after everything else), so an
-interrupted ``cv``, even one killed with ``kill -9``, redoes just the unfinished fold. Restarting with
-a different config in the same directory is refused.
+interrupted ``cv``, even one killed with ``kill -9``, redoes just the unfinished fold.
+Restarting with a different config, or on a store that changed since, is refused; every
+check runs before the directory gets its first file (:func:`plan_run`).
 """
 
 from __future__ import annotations

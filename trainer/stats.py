@@ -14,12 +14,21 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from featurestore.errors import SermtlError
+
+
+def _scipy_stats():
+    try:
+        from scipy import stats
+    except ImportError:
+        raise SermtlError("paired statistics need scipy: pip install 'sermtl[train]'") from None
+    return stats
+
 
 def mean_interval(values: Sequence[float], confidence: float = 0.95) -> dict[str, Any]:
     """``n``, ``mean``, sample ``std`` and ``ci``, the Student-t interval of the mean at
     ``confidence`` (``std`` and ``ci`` are ``None`` below 2 values)."""
-    from scipy import stats
-
+    stats = _scipy_stats()
     data = np.asarray(values, dtype=np.float64)
     out: dict[str, Any] = {"n": len(data), "mean": float(data.mean()) if len(data) else None, "std": None, "ci": None}
     if len(data) >= 2:
@@ -37,8 +46,7 @@ def paired_difference(a: Sequence[float], b: Sequence[float], confidence: float 
     >>> stats["mean"], [round(x, 4) for x in stats["ci"]], stats["wilcoxon_p"]
     (3.0, [1.0368, 4.9632], 0.0625)
     """
-    from scipy import stats
-
+    stats = _scipy_stats()
     if len(a) != len(b):
         raise ValueError(f"paired samples differ in length: {len(a)} and {len(b)}")
     diff = np.asarray(a, dtype=np.float64) - np.asarray(b, dtype=np.float64)

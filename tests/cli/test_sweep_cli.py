@@ -130,3 +130,14 @@ def test_grid_files_and_parsing(tmp_path) -> None:
     path.write_text("channels: 8\n")
     with pytest.raises(Exception, match="expected a non-empty list"):
         read_grid_file(path)
+
+
+def test_doctests() -> None:
+    import doctest
+
+    import trainer.stats
+    import trainer.sweep
+
+    for module in (trainer.stats, trainer.sweep):
+        result = doctest.testmod(module)
+        assert result.attempted > 0 and result.failed == 0

@@ -50,6 +50,7 @@ class Workspace:
     def __init__(self, base: dict[str, Path], tmp: Path) -> None:
         self.base, self.tmp = base, tmp
         self.made: dict[str, Path] = {}
+        self.lock = None  # a lock a case holds while its command runs (released by the harness)
 
     def _copy(self, key: str, name: str) -> Path:
         if key not in self.made:

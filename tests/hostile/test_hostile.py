@@ -235,7 +235,7 @@ def _table3_one_feature(ws: Workspace) -> Argv:
 
 
 def _lock_held(ws: Workspace) -> Argv:
-    ws.lock = ExclusiveLock(ws.run / "run.lock", "test")  # released by the harness
+    ws.lock = ExclusiveLock(ws.run / "run.lock", "test")
     return _resume(ws)
 
 
@@ -323,6 +323,10 @@ CASES: list[Case] = [
          lambda ws: ((ws.tmp / "new.zarr.partial").mkdir(), (ws.tmp / "new.zarr.partial" / "mine.txt").write_text("x"),
                      _extract(ws, store=ws.tmp / "new.zarr"))[2],
          culprit="new.zarr.partial", after=lambda ws: (ws.tmp / "new.zarr.partial" / "mine.txt").read_text() == "x" or pytest.fail()),
+    Case("links", "a folder of the user's named STORE.shards",
+         lambda ws: ((ws.tmp / "new.zarr.shards").mkdir(), (ws.tmp / "new.zarr.shards" / "mine.txt").write_text("x"),
+                     _extract(ws, store=ws.tmp / "new.zarr"))[2],
+         culprit="new.zarr.shards", after=lambda ws: (ws.tmp / "new.zarr.shards" / "mine.txt").read_text() == "x" or pytest.fail()),
     Case("links", "STORE.partial is a link to a folder of the user's",
          lambda ws: ((ws.tmp / "mine").mkdir(), (ws.tmp / "mine" / "a.txt").write_text("x"),
                      _plant_link(ws.tmp / "new.h5.partial", ws.tmp / "mine"), _extract(ws, store=ws.tmp / "new.h5"))[3],
@@ -527,7 +531,7 @@ def test_hostile(case: Case, ws: Workspace, monkeypatch) -> None:
     try:
         result = invoke(argv)
     finally:
-        if getattr(ws, "lock", None) is not None:
+        if ws.lock is not None:
             ws.lock.release()
     output = result.output
     assert "Traceback" not in output, output

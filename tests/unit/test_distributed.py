@@ -286,3 +286,32 @@ def test_cv_folds_over_two_ranks_match_a_single_process(tmp_path, iemocap_mfcc_s
         for name in ("predictions.csv", "history.json"):
             assert (tmp_path / "two" / f"fold_{fold}" / name).read_text() == \
                 (tmp_path / "single" / f"fold_{fold}" / name).read_text(), (fold, name)
+
+
+def test_a_sweep_over_two_ranks_matches_a_single_process_and_resumes(tmp_path, iemocap_mfcc_store) -> None:
+    """(setting, seed, fold) jobs dealt to two ranks give the single process's sweep; a rerun
+    after a lost fold retrains that fold only."""
+    from trainer.sweep import Sweep, run_sweep
+
+    flags = ["--epochs=1", "--channels=8", "--embedding-dim=8", "--batch-size=8", "--device=cpu"]
+    protocol = ["--protocol", "group-kfold", "--by", "speaker", "--folds", "2"]
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # as each torchrun rank
+    try:
+        config = TrainConfig.from_dict({"epochs": 1, "channels": 8, "embedding_dim": 8, "batch_size": 8, "device": "cpu"})
+        single = run_sweep(Sweep(iemocap_mfcc_store, tmp_path / "single", config, Protocol("group-kfold", by="speaker", folds=2),
+                                 [{"aux": "none"}, {"aux": "expression"}], [0]), progress=False)
+    finally:
+        torch.set_num_threads(threads)
+    args = ["sweep", "--store", iemocap_mfcc_store, *protocol, *flags, "--grid", "aux=none,expression", "--out", tmp_path / "two"]
+    result = torchrun(*args, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    two = json.loads((tmp_path / "two" / "sweep.json").read_text())
+    assert two == single
+    lost = tmp_path / "two" / "aux=expression" / "seed_0" / "fold_2"
+    kept = tmp_path / "two" / "aux=none" / "seed_0" / "fold_1" / "metrics.json"
+    stamp = kept.stat().st_mtime_ns
+    shutil.rmtree(lost)
+    assert torchrun(*args, cwd=tmp_path).returncode == 0
+    assert (lost / "metrics.json").is_file() and kept.stat().st_mtime_ns == stamp
+    assert json.loads((tmp_path / "two" / "sweep.json").read_text()) == single

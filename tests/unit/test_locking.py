@@ -93,3 +93,12 @@ def test_a_partial_store_left_by_a_killed_writer_is_cleared(tmp_path, suffix) ->
     _writer(tmp_path / f"s{suffix}", tmp_path).close()
     assert (tmp_path / f"s{suffix}").exists()
     assert sorted(p.name for p in tmp_path.iterdir()) == [f"s{suffix}", f"s{suffix}.lock"]
+
+
+def test_reading_a_store_needs_no_posix_only_module(iemocap_mfcc_store) -> None:
+    """``fcntl`` exists on POSIX only: reading a store must not import it (only a writer locks)."""
+    code = ("import sys; sys.modules['fcntl'] = None\n"
+            "from featurestore import open_store\n"
+            f"store = open_store({str(iemocap_mfcc_store)!r}); print(len(store), store.read(store.ids()[0]).shape)")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert done.returncode == 0 and done.stdout.startswith("60 "), done.stderr
