@@ -193,7 +193,9 @@ def plot_sweep(summary: Mapping[str, Any], path: str | Path) -> Path:
             ax.errorbar(x, mean, yerr=error, color="black", capsize=4)
     ax.set_xticks(range(len(rows)), [row["name"] for row in rows], rotation=30, ha="right", fontsize="small")
     ax.set_ylabel("UWA (%)")
-    ax.set_title(f"UWA per setting, mean and 95 % interval over seeds {', '.join(map(str, summary['seeds']))}")
+    ax.set_ylim(0.0, 100.0)  # a 95 % interval over two seeds can reach far past either end
+    ax.set_title(f"UWA per setting: mean and 95 % interval\nover seeds {', '.join(map(str, summary['seeds']))}",
+                 fontsize="medium")
     return _save(figure, path)
 
 
