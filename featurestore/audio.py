@@ -22,7 +22,7 @@ TARGET_SR = 16000
 SAMPLE_RATE_RANGE = (4000, 768000)
 #: Longest audio (file or segment) decoded by default, in seconds (``--max-duration``).
 DEFAULT_MAX_DURATION = 600.0
-_SIGNATURE_BYTES = 16384
+_SIGNATURE_BYTES = 4096
 _SOUNDFILE_SUFFIXES = {".wav", ".flac", ".ogg", ".oga", ".mp3", ".aiff", ".aif", ".au"}
 
 
@@ -180,7 +180,7 @@ def audio_duration(path: str | os.PathLike) -> float:
 
 def audio_signature(path: str | os.PathLike) -> int | None:
     """A fast content signature of an audio file: a 63-bit hash of its size and its first
-    and last 16 KiB (a header holds the data size, so a re-recorded or re-encoded file
+    and last 4 KiB (a header holds the data size, so a re-recorded or re-encoded file
     with the same name almost surely differs). ``None`` when the file cannot be read."""
     try:
         with open(path, "rb") as handle:

@@ -130,10 +130,11 @@ class PreparedRun:
 
 
 def plan_run(session: StoreSession, out_dir: str | Path, config: TrainConfig,
-             protocol: Protocol | None = None) -> RunPlan:
+             protocol: Protocol | None = None, only_folds: list[int] | None = None) -> RunPlan:
     """Every check of a run, writing nothing: the config against the store (columns, layer,
     ``aux``), a run directory already there against this run (config, store state,
-    finished folds), the folds and the classes of each task in every fold."""
+    finished folds), the folds (``only_folds`` among them) and the classes of each task in
+    every fold."""
     store, out = session.store, Path(out_dir)
     config = resolved_config(config, store.manifest)
     check_columns(store, config)
@@ -149,17 +150,20 @@ def plan_run(session: StoreSession, out_dir: str | Path, config: TrainConfig,
     check_folds(folds, store.manifest, label_column=config.label,
                 group_column=protocol.by if protocol.name in ("loso", "group-kfold", "split") else None)
     check_tasks(store.manifest, folds, config)
+    unknown = sorted(set(only_folds or ()) - {f.fold for f in folds})
+    if unknown:
+        raise SermtlError(f"--fold {unknown[0]}: the protocol has folds 1..{len(folds)}")
     for fold in folds:
         _check_finished_fold(out / f"fold_{fold.fold}")
     return RunPlan(out, identity, protocol, folds, config)
 
 
 def prepare_run(session: StoreSession, out_dir: str | Path, config: TrainConfig, protocol: Protocol | None = None,
-                exclusive: bool = True) -> PreparedRun:
+                exclusive: bool = True, only_folds: list[int] | None = None) -> PreparedRun:
     """:func:`plan_run`, then take the run directory's lock (unless not ``exclusive``:
     torchrun ranks share a run directory) and write (or check again, under the lock) its
     ``config.json`` and ``folds.json``. Nothing is written before every check has passed."""
-    plan = plan_run(session, out_dir, config, protocol)
+    plan = plan_run(session, out_dir, config, protocol, only_folds)
     out, config_path, folds_path = plan.out, plan.out / "config.json", plan.out / "folds.json"
     try:
         out.mkdir(parents=True, exist_ok=True)  # only now: a refused run leaves no directory behind
@@ -272,12 +276,10 @@ def run_cv(store_path: str | Path, out_dir: str | Path, config: TrainConfig, pro
 
 def _run_prepared(session: StoreSession, out: Path, config: TrainConfig, protocol: Protocol | None,
                   only_folds: list[int] | None, progress: bool, write_results: bool, exclusive: bool) -> dict[str, Any]:
-    run = prepare_run(session, out, config, protocol, exclusive)
+    run = prepare_run(session, out, config, protocol, exclusive, only_folds)
     protocol, folds, config = run.protocol, run.folds, run.config
     with run.lock:
         wanted = [f for f in folds if only_folds is None or f.fold in only_folds]
-        if only_folds and len(wanted) != len(set(only_folds)):
-            raise SermtlError(f"--fold {only_folds}: the protocol has folds 1..{len(folds)}")
         _train_folds(session, out, wanted, config, progress)
         per_fold = [read_json(out / f"fold_{f.fold}" / "metrics.json") for f in wanted]
         results = {"aux_accuracy": None, **average_folds(per_fold), "folds": per_fold, "protocol": protocol.name,

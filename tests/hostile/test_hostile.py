@@ -434,7 +434,8 @@ CASES: list[Case] = [
          _one_expression_store, code=0,
          after=lambda ws: json.loads((ws.tmp / "acted_run" / "config.json").read_text())["train"]["aux"] == "none"
          or pytest.fail("aux not resolved to none")),
-    Case("training values", "--fold beyond the protocol", lambda ws: _train(ws, "--fold", "9"), culprit="--fold"),
+    Case("training values", "--fold beyond the protocol", lambda ws: _train(ws, "--fold", "9"), culprit="--fold 9",
+         after=_no_run_dir("new_run")),
     Case("training values", "--protocol split without values", lambda ws: [*_train(ws)[:3], "--protocol", "split", "--by", "speaker",
                                                                             "--epochs", "1", "--out", ws.tmp / "new_run"],
          culprit="split", after=_no_run_dir("new_run")),
