@@ -2,8 +2,11 @@
 allowed values, and checked when the config is built (from the CLI and from Python alike).
 
 Torch-free, so that the command line can build and check a config before importing torch.
-The ``sermtl train``/``cv`` flags are generated from :func:`options` (``--batch-size`` for
-``batch_size``), so adding an option means adding one field here, its use, and a test.
+The flags of ``sermtl train``, ``cv``, ``sweep`` and ``experiment`` are generated from
+:func:`options` (``--batch-size`` for ``batch_size``), so adding an option means adding one
+field here, its use, and a test (``tests/unit/test_config.py`` lists a bad value per field).
+Config files (:func:`read_config_file`) and sweep grids (:func:`parse_value`) are read
+against the same declarations.
 
 >>> TrainConfig(epochs=5).epochs
 5
