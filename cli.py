@@ -21,6 +21,7 @@ from featurestore.corpora import available_corpora
 from featurestore.errors import SermtlError
 from featurestore.features import FEATURES
 from featurestore.store.base import available_backends
+from trainer.folds import PROTOCOLS
 
 DEFAULT_MODEL = "facebook/wav2vec2-large-960h"
 #: Per-feature defaults for flags whose best value depends on the feature.
@@ -168,11 +169,10 @@ def extract(corpus, root, manifest, options, feature, model, layers, store, stor
     from featurestore.distributed import extract_sharded, process_group, shard_dir, take_in_shards
     from featurestore.features import build_extractor
     from featurestore.pipeline import extract_to_store
+    from featurestore.store.base import check_store_path
 
     rows, name = load_manifest(corpus, root, manifest, parse_options(options))
     suffix = ".h5" if store_format == "hdf5" else ".zarr"
-    from featurestore.store.base import check_store_path
-
     store_path = check_store_path(store) if store else cache_dir() / f"{name}_{feature}{suffix}"
     extractor_options: dict[str, Any] = {"device": device}
     if feature == "w2v2":
@@ -225,7 +225,7 @@ def config_option(name: str):
 
 
 PROTOCOL_OPTIONS = [
-    click.option("--protocol", type=click.Choice(["loso", "kfold", "group-kfold", "split"]),
+    click.option("--protocol", type=click.Choice(PROTOCOLS),
                  help="Folds. Default: loso --by session when the store has sessions, else kfold (80/10/10, 5 folds)."),
     click.option("--by", help="Column the protocol groups by (loso, group-kfold, split), e.g. session or speaker."),
     click.option("--folds", type=click.IntRange(min=2), default=5, show_default=True, help="Number of folds (kfold, group-kfold)."),
@@ -278,19 +278,18 @@ def _run_setup(store: str | None, config_file: str | None, params: dict[str, Any
             value = params[flag_name]
             protocol[key] = _comma_list(value) if key in ("train_values", "test_values") else value
     if protocol and "name" not in protocol:
-        raise SermtlError("--by/--folds/--valid-fraction need --protocol (loso, kfold, group-kfold or split)")
+        raise SermtlError(f"--by/--folds/--valid-fraction need --protocol ({', '.join(PROTOCOLS)})")
     return store, Protocol.from_dict(protocol, "the protocol flags") if protocol else None, config
 
 
 def _run_training(only_folds: list[int] | None, store: str | None, config_file: str | None, out: str | None,
                   repeats: int = 1, **params) -> None:
     from featurestore.distributed import process_group
+    from featurestore.store.reader import stored_manifest
     from trainer.cv import run_cv, run_repeats
     from trainer.distributed import run_cv_distributed
-    from trainer.metrics import describe_repeats, describe_results
-
-    from featurestore.store.reader import stored_manifest
     from trainer.loop import resolved_config
+    from trainer.metrics import describe_repeats, describe_results
 
     store, protocol, config = _run_setup(store, config_file, params)
     config = resolved_config(config, stored_manifest(store))  # --aux auto made concrete, for the run's name too
@@ -482,7 +481,6 @@ def list_registries() -> None:
     """What sermtl knows by name: corpus recipes, features, store formats, fold protocols,
     config presets and training options (with defaults and allowed values)."""
     from trainer.config import flag, options, preset_names
-    from trainer.folds import PROTOCOLS
 
     for title, names in (("corpora", available_corpora()), ("features", list(FEATURES)),
                          ("store formats", available_backends()), ("protocols", list(PROTOCOLS)),

@@ -19,7 +19,7 @@ import tempfile
 from pathlib import Path
 from typing import IO, Any, Iterator
 
-from featurestore.errors import SermtlError
+from featurestore.errors import SermtlError, describe_error
 
 _UMASK = os.umask(0)
 os.umask(_UMASK)
@@ -110,7 +110,7 @@ def read_json(path: str | os.PathLike, expect: type = dict) -> Any:
     except OSError as exc:
         raise SermtlError(f"cannot read {path}: {os.strerror(exc.errno) if exc.errno else exc}") from None
     except ValueError as exc:  # JSONDecodeError and UnicodeDecodeError
-        raise SermtlError(f"{path} is damaged (not valid JSON: {str(exc).splitlines()[0]}); delete it or use another folder") from None
+        raise SermtlError(f"{path} is damaged (not valid JSON: {describe_error(exc)}); delete it or use another folder") from None
     if not isinstance(data, expect):
         raise SermtlError(f"{path} is damaged (holds a {type(data).__name__}, expected a {expect.__name__})")
     return data

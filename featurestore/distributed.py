@@ -29,12 +29,12 @@ from typing import Any, Callable, Iterator, TypeVar
 
 import numpy as np
 
-from featurestore.errors import SermtlError
+from featurestore.errors import SermtlError, describe_error
 from featurestore.features.base import FeatureExtractor
 from featurestore.manifest import Manifest, same_audio
 from featurestore.pipeline import ExtractionReport, extract_to_store, extractor_frame_rate, plan_batches
 from featurestore.store.merge import copy_entries
-from featurestore.store.reader import FeatureStore, describe_error, open_store
+from featurestore.store.reader import FeatureStore, open_store
 from featurestore.store.writer import StoreWriter, store_fingerprint
 
 #: The environment variables ``torchrun`` sets for every process it starts.

@@ -6,3 +6,9 @@ class SermtlError(Exception):
 
     The message is one line that names the file, utterance or flag at fault.
     """
+
+
+def describe_error(exc: BaseException) -> str:
+    """``"Type: first line of the message"``, to quote another library's exception in one line."""
+    lines = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {lines[0]}" if lines else type(exc).__name__

@@ -10,7 +10,8 @@ from typing import Any, Iterable
 import numpy as np
 
 from featurestore.audio import audio_signature
-from featurestore.store.reader import FeatureStore, describe_error, open_store
+from featurestore.errors import describe_error
+from featurestore.store.reader import FeatureStore, open_store, rows_inside
 from featurestore.store.writer import frames_checksum, store_fingerprint
 
 _BLOCK_FRAMES = 1 << 16
@@ -163,7 +164,8 @@ def check_store(store: FeatureStore) -> VerifyResult:
     problems = _store_problems(store)
     entries = sorted((offset, frames, utt_id) for utt_id, (offset, frames) in store.entries().items())
     total = store.stored_frames
-    inside = [(o, f, u) for o, f, u in entries if f > 0 and o >= 0 and o + f <= total]
+    rows = np.array([(o, f) for o, f, _ in entries], dtype=np.int64).reshape(-1, 2)
+    inside = [entry for entry, ok in zip(entries, rows_inside(rows[:, 0], rows[:, 1], total)) if ok]
     bad = {u: f"entry ({o}, {f}) outside the {total} stored frames" for o, f, u in sorted(set(entries) - set(inside))}
     bad.update(_overlap_problems(inside))
     for utt_id, problem in {**audio_changes(store), **_value_problems(store, inside)}.items():

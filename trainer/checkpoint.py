@@ -15,7 +15,7 @@ from typing import Any
 import torch
 
 from featurestore.atomic import atomic_write
-from featurestore.errors import SermtlError
+from featurestore.errors import SermtlError, describe_error
 
 #: Keys every checkpoint holds, with the type of their value.
 REQUIRED_KEYS: dict[str, type | tuple[type, ...]] = {
@@ -44,10 +44,9 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
     try:
         checkpoint = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:
-        reason = str(exc).strip().splitlines()
         unsafe = "weights_only" in str(exc) or "Unsupported global" in str(exc)
         what = "it holds objects other than tensors and plain data (refused: loading it could run code)" if unsafe \
-            else f"{type(exc).__name__}: {reason[0] if reason else ''}".rstrip(": ")
+            else describe_error(exc)
         raise SermtlError(f"not a sermtl checkpoint: {path}: {what}") from None
     if not isinstance(checkpoint, dict):
         raise SermtlError(f"not a sermtl checkpoint: {path}: holds a {type(checkpoint).__name__}, not a dict")

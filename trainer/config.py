@@ -28,7 +28,7 @@ import warnings
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
-from featurestore.errors import SermtlError
+from featurestore.errors import SermtlError, describe_error
 from featurestore.features.base import device_problem
 from trainer.tasks import DEFAULT_ALPHA_MAX, alpha_at
 
@@ -357,8 +357,7 @@ def _parse(path: Path) -> dict[str, Any]:
 
             data = yaml.safe_load(text)
     except Exception as exc:  # json and yaml raise several types
-        first = str(exc).strip().splitlines()
-        raise SermtlError(f"--config {path}: neither YAML nor JSON ({first[0] if first else type(exc).__name__})") from None
+        raise SermtlError(f"--config {path}: neither YAML nor JSON ({describe_error(exc)})") from None
     if not isinstance(data, dict):
         raise SermtlError(f"--config {path}: expected a mapping of options, got {type(data).__name__}")
     return data

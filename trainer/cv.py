@@ -21,6 +21,7 @@ from __future__ import annotations
 import contextlib
 import csv
 import dataclasses
+import functools
 import hashlib
 import os
 from pathlib import Path
@@ -30,7 +31,7 @@ from featurestore.atomic import atomic_write, read_json, write_json
 from featurestore.errors import SermtlError
 from featurestore.features.base import resolve_device
 from featurestore.locking import ExclusiveLock
-from featurestore.store.reader import FeatureStore, open_store
+from featurestore.store.reader import open_store
 from trainer.checkpoint import save_checkpoint
 from trainer.config import TrainConfig
 from trainer.data import FeatureBank, open_bank, resolve_layer
@@ -65,18 +66,6 @@ def _differences(previous: dict[str, Any], identity: dict[str, Any]) -> list[str
     return changed
 
 
-def store_identity(store: FeatureStore, store_path: str | Path) -> dict[str, Any]:
-    """What a run records of its store, and checks when it resumes: the path, the feature
-    fingerprint, the entry count and a digest of the entries' ids and checksums (so a store
-    that grew, or was extracted again, is not taken for the one the run trained on)."""
-    digest = hashlib.sha256()
-    checksums = store.checksums()
-    for utt_id in store.ids():
-        digest.update(f"{utt_id}\t{store.num_frames(utt_id)}\t{checksums.get(utt_id, -1)}\n".encode())
-    return {"store": str(Path(store_path).resolve()), "store_fingerprint": store.attrs.get("fingerprint"),
-            "store_entries": len(store), "store_digest": digest.hexdigest()[:16]}
-
-
 class StoreSession:
     """A store opened once, with its feature banks (each loaded once, its normalisation
     statistics kept per training set), shared by every run made through it: the folds of
@@ -86,6 +75,19 @@ class StoreSession:
         self.path = Path(store_path)
         self.store = open_store(store_path)
         self._banks: dict[tuple[str, str], FeatureBank] = {}
+
+    @functools.cached_property
+    def identity(self) -> dict[str, Any]:
+        """What a run records of its store, and checks when it resumes: the path, the feature
+        fingerprint, the entry count and a digest of the entries' ids, frame counts and
+        checksums (so a store that grew, or was extracted again, is not taken for the one the
+        run trained on); computed once per session."""
+        digest = hashlib.sha256()
+        checksums = self.store.checksums()
+        for utt_id in self.store.ids():
+            digest.update(f"{utt_id}\t{self.store.num_frames(utt_id)}\t{checksums.get(utt_id, -1)}\n".encode())
+        return {"store": str(self.path.resolve()), "store_fingerprint": self.store.attrs.get("fingerprint"),
+                "store_entries": len(self.store), "store_digest": digest.hexdigest()[:16]}
 
     def bank(self, layer: str | int | None, device: str) -> FeatureBank:
         """The bank of ``layer`` on ``device`` (loaded on first use)."""
@@ -140,7 +142,7 @@ def plan_run(session: StoreSession, out_dir: str | Path, config: TrainConfig,
     check_columns(store, config)
     resolve_layer(store, config.layer)
     protocol = protocol or default_protocol(store.manifest)
-    identity = {**store_identity(store, session.path), "protocol": dataclasses.asdict(protocol), "train": config.to_dict()}
+    identity = {**session.identity, "protocol": dataclasses.asdict(protocol), "train": config.to_dict()}
     if out.exists() and not out.is_dir():
         raise SermtlError(f"--out {out} is a file, not a run directory")
     if (out / "config.json").exists():

@@ -22,15 +22,15 @@ import torch
 from torch.nn import functional as F
 
 from featurestore import __version__
-from featurestore.errors import SermtlError
+from featurestore.errors import SermtlError, describe_error
 from featurestore.features.base import resolve_device
 from featurestore.store.reader import FeatureStore
+from trainer.config import TrainConfig
 from trainer.data import FeatureBank, make_batches
 from trainer.folds import Fold
 from trainer.metrics import evaluate, pattern_separability, unweighted_accuracy
 from trainer.models.augment import SpecAugment
 from trainer.network import NetworkConfig, SERNetwork
-from trainer.config import TrainConfig
 from trainer.tasks import Task
 
 #: Manifest columns whose values split the test set into reported subsets.
@@ -341,7 +341,5 @@ def load_network(checkpoint: dict[str, Any], device: str = "cpu") -> SERNetwork:
         network = SERNetwork(NetworkConfig.from_dict(checkpoint["network"]))
         network.load_state_dict(checkpoint["state_dict"])
     except (TypeError, ValueError, RuntimeError, KeyError) as exc:
-        reason = str(exc).strip().splitlines()
-        raise SermtlError(f"checkpoint does not fit this version's network ({type(exc).__name__}: "
-                          f"{reason[0] if reason else ''})") from None
+        raise SermtlError(f"checkpoint does not fit this version's network ({describe_error(exc)})") from None
     return network.to(resolve_device(device)).eval()

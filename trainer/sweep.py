@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from featurestore.atomic import read_json, write_json, write_text
-from featurestore.errors import SermtlError
+from featurestore.errors import SermtlError, describe_error
 from trainer.config import TrainConfig, parse_value
 from trainer.cv import StoreSession, plan_run, run_cv
 from trainer.folds import Protocol
@@ -69,7 +69,7 @@ def read_grid_file(path: str | Path) -> list[dict[str, Any]]:
     try:
         data = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
-        raise SermtlError(f"--grid-file {path}: cannot read it ({str(exc).splitlines()[0]})") from None
+        raise SermtlError(f"--grid-file {path}: cannot read it ({describe_error(exc)})") from None
     if not isinstance(data, list) or not data or not all(isinstance(item, dict) and item for item in data):
         raise SermtlError(f"--grid-file {path}: expected a non-empty list of non-empty mappings of options")
     return [{key: _value(key, value) if isinstance(value, str) else value for key, value in item.items()} for item in data]
@@ -143,9 +143,7 @@ def plan_sweep(session: StoreSession, sweep: Sweep) -> dict[str, Any]:
         raise SermtlError(f"--out {sweep.out} is a file, not a sweep directory")
     plans = [plan_run(session, sweep.run_dir(setting, seed), sweep.config(setting, seed), sweep.protocol)
              for setting, seed in sweep.jobs()]
-    identity = {"store": plans[0].identity["store"], "store_fingerprint": plans[0].identity["store_fingerprint"],
-                "store_entries": plans[0].identity["store_entries"], "store_digest": plans[0].identity["store_digest"],
-                "protocol": plans[0].identity["protocol"], "base": sweep.base.flat(),
+    identity = {**session.identity, "protocol": plans[0].identity["protocol"], "base": sweep.base.flat(),
                 "settings": sweep.settings, "seeds": sweep.seeds, "baseline": sweep.baseline}
     grid_path = sweep.out / "grid.json"
     if grid_path.exists():

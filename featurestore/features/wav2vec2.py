@@ -74,7 +74,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from featurestore.errors import SermtlError
+from featurestore.errors import SermtlError, describe_error
 from featurestore.features.base import FeatureExtractor, resolve_device
 
 SAMPLE_RATE = 16000
@@ -141,8 +141,7 @@ class SSLExtractor(FeatureExtractor):
         try:
             hf_model = AutoModel.from_pretrained(model, trust_remote_code=False)
         except Exception as exc:  # transformers raises many types (a weight file holding a pickle: UnpicklingError)
-            reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-            raise SermtlError(f"--model {model}: cannot load it ({reason})") from exc
+            raise SermtlError(f"--model {model}: cannot load it ({describe_error(exc)})") from exc
         hf_config = hf_model.config
         if not hasattr(hf_model, "feature_extractor") or not hasattr(hf_config, "conv_kernel"):
             raise SermtlError(

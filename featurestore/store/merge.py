@@ -14,9 +14,9 @@ from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 
-from featurestore.errors import SermtlError
+from featurestore.errors import SermtlError, describe_error
 from featurestore.manifest import Manifest
-from featurestore.store.reader import FeatureStore, describe_error, open_store
+from featurestore.store.reader import FeatureStore, open_store
 from featurestore.store.writer import StoreWriter, entry_checksum
 
 Selector = Callable[[dict[str, Any]], bool]

@@ -20,7 +20,7 @@ from typing import Any, Iterator
 
 import numpy as np
 
-from featurestore.errors import SermtlError
+from featurestore.errors import SermtlError, describe_error
 from featurestore.manifest import Manifest
 from featurestore.store.base import Backend, available_backends, backend_for_path, get_backend
 
@@ -36,12 +36,6 @@ def find_backend(path: Path, format: str | None = None) -> type[Backend]:
     raise SermtlError(f"not a feature store: {path}")
 
 
-def describe_error(exc: BaseException) -> str:
-    """``"Type: first line of the message"``, to quote a backend's exception in one line."""
-    lines = str(exc).strip().splitlines()
-    return f"{type(exc).__name__}: {lines[0]}" if lines else type(exc).__name__
-
-
 def damaged_store_error(path: Path, action: str, exc: BaseException) -> SermtlError:
     """The one-line error for a backend failure on damaged data: names the store and the
     commands that deal with it."""
@@ -49,6 +43,12 @@ def damaged_store_error(path: Path, action: str, exc: BaseException) -> SermtlEr
         f"cannot {action} store {path} ({describe_error(exc)}): it may be damaged; "
         f"run `sermtl verify {path}`, then `sermtl extract … --repair`"
     )
+
+
+def rows_inside(offset: np.ndarray, frames: np.ndarray, stored: int) -> np.ndarray:
+    """Which index rows ``(offset, frames)`` name a non-empty run inside the first ``stored``
+    frames (written so that huge damaged values cannot overflow)."""
+    return (frames > 0) & (offset >= 0) & (frames <= stored) & (offset <= stored - frames)
 
 
 def _compact_spans(entries: dict[str, tuple[int, int]]) -> tuple[list[tuple[int, int]], dict[str, tuple[int, int]]]:
@@ -282,18 +282,16 @@ def open_store(path: str | Path, format: str | None = None) -> FeatureStore:
     path = Path(path)
     try:
         opened = find_backend(path, format).open(path, writable=False)
+        try:
+            return FeatureStore(opened)
+        except BaseException:
+            with contextlib.suppress(Exception):
+                opened.close()
+            raise
     except SermtlError:
         raise
     except Exception as exc:  # damaged metadata: zarr and h5py raise many types
         raise damaged_store_error(path, "open", exc) from None
-    try:
-        return FeatureStore(opened)
-    except BaseException as exc:
-        with contextlib.suppress(Exception):
-            opened.close()
-        if isinstance(exc, Exception) and not isinstance(exc, SermtlError):
-            raise damaged_store_error(path, "open", exc) from None
-        raise
 
 
 def stored_manifest(path: str | Path, format: str | None = None) -> Manifest:
@@ -302,4 +300,4 @@ def stored_manifest(path: str | Path, format: str | None = None) -> Manifest:
         return store.manifest
 
 
-__all__ = ["FeatureStore", "open_store", "stored_manifest", "backend_for_path", "damaged_store_error", "describe_error", "read_manifest", "read_rows"]
+__all__ = ["FeatureStore", "open_store", "stored_manifest", "backend_for_path", "damaged_store_error", "describe_error", "read_manifest", "read_rows", "rows_inside"]

@@ -40,7 +40,7 @@ from featurestore.errors import SermtlError
 from featurestore.locking import ExclusiveLock
 from featurestore.manifest import Manifest, same_audio
 from featurestore.store.base import backend_for_path, check_store_path
-from featurestore.store.reader import FeatureStore, damaged_store_error, read_manifest, read_rows
+from featurestore.store.reader import FeatureStore, damaged_store_error, read_manifest, read_rows, rows_inside
 
 FORMAT_VERSION = 1
 #: What a row of each per-utterance array holds, for messages.
@@ -286,7 +286,7 @@ class StoreWriter:
         append point, and the next commit of their utterance replaces them."""
         offset, frames = self._index[:, 0], self._index[:, 1]
         stored = int(self._features.shape[1])
-        damaged = (frames >= 0) & ((frames == 0) | (offset < 0) | (frames > stored) | (offset > stored - frames))
+        damaged = (frames >= 0) & ~rows_inside(offset, frames, stored)
         if damaged.any():
             ids = self.manifest.ids()
             names = ", ".join(ids[i] for i in np.flatnonzero(damaged)[:3])
