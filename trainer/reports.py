@@ -22,6 +22,7 @@ matplotlib is imported only when a plot is drawn, with the non-interactive Agg b
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 import re
 from collections.abc import Mapping, Sequence
@@ -30,7 +31,7 @@ from types import ModuleType
 from typing import TYPE_CHECKING, Any
 
 from featurestore.atomic import atomic_write, read_json, write_text
-from featurestore.errors import SermtlError
+from featurestore.errors import SermtlError, describe_error
 from trainer.metrics import average_folds
 from trainer.tasks import alpha_at
 
@@ -181,21 +182,23 @@ def plot_bars(groups: Mapping[str, Mapping[str, float | None]], path: str | Path
 def plot_sweep(summary: Mapping[str, Any], path: str | Path) -> Path:
     """UWA per setting of a sweep (:func:`trainer.sweep.summarise_sweep`): the mean over
     seeds with its 95 % interval, the baseline setting in grey."""
-    plt = _pyplot()
-    rows = summary["settings"]
-    figure, ax = plt.subplots(figsize=(max(5.0, 0.9 * len(rows) + 2.0), 3.6))
-    for x, row in enumerate(rows):
+    bars = []  # read before a figure is opened, so that a summary of the wrong shape leaves none open
+    for row in summary["settings"]:
         interval = row["uwa_interval"]
         mean = interval["mean"]
         error = [[mean - interval["ci"][0]], [interval["ci"][1] - mean]] if interval["ci"] else None
-        ax.bar(x, mean, color="grey" if row["paired_uwa"] is None else "tab:blue", alpha=0.8)
+        bars.append((row["name"], mean, error, "grey" if row["paired_uwa"] is None else "tab:blue"))
+    seeds = ", ".join(map(str, summary["seeds"]))
+    plt = _pyplot()
+    figure, ax = plt.subplots(figsize=(max(5.0, 0.9 * len(bars) + 2.0), 3.6))
+    for x, (_, mean, error, colour) in enumerate(bars):
+        ax.bar(x, mean, color=colour, alpha=0.8)
         if error is not None:
             ax.errorbar(x, mean, yerr=error, color="black", capsize=4)
-    ax.set_xticks(range(len(rows)), [row["name"] for row in rows], rotation=30, ha="right", fontsize="small")
+    ax.set_xticks(range(len(bars)), [name for name, *_ in bars], rotation=30, ha="right", fontsize="small")
     ax.set_ylabel("UWA (%)")
     ax.set_ylim(0.0, 100.0)  # a 95 % interval over two seeds can reach far past either end
-    ax.set_title(f"UWA per setting: mean and 95 % interval\nover seeds {', '.join(map(str, summary['seeds']))}",
-                 fontsize="medium")
+    ax.set_title(f"UWA per setting: mean and 95 % interval\nover seeds {seeds}", fontsize="medium")
     return _save(figure, path)
 
 
@@ -338,29 +341,46 @@ def _unique_names(names: Sequence[str]) -> list[str]:
     return unique
 
 
+def _sweep_part(path: Path, figures: Path) -> tuple[list[tuple[Path, str]], list[str]]:
+    """The runs and the summary section of a sweep directory."""
+    from trainer.sweep import sweep_table
+
+    summary = read_json(path / "sweep.json")
+    figure = plot_sweep(summary, figures / f"{_slug(path.resolve().name)}_sweep.png")
+    section = [f"## Sweep `{path}`", "", sweep_table(summary), "", f"![sweep]({FIGURES}/{figure.name})", ""]
+    return [(path / row["dir"] / f"seed_{seed}", f"{row['name']} seed {seed}")
+            for row in summary["settings"] for seed in summary["seeds"]], section
+
+
+def _repeats_part(path: Path) -> tuple[list[tuple[Path, str]], list[str]]:
+    """The runs and the summary section of a ``cv --repeats`` directory."""
+    summary = read_json(path / "repeats.json")
+    rows = [[seed, r["wa"], r["uwa"], r["pooled_uwa"]] for seed, r in summary["runs"].items()]
+    rows.append(["mean ± std", *(_mean_std(summary[k]["mean"], summary[k]["std"]) for k in ("wa", "uwa", "pooled_uwa"))])
+    section = [f"## Repeats `{path}`", "", markdown_table(["seed", "WA", "UWA", "pooled UWA"], rows), ""]
+    return [(path / f"seed_{seed}", f"{path.resolve().name} seed {seed}") for seed in summary["seeds"]], section
+
+
 def _expand(paths: Sequence[Path], figures: Path) -> tuple[list[Path], list[str], list[str]]:
     """The run directories to report on, their names, and summary sections: a sweep
     directory (``sweep.json``) stands for every setting and seed of it, a ``cv --repeats``
-    directory (``repeats.json``) for every seed."""
-    from trainer.sweep import sweep_table
-
+    directory (``repeats.json``) for every seed. A summary of the wrong shape is one line."""
     runs: list[tuple[Path, str]] = []
     sections: list[str] = []
     for path in paths:
         if (path / "sweep.json").is_file():
-            summary = read_json(path / "sweep.json")
-            figure = plot_sweep(summary, figures / f"{_slug(path.resolve().name)}_sweep.png")
-            sections += [f"## Sweep `{path}`", "", sweep_table(summary), "", f"![sweep]({FIGURES}/{figure.name})", ""]
-            runs += [(path / row["dir"] / f"seed_{seed}", f"{row['name']} seed {seed}")
-                     for row in summary["settings"] for seed in summary["seeds"]]
+            summary_file, read = path / "sweep.json", functools.partial(_sweep_part, path, figures)
         elif (path / "repeats.json").is_file():
-            summary = read_json(path / "repeats.json")
-            rows = [[seed, r["wa"], r["uwa"], r["pooled_uwa"]] for seed, r in summary["runs"].items()]
-            rows.append(["mean ± std", *(_mean_std(summary[k]["mean"], summary[k]["std"]) for k in ("wa", "uwa", "pooled_uwa"))])
-            sections += [f"## Repeats `{path}`", "", markdown_table(["seed", "WA", "UWA", "pooled UWA"], rows), ""]
-            runs += [(path / f"seed_{seed}", f"{path.resolve().name} seed {seed}") for seed in summary["seeds"]]
+            summary_file, read = path / "repeats.json", functools.partial(_repeats_part, path)
         else:
             runs.append((path, path.resolve().name))
+            continue
+        try:
+            found, section = read()
+        except (KeyError, TypeError, ValueError, AttributeError) as exc:
+            raise SermtlError(f"{summary_file} is damaged ({describe_error(exc)}); run the sweep or cv again to rewrite it") from None
+        runs += found
+        sections += section
     return [p for p, _ in runs], _unique_names([n for _, n in runs]), sections
 
 

@@ -141,3 +141,14 @@ def test_doctests() -> None:
     for module in (trainer.stats, trainer.sweep):
         result = doctest.testmod(module)
         assert result.attempted > 0 and result.failed == 0
+
+
+@pytest.mark.parametrize("name, text", [("sweep.json", '{"settings": [{"name": "x"}]}'), ("repeats.json", '{"seeds": [0]}')])
+def test_report_on_a_damaged_summary_is_one_line(tmp_path, name, text) -> None:
+    (tmp_path / name).write_text(text)
+    result = run("report", tmp_path, ok=False)
+    assert result.exit_code == 1 and f"{name} is damaged" in result.output and "Traceback" not in result.output
+    assert len(result.output.strip().splitlines()) == 1
+    import matplotlib.pyplot as plt
+
+    assert plt.get_fignums() == []  # no figure left open by the refused plot
