@@ -24,11 +24,6 @@ from featurestore.store.base import available_backends
 from trainer.folds import PROTOCOLS
 
 DEFAULT_MODEL = "facebook/wav2vec2-large-960h"
-#: Per-feature defaults for flags whose best value depends on the feature.
-FEATURE_DEFAULTS: dict[str, dict[str, Any]] = {
-    "mfcc": {"dtype": "float32", "batch_seconds": 600.0},
-    "w2v2": {"dtype": "float16", "batch_seconds": 200.0},
-}
 
 
 def cache_dir() -> Path:
@@ -151,9 +146,9 @@ def prepare(corpus: str, root: str | None, out: str | None, options: tuple[str, 
 @click.option("--store", type=click.Path(), help="Store path. Default: cache/<corpus>_<feature>.zarr (.h5 with --format hdf5).")
 @click.option("--format", "store_format", type=click.Choice(available_backends()), help="Store format. Default: from the --store suffix, else zarr.")
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda, cuda:1 …")
-@click.option("--batch-seconds", type=float, help="Padded audio seconds per batch. Default: 600 (mfcc), 200 (w2v2).")
+@click.option("--batch-seconds", type=float, help="Padded audio seconds per batch. Default: 200 for w2v2, 600 for the others.")
 @click.option("--max-batch", type=int, help="At most this many utterances per batch (1 = one by one).")
-@click.option("--dtype", type=click.Choice(["float16", "float32"]), help="Stored dtype. Default: float32 (mfcc), float16 (w2v2).")
+@click.option("--dtype", type=click.Choice(["float16", "float32"]), help="Stored dtype. Default: float16 for w2v2, float32 for the others.")
 @click.option("--chunk-seconds", type=click.FloatRange(min=0), help="w2v2: utterances longer than this are processed in overlapping windows.")
 @click.option("--on-error", type=click.Choice(["fail", "skip"]), default="fail", show_default=True, help="Bad item: stop, or skip it and list it in the store's report.")
 @click.option("--workers", type=int, default=2, show_default=True, help="Audio decoding threads.")
@@ -167,27 +162,22 @@ def extract(corpus, root, manifest, options, feature, model, layers, store, stor
     Under `torchrun --nproc-per-node N --no-python sermtl extract …` the N processes share
     the work and rank 0 merges it into the one store (docs/scale-out.md)."""
     from featurestore.distributed import extract_sharded, process_group, shard_dir, take_in_shards
-    from featurestore.features import build_extractor
+    from featurestore.features import accepted_options, build_extractor
     from featurestore.pipeline import extract_to_store
     from featurestore.store.base import check_store_path
 
     rows, name = load_manifest(corpus, root, manifest, parse_options(options))
     suffix = ".h5" if store_format == "hdf5" else ".zarr"
     store_path = check_store_path(store) if store else cache_dir() / f"{name}_{feature}{suffix}"
-    extractor_options: dict[str, Any] = {"device": device}
-    if feature == "w2v2":
-        extractor_options.update(model=model, layers=layers)
-        if chunk_seconds is not None:
-            extractor_options["chunk_seconds"] = chunk_seconds
     group = click.get_current_context().with_resource(process_group(device))  # None outside torchrun
-    extractor = build_extractor(feature, **extractor_options)
-    defaults = FEATURE_DEFAULTS[feature]
+    extractor = build_extractor(feature, **accepted_options(feature, {
+        "device": device, "model": model, "layers": layers, "chunk_seconds": chunk_seconds}))
     if group is None and shard_dir(store_path).is_dir():  # an interrupted torchrun run, resumed by one process
-        taken = take_in_shards(rows, extractor, store_path, format=store_format, dtype=dtype or defaults["dtype"])
+        taken = take_in_shards(rows, extractor, store_path, format=store_format, dtype=dtype or extractor.default_dtype)
         click.echo(f"{shard_dir(store_path)}: {taken} entries of an interrupted torchrun run taken in")
     report = (functools.partial(extract_sharded, group) if group else extract_to_store)(
-        rows, extractor, store_path, format=store_format, dtype=dtype or defaults["dtype"],
-        batch_seconds=defaults["batch_seconds"] if batch_seconds is None else batch_seconds, max_batch=max_batch,
+        rows, extractor, store_path, format=store_format, dtype=dtype or extractor.default_dtype,
+        batch_seconds=extractor.default_batch_seconds if batch_seconds is None else batch_seconds, max_batch=max_batch,
         on_error=on_error, workers=workers, on_item_error=lambda line: click.echo(line, err=True), repair=repair,
         max_duration=max_duration,
     )
@@ -366,14 +356,23 @@ def sweep(store: str | None, config_file: str | None, out: str | None, grids: tu
 @click.option("--out", type=click.Path(dir_okay=False), help="Write the results as JSON here.")
 @click.option("--repeats", type=click.IntRange(min=1), default=1, show_default=True,
               help="Fit on the folds of seeds --seed … --seed+N−1 (as cv --repeats) and give the mean ± std over seeds.")
-def baseline(store: str, c: float, out: str | None, repeats: int, label: str, seed: int, **params) -> None:
-    """RBF-SVM on utterance mean/std features, on the same folds as train/cv."""
+@click.option("--functionals", type=click.Choice(["mfcc-stats", "egemaps", "compare"]),
+              help="Utterance vectors: mean/std of the stored frames (mfcc-stats, the default for frame stores), or "
+                   "openSMILE's eGeMAPS/ComParE functionals (from a store of --feature egemaps-functionals or "
+                   "compare-functionals, their default).")
+@click.option("--input-norm", type=click.Choice(["global", "speaker"]), default="global", show_default=True,
+              help="Standardise the vectors on the training rows (global), or first per speaker over each "
+                   "speaker's utterances, test speakers' unlabelled ones included (speaker).")
+def baseline(store: str, c: float, out: str | None, repeats: int, label: str, seed: int, functionals: str | None,
+             input_norm: str, **params) -> None:
+    """RBF-SVM on one vector per utterance (functionals), on the same folds as train/cv."""
     from featurestore.atomic import write_json
     from trainer.baseline import svm_repeats
     from trainer.metrics import describe_repeats, describe_results
 
     _, protocol, config = _run_setup(store, None, {**params, "label": label, "seed": seed})  # checks --label, --seed
-    outcome = svm_repeats(store, protocol, label=config.label, c=c, seed=config.seed, repeats=repeats)
+    outcome = svm_repeats(store, protocol, label=config.label, c=c, seed=config.seed, repeats=repeats,
+                          functionals=functionals, input_norm=input_norm)
     if out:
         write_json(out, outcome["results"])
     text = describe_results(outcome["results"]) if repeats == 1 else describe_repeats(outcome["results"])

@@ -22,7 +22,7 @@ from bench.common import clock, fresh_store
 from featurestore.audio import load_audio
 from featurestore.features.base import FeatureExtractor
 from featurestore.manifest import Manifest
-from featurestore.pipeline import extract_to_store, extractor_frame_rate, plan_batches
+from featurestore.pipeline import extract_to_store, plan_batches
 from featurestore.store import StoreWriter, open_store
 
 
@@ -43,7 +43,7 @@ def extract_naive(manifest: Manifest, extractor: FeatureExtractor, store: Path, 
                   dtype: str) -> None:
     """Decode, extract and write :func:`naive_batches` one batch after another."""
     with StoreWriter(store, manifest, extractor.describe(), dtype, dim=extractor.dim,
-                     num_layers=extractor.num_layers, frame_rate=extractor_frame_rate(extractor)) as writer:
+                     num_layers=extractor.num_layers, frame_rate=extractor.frame_rate) as writer:
         for batch in naive_batches(manifest, batch_seconds):
             waves = [load_audio(manifest[u]["path"], manifest[u]["start"], manifest[u]["end"]) for u in batch]
             writer.write(list(zip(batch, extractor.extract_batch(waves))))

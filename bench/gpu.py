@@ -76,7 +76,6 @@ def train_all_folds(store_path: Path, epochs: int, channels: int, device: str) -
 
 def run(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
     from bench.extraction import compare_batching
-    from cli import FEATURE_DEFAULTS
     from featurestore.features.wav2vec2 import SSLExtractor
 
     results: dict[str, Any] = {"machine": machine_info()}
@@ -88,7 +87,7 @@ def run(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
         extractor = SSLExtractor(model=str(ssl_model(args.model_dir or workdir, size)), device=args.device)
         results["w2v2"] = {"model": f"wav2vec2-{size}", "precision": extractor.config.precision,
                            **compare_batching(corpus, extractor, workdir, args.batch_seconds,
-                                              FEATURE_DEFAULTS["w2v2"]["dtype"])}
+                                              SSLExtractor.default_dtype)}
         results["longest_alone"] = longest_alone(corpus, extractor, args.device)
         results["target_extract_500x"] = results["w2v2"]["bucketed_x_realtime"] >= EXTRACT_TARGET_X_REALTIME
         del extractor

@@ -83,7 +83,6 @@ def section(results: dict[str, Any], name: str, value: dict[str, Any]) -> None:
 def run(sizes: Sizes, workdir: Path, model_dir: Path | None = None) -> dict[str, Any]:
     """Every CPU section at ``sizes`` under ``workdir``; returns ``{section: figures}``."""
     from bench import extraction, scale, store_layouts, training
-    from cli import FEATURE_DEFAULTS
     from featurestore.features.mfcc import MFCCExtractor
     from featurestore.pipeline import extract_to_store
     from featurestore.store import open_store
@@ -91,7 +90,6 @@ def run(sizes: Sizes, workdir: Path, model_dir: Path | None = None) -> dict[str,
 
     results: dict[str, Any] = {}
     section(results, "machine", machine_info())
-    mfcc_defaults = FEATURE_DEFAULTS["mfcc"]
 
     log(f"corpus: {sizes.corpus} utterances")
     with clock() as made:
@@ -103,8 +101,8 @@ def run(sizes: Sizes, workdir: Path, model_dir: Path | None = None) -> dict[str,
     log("MFCC extraction: batched and one by one")
     mfcc = MFCCExtractor(device="cpu")
     figures = extraction.compare_batching(  # MFCC batches are not padded: no naive case
-        corpus, mfcc, workdir, mfcc_defaults["batch_seconds"], mfcc_defaults["dtype"], naive=False)
-    compute_s = extraction.compute_only_seconds(corpus, mfcc, mfcc_defaults["batch_seconds"])
+        corpus, mfcc, workdir, MFCCExtractor.default_batch_seconds, MFCCExtractor.default_dtype, naive=False)
+    compute_s = extraction.compute_only_seconds(corpus, mfcc, MFCCExtractor.default_batch_seconds)
     section(results, "mfcc", {**figures, "compute_only_x_realtime": round(figures["audio_s"] / compute_s, 1)})
 
     log("sweep: the 5 folds of the MFCC corpus trained by 2 processes at once vs one after another")
@@ -112,8 +110,8 @@ def run(sizes: Sizes, workdir: Path, model_dir: Path | None = None) -> dict[str,
                                                       SWEEP_CHANNELS, "cpu", workdir, ranks=2))
 
     log(f"scale: MFCC extraction and reads at {sizes.scale} x the corpus")
-    section(results, "scale", scale.scale_rows(corpus, mfcc, workdir, sizes.scale, mfcc_defaults["batch_seconds"],
-                                               mfcc_defaults["dtype"]))
+    section(results, "scale", scale.scale_rows(corpus, mfcc, workdir, sizes.scale, MFCCExtractor.default_batch_seconds,
+                                               MFCCExtractor.default_dtype))
 
     log(f"store reads: {sizes.store_utts} utterances, {sizes.store_dim}-d float16, both layouts and backends")
     rng = np.random.default_rng(0)
@@ -133,7 +131,7 @@ def run(sizes: Sizes, workdir: Path, model_dir: Path | None = None) -> dict[str,
 
     log(f"cache-fed vs on-the-fly training, MFCC, {sizes.compare_utts} utterances")
     subset = corpus.subset(corpus.ids()[1:1 + sizes.compare_utts])  # not the 34 s one: one in 5531
-    extract_to_store(subset, mfcc, fresh_store(workdir / "compare_mfcc.zarr"), dtype=mfcc_defaults["dtype"], progress=False)
+    extract_to_store(subset, mfcc, fresh_store(workdir / "compare_mfcc.zarr"), dtype=MFCCExtractor.default_dtype, progress=False)
     config = TrainConfig.from_dict({"epochs": sizes.compare_epochs, "channels": sizes.compare_channels, "device": "cpu"})
     with open_store(workdir / "compare_mfcc.zarr") as store:
         section(results, "train_mfcc", training.cache_vs_onthefly(store, mfcc, training.first_fold(store), config))
@@ -144,7 +142,7 @@ def run(sizes: Sizes, workdir: Path, model_dir: Path | None = None) -> dict[str,
     w2v2 = SSLExtractor(model=str(ssl_model(model_dir or workdir, sizes.w2v2_size)), device="cpu")
     w2v2_corpus = make_corpus(workdir / "w2v2_corpus", sizes.w2v2_utts, seed=1, longest=sizes.w2v2_longest)
     section(results, "w2v2", {"model": f"wav2vec2-{sizes.w2v2_size}", **extraction.compare_batching(
-        w2v2_corpus, w2v2, workdir, sizes.w2v2_batch_seconds, FEATURE_DEFAULTS["w2v2"]["dtype"])})
+        w2v2_corpus, w2v2, workdir, sizes.w2v2_batch_seconds, SSLExtractor.default_dtype)})
     with open_store(workdir / "w2v2_bucketed.zarr") as store:
         section(results, "train_w2v2", training.cache_vs_onthefly(store, w2v2, training.first_fold(store), config))
     return results

@@ -32,7 +32,7 @@ import numpy as np
 from featurestore.errors import SermtlError, describe_error
 from featurestore.features.base import FeatureExtractor
 from featurestore.manifest import Manifest, same_audio
-from featurestore.pipeline import ExtractionReport, extract_to_store, extractor_frame_rate, plan_batches
+from featurestore.pipeline import ExtractionReport, extract_to_store, plan_batches
 from featurestore.store.merge import copy_entries
 from featurestore.store.reader import FeatureStore, open_store
 from featurestore.store.writer import StoreWriter, store_fingerprint
@@ -262,7 +262,7 @@ def _open_writer(manifest: Manifest, extractor: FeatureExtractor, store_path: Pa
                  dtype: str) -> tuple[StoreWriter, str]:
     """The target's writer (holding its lock) and the fingerprint its shards must carry."""
     writer = StoreWriter(store_path, manifest, extractor.describe(), dtype=dtype, dim=extractor.dim,
-                         num_layers=extractor.num_layers, frame_rate=extractor_frame_rate(extractor), format=format)
+                         num_layers=extractor.num_layers, frame_rate=extractor.frame_rate, format=format)
     return writer, store_fingerprint({"feature": extractor.describe(), "dtype": writer.dtype.name})
 
 

@@ -141,7 +141,7 @@ def extract_to_store(
     report = ExtractionReport(store=Path(store_path))
     with StoreWriter(
         store_path, manifest, extractor.describe(), dtype=dtype, dim=extractor.dim,
-        num_layers=extractor.num_layers, frame_rate=extractor_frame_rate(extractor), format=format,
+        num_layers=extractor.num_layers, frame_rate=extractor.frame_rate, format=format,
     ) as writer:
         to_repair = _entries_to_repair(writer, manifest) if repair else []
         if repair:
@@ -219,8 +219,3 @@ def _refuse_changed_audio(writer: StoreWriter, manifest: Manifest) -> None:
         utt_id, reason = next(iter(changed.items()))
         raise SermtlError(f"{len(changed)} stored utterance(s) have stale features ({utt_id}: {reason}); "
                           "run the same extract with --repair to recompute them")
-
-
-def extractor_frame_rate(extractor: FeatureExtractor) -> float:
-    """Frames per second of audio, measured on one minute of input."""
-    return extractor.num_frames(60 * TARGET_SR) / 60.0

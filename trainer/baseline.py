@@ -1,17 +1,26 @@
-"""A classical reference: an RBF-SVM on utterance-level mean and standard deviation.
+"""A classical reference: an RBF-SVM on one vector per utterance (functionals).
 
-Each utterance becomes one vector, the per-dimension mean and standard deviation of its
-stored frames (80 values for 40-d MFCC). Per fold, a scikit-learn pipeline
-``StandardScaler → SVC(kernel="rbf", C=1, gamma="scale", class_weight="balanced")`` is
-fitted on the training and validation rows together (the SVM has no epochs to select)
-and scored on the test rows with the same metrics as the ECAPA-TDNN runs, so the two can
-be compared fold by fold on the same folds.
+The vectors (``--functionals``):
+
+- ``mfcc-stats`` (the default for frame stores): the per-dimension mean and standard
+  deviation of each utterance's stored frames (80 values for 40-d MFCC; any frame-level
+  feature works, e.g. 160 for ``fbank``);
+- ``egemaps`` / ``compare``: openSMILE's own utterance functionals (88 eGeMAPSv02 values,
+  6373 ComParE_2016 values), read from a store made with ``sermtl extract --feature
+  egemaps-functionals`` / ``compare-functionals`` (the default for such a store).
+
+Per fold, a scikit-learn pipeline ``StandardScaler → SVC(kernel="rbf", C=1,
+gamma="scale", class_weight="balanced")`` is fitted on the training and validation rows
+together (the SVM has no epochs to select) and scored on the test rows with the same
+metrics as the ECAPA-TDNN runs, so the two can be compared fold by fold on the same folds.
+With ``input_norm="speaker"`` every vector is first standardised with the statistics of
+its speaker's vectors (:mod:`trainer.speakers`).
 """
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 
@@ -20,6 +29,9 @@ from featurestore.store.reader import FeatureStore, open_store
 from trainer.data import resolve_layer
 from trainer.folds import Fold, Protocol, check_folds, default_protocol
 from trainer.metrics import average_folds, evaluate, summarise_repeats
+from trainer.speakers import speaker_groups, speaker_normalised_vectors
+
+INPUT_NORMS = ("global", "speaker")
 
 
 def utterance_statistics(store: FeatureStore, ids: Sequence[str], layer: str | int | None = None) -> np.ndarray:
@@ -34,16 +46,65 @@ def utterance_statistics(store: FeatureStore, ids: Sequence[str], layer: str | i
     return np.stack(rows)
 
 
+def stored_functionals(store: FeatureStore, ids: Sequence[str], layer: str | int | None = None) -> np.ndarray:
+    """``(len(ids), dim)``: the one stored vector of each utterance (a functionals store)."""
+    return np.stack([store.read(utt_id).astype(np.float64)[0] for utt_id in ids])
+
+
+#: ``--functionals`` name → (the store feature it needs, None for any frame feature; its vectors).
+FUNCTIONALS: dict[str, tuple[str | None, Callable[..., np.ndarray]]] = {
+    "mfcc-stats": (None, utterance_statistics),
+    "egemaps": ("egemaps-functionals", stored_functionals),
+    "compare": ("compare-functionals", stored_functionals),
+}
+
+
+def store_feature(store: FeatureStore) -> str:
+    return str((store.attrs.get("feature") or {}).get("feature"))
+
+
+def resolve_functionals(store: FeatureStore, functionals: str | None) -> str:
+    """``functionals``, or the store's default (its own vectors for a functionals store,
+    ``mfcc-stats`` for a frame store); a one-line error when they do not fit the store."""
+    feature = store_feature(store)
+    per_utterance = store.attrs.get("frame_rate") == 0
+    if functionals is None:
+        return next((name for name, (needs, _) in FUNCTIONALS.items() if needs == feature), "mfcc-stats")
+    if functionals not in FUNCTIONALS:
+        raise SermtlError(f"--functionals {functionals!r} is not one of {', '.join(FUNCTIONALS)}")
+    needs = FUNCTIONALS[functionals][0]
+    if needs is None and per_utterance:
+        raise SermtlError(f"--functionals {functionals}: store {store.path} holds one {feature} vector per utterance, "
+                          f"not frames; use --functionals {resolve_functionals(store, None)}")
+    if needs is not None and needs != feature:
+        raise SermtlError(f"--functionals {functionals}: store {store.path} holds {feature}; make a store of "
+                          f"{functionals} functionals with: sermtl extract --feature {needs} …")
+    return functionals
+
+
+def utterance_vectors(store: FeatureStore, functionals: str | None = None, input_norm: str = "global",
+                      layer: str | int | None = None) -> dict[str, np.ndarray]:
+    """``{utt_id: vector}`` of every stored utterance (speaker-normalised for ``input_norm``
+    ``speaker``)."""
+    if input_norm not in INPUT_NORMS:
+        raise SermtlError(f"--input-norm {input_norm!r} is not one of {', '.join(INPUT_NORMS)} for the SVM")
+    name = resolve_functionals(store, functionals)
+    ids = store.ids()
+    vectors = dict(zip(ids, FUNCTIONALS[name][1](store, ids, layer)))
+    if input_norm == "speaker":
+        vectors = speaker_normalised_vectors(vectors, speaker_groups(store.manifest, ids))
+    return vectors
+
+
 def svm_cv(store: FeatureStore, folds: Sequence[Fold], label: str = "emotion", c: float = 1.0,
-           layer: str | int | None = None) -> dict[str, Any]:
+           layer: str | int | None = None, functionals: str | None = None, input_norm: str = "global") -> dict[str, Any]:
     """Fit and score the SVM on every fold; returns averages (percent) and the per-fold list."""
     from sklearn.pipeline import make_pipeline
     from sklearn.preprocessing import StandardScaler
     from sklearn.svm import SVC
 
     manifest = store.manifest
-    ids = store.ids()
-    features = dict(zip(ids, utterance_statistics(store, ids, layer)))
+    features = utterance_vectors(store, functionals, input_norm, layer)
     per_fold = []
     for fold in folds:
         fit_ids = list(fold.train) + list(fold.valid)
@@ -53,11 +114,14 @@ def svm_cv(store: FeatureStore, folds: Sequence[Fold], label: str = "emotion", c
         truth = [manifest[u][label] for u in fold.test]
         classes = sorted({manifest[u][label] for u in fit_ids})
         per_fold.append({**evaluate(truth, list(predicted), classes), "fold": fold.fold})
-    return {**average_folds(per_fold), "folds": per_fold, "model": f"StandardScaler + SVC(rbf, C={c}, gamma=scale, balanced)"}
+    return {**average_folds(per_fold), "folds": per_fold,
+            "functionals": resolve_functionals(store, functionals), "input_norm": input_norm,
+            "model": f"StandardScaler + SVC(rbf, C={c}, gamma=scale, balanced)"}
 
 
 def svm_repeats(store_path: str | Path, protocol: Protocol | None, label: str = "emotion", c: float = 1.0,
-                seed: int = 0, repeats: int = 1) -> dict[str, Any]:
+                seed: int = 0, repeats: int = 1, functionals: str | None = None,
+                input_norm: str = "global") -> dict[str, Any]:
     """:func:`svm_cv` on the folds of seeds ``seed`` … ``seed + repeats − 1`` (the folds
     ``cv`` draws with those seeds; ``protocol`` ``None``: the store's default). Returns
     ``{"name", "results"}``: one seed's results, or for several the mean ± std over seeds
@@ -66,13 +130,15 @@ def svm_repeats(store_path: str | Path, protocol: Protocol | None, label: str = 
         raise SermtlError(f"--repeats must be >= 1, got {repeats}")
     per_seed = {}
     with open_store(store_path) as store:
+        name_of_vectors = resolve_functionals(store, functionals)
         chosen = protocol or default_protocol(store.manifest)
         for fold_seed in range(seed, seed + repeats):
             folds = chosen.make(store.manifest, fold_seed)
             check_folds(folds, store.manifest, label_column=label)
-            per_seed[fold_seed] = svm_cv(store, folds, label=label, c=c)
+            per_seed[fold_seed] = svm_cv(store, folds, label=label, c=c, functionals=name_of_vectors, input_norm=input_norm)
     grouped = f" by {chosen.by}" if chosen.by and chosen.name != "kfold" else ""
-    name = f"SVM ({chosen.name}{grouped}, {len(folds)} folds)"
+    norm = ", speaker-normalised" if input_norm == "speaker" else ""
+    name = f"SVM on {name_of_vectors}{norm} ({chosen.name}{grouped}, {len(folds)} folds)"
     if repeats == 1:
         return {"name": name, "results": per_seed[seed]}
     return {"name": name, "results": {**summarise_repeats(per_seed), "results": {str(s): r for s, r in per_seed.items()}}}

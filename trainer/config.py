@@ -15,7 +15,7 @@ against the same declarations.
 >>> TrainConfig.from_dict({"input_norm": "utterence"})
 Traceback (most recent call last):
 ...
-featurestore.errors.SermtlError: --input-norm: 'utterence' is not one of global, utterance (nearest: utterance)
+featurestore.errors.SermtlError: --input-norm: 'utterence' is not one of global, utterance, speaker (nearest: utterance)
 """
 
 from __future__ import annotations
@@ -103,8 +103,10 @@ class NetworkOptions:
     embedding_dim: int = option(192, "Embedding size of the emotion branch.", low=1, high=8192)
     margin: float = option(0.2, "AAM-softmax margin (radians).", low=0, high=1)
     scale: float = option(30.0, "AAM-softmax scale.", low=0, high=1000, open_low=True)
-    input_norm: str = option("global", "Input normalisation: training-set mean/std, or also subtract each "
-                                       "utterance's own mean.", choices=("global", "utterance"))
+    input_norm: str = option("global", "Input normalisation: training-set mean/std (global); also subtract each "
+                                       "utterance's own mean (utterance); or first standardise each utterance with "
+                                       "the mean/std of all its speaker's utterances, test speakers' from their "
+                                       "unlabelled test utterances (speaker).", choices=("global", "utterance", "speaker"))
     dropout: float = option(0.0, "Dropout on the pooled statistics before the embedding layer.", low=0, high=1, open_high=True)
 
     def __post_init__(self) -> None:

@@ -38,6 +38,7 @@ from trainer.data import FeatureBank, open_bank, resolve_layer
 from trainer.folds import Fold, Protocol, check_folds, default_protocol, load_folds, save_folds
 from trainer.loop import check_columns, resolved_config, train_fold
 from trainer.metrics import average_folds, summarise_repeats
+from trainer.speakers import speaker_groups
 
 
 def _write_predictions(path: Path, rows: list[dict[str, Any]]) -> None:
@@ -74,7 +75,7 @@ class StoreSession:
     def __init__(self, store_path: str | Path) -> None:
         self.path = Path(store_path)
         self.store = open_store(store_path)
-        self._banks: dict[tuple[str, str], FeatureBank] = {}
+        self._banks: dict[tuple[str, str, str], FeatureBank] = {}
 
     @functools.cached_property
     def identity(self) -> dict[str, Any]:
@@ -89,13 +90,20 @@ class StoreSession:
         return {"store": str(self.path.resolve()), "store_fingerprint": self.store.attrs.get("fingerprint"),
                 "store_entries": len(self.store), "store_digest": digest.hexdigest()[:16]}
 
-    def bank(self, layer: str | int | None, device: str) -> FeatureBank:
-        """The bank of ``layer`` on ``device`` (loaded on first use)."""
+    def bank(self, layer: str | int | None, device: str, input_norm: str = "global") -> FeatureBank:
+        """The bank of ``layer`` on ``device`` (loaded on first use); for ``input_norm``
+        ``speaker``, its speaker-normalised view (:mod:`trainer.speakers`)."""
         resolved = resolve_device(device)
-        key = (str(layer), str(resolved))
+        key = (str(layer), str(resolved), "")
         if key not in self._banks:
             self._banks[key] = open_bank(self.store, layer, resolved)
-        return self._banks[key]
+        if input_norm != "speaker":
+            return self._banks[key]
+        speaker_key = (*key[:2], "speaker")
+        if speaker_key not in self._banks:
+            bank = self._banks[key]
+            self._banks[speaker_key] = bank.speaker_normalised(speaker_groups(self.store.manifest, list(bank.entries)))
+        return self._banks[speaker_key]
 
     def close(self) -> None:
         self._banks.clear()
@@ -250,7 +258,8 @@ def _train_folds(session: StoreSession, out: Path, folds: list[Fold], config: Tr
         fold_dir = out / f"fold_{fold.fold}"
         if (fold_dir / "metrics.json").exists():
             continue
-        outcome = train_fold(session.store, session.bank(config.layer, config.device), fold, config,
+        bank = session.bank(config.layer, config.device, config.network.input_norm)
+        outcome = train_fold(session.store, bank, fold, config,
                              progress=progress, position=1)
         fold_dir.mkdir(exist_ok=True)
         save_checkpoint(fold_dir / "checkpoint.pt", outcome.checkpoint)

@@ -18,6 +18,7 @@ Padding is zeros; the model masks it by ``lengths``.
 
 from __future__ import annotations
 
+import copy
 import os
 from concurrent.futures import ThreadPoolExecutor
 from typing import Iterator, Sequence
@@ -75,6 +76,8 @@ class FeatureBank:
         self.num_layers = store.num_layers if self.multi_layer else 1
         self.device = torch.device(device)
         self._statistics_cache: dict[tuple[str, ...], tuple[torch.Tensor, torch.Tensor]] = {}
+        #: per-utterance (mean, std) applied to every read (:meth:`speaker_normalised`)
+        self._utterance_norm: dict[str, tuple[torch.Tensor, torch.Tensor]] | None = None
         self._load(store)
 
     def _load(self, store: FeatureStore) -> None:
@@ -86,6 +89,27 @@ class FeatureBank:
         """Frames ``start:start+count`` of one utterance, ``([layers,] count, dim)``."""
         offset = self.entries[utt_id][0] + start
         return self.frames[:, offset:offset + count] if self.multi_layer else self.frames[offset:offset + count]
+
+    def _read(self, utt_id: str, start: int, count: int) -> torch.Tensor:
+        """:meth:`_frames`, standardised with the utterance's own statistics when this bank
+        is :meth:`speaker_normalised`."""
+        block = self._frames(utt_id, start, count)
+        if self._utterance_norm is None:
+            return block
+        mean, std = self._utterance_norm[utt_id]
+        return (block.float() - mean.unsqueeze(-2)) / std.unsqueeze(-2)
+
+    def speaker_normalised(self, groups: dict[str, list[str]]) -> "FeatureBank":
+        """A view of this bank (sharing its frames) in which each utterance is standardised
+        with the mean and standard deviation over every frame of its speaker's utterances
+        (``groups``: ``{speaker: ids}``, :func:`trainer.speakers.speaker_groups`)."""
+        view = copy.copy(self)
+        view._statistics_cache = {}
+        view._utterance_norm = {}
+        for ids in groups.values():
+            statistics = self._compute_statistics(ids)
+            view._utterance_norm.update(dict.fromkeys(ids, statistics))
+        return view
 
     def lengths(self, ids: Sequence[str]) -> np.ndarray:
         """Frame counts of ``ids``."""
@@ -110,9 +134,9 @@ class FeatureBank:
         out = torch.zeros(shape, dtype=torch.float32, device=self.device)
         for row, (utt_id, (start, count)) in enumerate(zip(ids, spans)):
             if self.multi_layer:
-                out[row, :, :count] = self._frames(utt_id, start, count)
+                out[row, :, :count] = self._read(utt_id, start, count)
             else:
-                out[row, :count] = self._frames(utt_id, start, count)
+                out[row, :count] = self._read(utt_id, start, count)
         return out, torch.tensor([c for _, c in spans], dtype=torch.long, device=self.device)
 
     def batch(self, ids: Sequence[str], crop_frames: int | None = None,
@@ -141,7 +165,7 @@ class FeatureBank:
         squares = torch.zeros_like(total)
         count = 0
         for utt_id in ids:
-            block = self._frames(utt_id, 0, self.entries[utt_id][1]).double()
+            block = self._read(utt_id, 0, self.entries[utt_id][1]).double()
             total += block.sum(dim=-2)
             squares += (block * block).sum(dim=-2)
             count += block.shape[-2]

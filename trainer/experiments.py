@@ -71,14 +71,14 @@ class Workspace:
             if path.exists():
                 return path
             raise SermtlError(f"no {feature} store for {corpus}: give --root {corpus}=DIR or --store {corpus}:{feature}=PATH")
-        from featurestore.features import build_extractor
+        from featurestore.features import accepted_options, build_extractor
         from featurestore.pipeline import extract_to_store
 
         manifest = self._prepare(corpus, root)
-        options = {"model": self.model, "layers": self.layers} if feature == "w2v2" else {}
-        extractor = build_extractor(feature, device=self.device, **options)
-        report = extract_to_store(manifest, extractor, path, dtype="float16" if feature == "w2v2" else "float32",
-                                  batch_seconds=200.0 if feature == "w2v2" else 600.0, progress=self.progress)
+        extractor = build_extractor(feature, **accepted_options(feature, {
+            "device": self.device, "model": self.model, "layers": self.layers}))
+        report = extract_to_store(manifest, extractor, path, dtype=extractor.default_dtype,
+                                  batch_seconds=extractor.default_batch_seconds, progress=self.progress)
         if report.stored:
             self.echo(f"extracted {report.stored} utterances into {path}")
         return path

@@ -31,6 +31,7 @@ from trainer.folds import Fold
 from trainer.metrics import evaluate, pattern_separability, unweighted_accuracy
 from trainer.models.augment import SpecAugment
 from trainer.network import NetworkConfig, SERNetwork
+from trainer.speakers import speaker_groups
 from trainer.tasks import Task
 
 #: Manifest columns whose values split the test set into reported subsets.
@@ -59,12 +60,19 @@ def resolved_config(config: TrainConfig, manifest) -> TrainConfig:
 
 
 def check_columns(store: FeatureStore, config: TrainConfig) -> None:
-    """Refuse a ``--label``/``--aux`` column the store's manifest does not have (``aux="auto"``
-    is resolved before: :meth:`TrainConfig.resolve_aux`)."""
+    """Refuse a store the network cannot train on (one vector per utterance), a
+    ``--label``/``--aux`` column its manifest does not have (``aux="auto"`` is resolved
+    before: :meth:`TrainConfig.resolve_aux`), and ``--input-norm speaker`` without a
+    speaker for every utterance."""
+    if store.attrs.get("frame_rate") == 0:
+        raise SermtlError(f"store {store.path} holds one vector per utterance ({store.attrs.get('feature', {}).get('feature')}), "
+                          "not frames: fit the SVM on it with sermtl baseline, or extract a frame-level feature to train")
     columns = store.manifest.columns
     for flag, column in (("--label", config.label), ("--aux", config.aux if config.uses_aux else None)):
         if column and column not in columns:
             raise SermtlError(f"{flag}: store {store.path} has no column {column!r} (columns: {', '.join(columns)})")
+    if config.network.input_norm == "speaker":
+        speaker_groups(store.manifest, store.ids())
 
 
 def _autocast(device: torch.device) -> torch.autocast:

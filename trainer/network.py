@@ -4,7 +4,9 @@ As in the paper's Fig. 1: the emotion branch is ECAPA-TDNN's embedding layer wit
 AAM-softmax classifier; the auxiliary branch (data expression, or any other manifest
 column) is a fully connected layer with softmax on the attentive-pooling output, in
 parallel to the emotion branch. Per-dimension mean/std of the training frames are kept
-as buffers, so a checkpoint normalises its inputs by itself.
+as buffers, so a checkpoint normalises its inputs by itself. With ``input_norm="speaker"``
+the inputs arrive already standardised per speaker (:mod:`trainer.speakers`; the trainer's
+bank and ``predict`` do it) and the global statistics are applied on top.
 """
 
 from __future__ import annotations

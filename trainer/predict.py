@@ -4,11 +4,14 @@ The checkpoint records the feature config of the store it was trained on; the sa
 extractor is rebuilt from it (:func:`featurestore.features.extractor_from_description`,
 which refuses if, e.g., the model weights differ), the files are decoded and featurised
 exactly as during extraction, rounded to the store's dtype, and passed through the
-network, whose input normalisation travels inside the checkpoint.
+network, whose input normalisation travels inside the checkpoint. A model trained with
+``--input-norm speaker`` needs its speaker's statistics: the files of one call are taken
+as one speaker's (give each speaker's files in a call of their own).
 """
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -44,21 +47,39 @@ def _select_layers(features: np.ndarray, layer: int | str | None) -> np.ndarray:
     return features[layer if layer is not None else 0]
 
 
+def _speaker_normalise(features: list[np.ndarray]) -> list[np.ndarray]:
+    """``--input-norm speaker`` checkpoints: the files of one call are taken as one
+    speaker's, standardised with the mean/std over all their frames (per layer)."""
+    if len(features) == 1:
+        warnings.warn("a speaker-normalised model: the statistics of a single file stand for its speaker's; "
+                      "give several files of the same speaker in one call", stacklevel=3)
+    frames = np.concatenate([f.astype(np.float64) for f in features], axis=-2)
+    mean, std = frames.mean(axis=-2, keepdims=True), np.maximum(frames.std(axis=-2, keepdims=True), 1e-5)
+    return [((f - mean) / std).astype(np.float32) for f in features]
+
+
 @torch.no_grad()
 def predict_files(checkpoint_path: str | Path, inputs: Sequence[str | Path], device: str = "cpu",
                   dtype: str | None = None, max_duration: float | None = DEFAULT_MAX_DURATION) -> list[dict[str, Any]]:
     """Emotion (and auxiliary) probabilities for each audio file, as dicts (audio longer
-    than ``max_duration`` seconds, or too short for one analysis window, is refused)."""
+    than ``max_duration`` seconds, or too short for one analysis window, is refused). A
+    checkpoint trained with ``--input-norm speaker`` takes the files as one speaker's."""
     checkpoint = load_checkpoint(checkpoint_path)
     extractor = extractor_from_description(checkpoint["feature"], device=device)
     network = load_network(checkpoint, device)
     store_dtype = np.dtype(dtype or checkpoint.get("store_dtype") or "float32")
-    rows = []
-    for path in audio_files(inputs):
+    files = audio_files(inputs)
+    features = []
+    for path in files:
         wave = load_audio(path, max_duration=max_duration)
         extractor.check_length(len(wave), str(path))
-        features = extractor.extract_batch([wave])[0].astype(store_dtype).astype(np.float32)
-        x = torch.from_numpy(_select_layers(features, checkpoint["layer"]))[None].to(next(network.parameters()).device)
+        stored = extractor.extract_batch([wave])[0].astype(store_dtype).astype(np.float32)
+        features.append(_select_layers(stored, checkpoint["layer"]))
+    if network.config.options.input_norm == "speaker":
+        features = _speaker_normalise(features)
+    rows = []
+    for path, frames in zip(files, features):
+        x = torch.from_numpy(frames)[None].to(next(network.parameters()).device)
         out = network(x, torch.tensor([x.shape[-2]], device=x.device))
         emotion = torch.softmax(out["emotion_logits"].float(), -1)[0].cpu().numpy()
         row: dict[str, Any] = {"file": str(path), "emotion": checkpoint["emotions"][int(emotion.argmax())],

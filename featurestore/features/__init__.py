@@ -1,13 +1,18 @@
 """Feature extractors, found by name.
 
 ``mfcc``: 40-d MFCC in torch (:mod:`featurestore.features.mfcc`).
+``fbank``: 80-band log-mel filterbank in torch (:mod:`featurestore.features.fbank`).
 ``w2v2``: hidden states of a frozen Hugging Face wav2vec2/HuBERT/WavLM model
 (:mod:`featurestore.features.wav2vec2`); transformers is imported only when it is used.
+``egemaps``, ``compare``: openSMILE low-level descriptors on the same 10 ms grid;
+``egemaps-functionals``, ``compare-functionals``: openSMILE's utterance-level functionals
+(:mod:`featurestore.features.opensmile_sets`; needs the ``opensmile`` extra).
 """
 
 from __future__ import annotations
 
 import importlib
+import inspect
 from typing import Any
 
 from featurestore.errors import SermtlError
@@ -16,17 +21,33 @@ from featurestore.features.base import FeatureExtractor, resolve_device
 #: name -> "module:class"; modules are imported on first use so the CLI starts fast.
 FEATURES: dict[str, str] = {
     "mfcc": "featurestore.features.mfcc:MFCCExtractor",
+    "fbank": "featurestore.features.fbank:FbankExtractor",
     "w2v2": "featurestore.features.wav2vec2:SSLExtractor",
+    "egemaps": "featurestore.features.opensmile_sets:EGeMAPS",
+    "compare": "featurestore.features.opensmile_sets:ComParE",
+    "egemaps-functionals": "featurestore.features.opensmile_sets:EGeMAPSFunctionals",
+    "compare-functionals": "featurestore.features.opensmile_sets:ComParEFunctionals",
 }
+
+
+def feature_class(name: str) -> type[FeatureExtractor]:
+    """The extractor class registered as ``name``."""
+    if name not in FEATURES:
+        raise SermtlError(f"unknown feature {name!r} (choose from: {', '.join(FEATURES)})")
+    module_name, class_name = FEATURES[name].split(":")
+    return getattr(importlib.import_module(module_name), class_name)
 
 
 def build_extractor(name: str, **options: Any) -> FeatureExtractor:
     """Build the extractor registered as ``name`` with its keyword options."""
-    if name not in FEATURES:
-        raise SermtlError(f"unknown feature {name!r} (choose from: {', '.join(FEATURES)})")
-    module_name, class_name = FEATURES[name].split(":")
-    cls = getattr(importlib.import_module(module_name), class_name)
-    return cls(**options)
+    return feature_class(name)(**options)
+
+
+def accepted_options(name: str, options: dict[str, Any]) -> dict[str, Any]:
+    """The ``options`` (not ``None``) that the extractor ``name`` takes: the command line
+    offers every extractor's flags (``--model`` for ``w2v2``) and passes each its own."""
+    taken = inspect.signature(feature_class(name)).parameters
+    return {key: value for key, value in options.items() if key in taken and value is not None}
 
 
 #: ``describe()`` keys that may differ between the extractor that made a store and one
@@ -42,19 +63,7 @@ def extractor_from_description(description: dict[str, Any], device: str = "auto"
     """
     from featurestore.store.writer import config_differences
 
-    name = description.get("feature")
-    if name == "mfcc":
-        from featurestore.features.mfcc import MFCCConfig
-
-        fields = MFCCConfig.__dataclass_fields__
-        extractor = build_extractor("mfcc", device=device, **{k: v for k, v in description.items() if k in fields})
-    elif name == "w2v2":
-        extractor = build_extractor(
-            "w2v2", device=device, model=description["model"], layers=",".join(map(str, description["layers"])),
-            chunk_seconds=description["chunk_seconds"], chunk_context_seconds=description["chunk_context_seconds"],
-        )
-    else:
-        raise SermtlError(f"cannot rebuild a feature extractor for feature {name!r}")
+    extractor = feature_class(str(description.get("feature"))).from_description(description, device=device)
     expected = {k: v for k, v in description.items() if k not in RUNTIME_KEYS}
     rebuilt = {k: v for k, v in extractor.describe().items() if k not in RUNTIME_KEYS}
     differences = config_differences(expected, rebuilt)
@@ -63,4 +72,4 @@ def extractor_from_description(description: dict[str, Any], device: str = "auto"
     return extractor
 
 
-__all__ = ["FEATURES", "FeatureExtractor", "build_extractor", "extractor_from_description", "resolve_device"]
+__all__ = ["FEATURES", "FeatureExtractor", "accepted_options", "build_extractor", "extractor_from_description", "feature_class", "resolve_device"]

@@ -60,6 +60,20 @@ class FeatureExtractor(abc.ABC):
 
     name: ClassVar[str]
     config: Any
+    #: Storage dtype and padded audio seconds per batch when the user names none.
+    default_dtype: ClassVar[str] = "float32"
+    default_batch_seconds: ClassVar[float] = 600.0
+
+    @classmethod
+    def from_description(cls, description: dict[str, Any], device: str = "auto") -> "FeatureExtractor":
+        """The extractor that gives the features a store's ``attrs["feature"]`` describes."""
+        raise SermtlError(f"cannot rebuild a feature extractor for feature {cls.name!r}")
+
+    @property
+    def frame_rate(self) -> float:
+        """Frames per second of audio, measured on one minute of input (0: one frame per
+        utterance, whatever its length)."""
+        return self.num_frames(60 * 16000) / 60.0
 
     @property
     @abc.abstractmethod

@@ -68,7 +68,7 @@ import json
 import math
 import warnings
 from pathlib import Path
-from typing import Iterator, Sequence
+from typing import Any, Iterator, Sequence
 
 import numpy as np
 import torch
@@ -119,6 +119,13 @@ class SSLExtractor(FeatureExtractor):
     """
 
     name = "w2v2"
+    default_dtype = "float16"
+    default_batch_seconds = 200.0
+
+    @classmethod
+    def from_description(cls, description: dict[str, Any], device: str = "auto") -> "SSLExtractor":
+        return cls(model=description["model"], layers=",".join(map(str, description["layers"])), device=device,
+                   chunk_seconds=description["chunk_seconds"], chunk_context_seconds=description["chunk_context_seconds"])
 
     def __init__(
         self,

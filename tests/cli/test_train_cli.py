@@ -100,7 +100,7 @@ def test_predict_refuses_other_weights_and_non_checkpoints(store, tmp_path, csv_
 def test_baseline_command(store, tmp_path) -> None:
     out = tmp_path / "svm.json"
     result = run("baseline", "--store", store, "--protocol", "loso", "--by", "session", "--out", out)
-    assert "SVM (loso by session, 5 folds): WA" in result.output
+    assert "SVM on mfcc-stats (loso by session, 5 folds): WA" in result.output
     saved = json.loads(out.read_text())
     assert len(saved["folds"]) == 5
     assert f"pooled WA {saved['pooled']['wa']:.2f}, UWA {saved['pooled']['uwa']:.2f})" in result.output

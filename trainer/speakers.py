@@ -1,0 +1,68 @@
+"""Speaker normalisation (``--input-norm speaker``): each utterance's features standardised
+with the statistics of its own speaker's utterances.
+
+Statistics come from features only, never from labels, over every utterance of the speaker
+in the store: for a training speaker, their training utterances; for a test speaker of a
+speaker-independent protocol, their (unlabelled) test utterances. This is the usual
+transductive practice of speaker-independent SER, and it is what the numbers of a
+``--input-norm speaker`` run mean: the test speaker's recordings are all available, as
+they are when a deployed model adapts to a new speaker's session.
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections import defaultdict
+from typing import Any, Mapping, Sequence
+
+import numpy as np
+
+from featurestore.errors import SermtlError
+
+SPEAKER_COLUMN = "speaker"
+
+
+def speaker_groups(manifest: Any, ids: Sequence[str], column: str = SPEAKER_COLUMN) -> dict[str, list[str]]:
+    """``{speaker: [utt_id, …]}`` for ``ids``; a one-line error when the manifest has no
+    speaker column or an utterance has no speaker."""
+    if column not in manifest.columns:
+        raise SermtlError(f"--input-norm speaker: the store's manifest has no {column!r} column")
+    groups: dict[str, list[str]] = defaultdict(list)
+    missing = []
+    for utt_id in ids:
+        speaker = manifest[utt_id][column]
+        if speaker in (None, ""):
+            missing.append(utt_id)
+        else:
+            groups[str(speaker)].append(utt_id)
+    if missing:
+        raise SermtlError(f"--input-norm speaker: {len(missing)} utterance(s) have no {column} "
+                          f"(first: {missing[0]}); give every row a speaker or use --input-norm global")
+    return dict(groups)
+
+
+def speaker_normalised_vectors(vectors: Mapping[str, np.ndarray], groups: Mapping[str, Sequence[str]]) -> dict[str, np.ndarray]:
+    """Utterance vectors z-scored per speaker (standard deviations below 1e-8 count as 1).
+
+    A speaker with a single utterance has no spread of their own: their vector is
+    standardised with the statistics of all utterances instead (a warning says how many).
+    """
+    everyone = np.stack([vectors[u] for ids in groups.values() for u in ids])
+    pooled = (everyone.mean(axis=0), _safe_std(everyone))
+    out, alone = {}, []
+    for speaker, ids in groups.items():
+        block = np.stack([vectors[u] for u in ids])
+        mean, std = (block.mean(axis=0), _safe_std(block)) if len(ids) > 1 else pooled
+        if len(ids) == 1:
+            alone.append(speaker)
+        for utt_id, row in zip(ids, (block - mean) / std):
+            out[utt_id] = row
+    if alone:
+        warnings.warn(f"--input-norm speaker: {len(alone)} speaker(s) with a single utterance (first: {alone[0]}) "
+                      "are standardised with the statistics of all utterances", stacklevel=2)
+    return out
+
+
+def _safe_std(block: np.ndarray) -> np.ndarray:
+    std = block.std(axis=0)
+    return np.where(std < 1e-8, 1.0, std)
