@@ -184,8 +184,9 @@ def extract_to_store(
                     waves.append(wave)
                 items = []
                 for utt_id, feats in zip(ids, extractor.extract_batch(waves) if waves else []):
-                    if not np.isfinite(feats).all():
-                        fail_or_skip(utt_id, f"{utt_id}: non-finite features ({manifest[utt_id]['path']})")
+                    problem = feature_problem(feats, writer.dtype)
+                    if problem:
+                        fail_or_skip(utt_id, f"{utt_id}: {problem} ({manifest[utt_id]['path']})")
                         continue
                     items.append((utt_id, feats))
                 writer.write(items, {u: s for u, s in signatures.items() if s is not None})
@@ -219,3 +220,14 @@ def _refuse_changed_audio(writer: StoreWriter, manifest: Manifest) -> None:
         utt_id, reason = next(iter(changed.items()))
         raise SermtlError(f"{len(changed)} stored utterance(s) have stale features ({utt_id}: {reason}); "
                           "run the same extract with --repair to recompute them")
+
+
+def feature_problem(features: np.ndarray, dtype: np.dtype) -> str | None:
+    """Why ``features`` cannot be stored as ``dtype`` (non-finite values, or values beyond
+    its range, as ComParE energies are for float16), or ``None``."""
+    if not np.isfinite(features).all():
+        return "non-finite features"
+    largest = float(np.abs(features).max()) if features.size else 0.0
+    if largest > np.finfo(dtype).max:
+        return f"features up to {largest:.3g} exceed {np.dtype(dtype).name}'s range; extract with --dtype float32"
+    return None

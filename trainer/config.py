@@ -138,6 +138,8 @@ class TrainConfig:
     crop_seconds: float = option(3.0, "Random training crop length in seconds.", low=0, high=3600, open_low=True)
     class_weights: str = option("none", "Weight the emotion loss by inverse class frequency (balanced).",
                                 choices=("none", "balanced"))
+    label_smoothing: float = option(0.0, "Label smoothing of the emotion loss: the target puts this much "
+                                         "probability mass evenly on all classes.", low=0, high=1, open_high=True)
     augment: str = option("none", "Training-input augmentation: SpecAugment time and feature-band masking.",
                           choices=("none", "specaugment"))
     lr_schedule: str = option("constant", "Learning rate per epoch: constant, or cosine decay towards 0 over --epochs.",

@@ -219,7 +219,7 @@ def _train_epoch(network, optimizer, bank, ids, emotion_targets, aux_targets, al
         y = torch.tensor([emotion_targets[u] for u in batch], device=bank.device)
         with autocast:
             out = network(x, lengths, y)
-            loss = F.cross_entropy(out["emotion_logits"].float(), y, weight=weights)
+            loss = F.cross_entropy(out["emotion_logits"].float(), y, weight=weights, label_smoothing=config.label_smoothing)
             if aux_targets is not None:
                 a = torch.tensor([aux_targets[u] for u in batch], device=bank.device)
                 if (a != -100).any():

@@ -40,11 +40,25 @@ def test_a_yaml_file_and_a_preset(iemocap_mfcc_store, tmp_path) -> None:
     assert json.loads((preset / "config.json").read_text())["train"]["network"]["channels"] == 32
 
 
+def test_the_small_corpus_preset_resolves_to_its_measured_settings(iemocap_mfcc_store, tmp_path) -> None:
+    from trainer.config import TrainConfig, read_config_file
+
+    preset = read_config_file("small-corpus")
+    config = TrainConfig.from_dict(preset.train)
+    assert (config.network.input_norm, config.batch_size, config.network.channels, config.epochs) == ("speaker", 16, 64, 15)
+    assert config.aux == "auto" and config.lr_schedule == "constant"  # left as the defaults
+    out = tmp_path / "run"
+    run("train", "--store", iemocap_mfcc_store, "--config", "small-corpus", *FOLDS, "--epochs", "1", "--device", "cpu",
+        "--out", out)
+    saved = json.loads((out / "config.json").read_text())["train"]
+    assert (saved["network"]["input_norm"], saved["batch_size"], saved["epochs"]) == ("speaker", 16, 1)
+
+
 @pytest.mark.parametrize("text, message", [
     ("chanels: 128\n", "unknown key 'chanels' (nearest: channels)"),
     ("network:\n  chanels: 128\n", "unknown option 'chanels' (nearest: channels)"),
     ("channels: 12\n", "--channels must be in [8, 8192], a multiple of 8, got 12"),
-    ("input_norm: utterence\n", "--input-norm: 'utterence' is not one of global, utterance (nearest: utterance)"),
+    ("input_norm: utterence\n", "--input-norm: 'utterence' is not one of global, utterance, speaker (nearest: utterance)"),
     ("protocol:\n  name: loso\n  bye: speaker\n", "unknown protocol key 'bye' (nearest: by)"),
     ("protocol:\n  name: lsoo\n", "--protocol: 'lsoo' is not one of loso, kfold, group-kfold, split (nearest: loso)"),
     ("[1, 2", "neither YAML nor JSON"),
@@ -65,4 +79,4 @@ def test_no_store_anywhere_and_no_such_preset(tmp_path) -> None:
     result = run("cv", "--config", config, "--out", tmp_path / "run", ok=False)
     assert "--store is required" in result.output and not (tmp_path / "run").exists()
     result = run("cv", "--store", "x.zarr", "--config", "nosuch", ok=False)
-    assert "no such file, nor a preset (paper, tiny)" in result.output
+    assert "no such file, nor a preset (paper, small-corpus, tiny)" in result.output

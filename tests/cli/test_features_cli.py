@@ -93,3 +93,17 @@ def test_audio_shorter_than_opensmiles_window_is_one_line(tmp_path) -> None:
     result = run("extract", "--manifest", manifest, "--feature", "egemaps", "--store", tmp_path / "s.zarr", ok=False)
     assert result.exit_code == 1 and result.output.count("error:") == 1
     assert f"x ({short}): 800 samples is shorter than the egemaps receptive field (960 samples = 60 ms)" in result.output
+
+
+def test_values_beyond_float16_are_refused_not_stored_as_infinity(tmp_path) -> None:
+    import soundfile as sf
+
+    loud = tmp_path / "loud.wav"
+    sf.write(str(loud), np.clip(np.random.default_rng(0).normal(0, 0.5, 16000), -1, 1).astype(np.float32), 16000)
+    manifest = write_manifest(tmp_path / "m.csv", [{"utt_id": "x", "path": str(loud), "emotion": "sad", "speaker": "a"}])
+    store = tmp_path / "s.zarr"
+    result = run("extract", "--manifest", manifest, "--feature", "compare", "--dtype", "float16", "--store", store, ok=False)
+    assert result.exit_code == 1 and result.output.count("error:") == 1
+    assert "exceed float16's range; extract with --dtype float32" in result.output
+    run("extract", "--manifest", manifest, "--feature", "compare", "--store", tmp_path / "s32.zarr")
+    assert np.abs(open_store(tmp_path / "s32.zarr").read("x")).max() > 65504

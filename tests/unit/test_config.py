@@ -19,7 +19,7 @@ BAD_VALUES = {
     "epochs": 0, "batch_size": 1, "lr": float("inf"), "weight_decay": -1.0, "dropout": 1.0, "alpha0": 1.5,
     "alpha_step": float("nan"), "alpha_max": 2.0, "aux": "", "label": "a\x00b", "layer": "top", "channels": 12,
     "embedding_dim": 0, "margin": -0.1, "scale": 0.0, "crop_seconds": 0.0, "input_norm": "utterence",
-    "class_weights": "inverse", "augment": "mixup", "lr_schedule": "step", "batchnorm": "batch",
+    "class_weights": "inverse", "label_smoothing": 1.0, "augment": "mixup", "lr_schedule": "step", "batchnorm": "batch",
     "average_best": 0, "seed": -1, "device": "gpu",
 }
 

@@ -348,3 +348,13 @@ def test_a_test_set_of_one_class_is_scored_without_separability(mfcc_store) -> N
                          progress=False)
     assert outcome.metrics["n"] == len(one_class) and "emotion" not in outcome.metrics["separability"]
     assert outcome.metrics["per_class_recall"]["sad"] is not None
+
+
+def test_label_smoothing_enters_the_emotion_loss(mfcc_store) -> None:
+    store = open_store(mfcc_store)
+    bank = FeatureBank(store)
+    fold = make_folds(store.manifest, "loso", by="session")[0]
+    losses = [train_fold(store, bank, fold, TrainConfig.from_dict({**TINY, "epochs": 1, "aux": "none", "label_smoothing": s}),
+                         progress=False).history[0]["train_loss"] for s in (0.0, 0.0, 0.5)]
+    assert losses[0] == losses[1]  # the same seed: the same loss
+    assert abs(losses[2] - losses[0]) > 0.1  # the smoothed target changes the loss the optimiser sees
