@@ -24,6 +24,8 @@ from featurestore.store.base import available_backends
 from trainer.folds import PROTOCOLS
 
 DEFAULT_MODEL = "facebook/wav2vec2-large-960h"
+QUIET_OPTION = click.option("--quiet", "-q", is_flag=True,
+                            help="No progress bars and no per-fold lines, only the results (TQDM_DISABLE=1 drops the bars only).")
 
 
 def cache_dir() -> Path:
@@ -155,8 +157,9 @@ def prepare(corpus: str, root: str | None, out: str | None, options: tuple[str, 
 @click.option("--repair", is_flag=True, help="First recompute the entries that `sermtl verify` finds wrong.")
 @click.option("--max-duration", type=click.FloatRange(min=0, min_open=True), default=DEFAULT_MAX_DURATION, show_default=True,
               help="Longest audio (file or segment) to decode, in seconds; longer items fail or are skipped (--on-error).")
+@QUIET_OPTION
 def extract(corpus, root, manifest, options, feature, model, layers, store, store_format, device,
-            batch_seconds, max_batch, dtype, chunk_seconds, on_error, workers, repair, max_duration) -> None:
+            batch_seconds, max_batch, dtype, chunk_seconds, on_error, workers, repair, max_duration, quiet) -> None:
     """Extract features for every utterance into a store (resumable: re-run to finish).
 
     Under `torchrun --nproc-per-node N --no-python sermtl extract …` the N processes share
@@ -179,7 +182,7 @@ def extract(corpus, root, manifest, options, feature, model, layers, store, stor
         rows, extractor, store_path, format=store_format, dtype=dtype or extractor.default_dtype,
         batch_seconds=extractor.default_batch_seconds if batch_seconds is None else batch_seconds, max_batch=max_batch,
         on_error=on_error, workers=workers, on_item_error=lambda line: click.echo(line, err=True), repair=repair,
-        max_duration=max_duration,
+        max_duration=max_duration, progress=not quiet,
     )
     if report is None:  # a torchrun rank other than 0: rank 0 reports for all
         return
@@ -241,6 +244,7 @@ def _training_options() -> list:
                           "flags given on the command line override it."),
         *PROTOCOL_OPTIONS,
         click.option("--out", type=click.Path(file_okay=False), help="Run directory. Default: runs/<store>-<aux>-<protocol>."),
+        QUIET_OPTION,
     ] + [config_option(field.name) for field, _ in options()]
 
 
@@ -273,7 +277,7 @@ def _run_setup(store: str | None, config_file: str | None, params: dict[str, Any
 
 
 def _run_training(only_folds: list[int] | None, store: str | None, config_file: str | None, out: str | None,
-                  repeats: int = 1, **params) -> None:
+                  quiet: bool, repeats: int = 1, **params) -> None:
     from featurestore.distributed import process_group
     from featurestore.store.reader import stored_manifest
     from trainer.cv import run_cv, run_repeats
@@ -287,6 +291,7 @@ def _run_training(only_folds: list[int] | None, store: str | None, config_file: 
     run_dir = Path(out) if out else Path("runs") / f"{Path(store).stem}-{aux}-{protocol.name if protocol else 'default'}"
     group = click.get_current_context().with_resource(process_group(config.device))  # None outside torchrun
     runner = functools.partial(run_cv_distributed, group) if group else run_cv
+    runner = functools.partial(runner, progress=not quiet)
     if repeats > 1:
         outcome = run_repeats(runner, store, run_dir, config, protocol, repeats, only_folds=only_folds)
         if outcome is not None:
@@ -328,8 +333,8 @@ def cv(repeats: int, **options) -> None:
               help="Seeds --seed … --seed+N−1; every setting runs on the same folds of each seed.")
 @click.option("--baseline", "baseline_spec", metavar="KEY=VALUE,…",
               help="The setting the others are compared with (default: the first).")
-def sweep(store: str | None, config_file: str | None, out: str | None, grids: tuple[str, ...], grid_file: str | None,
-          repeats: int, baseline_spec: str | None, **params) -> None:
+def sweep(store: str | None, config_file: str | None, out: str | None, quiet: bool, grids: tuple[str, ...],
+          grid_file: str | None, repeats: int, baseline_spec: str | None, **params) -> None:
     """Run cv for every setting of an option grid and seed, and compare the settings with
     paired statistics (DIR/sweep.json, sweep.md, sweep.png; resumable, torchrun too)."""
     from featurestore.distributed import process_group
@@ -343,7 +348,7 @@ def sweep(store: str | None, config_file: str | None, out: str | None, grids: tu
     plan = Sweep(Path(store), Path(out) if out else Path("sweeps") / Path(store).stem, config, protocol, settings,
                  list(range(config.seed, config.seed + repeats)), find_baseline(settings, baseline_spec))
     group = click.get_current_context().with_resource(process_group(config.device))  # None outside torchrun
-    summary = run_sweep_distributed(group, plan) if group else run_sweep(plan)
+    summary = run_sweep_distributed(group, plan, progress=not quiet) if group else run_sweep(plan, progress=not quiet)
     if summary is not None:  # None on torchrun ranks other than 0
         click.echo(sweep_table(summary))
         click.echo(f"sweep: {plan.out / 'sweep.md'}")
@@ -436,7 +441,8 @@ def report(run_dirs: tuple[str, ...], out: str | None, paper_json: str | None) -
 
 
 @main.command()
-@click.option("--checkpoint", required=True, type=click.Path(), help="checkpoint.pt of a trained fold.")
+@click.option("--checkpoint", required=True, type=click.Path(),
+              help="checkpoint.pt of a trained fold, or a run directory (its folds as an ensemble: mean probabilities).")
 @click.argument("inputs", nargs=-1, required=True, type=click.Path())
 @click.option("--device", default="cpu", show_default=True)
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")

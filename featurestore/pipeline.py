@@ -24,6 +24,7 @@ from featurestore.audio import DEFAULT_MAX_DURATION, TARGET_SR, audio_signature,
 from featurestore.errors import SermtlError
 from featurestore.features.base import FeatureExtractor
 from featurestore.manifest import Manifest
+from featurestore.progress import progress_bar
 from featurestore.store.writer import StoreWriter
 
 ON_ERROR_CHOICES = ("fail", "skip")
@@ -165,11 +166,9 @@ def extract_to_store(
             if on_item_error is not None:
                 on_item_error(f"skipped {utt_id}: {message}")
 
-        from tqdm import tqdm
-
-        bar = tqdm(total=sum(durations.values()), unit="s", unit_scale=False,
-                   desc=f"{extractor.name} → {Path(store_path).name}", disable=not progress,
-                   bar_format="{l_bar}{bar}| {n:.0f}/{total:.0f} audio s [{elapsed}<{remaining}, {rate_fmt}]")
+        bar = progress_bar(total=sum(durations.values()), unit="s", unit_scale=False,
+                           desc=f"{extractor.name} → {Path(store_path).name}", enabled=progress,
+                           bar_format="{l_bar}{bar}| {n:.0f}/{total:.0f} audio s [{elapsed}<{remaining}, {rate_fmt}]")
         with bar:
             for batch, futures in _prefetch(writer.manifest, batches, workers, max_duration):
                 ids, waves, signatures = [], [], {}

@@ -24,6 +24,7 @@ from torch.nn import functional as F
 from featurestore import __version__
 from featurestore.errors import SermtlError, describe_error
 from featurestore.features.base import resolve_device
+from featurestore.progress import progress_bar
 from featurestore.store.reader import FeatureStore
 from trainer.config import TrainConfig
 from trainer.data import FeatureBank, make_batches
@@ -47,6 +48,8 @@ class FoldOutcome:
     predictions: list[dict[str, Any]]
     history: list[dict[str, Any]]
     checkpoint: dict[str, Any]
+    #: ``(len(test), embedding_dim)`` emotion embeddings of the test rows, in ``predictions`` order
+    embeddings: np.ndarray
 
 
 def _seed_everything(seed: int) -> np.random.Generator:
@@ -233,8 +236,10 @@ def _train_epoch(network, optimizer, bank, ids, emotion_targets, aux_targets, al
 
 
 def train_fold(store: FeatureStore, bank: FeatureBank, fold: Fold, config: TrainConfig,
-               progress: bool = True, position: int = 0) -> FoldOutcome:
-    """Train on ``fold.train``, pick the epoch by ``fold.valid`` UWA, score ``fold.test``."""
+               progress: bool = True, position: int = 0,
+               on_epoch: Callable[[list[dict[str, Any]]], None] | None = None) -> FoldOutcome:
+    """Train on ``fold.train``, pick the epoch by ``fold.valid`` UWA, score ``fold.test``;
+    ``on_epoch`` gets the history so far after every epoch."""
     config = resolved_config(config, store.manifest)
     rng = _seed_everything(config.seed + fold.fold)
     emotion_task, aux_task = build_tasks(store, fold, config)
@@ -263,9 +268,8 @@ def train_fold(store: FeatureStore, bank: FeatureBank, fold: Fold, config: Train
         recalibrate_batchnorm(network, _training_batches(bank, fold.train, config, crop_frames, rng_draw,
                                                          PRECISE_BATCHNORM_BATCHES))
 
-    from tqdm import tqdm
-
-    bar = tqdm(range(config.epochs), desc=f"fold {fold.fold}", unit="epoch", disable=not progress, position=position, leave=False)
+    bar = progress_bar(range(config.epochs), desc=f"fold {fold.fold}", unit="epoch", enabled=progress, position=position,
+                       leave=False)
     for epoch in bar:
         alpha = config.alpha(epoch) if aux_task else 0.0
         for group in optimizer.param_groups:
@@ -274,7 +278,7 @@ def train_fold(store: FeatureStore, bank: FeatureBank, fold: Fold, config: Train
                             crop_frames, weights)
         if not math.isfinite(loss):
             raise SermtlError(f"fold {fold.fold}, epoch {epoch + 1}: the training loss is not finite ({loss}); "
-                              f"nothing of this fold is saved: try a lower --lr than {config.lr:g}")
+                              f"the fold is not saved (its history so far is): try a lower --lr than {config.lr:g}")
         if config.batchnorm == "precise":
             recalibrate(draw=epoch)
         record: dict[str, Any] = {"epoch": epoch + 1, "alpha": alpha, "train_loss": loss}
@@ -286,6 +290,8 @@ def train_fold(store: FeatureStore, bank: FeatureBank, fold: Fold, config: Train
             record["valid_loss"] = float(-np.log(np.maximum(probs[known, valid_targets[known]], 1e-12)).mean()) if known.any() else 0.0
             selection.offer((record["valid_uwa"], -record["valid_loss"]), epoch + 1, network)
         history.append(record)
+        if on_epoch is not None:
+            on_epoch(history)
         bar.set_postfix(loss=f"{loss:.3f}", valid_uwa=f"{record.get('valid_uwa', float('nan')):.1f}", alpha=f"{alpha:.2f}")
     best_epoch, best_valid_uwa = config.epochs, None
     if selection.kept:
@@ -293,7 +299,8 @@ def train_fold(store: FeatureStore, bank: FeatureBank, fold: Fold, config: Train
         network.load_state_dict(selection.averaged_state())
         if len(selection.kept) > 1:  # averaged weights need their own BatchNorm statistics
             recalibrate(draw=config.epochs)
-    outcome_metrics, predictions = score(store, bank, network, fold.test, emotion_task, aux_task, config.batch_size)
+    outcome_metrics, predictions, embeddings = score(store, bank, network, fold.test, emotion_task, aux_task,
+                                                     config.batch_size)
     outcome_metrics.update({"fold": fold.fold, "best_epoch": best_epoch, "best_valid_uwa": best_valid_uwa,
                             "averaged_epochs": selection.epochs if len(selection.kept) > 1 else None})
     checkpoint = {
@@ -311,12 +318,12 @@ def train_fold(store: FeatureStore, bank: FeatureBank, fold: Fold, config: Train
         "fold": fold.fold,
         "best_epoch": best_epoch,
     }
-    return FoldOutcome(fold.fold, outcome_metrics, predictions, history, checkpoint)
+    return FoldOutcome(fold.fold, outcome_metrics, predictions, history, checkpoint, embeddings)
 
 
 def score(store: FeatureStore, bank: FeatureBank, network: SERNetwork, ids: Sequence[str],
-          emotion_task: Task, aux_task: Task | None, batch_size: int) -> tuple[dict[str, Any], list[dict[str, Any]]]:
-    """Metrics (percent) and per-utterance predictions of ``network`` on ``ids``."""
+          emotion_task: Task, aux_task: Task | None, batch_size: int) -> tuple[dict[str, Any], list[dict[str, Any]], np.ndarray]:
+    """Metrics (percent), per-utterance predictions and emotion embeddings of ``network`` on ``ids``."""
     manifest = store.manifest
     out = infer(network, bank, ids, batch_size)
     truth = [manifest[u][emotion_task.column] for u in ids]
@@ -340,7 +347,7 @@ def score(store: FeatureStore, bank: FeatureBank, network: SERNetwork, ids: Sequ
         if aux_task is not None:
             row.update({"aux_true": aux_truth[i], "aux_pred": aux_predicted[i]})
         predictions.append(row)
-    return metrics, predictions
+    return metrics, predictions, out["embedding"]
 
 
 def load_network(checkpoint: dict[str, Any], device: str = "cpu") -> SERNetwork:

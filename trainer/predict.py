@@ -1,12 +1,17 @@
-"""Predicting emotions of audio files with a trained checkpoint.
+"""Predicting emotions with a trained model: :class:`Predictor`, loaded once.
 
-The checkpoint records the feature config of the store it was trained on; the same
+A checkpoint records the feature config of the store it was trained on; the same
 extractor is rebuilt from it (:func:`featurestore.features.extractor_from_description`,
-which refuses if, e.g., the model weights differ), the files are decoded and featurised
-exactly as during extraction, rounded to the store's dtype, and passed through the
-network, whose input normalisation travels inside the checkpoint. A model trained with
-``--input-norm speaker`` needs its speaker's statistics: the files of one call are taken
-as one speaker's (give each speaker's files in a call of their own).
+which refuses if, e.g., the model weights differ), waves are featurised exactly as during
+extraction, rounded to the store's dtype, and passed through the network, whose input
+normalisation travels inside the checkpoint. A run directory gives an ensemble: every
+fold's checkpoint, their emotion (and auxiliary) probabilities averaged. A model trained
+with ``--input-norm speaker`` needs its speaker's statistics: the waves of one call are
+taken as one speaker's (give each speaker's recordings in a call of their own).
+
+>>> predictor = Predictor.load("runs/iemocap_w2v2_mtl")           # doctest: +SKIP
+>>> predictor.predict([wave], sample_rate=44100)[0]["emotion"]     # doctest: +SKIP
+'happy'
 """
 
 from __future__ import annotations
@@ -18,7 +23,7 @@ from typing import Any, Sequence
 import numpy as np
 import torch
 
-from featurestore.audio import DEFAULT_MAX_DURATION, load_audio
+from featurestore.audio import DEFAULT_MAX_DURATION, TARGET_SR, load_audio
 from featurestore.errors import SermtlError
 from featurestore.features import extractor_from_description
 from trainer.checkpoint import load_checkpoint
@@ -40,6 +45,17 @@ def audio_files(inputs: Sequence[str | Path]) -> list[Path]:
     return files
 
 
+def checkpoint_paths(source: str | Path) -> list[Path]:
+    """``source`` itself for a checkpoint file; for a run directory its folds' checkpoints."""
+    source = Path(source)
+    if source.is_dir():
+        found = sorted(source.glob("fold_*/checkpoint.pt"), key=lambda p: int(p.parent.name.split("_")[1]))
+        if not found:
+            raise SermtlError(f"{source}: no fold_*/checkpoint.pt (not a run directory with finished folds)")
+        return found
+    return [source]
+
+
 def _select_layers(features: np.ndarray, layer: int | str | None) -> np.ndarray:
     """Pick the layer(s) the network was trained on from ``(layers, frames, dim)`` features."""
     if layer == "weighted":
@@ -48,46 +64,107 @@ def _select_layers(features: np.ndarray, layer: int | str | None) -> np.ndarray:
 
 
 def _speaker_normalise(features: list[np.ndarray]) -> list[np.ndarray]:
-    """``--input-norm speaker`` checkpoints: the files of one call are taken as one
-    speaker's, standardised with the mean/std over all their frames (per layer)."""
+    """``--input-norm speaker`` models: the waves of one call are taken as one speaker's,
+    standardised with the mean/std over all their frames (per layer)."""
     if len(features) == 1:
-        warnings.warn("a speaker-normalised model: the statistics of a single file stand for its speaker's; "
-                      "give several files of the same speaker in one call", stacklevel=3)
+        warnings.warn("a speaker-normalised model: the statistics of a single recording stand for its speaker's; "
+                      "give several recordings of the same speaker in one call", stacklevel=3)
     frames = np.concatenate([f.astype(np.float64) for f in features], axis=-2)
     mean, std = frames.mean(axis=-2, keepdims=True), np.maximum(frames.std(axis=-2, keepdims=True), 1e-5)
     return [((f - mean) / std).astype(np.float32) for f in features]
 
 
-@torch.no_grad()
+class Predictor:
+    """A trained model loaded once (:meth:`load`), for any number of :meth:`predict` and
+    :meth:`embed` calls."""
+
+    def __init__(self, checkpoints: list[dict[str, Any]], device: str = "cpu", dtype: str | None = None) -> None:
+        first = checkpoints[0]
+        for other in checkpoints[1:]:
+            for key in ("feature", "emotions", "aux", "layer"):
+                if other.get(key) != first.get(key):
+                    raise SermtlError(f"the checkpoints differ in {key!r}: they are not folds of one run")
+        self.checkpoints = checkpoints
+        self.emotions: list[str] = list(first["emotions"])
+        self.aux: dict[str, Any] | None = first.get("aux")
+        self.extractor = extractor_from_description(first["feature"], device=device)
+        self.networks = [load_network(c, device) for c in checkpoints]
+        self.device = next(self.networks[0].parameters()).device
+        self.dtype = np.dtype(dtype or first.get("store_dtype") or "float32")
+        self.speaker_normalised = self.networks[0].config.options.input_norm == "speaker"
+
+    @classmethod
+    def load(cls, source: str | Path, device: str = "cpu", dtype: str | None = None) -> "Predictor":
+        """A checkpoint file, or a run directory (the ensemble of its folds)."""
+        return cls([load_checkpoint(path) for path in checkpoint_paths(source)], device=device, dtype=dtype)
+
+    def features(self, waves: Sequence[np.ndarray], sample_rate: int = TARGET_SR,
+                 names: Sequence[str] | None = None) -> list[np.ndarray]:
+        """The network inputs of 1-D ``waves`` at ``sample_rate``, as the store held them."""
+        names = names or [f"wave {i}" for i in range(len(waves))]
+        out = []
+        for name, wave in zip(names, waves):
+            wave = np.asarray(wave, dtype=np.float32)
+            if wave.ndim != 1 or not np.isfinite(wave).all():
+                raise SermtlError(f"{name}: expected a 1-D array of finite samples, got shape {wave.shape}")
+            if sample_rate != TARGET_SR:
+                import soxr
+
+                wave = soxr.resample(wave, sample_rate, TARGET_SR, quality="HQ").astype(np.float32, copy=False)
+            self.extractor.check_length(len(wave), name)
+            stored = self.extractor.extract_batch([wave])[0].astype(self.dtype).astype(np.float32)
+            out.append(_select_layers(stored, self.checkpoints[0]["layer"]))
+        return _speaker_normalise(out) if self.speaker_normalised else out
+
+    @torch.no_grad()
+    def _outputs(self, features: list[np.ndarray]) -> list[list[dict[str, np.ndarray]]]:
+        """Per wave, per network: softmaxed emotion/aux probabilities and the embedding."""
+        results = []
+        for frames in features:
+            x = torch.from_numpy(frames)[None].to(self.device)
+            lengths = torch.tensor([x.shape[-2]], device=self.device)
+            per_network = []
+            for network in self.networks:
+                out = network(x, lengths)
+                item = {"emotion": torch.softmax(out["emotion_logits"].float(), -1)[0].cpu().numpy(),
+                        "embedding": out["embedding"].float()[0].cpu().numpy()}
+                if "aux_logits" in out:
+                    item["aux"] = torch.softmax(out["aux_logits"].float(), -1)[0].cpu().numpy()
+                per_network.append(item)
+            results.append(per_network)
+        return results
+
+    def predict(self, waves: Sequence[np.ndarray], sample_rate: int = TARGET_SR) -> list[dict[str, Any]]:
+        """One dict per wave: ``emotion``, ``emotion_probs`` and, with an auxiliary task,
+        ``<column>`` and ``<column>_probs`` (the keys of ``sermtl predict --json``)."""
+        return [self._row(outputs) for outputs in self._outputs(self.features(waves, sample_rate))]
+
+    def embed(self, waves: Sequence[np.ndarray], sample_rate: int = TARGET_SR) -> np.ndarray:
+        """``(len(waves), dim)`` emotion embeddings; for an ensemble of K folds, the folds'
+        embeddings side by side (``K · embedding_dim`` values)."""
+        outputs = self._outputs(self.features(waves, sample_rate))
+        return np.stack([np.concatenate([item["embedding"] for item in per_network]) for per_network in outputs])
+
+    def predict_files(self, inputs: Sequence[str | Path],
+                      max_duration: float | None = DEFAULT_MAX_DURATION) -> list[dict[str, Any]]:
+        """:meth:`predict` for audio files and folders (``file`` added to each dict)."""
+        files = audio_files(inputs)
+        waves = [load_audio(path, max_duration=max_duration) for path in files]
+        features = self.features(waves, TARGET_SR, names=[str(p) for p in files])
+        return [{"file": str(path), **self._row(outputs)} for path, outputs in zip(files, self._outputs(features))]
+
+    def _row(self, per_network: list[dict[str, np.ndarray]]) -> dict[str, Any]:
+        emotion = np.mean([item["emotion"] for item in per_network], axis=0)
+        row: dict[str, Any] = {"emotion": self.emotions[int(emotion.argmax())],
+                               "emotion_probs": dict(zip(self.emotions, map(float, emotion)))}
+        if self.aux:
+            aux = np.mean([item["aux"] for item in per_network], axis=0)
+            column, classes = self.aux["column"], self.aux["classes"]
+            row.update({column: classes[int(aux.argmax())], f"{column}_probs": dict(zip(classes, map(float, aux)))})
+        return row
+
+
 def predict_files(checkpoint_path: str | Path, inputs: Sequence[str | Path], device: str = "cpu",
                   dtype: str | None = None, max_duration: float | None = DEFAULT_MAX_DURATION) -> list[dict[str, Any]]:
-    """Emotion (and auxiliary) probabilities for each audio file, as dicts (audio longer
-    than ``max_duration`` seconds, or too short for one analysis window, is refused). A
-    checkpoint trained with ``--input-norm speaker`` takes the files as one speaker's."""
-    checkpoint = load_checkpoint(checkpoint_path)
-    extractor = extractor_from_description(checkpoint["feature"], device=device)
-    network = load_network(checkpoint, device)
-    store_dtype = np.dtype(dtype or checkpoint.get("store_dtype") or "float32")
-    files = audio_files(inputs)
-    features = []
-    for path in files:
-        wave = load_audio(path, max_duration=max_duration)
-        extractor.check_length(len(wave), str(path))
-        stored = extractor.extract_batch([wave])[0].astype(store_dtype).astype(np.float32)
-        features.append(_select_layers(stored, checkpoint["layer"]))
-    if network.config.options.input_norm == "speaker":
-        features = _speaker_normalise(features)
-    rows = []
-    for path, frames in zip(files, features):
-        x = torch.from_numpy(frames)[None].to(next(network.parameters()).device)
-        out = network(x, torch.tensor([x.shape[-2]], device=x.device))
-        emotion = torch.softmax(out["emotion_logits"].float(), -1)[0].cpu().numpy()
-        row: dict[str, Any] = {"file": str(path), "emotion": checkpoint["emotions"][int(emotion.argmax())],
-                               "emotion_probs": dict(zip(checkpoint["emotions"], map(float, emotion)))}
-        if checkpoint.get("aux"):
-            aux = torch.softmax(out["aux_logits"].float(), -1)[0].cpu().numpy()
-            classes = checkpoint["aux"]["classes"]
-            row.update({checkpoint["aux"]["column"]: classes[int(aux.argmax())],
-                        f"{checkpoint['aux']['column']}_probs": dict(zip(classes, map(float, aux)))})
-        rows.append(row)
-    return rows
+    """:meth:`Predictor.predict_files` of a checkpoint or run directory loaded for this call."""
+    return Predictor.load(checkpoint_path, device=device, dtype=dtype).predict_files(inputs, max_duration=max_duration)

@@ -25,10 +25,13 @@ import dataclasses
 import functools
 import math
 import re
+import zipfile
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from types import ModuleType
 from typing import TYPE_CHECKING, Any
+
+import numpy as np
 
 from featurestore.atomic import atomic_write, read_json, write_text
 from featurestore.errors import SermtlError, describe_error
@@ -97,32 +100,65 @@ def plot_confusion(matrix: Sequence[Sequence[int]], labels: Sequence[str], path:
 
 
 def plot_training_curves(histories: Sequence[Sequence[Mapping[str, Any]]], path: str | Path, title: str,
-                         labels: Sequence[str] | None = None) -> Path:
-    """Training loss, validation UWA and α per epoch, one line per fold (``history.json`` records).
+                         labels: Sequence[str] | None = None, chosen: Sequence[int | None] | None = None) -> Path:
+    """Training loss, validation loss, validation UWA and α per epoch, one line per fold
+    (``history.json`` records), the epoch each fold kept (``chosen``) marked with a star.
 
-    ``labels`` names the lines (default ``fold 1``, ``fold 2``, …). The α panel is drawn only
-    when some α is non-zero (a multi-task run).
+    ``labels`` names the lines (default ``fold 1``, ``fold 2``, …). The validation-loss panel
+    is drawn when the histories record it, the α panel when some α is non-zero (a multi-task
+    run).
     """
     plt = _pyplot()
     from matplotlib.ticker import MaxNLocator
 
     labels = list(labels) if labels is not None else [f"fold {i}" for i in range(1, len(histories) + 1)]
-    panels = [("train_loss", "train loss"), ("valid_uwa", "valid UWA (%)")]
+    chosen = list(chosen) if chosen is not None else [None] * len(histories)
+    panels = [("train_loss", "train loss")]
+    if any(_finite(record.get("valid_loss")) for history in histories for record in history):
+        panels.append(("valid_loss", "valid loss"))
+    panels.append(("valid_uwa", "valid UWA (%)"))
     if any(record.get("alpha") for history in histories for record in history):
         panels.append(("alpha", "α"))
     figure, axes = plt.subplots(len(panels), 1, sharex=True, figsize=(7.0, 2.3 * len(panels) + 0.6), squeeze=False)
     for ax, (key, ylabel) in zip(axes[:, 0], panels):
-        for history, label in zip(histories, labels):
-            points = [(r["epoch"], r[key]) for r in history if _finite(r.get(key))]
+        for history, label, best in zip(histories, labels, chosen):
+            points = dict((r["epoch"], r[key]) for r in history if _finite(r.get(key)))
             if points:
-                ax.plot(*zip(*points), marker="o", markersize=3, label=label)
+                line, = ax.plot(list(points), list(points.values()), marker="o", markersize=3, label=label)
+                if key == "valid_uwa" and best in points:
+                    ax.plot([best], [points[best]], marker="*", markersize=12, color=line.get_color(),
+                            markeredgecolor="black", linestyle="none")
         ax.set_ylabel(ylabel)
         ax.grid(alpha=0.3)
     axes[-1, 0].set_xlabel("epoch")
     axes[-1, 0].xaxis.set_major_locator(MaxNLocator(integer=True))
-    axes[0, 0].set_title(title)
+    axes[0, 0].set_title(title + (" (★ the epoch kept)" if any(c is not None for c in chosen) else ""))
     if histories:
         axes[0, 0].legend(fontsize="small", ncol=min(len(histories), 5))
+    return _save(figure, path)
+
+
+def plot_embeddings(embeddings: np.ndarray, colourings: Mapping[str, Sequence[str]], path: str | Path,
+                    title: str, seed: int = 0) -> Path:
+    """A 2-D t-SNE map of ``embeddings`` (scikit-learn), one panel per colouring
+    (``{"emotion": labels, "expression": labels}``), points coloured by label."""
+    from sklearn.manifold import TSNE
+
+    plt = _pyplot()
+    points = np.asarray(embeddings, dtype=np.float64)
+    perplexity = float(max(1.0, min(30.0, (len(points) - 1) / 3)))
+    xy = TSNE(n_components=2, perplexity=perplexity, init="pca", random_state=seed).fit_transform(points)
+    figure, axes = plt.subplots(1, len(colourings), figsize=(4.6 * len(colourings), 4.2), squeeze=False)
+    for ax, (name, labels) in zip(axes[0], colourings.items()):
+        labels = np.asarray(labels, dtype=str)
+        for label in sorted(set(labels)):
+            chosen = labels == label
+            ax.scatter(xy[chosen, 0], xy[chosen, 1], s=12, alpha=0.8, label=label)
+        ax.set_title(f"by {name}")
+        ax.set_xticks([])
+        ax.set_yticks([])
+        ax.legend(fontsize="small", markerscale=1.5)
+    figure.suptitle(title)
     return _save(figure, path)
 
 
@@ -474,8 +510,10 @@ def _run_section(run: Run, figures: Path) -> list[str]:
                   markdown_table(["true \\ predicted", *labels], rows), "", f"![confusion]({FIGURES}/{name})", ""]
     training = []
     if run.histories:
+        best = {f.get("fold"): f.get("best_epoch") for f in run.results.get("folds", []) if isinstance(f, dict)}
         name = plot_training_curves(list(run.histories.values()), figures / f"{slug}_training.png",
-                                    f"{run.name}: training", labels=[f"fold {k}" for k in run.histories]).name
+                                    f"{run.name}: training", labels=[f"fold {k}" for k in run.histories],
+                                    chosen=[best.get(k) for k in run.histories]).name
         training += [f"![training curves]({FIGURES}/{name})", ""]
     if run.uses_aux and {"alpha0", "alpha_step", "alpha_max", "epochs"} <= set(train):
         name = plot_alpha_schedule(train["alpha0"], train["alpha_step"], train["alpha_max"], train["epochs"],
@@ -483,7 +521,32 @@ def _run_section(run: Run, figures: Path) -> list[str]:
         training += [f"![alpha schedule]({FIGURES}/{name})", ""]
     if training:
         lines += ["### Training", "", *training]
+    lines += _embedding_section(run, figures, slug)
     return lines
+
+
+def _embedding_section(run: Run, figures: Path, slug: str) -> list[str]:
+    """A t-SNE map of the first fold's test embeddings (``embeddings.npz``), by emotion and
+    by the auxiliary label; nothing for runs without saved embeddings or with too few rows."""
+    found = next(((k, d / "embeddings.npz") for k, d in _fold_dirs(run.path) if (d / "embeddings.npz").is_file()), None)
+    if found is None:
+        return []
+    fold, path = found
+    try:
+        with np.load(path, allow_pickle=False) as saved:
+            arrays = {key: saved[key] for key in saved.files}
+    except (OSError, ValueError, zipfile.BadZipFile) as exc:
+        raise SermtlError(f"{path} is damaged ({describe_error(exc)})") from None
+    if "embeddings" not in arrays or "emotion" not in arrays or len(arrays["embeddings"]) < 5:
+        return []
+    colourings = {"emotion": arrays["emotion"]}
+    if "aux" in arrays:
+        colourings[str(run.config.get("train", {}).get("aux", "aux"))] = arrays["aux"]
+    name = plot_embeddings(arrays["embeddings"], colourings, figures / f"{slug}_tsne.png",
+                           f"{run.name}: fold {fold} test embeddings (t-SNE)").name
+    return ["### Embeddings", "", f"t-SNE of fold {fold}'s test-utterance emotion embeddings "
+            f"({len(arrays['embeddings'])} utterances; each fold's model has its own embedding space).", "",
+            f"![t-SNE]({FIGURES}/{name})", ""]
 
 
 def _paper_reference(paper: Mapping[str, Any] | None, key: str) -> dict[str, dict] | None:

@@ -150,7 +150,7 @@ def test_report_of_one_run(runs, tmp_path) -> None:
     assert f"{expected['separability']['emotion']:.2f}" in text
     names = {p.name for p in linked_pngs(report)}
     assert names == {"per_class_recall.png", "separability.png",
-                     "mtl_confusion.png", "mtl_training.png", "mtl_alpha.png"}
+                     "mtl_confusion.png", "mtl_training.png", "mtl_alpha.png", "mtl_tsne.png"}
     assert all(p.parent == run / "figures" for p in linked_pngs(report))
 
 

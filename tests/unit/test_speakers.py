@@ -95,5 +95,5 @@ def test_speaker_normalisation_trains_and_predict_normalises_a_call_as_one_speak
     normalised = np.concatenate(_speaker_normalise(parts))
     np.testing.assert_allclose(normalised.mean(0), 0, atol=1e-5)
     np.testing.assert_allclose(normalised.std(0), 1, atol=1e-4)
-    with pytest.warns(UserWarning, match="a single file stand for its speaker"):
+    with pytest.warns(UserWarning, match="a single recording stand for its speaker"):
         _speaker_normalise(parts[:1])

@@ -1,0 +1,79 @@
+"""trainer.predict.Predictor: loaded once, arrays at any rate in, the keys of `sermtl predict
+--json` out, a run directory as a fold ensemble, embeddings."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+from featurestore.errors import SermtlError
+from tests.cli.test_cli import run
+from trainer.predict import Predictor
+
+TINY = ["--epochs", "1", "--channels", "16", "--embedding-dim", "8", "--batch-size", "16", "--device", "cpu"]
+
+
+@pytest.fixture(scope="module")
+def run_dir(iemocap_mfcc_store, tmp_path_factory):
+    out = tmp_path_factory.mktemp("predictor") / "run"
+    run("cv", "--store", iemocap_mfcc_store, "--protocol", "group-kfold", "--by", "session", "--folds", "3",
+        "--aux", "expression", "--out", out, *TINY)
+    return out
+
+
+@pytest.fixture(scope="module")
+def recordings(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("recordings")
+    rng = np.random.default_rng(5)
+    waves = []
+    for i, seconds in enumerate((0.7, 1.3, 2.1)):
+        t = np.arange(int(22050 * seconds)) / 22050
+        wave = (0.3 * np.sin(2 * np.pi * (140 + 70 * i) * t) + 0.01 * rng.standard_normal(len(t))).astype(np.float32)
+        sf.write(str(folder / f"r{i}.wav"), wave, 22050, subtype="FLOAT")
+        waves.append(wave)
+    return folder, waves
+
+
+def test_predict_on_arrays_equals_the_command_on_files(run_dir, recordings) -> None:
+    folder, waves = recordings
+    checkpoint = run_dir / "fold_2" / "checkpoint.pt"
+    predictor = Predictor.load(checkpoint)
+    rows = predictor.predict(waves, sample_rate=22050)
+    command = json.loads(run("predict", "--checkpoint", checkpoint, folder, "--json").output)
+    assert len(rows) == len(command) == 3
+    for ours, theirs in zip(rows, command):
+        assert set(theirs) - {"file"} == set(ours) == {"emotion", "emotion_probs", "expression", "expression_probs"}
+        assert ours["emotion"] == theirs["emotion"] and ours["expression"] == theirs["expression"]
+        for key in ("emotion_probs", "expression_probs"):
+            assert ours[key] == pytest.approx(theirs[key], abs=1e-6)
+    assert predictor.predict(waves[:1], sample_rate=22050) == rows[:1]  # loaded once, called again
+
+
+def test_a_run_directory_is_the_mean_of_its_folds(run_dir, recordings) -> None:
+    _, waves = recordings
+    ensemble = Predictor.load(run_dir)
+    assert len(ensemble.networks) == 3
+    folds = [Predictor.load(run_dir / f"fold_{k}" / "checkpoint.pt").predict(waves, 22050) for k in (1, 2, 3)]
+    for i, row in enumerate(ensemble.predict(waves, 22050)):
+        for emotion, p in row["emotion_probs"].items():
+            assert p == pytest.approx(np.mean([fold[i]["emotion_probs"][emotion] for fold in folds]), abs=1e-6)
+        assert row["emotion"] == max(row["emotion_probs"], key=row["emotion_probs"].get)
+    assert ensemble.embed(waves, 22050).shape == (3, 24)
+    single = Predictor.load(run_dir / "fold_1" / "checkpoint.pt")
+    np.testing.assert_allclose(ensemble.embed(waves, 22050)[:, :8], single.embed(waves, 22050), atol=1e-6)
+    table = run("predict", "--checkpoint", run_dir, recordings[0]).output
+    assert table.count("angry=") == 3
+
+
+def test_bad_input_is_one_line(run_dir, tmp_path) -> None:
+    predictor = Predictor.load(run_dir / "fold_1" / "checkpoint.pt")
+    with pytest.raises(SermtlError, match=r"^wave 0: expected a 1-D array of finite samples, got shape \(2, 100\)$"):
+        predictor.predict([np.zeros((2, 100), np.float32)])
+    with pytest.raises(SermtlError, match="wave 1: .* shorter than the mfcc receptive field"):
+        predictor.predict([np.zeros(1600, np.float32), np.zeros(100, np.float32)])
+    (tmp_path / "empty_run").mkdir()
+    with pytest.raises(SermtlError, match="no fold_\\*/checkpoint.pt"):
+        Predictor.load(tmp_path / "empty_run")
