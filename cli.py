@@ -226,10 +226,13 @@ PROTOCOL_OPTIONS = [
                  help="Share of training rows held out for validation (loso, split, group-kfold; kfold is 80/10/10)."),
     click.option("--train-values", help="split: comma list of --by values to train on, e.g. Session1,Session2,Session3,Session4."),
     click.option("--test-values", help="split: comma list of --by values to test on, e.g. Session5."),
+    click.option("--folds-file", type=click.Path(),
+                 help="Your own folds: a sermtl folds.json, or EmoBox fold files (the data folder holding fold_<k>/); "
+                      "sets --protocol file."),
 ]
 #: Protocol flags → keys of :class:`trainer.folds.Protocol`.
 PROTOCOL_KEYS = {"protocol": "name", "by": "by", "folds": "folds", "valid_fraction": "valid_fraction",
-                 "train_values": "train_values", "test_values": "test_values"}
+                 "train_values": "train_values", "test_values": "test_values", "folds_file": "path"}
 
 
 def _training_options() -> list:
@@ -271,6 +274,9 @@ def _run_setup(store: str | None, config_file: str | None, params: dict[str, Any
         if _given(flag_name):
             value = params[flag_name]
             protocol[key] = _comma_list(value) if key in ("train_values", "test_values") else value
+    if protocol.get("path") is not None:
+        protocol.setdefault("name", "file")
+        protocol.setdefault("by", None)
     if protocol and "name" not in protocol:
         raise SermtlError(f"--by/--folds/--valid-fraction need --protocol ({', '.join(PROTOCOLS)})")
     return store, Protocol.from_dict(protocol, "the protocol flags") if protocol else None, config

@@ -56,7 +56,9 @@ from featurestore.atomic import read_json, write_json
 from featurestore.errors import SermtlError
 from featurestore.manifest import Manifest
 
-PROTOCOLS: tuple[str, ...] = ("loso", "kfold", "group-kfold", "split")
+#: Protocols :func:`make_folds` draws folds for; ``file`` reads them (:mod:`trainer.fold_files`).
+FOLD_MAKERS: tuple[str, ...] = ("loso", "kfold", "group-kfold", "split")
+PROTOCOLS: tuple[str, ...] = (*FOLD_MAKERS, "file")
 
 
 @dataclasses.dataclass
@@ -266,8 +268,8 @@ def make_folds(manifest: Manifest, protocol: str, *, by: str | None = None, fold
     Raises:
         SermtlError: a bad flag value, named in a one-line message.
     """
-    if protocol not in PROTOCOLS:
-        raise SermtlError(f"unknown protocol {protocol!r} (--protocol: {', '.join(PROTOCOLS)})")
+    if protocol not in FOLD_MAKERS:
+        raise SermtlError(f"unknown protocol {protocol!r} (--protocol: {', '.join(FOLD_MAKERS)})")
     if not 0 <= valid_fraction < 1:
         raise SermtlError(f"--valid-fraction must be in [0, 1), got {valid_fraction}")
     if int(seed) != seed or seed < 0:
@@ -313,12 +315,16 @@ class Protocol:
     train_values: list[str] | None = None
     test_values: list[str] | None = None
     train_where: dict[str, list[str]] | None = None
+    #: ``file``: the fold file or folder (:mod:`trainer.fold_files`)
+    path: str | None = None
 
     def __post_init__(self) -> None:
         if self.name not in PROTOCOLS:
             near = difflib.get_close_matches(str(self.name), PROTOCOLS, n=1)
             raise SermtlError(f"--protocol: {self.name!r} is not one of {', '.join(PROTOCOLS)}"
                               + (f" (nearest: {near[0]})" if near else ""))
+        if (self.name == "file") != (self.path is not None):
+            raise SermtlError("--folds-file goes with --protocol file (given alone, it sets it)")
         if isinstance(self.folds, bool) or not isinstance(self.folds, int) or self.folds < 2:
             raise SermtlError(f"--folds must be an integer >= 2, got {self.folds!r}")
         if isinstance(self.valid_fraction, bool) or not isinstance(self.valid_fraction, (int, float)) \
@@ -342,6 +348,11 @@ class Protocol:
             raise SermtlError(f"{source}: {exc}") from None
 
     def make(self, manifest, seed: int) -> list[Fold]:
+        if self.name == "file":
+            from trainer.fold_files import read_folds_file
+
+            folds = read_folds_file(self.path, manifest, self.valid_fraction, seed)
+            return restrict_training(folds, manifest, self.train_where) if self.train_where else folds
         folds = make_folds(manifest, self.name, by=self.by, folds=self.folds, valid_fraction=self.valid_fraction,
                            seed=seed, train_values=self.train_values, test_values=self.test_values)
         return restrict_training(folds, manifest, self.train_where) if self.train_where else folds

@@ -60,7 +60,7 @@ def test_the_small_corpus_preset_resolves_to_its_measured_settings(iemocap_mfcc_
     ("channels: 12\n", "--channels must be in [8, 8192], a multiple of 8, got 12"),
     ("input_norm: utterence\n", "--input-norm: 'utterence' is not one of global, utterance, speaker (nearest: utterance)"),
     ("protocol:\n  name: loso\n  bye: speaker\n", "unknown protocol key 'bye' (nearest: by)"),
-    ("protocol:\n  name: lsoo\n", "--protocol: 'lsoo' is not one of loso, kfold, group-kfold, split (nearest: loso)"),
+    ("protocol:\n  name: lsoo\n", "--protocol: 'lsoo' is not one of loso, kfold, group-kfold, split, file (nearest: loso)"),
     ("[1, 2", "neither YAML nor JSON"),
     ("- 1\n- 2\n", "expected a mapping of options"),
 ])

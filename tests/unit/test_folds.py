@@ -261,7 +261,7 @@ def test_errors_on_too_few_values_or_rows():
         make_folds(one_session, "kfold", folds=5)
     with pytest.raises(SermtlError, match="no rows"):
         make_folds(Manifest([]), "kfold")
-    assert set(PROTOCOLS) == {"loso", "kfold", "group-kfold", "split"}
+    assert set(PROTOCOLS) == {"loso", "kfold", "group-kfold", "split", "file"}
 
 
 # -- check_folds -----------------------------------------------------------------------------

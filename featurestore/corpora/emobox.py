@@ -1,0 +1,118 @@
+"""A dataset as EmoBox describes it (its ``data/<dataset>/`` metadata folder).
+
+Layout: ``<root>/<dataset>.jsonl`` (``root`` may also be that file), one JSON object per
+line: ``key`` (the utterance id, kept as it is, so EmoBox's fold files name the same ids),
+``wav`` (the audio file, relative to EmoBox's data folder: ``audio_root``), ``emo`` (the
+label), and optionally ``length`` (seconds), ``sample_rate``, ``channel``, ``dataset``.
+``<root>/label_map.json``, when present, maps the raw labels to EmoBox's class names; the
+emotion is that name in lower case (``anger`` → ``Angry`` → ``angry``).
+
+EmoBox's metadata names no speaker; ``speaker_pattern``, a regular expression with one
+group matched against ``key``, gives one (e.g. ``emodb-(\\d\\d)`` for EmoDB), for
+speaker-grouped protocols and ``--input-norm speaker``. EmoBox's own folds come with
+``sermtl cv --folds-file <root>``. Rows whose ``wav`` is missing are reported, like
+missing audio in the other recipes, and left out.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from pathlib import Path
+
+from featurestore.corpora.base import CorpusManifest, CorpusReport, check_root, finish, read_duration
+from featurestore.errors import SermtlError
+
+
+def prepare_emobox(root: str | os.PathLike, audio_root: str | os.PathLike | None = None,
+                   speaker_pattern: str | None = None) -> CorpusManifest:
+    """Manifest of an EmoBox dataset.
+
+    Args:
+        root: the dataset's metadata folder (holding ``<dataset>.jsonl``) or the jsonl file.
+        audio_root: the folder ``wav`` paths start from (default: the current directory,
+            where EmoBox's scripts run).
+        speaker_pattern: regular expression with one group, matched against ``key``.
+
+    Raises:
+        SermtlError: no jsonl, a line that is not a JSON object with ``key``, ``wav`` and
+            ``emo`` (names the file and line), a bad ``speaker_pattern``, no audio found.
+    """
+    path = Path(root).expanduser()
+    jsonl = path if path.is_file() else _dataset_file(check_root(root, "emobox"))
+    folder = jsonl.parent
+    name = jsonl.stem
+    audio_base = Path(audio_root).expanduser() if audio_root is not None else Path.cwd()
+    try:
+        pattern = re.compile(speaker_pattern) if speaker_pattern else None
+    except re.error as exc:
+        raise SermtlError(f"emobox: --option speaker_pattern={speaker_pattern!r} is not a regular expression ({exc})") from None
+    if pattern is not None and pattern.groups != 1:
+        raise SermtlError(f"emobox: --option speaker_pattern={speaker_pattern!r} needs exactly one group")
+    labels = _label_map(folder / "label_map.json")
+    report = CorpusReport(name)
+    rows = []
+    for number, entry in _lines(jsonl):
+        key, wav, emo = entry["key"], Path(entry["wav"]), entry["emo"]
+        audio = wav if wav.is_absolute() else audio_base / wav
+        if not audio.is_file():
+            report.add("missing_audio", audio)
+            continue
+        speaker = None
+        if pattern is not None:
+            match = pattern.search(key)
+            if match is None:
+                raise SermtlError(f"{jsonl}, line {number}: key {key!r} does not match speaker_pattern {speaker_pattern!r}")
+            speaker = match.group(1)
+        length = entry.get("length")
+        duration = float(length) if isinstance(length, (int, float)) and length > 0 else read_duration(audio, report)
+        rows.append({"utt_id": key, "path": str(audio.resolve()), "duration": duration,
+                     "emotion": str(labels.get(emo, emo)).strip().lower(), "speaker": speaker,
+                     "corpus": str(entry.get("dataset") or name)})
+    if not rows and report.problems.get("missing_audio"):
+        raise SermtlError(f"emobox: none of the {len(report.problems['missing_audio'])} audio files of {jsonl} is under "
+                          f"{audio_base} (first: {report.problems['missing_audio'][0]}); "
+                          "give --option audio_root=DIR, EmoBox's data folder")
+    return finish(name, folder, rows, report)
+
+
+def _dataset_file(folder: Path) -> Path:
+    """``<folder>/<folder name>.jsonl``, else the only ``.jsonl`` directly in ``folder``."""
+    named = folder / f"{folder.name}.jsonl"
+    if named.is_file():
+        return named
+    found = sorted(folder.glob("*.jsonl"))
+    if len(found) != 1:
+        raise SermtlError(f"emobox: {folder} holds {len(found)} .jsonl files; give the dataset's jsonl as --root")
+    return found[0]
+
+
+def _label_map(path: Path) -> dict[str, str]:
+    if not path.is_file():
+        return {}
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise SermtlError(f"emobox: {path} is not a JSON label map ({exc})") from None
+    if not isinstance(data, dict) or not all(isinstance(v, str) for v in data.values()):
+        raise SermtlError(f"emobox: {path} is not a mapping of labels to class names")
+    return data
+
+
+def _lines(jsonl: Path):
+    """``(line number, row)`` for each non-empty line, checked for ``key``, ``wav`` and ``emo``."""
+    try:
+        text = jsonl.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise SermtlError(f"emobox: cannot read {jsonl} ({exc})") from None
+    for number, line in enumerate(text.splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            entry = json.loads(line)
+        except ValueError:
+            entry = None
+        if not isinstance(entry, dict) or not all(isinstance(entry.get(k), str) and entry.get(k) for k in ("key", "wav", "emo")):
+            raise SermtlError(f"{jsonl}, line {number}: not a JSON object with text 'key', 'wav' and 'emo'")
+        yield number, entry
