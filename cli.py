@@ -312,10 +312,35 @@ def _run_training(only_folds: list[int] | None, store: str | None, config_file: 
 
 @main.command()
 @click.option("--fold", type=int, default=1, show_default=True, help="Which fold of the protocol to train.")
+@click.option("--all-data", is_flag=True,
+              help="Train the deployable model on every row instead (no test): with --config RUN/config.json, the "
+                   "run's settings and the median of the epochs its folds kept; writes checkpoint.pt and MODEL_CARD.md.")
 @functools.partial(_apply, _training_options())
-def train(fold: int, **options) -> None:
-    """Train and test one fold of a protocol from a feature store."""
+def train(fold: int, all_data: bool, **options) -> None:
+    """Train and test one fold of a protocol from a feature store (or, with --all-data, the
+    deployable model on all of it)."""
+    if all_data:
+        _train_all_data(**options)
+        return
     _run_training([fold], **options)
+
+
+def _train_all_data(store: str | None, config_file: str | None, out: str | None, quiet: bool, **params) -> None:
+    import dataclasses
+
+    from trainer.deploy import epochs_from_run, train_all_data
+
+    store, _, config = _run_setup(store, config_file, params)
+    run = Path(config_file).parent if config_file and Path(config_file).name == "config.json" else None
+    if run is not None and not _given("epochs"):
+        epochs = epochs_from_run(run)
+        if epochs is None:
+            raise SermtlError(f"--all-data: {run} has no finished folds to take the epoch count from; give --epochs")
+        config = dataclasses.replace(config, epochs=epochs)
+    model_dir = Path(out) if out else Path("models") / Path(store).stem
+    train_all_data(store, model_dir, config, cv_run=run, progress=not quiet)
+    click.echo(f"{model_dir}: trained on every row for {config.epochs} epochs; "
+               f"{model_dir / 'checkpoint.pt'}, {model_dir / 'MODEL_CARD.md'}")
 
 
 @main.command()

@@ -299,8 +299,11 @@ def train_fold(store: FeatureStore, bank: FeatureBank, fold: Fold, config: Train
         network.load_state_dict(selection.averaged_state())
         if len(selection.kept) > 1:  # averaged weights need their own BatchNorm statistics
             recalibrate(draw=config.epochs)
-    outcome_metrics, predictions, embeddings = score(store, bank, network, fold.test, emotion_task, aux_task,
-                                                     config.batch_size)
+    if fold.test:
+        outcome_metrics, predictions, embeddings = score(store, bank, network, fold.test, emotion_task, aux_task,
+                                                         config.batch_size)
+    else:  # a deployable model trained on every row (``train --all-data``): nothing to score
+        outcome_metrics, predictions, embeddings = {}, [], np.zeros((0, config.network.embedding_dim), np.float32)
     outcome_metrics.update({"fold": fold.fold, "best_epoch": best_epoch, "best_valid_uwa": best_valid_uwa,
                             "averaged_epochs": selection.epochs if len(selection.kept) > 1 else None})
     checkpoint = {

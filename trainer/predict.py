@@ -46,8 +46,11 @@ def audio_files(inputs: Sequence[str | Path]) -> list[Path]:
 
 
 def checkpoint_paths(source: str | Path) -> list[Path]:
-    """``source`` itself for a checkpoint file; for a run directory its folds' checkpoints."""
+    """``source`` itself for a checkpoint file; for a model folder its ``checkpoint.pt``; for
+    a run directory its folds' checkpoints."""
     source = Path(source)
+    if source.is_dir() and (source / "checkpoint.pt").is_file():  # a model folder (train --all-data)
+        return [source / "checkpoint.pt"]
     if source.is_dir():
         found = sorted(source.glob("fold_*/checkpoint.pt"), key=lambda p: int(p.parent.name.split("_")[1]))
         if not found:

@@ -77,3 +77,26 @@ def test_bad_input_is_one_line(run_dir, tmp_path) -> None:
     (tmp_path / "empty_run").mkdir()
     with pytest.raises(SermtlError, match="no fold_\\*/checkpoint.pt"):
         Predictor.load(tmp_path / "empty_run")
+
+
+def test_all_data_model_with_its_card(run_dir, recordings, iemocap_mfcc_store, tmp_path) -> None:
+    import statistics
+
+    results = json.loads((run_dir / "results.json").read_text())
+    median = round(statistics.median(f["best_epoch"] for f in results["folds"]))
+    model = tmp_path / "model"
+    out = run("train", "--all-data", "--config", run_dir / "config.json", "--out", model, "--quiet").output
+    assert f"{model}: trained on every row for {median} epochs" in out
+    card = (model / "MODEL_CARD.md").read_text()
+    assert f"WA {results['wa']:.2f} ± {results['std']['wa']:.2f}, UWA {results['uwa']:.2f}" in card
+    assert "60 utterances, 10 speakers" in card and "## Intended use and limits" in card
+    assert "`channels=16`" in card and f"{median} epochs (the median of the epochs kept" in card
+    with open(model / "history.csv") as handle:
+        assert len(handle.read().strip().splitlines()) == 1 + median
+    rows = Predictor.load(model).predict(recordings[1], sample_rate=22050)
+    assert len(rows) == 3 and set(rows[0]) == {"emotion", "emotion_probs", "expression", "expression_probs"}
+    again = run("train", "--all-data", "--config", run_dir / "config.json", "--out", model, ok=False)
+    assert again.exit_code == 1 and f"--out {model} already holds a model (checkpoint.pt)" in again.output
+    explicit = run("train", "--all-data", "--store", iemocap_mfcc_store, "--epochs", "1", "--aux", "none",
+                   "--out", tmp_path / "m2", *TINY[2:], "--quiet").output
+    assert "for 1 epochs" in explicit and "No cross-validation run was named" in (tmp_path / "m2" / "MODEL_CARD.md").read_text()

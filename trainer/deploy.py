@@ -1,0 +1,114 @@
+"""A deployable model: trained on every row of a store, with a model card.
+
+``sermtl train --all-data --config RUN/config.json --out MODEL`` trains with the settings of a
+finished ``cv`` run on all its store's rows (no validation or test set: it trains for a
+fixed number of epochs, by default the median of the epochs the run's folds kept), and
+writes ``MODEL/checkpoint.pt`` (for ``sermtl predict --checkpoint MODEL`` and
+:class:`trainer.predict.Predictor`), ``MODEL/history.csv`` and ``MODEL/MODEL_CARD.md``:
+data, protocol, the cross-validated metrics that estimate how the model does on unseen
+speakers, the config, intended use and limits.
+"""
+
+from __future__ import annotations
+
+import json
+import statistics
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+from featurestore.atomic import read_json, write_text
+from featurestore.errors import SermtlError
+from featurestore.locking import ExclusiveLock
+from trainer.checkpoint import save_checkpoint
+from trainer.config import TrainConfig
+from trainer.cv import StoreSession, write_history_csv
+from trainer.folds import Fold
+from trainer.loop import check_columns, resolved_config, train_fold
+
+
+def epochs_from_run(run_dir: Path) -> int | None:
+    """The median of the epochs a finished run's folds kept (``best_epoch``), or ``None``."""
+    results = run_dir / "results.json"
+    if not results.is_file():
+        return None
+    kept = [f.get("best_epoch") for f in read_json(results).get("folds", []) if isinstance(f, dict)]
+    kept = [int(e) for e in kept if isinstance(e, (int, float))]
+    return int(round(statistics.median(kept))) if kept else None
+
+
+def train_all_data(store_path: str | Path, out_dir: str | Path, config: TrainConfig,
+                   cv_run: Path | None = None, progress: bool = True) -> dict[str, Any]:
+    """Train on every row of the store and write the model and its card (module docstring);
+    returns the checkpoint."""
+    out = Path(out_dir)
+    if (out / "checkpoint.pt").exists():
+        raise SermtlError(f"--out {out} already holds a model (checkpoint.pt); choose another folder")
+    with StoreSession(store_path) as session:
+        store = session.store
+        config = resolved_config(config, store.manifest)
+        check_columns(store, config)
+        everything = Fold(1, [u for u in store.ids()], [], [])
+        out.mkdir(parents=True, exist_ok=True)
+        with ExclusiveLock(out / "run.lock", f"model folder {out}"):
+            bank = session.bank(config.layer, config.device, config.network.input_norm)
+            outcome = train_fold(store, bank, everything, config, progress=progress,
+                                 on_epoch=lambda history: write_history_csv(out / "history.csv", history))
+            checkpoint = {**outcome.checkpoint, "fold": 0, "trained_on": "all rows"}
+            save_checkpoint(out / "checkpoint.pt", checkpoint)
+            write_text(out / "MODEL_CARD.md", model_card(store, config, session.identity, cv_run))
+    return checkpoint
+
+
+def model_card(store, config: TrainConfig, identity: dict[str, Any], cv_run: Path | None) -> str:
+    """The model card (Markdown) of a model trained on all of ``store``."""
+    manifest = store.manifest
+    feature = store.attrs.get("feature") or {}
+    counts = Counter(manifest[u][config.label] for u in store.ids())
+    speakers = {manifest[u]["speaker"] for u in store.ids()} - {None, ""}
+    corpora = sorted({str(manifest[u]["corpus"]) for u in store.ids()} - {"None", ""})
+    defaults = TrainConfig().flat()
+    changed = {k: v for k, v in config.flat().items() if v != defaults.get(k) and k not in ("device",)}
+    lines = [
+        "# Model card", "",
+        f"ECAPA-TDNN speech emotion classifier (sermtl) on `{feature.get('feature')}` features"
+        + (f" of `{feature['model']}`" if feature.get("model") else "") + ", trained on every utterance of one store.", "",
+        "## Data", "",
+        f"- Store: `{identity['store']}` (fingerprint `{identity['store_fingerprint']}`, digest `{identity['store_digest']}`).",
+        f"- Corpora: {', '.join(corpora) or 'unnamed'}; {len(store)} utterances, {len(speakers)} speakers.",
+        f"- Classes (`{config.label}`): " + ", ".join(f"{k} {v}" for k, v in sorted(counts.items())) + ".",
+        f"- Auxiliary task: `{config.aux}`.", "",
+        "## Training", "",
+        f"- All rows, no validation or test set; {config.epochs} epochs"
+        + (f" (the median of the epochs kept by the folds of `{cv_run}`)." if cv_run else "."),
+        "- Options that differ from sermtl's defaults: "
+        + (", ".join(f"`{k}={v}`" for k, v in sorted(changed.items())) or "none") + ".", "",
+        "## Expected performance", "",
+    ]
+    results = cv_run / "results.json" if cv_run else None
+    if results is not None and results.is_file():
+        r = read_json(results)
+        std = r.get("std") or {}
+        protocol = (read_json(cv_run / "config.json").get("protocol") or {}) if (cv_run / "config.json").is_file() else {}
+        recall = ", ".join(f"{k} {v:.1f}" for k, v in (r.get("per_class_recall") or {}).items() if isinstance(v, (int, float)))
+        lines += [f"Cross-validated with the same settings (`{cv_run}`, protocol `{protocol.get('name')}`"
+                  + (f" by `{protocol['by']}`" if protocol.get("by") else "") + f", {len(r.get('folds', []))} folds): "
+                  f"WA {r['wa']:.2f} ± {std.get('wa', float('nan')):.2f}, UWA {r['uwa']:.2f} ± {std.get('uwa', float('nan')):.2f} "
+                  "(%, mean ± std over folds)" + (f"; recall per class: {recall}." if recall else "."),
+                  "This model is trained on all of those folds' data; expect figures like these on speakers, "
+                  "recording conditions and languages like the training data's, and lower elsewhere.", ""]
+    else:
+        lines += ["No cross-validation run was named (`--config RUN/config.json`): no estimate.", ""]
+    lines += [
+        "## Intended use and limits", "",
+        "- Research on speech emotion recognition, and as a baseline; the labels are the corpus's categories, "
+        "acted or elicited as the corpus was, not a measure of anyone's inner state.",
+        "- Not for decisions about people (hiring, health, policing, surveillance).",
+        "- Emotion corpora are small and narrow (few speakers, one language, one setting); accuracy drops across "
+        "corpora, languages, channels and between acted and spontaneous speech.",
+    ]
+    if config.network.input_norm == "speaker":
+        lines.append("- Trained with speaker normalisation: give `predict` several recordings of one speaker per call "
+                     "(their statistics stand for the speaker's).")
+    lines += ["", "## Config", "", "```json", json.dumps(config.to_dict(), indent=2, sort_keys=True), "```", ""]
+    return "\n".join(lines)
