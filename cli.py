@@ -493,6 +493,24 @@ def predict(checkpoint: str, inputs: tuple[str, ...], device: str, as_json: bool
         click.echo(f"{row['file']}\t{row['emotion']}\t{probs}{extra}")
 
 
+@main.command()
+@click.option("--checkpoint", required=True, type=click.Path(),
+              help="checkpoint.pt of a trained fold, or a model folder of train --all-data.")
+@click.option("--format", "export_format", type=click.Choice(["torchscript", "onnx"]), default="onnx", show_default=True)
+@click.option("--out", required=True, type=click.Path(dir_okay=False), help="The exported model (FILE.json and FILE.md beside it).")
+def export(checkpoint: str, export_format: str, out: str) -> None:
+    """Export a trained model (features → emotion probabilities, embedding) for serving."""
+    from trainer.export import export_model
+    from trainer.predict import checkpoint_paths
+
+    paths = checkpoint_paths(checkpoint)
+    if len(paths) > 1:
+        raise SermtlError(f"--checkpoint {checkpoint}: a run directory holds {len(paths)} folds; export one fold's "
+                          "checkpoint.pt, or a model of train --all-data")
+    path = export_model(paths[0], out, export_format)
+    click.echo(f"{path} ({export_format}, {path.stat().st_size / 2**20:.1f} MiB); {path.name}.json, {path.name}.md")
+
+
 def _format_summary(summary: dict[str, Any]) -> str:
     frames = summary["frames"]
     feature = summary["config"].get("feature", {})

@@ -58,7 +58,8 @@ def frame_mask(lengths: Tensor, num_frames: int) -> Tensor:
     """
     if lengths.dim() != 1:
         raise ValueError(f"lengths must have shape (B,), got {tuple(lengths.shape)}")
-    if bool((lengths < 1).any()) or bool((lengths > num_frames).any()):
+    exporting = torch.jit.is_tracing() or torch.compiler.is_compiling()  # a graph holds no data-dependent check
+    if not exporting and (bool((lengths < 1).any()) or bool((lengths > num_frames).any())):
         raise ValueError(f"lengths must lie in [1, {num_frames}], got {lengths.tolist()}")
     frames = torch.arange(num_frames, device=lengths.device)
     return (frames < lengths.unsqueeze(1)).unsqueeze(1)

@@ -1,0 +1,154 @@
+"""Exporting a trained model for serving without sermtl: TorchScript or ONNX.
+
+The exported graph maps **features** to outputs, as the network sees them:
+``features (B, T, F)`` float32 (``(B, L, T, F)`` for ``--layer weighted``), frames padded
+at the end, and ``lengths (B,)`` int64 valid frames, to ``emotion_probs (B, K)``,
+``embedding (B, D)`` and, with an auxiliary task, ``aux_probs (B, A)``. The features are
+those of the store the model was trained on; ``FILE.json`` beside the export records how
+to compute them (the store's feature config, dtype and layer), the class names, and whether
+inputs must be speaker-normalised first, and ``FILE.md`` is the model card. The input
+normalisation of the training set is inside the graph. A test checks the export against
+the eager model on a batch of utterances of different lengths.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import logging
+import warnings
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from featurestore.atomic import atomic_write, write_json, write_text
+from featurestore.errors import SermtlError, describe_error
+from trainer.checkpoint import load_checkpoint
+from trainer.loop import load_network
+from trainer.network import SERNetwork
+
+FORMATS = ("torchscript", "onnx")
+
+
+class InferenceGraph(nn.Module):
+    """The network's inference outputs as a tuple of tensors (what an exporter can trace)."""
+
+    def __init__(self, network: SERNetwork) -> None:
+        super().__init__()
+        self.network = network.eval()
+
+    def forward(self, features: torch.Tensor, lengths: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        out = self.network(features, lengths)
+        outputs = (torch.softmax(out["emotion_logits"], dim=-1), out["embedding"])
+        if "aux_logits" in out:
+            outputs = outputs + (torch.softmax(out["aux_logits"], dim=-1),)
+        return outputs
+
+
+def output_names(checkpoint: dict[str, Any]) -> list[str]:
+    return ["emotion_probs", "embedding"] + (["aux_probs"] if checkpoint.get("aux") else [])
+
+
+def example_inputs(network: SERNetwork, frames: int = 200) -> tuple[torch.Tensor, torch.Tensor]:
+    """A batch of two utterances (``frames`` and ``frames // 2`` valid frames)."""
+    config = network.config
+    shape = (2, config.input_layers, frames, config.input_size) if config.input_layers > 1 else (2, frames, config.input_size)
+    generator = torch.Generator().manual_seed(0)
+    return torch.randn(shape, generator=generator), torch.tensor([frames, frames // 2])
+
+
+def export_model(checkpoint_path: str | Path, out: str | Path, format: str = "onnx") -> Path:
+    """Export the model of ``checkpoint_path`` to ``out`` (``format``: torchscript or onnx),
+    with ``out.json`` (how to feed it) and ``out.md`` (the model card) beside it."""
+    if format not in FORMATS:
+        raise SermtlError(f"--format {format!r} is not one of {', '.join(FORMATS)}")
+    checkpoint = load_checkpoint(checkpoint_path)
+    graph = InferenceGraph(load_network(checkpoint, "cpu"))
+    inputs = example_inputs(graph.network)
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        with warnings.catch_warnings(), _quiet_loggers("torch.onnx", "torch.export", "torch._dynamo"):
+            warnings.simplefilter("ignore")  # tracer and exporter chatter about shapes the graph handles
+            data = _torchscript(graph, inputs) if format == "torchscript" else _onnx(graph, inputs, output_names(checkpoint))
+    except SermtlError:
+        raise
+    except Exception as exc:  # exporters raise many types
+        raise SermtlError(f"cannot export {checkpoint_path} as {format} ({describe_error(exc)})") from None
+    with atomic_write(out, "wb") as handle:
+        handle.write(data)
+    write_json(out.with_name(out.name + ".json"), interface(checkpoint, format))
+    write_text(out.with_name(out.name + ".md"), export_card(checkpoint, out, format))
+    return out
+
+
+@contextlib.contextmanager
+def _quiet_loggers(*names: str):
+    loggers = [logging.getLogger(name) for name in names]
+    levels = [logger.level for logger in loggers]
+    for logger in loggers:
+        logger.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        for logger, level in zip(loggers, levels):
+            logger.setLevel(level)
+
+
+def _torchscript(graph: InferenceGraph, inputs: tuple[torch.Tensor, torch.Tensor]) -> bytes:
+    with torch.no_grad():
+        traced = torch.jit.trace(graph, inputs, check_trace=False)
+    buffer = io.BytesIO()
+    torch.jit.save(traced, buffer)
+    return buffer.getvalue()
+
+
+def _onnx(graph: InferenceGraph, inputs: tuple[torch.Tensor, torch.Tensor], names: list[str]) -> bytes:
+    try:
+        import onnx  # noqa: F401  (the exporter needs it)
+    except ImportError:
+        raise SermtlError("ONNX export needs the onnx and onnxscript packages: pip install 'sermtl[export]'") from None
+    batch, frames = torch.export.Dim("batch", min=1), torch.export.Dim("frames", min=2)
+    feature_axes = {0: batch, 2: frames} if inputs[0].dim() == 4 else {0: batch, 1: frames}
+    with torch.no_grad():
+        program = torch.onnx.export(graph, inputs, dynamo=True, input_names=["features", "lengths"], output_names=names,
+                                    dynamic_shapes=(feature_axes, {0: batch}), verbose=False)
+    return program.model_proto.SerializeToString()
+
+
+def interface(checkpoint: dict[str, Any], format: str) -> dict[str, Any]:
+    """What a caller of the export needs: inputs, outputs, classes and the features."""
+    network = checkpoint["network"]
+    options = network.get("options") or network
+    return {
+        "format": format, "sermtl_version": checkpoint.get("sermtl_version"),
+        "inputs": {"features": "float32 (batch, frames, dim)" if network.get("input_layers", 1) == 1
+                   else "float32 (batch, layers, frames, dim)", "lengths": "int64 (batch,)"},
+        "outputs": output_names(checkpoint), "emotions": checkpoint["emotions"], "aux": checkpoint.get("aux"),
+        "feature": checkpoint["feature"], "store_dtype": checkpoint.get("store_dtype"), "layer": checkpoint.get("layer"),
+        "speaker_normalised_inputs": options.get("input_norm") == "speaker",
+    }
+
+
+def export_card(checkpoint: dict[str, Any], out: Path, format: str) -> str:
+    """A short model card for an exported model (the training card, when the checkpoint's
+    folder has one, is the fuller one)."""
+    feature = checkpoint["feature"]
+    lines = ["# Model card", "", f"`{out.name}`: a sermtl ECAPA-TDNN emotion classifier exported as {format}.", "",
+             "## Use", "", f"Inputs and outputs: `{out.name}.json`. Features: `{feature.get('feature')}` computed as "
+             "that file's `feature` entry says (sermtl's extractors compute exactly these), rounded to "
+             f"`{checkpoint.get('store_dtype')}`.",
+             f"Classes: {', '.join(checkpoint['emotions'])}." + (
+                 f" Auxiliary task `{checkpoint['aux']['column']}`: {', '.join(checkpoint['aux']['classes'])}."
+                 if checkpoint.get("aux") else ""), "",
+             "## Training", "", f"Fold {checkpoint.get('fold')} of a cross-validation run, best epoch "
+             f"{checkpoint.get('best_epoch')}" if checkpoint.get("fold") else "Trained on every row of its store.", "",
+             "## Intended use and limits", "",
+             "Research on speech emotion recognition. Not for decisions about people. Emotion corpora are small and "
+             "narrow: expect lower accuracy on other speakers, languages, channels, and between acted and spontaneous "
+             "speech.", "", "## Config", "", "```json", json.dumps(checkpoint.get("train_config"), indent=2, sort_keys=True),
+             "```", ""]
+    return "\n".join(lines)
