@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from featurestore.errors import SermtlError
+from featurestore.hf_audio import is_reference
 
 TARGET_SR = 16000
 #: Sampling rates accepted from a file's header; anything outside is refused as not audio
@@ -106,26 +107,10 @@ def _read_pyav(path: Path, start: float | None, end: float | None,
     return wave[first:last], sr
 
 
-def load_audio(
-    path: str | os.PathLike,
-    start: float | None = None,
-    end: float | None = None,
-    target_sr: int = TARGET_SR,
-    max_duration: float | None = DEFAULT_MAX_DURATION,
-) -> np.ndarray:
-    """Load ``path`` (optionally the segment ``start``..``end`` seconds) as mono float32 at ``target_sr``.
-
-    Raises :class:`SermtlError` naming the file when it is missing, unreadable, empty,
-    not audio, declares a sampling rate outside :data:`SAMPLE_RATE_RANGE`, is longer than
-    ``max_duration`` seconds (``None``: no cap), holds no samples in the segment, or holds
-    NaN/inf samples.
-    """
-    path = Path(path)
+def _read_native(path: Path, start: float | None, end: float | None,
+                 max_duration: float | None) -> tuple[np.ndarray, int]:
+    """The file's samples (the segment ``start``..``end``), mono, at its own rate."""
     _check_readable(path)
-    if start is not None and start < 0:
-        raise SermtlError(f"segment start {start} < 0 for {path}")
-    if start is not None and end is not None and end <= start:
-        raise SermtlError(f"segment end {end} <= start {start} for {path}")
     wave = sr = None
     if path.suffix.lower() in _SOUNDFILE_SUFFIXES:
         import soundfile as sf
@@ -136,6 +121,51 @@ def load_audio(
             wave = None  # not something libsndfile knows: let FFmpeg try
     if wave is None:
         wave, sr = _read_pyav(path, start, end, max_duration)
+    return wave, sr
+
+
+def load_audio_file_native(path: Path) -> tuple[np.ndarray, int]:
+    """A whole file's samples, mono, at its own rate (for audio a dataset names by path)."""
+    return _read_native(Path(path), None, None, None)
+
+
+def _read_reference(reference: str, start: float | None, end: float | None,
+                    max_duration: float | None) -> tuple[np.ndarray, int]:
+    """A dataset reference's samples (:mod:`featurestore.hf_audio`), cut to the segment."""
+    from featurestore.hf_audio import read_reference
+
+    wave, sr = read_reference(reference)
+    _check_header(Path(reference), sr, len(wave) / sr if sr else None, None)
+    first = int(round((start or 0.0) * sr))
+    last = len(wave) if end is None else min(len(wave), int(round(end * sr)))
+    _check_header(Path(reference), sr, max(0, last - first) / sr, max_duration)
+    return wave[first:last], sr
+
+
+def load_audio(
+    path: str | os.PathLike,
+    start: float | None = None,
+    end: float | None = None,
+    target_sr: int = TARGET_SR,
+    max_duration: float | None = DEFAULT_MAX_DURATION,
+) -> np.ndarray:
+    """Load ``path`` (optionally the segment ``start``..``end`` seconds) as mono float32 at ``target_sr``.
+
+    ``path`` is a file, or audio inside a saved Hugging Face dataset
+    (:mod:`featurestore.hf_audio` references). Raises :class:`SermtlError` naming the file
+    when it is missing, unreadable, empty, not audio, declares a sampling rate outside
+    :data:`SAMPLE_RATE_RANGE`, is longer than ``max_duration`` seconds (``None``: no cap),
+    holds no samples in the segment, or holds NaN/inf samples.
+    """
+    if start is not None and start < 0:
+        raise SermtlError(f"segment start {start} < 0 for {path}")
+    if start is not None and end is not None and end <= start:
+        raise SermtlError(f"segment end {end} <= start {start} for {path}")
+    if is_reference(path):
+        wave, sr = _read_reference(str(path), start, end, max_duration)
+    else:
+        path = Path(path)
+        wave, sr = _read_native(path, start, end, max_duration)
     if wave.size == 0:
         raise SermtlError(f"no audio samples in {path}" + (f" between {start}s and {end}s" if start or end else ""))
     if not np.isfinite(wave).all():
@@ -147,8 +177,17 @@ def load_audio(
     return np.ascontiguousarray(wave, dtype=np.float32)
 
 
+def audio_exists(path: str | os.PathLike) -> bool:
+    """Whether ``path`` names audio that can be looked at: a file, or a dataset reference."""
+    return is_reference(path) or Path(path).is_file()
+
+
 def audio_duration(path: str | os.PathLike) -> float:
-    """Length of the file in seconds, read from its header (no full decode where possible)."""
+    """Length of the file in seconds, read from its header (no full decode where possible;
+    a dataset reference is decoded)."""
+    if is_reference(path):
+        wave, sr = _read_reference(str(path), None, None, None)
+        return len(wave) / sr
     path = Path(path)
     _check_readable(path)
     if path.suffix.lower() in _SOUNDFILE_SUFFIXES:
@@ -181,7 +220,12 @@ def audio_duration(path: str | os.PathLike) -> float:
 def audio_signature(path: str | os.PathLike) -> int | None:
     """A fast content signature of an audio file: a 63-bit hash of its size and its first
     and last 4 KiB (a header holds the data size, so a re-recorded or re-encoded file
-    with the same name almost surely differs). ``None`` when the file cannot be read."""
+    with the same name almost surely differs). ``None`` when the file cannot be read. For
+    a dataset reference, a hash of the referenced audio itself."""
+    if is_reference(path):
+        from featurestore.hf_audio import reference_signature
+
+        return reference_signature(str(path))
     try:
         with open(path, "rb") as handle:
             size = os.fstat(handle.fileno()).st_size

@@ -23,6 +23,7 @@ from typing import Any, Iterable, Iterator, Sequence
 
 from featurestore.atomic import atomic_write
 from featurestore.errors import SermtlError
+from featurestore.hf_audio import is_reference
 
 STANDARD_COLUMNS: tuple[str, ...] = (
     "utt_id", "path", "start", "end", "duration",
@@ -200,7 +201,8 @@ class Manifest:
                 if "\x00" in row["path"]:
                     raise SermtlError(f"{path}:{line_no}: the path holds a NUL byte")
                 audio = Path(row["path"].strip())
-                row["path"] = str(audio if audio.is_absolute() else (base / audio).resolve())
+                if not is_reference(row["path"].strip()):  # a dataset reference stays as it is
+                    row["path"] = str(audio if audio.is_absolute() else (base / audio).resolve())
                 rows.append(row)
         return cls(rows, source=str(path))
 

@@ -9,7 +9,7 @@ from typing import Any, Iterable
 
 import numpy as np
 
-from featurestore.audio import audio_signature
+from featurestore.audio import audio_exists, audio_signature
 from featurestore.errors import describe_error
 from featurestore.store.reader import FeatureStore, open_store, rows_inside
 from featurestore.store.writer import frames_checksum, store_fingerprint
@@ -139,7 +139,7 @@ def audio_changes(store: FeatureStore, utt_ids: Iterable[str] | None = None) -> 
             continue
         path = store.manifest[utt_id]["path"]
         if path not in current:
-            current[path] = audio_signature(path) if Path(path).is_file() else None
+            current[path] = audio_signature(path) if audio_exists(path) else None
         if current[path] is not None and current[path] != recorded[utt_id]:
             found[utt_id] = f"its audio {path} changed since its features were extracted"
     return found

@@ -29,7 +29,7 @@ from featurestore.store.reader import FeatureStore, open_store
 from trainer.data import resolve_layer
 from trainer.folds import Fold, Protocol, check_folds, default_protocol
 from trainer.metrics import average_folds, evaluate, summarise_repeats
-from trainer.speakers import speaker_groups, speaker_normalised_vectors
+from trainer.speakers import speaker_groups, speaker_normalised_vectors, warn_if_speakers_do_not_span_the_classes
 
 INPUT_NORMS = ("global", "speaker")
 
@@ -131,6 +131,8 @@ def svm_repeats(store_path: str | Path, protocol: Protocol | None, label: str = 
     per_seed = {}
     with open_store(store_path) as store:
         name_of_vectors = resolve_functionals(store, functionals)
+        if input_norm == "speaker":
+            warn_if_speakers_do_not_span_the_classes(store.manifest, store.ids(), label)
         chosen = protocol or default_protocol(store.manifest)
         for fold_seed in range(seed, seed + repeats):
             folds = chosen.make(store.manifest, fold_seed)

@@ -41,7 +41,7 @@ from trainer.data import FeatureBank, open_bank, resolve_layer
 from trainer.folds import Fold, Protocol, check_folds, default_protocol, load_folds, save_folds
 from trainer.loop import check_columns, resolved_config, train_fold
 from trainer.metrics import average_folds, summarise_repeats
-from trainer.speakers import speaker_groups
+from trainer.speakers import speaker_groups, warn_if_speakers_do_not_span_the_classes
 
 
 def _write_predictions(path: Path, rows: list[dict[str, Any]]) -> None:
@@ -151,6 +151,8 @@ def plan_run(session: StoreSession, out_dir: str | Path, config: TrainConfig,
     store, out = session.store, Path(out_dir)
     config = resolved_config(config, store.manifest)
     check_columns(store, config)
+    if config.network.input_norm == "speaker":
+        warn_if_speakers_do_not_span_the_classes(store.manifest, store.ids(), config.label)
     resolve_layer(store, config.layer)
     protocol = protocol or default_protocol(store.manifest)
     identity = {**session.identity, "protocol": dataclasses.asdict(protocol), "train": config.to_dict()}

@@ -65,7 +65,7 @@ def copy_tree(root: Path, tmp_path: Path) -> Path:
 
 # -- registry -----------------------------------------------------------------------------
 def test_registry_lists_every_recipe():
-    assert available_corpora() == ["baum1", "csv", "emobox", "emodb", "iemocap", "ravdess", "urdu"]
+    assert available_corpora() == ["baum1", "csv", "emobox", "emodb", "hf", "iemocap", "ravdess", "urdu"]
     for name in CORPORA:
         assert get_recipe(name).__name__ == ("prepare_csv" if name == "csv" else f"prepare_{name}")
 
@@ -78,7 +78,7 @@ def test_recipes_are_imported_lazily():
 
 
 def test_unknown_corpus_lists_the_choices():
-    with pytest.raises(SermtlError, match=r"unknown corpus 'timit' \(choices: baum1, csv, emobox, emodb, iemocap, ravdess, urdu\)"):
+    with pytest.raises(SermtlError, match=r"unknown corpus 'timit' \(choices: baum1, csv, emobox, emodb, hf, iemocap, ravdess, urdu\)"):
         prepare("timit", ".")
 
 

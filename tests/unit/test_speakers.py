@@ -97,3 +97,17 @@ def test_speaker_normalisation_trains_and_predict_normalises_a_call_as_one_speak
     np.testing.assert_allclose(normalised.std(0), 1, atol=1e-4)
     with pytest.warns(UserWarning, match="a single recording stand for its speaker"):
         _speaker_normalise(parts[:1])
+
+
+def test_a_warning_when_speakers_do_not_span_the_classes() -> None:
+    from trainer.speakers import warn_if_speakers_do_not_span_the_classes
+
+    rows = [{"utt_id": f"u{i}", "path": "/x.wav", "emotion": ["angry", "sad"][i // 4 % 2], "speaker": f"s{i // 4}"}
+            for i in range(16)]  # every speaker one emotion, as in URDU
+    confounded = Manifest(rows)
+    with pytest.warns(UserWarning, match="4 of 4 speakers have utterances of a single emotion only"):
+        warn_if_speakers_do_not_span_the_classes(confounded, confounded.ids(), "emotion")
+    spanning = Manifest([{**row, "emotion": ["angry", "sad"][i % 2]} for i, row in enumerate(rows)])
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        warn_if_speakers_do_not_span_the_classes(spanning, spanning.ids(), "emotion")

@@ -1,0 +1,158 @@
+"""Audio that lives inside a Hugging Face dataset saved with ``save_to_disk``.
+
+A manifest row names such audio with a reference in its ``path`` column::
+
+    hf:<dataset folder, URL-quoted>#<split>/<column>/<row>
+
+(``split`` is ``-`` for a plain ``Dataset``). :func:`featurestore.audio.load_audio`,
+``audio_signature`` and ``audio_duration`` accept these references beside file paths, so
+extraction, resume, ``verify`` and ``--repair`` work the same for both. The audio column may
+hold decoded arrays (``{"array", "sampling_rate"}``), encoded bytes (an ``Audio`` column, read
+undecoded: ``{"bytes", "path"}``, decoded with soundfile, or PyAV for other containers) or
+file paths. ``datasets`` is imported only when such a reference is read.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import io
+import threading
+import urllib.parse
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from featurestore.errors import SermtlError, describe_error
+
+PREFIX = "hf:"
+_LOCK = threading.Lock()
+
+
+def is_reference(path: Any) -> bool:
+    """Whether ``path`` is a dataset reference, not a file path."""
+    return isinstance(path, str) and path.startswith(PREFIX)
+
+
+def make_reference(folder: str | Path, split: str | None, column: str, row: int) -> str:
+    """The reference of row ``row`` of ``column`` in split ``split`` of the dataset at ``folder``."""
+    quoted = urllib.parse.quote(str(Path(folder).resolve()), safe="/")
+    return f"{PREFIX}{quoted}#{split or '-'}/{urllib.parse.quote(column, safe='')}/{row}"
+
+
+def parse_reference(reference: str) -> tuple[str, str | None, str, int]:
+    """``(folder, split, column, row)`` of a reference; one line when it is malformed."""
+    try:
+        folder, _, rest = reference[len(PREFIX):].rpartition("#")
+        split, column, row = rest.split("/")
+        return urllib.parse.unquote(folder), None if split == "-" else split, urllib.parse.unquote(column), int(row)
+    except ValueError:
+        raise SermtlError(f"{reference!r} is not a dataset reference (hf:<folder>#<split>/<column>/<row>)") from None
+
+
+def load_dataset_folder(folder: str | Path):
+    """``datasets.load_from_disk(folder)``: a ``Dataset`` or ``DatasetDict``, one line when it
+    is not one (or ``datasets`` is missing)."""
+    try:
+        import datasets
+    except ImportError:
+        raise SermtlError("Hugging Face datasets need the datasets package: pip install 'sermtl[hf]'") from None
+    try:
+        return datasets.load_from_disk(str(folder))
+    except Exception as exc:  # datasets raises many types for a folder it cannot read
+        raise SermtlError(f"{folder}: not a dataset saved with save_to_disk ({describe_error(exc)})") from None
+
+
+@functools.lru_cache(maxsize=8)
+def _table(folder: str, split: str | None, column: str):
+    """The split's ``column``, with ``Audio`` columns left undecoded (opened once per process)."""
+    loaded = load_dataset_folder(folder)
+    if split is not None:
+        if split not in loaded:
+            raise SermtlError(f"{folder}: no split {split!r} (splits: {', '.join(loaded)})")
+        loaded = loaded[split]
+    elif hasattr(loaded, "keys") and not hasattr(loaded, "features"):
+        raise SermtlError(f"{folder} holds splits ({', '.join(loaded)}); the reference names none")
+    if column not in loaded.column_names:
+        raise SermtlError(f"{folder}: no column {column!r} (columns: {', '.join(loaded.column_names)})")
+    feature = loaded.features[column]
+    if type(feature).__name__ == "Audio" and getattr(feature, "decode", False):
+        import datasets
+
+        loaded = loaded.cast_column(column, datasets.Audio(decode=False))
+    return loaded.select_columns([column])
+
+
+def _value(reference: str) -> Any:
+    folder, split, column, row = parse_reference(reference)
+    with _LOCK:  # the first open of a dataset is not thread-safe; reads after it are cheap
+        table = _table(folder, split, column)
+    if not 0 <= row < len(table):
+        raise SermtlError(f"{reference}: row {row} is outside the split's {len(table)} rows")
+    return table[row][column]
+
+
+def read_reference(reference: str) -> tuple[np.ndarray, int]:
+    """``(wave, sampling rate)`` of a reference: mono float32 at the stored rate."""
+    value = _value(reference)
+    if isinstance(value, dict) and value.get("array") is not None:
+        wave = np.asarray(value["array"], dtype=np.float32)
+        wave = wave.mean(axis=0) if wave.ndim == 2 and wave.shape[0] < wave.shape[1] else wave
+        wave = wave.mean(axis=1) if wave.ndim == 2 else wave
+        return wave, int(value["sampling_rate"])
+    if isinstance(value, dict) and value.get("bytes"):
+        return _decode_bytes(value["bytes"], reference)
+    path = value.get("path") if isinstance(value, dict) else value
+    if isinstance(path, str) and path:
+        from featurestore.audio import load_audio_file_native
+
+        return load_audio_file_native(Path(path))
+    raise SermtlError(f"{reference}: holds no audio (neither an array, bytes nor a path)")
+
+
+def _decode_bytes(data: bytes, reference: str) -> tuple[np.ndarray, int]:
+    import soundfile as sf
+
+    try:
+        wave, rate = sf.read(io.BytesIO(data), dtype="float32", always_2d=True)
+        return wave.mean(axis=1), int(rate)
+    except (sf.LibsndfileError, RuntimeError, TypeError):
+        pass
+    import av
+
+    try:
+        with av.open(io.BytesIO(data)) as container:
+            if not container.streams.audio:
+                raise SermtlError(f"{reference}: no audio stream in its bytes")
+            stream = container.streams.audio[0]
+            rate = stream.codec_context.sample_rate or stream.rate
+            resampler = av.AudioResampler(format="fltp", layout="mono", rate=rate)
+            pieces = [out.to_ndarray()[0] for frame in container.decode(stream) for out in resampler.resample(frame)]
+            pieces += [out.to_ndarray()[0] for out in resampler.resample(None)]
+    except SermtlError:
+        raise
+    except Exception as exc:  # FFmpeg's many error types
+        raise SermtlError(f"{reference}: its audio bytes do not decode ({describe_error(exc)})") from None
+    return (np.concatenate(pieces).astype(np.float32) if pieces else np.zeros(0, np.float32)), int(rate)
+
+
+def reference_signature(reference: str) -> int | None:
+    """A 63-bit content hash of the referenced audio (its bytes, array or file), ``None``
+    when it cannot be read."""
+    try:
+        value = _value(reference)
+    except SermtlError:
+        return None
+    digest = hashlib.blake2b(digest_size=8)
+    if isinstance(value, dict) and value.get("array") is not None:
+        digest.update(np.asarray(value["array"], dtype=np.float32).tobytes())
+        digest.update(str(value.get("sampling_rate")).encode())
+    elif isinstance(value, dict) and value.get("bytes"):
+        digest.update(value["bytes"])
+    else:
+        from featurestore.audio import audio_signature
+
+        path = value.get("path") if isinstance(value, dict) else value
+        return audio_signature(path) if isinstance(path, str) and path else None
+    return int.from_bytes(digest.digest(), "little") & (2**63 - 1)
