@@ -6,7 +6,7 @@ listed in :data:`CORPORA` and imported only when used. Helpers they share live i
 (``manifest.report`` and :class:`~featurestore.corpora.base.CorpusWarning`).
 
 >>> available_corpora()
-['baum1', 'csv', 'emobox', 'emodb', 'hf', 'iemocap', 'ravdess', 'urdu']
+['baum1', 'csv', 'emobox', 'emodb', 'hf', 'iemocap', 'lhotse', 'ravdess', 'urdu']
 """
 
 from __future__ import annotations
@@ -29,6 +29,7 @@ CORPORA: dict[str, str] = {
     "csv": "featurestore.corpora.csv_manifest:prepare_csv",
     "emobox": "featurestore.corpora.emobox:prepare_emobox",
     "hf": "featurestore.corpora.hf:prepare_hf",
+    "lhotse": "featurestore.corpora.lhotse_manifests:prepare_lhotse",
 }
 #: Text values accepted for yes/no options.
 _FLAGS: dict[str, bool | None] = {"true": True, "yes": True, "1": True, "false": False, "no": False, "0": False,

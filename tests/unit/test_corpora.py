@@ -65,9 +65,9 @@ def copy_tree(root: Path, tmp_path: Path) -> Path:
 
 # -- registry -----------------------------------------------------------------------------
 def test_registry_lists_every_recipe():
-    assert available_corpora() == ["baum1", "csv", "emobox", "emodb", "hf", "iemocap", "ravdess", "urdu"]
+    assert available_corpora() == ["baum1", "csv", "emobox", "emodb", "hf", "iemocap", "lhotse", "ravdess", "urdu"]
     for name in CORPORA:
-        assert get_recipe(name).__name__ == ("prepare_csv" if name == "csv" else f"prepare_{name}")
+        assert get_recipe(name).__name__ == f"prepare_{name}"
 
 
 def test_recipes_are_imported_lazily():
@@ -78,7 +78,7 @@ def test_recipes_are_imported_lazily():
 
 
 def test_unknown_corpus_lists_the_choices():
-    with pytest.raises(SermtlError, match=r"unknown corpus 'timit' \(choices: baum1, csv, emobox, emodb, hf, iemocap, ravdess, urdu\)"):
+    with pytest.raises(SermtlError, match=r"unknown corpus 'timit' \(choices: baum1, csv, emobox, emodb, hf, iemocap, lhotse, ravdess, urdu\)"):
         prepare("timit", ".")
 
 
