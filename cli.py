@@ -123,13 +123,15 @@ def demo(out: str) -> None:
 @click.option("--root", help="Corpus folder (for csv: the CSV file). Default: $SERMTL_<CORPUS>_ROOT.")
 @click.option("--out", type=click.Path(dir_okay=False), help="Manifest CSV to write. Default: cache/<corpus>_manifest.csv.")
 @click.option("--option", "options", multiple=True, metavar="KEY=VALUE", help="Recipe option, e.g. on_duplicate=skip (repeatable).")
-def prepare(corpus: str, root: str | None, out: str | None, options: tuple[str, ...]) -> None:
+@click.option("--relative", is_flag=True,
+              help="Write audio paths relative to the manifest's folder, so the manifest and the corpus can move together.")
+def prepare(corpus: str, root: str | None, out: str | None, options: tuple[str, ...], relative: bool) -> None:
     """Turn a corpus folder into a manifest CSV and print counts per label."""
     from featurestore.corpora import prepare as prepare_corpus
     from featurestore.manifest import summarise
 
     manifest = prepare_corpus(corpus, corpus_root(corpus, root), **parse_options(options))
-    path = manifest.write_csv(out or cache_dir() / f"{corpus}_manifest.csv")
+    path = manifest.write_csv(out or cache_dir() / f"{corpus}_manifest.csv", relative=relative)
     click.echo(summarise(manifest))
     report = getattr(manifest, "report", None)
     if report is not None and report.summary():

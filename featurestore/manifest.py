@@ -18,6 +18,7 @@ import collections
 import csv
 import json
 import math
+import os
 from pathlib import Path
 from typing import Any, Iterable, Iterator, Sequence
 
@@ -155,15 +156,21 @@ class Manifest:
         data = json.loads(text)
         return cls(data["rows"], source=source)
 
-    def write_csv(self, path: str | Path) -> Path:
-        """Write the manifest as CSV (atomically: a reader never sees half a file)."""
+    def write_csv(self, path: str | Path, relative: bool = False) -> Path:
+        """Write the manifest as CSV (atomically: a reader never sees half a file). With
+        ``relative``, audio paths are written relative to the CSV's folder, so the CSV and
+        the corpus can move together (:meth:`read_csv` resolves them against that folder)."""
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
+        base = path.parent.resolve()
         with atomic_write(path, newline="") as handle:
             writer = csv.DictWriter(handle, fieldnames=list(self.columns))
             writer.writeheader()
             for row in self._rows:
-                writer.writerow({k: "" if v is None else v for k, v in row.items()})
+                values = {k: "" if v is None else v for k, v in row.items()}
+                if relative and not is_reference(row["path"]):
+                    values["path"] = os.path.relpath(Path(row["path"]).resolve(), base)
+                writer.writerow(values)
         return path
 
     @classmethod

@@ -20,7 +20,7 @@ from typing import Callable, Iterator, Sequence
 
 import numpy as np
 
-from featurestore.audio import DEFAULT_MAX_DURATION, TARGET_SR, audio_signature, load_audio
+from featurestore.audio import DEFAULT_MAX_DURATION, TARGET_SR, audio_duration, audio_signature, load_audio
 from featurestore.errors import SermtlError
 from featurestore.features.base import FeatureExtractor
 from featurestore.manifest import Manifest
@@ -72,6 +72,26 @@ def plan_batches(
     if current:
         batches.append(current)
     return batches
+
+
+def planned_durations(manifest: Manifest, ids: Sequence[str], batch_seconds: float) -> dict[str, float]:
+    """Seconds of each utterance, for batching and progress: the manifest's ``duration``,
+    else measured (a segment's span, or the audio's header), so a manifest built without
+    durations is not put into one batch; audio that cannot be measured gets a batch of
+    its own (extraction then fails on it or skips it)."""
+    durations = {}
+    for utt_id in ids:
+        row = manifest[utt_id]
+        seconds = row["duration"]
+        if not seconds and row["end"] is not None:
+            seconds = row["end"] - (row["start"] or 0.0)
+        if not seconds:
+            try:
+                seconds = audio_duration(row["path"]) - (row["start"] or 0.0)
+            except SermtlError:
+                seconds = batch_seconds
+        durations[utt_id] = float(max(seconds, 0.0))
+    return durations
 
 
 def _load_row(row: dict, max_duration: float | None) -> tuple[np.ndarray, int | None]:
@@ -154,7 +174,7 @@ def extract_to_store(
         if not todo:
             report.elapsed = time.perf_counter() - started
             return report
-        durations = {u: float(manifest[u]["duration"] or 0.0) for u in todo}
+        durations = planned_durations(manifest, todo, batch_seconds)
         batches = plan_batches(durations, batch_seconds, max_batch)
         written: set[str] = set()
 
