@@ -522,7 +522,44 @@ def _run_section(run: Run, figures: Path) -> list[str]:
     if training:
         lines += ["### Training", "", *training]
     lines += _embedding_section(run, figures, slug)
+    lines += _layer_weight_section(run, figures, slug)
     return lines
+
+
+def learned_layer_weights(run_path: Path) -> tuple[list[str], list[list[float]]]:
+    """The softmax layer weights each finished fold of a ``--layer weighted`` run learned
+    (from its checkpoint), and the stored layers' names (``hidden state k``)."""
+    from trainer.checkpoint import load_checkpoint
+
+    names: list[str] = []
+    weights = []
+    for _, fold_dir in _fold_dirs(run_path):
+        if not (fold_dir / "checkpoint.pt").is_file():
+            continue
+        checkpoint = load_checkpoint(fold_dir / "checkpoint.pt")
+        logits = checkpoint["state_dict"].get("layer_sum.logits")
+        if logits is None:
+            continue
+        weights.append(logits.float().softmax(dim=0).tolist())
+        layers = (checkpoint.get("feature") or {}).get("layers") or range(len(weights[-1]))
+        names = [f"hidden state {k}" for k in layers]
+    return names, weights
+
+
+def _layer_weight_section(run: Run, figures: Path, slug: str) -> list[str]:
+    """The learned layer weights of a ``--layer weighted`` run, per fold and on average."""
+    if run.config.get("train", {}).get("layer") != "weighted":
+        return []
+    names, weights = learned_layer_weights(run.path)
+    if not weights:
+        return []
+    mean = np.mean(weights, axis=0)
+    groups = {name: {"mean over folds": float(value)} for name, value in zip(names, mean)}
+    name = plot_bars(groups, figures / f"{slug}_layers.png", f"{run.name}: learned layer weights", ylabel="weight").name
+    rows = [[layer, *[w[i] for w in weights], mean[i]] for i, layer in enumerate(names)]
+    header = ["layer", *[f"fold {k}" for k, d in _fold_dirs(run.path) if (d / "checkpoint.pt").is_file()], "mean"]
+    return ["### Learned layer weights (`--layer weighted`)", "", markdown_table(header, rows, floatfmt=".3f"), "",
+            f"![layer weights]({FIGURES}/{name})", ""]
 
 
 def _embedding_section(run: Run, figures: Path, slug: str) -> list[str]:

@@ -101,3 +101,22 @@ def test_training_curves_show_the_validation_loss_and_the_epoch_kept(tmp_path, m
     labels, title, uwa_lines = drawn[0]
     assert labels == ["train loss", "valid loss", "valid UWA (%)"] and "the epoch kept" in title
     assert uwa_lines[1] == [[2.0, 42.0]]  # the star sits on epoch 2's validation UWA
+
+
+def test_report_shows_the_learned_layer_weights_of_a_weighted_run(csv_corpus, tmp_path) -> None:
+    from featurestore.features.random_models import save_random_ssl_model
+    from trainer.reports import learned_layer_weights
+
+    model = save_random_ssl_model(tmp_path / "ssl")
+    store = tmp_path / "w2v2.zarr"
+    run("extract", "--manifest", csv_corpus, "--feature", "w2v2", "--model", model, "--layers", "all", "--store", store,
+        "--device", "cpu", "--quiet")
+    out = tmp_path / "run"
+    run("cv", "--store", store, "--protocol", "group-kfold", "--by", "speaker", "--folds", "3", "--aux", "none",
+        "--layer", "weighted", "--out", out, *TINY[2:], "--epochs", "2", "--quiet")
+    names, weights = learned_layer_weights(out)
+    assert len(weights) == 3 and all(abs(sum(w) - 1) < 1e-5 for w in weights) and names[0] == "hidden state 0"
+    assert any(abs(w[0] - 1 / len(w)) > 1e-6 for w in weights)  # learned: no longer the uniform start
+    run("report", out, "--out", tmp_path / "report")
+    text = (tmp_path / "report" / "report.md").read_text()
+    assert "### Learned layer weights (`--layer weighted`)" in text and (tmp_path / "report" / "figures" / "run_layers.png").is_file()
