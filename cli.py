@@ -219,6 +219,9 @@ def config_option(name: str):
                         show_default=True, help=spec.help + (f" Allowed: {allowed}." if allowed and not spec.choices else ""))
 
 
+TENSORBOARD_OPTION = click.option("--tensorboard", is_flag=True,
+                                  help="Also log every epoch as TensorBoard scalars under OUT/tensorboard/fold_<k> "
+                                       "(pip install 'sermtl[tensorboard]').")
 PROTOCOL_OPTIONS = [
     click.option("--protocol", type=click.Choice(PROTOCOLS),
                  help="Folds. Default: loso --by session when the store has sessions, else kfold (80/10/10, 5 folds)."),
@@ -285,7 +288,7 @@ def _run_setup(store: str | None, config_file: str | None, params: dict[str, Any
 
 
 def _run_training(only_folds: list[int] | None, store: str | None, config_file: str | None, out: str | None,
-                  quiet: bool, repeats: int = 1, **params) -> None:
+                  quiet: bool, tensorboard: bool = False, repeats: int = 1, **params) -> None:
     from featurestore.distributed import process_group
     from featurestore.store.reader import stored_manifest
     from trainer.cv import run_cv, run_repeats
@@ -299,7 +302,7 @@ def _run_training(only_folds: list[int] | None, store: str | None, config_file: 
     run_dir = Path(out) if out else Path("runs") / f"{Path(store).stem}-{aux}-{protocol.name if protocol else 'default'}"
     group = click.get_current_context().with_resource(process_group(config.device))  # None outside torchrun
     runner = functools.partial(run_cv_distributed, group) if group else run_cv
-    runner = functools.partial(runner, progress=not quiet)
+    runner = functools.partial(runner, progress=not quiet, tensorboard=tensorboard)
     if repeats > 1:
         outcome = run_repeats(runner, store, run_dir, config, protocol, repeats, only_folds=only_folds)
         if outcome is not None:
@@ -318,13 +321,14 @@ def _run_training(only_folds: list[int] | None, store: str | None, config_file: 
               help="Train the deployable model on every row instead (no test): with --config RUN/config.json, the "
                    "run's settings and the median of the epochs its folds kept; writes checkpoint.pt and MODEL_CARD.md.")
 @functools.partial(_apply, _training_options())
-def train(fold: int, all_data: bool, **options) -> None:
+@TENSORBOARD_OPTION
+def train(fold: int, all_data: bool, tensorboard: bool, **options) -> None:
     """Train and test one fold of a protocol from a feature store (or, with --all-data, the
     deployable model on all of it)."""
     if all_data:
         _train_all_data(**options)
         return
-    _run_training([fold], **options)
+    _run_training([fold], tensorboard=tensorboard, **options)
 
 
 def _train_all_data(store: str | None, config_file: str | None, out: str | None, quiet: bool, **params) -> None:
@@ -350,9 +354,10 @@ def _train_all_data(store: str | None, config_file: str | None, out: str | None,
 @click.option("--repeats", type=click.IntRange(min=1), default=1, show_default=True,
               help="Run the whole CV once per seed --seed … --seed+N−1 (folds drawn anew each), into OUT/seed_<s>, "
                    "and write OUT/repeats.json with the mean ± std over seeds.")
-def cv(repeats: int, **options) -> None:
+@TENSORBOARD_OPTION
+def cv(repeats: int, tensorboard: bool, **options) -> None:
     """Run every fold of a protocol; write results.json, predictions and checkpoints (resumable)."""
-    _run_training(None, repeats=repeats, **options)
+    _run_training(None, repeats=repeats, tensorboard=tensorboard, **options)
 
 
 @main.command()

@@ -255,17 +255,23 @@ def check_tasks(manifest, folds: list[Fold], config: TrainConfig) -> None:
                                   "an auxiliary task needs at least 2: use --aux none")
 
 
-def _train_folds(session: StoreSession, out: Path, folds: list[Fold], config: TrainConfig, progress: bool) -> None:
+def _train_folds(session: StoreSession, out: Path, folds: list[Fold], config: TrainConfig, progress: bool,
+                 tensorboard: bool = False) -> None:
     """Train, score and save each of ``folds`` that the run directory does not hold yet;
-    ``history.csv`` grows after every epoch, and a line reports each finished fold."""
+    ``history.csv`` grows after every epoch (and ``RUN/tensorboard/fold_<k>`` with
+    ``tensorboard``), and a line reports each finished fold."""
     for fold in progress_bar(folds, desc="folds", unit="fold", enabled=progress):
         fold_dir = out / f"fold_{fold.fold}"
         if (fold_dir / "metrics.json").exists():
             continue
         fold_dir.mkdir(exist_ok=True)
         bank = session.bank(config.layer, config.device, config.network.input_norm)
-        outcome = train_fold(session.store, bank, fold, config, progress=progress, position=1,
-                             on_epoch=functools.partial(write_history_csv, fold_dir / "history.csv"))
+        with contextlib.ExitStack() as stack:
+            watchers = [functools.partial(write_history_csv, fold_dir / "history.csv")]
+            if tensorboard:
+                watchers.append(stack.enter_context(TensorBoardLog(out / "tensorboard" / f"fold_{fold.fold}")))
+            outcome = train_fold(session.store, bank, fold, config, progress=progress, position=1,
+                                 on_epoch=lambda history: [watch(history) for watch in watchers])
         save_checkpoint(fold_dir / "checkpoint.pt", outcome.checkpoint)
         _write_predictions(fold_dir / "predictions.csv", outcome.predictions)
         _write_embeddings(fold_dir / "embeddings.npz", session.store.manifest, outcome, config)
@@ -278,6 +284,31 @@ def describe_fold(metrics: dict[str, Any]) -> str:
     """``WA 61.20, UWA 58.33 (best epoch 7)`` (and the auxiliary accuracy when there is one)."""
     aux = f", aux accuracy {metrics['aux_accuracy']:.2f}" if metrics.get("aux_accuracy") is not None else ""
     return f"WA {metrics['wa']:.2f}, UWA {metrics['uwa']:.2f}{aux} (best epoch {metrics['best_epoch']})"
+
+
+class TensorBoardLog:
+    """Each epoch's record (:data:`HISTORY_COLUMNS`) as TensorBoard scalars in ``folder``
+    (needs the tensorboard package)."""
+
+    def __init__(self, folder: Path) -> None:
+        try:
+            from torch.utils.tensorboard import SummaryWriter
+        except ImportError:
+            raise SermtlError("--tensorboard needs the tensorboard package: pip install 'sermtl[tensorboard]'") from None
+        self.writer = SummaryWriter(log_dir=str(folder))
+
+    def __call__(self, history: list[dict[str, Any]]) -> None:
+        record = history[-1]
+        for key in HISTORY_COLUMNS[1:]:
+            if isinstance(record.get(key), (int, float)):
+                self.writer.add_scalar(key, record[key], record["epoch"])
+        self.writer.flush()
+
+    def __enter__(self) -> "TensorBoardLog":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.writer.close()
 
 
 #: The columns of ``history.csv``, in order; an epoch without validation leaves its columns empty.
@@ -309,7 +340,7 @@ def _write_embeddings(path: Path, manifest, outcome, config: TrainConfig) -> Non
 
 def run_cv(store_path: str | Path, out_dir: str | Path, config: TrainConfig, protocol: Protocol | None = None,
            only_folds: list[int] | None = None, progress: bool = True, write_results: bool = True,
-           exclusive: bool = True, session: StoreSession | None = None) -> dict[str, Any]:
+           exclusive: bool = True, session: StoreSession | None = None, tensorboard: bool = False) -> dict[str, Any]:
     """Train and score every fold (or ``only_folds``) and write the run directory.
 
     Returns the content of ``results.json`` (over the folds done here; written to the run
@@ -321,16 +352,17 @@ def run_cv(store_path: str | Path, out_dir: str | Path, config: TrainConfig, pro
     with contextlib.ExitStack() as stack:
         if session is None:
             session = stack.enter_context(StoreSession(store_path))
-        return _run_prepared(session, out, config, protocol, only_folds, progress, write_results, exclusive)
+        return _run_prepared(session, out, config, protocol, only_folds, progress, write_results, exclusive, tensorboard)
 
 
 def _run_prepared(session: StoreSession, out: Path, config: TrainConfig, protocol: Protocol | None,
-                  only_folds: list[int] | None, progress: bool, write_results: bool, exclusive: bool) -> dict[str, Any]:
+                  only_folds: list[int] | None, progress: bool, write_results: bool, exclusive: bool,
+                  tensorboard: bool = False) -> dict[str, Any]:
     run = prepare_run(session, out, config, protocol, exclusive, only_folds)
     protocol, folds, config = run.protocol, run.folds, run.config
     with run.lock:
         wanted = [f for f in folds if only_folds is None or f.fold in only_folds]
-        _train_folds(session, out, wanted, config, progress)
+        _train_folds(session, out, wanted, config, progress, tensorboard)
         per_fold = [read_json(out / f"fold_{f.fold}" / "metrics.json") for f in wanted]
         results = {"aux_accuracy": None, **average_folds(per_fold), "folds": per_fold, "protocol": protocol.name,
                    "aux": config.aux, "store": str(session.path.resolve())}

@@ -43,7 +43,7 @@ def _fold_numbers(store_path: str | Path, out_dir: str | Path, config: TrainConf
 
 def run_cv_distributed(group: Group, store_path: str | Path, out_dir: str | Path, config: TrainConfig,
                        protocol: Protocol | None = None, only_folds: list[int] | None = None,
-                       progress: bool = True) -> dict[str, Any] | None:
+                       progress: bool = True, tensorboard: bool = False) -> dict[str, Any] | None:
     """:func:`~trainer.cv.run_cv` with the folds shared among the ranks of ``group``.
 
     Call it on every rank with the same arguments. Returns the content of ``results.json``
@@ -54,7 +54,7 @@ def run_cv_distributed(group: Group, store_path: str | Path, out_dir: str | Path
     mine = fold_share(only_folds or numbers, group.rank, group.world)
     busy = {group.rank} if mine else set()  # a rank without folds only waits for the others
     group.run(run_cv, store_path, out_dir, config, protocol, only_folds=mine, progress=progress and group.rank == 0,
-              write_results=False, exclusive=False, ranks=busy)
+              write_results=False, exclusive=False, ranks=busy, tensorboard=tensorboard)
     return group.run(run_cv, store_path, out_dir, config, protocol, only_folds=only_folds, progress=False, ranks={0})
 
 

@@ -120,3 +120,21 @@ def test_report_shows_the_learned_layer_weights_of_a_weighted_run(csv_corpus, tm
     run("report", out, "--out", tmp_path / "report")
     text = (tmp_path / "report" / "report.md").read_text()
     assert "### Learned layer weights (`--layer weighted`)" in text and (tmp_path / "report" / "figures" / "run_layers.png").is_file()
+
+
+def test_tensorboard_logs_every_epoch(iemocap_mfcc_store, tmp_path, monkeypatch) -> None:
+    pytest.importorskip("tensorboard")
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    out = tmp_path / "run"
+    run("train", "--store", iemocap_mfcc_store, *FOLDS, "--aux", "expression", "--out", out, *TINY, "--tensorboard", "--quiet")
+    events = EventAccumulator(str(out / "tensorboard" / "fold_1"))
+    events.Reload()
+    assert {"train_loss", "valid_uwa", "valid_loss", "alpha"} <= set(events.Tags()["scalars"])
+    history = json.loads((out / "fold_1" / "history.json").read_text())
+    assert [e.value for e in events.Scalars("valid_uwa")] == pytest.approx([h["valid_uwa"] for h in history], abs=1e-4)
+    import sys
+
+    monkeypatch.setitem(sys.modules, "torch.utils.tensorboard", None)
+    missing = run("train", "--store", iemocap_mfcc_store, *FOLDS, "--out", tmp_path / "r2", *TINY, "--tensorboard", ok=False)
+    assert missing.exit_code == 1 and "pip install 'sermtl[tensorboard]'" in missing.output
