@@ -55,8 +55,9 @@ def test_the_cli_offers_exactly_the_config_fields(command: str) -> None:
     params = {p.name for p in main.commands[command].params if isinstance(p, click.Option)}
     fields = {field.name for field, _ in options()}
     assert fields <= params
-    protocol = {"store", "config_file", "protocol", "by", "folds", "valid_fraction", "train_values", "test_values", "out"}
-    extra = {"train": {"fold"}, "cv": {"repeats"}}[command]
+    protocol = {"store", "config_file", "protocol", "by", "folds", "valid_fraction", "train_values", "test_values",
+                "folds_file", "out", "quiet"}
+    extra = {"train": {"fold", "all_data", "tensorboard"}, "cv": {"repeats", "tensorboard"}}[command]
     assert params - fields == protocol | extra
 
 
