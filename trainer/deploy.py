@@ -22,7 +22,7 @@ from featurestore.errors import SermtlError
 from featurestore.locking import ExclusiveLock
 from trainer.checkpoint import save_checkpoint
 from trainer.config import TrainConfig
-from trainer.cv import StoreSession, write_history_csv
+from trainer.cv import StoreSession, check_tasks, write_history_csv
 from trainer.folds import Fold
 from trainer.loop import check_columns, resolved_config, train_fold
 
@@ -49,6 +49,7 @@ def train_all_data(store_path: str | Path, out_dir: str | Path, config: TrainCon
         config = resolved_config(config, store.manifest)
         check_columns(store, config)
         everything = Fold(1, [u for u in store.ids()], [], [])
+        check_tasks(store.manifest, [everything], config)
         out.mkdir(parents=True, exist_ok=True)
         with ExclusiveLock(out / "run.lock", f"model folder {out}"):
             bank = session.bank(config.layer, config.device, config.network.input_norm)
