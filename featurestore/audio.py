@@ -9,8 +9,10 @@ soxr (high quality). Channels are averaged.
 from __future__ import annotations
 
 import hashlib
+import io
 import os
 from pathlib import Path
+from typing import BinaryIO
 
 import numpy as np
 
@@ -38,7 +40,7 @@ def _check_readable(path: Path) -> None:
         raise SermtlError(f"empty audio file (0 bytes): {path}")
 
 
-def _check_header(path: Path, sr: int, seconds: float | None, max_duration: float | None) -> None:
+def _check_header(path: Path | str, sr: int, seconds: float | None, max_duration: float | None) -> None:
     """Refuse a sampling rate outside :data:`SAMPLE_RATE_RANGE` and audio longer than
     ``max_duration`` seconds, from the header, before anything is decoded."""
     low, high = SAMPLE_RATE_RANGE
@@ -70,24 +72,25 @@ def _declared_samples(stream, sr: int) -> int | None:
     return int(round(float(stream.duration * stream.time_base) * sr))
 
 
-def _read_pyav(path: Path, start: float | None, end: float | None,
+def _read_pyav(source: Path | BinaryIO, label: str, start: float | None, end: float | None,
                max_duration: float | None) -> tuple[np.ndarray, int]:
+    """Decode ``source`` (a path or a file object; ``label`` names it in errors) with FFmpeg."""
     import av
 
     try:
-        container = av.open(str(path))
+        container = av.open(source if hasattr(source, "read") else str(source))
     except Exception as exc:  # PyAV raises many FFmpeg error types
-        raise SermtlError(f"cannot decode audio: {path} ({type(exc).__name__}: {exc})") from None
+        raise SermtlError(f"cannot decode audio: {label} ({type(exc).__name__}: {exc})") from None
     with container:
         if not container.streams.audio:
-            raise SermtlError(f"no audio stream in {path}")
+            raise SermtlError(f"no audio stream in {label}")
         stream = container.streams.audio[0]
         sr = stream.codec_context.sample_rate or stream.rate
         declared = _declared_samples(stream, sr)
-        _check_header(path, sr or 0, None, max_duration)
+        _check_header(label, sr or 0, None, max_duration)
         if declared is not None:
             first, last = int(round((start or 0.0) * sr)), declared if end is None else min(declared, int(round(end * sr)))
-            _check_header(path, sr, max(0, last - first) / sr, max_duration)
+            _check_header(label, sr, max(0, last - first) / sr, max_duration)
         # Resample inside FFmpeg to planar float so every codec gives the same layout.
         resampler = av.AudioResampler(format="fltp", layout="mono", rate=sr)
         pieces = []
@@ -98,13 +101,26 @@ def _read_pyav(path: Path, start: float | None, end: float | None,
             for out in resampler.resample(None):
                 pieces.append(out.to_ndarray()[0])
         except Exception as exc:
-            raise SermtlError(f"cannot decode audio: {path} ({type(exc).__name__}: {exc})") from None
+            raise SermtlError(f"cannot decode audio: {label} ({type(exc).__name__}: {exc})") from None
     wave = np.concatenate(pieces).astype(np.float32) if pieces else np.zeros(0, np.float32)
     if declared is not None:
         wave = wave[:declared]  # drop the codec's end padding (AAC fills its last 1024-sample frame)
     first = int(round((start or 0.0) * sr))
     last = len(wave) if end is None else int(round(end * sr))
     return wave[first:last], sr
+
+
+def decode_audio_bytes(data: bytes, label: str) -> tuple[np.ndarray, int]:
+    """Encoded audio held in memory (a dataset's bytes) as mono float32 at its own rate:
+    libsndfile first, FFmpeg for anything it refuses. ``label`` names the source in errors."""
+    import soundfile as sf
+
+    try:
+        wave, rate = sf.read(io.BytesIO(data), dtype="float32", always_2d=True)
+        return wave.mean(axis=1), int(rate)
+    except (sf.LibsndfileError, RuntimeError, TypeError):
+        pass  # not something libsndfile knows: let FFmpeg try
+    return _read_pyav(io.BytesIO(data), label, None, None, None)
 
 
 def _read_native(path: Path, start: float | None, end: float | None,
@@ -120,7 +136,7 @@ def _read_native(path: Path, start: float | None, end: float | None,
         except sf.LibsndfileError:
             wave = None  # not something libsndfile knows: let FFmpeg try
     if wave is None:
-        wave, sr = _read_pyav(path, start, end, max_duration)
+        wave, sr = _read_pyav(path, str(path), start, end, max_duration)
     return wave, sr
 
 

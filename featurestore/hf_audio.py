@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import functools
 import hashlib
-import io
 import threading
 import urllib.parse
 from pathlib import Path
@@ -102,39 +101,15 @@ def read_reference(reference: str) -> tuple[np.ndarray, int]:
         wave = wave.mean(axis=1) if wave.ndim == 2 else wave
         return wave, int(value["sampling_rate"])
     if isinstance(value, dict) and value.get("bytes"):
-        return _decode_bytes(value["bytes"], reference)
+        from featurestore.audio import decode_audio_bytes
+
+        return decode_audio_bytes(value["bytes"], f"the audio bytes of {reference}")
     path = value.get("path") if isinstance(value, dict) else value
     if isinstance(path, str) and path:
         from featurestore.audio import load_audio_file_native
 
         return load_audio_file_native(Path(path))
     raise SermtlError(f"{reference}: holds no audio (neither an array, bytes nor a path)")
-
-
-def _decode_bytes(data: bytes, reference: str) -> tuple[np.ndarray, int]:
-    import soundfile as sf
-
-    try:
-        wave, rate = sf.read(io.BytesIO(data), dtype="float32", always_2d=True)
-        return wave.mean(axis=1), int(rate)
-    except (sf.LibsndfileError, RuntimeError, TypeError):
-        pass
-    import av
-
-    try:
-        with av.open(io.BytesIO(data)) as container:
-            if not container.streams.audio:
-                raise SermtlError(f"{reference}: no audio stream in its bytes")
-            stream = container.streams.audio[0]
-            rate = stream.codec_context.sample_rate or stream.rate
-            resampler = av.AudioResampler(format="fltp", layout="mono", rate=rate)
-            pieces = [out.to_ndarray()[0] for frame in container.decode(stream) for out in resampler.resample(frame)]
-            pieces += [out.to_ndarray()[0] for out in resampler.resample(None)]
-    except SermtlError:
-        raise
-    except Exception as exc:  # FFmpeg's many error types
-        raise SermtlError(f"{reference}: its audio bytes do not decode ({describe_error(exc)})") from None
-    return (np.concatenate(pieces).astype(np.float32) if pieces else np.zeros(0, np.float32)), int(rate)
 
 
 def reference_signature(reference: str) -> int | None:

@@ -100,6 +100,6 @@ def test_bad_datasets_are_one_line(saved, tmp_path) -> None:
     prepared = run("prepare", "--corpus", "hf", "--root", broken, "--out", manifest)
     assert "1 unreadable audio file(s)" in prepared.output
     failed = run("extract", "--manifest", manifest, "--feature", "mfcc", "--store", tmp_path / "b.zarr", ok=False)
-    assert failed.exit_code == 1 and failed.output.count("error:") == 1 and "its audio bytes do not decode" in failed.output
+    assert failed.exit_code == 1 and failed.output.count("error:") == 1 and "cannot decode audio: the audio bytes of hf:" in failed.output
     skipped = run("extract", "--manifest", manifest, "--feature", "mfcc", "--store", tmp_path / "b.zarr", "--on-error", "skip")
     assert "3 stored" in skipped.output and "1 skipped" in skipped.output

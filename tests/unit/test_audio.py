@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from featurestore.audio import audio_duration, load_audio
+from featurestore.audio import audio_duration, decode_audio_bytes, load_audio, load_audio_file_native
 from featurestore.errors import SermtlError
 from tests.conftest import write_tone
 
@@ -26,10 +26,9 @@ def test_any_format_and_rate_becomes_16k_mono(tmp_path: Path, suffix: str, subty
     assert abs(np.argmax(spectrum) * 16000 / len(wave) - 440.0) < 5  # the tone survived resampling
 
 
-def test_mp4_audio_is_decoded(tmp_path: Path) -> None:
+def _write_aac_mp4(path: Path, sr: int, seconds: float) -> Path:
+    """A stereo 330 Hz tone as AAC in MP4 (a container libsndfile cannot read)."""
     av = pytest.importorskip("av")
-    path = tmp_path / "clip.mp4"
-    sr, seconds = 44100, 1.2
     with av.open(str(path), "w") as container:
         stream = container.add_stream("aac", rate=sr)
         stream.layout = "stereo"
@@ -43,11 +42,32 @@ def test_mp4_audio_is_decoded(tmp_path: Path) -> None:
                 container.mux(packet)
         for packet in stream.encode(None):
             container.mux(packet)
+    return path
+
+
+def test_mp4_audio_is_decoded(tmp_path: Path) -> None:
+    seconds = 1.2
+    path = _write_aac_mp4(tmp_path / "clip.mp4", 44100, seconds)
     wave = load_audio(path)
     assert abs(audio_duration(path) - seconds) < 0.03  # AAC frames are 1024 samples
     assert abs(len(wave) / 16000 - audio_duration(path)) < 0.001  # decoder end padding trimmed
     spectrum = np.abs(np.fft.rfft(wave))
     assert abs(np.argmax(spectrum) * 16000 / len(wave) - 330.0) < 5
+
+
+@pytest.mark.parametrize("suffix", [".flac", ".mp4"])
+def test_encoded_bytes_decode_like_their_file(tmp_path: Path, suffix: str) -> None:
+    if suffix == ".mp4":
+        path = _write_aac_mp4(tmp_path / "clip.mp4", 44100, 0.8)
+    else:
+        path = write_tone(tmp_path / "clip.flac", 0.8, sr=22050, channels=2)
+    wave, rate = decode_audio_bytes(path.read_bytes(), "the bytes of row 3")
+    native, native_rate = load_audio_file_native(path)
+    assert rate == native_rate and wave.dtype == np.float32 and wave.ndim == 1
+    # A file object has no duration for FFmpeg to trim the AAC end padding by.
+    np.testing.assert_allclose(wave[:len(native)], native, atol=1e-6)
+    with pytest.raises(SermtlError, match=r"^cannot decode audio: the bytes of row 3 \("):
+        decode_audio_bytes(b"not audio at all", "the bytes of row 3")
 
 
 def test_segment_start_end(tmp_path: Path) -> None:
