@@ -20,11 +20,12 @@ its speaker's vectors (:mod:`trainer.speakers`).
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 
 from featurestore.errors import SermtlError
+from featurestore.manifest import Manifest
 from featurestore.store.reader import FeatureStore, open_store
 from trainer.data import resolve_layer
 from trainer.folds import Fold, Protocol, check_folds, default_protocol
@@ -96,35 +97,36 @@ def utterance_vectors(store: FeatureStore, functionals: str | None = None, input
     return vectors
 
 
-def svm_cv(store: FeatureStore, folds: Sequence[Fold], label: str = "emotion", c: float = 1.0,
-           layer: str | int | None = None, functionals: str | None = None, input_norm: str = "global") -> dict[str, Any]:
-    """Fit and score the SVM on every fold; returns averages (percent) and the per-fold list."""
+MODEL = "StandardScaler + SVC(rbf, C={c}, gamma=scale, balanced)"
+
+
+def svm_cv(manifest: Manifest, vectors: Mapping[str, np.ndarray], folds: Sequence[Fold], label: str = "emotion",
+           c: float = 1.0) -> dict[str, Any]:
+    """Fit and score the SVM on every fold of ``vectors`` (:func:`utterance_vectors`);
+    returns averages (percent) and the per-fold list."""
     from sklearn.pipeline import make_pipeline
     from sklearn.preprocessing import StandardScaler
     from sklearn.svm import SVC
 
-    manifest = store.manifest
-    features = utterance_vectors(store, functionals, input_norm, layer)
     per_fold = []
     for fold in folds:
         fit_ids = list(fold.train) + list(fold.valid)
         model = make_pipeline(StandardScaler(), SVC(kernel="rbf", C=c, gamma="scale", class_weight="balanced"))
-        model.fit(np.stack([features[u] for u in fit_ids]), [manifest[u][label] for u in fit_ids])
-        predicted = model.predict(np.stack([features[u] for u in fold.test]))
+        model.fit(np.stack([vectors[u] for u in fit_ids]), [manifest[u][label] for u in fit_ids])
+        predicted = model.predict(np.stack([vectors[u] for u in fold.test]))
         truth = [manifest[u][label] for u in fold.test]
         classes = sorted({manifest[u][label] for u in fit_ids})
         per_fold.append({**evaluate(truth, list(predicted), classes), "fold": fold.fold})
-    return {**average_folds(per_fold), "folds": per_fold,
-            "functionals": resolve_functionals(store, functionals), "input_norm": input_norm,
-            "model": f"StandardScaler + SVC(rbf, C={c}, gamma=scale, balanced)"}
+    return {**average_folds(per_fold), "folds": per_fold, "model": MODEL.format(c=c)}
 
 
 def svm_repeats(store_path: str | Path, protocol: Protocol | None, label: str = "emotion", c: float = 1.0,
                 seed: int = 0, repeats: int = 1, functionals: str | None = None,
                 input_norm: str = "global") -> dict[str, Any]:
     """:func:`svm_cv` on the folds of seeds ``seed`` … ``seed + repeats − 1`` (the folds
-    ``cv`` draws with those seeds; ``protocol`` ``None``: the store's default). Returns
-    ``{"name", "results"}``: one seed's results, or for several the mean ± std over seeds
+    ``cv`` draws with those seeds; ``protocol`` ``None``: the store's default). The vectors
+    do not depend on the seed and are computed once. Returns ``{"name", "results"}``: one
+    seed's results, or for several the mean ± std over seeds
     (:func:`~trainer.metrics.summarise_repeats`) with every seed's results."""
     if repeats < 1:
         raise SermtlError(f"--repeats must be >= 1, got {repeats}")
@@ -133,11 +135,13 @@ def svm_repeats(store_path: str | Path, protocol: Protocol | None, label: str = 
         name_of_vectors = resolve_functionals(store, functionals)
         if input_norm == "speaker":
             warn_if_speakers_do_not_span_the_classes(store.manifest, store.ids(), label)
+        vectors = utterance_vectors(store, name_of_vectors, input_norm)
         chosen = protocol or default_protocol(store.manifest)
         for fold_seed in range(seed, seed + repeats):
             folds = chosen.make(store.manifest, fold_seed)
             check_folds(folds, store.manifest, label_column=label)
-            per_seed[fold_seed] = svm_cv(store, folds, label=label, c=c, functionals=name_of_vectors, input_norm=input_norm)
+            per_seed[fold_seed] = {**svm_cv(store.manifest, vectors, folds, label=label, c=c),
+                                   "functionals": name_of_vectors, "input_norm": input_norm}
     grouped = f" by {chosen.by}" if chosen.by and chosen.name != "kfold" else ""
     norm = ", speaker-normalised" if input_norm == "speaker" else ""
     name = f"SVM on {name_of_vectors}{norm} ({chosen.name}{grouped}, {len(folds)} folds)"

@@ -181,7 +181,7 @@ def test_not_a_store(tmp_path) -> None:
 
 
 def test_svm_baseline_on_utterance_statistics(mfcc_store) -> None:
-    from trainer.baseline import svm_cv, utterance_statistics
+    from trainer.baseline import svm_cv, utterance_statistics, utterance_vectors
 
     store = open_store(mfcc_store)
     ids = store.ids()[:3]
@@ -189,7 +189,7 @@ def test_svm_baseline_on_utterance_statistics(mfcc_store) -> None:
     frames = store.read(ids[1]).astype(np.float64)
     np.testing.assert_allclose(stats[1], np.concatenate([frames.mean(0), frames.std(0)]))
     folds = make_folds(store.manifest, "loso", by="session")
-    results = svm_cv(store, folds)
+    results = svm_cv(store.manifest, utterance_vectors(store), folds)
     assert len(results["folds"]) == 5 and np.mean([f["wa"] for f in results["folds"]]) == pytest.approx(results["wa"])
     assert results["uwa"] > 40.0  # the synthetic emotions differ in pitch and energy: learnable
 
