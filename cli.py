@@ -471,10 +471,9 @@ def report(run_dirs: tuple[str, ...], out: str | None, paper_json: str | None) -
 
     paper = None
     if paper_json:
-        try:
-            paper = json.loads(Path(paper_json).read_text())
-        except (OSError, json.JSONDecodeError) as exc:
-            raise SermtlError(f"--paper {paper_json}: {exc}") from None
+        from featurestore.textfile import parse_json, read_text_file
+
+        paper = parse_json(read_text_file(paper_json, f"--paper {paper_json}"), f"--paper {paper_json}")
     click.echo(write_report(run_dirs, out, paper))
 
 

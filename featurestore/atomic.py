@@ -104,12 +104,13 @@ def read_json(path: str | os.PathLike, expect: type = dict) -> Any:
     """A JSON file the project wrote, parsed as data and checked to be an ``expect`` (a dict
     by default); one-line :class:`SermtlError` naming the file when it is unreadable,
     damaged or of another shape."""
+    from featurestore.textfile import read_file_bytes
+
     path = Path(path)
+    raw = read_file_bytes(path, str(path))
     try:
-        data = json.loads(path.read_bytes().decode("utf-8"))
-    except OSError as exc:
-        raise SermtlError(f"cannot read {path}: {os.strerror(exc.errno) if exc.errno else exc}") from None
-    except ValueError as exc:  # JSONDecodeError and UnicodeDecodeError
+        data = json.loads(raw.decode("utf-8"))
+    except (ValueError, RecursionError) as exc:  # JSONDecodeError, UnicodeDecodeError, nesting too deep
         raise SermtlError(f"{path} is damaged (not valid JSON: {describe_error(exc)}); delete it or use another folder") from None
     if not isinstance(data, expect):
         raise SermtlError(f"{path} is damaged (holds a {type(data).__name__}, expected a {expect.__name__})")

@@ -22,13 +22,13 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
-import json
 import math
 import warnings
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
-from featurestore.errors import SermtlError, describe_error
+from featurestore.errors import SermtlError
+from featurestore.textfile import read_structured_file
 from featurestore.features.base import device_problem
 from trainer.tasks import DEFAULT_ALPHA_MAX, alpha_at
 
@@ -319,7 +319,7 @@ def read_config_file(spec: str | Path) -> ConfigFile:
     line naming the file, the key, what is allowed and the nearest valid key.
     """
     path = Path(spec)
-    if not path.is_file():
+    if not path.exists():
         if path.suffix or str(spec) not in preset_names():
             raise SermtlError(f"--config {spec}: no such file, nor a preset ({', '.join(preset_names())})")
         path = PRESETS / f"{spec}.yaml"
@@ -349,19 +349,7 @@ def read_config_file(spec: str | Path) -> ConfigFile:
 
 def _parse(path: Path) -> dict[str, Any]:
     """A YAML or JSON mapping (JSON is YAML too; ``.json`` files are read as JSON)."""
-    try:
-        text = path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
-        raise SermtlError(f"--config {path}: cannot read it ({exc})") from None
-    try:
-        if path.suffix.lower() == ".json":
-            data = json.loads(text)
-        else:
-            import yaml
-
-            data = yaml.safe_load(text)
-    except Exception as exc:  # json and yaml raise several types
-        raise SermtlError(f"--config {path}: neither YAML nor JSON ({describe_error(exc)})") from None
+    data = read_structured_file(path, f"--config {path}")
     if not isinstance(data, dict):
         raise SermtlError(f"--config {path}: expected a mapping of options, got {type(data).__name__}")
     return data

@@ -20,6 +20,7 @@ from pathlib import Path
 
 from featurestore.errors import SermtlError
 from featurestore.manifest import Manifest
+from featurestore.textfile import read_text_file
 from trainer.folds import Fold, FoldList, _rng, _stratified_sample, load_folds, natural_key
 
 
@@ -79,16 +80,12 @@ def _fold_file(folder: Path, part: str, k: int) -> Path:
 def _keys(path: Path) -> list[str]:
     """The ``key`` of every line of an EmoBox jsonl file, in order."""
     keys = []
-    try:
-        lines = path.read_text(encoding="utf-8").splitlines()
-    except (OSError, UnicodeDecodeError) as exc:
-        raise SermtlError(f"--folds-file {path}: cannot read it ({exc})") from None
-    for number, line in enumerate(lines, 1):
+    for number, line in enumerate(read_text_file(path, f"--folds-file {path}").splitlines(), 1):
         if not line.strip():
             continue
         try:
             row = json.loads(line)
             keys.append(str(row["key"]))
-        except (ValueError, KeyError, TypeError):
+        except (ValueError, KeyError, TypeError, RecursionError):
             raise SermtlError(f"--folds-file {path}, line {number}: not a JSON object with a 'key'") from None
     return keys

@@ -29,7 +29,8 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from featurestore.atomic import read_json, write_json, write_text
-from featurestore.errors import SermtlError, describe_error
+from featurestore.errors import SermtlError
+from featurestore.textfile import read_structured_file
 from trainer.config import TrainConfig, parse_value
 from trainer.cv import StoreSession, plan_run, run_cv
 from trainer.folds import Protocol
@@ -64,12 +65,7 @@ def parse_grid(grids: Sequence[str]) -> list[dict[str, Any]]:
 def read_grid_file(path: str | Path) -> list[dict[str, Any]]:
     """Settings from a YAML or JSON file holding a list of mappings (a grid that is not a
     product), e.g. ``[{channels: 64}, {channels: 128, batchnorm: precise}]``."""
-    import yaml
-
-    try:
-        data = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
-        raise SermtlError(f"--grid-file {path}: cannot read it ({describe_error(exc)})") from None
+    data = read_structured_file(path, f"--grid-file {path}")
     if not isinstance(data, list) or not data or not all(isinstance(item, dict) and item for item in data):
         raise SermtlError(f"--grid-file {path}: expected a non-empty list of non-empty mappings of options")
     return [{key: _value(key, value) if isinstance(value, str) else value for key, value in item.items()} for item in data]

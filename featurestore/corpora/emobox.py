@@ -23,6 +23,7 @@ from pathlib import Path
 
 from featurestore.corpora.base import CorpusManifest, CorpusReport, check_root, finish, read_duration
 from featurestore.errors import SermtlError
+from featurestore.textfile import parse_json, read_text_file
 
 
 def prepare_emobox(root: str | os.PathLike, audio_root: str | os.PathLike | None = None,
@@ -91,10 +92,7 @@ def _dataset_file(folder: Path) -> Path:
 def _label_map(path: Path) -> dict[str, str]:
     if not path.is_file():
         return {}
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as exc:
-        raise SermtlError(f"emobox: {path} is not a JSON label map ({exc})") from None
+    data = parse_json(read_text_file(path, f"emobox: {path}"), f"emobox: {path}")
     if not isinstance(data, dict) or not all(isinstance(v, str) for v in data.values()):
         raise SermtlError(f"emobox: {path} is not a mapping of labels to class names")
     return data
@@ -102,16 +100,12 @@ def _label_map(path: Path) -> dict[str, str]:
 
 def _lines(jsonl: Path):
     """``(line number, row)`` for each non-empty line, checked for ``key``, ``wav`` and ``emo``."""
-    try:
-        text = jsonl.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
-        raise SermtlError(f"emobox: cannot read {jsonl} ({exc})") from None
-    for number, line in enumerate(text.splitlines(), 1):
+    for number, line in enumerate(read_text_file(jsonl, f"emobox: {jsonl}").splitlines(), 1):
         if not line.strip():
             continue
         try:
             entry = json.loads(line)
-        except ValueError:
+        except (ValueError, RecursionError):
             entry = None
         if not isinstance(entry, dict) or not all(isinstance(entry.get(k), str) and entry.get(k) for k in ("key", "wav", "emo")):
             raise SermtlError(f"{jsonl}, line {number}: not a JSON object with text 'key', 'wav' and 'emo'")

@@ -61,7 +61,7 @@ def test_the_small_corpus_preset_resolves_to_its_measured_settings(iemocap_mfcc_
     ("input_norm: utterence\n", "--input-norm: 'utterence' is not one of global, utterance, speaker (nearest: utterance)"),
     ("protocol:\n  name: loso\n  bye: speaker\n", "unknown protocol key 'bye' (nearest: by)"),
     ("protocol:\n  name: lsoo\n", "--protocol: 'lsoo' is not one of loso, kfold, group-kfold, split, file (nearest: loso)"),
-    ("[1, 2", "neither YAML nor JSON"),
+    ("[1, 2", "not valid YAML"),
     ("- 1\n- 2\n", "expected a mapping of options"),
 ])
 def test_a_bad_config_file_is_one_line_and_writes_nothing(iemocap_mfcc_store, tmp_path, text, message) -> None:

@@ -502,7 +502,83 @@ CASES: list[Case] = [
          lambda ws: ["prepare", "--corpus", "nosuch", "--root", ws.tmp], code=2, culprit="nosuch"),
     Case("other commands", "prepare --option without a value",
          lambda ws: ["prepare", "--corpus", "csv", "--root", ws.manifest, "--option", "novalue"], culprit="--option"),
+    # -- metadata files (configs, grids, fold lists, corpus metadata) ---------------------------
+    Case("metadata files", "--config is a FIFO (reading it would block forever)",
+         lambda ws: _train(ws, "--config", _fifo(ws.tmp / "c.yaml")), culprit="c.yaml: not a regular file",
+         after=_no_run_dir("new_run")),
+    Case("metadata files", "--config is a folder",
+         lambda ws: _train(ws, "--config", (ws.tmp / "c.yaml").mkdir() or ws.tmp / "c.yaml"), culprit="c.yaml: not a regular file"),
+    Case("metadata files", "--grid-file linked to /dev/zero (reading it never ends)",
+         lambda ws: _sweep(ws, _linked_to_dev_zero(ws.tmp / "g.yaml")), culprit="g.yaml: not a regular file",
+         after=_no_run_dir("sweep")),
+    Case("metadata files", "a sparse 600 MiB --config",
+         lambda ws: _train(ws, "--config", _sparse(ws.tmp / "c.yaml", 600 * 2**20)), culprit="c.yaml: 600 MiB is more than"),
+    Case("metadata files", "--config nested 100000 lists deep", lambda ws: _train(ws, "--config", _deep(ws.tmp / "c.yaml")),
+         culprit="c.yaml: not valid YAML"),
+    Case("metadata files", "--config holding a YAML alias bomb (10^9 strings if expanded)",
+         lambda ws: _train(ws, "--config", _alias_bomb(ws.tmp / "c.yaml")), culprit="c.yaml"),
+    Case("metadata files", "--folds-file nested 100000 lists deep",
+         lambda ws: _cv_on_folds_file(ws, _deep(ws.tmp / "folds.json")), culprit="folds.json"),
+    Case("metadata files", "EmoBox fold folder whose train list is a FIFO",
+         lambda ws: _cv_on_folds_file(ws, _emobox_folds_with_fifo(ws)),
+         culprit="x_train_fold_1.jsonl: not a regular file"),
+    Case("metadata files", "EmoBox metadata linked to /dev/zero",
+         lambda ws: ["prepare", "--corpus", "emobox", "--root", _linked_to_dev_zero(ws.tmp / "x" / "x.jsonl").parent,
+                     "--out", ws.tmp / "m.csv"], culprit="x.jsonl: not a regular file"),
+    Case("metadata files", "report --paper is a FIFO",
+         lambda ws: ["report", ws.run, "--paper", _fifo(ws.tmp / "paper.json")], culprit="paper.json: not a regular file"),
+    Case("metadata files", "a run's config.json nested 100000 lists deep",
+         lambda ws: (_deep(ws.run / "config.json"), _resume(ws))[1], culprit="config.json"),
 ]
+
+
+def _sweep(ws: Workspace, grid_file: Path) -> Argv:
+    return ["sweep", "--store", ws.base["zarr"], "--grid-file", grid_file, *TRAIN, "--out", ws.tmp / "sweep"]
+
+
+def _cv_on_folds_file(ws: Workspace, folds_file: Path) -> Argv:
+    return ["cv", "--store", ws.base["zarr"], "--folds-file", folds_file, *TRAIN[6:], "--out", ws.tmp / "new_run"]
+
+
+def _fifo(path: Path) -> Path:
+    os.mkfifo(path)
+    return path
+
+
+def _linked_to_dev_zero(path: Path) -> Path:
+    _plant_link(path, Path("/dev/zero"))
+    return path
+
+
+def _sparse(path: Path, size: int) -> Path:
+    """A file of ``size`` bytes that takes no disk space (a hole)."""
+    with open(path, "wb") as handle:
+        handle.truncate(size)
+    return path
+
+
+def _deep(path: Path) -> Path:
+    path.write_text("[" * 100_000)
+    return path
+
+
+def _alias_bomb(path: Path) -> Path:
+    """YAML whose nine levels of nine aliases expand to 9^9 strings."""
+    lines, previous = ["a: &a [x, x, x, x, x, x, x, x, x]"], "a"
+    for name in "bcdefghi":
+        lines.append(f"{name}: &{name} [{', '.join([f'*{previous}'] * 9)}]")
+        previous = name
+    lines.append(f"lr: *{previous}")
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def _emobox_folds_with_fifo(ws: Workspace) -> Path:
+    fold = ws.tmp / "emobox_folds" / "fold_1"
+    fold.mkdir(parents=True)
+    (fold / "x_test_fold_1.jsonl").write_text('{"key": "u00"}\n')
+    _fifo(fold / "x_train_fold_1.jsonl")
+    return fold.parent
 
 
 def _with_network(ws: Workspace, extra: dict[str, Any]) -> Path:
