@@ -28,8 +28,8 @@ from pathlib import Path
 from typing import Any, Callable, Iterator
 
 from featurestore.errors import SermtlError
-from featurestore.textfile import read_structured_file
 from featurestore.features.base import device_problem
+from featurestore.textfile import read_structured_file
 from trainer.tasks import DEFAULT_ALPHA_MAX, alpha_at
 
 
