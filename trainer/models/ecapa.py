@@ -46,6 +46,11 @@ __all__ = [
 _EPS = 1e-12
 
 
+def _exporting() -> bool:
+    """Whether a graph is being traced or compiled (it can hold no data-dependent branch)."""
+    return torch.jit.is_tracing() or torch.compiler.is_compiling()
+
+
 def frame_mask(lengths: Tensor, num_frames: int) -> Tensor:
     """Valid-frame mask ``(B, 1, T)`` (bool, on ``lengths``' device) from frame counts ``(B,)``.
 
@@ -58,8 +63,7 @@ def frame_mask(lengths: Tensor, num_frames: int) -> Tensor:
     """
     if lengths.dim() != 1:
         raise ValueError(f"lengths must have shape (B,), got {tuple(lengths.shape)}")
-    exporting = torch.jit.is_tracing() or torch.compiler.is_compiling()  # a graph holds no data-dependent check
-    if not exporting and (bool((lengths < 1).any()) or bool((lengths > num_frames).any())):
+    if not _exporting() and (bool((lengths < 1).any()) or bool((lengths > num_frames).any())):
         raise ValueError(f"lengths must lie in [1, {num_frames}], got {lengths.tolist()}")
     frames = torch.arange(num_frames, device=lengths.device)
     return (frames < lengths.unsqueeze(1)).unsqueeze(1)
@@ -342,6 +346,8 @@ class ECAPATDNN(nn.Module):
             raise ValueError(f"lengths must have shape ({x.shape[0]},), got {tuple(lengths.shape)}")
         else:
             mask = frame_mask(lengths, x.shape[1]).to(x.device)
+            if not _exporting() and bool(mask.all()):
+                mask = None  # nothing padded (equal crops): skip the masking, about a tenth of a step
         h = self.first(_zero_padding(x.transpose(1, 2), mask), mask)
         block_outputs = []
         for block in self.se_res2_blocks:
