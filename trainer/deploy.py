@@ -81,7 +81,9 @@ def model_card(store, config: TrainConfig, identity: dict[str, Any], cv_run: Pat
         f"- Auxiliary task: `{config.aux}`.", "",
         "## Training", "",
         f"- All rows, no validation or test set; {config.epochs} epochs"
-        + (f" (the median of the epochs kept by the folds of `{cv_run}`)." if cv_run else "."),
+        + (f" (the median of the epochs kept by the folds of `{cv_run}`)." if cv_run else ".")
+        + (f" Without validation scores there are no best epochs to average (`average_best={config.average_best}`):"
+           " the model keeps its last epoch's weights." if config.average_best > 1 else ""),
         "- Options that differ from sermtl's defaults: "
         + (", ".join(f"`{k}={v}`" for k, v in sorted(changed.items())) or "none") + ".", "",
         "## Expected performance", "",

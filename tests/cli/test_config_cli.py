@@ -45,13 +45,15 @@ def test_the_small_corpus_preset_resolves_to_its_measured_settings(iemocap_mfcc_
 
     preset = read_config_file("small-corpus")
     config = TrainConfig.from_dict(preset.train)
-    assert (config.network.input_norm, config.batch_size, config.network.channels, config.epochs) == ("speaker", 16, 64, 15)
+    assert (config.network.input_norm, config.batch_size, config.network.channels, config.epochs,
+            config.average_best) == ("speaker", 16, 64, 15, 3)
     assert config.aux == "auto" and config.lr_schedule == "constant"  # left as the defaults
     out = tmp_path / "run"
-    run("train", "--store", iemocap_mfcc_store, "--config", "small-corpus", *FOLDS, "--epochs", "1", "--device", "cpu",
+    run("train", "--store", iemocap_mfcc_store, "--config", "small-corpus", *FOLDS, "--epochs", "3", "--device", "cpu",
         "--out", out)
     saved = json.loads((out / "config.json").read_text())["train"]
-    assert (saved["network"]["input_norm"], saved["batch_size"], saved["epochs"]) == ("speaker", 16, 1)
+    assert (saved["network"]["input_norm"], saved["batch_size"], saved["epochs"], saved["average_best"]) == ("speaker", 16, 3, 3)
+    assert json.loads((out / "fold_1" / "metrics.json").read_text())["averaged_epochs"] == [1, 2, 3]
 
 
 @pytest.mark.parametrize("text, message", [

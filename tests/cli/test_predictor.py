@@ -97,6 +97,8 @@ def test_all_data_model_with_its_card(run_dir, recordings, iemocap_mfcc_store, t
     assert len(rows) == 3 and set(rows[0]) == {"emotion", "emotion_probs", "expression", "expression_probs"}
     again = run("train", "--all-data", "--config", run_dir / "config.json", "--out", model, ok=False)
     assert again.exit_code == 1 and f"--out {model} already holds a model (checkpoint.pt)" in again.output
-    explicit = run("train", "--all-data", "--store", iemocap_mfcc_store, "--epochs", "1", "--aux", "none",
-                   "--out", tmp_path / "m2", *TINY[2:], "--quiet").output
-    assert "for 1 epochs" in explicit and "No cross-validation run was named" in (tmp_path / "m2" / "MODEL_CARD.md").read_text()
+    explicit = run("train", "--all-data", "--store", iemocap_mfcc_store, "--epochs", "2", "--average-best", "2",
+                   "--aux", "none", "--out", tmp_path / "m2", *TINY[2:], "--quiet").output
+    card = (tmp_path / "m2" / "MODEL_CARD.md").read_text()
+    assert "for 2 epochs" in explicit and "No cross-validation run was named" in card
+    assert "no best epochs to average (`average_best=2`): the model keeps its last epoch's weights" in card
