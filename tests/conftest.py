@@ -32,6 +32,21 @@ def write_tone(path: Path, seconds: float, sr: int = 16000, freq: float = 220.0,
     return path
 
 
+def write_av(path: Path, codec: str, rate: int, frames, **stream_attrs) -> Path:
+    """A media file of ``frames`` (PyAV frames) encoded with ``codec`` at ``rate``."""
+    av = pytest.importorskip("av")
+    with av.open(str(path), "w") as container:
+        stream = container.add_stream(codec, rate=rate)
+        for name, value in stream_attrs.items():
+            setattr(stream, name, value)
+        for frame in frames:
+            for packet in stream.encode(frame):
+                container.mux(packet)
+        for packet in stream.encode(None):
+            container.mux(packet)
+    return path
+
+
 def write_manifest(path: Path, rows: list[dict[str, str]]) -> Path:
     """A CSV manifest of ``rows`` (columns from the rows, in order of first appearance)."""
     with open(path, "w", newline="", encoding="utf-8") as handle:

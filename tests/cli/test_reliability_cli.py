@@ -20,7 +20,7 @@ import soundfile as sf
 from featurestore import open_store
 from featurestore.synthetic import make_emodb
 from tests.cli.test_cli import run
-from tests.conftest import write_manifest, write_tone
+from tests.conftest import write_av, write_manifest, write_tone
 
 GOOD = {"g1": 1.2, "g2": 0.8}
 
@@ -43,16 +43,8 @@ def _mp3(path: Path) -> Path:
 
 def _video_only_mp4(path: Path) -> Path:
     av = pytest.importorskip("av")
-    with av.open(str(path), "w") as container:
-        stream = container.add_stream("mpeg4", rate=10)
-        stream.width, stream.height, stream.pix_fmt = 32, 32, "yuv420p"
-        for _ in range(5):
-            frame = av.VideoFrame.from_ndarray(np.zeros((32, 32, 3), np.uint8), format="rgb24")
-            for packet in stream.encode(frame):
-                container.mux(packet)
-        for packet in stream.encode(None):
-            container.mux(packet)
-    return path
+    frames = (av.VideoFrame.from_ndarray(np.zeros((32, 32, 3), np.uint8), format="rgb24") for _ in range(5))
+    return write_av(path, "mpeg4", 10, frames, width=32, height=32, pix_fmt="yuv420p")
 
 
 def _truncated_header(path: Path) -> Path:

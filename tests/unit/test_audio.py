@@ -11,7 +11,7 @@ import soundfile as sf
 
 from featurestore.audio import audio_duration, decode_audio_bytes, load_audio, load_audio_file_native
 from featurestore.errors import SermtlError
-from tests.conftest import write_tone
+from tests.conftest import write_av, write_tone
 
 
 @pytest.mark.parametrize("suffix,subtype", [(".wav", "PCM_16"), (".wav", "PCM_U8"), (".flac", "PCM_16"), (".ogg", "VORBIS")])
@@ -29,20 +29,15 @@ def test_any_format_and_rate_becomes_16k_mono(tmp_path: Path, suffix: str, subty
 def _write_aac_mp4(path: Path, sr: int, seconds: float) -> Path:
     """A stereo 330 Hz tone as AAC in MP4 (a container libsndfile cannot read)."""
     av = pytest.importorskip("av")
-    with av.open(str(path), "w") as container:
-        stream = container.add_stream("aac", rate=sr)
-        stream.layout = "stereo"
-        t = np.arange(int(sr * seconds)) / sr
-        tone = (0.3 * np.sin(2 * np.pi * 330 * t)).astype(np.float32)
+    t = np.arange(int(sr * seconds)) / sr
+    tone = (0.3 * np.sin(2 * np.pi * 330 * t)).astype(np.float32)
+
+    def frames():
         for start in range(0, len(tone), 1024):
-            piece = np.stack([tone[start:start + 1024]] * 2)
-            frame = av.AudioFrame.from_ndarray(piece, format="fltp", layout="stereo")
+            frame = av.AudioFrame.from_ndarray(np.stack([tone[start:start + 1024]] * 2), format="fltp", layout="stereo")
             frame.sample_rate = sr
-            for packet in stream.encode(frame):
-                container.mux(packet)
-        for packet in stream.encode(None):
-            container.mux(packet)
-    return path
+            yield frame
+    return write_av(path, "aac", sr, frames(), layout="stereo")
 
 
 def test_mp4_audio_is_decoded(tmp_path: Path) -> None:
