@@ -462,6 +462,20 @@ def experiment(name, out, roots, stores, corpora, feature, model, layers, epochs
 
 
 @main.command()
+@click.argument("baseline_run", type=click.Path(exists=True, file_okay=False))
+@click.argument("runs", nargs=-1, required=True, type=click.Path(exists=True, file_okay=False))
+@click.option("--metric", default="uwa", show_default=True, help="A number of each fold's metrics.json: wa, uwa, aux_accuracy, …")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
+def compare(baseline_run: str, runs: tuple[str, ...], metric: str, as_json: bool) -> None:
+    """Finished runs (cv runs, --repeats or sweep setting folders) against BASELINE_RUN,
+    paired by (seed, fold) on the same test folds: mean difference, 95 % interval, Wilcoxon p."""
+    from trainer.compare import compare_runs, comparison_table
+
+    summary = compare_runs(Path(baseline_run), [Path(r) for r in runs], metric)
+    click.echo(json.dumps(summary, indent=2) if as_json else comparison_table(summary))
+
+
+@main.command()
 @click.argument("run_dirs", nargs=-1, required=True, type=click.Path())
 @click.option("--out", type=click.Path(file_okay=False), help="Report folder (needed for several runs; default: the run's own folder).")
 @click.option("--paper", "paper_json", type=click.Path(dir_okay=False), help='JSON {"title": …, "rows": {run: {"wa": …, "uwa": …}}} shown beside ours.')

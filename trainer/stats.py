@@ -10,7 +10,7 @@ otherwise).
 from __future__ import annotations
 
 import math
-from typing import Any, Sequence
+from typing import Any, Hashable, Mapping, Sequence
 
 import numpy as np
 
@@ -54,3 +54,12 @@ def paired_difference(a: Sequence[float], b: Sequence[float], confidence: float 
     if len(diff) >= 2:
         out["wilcoxon_p"] = 1.0 if not diff.any() else float(stats.wilcoxon(diff).pvalue)
     return out
+
+
+def paired_over_keys(mine: Mapping[Hashable, float], reference: Mapping[Hashable, float],
+                     confidence: float = 0.95) -> dict[str, Any]:
+    """:func:`paired_difference` of ``mine - reference`` over the keys both hold (e.g.
+    (seed, fold) pairs), with those keys as ``pairs``."""
+    pairs = sorted(set(mine) & set(reference))
+    return {**paired_difference([mine[p] for p in pairs], [reference[p] for p in pairs], confidence),
+            "pairs": [list(p) if isinstance(p, tuple) else p for p in pairs]}

@@ -35,7 +35,7 @@ from trainer.config import TrainConfig, parse_value
 from trainer.cv import StoreSession, plan_run, run_cv
 from trainer.folds import Protocol
 from trainer.metrics import summarise_repeats
-from trainer.stats import mean_interval, paired_difference
+from trainer.stats import mean_interval, paired_over_keys
 
 #: Options a grid may not vary: seeds come from ``--repeats``, the device is not a setting.
 NOT_IN_GRID = ("seed", "device")
@@ -179,7 +179,7 @@ def write_summary(sweep: Sweep, results: dict[tuple[str, int], dict[str, Any]]) 
 def summarise_sweep(sweep: Sweep, results: dict[tuple[str, int], dict[str, Any]]) -> dict[str, Any]:
     """Per setting: mean ± std over seeds (:func:`~trainer.metrics.summarise_repeats`), the
     95 % interval of the mean UWA over seeds, and against the baseline the paired
-    difference in UWA over (seed, fold) pairs (:func:`~trainer.stats.paired_difference`)."""
+    difference in UWA over (seed, fold) pairs (:func:`~trainer.stats.paired_over_keys`)."""
     def fold_uwa(name: str) -> dict[tuple[int, int], float]:
         return {(seed, fold["fold"]): fold["uwa"] for seed in sweep.seeds for fold in results[(name, seed)]["folds"]}
 
@@ -189,15 +189,11 @@ def summarise_sweep(sweep: Sweep, results: dict[tuple[str, int], dict[str, Any]]
     for setting in sweep.settings:
         name = setting_name(setting)
         per_seed = {seed: results[(name, seed)] for seed in sweep.seeds}
-        mine = fold_uwa(name)
-        pairs = sorted(set(mine) & set(reference))
         rows.append({
             "setting": setting, "name": name, "dir": setting_dir(setting),
             **summarise_repeats(per_seed),
             "uwa_interval": mean_interval([r["uwa"] for r in per_seed.values()]),
-            "paired_uwa": None if name == baseline else {
-                **paired_difference([mine[p] for p in pairs], [reference[p] for p in pairs]),
-                "pairs": [list(p) for p in pairs]},
+            "paired_uwa": None if name == baseline else paired_over_keys(fold_uwa(name), reference),
         })
     return {"baseline": baseline, "seeds": sweep.seeds, "settings": rows}
 

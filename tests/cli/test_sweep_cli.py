@@ -152,3 +152,28 @@ def test_report_on_a_damaged_summary_is_one_line(tmp_path, name, text) -> None:
     import matplotlib.pyplot as plt
 
     assert plt.get_fignums() == []  # no figure left open by the refused plot
+
+
+def test_compare_pairs_finished_runs_as_the_sweep_does_and_refuses_other_folds(swept, iemocap_mfcc_store, tmp_path) -> None:
+    out, _ = swept
+    summary = json.loads((out / "sweep.json").read_text())
+    base, other = summary["settings"][0], summary["settings"][2]
+    compared = json.loads(run("compare", out / base["dir"], out / other["dir"], "--json").output)["runs"][1]
+    assert compared["paired"]["pairs"] == other["paired_uwa"]["pairs"]
+    for key in ("mean", "ci", "wilcoxon_p", "n"):
+        assert compared["paired"][key] == pytest.approx(other["paired_uwa"][key])
+    assert (compared["mean"], compared["std"]) == pytest.approx((other["uwa"]["mean"], other["uwa"]["std"]))
+    one_seed = json.loads(run("compare", out / base["dir"] / "seed_1", out / other["dir"], "--json").output)["runs"][1]
+    assert one_seed["paired"]["n"] == 2 and all(seed == 1 for seed, _ in one_seed["paired"]["pairs"])
+    table = run("compare", out / base["dir"], out / other["dir"], "--metric", "wa").output
+    assert "| Δ wa |" in table and f"{compared['paired']['n']} |" in table
+    by_session = tmp_path / "by_session"
+    run("cv", "--store", iemocap_mfcc_store, *TINY[:10], "--protocol", "loso", "--by", "session", "--aux", "none",
+        "--out", by_session)
+    for argv, message in [
+        ((out / base["dir"] / "seed_0", by_session), "seed 0 fold 1 tests other utterances"),
+        ((out / base["dir"], out / other["dir"], "--metric", "nope"), "--metric nope"),
+        ((tmp_path, out / other["dir"]), "neither a cv run"),
+    ]:
+        refused = run("compare", *argv, ok=False)
+        assert refused.exit_code == 1 and refused.output.count("error:") == 1 and message in refused.output, refused.output
