@@ -97,7 +97,7 @@ def utterance_vectors(store: FeatureStore, functionals: str | None = None, input
     return vectors
 
 
-MODEL = "StandardScaler + SVC(rbf, C={c}, gamma=scale, balanced)"
+SVM_DESCRIPTION = "StandardScaler + SVC(rbf, C={c}, gamma=scale, balanced)"
 
 
 def svm_cv(manifest: Manifest, vectors: Mapping[str, np.ndarray], folds: Sequence[Fold], label: str = "emotion",
@@ -117,7 +117,7 @@ def svm_cv(manifest: Manifest, vectors: Mapping[str, np.ndarray], folds: Sequenc
         truth = [manifest[u][label] for u in fold.test]
         classes = sorted({manifest[u][label] for u in fit_ids})
         per_fold.append({**evaluate(truth, list(predicted), classes), "fold": fold.fold})
-    return {**average_folds(per_fold), "folds": per_fold, "model": MODEL.format(c=c)}
+    return {**average_folds(per_fold), "folds": per_fold, "model": SVM_DESCRIPTION.format(c=c)}
 
 
 def svm_repeats(store_path: str | Path, protocol: Protocol | None, label: str = "emotion", c: float = 1.0,
