@@ -462,13 +462,13 @@ def experiment(name, out, roots, stores, corpora, feature, model, layers, epochs
 
 
 @main.command()
-@click.argument("baseline_run", type=click.Path(exists=True, file_okay=False))
-@click.argument("runs", nargs=-1, required=True, type=click.Path(exists=True, file_okay=False))
+@click.argument("baseline_run", type=click.Path(exists=True))
+@click.argument("runs", nargs=-1, required=True, type=click.Path(exists=True))
 @click.option("--metric", default="uwa", show_default=True, help="A number of each fold's metrics.json: wa, uwa, aux_accuracy, …")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
 def compare(baseline_run: str, runs: tuple[str, ...], metric: str, as_json: bool) -> None:
-    """Finished runs (cv runs, --repeats or sweep setting folders) against BASELINE_RUN,
-    paired by (seed, fold) on the same test folds: mean difference, 95 % interval, Wilcoxon p."""
+    """Finished runs (cv runs, --repeats or sweep setting folders, baseline --out JSON) against
+    BASELINE_RUN, paired by (seed, fold) on the same test folds: mean difference, 95 % interval, Wilcoxon p."""
     from trainer.compare import compare_runs, comparison_table
 
     summary = compare_runs(Path(baseline_run), [Path(r) for r in runs], metric)

@@ -28,7 +28,7 @@ from featurestore.errors import SermtlError
 from featurestore.manifest import Manifest
 from featurestore.store.reader import FeatureStore, open_store
 from trainer.data import resolve_layer
-from trainer.folds import Fold, Protocol, check_folds, default_protocol
+from trainer.folds import Fold, Protocol, check_folds, default_protocol, test_digest
 from trainer.metrics import average_folds, evaluate, summarise_repeats
 from trainer.speakers import speaker_groups, speaker_normalised_vectors, warn_if_speakers_do_not_span_the_classes
 
@@ -116,7 +116,7 @@ def svm_cv(manifest: Manifest, vectors: Mapping[str, np.ndarray], folds: Sequenc
         predicted = model.predict(np.stack([vectors[u] for u in fold.test]))
         truth = [manifest[u][label] for u in fold.test]
         classes = sorted({manifest[u][label] for u in fit_ids})
-        per_fold.append({**evaluate(truth, list(predicted), classes), "fold": fold.fold})
+        per_fold.append({**evaluate(truth, list(predicted), classes), "fold": fold.fold, "test_digest": test_digest(fold.test)})
     return {**average_folds(per_fold), "folds": per_fold, "model": SVM_DESCRIPTION.format(c=c)}
 
 
@@ -140,7 +140,7 @@ def svm_repeats(store_path: str | Path, protocol: Protocol | None, label: str = 
         for fold_seed in range(seed, seed + repeats):
             folds = chosen.make(store.manifest, fold_seed)
             check_folds(folds, store.manifest, label_column=label)
-            per_seed[fold_seed] = {**svm_cv(store.manifest, vectors, folds, label=label, c=c),
+            per_seed[fold_seed] = {**svm_cv(store.manifest, vectors, folds, label=label, c=c), "seed": fold_seed,
                                    "functionals": name_of_vectors, "input_norm": input_norm}
     grouped = f" by {chosen.by}" if chosen.by and chosen.name != "kfold" else ""
     norm = ", speaker-normalised" if input_norm == "speaker" else ""

@@ -1,7 +1,8 @@
 """Paired comparison of finished runs: ``sermtl compare BASELINE RUN…``.
 
-A run is a ``cv`` directory (``config.json``, ``folds.json``, ``fold_<k>/metrics.json``) or
-a folder of them, one per seed (``cv --repeats``, a sweep's setting folder). Two runs are
+A run is a ``cv`` directory (``config.json``, ``folds.json``, ``fold_<k>/metrics.json``), a
+folder of them, one per seed (``cv --repeats``, a sweep's setting folder), or the JSON file
+of ``sermtl baseline --out`` (the SVM on the folds of the same seeds). Two runs are
 paired by (seed, fold), and only where both folds test the same utterances, so runs from
 different sweeps, code versions or protocol options that share their test folds (e.g.
 ``--valid-fraction 0`` against the default, which moves only validation rows) compare
@@ -19,7 +20,7 @@ from typing import Any, Sequence
 
 from featurestore.atomic import read_json
 from featurestore.errors import SermtlError
-from trainer.folds import load_folds, natural_key
+from trainer.folds import load_folds, natural_key, test_digest
 from trainer.stats import paired_over_keys
 
 Pair = tuple[int, int]
@@ -35,30 +36,47 @@ def cv_runs(path: Path) -> list[Path]:
     return runs
 
 
-def fold_scores(path: Path, metric: str) -> tuple[dict[Pair, float], dict[Pair, frozenset[str]]]:
-    """``metric`` of every finished fold of the runs at ``path``, and each fold's test ids,
-    keyed by (seed, fold)."""
-    scores: dict[Pair, float] = {}
-    tests: dict[Pair, frozenset[str]] = {}
-    for run in cv_runs(path):
-        seed = (read_json(run / "config.json").get("train") or {}).get("seed")
-        if isinstance(seed, bool) or not isinstance(seed, int):
-            raise SermtlError(f"{run / 'config.json'}: no integer train.seed")
-        folds, _ = load_folds(run / "folds.json")
-        for fold in folds:
-            metrics_path = run / f"fold_{fold.fold}" / "metrics.json"
-            if not metrics_path.is_file():
-                continue  # not finished
-            value = read_json(metrics_path).get(metric)
-            if isinstance(value, bool) or not isinstance(value, (int, float)):
-                raise SermtlError(f"--metric {metric}: {metrics_path} holds no number of that name (e.g. wa, uwa, aux_accuracy)")
-            if (seed, fold.fold) in scores:
-                raise SermtlError(f"{path}: seed {seed} fold {fold.fold} appears in two runs")
-            scores[(seed, fold.fold)] = float(value)
-            tests[(seed, fold.fold)] = frozenset(fold.test)
-    if not scores:
-        raise SermtlError(f"{path}: no finished fold (fold_<k>/metrics.json)")
-    return scores, tests
+class FoldScores:
+    """``metric`` per (seed, fold) of one run, with each fold's :func:`~trainer.folds.test_digest`."""
+
+    def __init__(self, source: Path, metric: str) -> None:
+        self.source, self.metric = source, metric
+        self.values: dict[Pair, float] = {}
+        self.tests: dict[Pair, str] = {}
+
+    def add(self, seed: Any, fold: Any, value: Any, digest: Any, where: Path) -> None:
+        if isinstance(seed, bool) or not isinstance(seed, int) or not isinstance(digest, str):
+            raise SermtlError(f"{where}: no seed or test-fold digest (made by an older sermtl? run it again)")
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise SermtlError(f"--metric {self.metric}: {where} holds no number of that name (e.g. wa, uwa, aux_accuracy)")
+        if (seed, fold) in self.values:
+            raise SermtlError(f"{self.source}: seed {seed} fold {fold} appears twice")
+        self.values[(seed, fold)] = float(value)
+        self.tests[(seed, fold)] = digest
+
+
+def fold_scores(path: Path, metric: str) -> FoldScores:
+    """``metric`` of every finished fold of the run(s) or SVM results at ``path``."""
+    scores = FoldScores(path, metric)
+    if path.is_file():  # sermtl baseline --out
+        data = read_json(path)
+        per_seed = data["results"].values() if isinstance(data.get("results"), dict) else [data]
+        if not any(isinstance(r, dict) and isinstance(r.get("folds"), list) for r in per_seed):
+            raise SermtlError(f"{path}: not the results of sermtl baseline --out (no folds)")
+        for results in (r for r in per_seed if isinstance(r, dict)):
+            for fold in (f for f in results.get("folds") or [] if isinstance(f, dict)):
+                scores.add(results.get("seed"), fold.get("fold"), fold.get(metric), fold.get("test_digest"), path)
+    else:
+        for run in cv_runs(path):
+            seed = (read_json(run / "config.json").get("train") or {}).get("seed")
+            folds, _ = load_folds(run / "folds.json")
+            for fold in folds:
+                metrics_path = run / f"fold_{fold.fold}" / "metrics.json"
+                if metrics_path.is_file():  # a fold not finished has none
+                    scores.add(seed, fold.fold, read_json(metrics_path).get(metric), test_digest(fold.test), metrics_path)
+    if not scores.values:
+        raise SermtlError(f"{path}: no finished fold (fold_<k>/metrics.json, or the folds of sermtl baseline --out)")
+    return scores
 
 
 def _summary(scores: dict[Pair, float]) -> dict[str, Any]:
@@ -69,18 +87,18 @@ def _summary(scores: dict[Pair, float]) -> dict[str, Any]:
 
 def compare_runs(baseline: Path, others: Sequence[Path], metric: str = "uwa") -> dict[str, Any]:
     """Every run of ``others`` against ``baseline`` on their shared (seed, fold) pairs."""
-    reference, reference_tests = fold_scores(baseline, metric)
-    rows = [{"run": str(baseline), **_summary(reference), "paired": None}]
+    reference = fold_scores(baseline, metric)
+    rows = [{"run": str(baseline), **_summary(reference.values), "paired": None}]
     for other in others:
-        mine, tests = fold_scores(other, metric)
-        shared = sorted(set(mine) & set(reference))
+        mine = fold_scores(other, metric)
+        shared = sorted(set(mine.values) & set(reference.values))
         if not shared:
             raise SermtlError(f"{other} shares no (seed, fold) with {baseline}: compare runs of the same seeds and folds")
         for seed, fold in shared:
-            if tests[(seed, fold)] != reference_tests[(seed, fold)]:
+            if mine.tests[(seed, fold)] != reference.tests[(seed, fold)]:
                 raise SermtlError(f"{other}: seed {seed} fold {fold} tests other utterances than {baseline}; "
                                   "runs compare only on the same test folds (same protocol, --folds and seed)")
-        rows.append({"run": str(other), **_summary(mine), "paired": paired_over_keys(mine, reference)})
+        rows.append({"run": str(other), **_summary(mine.values), "paired": paired_over_keys(mine.values, reference.values)})
     return {"baseline": str(baseline), "metric": metric, "runs": rows}
 
 

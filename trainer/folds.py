@@ -45,6 +45,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import hashlib
 import re
 from collections.abc import Sequence
 from pathlib import Path
@@ -429,6 +430,12 @@ def save_folds(folds: Sequence[Fold], path: str | Path, header: dict[str, Any] |
     path.parent.mkdir(parents=True, exist_ok=True)
     data = {"header": {**getattr(folds, "params", {}), **(header or {})}, "folds": [f.to_dict() for f in folds]}
     return write_json(path, data, indent=1)
+
+
+def test_digest(ids: Sequence[str]) -> str:
+    """A digest of a fold's test ids, whatever their order: two folds with the same digest
+    test the same utterances (how ``sermtl compare`` pairs runs and SVM results)."""
+    return hashlib.blake2b("\n".join(sorted(ids)).encode("utf-8"), digest_size=8).hexdigest()
 
 
 def load_folds(path: str | Path) -> tuple[FoldList, dict[str, Any]]:

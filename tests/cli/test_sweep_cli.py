@@ -167,6 +167,14 @@ def test_compare_pairs_finished_runs_as_the_sweep_does_and_refuses_other_folds(s
     assert one_seed["paired"]["n"] == 2 and all(seed == 1 for seed, _ in one_seed["paired"]["pairs"])
     table = run("compare", out / base["dir"], out / other["dir"], "--metric", "wa").output
     assert "| Δ wa |" in table and f"{compared['paired']['n']} |" in table
+    svm = tmp_path / "svm.json"
+    run("baseline", "--store", iemocap_mfcc_store, *TINY[10:], "--repeats", "2", "--out", svm)
+    against_svm = json.loads(run("compare", svm, out / other["dir"], "--json").output)["runs"]
+    svm_folds = {(int(seed), f["fold"]): f["uwa"] for seed, r in json.loads(svm.read_text())["results"].items() for f in r["folds"]}
+    ecapa_folds = {(seed, fold): json.loads((out / other["dir"] / f"seed_{seed}" / f"fold_{fold}" / "metrics.json").read_text())["uwa"]
+                   for seed, fold in svm_folds}
+    expected = paired_difference([ecapa_folds[k] for k in sorted(svm_folds)], [svm_folds[k] for k in sorted(svm_folds)])
+    assert against_svm[1]["paired"]["n"] == 4 and against_svm[1]["paired"]["mean"] == pytest.approx(expected["mean"])
     by_session = tmp_path / "by_session"
     run("cv", "--store", iemocap_mfcc_store, *TINY[:10], "--protocol", "loso", "--by", "session", "--aux", "none",
         "--out", by_session)
@@ -174,6 +182,17 @@ def test_compare_pairs_finished_runs_as_the_sweep_does_and_refuses_other_folds(s
         ((out / base["dir"] / "seed_0", by_session), "seed 0 fold 1 tests other utterances"),
         ((out / base["dir"], out / other["dir"], "--metric", "nope"), "--metric nope"),
         ((tmp_path, out / other["dir"]), "neither a cv run"),
+        ((out / base["dir"] / "seed_0" / "config.json", out / other["dir"]), "not the results of sermtl baseline --out"),
+        ((_without_seeds(svm, tmp_path / "old.json"), out / other["dir"]), "no seed or test-fold digest"),
     ]:
         refused = run("compare", *argv, ok=False)
         assert refused.exit_code == 1 and refused.output.count("error:") == 1 and message in refused.output, refused.output
+
+
+def _without_seeds(results_json, out):
+    """SVM results as an older sermtl wrote them: no seed recorded."""
+    data = json.loads(results_json.read_text())
+    for results in data["results"].values():
+        results.pop("seed")
+    out.write_text(json.dumps(data))
+    return out
