@@ -21,7 +21,7 @@ from typing import Any, Sequence
 from featurestore.atomic import read_json
 from featurestore.errors import SermtlError
 from trainer.folds import load_folds, natural_key, test_digest
-from trainer.stats import paired_over_keys
+from trainer.stats import paired_cells, paired_over_keys
 
 Pair = tuple[int, int]
 
@@ -108,13 +108,8 @@ def comparison_table(summary: dict[str, Any]) -> str:
 
     rows = []
     for row in summary["runs"]:
-        paired = row["paired"]
-        cells = ["baseline", "", "", ""]
-        if paired is not None:
-            cells = [f"{paired['mean']:+.2f}",
-                     f"[{paired['ci'][0]:+.2f}, {paired['ci'][1]:+.2f}]" if paired["ci"] else "–",
-                     f"{paired['wilcoxon_p']:.3f}" if paired["wilcoxon_p"] is not None else "–", paired["n"]]
-        rows.append([row["run"], f"{row['mean']:.2f} ± {row['std']:.2f}", len(row["seeds"]), row["folds"], *cells])
+        rows.append([row["run"], f"{row['mean']:.2f} ± {row['std']:.2f}", len(row["seeds"]), row["folds"],
+                     *paired_cells(row["paired"])])
     metric = summary["metric"]
     header = ["run", f"{metric} (mean ± std over seeds)", "seeds", "folds", f"Δ {metric}", "95 % CI", "Wilcoxon p", "pairs"]
     return (f"Δ {metric}: mean paired difference against `{summary['baseline']}` over the (seed, fold) pairs both "

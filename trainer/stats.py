@@ -63,3 +63,13 @@ def paired_over_keys(mine: Mapping[Hashable, float], reference: Mapping[Hashable
     pairs = sorted(set(mine) & set(reference))
     return {**paired_difference([mine[p] for p in pairs], [reference[p] for p in pairs], confidence),
             "pairs": [list(p) if isinstance(p, tuple) else p for p in pairs]}
+
+
+def paired_cells(paired: dict[str, Any] | None) -> list[Any]:
+    """Table cells of a paired difference: mean, interval, Wilcoxon p and pairs ("baseline"
+    and blanks for ``None``, "–" where a statistic needs more pairs)."""
+    if paired is None:
+        return ["baseline", "", "", ""]
+    return [f"{paired['mean']:+.2f}" if paired["mean"] is not None else "–",
+            f"[{paired['ci'][0]:+.2f}, {paired['ci'][1]:+.2f}]" if paired["ci"] else "–",
+            f"{paired['wilcoxon_p']:.3f}" if paired["wilcoxon_p"] is not None else "–", paired["n"]]

@@ -35,7 +35,7 @@ from trainer.config import TrainConfig, parse_value
 from trainer.cv import StoreSession, plan_run, run_cv
 from trainer.folds import Protocol
 from trainer.metrics import summarise_repeats
-from trainer.stats import mean_interval, paired_over_keys
+from trainer.stats import mean_interval, paired_cells, paired_over_keys
 
 #: Options a grid may not vary: seeds come from ``--repeats``, the device is not a setting.
 NOT_IN_GRID = ("seed", "device")
@@ -207,16 +207,8 @@ def sweep_table(summary: dict[str, Any]) -> str:
 
     rows = []
     for row in summary["settings"]:
-        paired = row["paired_uwa"]
-        if paired is None:
-            difference, interval, p_value, pairs = "baseline", "", "", ""
-        else:
-            difference = f"{paired['mean']:+.2f}" if paired["mean"] is not None else "–"
-            interval = f"[{paired['ci'][0]:+.2f}, {paired['ci'][1]:+.2f}]" if paired["ci"] else "–"
-            p_value = f"{paired['wilcoxon_p']:.3f}" if paired["wilcoxon_p"] is not None else "–"
-            pairs = paired["n"]
         rows.append([row["name"], spread(row["wa"]), spread(row["uwa"]), spread(row["pooled_uwa"]),
-                     difference, interval, p_value, pairs])
+                     *paired_cells(row["paired_uwa"])])
     header = ["setting", "WA", "UWA", "pooled UWA", "Δ UWA vs baseline", "95 % CI", "Wilcoxon p", "pairs"]
     seeds = ", ".join(map(str, summary["seeds"]))
     return (f"Mean ± std over seeds {seeds} (%). Δ UWA: mean paired difference against `{summary['baseline']}` "

@@ -344,10 +344,10 @@ class ECAPATDNN(nn.Module):
             mask = None
         elif lengths.shape != x.shape[:1]:
             raise ValueError(f"lengths must have shape ({x.shape[0]},), got {tuple(lengths.shape)}")
+        elif not _exporting() and bool((lengths == x.shape[1]).all()):
+            mask = None  # nothing padded (equal crops): no mask to build or apply, about a tenth of a step
         else:
             mask = frame_mask(lengths, x.shape[1]).to(x.device)
-            if not _exporting() and bool(mask.all()):
-                mask = None  # nothing padded (equal crops): skip the masking, about a tenth of a step
         h = self.first(_zero_padding(x.transpose(1, 2), mask), mask)
         block_outputs = []
         for block in self.se_res2_blocks:
