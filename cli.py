@@ -24,6 +24,17 @@ from featurestore.store.base import available_backends
 from trainer.folds import PROTOCOLS
 
 DEFAULT_MODEL = "facebook/wav2vec2-large-960h"
+
+
+class NonEmptyPath(click.Path):
+    """A path flag or argument that refuses an empty value (``--store ''`` would
+    otherwise mean the default store, or the current folder)."""
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        if isinstance(value, str) and not value.strip():
+            self.fail("an empty path; give a file or folder", param, ctx)
+        return super().convert(value, param, ctx)
+
 QUIET_OPTION = click.option("--quiet", "-q", is_flag=True,
                             help="No progress bars and no per-fold lines, only the results (TQDM_DISABLE=1 drops the bars only).")
 
@@ -107,7 +118,7 @@ def main() -> None:
 
 
 @main.command()
-@click.option("--out", type=click.Path(file_okay=False), default="demo", show_default=True, help="Folder for the corpus, model, stores and summary.")
+@click.option("--out", type=NonEmptyPath(file_okay=False), default="demo", show_default=True, help="Folder for the corpus, model, stores and summary.")
 def demo(out: str) -> None:
     """Generate a corpus and run prepare → extract (MFCC, tiny wav2vec2) → cv with/without MTL → report."""
     from trainer.demo import run_demo
@@ -120,8 +131,8 @@ def demo(out: str) -> None:
 
 @main.command()
 @click.option("--corpus", required=True, type=click.Choice(available_corpora()), help="Corpus recipe (`sermtl list`).")
-@click.option("--root", help="Corpus folder (for csv: the CSV file). Default: $SERMTL_<CORPUS>_ROOT.")
-@click.option("--out", type=click.Path(dir_okay=False), help="Manifest CSV to write. Default: cache/<corpus>_manifest.csv.")
+@click.option("--root", type=NonEmptyPath(), help="Corpus folder (for csv: the CSV file). Default: $SERMTL_<CORPUS>_ROOT.")
+@click.option("--out", type=NonEmptyPath(dir_okay=False), help="Manifest CSV to write. Default: cache/<corpus>_manifest.csv.")
 @click.option("--option", "options", multiple=True, metavar="KEY=VALUE", help="Recipe option, e.g. on_duplicate=skip (repeatable).")
 @click.option("--relative", is_flag=True,
               help="Write audio paths relative to the manifest's folder, so the manifest and the corpus can move together.")
@@ -141,13 +152,13 @@ def prepare(corpus: str, root: str | None, out: str | None, options: tuple[str, 
 
 @main.command()
 @click.option("--corpus", type=click.Choice(available_corpora()), help="Corpus recipe (with --root or $SERMTL_<CORPUS>_ROOT).")
-@click.option("--root", help="Corpus folder.")
-@click.option("--manifest", type=click.Path(dir_okay=False), help="A CSV manifest (utt_id,path,emotion,speaker,...) instead of a recipe.")
+@click.option("--root", type=NonEmptyPath(), help="Corpus folder.")
+@click.option("--manifest", type=NonEmptyPath(dir_okay=False), help="A CSV manifest (utt_id,path,emotion,speaker,...) instead of a recipe.")
 @click.option("--option", "options", multiple=True, metavar="KEY=VALUE", help="Recipe option (repeatable).")
 @click.option("--feature", required=True, type=click.Choice(list(FEATURES)), help="Feature to extract.")
 @click.option("--model", default=DEFAULT_MODEL, show_default=True, help="w2v2: Hugging Face model name or local folder (wav2vec2, HuBERT, WavLM).")
 @click.option("--layers", default="last", show_default=True, help="w2v2: hidden states to keep: last, all, or a list like 0,12,24.")
-@click.option("--store", type=click.Path(), help="Store path. Default: cache/<corpus>_<feature>.zarr (.h5 with --format hdf5).")
+@click.option("--store", type=NonEmptyPath(), help="Store path. Default: cache/<corpus>_<feature>.zarr (.h5 with --format hdf5).")
 @click.option("--format", "store_format", type=click.Choice(available_backends()), help="Store format. Default: from the --store suffix, else zarr.")
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda, cuda:1 …")
 @click.option("--batch-seconds", type=float, help="Padded audio seconds per batch. Default: 200 for w2v2, 600 for the others.")
@@ -231,7 +242,7 @@ PROTOCOL_OPTIONS = [
                  help="Share of training rows held out for validation (loso, split, group-kfold; kfold is 80/10/10)."),
     click.option("--train-values", help="split: comma list of --by values to train on, e.g. Session1,Session2,Session3,Session4."),
     click.option("--test-values", help="split: comma list of --by values to test on, e.g. Session5."),
-    click.option("--folds-file", type=click.Path(),
+    click.option("--folds-file", type=NonEmptyPath(),
                  help="Your own folds: a sermtl folds.json, or EmoBox fold files (the data folder holding fold_<k>/); "
                       "sets --protocol file."),
 ]
@@ -246,12 +257,12 @@ def _training_options() -> list:
     from trainer.config import options, preset_names
 
     return [
-        click.option("--store", type=click.Path(), help="Feature store to train on (or the one --config names)."),
+        click.option("--store", type=NonEmptyPath(), help="Feature store to train on (or the one --config names)."),
         click.option("--config", "config_file", metavar="FILE|PRESET",
                      help=f"Options from a YAML/JSON file (a run's config.json too) or a preset ({', '.join(preset_names())}); "
                           "flags given on the command line override it."),
         *PROTOCOL_OPTIONS,
-        click.option("--out", type=click.Path(file_okay=False), help="Run directory. Default: runs/<store>-<aux>-<protocol>."),
+        click.option("--out", type=NonEmptyPath(file_okay=False), help="Run directory. Default: runs/<store>-<aux>-<protocol>."),
         QUIET_OPTION,
     ] + [config_option(field.name) for field, _ in options()]
 
@@ -365,7 +376,7 @@ def cv(repeats: int, tensorboard: bool, **options) -> None:
 @click.option("--grid", "grids", multiple=True, metavar="KEY=V1,V2,…",
               help="Values of one option to sweep (repeatable): the sweep runs the Cartesian product, e.g. "
                    "--grid alpha0=0.05,0.1 --grid aux=none,expression.")
-@click.option("--grid-file", type=click.Path(dir_okay=False),
+@click.option("--grid-file", type=NonEmptyPath(dir_okay=False),
               help="YAML/JSON list of settings (mappings of options), for a grid that is not a product.")
 @click.option("--repeats", type=click.IntRange(min=1), default=1, show_default=True,
               help="Seeds --seed … --seed+N−1; every setting runs on the same folds of each seed.")
@@ -393,10 +404,10 @@ def sweep(store: str | None, config_file: str | None, out: str | None, quiet: bo
 
 
 @main.command()
-@functools.partial(_apply, [click.option("--store", required=True, type=click.Path(), help="Feature store."),
+@functools.partial(_apply, [click.option("--store", required=True, type=NonEmptyPath(), help="Feature store."),
                             *PROTOCOL_OPTIONS, config_option("label"), config_option("seed")])
 @click.option("--c", "c", type=float, default=1.0, show_default=True, help="SVM regularisation C.")
-@click.option("--out", type=click.Path(dir_okay=False), help="Write the results as JSON here.")
+@click.option("--out", type=NonEmptyPath(dir_okay=False), help="Write the results as JSON here.")
 @click.option("--repeats", type=click.IntRange(min=1), default=1, show_default=True,
               help="Fit on the folds of seeds --seed … --seed+N−1 (as cv --repeats) and give the mean ± std over seeds.")
 @click.option("--functionals", type=click.Choice(["mfcc-stats", "egemaps", "compare"]),
@@ -424,7 +435,7 @@ def baseline(store: str, c: float, out: str | None, repeats: int, label: str, se
 
 @main.command()
 @click.argument("name", type=click.Choice(["table1", "table2", "table3", "table4", "table5", "table6", "fig2", "alpha-sweep"]))
-@click.option("--out", type=click.Path(file_okay=False), default="experiments", show_default=True, help="Experiment folder (runs are shared inside it).")
+@click.option("--out", type=NonEmptyPath(file_okay=False), default="experiments", show_default=True, help="Experiment folder (runs are shared inside it).")
 @click.option("--root", "roots", multiple=True, metavar="CORPUS=DIR", help="Corpus folder (or CSV manifest), e.g. iemocap=/data/IEMOCAP_full_release.")
 @click.option("--store", "stores", multiple=True, metavar="CORPUS:FEATURE=PATH", help="Use an existing store, e.g. iemocap:w2v2=cache/iemocap_w2v2.zarr.")
 @click.option("--corpus", "corpora", multiple=True, help="Corpora to run (default: iemocap and baum1, those available; table5: exactly two).")
@@ -462,8 +473,8 @@ def experiment(name, out, roots, stores, corpora, feature, model, layers, epochs
 
 
 @main.command()
-@click.argument("baseline_run", type=click.Path(exists=True))
-@click.argument("runs", nargs=-1, required=True, type=click.Path(exists=True))
+@click.argument("baseline_run", type=NonEmptyPath(exists=True))
+@click.argument("runs", nargs=-1, required=True, type=NonEmptyPath(exists=True))
 @click.option("--metric", default="uwa", show_default=True, help="A number of each fold's metrics.json: wa, uwa, aux_accuracy, …")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
 def compare(baseline_run: str, runs: tuple[str, ...], metric: str, as_json: bool) -> None:
@@ -476,25 +487,22 @@ def compare(baseline_run: str, runs: tuple[str, ...], metric: str, as_json: bool
 
 
 @main.command()
-@click.argument("run_dirs", nargs=-1, required=True, type=click.Path())
-@click.option("--out", type=click.Path(file_okay=False), help="Report folder (needed for several runs; default: the run's own folder).")
-@click.option("--paper", "paper_json", type=click.Path(dir_okay=False), help='JSON {"title": …, "rows": {run: {"wa": …, "uwa": …}}} shown beside ours.')
+@click.argument("run_dirs", nargs=-1, required=True, type=NonEmptyPath())
+@click.option("--out", type=NonEmptyPath(file_okay=False), help="Report folder (needed for several runs; default: the run's own folder).")
+@click.option("--paper", "paper_json", type=NonEmptyPath(dir_okay=False), help='JSON {"title": …, "rows": {run: {"wa": …, "uwa": …}}} shown beside ours.')
 def report(run_dirs: tuple[str, ...], out: str | None, paper_json: str | None) -> None:
     """Write report.md for cv run directories: tables, confusion matrices, curves, α schedule."""
     from trainer.reports import write_report
 
-    paper = None
-    if paper_json:
-        from featurestore.textfile import parse_json, read_text_file
+    from trainer.runfiles import read_paper
 
-        paper = parse_json(read_text_file(paper_json, f"--paper {paper_json}"), f"--paper {paper_json}")
-    click.echo(write_report(run_dirs, out, paper))
+    click.echo(write_report(run_dirs, out, read_paper(paper_json) if paper_json else None))
 
 
 @main.command()
-@click.option("--checkpoint", required=True, type=click.Path(),
+@click.option("--checkpoint", required=True, type=NonEmptyPath(),
               help="checkpoint.pt of a trained fold, or a run directory (its folds as an ensemble: mean probabilities).")
-@click.argument("inputs", nargs=-1, required=True, type=click.Path())
+@click.argument("inputs", nargs=-1, required=True, type=NonEmptyPath())
 @click.option("--device", default="cpu", show_default=True)
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
 @click.option("--max-duration", type=click.FloatRange(min=0, min_open=True), default=DEFAULT_MAX_DURATION, show_default=True,
@@ -514,10 +522,10 @@ def predict(checkpoint: str, inputs: tuple[str, ...], device: str, as_json: bool
 
 
 @main.command()
-@click.option("--checkpoint", required=True, type=click.Path(),
+@click.option("--checkpoint", required=True, type=NonEmptyPath(),
               help="checkpoint.pt of a trained fold, or a model folder of train --all-data.")
 @click.option("--format", "export_format", type=click.Choice(["torchscript", "onnx"]), default="onnx", show_default=True)
-@click.option("--out", required=True, type=click.Path(dir_okay=False), help="The exported model (FILE.json and FILE.md beside it).")
+@click.option("--out", required=True, type=NonEmptyPath(dir_okay=False), help="The exported model (FILE.json and FILE.md beside it).")
 def export(checkpoint: str, export_format: str, out: str) -> None:
     """Export a trained model (features → emotion probabilities, embedding) for serving."""
     from trainer.export import export_model
@@ -566,7 +574,7 @@ def list_registries() -> None:
 
 
 @main.command()
-@click.argument("store", type=click.Path())
+@click.argument("store", type=NonEmptyPath())
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
 def info(store: str, as_json: bool) -> None:
     """Describe a store: counts per label, dims, frames, size on disk, config."""
@@ -577,7 +585,7 @@ def info(store: str, as_json: bool) -> None:
 
 
 @main.command()
-@click.argument("store", type=click.Path())
+@click.argument("store", type=NonEmptyPath())
 def verify(store: str) -> None:
     """Check every entry of a store; exit 1 on any problem or missing utterance."""
     from featurestore.verify import verify_store

@@ -40,9 +40,10 @@ def _check_readable(path: Path) -> None:
         raise SermtlError(f"empty audio file (0 bytes): {path}")
 
 
-def _check_header(path: Path | str, sr: int, seconds: float | None, max_duration: float | None) -> None:
+def check_audio_size(path: Path | str, sr: int, seconds: float | None, max_duration: float | None) -> None:
     """Refuse a sampling rate outside :data:`SAMPLE_RATE_RANGE` and audio longer than
-    ``max_duration`` seconds, from the header, before anything is decoded."""
+    ``max_duration`` seconds (as ``--max-duration``), before anything is decoded or
+    resampled: from a file's header, or from an array's length and rate (``Predictor``)."""
     low, high = SAMPLE_RATE_RANGE
     if not low <= sr <= high:
         raise SermtlError(f"{path}: sampling rate {sr} Hz is outside {low}..{high} Hz; not decoded")
@@ -56,10 +57,10 @@ def _read_soundfile(path: Path, start: float | None, end: float | None,
 
     with sf.SoundFile(str(path)) as handle:
         sr = handle.samplerate
-        _check_header(path, sr, None, max_duration)
+        check_audio_size(path, sr, None, max_duration)
         first = int(round((start or 0.0) * sr))
         last = handle.frames if end is None else min(handle.frames, int(round(end * sr)))
-        _check_header(path, sr, max(0, last - first) / sr, max_duration)
+        check_audio_size(path, sr, max(0, last - first) / sr, max_duration)
         handle.seek(min(first, handle.frames))
         data = handle.read(max(0, last - first), dtype="float32", always_2d=True)
     return data.mean(axis=1), sr
@@ -87,10 +88,10 @@ def _read_pyav(source: Path | BinaryIO, label: str, start: float | None, end: fl
         stream = container.streams.audio[0]
         sr = stream.codec_context.sample_rate or stream.rate
         declared = _declared_samples(stream, sr)
-        _check_header(label, sr or 0, None, max_duration)
+        check_audio_size(label, sr or 0, None, max_duration)
         if declared is not None:
             first, last = int(round((start or 0.0) * sr)), declared if end is None else min(declared, int(round(end * sr)))
-            _check_header(label, sr, max(0, last - first) / sr, max_duration)
+            check_audio_size(label, sr, max(0, last - first) / sr, max_duration)
         # Resample inside FFmpeg to planar float so every codec gives the same layout.
         resampler = av.AudioResampler(format="fltp", layout="mono", rate=sr)
         pieces = []
@@ -151,10 +152,10 @@ def _read_reference(reference: str, start: float | None, end: float | None,
     from featurestore.hf_audio import read_reference
 
     wave, sr = read_reference(reference)
-    _check_header(Path(reference), sr, len(wave) / sr if sr else None, None)
+    check_audio_size(Path(reference), sr, len(wave) / sr if sr else None, None)
     first = int(round((start or 0.0) * sr))
     last = len(wave) if end is None else min(len(wave), int(round(end * sr)))
-    _check_header(Path(reference), sr, max(0, last - first) / sr, max_duration)
+    check_audio_size(Path(reference), sr, max(0, last - first) / sr, max_duration)
     return wave[first:last], sr
 
 
@@ -211,7 +212,7 @@ def audio_duration(path: str | os.PathLike) -> float:
 
         try:
             info = sf.info(str(path))
-            _check_header(path, info.samplerate, None, None)
+            check_audio_size(path, info.samplerate, None, None)
             return info.frames / info.samplerate
         except sf.LibsndfileError:
             pass

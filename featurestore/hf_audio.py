@@ -9,13 +9,18 @@ A manifest row names such audio with a reference in its ``path`` column::
 extraction, resume, ``verify`` and ``--repair`` work the same for both. The audio column may
 hold decoded arrays (``{"array", "sampling_rate"}``), encoded bytes (an ``Audio`` column, read
 undecoded: ``{"bytes", "path"}``, decoded with soundfile, or PyAV for other containers) or
-file paths. ``datasets`` is imported only when such a reference is read.
+file paths. ``datasets`` is imported only when such a reference is read, and read back as
+plain Python values whatever format (``set_format("numpy")``, ``"torch"``) it was saved with.
+An array that is not one or two dimensions of numbers, or a ``sampling_rate`` that is not a
+whole number of Hz in :data:`featurestore.audio.SAMPLE_RATE_RANGE`, is one line naming the
+reference (its dataset, split, column and row).
 """
 
 from __future__ import annotations
 
 import functools
 import hashlib
+import math
 import threading
 import urllib.parse
 from pathlib import Path
@@ -23,7 +28,7 @@ from typing import Any
 
 import numpy as np
 
-from featurestore.errors import SermtlError, describe_error
+from featurestore.errors import SermtlError, describe_error, quote
 
 PREFIX = "hf:"
 _LOCK = threading.Lock()
@@ -73,6 +78,7 @@ def _table(folder: str, split: str | None, column: str):
         loaded = loaded[split]
     elif hasattr(loaded, "keys") and not hasattr(loaded, "features"):
         raise SermtlError(f"{folder} holds splits ({', '.join(loaded)}); the reference names none")
+    loaded = loaded.with_format(None)  # saved after set_format("numpy"/"torch"): plain values
     if column not in loaded.column_names:
         raise SermtlError(f"{folder}: no column {column!r} (columns: {', '.join(loaded.column_names)})")
     feature = loaded.features[column]
@@ -92,14 +98,36 @@ def _value(reference: str) -> Any:
     return table[row][column]
 
 
+def _samples(array: Any, reference: str) -> np.ndarray:
+    """A dataset's audio array as float32 samples (one or two dimensions), one line otherwise."""
+    try:
+        samples = np.asarray(array)
+    except (ValueError, TypeError):  # rows of different lengths
+        samples = None
+    if samples is None or samples.dtype.kind not in "iuf" or samples.ndim not in (1, 2):
+        raise SermtlError(f"{reference}: the audio array is not one or two dimensions of numbers ({quote(array, 80)})")
+    return samples.astype(np.float32)
+
+
+def _sampling_rate(value: Any, reference: str) -> int:
+    """A dataset's ``sampling_rate``, checked against :data:`featurestore.audio.SAMPLE_RATE_RANGE`."""
+    from featurestore.audio import SAMPLE_RATE_RANGE
+
+    low, high = SAMPLE_RATE_RANGE
+    if (isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value)
+            or value != int(value) or not low <= value <= high):
+        raise SermtlError(f"{reference}: sampling_rate {quote(value)} is not a whole number of Hz in {low}..{high}")
+    return int(value)
+
+
 def read_reference(reference: str) -> tuple[np.ndarray, int]:
     """``(wave, sampling rate)`` of a reference: mono float32 at the stored rate."""
     value = _value(reference)
     if isinstance(value, dict) and value.get("array") is not None:
-        wave = np.asarray(value["array"], dtype=np.float32)
+        wave = _samples(value["array"], reference)
         wave = wave.mean(axis=0) if wave.ndim == 2 and wave.shape[0] < wave.shape[1] else wave
         wave = wave.mean(axis=1) if wave.ndim == 2 else wave
-        return wave, int(value["sampling_rate"])
+        return wave, _sampling_rate(value.get("sampling_rate"), reference)
     if isinstance(value, dict) and value.get("bytes"):
         from featurestore.audio import decode_audio_bytes
 
@@ -117,11 +145,13 @@ def reference_signature(reference: str) -> int | None:
     when it cannot be read."""
     try:
         value = _value(reference)
+        array = value.get("array") if isinstance(value, dict) else None
+        samples = None if array is None else _samples(array, reference)
     except SermtlError:
         return None
     digest = hashlib.blake2b(digest_size=8)
-    if isinstance(value, dict) and value.get("array") is not None:
-        digest.update(np.asarray(value["array"], dtype=np.float32).tobytes())
+    if samples is not None:
+        digest.update(samples.tobytes())
         digest.update(str(value.get("sampling_rate")).encode())
     elif isinstance(value, dict) and value.get("bytes"):
         digest.update(value["bytes"])

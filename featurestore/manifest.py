@@ -178,7 +178,8 @@ class Manifest:
         """Read a CSV manifest (UTF-8) with at least the columns ``utt_id,path,emotion,speaker``.
 
         Relative paths are resolved against ``base_dir`` (default: the CSV's folder). A file
-        that is not UTF-8 CSV, or a bad row, is a one-line :class:`SermtlError`.
+        that is not UTF-8 CSV, or a bad row (a row with more or fewer fields than the header
+        included), is a one-line :class:`SermtlError` naming ``path:line``.
         """
         path = Path(path)
         if not path.is_file():
@@ -200,8 +201,10 @@ class Manifest:
             if missing:
                 raise SermtlError(f"{path}: missing required column(s) {', '.join(missing)} (has: {', '.join(header)})")
             rows = []
-            for line_no, raw in enumerate(reader, start=2):
-                row = {k.strip(): v for k, v in raw.items() if k is not None}
+            for raw in reader:
+                line_no = reader.line_num
+                _check_field_count(raw, len(header), f"{path}:{line_no}")
+                row = {k.strip(): v for k, v in raw.items()}
                 for column in REQUIRED_COLUMNS:
                     if not (row.get(column) or "").strip():
                         raise SermtlError(f"{path}:{line_no}: empty {column!r}")
@@ -212,6 +215,16 @@ class Manifest:
                     row["path"] = str(audio if audio.is_absolute() else (base / audio).resolve())
                 rows.append(row)
         return cls(rows, source=str(path))
+
+
+def _check_field_count(raw: dict[Any, Any], expected: int, where: str) -> None:
+    """Refuse a CSV row (as :class:`csv.DictReader` reads it) with more or fewer fields than
+    the header names: its extra fields would be dropped, or its columns shifted."""
+    extra = raw.get(None) or []
+    missing = sum(1 for key, value in raw.items() if key is not None and value is None)
+    if extra or missing:
+        raise SermtlError(f"{where}: {expected + len(extra) - missing} fields, but the header has {expected}; "
+                          "quote values that hold commas")
 
 
 def same_audio(row: dict[str, Any], other: dict[str, Any]) -> bool:

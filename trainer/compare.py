@@ -14,13 +14,15 @@ its 95 % interval and Wilcoxon p-value (:func:`trainer.stats.paired_over_keys`).
 
 from __future__ import annotations
 
+import math
 import statistics
 from pathlib import Path
 from typing import Any, Sequence
 
-from featurestore.atomic import read_json
 from featurestore.errors import SermtlError
+from featurestore.schema import check
 from trainer.folds import load_folds, natural_key, test_digest
+from trainer.runfiles import RESULTS, SVM_RESULTS, read_checked, read_metrics, read_run_config
 from trainer.stats import paired_cells, paired_over_keys
 
 Pair = tuple[int, int]
@@ -47,7 +49,7 @@ class FoldScores:
     def add(self, seed: Any, fold: Any, value: Any, digest: Any, where: Path) -> None:
         if isinstance(seed, bool) or not isinstance(seed, int) or not isinstance(digest, str):
             raise SermtlError(f"{where}: no seed or test-fold digest (made by an older sermtl? run it again)")
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
             raise SermtlError(f"--metric {self.metric}: {where} holds no number of that name (e.g. wa, uwa, aux_accuracy)")
         if (seed, fold) in self.values:
             raise SermtlError(f"{self.source}: seed {seed} fold {fold} appears twice")
@@ -55,25 +57,31 @@ class FoldScores:
         self.tests[(seed, fold)] = digest
 
 
+def _svm_results(path: Path) -> list[dict[str, Any]]:
+    """Each seed's results in ``sermtl baseline --out`` JSON (one seed's, or several under ``results``)."""
+    data = read_checked(path, SVM_RESULTS)
+    if data.get("results") is not None:
+        return list(data["results"].values())
+    if "folds" not in data:
+        raise SermtlError(f"{path}: not the results of sermtl baseline --out (no folds)")
+    return [check(data, RESULTS, str(path))]
+
+
 def fold_scores(path: Path, metric: str) -> FoldScores:
     """``metric`` of every finished fold of the run(s) or SVM results at ``path``."""
     scores = FoldScores(path, metric)
     if path.is_file():  # sermtl baseline --out
-        data = read_json(path)
-        per_seed = data["results"].values() if isinstance(data.get("results"), dict) else [data]
-        if not any(isinstance(r, dict) and isinstance(r.get("folds"), list) for r in per_seed):
-            raise SermtlError(f"{path}: not the results of sermtl baseline --out (no folds)")
-        for results in (r for r in per_seed if isinstance(r, dict)):
-            for fold in (f for f in results.get("folds") or [] if isinstance(f, dict)):
+        for results in _svm_results(path):
+            for fold in results["folds"]:
                 scores.add(results.get("seed"), fold.get("fold"), fold.get(metric), fold.get("test_digest"), path)
     else:
         for run in cv_runs(path):
-            seed = (read_json(run / "config.json").get("train") or {}).get("seed")
+            seed = read_run_config(run / "config.json")["train"].get("seed")
             folds, _ = load_folds(run / "folds.json")
             for fold in folds:
                 metrics_path = run / f"fold_{fold.fold}" / "metrics.json"
                 if metrics_path.is_file():  # a fold not finished has none
-                    scores.add(seed, fold.fold, read_json(metrics_path).get(metric), test_digest(fold.test), metrics_path)
+                    scores.add(seed, fold.fold, read_metrics(metrics_path).get(metric), test_digest(fold.test), metrics_path)
     if not scores.values:
         raise SermtlError(f"{path}: no finished fold (fold_<k>/metrics.json, or the folds of sermtl baseline --out)")
     return scores

@@ -27,11 +27,13 @@ import warnings
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
-from featurestore.errors import SermtlError
+from featurestore.errors import SermtlError, quote
 from featurestore.features.base import device_problem
 from featurestore.textfile import read_structured_file
 from trainer.tasks import DEFAULT_ALPHA_MAX, alpha_at
 
+#: The most epochs a run may train (``--epochs``, and epochs read back from a run's files).
+MAX_EPOCHS = 10_000
 
 
 def flag(name: str) -> str:
@@ -79,11 +81,11 @@ def _check_layer(value: Any) -> str | None:
         return None
     if isinstance(value, str) and value.isdigit():
         return None
-    return f"{value!r} is not last, weighted or a layer index >= 0"
+    return f"{quote(value)} is not last, weighted or a layer index >= 0"
 
 
 def _check_column(value: Any) -> str | None:
-    return None if isinstance(value, str) and value.strip() and "\x00" not in value else f"{value!r} is not a column name"
+    return None if isinstance(value, str) and value.strip() and "\x00" not in value else f"{quote(value)} is not a column name"
 
 
 def _check_fields(config: Any) -> None:
@@ -123,7 +125,7 @@ class TrainConfig:
     command line and :meth:`from_dict` also take them by their own names (``channels``).
     """
 
-    epochs: int = option(50, "Training epochs.", low=1)
+    epochs: int = option(50, "Training epochs.", low=1, high=MAX_EPOCHS)
     batch_size: int = option(64, "Utterances per training batch (at least 2: BatchNorm needs two).", low=2)
     lr: float = option(1e-3, "Learning rate of Adam (AdamW with --weight-decay).", low=0, high=10, open_low=True)
     weight_decay: float = option(0.0, "Decoupled weight decay (AdamW); 0 is plain Adam, as in the paper.", low=0)
@@ -211,7 +213,7 @@ class TrainConfig:
         for key in flat:
             if key not in _PATHS:
                 near = difflib.get_close_matches(str(key), list(_PATHS), n=1)
-                raise SermtlError(f"unknown option {key!r}" + (f" (nearest: {near[0]})" if near else ""))
+                raise SermtlError(f"unknown option {quote(key)}" + (f" (nearest: {near[0]})" if near else ""))
         network = NetworkOptions(**{k: v for k, v in flat.items() if _PATHS[k][0] == "network"})
         return cls(network=network, **{k: v for k, v in flat.items() if _PATHS[k][0] != "network"})
 
@@ -241,7 +243,7 @@ def parse_value(name: str, text: str) -> Any:
     unknown name, the nearest one."""
     if name not in _FIELDS:
         near = difflib.get_close_matches(name, list(_FIELDS), n=1)
-        raise SermtlError(f"unknown option {name!r}" + (f" (nearest: {near[0]})" if near else ""))
+        raise SermtlError(f"unknown option {quote(name)}" + (f" (nearest: {near[0]})" if near else ""))
     kind = {"int": int, "float": float}.get(str(_FIELDS[name].type))
     if kind is None:
         return text
@@ -249,7 +251,7 @@ def parse_value(name: str, text: str) -> Any:
         return kind(text)
     except ValueError:
         allowed = _FIELDS[name].metadata["spec"].describe()
-        raise SermtlError(f"{flag(name)}: {text!r} is not {'an integer' if kind is int else 'a number'}"
+        raise SermtlError(f"{flag(name)}: {quote(text)} is not {'an integer' if kind is int else 'a number'}"
                           + (f" ({allowed})" if allowed else "")) from None
 
 
@@ -265,26 +267,26 @@ def _check_field(field: dataclasses.Field, value: Any) -> None:
     name = flag(field.name)
     kind = field.type if isinstance(field.type, type) else {"int": int, "float": float, "str": str}.get(str(field.type))
     if kind is int and (isinstance(value, bool) or not isinstance(value, int)):
-        raise SermtlError(f"{name}: expected an integer, got {value!r}")
+        raise SermtlError(f"{name}: expected an integer, got {quote(value)}")
     if kind is float:
         if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise SermtlError(f"{name}: expected a number, got {value!r}")
+            raise SermtlError(f"{name}: expected a number, got {quote(value)}")
         if not math.isfinite(value):
-            raise SermtlError(f"{name}: must be a finite number, got {value!r}")
+            raise SermtlError(f"{name}: must be a finite number, got {quote(value)}")
     if spec.check is not None:
         problem = spec.check(value)
         if problem:
             raise SermtlError(f"{name}: {problem}")
         return
     if kind is str and not isinstance(value, str):
-        raise SermtlError(f"{name}: expected text, got {value!r}")
+        raise SermtlError(f"{name}: expected text, got {quote(value)}")
     if spec.choices is not None and value not in spec.choices:
         near = difflib.get_close_matches(str(value), spec.choices, n=1)
-        raise SermtlError(f"{name}: {value!r} is not {spec.describe()}" + (f" (nearest: {near[0]})" if near else ""))
+        raise SermtlError(f"{name}: {quote(value)} is not {spec.describe()}" + (f" (nearest: {near[0]})" if near else ""))
     if spec.low is not None and (value < spec.low or (spec.open_low and value == spec.low)) \
             or spec.high is not None and (value > spec.high or (spec.open_high and value == spec.high)) \
             or spec.multiple_of and value % spec.multiple_of:
-        raise SermtlError(f"{name} must be {spec.describe()}, got {value!r}")
+        raise SermtlError(f"{name} must be {spec.describe()}, got {quote(value)}")
 
 
 # -- config files ---------------------------------------------------------------------------------
@@ -329,7 +331,7 @@ def read_config_file(spec: str | Path) -> ConfigFile:
     for key in data:
         if key not in known:
             near = difflib.get_close_matches(str(key), known, n=1)
-            raise SermtlError(f"{source}: unknown key {key!r}" + (f" (nearest: {near[0]})" if near else ""))
+            raise SermtlError(f"{source}: unknown key {quote(key)}" + (f" (nearest: {near[0]})" if near else ""))
     train = data.get("train", {})
     if not isinstance(train, dict):
         raise SermtlError(f"{source}: 'train' must be a mapping, got {type(train).__name__}")
@@ -338,7 +340,7 @@ def read_config_file(spec: str | Path) -> ConfigFile:
     given = {name for name in flat if name in train or name in train.get("network", {})}
     store = data.get("store")
     if store is not None and not isinstance(store, str):
-        raise SermtlError(f"{source}: 'store' must be a path, got {store!r}")
+        raise SermtlError(f"{source}: 'store' must be a path, got {quote(store)}")
     protocol = data.get("protocol")
     if protocol is not None:
         from trainer.folds import Protocol

@@ -29,7 +29,7 @@ import os
 from pathlib import Path
 from typing import Any, Callable
 
-from featurestore.atomic import atomic_write, read_json, write_json
+from featurestore.atomic import atomic_write, write_json
 from featurestore.errors import SermtlError
 from featurestore.features.base import resolve_device
 from featurestore.locking import ExclusiveLock
@@ -41,6 +41,7 @@ from trainer.data import FeatureBank, open_bank, resolve_layer
 from trainer.folds import Fold, Protocol, check_folds, default_protocol, load_folds, save_folds
 from trainer.loop import check_columns, resolved_config, train_fold
 from trainer.metrics import average_folds, summarise_repeats
+from trainer.runfiles import read_metrics, read_run_config
 from trainer.speakers import speaker_groups, warn_if_speakers_do_not_span_the_classes
 
 
@@ -79,6 +80,7 @@ class StoreSession:
         self.path = Path(store_path)
         self.store = open_store(store_path)
         self._banks: dict[tuple[str, str, str], FeatureBank] = {}
+        self._folds: dict[tuple[str, int, str], list[Fold]] = {}
 
     @functools.cached_property
     def identity(self) -> dict[str, Any]:
@@ -107,6 +109,16 @@ class StoreSession:
             bank = self._banks[key]
             self._banks[speaker_key] = bank.speaker_normalised(speaker_groups(self.store.manifest, list(bank.entries)))
         return self._banks[speaker_key]
+
+    def folds(self, protocol: Protocol, seed: int, label: str) -> list[Fold]:
+        """The checked folds of ``protocol`` at ``seed`` for ``label``, drawn once per
+        session (a sweep's settings share them, so planning stays linear in its size)."""
+        key = (repr(protocol), seed, label)
+        if key not in self._folds:
+            folds = protocol.make(self.store.manifest, seed)
+            _check_folds(folds, self.store.manifest, protocol, label)
+            self._folds[key] = folds
+        return self._folds[key]
 
     def close(self) -> None:
         self._banks.clear()
@@ -161,9 +173,11 @@ def plan_run(session: StoreSession, out_dir: str | Path, config: TrainConfig,
     if (out / "config.json").exists():
         _check_same_run(out, _saved_identity(out / "config.json"), identity)
     folds_path = out / "folds.json"
-    folds = load_folds(folds_path)[0] if folds_path.exists() else protocol.make(store.manifest, config.seed)
-    check_folds(folds, store.manifest, label_column=config.label,
-                group_column=protocol.by if protocol.name in ("loso", "group-kfold", "split") else None)
+    if folds_path.exists():
+        folds = load_folds(folds_path)[0]
+        _check_folds(folds, store.manifest, protocol, config.label)
+    else:
+        folds = session.folds(protocol, config.seed, config.label)
     check_tasks(store.manifest, folds, config)
     unknown = sorted(set(only_folds or ()) - {f.fold for f in folds})
     if unknown:
@@ -198,12 +212,17 @@ def prepare_run(session: StoreSession, out_dir: str | Path, config: TrainConfig,
     return PreparedRun(plan.protocol, plan.folds, plan.config, lock)
 
 
+def _check_folds(folds: list[Fold], manifest, protocol: Protocol, label: str) -> None:
+    """:func:`~trainer.folds.check_folds`, grouped by the protocol's column where it has one."""
+    check_folds(folds, manifest, label_column=label,
+                group_column=protocol.by if protocol.name in ("loso", "group-kfold", "split") else None)
+
+
 def _saved_identity(config_path: Path) -> dict[str, Any]:
-    """A run directory's ``config.json``, checked to be one (one line when damaged)."""
-    saved = read_json(config_path)
-    for part in ("protocol", "train"):
-        if not isinstance(saved.get(part), dict):
-            raise SermtlError(f"{config_path} is damaged (no {part!r} section); delete the run directory or use another --out")
+    """A run directory's ``config.json``, checked to be one (:data:`~trainer.runfiles.RUN_CONFIG`,
+    its protocol's values by :class:`~trainer.folds.Protocol`)."""
+    saved = read_run_config(config_path)
+    Protocol.from_dict(saved["protocol"], str(config_path))
     return saved
 
 
@@ -227,16 +246,17 @@ FOLD_FILES = ("checkpoint.pt", "predictions.csv", "history.json", "metrics.json"
 
 def _check_finished_fold(fold_dir: Path) -> None:
     """A fold marked finished (its ``metrics.json`` exists) must hold all its files, and a
-    readable ``metrics.json``; otherwise one line saying what is wrong."""
+    ``metrics.json`` of the declared shape; otherwise one line saying what is wrong."""
     if not (fold_dir / "metrics.json").exists():
         return
     missing = [name for name in FOLD_FILES if not (fold_dir / name).is_file()]
     if missing:
         raise SermtlError(f"{fold_dir} is marked finished but {', '.join(missing)} is missing; "
                           f"delete {fold_dir} to train that fold again")
-    metrics = read_json(fold_dir / "metrics.json")
-    if not all(isinstance(metrics.get(key), (int, float)) for key in ("wa", "uwa")):
-        raise SermtlError(f"{fold_dir / 'metrics.json'} is damaged (no wa/uwa); delete {fold_dir} to train that fold again")
+    try:
+        read_metrics(fold_dir / "metrics.json")
+    except SermtlError as exc:
+        raise SermtlError(f"{exc}; delete {fold_dir} to train that fold again") from None
 
 
 def check_tasks(manifest, folds: list[Fold], config: TrainConfig) -> None:
@@ -363,7 +383,7 @@ def _run_prepared(session: StoreSession, out: Path, config: TrainConfig, protoco
     with run.lock:
         wanted = [f for f in folds if only_folds is None or f.fold in only_folds]
         _train_folds(session, out, wanted, config, progress, tensorboard)
-        per_fold = [read_json(out / f"fold_{f.fold}" / "metrics.json") for f in wanted]
+        per_fold = [read_metrics(out / f"fold_{f.fold}" / "metrics.json") for f in wanted]
         results = {"aux_accuracy": None, **average_folds(per_fold), "folds": per_fold, "protocol": protocol.name,
                    "aux": config.aux, "store": str(session.path.resolve())}
         if write_results:

@@ -11,57 +11,108 @@ speakers, the config, intended use and limits.
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
 import json
+import os
+import shutil
 import statistics
+import tempfile
 from collections import Counter
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
-from featurestore.atomic import read_json, write_text
+from featurestore.atomic import write_text
 from featurestore.errors import SermtlError
-from featurestore.locking import ExclusiveLock
 from trainer.checkpoint import save_checkpoint
 from trainer.config import TrainConfig
 from trainer.cv import StoreSession, check_tasks, write_history_csv
 from trainer.folds import Fold
 from trainer.loop import check_columns, resolved_config, train_fold
+from trainer.runfiles import read_results, read_run_config
 
 
 def epochs_from_run(run_dir: Path) -> int | None:
-    """The median of the epochs a finished run's folds kept (``best_epoch``), or ``None``."""
+    """The median of the epochs a finished run's folds kept (``best_epoch``, each checked to
+    lie in the range of ``--epochs``), or ``None``."""
     results = run_dir / "results.json"
     if not results.is_file():
         return None
-    kept = [f.get("best_epoch") for f in read_json(results).get("folds", []) if isinstance(f, dict)]
-    kept = [int(e) for e in kept if isinstance(e, (int, float))]
+    kept = [f["best_epoch"] for f in read_results(results)["folds"] if f.get("best_epoch") is not None]
     return int(round(statistics.median(kept))) if kept else None
+
+
+@dataclasses.dataclass(frozen=True)
+class CvEstimate:
+    """What a model card quotes of the cross-validation run made with the model's settings."""
+
+    run: Path
+    results: dict[str, Any]
+    protocol: dict[str, Any]
+
+
+def cv_estimate(cv_run: Path | None) -> CvEstimate | None:
+    """The results and protocol of ``cv_run`` (checked files), or ``None`` without a finished run."""
+    if cv_run is None or not (cv_run / "results.json").is_file():
+        return None
+    config = cv_run / "config.json"
+    protocol = read_run_config(config)["protocol"] if config.is_file() else {}
+    return CvEstimate(cv_run, read_results(cv_run / "results.json"), protocol)
 
 
 def train_all_data(store_path: str | Path, out_dir: str | Path, config: TrainConfig,
                    cv_run: Path | None = None, progress: bool = True) -> dict[str, Any]:
     """Train on every row of the store and write the model and its card (module docstring);
-    returns the checkpoint."""
+    returns the checkpoint.
+
+    Every file read (the store, ``cv_run``'s ``results.json`` and ``config.json``) is read
+    and checked before training starts. The model folder is built aside (a hidden folder
+    beside ``out_dir``) and renamed into place whole, so a failure leaves nothing behind and
+    the same command can run again; ``out_dir`` must not exist or be an empty folder."""
     out = Path(out_dir)
     if (out / "checkpoint.pt").exists():
         raise SermtlError(f"--out {out} already holds a model (checkpoint.pt); choose another folder")
+    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+        raise SermtlError(f"--out {out} exists and is not an empty folder; choose another folder")
+    estimate = cv_estimate(cv_run)
     with StoreSession(store_path) as session:
         store = session.store
         config = resolved_config(config, store.manifest)
         check_columns(store, config)
         everything = Fold(1, [u for u in store.ids()], [], [])
         check_tasks(store.manifest, [everything], config)
-        out.mkdir(parents=True, exist_ok=True)
-        with ExclusiveLock(out / "run.lock", f"model folder {out}"):
+        with _built_aside(out) as building:
             bank = session.bank(config.layer, config.device, config.network.input_norm)
             outcome = train_fold(store, bank, everything, config, progress=progress,
-                                 on_epoch=lambda history: write_history_csv(out / "history.csv", history))
+                                 on_epoch=lambda history: write_history_csv(building / "history.csv", history))
             checkpoint = {**outcome.checkpoint, "fold": 0, "trained_on": "all rows"}
-            save_checkpoint(out / "checkpoint.pt", checkpoint)
-            write_text(out / "MODEL_CARD.md", model_card(store, config, session.identity, cv_run))
+            save_checkpoint(building / "checkpoint.pt", checkpoint)
+            write_text(building / "MODEL_CARD.md", model_card(store, config, session.identity, estimate))
     return checkpoint
 
 
-def model_card(store, config: TrainConfig, identity: dict[str, Any], cv_run: Path | None) -> str:
+@contextlib.contextmanager
+def _built_aside(out: Path) -> Iterator[Path]:
+    """A new hidden folder beside ``out`` to build in, renamed to ``out`` when the block
+    succeeds and removed when it fails."""
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        building = Path(tempfile.mkdtemp(prefix=f".{out.name}.partial-", dir=out.parent))
+    except OSError as exc:
+        raise SermtlError(f"--out {out}: cannot create it ({os.strerror(exc.errno) if exc.errno else exc})") from None
+    try:
+        yield building
+        try:
+            os.rename(building, out)  # onto a missing or empty folder only
+        except OSError as exc:
+            raise SermtlError(f"--out {out}: cannot move the finished model into place "
+                              f"({os.strerror(exc.errno) if exc.errno else exc}); choose another folder") from None
+    except BaseException:
+        shutil.rmtree(building, ignore_errors=True)
+        raise
+
+
+def model_card(store, config: TrainConfig, identity: dict[str, Any], estimate: CvEstimate | None) -> str:
     """The model card (Markdown) of a model trained on all of ``store``."""
     manifest = store.manifest
     feature = store.attrs.get("feature") or {}
@@ -81,22 +132,21 @@ def model_card(store, config: TrainConfig, identity: dict[str, Any], cv_run: Pat
         f"- Auxiliary task: `{config.aux}`.", "",
         "## Training", "",
         f"- All rows, no validation or test set; {config.epochs} epochs"
-        + (f" (the median of the epochs kept by the folds of `{cv_run}`)." if cv_run else ".")
+        + (f" (the median of the epochs kept by the folds of `{estimate.run}`)." if estimate else ".")
         + (f" Without validation scores there are no best epochs to average (`average_best={config.average_best}`):"
            " the model keeps its last epoch's weights." if config.average_best > 1 else ""),
         "- Options that differ from sermtl's defaults: "
         + (", ".join(f"`{k}={v}`" for k, v in sorted(changed.items())) or "none") + ".", "",
         "## Expected performance", "",
     ]
-    results = cv_run / "results.json" if cv_run else None
-    if results is not None and results.is_file():
-        r = read_json(results)
+    if estimate is not None:
+        r, protocol = estimate.results, estimate.protocol
         std = r.get("std") or {}
-        protocol = (read_json(cv_run / "config.json").get("protocol") or {}) if (cv_run / "config.json").is_file() else {}
-        recall = ", ".join(f"{k} {v:.1f}" for k, v in (r.get("per_class_recall") or {}).items() if isinstance(v, (int, float)))
-        lines += [f"Cross-validated with the same settings (`{cv_run}`, protocol `{protocol.get('name')}`"
-                  + (f" by `{protocol['by']}`" if protocol.get("by") else "") + f", {len(r.get('folds', []))} folds): "
-                  f"WA {r['wa']:.2f} ± {std.get('wa', float('nan')):.2f}, UWA {r['uwa']:.2f} ± {std.get('uwa', float('nan')):.2f} "
+        recall = ", ".join(f"{k} {v:.1f}" for k, v in (r.get("per_class_recall") or {}).items() if v is not None)
+        spread = {key: f" ± {std[key]:.2f}" if std.get(key) is not None else "" for key in ("wa", "uwa")}
+        lines += [f"Cross-validated with the same settings (`{estimate.run}`, protocol `{protocol.get('name')}`"
+                  + (f" by `{protocol['by']}`" if protocol.get("by") else "") + f", {len(r['folds'])} folds): "
+                  f"WA {r['wa']:.2f}{spread['wa']}, UWA {r['uwa']:.2f}{spread['uwa']} "
                   "(%, mean ± std over folds)" + (f"; recall per class: {recall}." if recall else "."),
                   "This model is trained on all of those folds' data; expect figures like these on speakers, "
                   "recording conditions and languages like the training data's, and lower elsewhere.", ""]

@@ -9,6 +9,12 @@ to compute them (the store's feature config, dtype and layer), the class names, 
 inputs must be speaker-normalised first, and ``FILE.md`` is the model card. The input
 normalisation of the training set is inside the graph. A test checks the export against
 the eager model on a batch of utterances of different lengths.
+
+An export never clobbers: before anything is written, it refuses (one line naming the file)
+when ``FILE``, ``FILE.json`` or ``FILE.md`` would replace an existing file that is not a
+previous export's own output, or when ``FILE`` is the input checkpoint. A previous export is
+recognised by the ``"written_by": "sermtl export"`` key of its ``FILE.json``
+(:data:`EXPORT_MARKER`), so exporting again to the same ``FILE`` replaces it.
 """
 
 from __future__ import annotations
@@ -17,6 +23,8 @@ import contextlib
 import io
 import json
 import logging
+import os
+import stat
 import warnings
 from pathlib import Path
 from typing import Any
@@ -26,11 +34,16 @@ from torch import nn
 
 from featurestore.atomic import atomic_write, write_json, write_text
 from featurestore.errors import SermtlError, describe_error
+from featurestore.textfile import parse_json, read_text_file
 from trainer.checkpoint import load_checkpoint
 from trainer.loop import load_network
 from trainer.network import SERNetwork
 
 FORMATS = ("torchscript", "onnx")
+#: The ``written_by`` value of an export's ``FILE.json``: what a later export may replace.
+EXPORT_MARKER = "sermtl export"
+#: The largest ``FILE.json`` read to look for the marker (an export's is a few KiB).
+_MAX_INTERFACE_BYTES = 2**20
 
 
 class InferenceGraph(nn.Module):
@@ -66,10 +79,14 @@ def export_model(checkpoint_path: str | Path, out: str | Path, format: str = "on
     if format not in FORMATS:
         raise SermtlError(f"--format {format!r} is not one of {', '.join(FORMATS)}")
     checkpoint = load_checkpoint(checkpoint_path)
+    out = Path(out)
+    check_outputs(out, Path(checkpoint_path))
     graph = InferenceGraph(load_network(checkpoint, "cpu"))
     inputs = example_inputs(graph.network)
-    out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise SermtlError(f"--out {out}: cannot make its folder ({describe_error(exc)})") from None
     try:
         with warnings.catch_warnings(), _quiet_loggers("torch.onnx", "torch.export", "torch._dynamo"):
             warnings.simplefilter("ignore")  # tracer and exporter chatter about shapes the graph handles
@@ -80,9 +97,37 @@ def export_model(checkpoint_path: str | Path, out: str | Path, format: str = "on
         raise SermtlError(f"cannot export {checkpoint_path} as {format} ({describe_error(exc)})") from None
     with atomic_write(out, "wb") as handle:
         handle.write(data)
-    write_json(out.with_name(out.name + ".json"), interface(checkpoint, format))
-    write_text(out.with_name(out.name + ".md"), export_card(checkpoint, out, format))
+    write_json(_side_file(out, ".json"), interface(checkpoint, format))
+    write_text(_side_file(out, ".md"), export_card(checkpoint, out, format))
     return out
+
+
+def _side_file(out: Path, suffix: str) -> Path:
+    return out.with_name(out.name + suffix)
+
+
+def _previous_export(out: Path) -> bool:
+    """Whether ``out.json`` is the description an earlier export wrote (its marker)."""
+    try:
+        data = parse_json(read_text_file(_side_file(out, ".json"), str(out), _MAX_INTERFACE_BYTES), str(out))
+    except SermtlError:
+        return False
+    return isinstance(data, dict) and data.get("written_by") == EXPORT_MARKER
+
+
+def check_outputs(out: Path, checkpoint_path: Path) -> None:
+    """Refuse, in one line naming the file and before anything is written, an ``out`` that
+    is the input checkpoint, or whose files (``out``, ``out.json``, ``out.md``) would replace
+    anything but the regular files of a previous export."""
+    previous = _previous_export(out)
+    for target in (out, _side_file(out, ".json"), _side_file(out, ".md")):
+        if not os.path.lexists(target):
+            continue
+        if os.path.exists(target) and os.path.samefile(target, checkpoint_path):
+            raise SermtlError(f"--out {target} is the input checkpoint; export to another file (nothing written)")
+        if not (previous and stat.S_ISREG(os.lstat(target).st_mode)):
+            raise SermtlError(f"--out {out}: {target} already exists and was not written by an export; "
+                              "choose another --out (nothing written)")
 
 
 @contextlib.contextmanager
@@ -129,7 +174,7 @@ def interface(checkpoint: dict[str, Any], format: str) -> dict[str, Any]:
                    else "float32 (batch, layers, frames, dim)", "lengths": "int64 (batch,)"},
         "outputs": output_names(checkpoint), "emotions": checkpoint["emotions"], "aux": checkpoint.get("aux"),
         "feature": checkpoint["feature"], "store_dtype": checkpoint.get("store_dtype"), "layer": checkpoint.get("layer"),
-        "speaker_normalised_inputs": options.get("input_norm") == "speaker",
+        "speaker_normalised_inputs": options.get("input_norm") == "speaker", "written_by": EXPORT_MARKER,
     }
 
 

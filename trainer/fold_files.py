@@ -9,18 +9,22 @@
   seed, is held out for choosing the epoch (``--valid-fraction 0``: none, the last epoch).
 
 Every id must be in the store, and no utterance may be tested in two folds: one line
-naming the file and the first offender otherwise.
+naming the file and the first offender otherwise. Fold folders are named strictly: ``fold_<k>``
+with ``k`` written without leading zeros, numbered 1..N without gaps, one train and one test
+file each; two folders for one fold (``fold_2`` and ``fold_02``), a gap, a ``fold_0`` or a
+second train or test file is one line naming them. Fold files are read a line at a time
+(:func:`featurestore.textfile.iter_jsonl`); each line's ``key`` must be text.
 """
 
 from __future__ import annotations
 
-import json
+import itertools
 import re
 from pathlib import Path
 
-from featurestore.errors import SermtlError
+from featurestore.errors import SermtlError, quote
 from featurestore.manifest import Manifest
-from featurestore.textfile import read_text_file
+from featurestore.textfile import iter_jsonl
 from trainer.folds import Fold, FoldList, _rng, _stratified_sample, load_folds, natural_key
 
 
@@ -51,11 +55,7 @@ def read_folds_file(path: str | Path, manifest: Manifest, valid_fraction: float 
 
 def _emobox_folds(folder: Path, manifest: Manifest, valid_fraction: float, seed: int,
                   stratify: str) -> tuple[list[Fold], dict[int, Path]]:
-    fold_dirs = {int(m.group(1)): d for d in folder.iterdir() if d.is_dir() and (m := re.fullmatch(r"fold_(\d+)", d.name))}
-    if not fold_dirs and re.fullmatch(r"fold_\d+", folder.name):
-        fold_dirs = {int(folder.name.split("_")[1]): folder}
-    if not fold_dirs:
-        raise SermtlError(f"--folds-file {folder}: no fold_<k> folders (EmoBox fold files) and not a .json fold file")
+    fold_dirs = _fold_dirs(folder)
     stratum = {u: str(manifest[u][stratify]) if stratify in manifest.columns else "-" for u in manifest.ids()}
     folds, sources = [], {}
     for k in sorted(fold_dirs):
@@ -68,24 +68,56 @@ def _emobox_folds(folder: Path, manifest: Manifest, valid_fraction: float, seed:
     return folds, sources
 
 
+def _fold_dirs(folder: Path) -> dict[int, Path]:
+    """Fold number -> ``fold_<k>`` folder in ``folder`` (or ``folder`` itself, one fold's
+    folder), named strictly (module docstring)."""
+    found = sorted((d for d in folder.iterdir() if d.is_dir() and re.fullmatch(r"fold_\d+", d.name)),
+                   key=lambda d: (natural_key(d.name), d.name))
+    if not found and re.fullmatch(r"fold_\d+", folder.name):
+        return {_fold_number(folder): folder}
+    if not found:
+        raise SermtlError(f"--folds-file {folder}: no fold_<k> folders (EmoBox fold files) and not a .json fold file")
+    by_number: dict[int, list[Path]] = {}
+    for d in found:
+        by_number.setdefault(int(d.name[len("fold_"):]), []).append(d)
+    for k, dirs in sorted(by_number.items()):
+        if len(dirs) > 1:
+            raise SermtlError(f"--folds-file {folder}: {len(dirs)} folders for fold {k} "
+                              f"({', '.join(d.name for d in dirs)}); keep one")
+        _fold_number(dirs[0])
+    if max(by_number) != len(by_number):  # numbers are distinct and >= 1: a gap
+        first = next(k for k in itertools.count(1) if k not in by_number)
+        raise SermtlError(f"--folds-file {folder}: folds are numbered 1..N without gaps; "
+                          f"no fold_{first} (the last is fold_{max(by_number)})")
+    return {k: dirs[0] for k, dirs in sorted(by_number.items())}
+
+
+def _fold_number(folder: Path) -> int:
+    """``k`` of a ``fold_<k>`` folder, refused unless written ``fold_1``, ``fold_2``, ..."""
+    k = int(folder.name[len("fold_"):])
+    if folder.name != f"fold_{k}" or k == 0:
+        raise SermtlError(f"--folds-file {folder}: fold folders are named fold_1, fold_2, ... (no leading zeros)")
+    return k
+
+
 def _fold_file(folder: Path, part: str, k: int) -> Path:
-    """``<dataset>_<part>_fold_<k>.jsonl`` (or ``…_fold<k>.jsonl``) in ``folder``."""
-    for pattern in (f"*_{part}_fold_{k}.jsonl", f"*_{part}_fold{k}.jsonl"):
-        found = sorted(folder.glob(pattern), key=natural_key)
-        if found:
-            return found[0]
-    raise SermtlError(f"--folds-file {folder}: no {part} file (*_{part}_fold_{k}.jsonl)")
+    """The one ``<dataset>_<part>_fold_<k>.jsonl`` (or ``…_fold<k>.jsonl``) in ``folder``."""
+    found = sorted({*folder.glob(f"*_{part}_fold_{k}.jsonl"), *folder.glob(f"*_{part}_fold{k}.jsonl")}, key=natural_key)
+    if len(found) > 1:
+        raise SermtlError(f"--folds-file {folder}: {len(found)} {part} files for fold {k} "
+                          f"({', '.join(p.name for p in found)}); keep one")
+    if not found:
+        raise SermtlError(f"--folds-file {folder}: no {part} file (*_{part}_fold_{k}.jsonl)")
+    return found[0]
 
 
 def _keys(path: Path) -> list[str]:
     """The ``key`` of every line of an EmoBox jsonl file, in order."""
     keys = []
-    for number, line in enumerate(read_text_file(path, f"--folds-file {path}").splitlines(), 1):
-        if not line.strip():
-            continue
-        try:
-            row = json.loads(line)
-            keys.append(str(row["key"]))
-        except (ValueError, KeyError, TypeError, RecursionError):
-            raise SermtlError(f"--folds-file {path}, line {number}: not a JSON object with a 'key'") from None
+    for number, row in iter_jsonl(path, f"--folds-file {path}"):
+        key = row.get("key") if isinstance(row, dict) else None
+        if not isinstance(key, str) or not key:
+            raise SermtlError(f"--folds-file {path}, line {number}: not a JSON object with a text 'key' "
+                              f"(got {quote(row, 80)})")
+        keys.append(key)
     return keys

@@ -53,9 +53,11 @@ from typing import Any
 
 import numpy as np
 
-from featurestore.atomic import read_json, write_json
-from featurestore.errors import SermtlError
+from featurestore.atomic import write_json
+from featurestore.errors import SermtlError, quote
 from featurestore.manifest import Manifest
+from featurestore.schema import ListOf, MapOf, Record, Text, check, maybe
+from trainer.runfiles import FOLDS, read_checked
 
 #: Protocols :func:`make_folds` draws folds for; ``file`` reads them (:mod:`trainer.fold_files`).
 FOLD_MAKERS: tuple[str, ...] = ("loso", "kfold", "group-kfold", "split")
@@ -305,6 +307,14 @@ def make_folds(manifest: Manifest, protocol: str, *, by: str | None = None, fold
 
 
 # -- protocols -------------------------------------------------------------------------------
+_VALUES = ListOf(Text(max_length=1000), max_items=10**5)
+#: The types of a protocol's values (``name``, ``folds`` and ``valid_fraction`` are checked,
+#: with their flags' messages, when a :class:`Protocol` is built).
+_PROTOCOL_VALUES = Record({"by": maybe(Text(max_length=1000)), "train_values": maybe(_VALUES),
+                           "test_values": maybe(_VALUES), "train_where": maybe(MapOf(_VALUES, max_items=64)),
+                           "path": maybe(Text())})
+
+
 @dataclasses.dataclass
 class Protocol:
     """How folds are made (see :func:`make_folds`); checked when built."""
@@ -322,27 +332,28 @@ class Protocol:
     def __post_init__(self) -> None:
         if self.name not in PROTOCOLS:
             near = difflib.get_close_matches(str(self.name), PROTOCOLS, n=1)
-            raise SermtlError(f"--protocol: {self.name!r} is not one of {', '.join(PROTOCOLS)}"
+            raise SermtlError(f"--protocol: {quote(self.name)} is not one of {', '.join(PROTOCOLS)}"
                               + (f" (nearest: {near[0]})" if near else ""))
         if (self.name == "file") != (self.path is not None):
             raise SermtlError("--folds-file goes with --protocol file (given alone, it sets it)")
         if isinstance(self.folds, bool) or not isinstance(self.folds, int) or self.folds < 2:
-            raise SermtlError(f"--folds must be an integer >= 2, got {self.folds!r}")
+            raise SermtlError(f"--folds must be an integer >= 2, got {quote(self.folds)}")
         if isinstance(self.valid_fraction, bool) or not isinstance(self.valid_fraction, (int, float)) \
                 or not 0.0 <= self.valid_fraction < 1.0:
-            raise SermtlError(f"--valid-fraction must be in [0, 1), got {self.valid_fraction!r}")
+            raise SermtlError(f"--valid-fraction must be in [0, 1), got {quote(self.valid_fraction)}")
 
     @classmethod
     def from_dict(cls, values: dict[str, Any], source: str = "protocol") -> "Protocol":
         """A protocol from a dict (a run's ``config.json``, a config file); an unknown key is
-        one line naming the nearest valid key."""
+        one line naming the nearest valid key, a value of the wrong type one line naming it."""
         if not isinstance(values, dict):
             raise SermtlError(f"{source}: 'protocol' must be a mapping, got {type(values).__name__}")
         names = [f.name for f in dataclasses.fields(cls)]
         for key in values:
             if key not in names:
                 near = difflib.get_close_matches(str(key), names, n=1)
-                raise SermtlError(f"{source}: unknown protocol key {key!r}" + (f" (nearest: {near[0]})" if near else ""))
+                raise SermtlError(f"{source}: unknown protocol key {quote(key)}" + (f" (nearest: {near[0]})" if near else ""))
+        check(values, _PROTOCOL_VALUES, f"{source}: protocol")
         try:
             return cls(**values)
         except SermtlError as exc:
@@ -439,17 +450,14 @@ def test_digest(ids: Sequence[str]) -> str:
 
 
 def load_folds(path: str | Path) -> tuple[FoldList, dict[str, Any]]:
-    """Read a file written by :func:`save_folds`: the folds (``params`` = header) and the header."""
+    """Read a file written by :func:`save_folds` (checked against :data:`trainer.runfiles.FOLDS`):
+    the folds (``params`` = header) and the header."""
     path = Path(path)
     if not path.is_file():
         raise SermtlError(f"fold file not found: {path}")
-    try:
-        data = read_json(path)
-        header = dict(data["header"])
-        folds = [Fold.from_dict(entry) for entry in data["folds"]]
-    except (ValueError, KeyError, TypeError) as exc:
-        raise SermtlError(f"{path}: not a sermtl fold file ({type(exc).__name__}: {exc})") from None
-    return FoldList(folds, header), header
+    data = read_checked(path, FOLDS)
+    header = dict(data["header"])
+    return FoldList([Fold.from_dict(entry) for entry in data["folds"]], header), header
 
 
 def restrict_training(folds: Sequence[Fold], manifest: Manifest, conditions: dict[str, Sequence[str]]) -> FoldList:

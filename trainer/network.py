@@ -7,6 +7,11 @@ parallel to the emotion branch. Per-dimension mean/std of the training frames ar
 as buffers, so a checkpoint normalises its inputs by itself. With ``input_norm="speaker"``
 the inputs arrive already standardised per speaker (:mod:`trainer.speakers`; the trainer's
 bank and ``predict`` do it) and the global statistics are applied on top.
+
+A checkpoint's ``network`` entry is read back through :meth:`NetworkConfig.from_dict`, which
+checks it against :data:`NETWORK` (sizes within the caps below) and
+:class:`~trainer.config.NetworkOptions` before anything is built, so a crafted entry is one
+line naming the file and the key, never an allocation of its declared size.
 """
 
 from __future__ import annotations
@@ -17,9 +22,32 @@ from typing import Any
 import torch
 from torch import nn
 
+from featurestore.errors import SermtlError, quote
+from featurestore.schema import MapOf, Number, OneOf, Record, Text, check, maybe
 from trainer.config import NetworkOptions
 from trainer.models.ecapa import ECAPATDNN
 from trainer.models.heads import AAMSoftmax, AuxHead, LayerWeightedSum
+from trainer.runfiles import MAX_CLASSES
+
+#: The widest input a checkpoint may declare (feature dimensions: 40 MFCCs, 1024 for
+#: wav2vec 2.0 large, a few thousand for the largest self-supervised models).
+MAX_INPUT_SIZE = 65536
+#: The most input layers a checkpoint may declare (``--layer weighted``: 25 for wav2vec 2.0 large).
+MAX_INPUT_LAYERS = 64
+_OPTION_NAMES = tuple(field.name for field in dataclasses.fields(NetworkOptions))
+#: A network's options: a few numbers or short words (their names and ranges are
+#: :class:`NetworkOptions`' own, checked when it is built).
+OPTIONS = MapOf(OneOf((Number(), Text(max_length=64))), max_items=64)
+#: A checkpoint's ``network`` entry: the sizes the data decides, and the options (nested,
+#: or flat beside the sizes as older versions wrote them).
+NETWORK = Record({
+    "input_size": Number(1, MAX_INPUT_SIZE, integer=True),
+    "num_emotions": Number(1, MAX_CLASSES, integer=True),
+    "num_aux": Number(0, MAX_CLASSES, integer=True, optional=True),
+    "input_layers": Number(1, MAX_INPUT_LAYERS, integer=True, optional=True),
+    "options": maybe(OPTIONS),
+})
+_SIZES = ("input_size", "num_emotions", "num_aux", "input_layers")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -34,12 +62,21 @@ class NetworkConfig:
     options: NetworkOptions = dataclasses.field(default_factory=NetworkOptions)
 
     @classmethod
-    def from_dict(cls, values: dict[str, Any]) -> "NetworkConfig":
-        """A checkpoint's ``network`` entry (``options`` nested, or flat as older versions wrote it)."""
-        values = dict(values)
-        sizes = {k: values.pop(k) for k in ("input_size", "num_emotions", "num_aux", "input_layers") if k in values}
-        options = values.pop("options", None)
-        return cls(**sizes, options=NetworkOptions(**(values if options is None else {**options, **values})))
+    def from_dict(cls, values: dict[str, Any], source: str = "checkpoint") -> "NetworkConfig":
+        """A checkpoint's ``network`` entry (``options`` nested, or flat as older versions
+        wrote it), checked against :data:`NETWORK` and :class:`NetworkOptions`; one
+        :class:`SermtlError` line naming ``source`` (the file) and the key otherwise."""
+        values = dict(check(values, NETWORK, f"{source}: network"))
+        sizes = {k: values.pop(k) for k in _SIZES if values.get(k) is not None}
+        options = {**(values.pop("options", None) or {}), **values}
+        check(options, OPTIONS, f"{source}: network.options")
+        unknown = next((key for key in options if key not in _OPTION_NAMES), None)
+        if unknown is not None:
+            raise SermtlError(f"{source}: network.options: unknown key {quote(unknown)}")
+        try:
+            return cls(**sizes, options=NetworkOptions(**options))
+        except SermtlError as exc:
+            raise SermtlError(f"{source}: network.options: {exc}") from None
 
 
 class SERNetwork(nn.Module):

@@ -9,6 +9,13 @@ fold's checkpoint, their emotion (and auxiliary) probabilities averaged. A model
 with ``--input-norm speaker`` needs its speaker's statistics: the waves of one call are
 taken as one speaker's (give each speaker's recordings in a call of their own).
 
+Arrays are checked as the CLI checks audio files, before anything is resampled: the
+sampling rate an integer in :data:`~featurestore.audio.SAMPLE_RATE_RANGE`, each wave 1-D
+and finite, at most ``max_duration`` seconds long (default
+:data:`~featurestore.audio.DEFAULT_MAX_DURATION`) and long enough for the extractor; a
+model folder (``train --all-data``) or run directory is read through
+:func:`trainer.checkpoint.load_checkpoint`. Any problem is one :class:`SermtlError` line.
+
 >>> predictor = Predictor.load("runs/iemocap_w2v2_mtl")           # doctest: +SKIP
 >>> predictor.predict([wave], sample_rate=44100)[0]["emotion"]     # doctest: +SKIP
 'happy'
@@ -16,6 +23,7 @@ taken as one speaker's (give each speaker's recordings in a call of their own).
 
 from __future__ import annotations
 
+import re
 import warnings
 from pathlib import Path
 from typing import Any, Sequence
@@ -23,8 +31,8 @@ from typing import Any, Sequence
 import numpy as np
 import torch
 
-from featurestore.audio import DEFAULT_MAX_DURATION, TARGET_SR, load_audio
-from featurestore.errors import SermtlError
+from featurestore.audio import DEFAULT_MAX_DURATION, TARGET_SR, check_audio_size, load_audio
+from featurestore.errors import SermtlError, describe_error, quote
 from featurestore.features import extractor_from_description
 from trainer.checkpoint import load_checkpoint
 from trainer.loop import load_network
@@ -46,17 +54,38 @@ def audio_files(inputs: Sequence[str | Path]) -> list[Path]:
 
 
 def checkpoint_paths(source: str | Path) -> list[Path]:
-    """``source`` itself for a checkpoint file; for a model folder its ``checkpoint.pt``; for
-    a run directory its folds' checkpoints."""
+    """``source`` itself for a checkpoint file; for a model folder (one holding
+    ``checkpoint.pt`` or ``MODEL_CARD.md``) its ``checkpoint.pt``; for a run directory its
+    folds' checkpoints (``fold_<k>`` folders)."""
     source = Path(source)
-    if source.is_dir() and (source / "checkpoint.pt").is_file():  # a model folder (train --all-data)
+    if not source.is_dir():
+        return [source]
+    if (source / "checkpoint.pt").exists() or (source / "MODEL_CARD.md").exists():  # a model folder (train --all-data)
         return [source / "checkpoint.pt"]
-    if source.is_dir():
-        found = sorted(source.glob("fold_*/checkpoint.pt"), key=lambda p: int(p.parent.name.split("_")[1]))
-        if not found:
-            raise SermtlError(f"{source}: no fold_*/checkpoint.pt (not a run directory with finished folds)")
-        return found
-    return [source]
+    folds = {int(match.group(1)): path for path in source.glob("fold_*/checkpoint.pt")
+             if (match := re.fullmatch(r"fold_([1-9][0-9]{0,5})", path.parent.name))}
+    if not folds:
+        raise SermtlError(f"{source}: no fold_*/checkpoint.pt (not a run directory with finished folds)")
+    return [folds[k] for k in sorted(folds)]
+
+
+def check_wave(wave: Any, sample_rate: Any, name: str, max_duration: float | None = DEFAULT_MAX_DURATION) -> np.ndarray:
+    """``wave`` as float32, checked as the CLI checks an audio file's header and samples
+    (:func:`featurestore.audio.load_audio`): ``sample_rate`` an integer in
+    :data:`~featurestore.audio.SAMPLE_RATE_RANGE`, a 1-D array of finite samples, at most
+    ``max_duration`` seconds (``None``: no cap). One :class:`SermtlError` line naming ``name`` otherwise."""
+    if isinstance(sample_rate, bool) or not isinstance(sample_rate, (int, np.integer)):
+        raise SermtlError(f"{name}: sample_rate must be an integer number of Hz, got {quote(sample_rate)}")
+    try:
+        wave = np.asarray(wave, dtype=np.float32)
+    except (TypeError, ValueError) as exc:
+        raise SermtlError(f"{name}: expected a 1-D array of samples ({describe_error(exc)})") from None
+    if wave.ndim != 1:
+        raise SermtlError(f"{name}: expected a 1-D array of finite samples, got shape {wave.shape}")
+    if not np.isfinite(wave).all():
+        raise SermtlError(f"{name}: NaN or infinite samples")
+    check_audio_size(name, int(sample_rate), len(wave) / sample_rate if sample_rate > 0 else None, max_duration)
+    return wave
 
 
 def _select_layers(features: np.ndarray, layer: int | str | None) -> np.ndarray:
@@ -79,9 +108,11 @@ def _speaker_normalise(features: list[np.ndarray]) -> list[np.ndarray]:
 
 class Predictor:
     """A trained model loaded once (:meth:`load`), for any number of :meth:`predict` and
-    :meth:`embed` calls."""
+    :meth:`embed` calls. ``source`` names the checkpoint(s) in error lines (refused when the
+    features its extractor gives do not fit its network)."""
 
-    def __init__(self, checkpoints: list[dict[str, Any]], device: str = "cpu", dtype: str | None = None) -> None:
+    def __init__(self, checkpoints: list[dict[str, Any]], device: str = "cpu", dtype: str | None = None,
+                 source: str = "checkpoint") -> None:
         first = checkpoints[0]
         for other in checkpoints[1:]:
             for key in ("feature", "emotions", "aux", "layer"):
@@ -95,21 +126,23 @@ class Predictor:
         self.device = next(self.networks[0].parameters()).device
         self.dtype = np.dtype(dtype or first.get("store_dtype") or "float32")
         self.speaker_normalised = self.networks[0].config.options.input_norm == "speaker"
+        self._check_fit(source)
 
     @classmethod
     def load(cls, source: str | Path, device: str = "cpu", dtype: str | None = None) -> "Predictor":
-        """A checkpoint file, or a run directory (the ensemble of its folds)."""
-        return cls([load_checkpoint(path) for path in checkpoint_paths(source)], device=device, dtype=dtype)
+        """A checkpoint file, a model folder (``train --all-data``) or a run directory (the
+        ensemble of its folds)."""
+        return cls([load_checkpoint(path) for path in checkpoint_paths(source)], device=device, dtype=dtype,
+                   source=str(source))
 
-    def features(self, waves: Sequence[np.ndarray], sample_rate: int = TARGET_SR,
-                 names: Sequence[str] | None = None) -> list[np.ndarray]:
-        """The network inputs of 1-D ``waves`` at ``sample_rate``, as the store held them."""
+    def features(self, waves: Sequence[np.ndarray], sample_rate: int = TARGET_SR, names: Sequence[str] | None = None,
+                 max_duration: float | None = DEFAULT_MAX_DURATION) -> list[np.ndarray]:
+        """The network inputs of 1-D ``waves`` at ``sample_rate``, as the store held them;
+        checked as :func:`check_wave` says before any is resampled."""
         names = names or [f"wave {i}" for i in range(len(waves))]
+        checked = [check_wave(wave, sample_rate, name, max_duration) for name, wave in zip(names, waves)]
         out = []
-        for name, wave in zip(names, waves):
-            wave = np.asarray(wave, dtype=np.float32)
-            if wave.ndim != 1 or not np.isfinite(wave).all():
-                raise SermtlError(f"{name}: expected a 1-D array of finite samples, got shape {wave.shape}")
+        for name, wave in zip(names, checked):
             if sample_rate != TARGET_SR:
                 import soxr
 
@@ -118,6 +151,17 @@ class Predictor:
             stored = self.extractor.extract_batch([wave])[0].astype(self.dtype).astype(np.float32)
             out.append(_select_layers(stored, self.checkpoints[0]["layer"]))
         return _speaker_normalise(out) if self.speaker_normalised else out
+
+    def _check_fit(self, source: str) -> None:
+        """One line naming ``source`` when the extractor's features do not fit the network."""
+        config, layer, extractor = self.networks[0].config, self.checkpoints[0]["layer"], self.extractor
+        if (isinstance(layer, int) and layer >= extractor.num_layers) \
+                or (layer == "weighted" and extractor.num_layers != config.input_layers):
+            raise SermtlError(f"{source}: layer {layer!r} (network.input_layers {config.input_layers}) does not fit "
+                              f"its {extractor.name} features' {extractor.num_layers} layer(s)")
+        if extractor.dim != config.input_size:
+            raise SermtlError(f"{source}: network.input_size {config.input_size} does not fit its {extractor.name} "
+                              f"features ({extractor.dim} values per frame)")
 
     @torch.no_grad()
     def _outputs(self, features: list[np.ndarray]) -> list[list[dict[str, np.ndarray]]]:
@@ -137,15 +181,18 @@ class Predictor:
             results.append(per_network)
         return results
 
-    def predict(self, waves: Sequence[np.ndarray], sample_rate: int = TARGET_SR) -> list[dict[str, Any]]:
+    def predict(self, waves: Sequence[np.ndarray], sample_rate: int = TARGET_SR,
+                max_duration: float | None = DEFAULT_MAX_DURATION) -> list[dict[str, Any]]:
         """One dict per wave: ``emotion``, ``emotion_probs`` and, with an auxiliary task,
         ``<column>`` and ``<column>_probs`` (the keys of ``sermtl predict --json``)."""
-        return [self._row(outputs) for outputs in self._outputs(self.features(waves, sample_rate))]
+        features = self.features(waves, sample_rate, max_duration=max_duration)
+        return [self._row(outputs) for outputs in self._outputs(features)]
 
-    def embed(self, waves: Sequence[np.ndarray], sample_rate: int = TARGET_SR) -> np.ndarray:
+    def embed(self, waves: Sequence[np.ndarray], sample_rate: int = TARGET_SR,
+              max_duration: float | None = DEFAULT_MAX_DURATION) -> np.ndarray:
         """``(len(waves), dim)`` emotion embeddings; for an ensemble of K folds, the folds'
         embeddings side by side (``K · embedding_dim`` values)."""
-        outputs = self._outputs(self.features(waves, sample_rate))
+        outputs = self._outputs(self.features(waves, sample_rate, max_duration=max_duration))
         return np.stack([np.concatenate([item["embedding"] for item in per_network]) for per_network in outputs])
 
     def predict_files(self, inputs: Sequence[str | Path],
@@ -153,7 +200,7 @@ class Predictor:
         """:meth:`predict` for audio files and folders (``file`` added to each dict)."""
         files = audio_files(inputs)
         waves = [load_audio(path, max_duration=max_duration) for path in files]
-        features = self.features(waves, TARGET_SR, names=[str(p) for p in files])
+        features = self.features(waves, TARGET_SR, names=[str(p) for p in files], max_duration=max_duration)
         return [{"file": str(path), **self._row(outputs)} for path, outputs in zip(files, self._outputs(features))]
 
     def _row(self, per_network: list[dict[str, np.ndarray]]) -> dict[str, Any]:

@@ -25,17 +25,21 @@ import dataclasses
 import functools
 import math
 import re
-import zipfile
+import sys
+import warnings
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from types import ModuleType
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Callable
 
 import numpy as np
 
-from featurestore.atomic import atomic_write, read_json, write_text
+from featurestore.atomic import atomic_write, write_text
 from featurestore.errors import SermtlError, describe_error
+from trainer.config import TrainConfig
 from trainer.metrics import average_folds
+from trainer.runfiles import (HISTORY, REPEATS, SWEEP, read_checked, read_embeddings, read_metrics, read_results,
+                              read_run_config)
 from trainer.tasks import alpha_at
 
 if TYPE_CHECKING:
@@ -46,6 +50,8 @@ DPI = 120
 FIGURES = "figures"
 _MISSING = "–"
 _FOLD_DIR = re.compile(r"fold_(\d+)$")
+#: The fewest distinct embeddings a t-SNE map is drawn of.
+MIN_TSNE_POINTS = 5
 _UNITS = ("Accuracies in percent. WA, UWA, aux accuracy, per-class recall, subsets and separability are means over "
           "folds (± population std over folds); pooled WA/UWA score all folds' test predictions as one set. "
           "See docs/metrics.md.")
@@ -73,6 +79,20 @@ def _save(figure: Figure, path: str | Path) -> Path:
         figure.savefig(handle, dpi=DPI, format="png")
     _pyplot().close(figure)
     return path
+
+
+def _figure_line(plot: Callable[..., Path], alt: str, *args: Any, **kwargs: Any) -> str:
+    """The Markdown image line of the figure ``plot(*args, **kwargs)`` draws. A figure that
+    fails costs only itself: a warning, and a line saying so in its place."""
+    try:
+        path = plot(*args, **kwargs)
+    except Exception as exc:  # noqa: BLE001 -- matplotlib or scikit-learn on data they cannot draw
+        if "matplotlib.pyplot" in sys.modules:
+            sys.modules["matplotlib.pyplot"].close("all")
+        reason = describe_error(exc)
+        warnings.warn(f"report: the {alt} figure was not drawn ({reason})", stacklevel=2)
+        return f"*(The {alt} figure was not drawn: {reason}.)*"
+    return f"![{alt}]({FIGURES}/{path.name})"
 
 
 def _finite(value: Any) -> bool:
@@ -146,6 +166,11 @@ def plot_embeddings(embeddings: np.ndarray, colourings: Mapping[str, Sequence[st
 
     plt = _pyplot()
     points = np.asarray(embeddings, dtype=np.float64)
+    points = points - points.mean(axis=0)
+    scale = float(np.abs(points).max(initial=0.0))
+    if not (math.isfinite(scale) and scale > 0):  # t-SNE's PCA start divides by zero and can crash the process
+        raise ValueError("the embeddings are all the same point")
+    points /= scale  # tiny differences, e.g. of 1e-300, kept apart
     perplexity = float(max(1.0, min(30.0, (len(points) - 1) / 3)))
     xy = TSNE(n_components=2, perplexity=perplexity, init="pca", random_state=seed).fit_transform(points)
     figure, axes = plt.subplots(1, len(colourings), figsize=(4.6 * len(colourings), 4.2), squeeze=False)
@@ -335,27 +360,31 @@ def _fold_dirs(path: Path) -> list[tuple[int, Path]]:
 
 def load_run(path: str | Path, name: str | None = None) -> Run:
     """Read a run directory: ``config.json``, ``results.json`` (or, when it is missing, the
-    average of the finished folds' ``metrics.json``) and the folds' ``history.json``.
+    average of the finished folds' ``metrics.json``) and the folds' ``history.json``, each
+    checked against its declared shape (:mod:`trainer.runfiles`), the training options
+    against their ranges.
 
     Raises:
-        SermtlError: ``path`` is not a run directory, or no fold of it has finished.
+        SermtlError: ``path`` is not a run directory, no fold of it has finished, or a file
+            of it is damaged.
     """
     path = Path(path)
     if not (path / "config.json").is_file():
         raise SermtlError(f"{path} is not a run directory of 'sermtl cv' (no config.json)")
-    config = read_json(path / "config.json")
+    config = read_run_config(path / "config.json")
+    TrainConfig.from_dict(config["train"], str(path / "config.json"))  # epochs, α… in their ranges
     folds = _fold_dirs(path)
     from_folds = not (path / "results.json").is_file()
     if not from_folds:
-        results = read_json(path / "results.json")
+        results = read_results(path / "results.json")
     elif folds:
-        per_fold = [read_json(d / "metrics.json") for _, d in folds]
+        per_fold = [read_metrics(d / "metrics.json") for _, d in folds]
         results = {"aux_accuracy": None, **average_folds(per_fold), "folds": per_fold,
-                   "protocol": config.get("protocol", {}).get("name"), "aux": config.get("train", {}).get("aux"),
+                   "protocol": config["protocol"].get("name"), "aux": config["train"].get("aux"),
                    "store": config.get("store")}
     else:
         raise SermtlError(f"run directory {path} has no results.json and no finished fold (fold_*/metrics.json)")
-    histories = {k: read_json(d / "history.json", expect=list) for k, d in folds if (d / "history.json").is_file()}
+    histories = {k: read_checked(d / "history.json", HISTORY) for k, d in folds if (d / "history.json").is_file()}
     return Run(name or path.resolve().name, path, config, results, histories, from_folds)
 
 
@@ -381,16 +410,16 @@ def _sweep_part(path: Path, figures: Path) -> tuple[list[tuple[Path, str]], list
     """The runs and the summary section of a sweep directory."""
     from trainer.sweep import sweep_table
 
-    summary = read_json(path / "sweep.json")
-    figure = plot_sweep(summary, figures / f"{_slug(path.resolve().name)}_sweep.png")
-    section = [f"## Sweep `{path}`", "", sweep_table(summary), "", f"![sweep]({FIGURES}/{figure.name})", ""]
+    summary = read_checked(path / "sweep.json", SWEEP)
+    figure = _figure_line(plot_sweep, "sweep", summary, figures / f"{_slug(path.resolve().name)}_sweep.png")
+    section = [f"## Sweep `{path}`", "", sweep_table(summary), "", figure, ""]
     return [(path / row["dir"] / f"seed_{seed}", f"{row['name']} seed {seed}")
             for row in summary["settings"] for seed in summary["seeds"]], section
 
 
 def _repeats_part(path: Path) -> tuple[list[tuple[Path, str]], list[str]]:
     """The runs and the summary section of a ``cv --repeats`` directory."""
-    summary = read_json(path / "repeats.json")
+    summary = read_checked(path / "repeats.json", REPEATS)
     rows = [[seed, r["wa"], r["uwa"], r["pooled_uwa"]] for seed, r in summary["runs"].items()]
     rows.append(["mean ± std", *(_mean_std(summary[k]["mean"], summary[k]["std"]) for k in ("wa", "uwa", "pooled_uwa"))])
     section = [f"## Repeats `{path}`", "", markdown_table(["seed", "WA", "UWA", "pooled UWA"], rows), ""]
@@ -400,27 +429,22 @@ def _repeats_part(path: Path) -> tuple[list[tuple[Path, str]], list[str]]:
 def _expand(paths: Sequence[Path], figures: Path) -> tuple[list[Path], list[str], list[str]]:
     """The run directories to report on, their names, and summary sections: a sweep
     directory (``sweep.json``) stands for every setting and seed of it, a ``cv --repeats``
-    directory (``repeats.json``) for every seed. A summary of the wrong shape is one line."""
+    directory (``repeats.json``) for every seed."""
     runs: list[tuple[Path, str]] = []
     sections: list[str] = []
     for path in paths:
         if (path / "sweep.json").is_file():
-            summary_file, read = path / "sweep.json", functools.partial(_sweep_part, path, figures)
+            found, section = _sweep_part(path, figures)
         elif (path / "repeats.json").is_file():
-            summary_file, read = path / "repeats.json", functools.partial(_repeats_part, path)
+            found, section = _repeats_part(path)
         else:
             runs.append((path, path.resolve().name))
             continue
-        try:
-            found, section = read()
-        except (KeyError, TypeError, ValueError, AttributeError) as exc:
-            raise SermtlError(f"{summary_file} is damaged ({describe_error(exc)}); run the sweep or cv again to rewrite it") from None
         runs += found
         sections += section
     return [p for p, _ in runs], _unique_names([n for _, n in runs]), sections
 
 
-# -- report sections ---------------------------------------------------------------------------
 def _paper_key(paper: Mapping[str, Any] | None, run: Run) -> str | None:
     """The key of the paper's row for ``run``: the run's name, else its aux task; None if neither."""
     rows = (paper or {}).get("rows", {})
@@ -431,7 +455,7 @@ def _summary_section(runs: Sequence[Run], paper: Mapping[str, Any] | None) -> li
     header = ["run", "store", "protocol", "aux", "folds", "WA", "UWA", "aux accuracy", "pooled WA", "pooled UWA"]
     rows = []
     for run in runs:
-        r, std, pooled = run.results, run.results.get("std", {}), run.results.get("pooled", {})
+        r, std, pooled = run.results, run.results.get("std") or {}, run.results.get("pooled") or {}
         store = r.get("store") or run.config.get("store")
         rows.append([run.name, Path(store).name if store else None, run.protocol, r.get("aux"), len(r.get("folds", [])),
                      _mean_std(r.get("wa"), std.get("wa")), _mean_std(r.get("uwa"), std.get("uwa")),
@@ -451,19 +475,19 @@ def _summary_section(runs: Sequence[Run], paper: Mapping[str, Any] | None) -> li
 
 
 def _per_class_section(runs: Sequence[Run], figure: str) -> list[str]:
-    classes = list(dict.fromkeys(c for run in runs for c in run.results.get("per_class_recall", {})))
-    rows = [[run.name, *(run.results.get("per_class_recall", {}).get(c) for c in classes)] for run in runs]
+    classes = list(dict.fromkeys(c for run in runs for c in run.results.get("per_class_recall") or {}))
+    rows = [[run.name, *((run.results.get("per_class_recall") or {}).get(c) for c in classes)] for run in runs]
     return ["## Per-class recall (%, mean over folds)", "", markdown_table(["run", *classes], rows), "",
-            f"![per-class recall]({figure})", ""]
+            figure, ""]
 
 
 def _subset_section(runs: Sequence[Run]) -> list[str]:
     rows = []
     for run in runs:
-        std = run.results.get("std", {}).get("subsets", {})
-        for column, values in run.results.get("subsets", {}).items():
+        std = (run.results.get("std") or {}).get("subsets") or {}
+        for column, values in (run.results.get("subsets") or {}).items():
             for value, mean in values.items():
-                spread = std.get(column, {}).get(value, {})
+                spread = (std.get(column) or {}).get(value) or {}
                 cells = [_mean_std(mean.get(k), spread.get(k)) for k in ("wa", "uwa", "aux_accuracy")]
                 rows.append([run.name, column, value, *cells])
     if not rows:
@@ -473,12 +497,12 @@ def _subset_section(runs: Sequence[Run]) -> list[str]:
 
 
 def _separability_section(runs: Sequence[Run], figure: str) -> list[str]:
-    kinds = list(dict.fromkeys(k for run in runs for k in run.results.get("separability", {})))
-    rows = [[run.name, *(_mean_std(run.results.get("separability", {}).get(k),
-                                   run.results.get("std", {}).get("separability", {}).get(k)) for k in kinds)]
+    kinds = list(dict.fromkeys(k for run in runs for k in run.results.get("separability") or {}))
+    rows = [[run.name, *(_mean_std((run.results.get("separability") or {}).get(k),
+                                   ((run.results.get("std") or {}).get("separability") or {}).get(k)) for k in kinds)]
             for run in runs]
     return ["## Pattern separability (mean ± std over folds)", "", markdown_table(["run", *kinds], rows), "",
-            f"![pattern separability]({figure})", ""]
+            figure, ""]
 
 
 def _fold_table(run: Run) -> str:
@@ -501,24 +525,22 @@ def _run_section(run: Run, figures: Path) -> list[str]:
     if run.from_folds:
         lines += ["No results.json (unfinished run): the averages are over the finished folds' metrics.json.", ""]
     lines += ["### Per fold (%)", "", _fold_table(run), ""]
-    pooled, labels = run.results.get("pooled", {}), run.results.get("labels", [])
+    pooled, labels = run.results.get("pooled") or {}, run.results.get("labels", [])
     if pooled.get("confusion"):
-        name = plot_confusion(pooled["confusion"], labels, figures / f"{slug}_confusion.png",
-                              f"{run.name}: confusion, all folds pooled").name
+        figure = _figure_line(plot_confusion, "confusion", pooled["confusion"], labels, figures / f"{slug}_confusion.png",
+                              f"{run.name}: confusion, all folds pooled")
         rows = [[label, *counts] for label, counts in zip(labels, pooled["confusion"])]
         lines += ["### Confusion matrix (all folds pooled; rows true, columns predicted)", "",
-                  markdown_table(["true \\ predicted", *labels], rows), "", f"![confusion]({FIGURES}/{name})", ""]
+                  markdown_table(["true \\ predicted", *labels], rows), "", figure, ""]
     training = []
     if run.histories:
         best = {f.get("fold"): f.get("best_epoch") for f in run.results.get("folds", []) if isinstance(f, dict)}
-        name = plot_training_curves(list(run.histories.values()), figures / f"{slug}_training.png",
-                                    f"{run.name}: training", labels=[f"fold {k}" for k in run.histories],
-                                    chosen=[best.get(k) for k in run.histories]).name
-        training += [f"![training curves]({FIGURES}/{name})", ""]
+        training += [_figure_line(plot_training_curves, "training curves", list(run.histories.values()),
+                                  figures / f"{slug}_training.png", f"{run.name}: training",
+                                  labels=[f"fold {k}" for k in run.histories], chosen=[best.get(k) for k in run.histories]), ""]
     if run.uses_aux and {"alpha0", "alpha_step", "alpha_max", "epochs"} <= set(train):
-        name = plot_alpha_schedule(train["alpha0"], train["alpha_step"], train["alpha_max"], train["epochs"],
-                                   figures / f"{slug}_alpha.png").name
-        training += [f"![alpha schedule]({FIGURES}/{name})", ""]
+        training += [_figure_line(plot_alpha_schedule, "alpha schedule", train["alpha0"], train["alpha_step"],
+                                  train["alpha_max"], train["epochs"], figures / f"{slug}_alpha.png"), ""]
     if training:
         lines += ["### Training", "", *training]
     lines += _embedding_section(run, figures, slug)
@@ -555,35 +577,36 @@ def _layer_weight_section(run: Run, figures: Path, slug: str) -> list[str]:
         return []
     mean = np.mean(weights, axis=0)
     groups = {name: {"mean over folds": float(value)} for name, value in zip(names, mean)}
-    name = plot_bars(groups, figures / f"{slug}_layers.png", f"{run.name}: learned layer weights", ylabel="weight").name
+    figure = _figure_line(plot_bars, "layer weights", groups, figures / f"{slug}_layers.png",
+                          f"{run.name}: learned layer weights", ylabel="weight")
     rows = [[layer, *[w[i] for w in weights], mean[i]] for i, layer in enumerate(names)]
     header = ["layer", *[f"fold {k}" for k, d in _fold_dirs(run.path) if (d / "checkpoint.pt").is_file()], "mean"]
     return ["### Learned layer weights (`--layer weighted`)", "", markdown_table(header, rows, floatfmt=".3f"), "",
-            f"![layer weights]({FIGURES}/{name})", ""]
+            figure, ""]
 
 
 def _embedding_section(run: Run, figures: Path, slug: str) -> list[str]:
     """A t-SNE map of the first fold's test embeddings (``embeddings.npz``), by emotion and
-    by the auxiliary label; nothing for runs without saved embeddings or with too few rows."""
+    by the auxiliary label; nothing for runs without saved embeddings, a note instead of the
+    map when they hold fewer than :data:`MIN_TSNE_POINTS` distinct points (t-SNE cannot place
+    them, and scikit-learn's can crash the process on identical points)."""
     found = next(((k, d / "embeddings.npz") for k, d in _fold_dirs(run.path) if (d / "embeddings.npz").is_file()), None)
     if found is None:
         return []
     fold, path = found
-    try:
-        with np.load(path, allow_pickle=False) as saved:
-            arrays = {key: saved[key] for key in saved.files}
-    except (OSError, ValueError, zipfile.BadZipFile) as exc:
-        raise SermtlError(f"{path} is damaged ({describe_error(exc)})") from None
-    if "embeddings" not in arrays or "emotion" not in arrays or len(arrays["embeddings"]) < 5:
-        return []
+    arrays = read_embeddings(path)
+    distinct = len(np.unique(arrays["embeddings"], axis=0))
+    if distinct < MIN_TSNE_POINTS:
+        return ["### Embeddings", "", f"No t-SNE map: fold {fold}'s test embeddings hold {distinct} distinct point(s), "
+                f"fewer than {MIN_TSNE_POINTS}.", ""]
     colourings = {"emotion": arrays["emotion"]}
     if "aux" in arrays:
         colourings[str(run.config.get("train", {}).get("aux", "aux"))] = arrays["aux"]
-    name = plot_embeddings(arrays["embeddings"], colourings, figures / f"{slug}_tsne.png",
-                           f"{run.name}: fold {fold} test embeddings (t-SNE)").name
+    figure = _figure_line(plot_embeddings, "t-SNE", arrays["embeddings"], colourings, figures / f"{slug}_tsne.png",
+                          f"{run.name}: fold {fold} test embeddings (t-SNE)")
     return ["### Embeddings", "", f"t-SNE of fold {fold}'s test-utterance emotion embeddings "
             f"({len(arrays['embeddings'])} utterances; each fold's model has its own embedding space).", "",
-            f"![t-SNE]({FIGURES}/{name})", ""]
+            figure, ""]
 
 
 def _paper_reference(paper: Mapping[str, Any] | None, key: str) -> dict[str, dict] | None:
@@ -624,17 +647,19 @@ def write_report(run_dirs: Sequence[str | Path], out: str | Path | None = None,
     paths, names, sections = _expand(paths, figures)
     runs = [load_run(p, name) for p, name in zip(paths, names)]
 
-    recall = plot_per_class_recall({r.name: r.results.get("per_class_recall", {}) for r in runs},
-                                   figures / "per_class_recall.png", _paper_reference(paper, "per_class_recall"))
+    recall = _figure_line(plot_per_class_recall, "per-class recall",
+                          {r.name: r.results.get("per_class_recall") or {} for r in runs},
+                          figures / "per_class_recall.png", _paper_reference(paper, "per_class_recall"))
     lines = ["# sermtl report", "", f"Runs: {', '.join(f'`{r.name}` ({r.path})' for r in runs)}.", "", _UNITS, ""]
     lines += sections
     lines += _summary_section(runs, paper)
-    lines += _per_class_section(runs, f"{FIGURES}/{recall.name}")
+    lines += _per_class_section(runs, recall)
     lines += _subset_section(runs)
     separability = {r.name: r.results["separability"] for r in runs if r.results.get("separability")}
     if separability:
-        figure = plot_separability(separability, figures / "separability.png", _paper_reference(paper, "separability"))
-        lines += _separability_section(runs, f"{FIGURES}/{figure.name}")
+        figure = _figure_line(plot_separability, "pattern separability", separability, figures / "separability.png",
+                              _paper_reference(paper, "separability"))
+        lines += _separability_section(runs, figure)
     for run in runs:
         lines += _run_section(run, figures)
     report = folder / "report.md"

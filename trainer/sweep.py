@@ -24,12 +24,14 @@ from __future__ import annotations
 
 import dataclasses
 import itertools
+import math
 import re
 from pathlib import Path
 from typing import Any, Sequence
 
 from featurestore.atomic import read_json, write_json, write_text
-from featurestore.errors import SermtlError
+from featurestore.errors import SermtlError, quote
+from featurestore.schema import Anything, ListOf, MapOf, check
 from featurestore.textfile import read_structured_file
 from trainer.config import TrainConfig, parse_value
 from trainer.cv import StoreSession, plan_run, run_cv
@@ -39,10 +41,15 @@ from trainer.stats import mean_interval, paired_cells, paired_over_keys
 
 #: Options a grid may not vary: seeds come from ``--repeats``, the device is not a setting.
 NOT_IN_GRID = ("seed", "device")
+#: The most settings a sweep may have (refused before anything is planned).
+MAX_SETTINGS = 1000
+#: A grid file: a list of settings, each a mapping of options (checked by :class:`TrainConfig`).
+GRID_FILE = ListOf(MapOf(Anything(), max_items=64), min_items=1, max_items=MAX_SETTINGS)
 
 
 def parse_grid(grids: Sequence[str]) -> list[dict[str, Any]]:
-    """Settings of ``--grid KEY=V1,V2`` flags: the Cartesian product, in the order given.
+    """Settings of ``--grid KEY=V1,V2`` flags: the Cartesian product, in the order given;
+    more than :data:`MAX_SETTINGS` settings are refused before the product is made.
 
     >>> parse_grid(["alpha0=0.05,0.1", "aux=none,expression"])[1]
     {'alpha0': 0.05, 'aux': 'expression'}
@@ -53,28 +60,37 @@ def parse_grid(grids: Sequence[str]) -> list[dict[str, Any]]:
         key = key.strip().replace("-", "_")
         texts = [v.strip() for v in values.split(",") if v.strip()]
         if not sep or not key or not texts:
-            raise SermtlError(f"--grid expects KEY=V1,V2,…, got {grid!r}")
+            raise SermtlError(f"--grid expects KEY=V1,V2,…, got {quote(grid)}")
         if key in axes:
             raise SermtlError(f"--grid {key} is given twice")
-        axes[key] = [_value(key, text) for text in texts]
+        _check_key(key)
+        axes[key] = [parse_value(key, text) for text in texts]
     if not axes:
         raise SermtlError("the grid is empty: give --grid KEY=V1,V2 or --grid-file FILE")
+    size = math.prod(len(values) for values in axes.values())
+    if size > MAX_SETTINGS:
+        raise SermtlError(f"--grid: {size} settings, more than the {MAX_SETTINGS} a sweep may have")
     return [dict(zip(axes, values)) for values in itertools.product(*axes.values())]
 
 
 def read_grid_file(path: str | Path) -> list[dict[str, Any]]:
     """Settings from a YAML or JSON file holding a list of mappings (a grid that is not a
-    product), e.g. ``[{channels: 64}, {channels: 128, batchnorm: precise}]``."""
-    data = read_structured_file(path, f"--grid-file {path}")
-    if not isinstance(data, list) or not data or not all(isinstance(item, dict) and item for item in data):
-        raise SermtlError(f"--grid-file {path}: expected a non-empty list of non-empty mappings of options")
-    return [{key: _value(key, value) if isinstance(value, str) else value for key, value in item.items()} for item in data]
+    product), e.g. ``[{channels: 64}, {channels: 128, batchnorm: precise}]``; at most
+    :data:`MAX_SETTINGS`, none of them setting an option of :data:`NOT_IN_GRID`."""
+    name = f"--grid-file {path}"
+    data = check(read_structured_file(path, name), GRID_FILE, name)
+    if not all(data):
+        raise SermtlError(f"{name}: setting {[bool(item) for item in data].index(False) + 1} is empty")
+    for item in data:
+        for key in item:
+            _check_key(key, name)
+    return [{key: parse_value(key, value) if isinstance(value, str) else value for key, value in item.items()}
+            for item in data]
 
 
-def _value(key: str, text: str) -> Any:
+def _check_key(key: str, source: str = "--grid") -> None:
     if key in NOT_IN_GRID:
-        raise SermtlError(f"--grid {key}: not a setting to sweep ({'use --repeats' if key == 'seed' else 'give --device'})")
-    return parse_value(key, text)
+        raise SermtlError(f"{source}: {key} is not a setting to sweep ({'use --repeats' if key == 'seed' else 'give --device'})")
 
 
 def setting_name(setting: dict[str, Any]) -> str:

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import collections
 import logging
+import math
 import os
 import re
 import warnings
@@ -29,7 +30,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator, Mapping, Sequence, TypeVar, Union
 
 from featurestore.audio import audio_duration
-from featurestore.errors import SermtlError
+from featurestore.errors import SermtlError, quote
 from featurestore.manifest import Manifest
 
 log = logging.getLogger(__name__)
@@ -54,6 +55,7 @@ PROBLEM_KINDS: dict[str, str] = {
     "unparsed": "file(s) not named like this corpus's files, left out",
     "gender": "row(s) with an unreadable gender, kept without gender",
     "unreadable": "unreadable audio file(s), kept without duration (extraction decides)",
+    "no_label": "row(s) without a label (ClassLabel -1), left out",
     "counts": "count(s) differ from the documented full release",
 }
 _SHOWN = 3
@@ -275,6 +277,40 @@ def normalise_gender(value: Any) -> str | None:
     """``"M"``/``"F"`` from values such as ``m``, ``Male``, ``FEMALE``; ``None`` otherwise."""
     text = str(value or "").strip().lower()
     return {"m": "M", "male": "M", "f": "F", "female": "F"}.get(text)
+
+
+def _plain(value: Any) -> Any:
+    """A numpy or torch scalar (what a dataset in numpy or torch format holds) as its Python value."""
+    return value.item() if getattr(value, "ndim", None) == 0 and hasattr(value, "item") else value
+
+
+def label_value(value: Any, what: str) -> str | int | None:
+    """``value`` as plain text or an integer, for labels, speakers and ids: a numpy or torch
+    scalar is read back as its Python value, a float that is a whole number as that integer,
+    ``None`` stays ``None``.
+
+    Raises:
+        SermtlError: anything else (bytes, a list, a dict, a bool, a fractional or infinite
+            float), naming ``what`` (e.g. ``"data row 3, column 'emotion'"``).
+    """
+    value = _plain(value)
+    if isinstance(value, float) and math.isfinite(value) and value.is_integer():
+        value = int(value)
+    if value is None or isinstance(value, str) or (isinstance(value, int) and not isinstance(value, bool)):
+        return value
+    raise SermtlError(f"{what} must be text or an integer, got {quote(value)}")
+
+
+def scalar_value(value: Any, what: str) -> str | int | float | bool | None:
+    """``value`` as a plain scalar (text, number, bool or ``None``), for extra columns.
+
+    Raises:
+        SermtlError: a list, a dict, bytes or any other non-scalar, naming ``what``.
+    """
+    value = _plain(value)
+    if value is None or isinstance(value, (str, int, float, bool)):
+        return value
+    raise SermtlError(f"{what} must be a single value (text or a number), got {quote(value)}")
 
 
 def read_duration(path: str | os.PathLike, report: CorpusReport) -> float | None:

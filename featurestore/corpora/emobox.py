@@ -3,27 +3,30 @@
 Layout: ``<root>/<dataset>.jsonl`` (``root`` may also be that file), one JSON object per
 line: ``key`` (the utterance id, kept as it is, so EmoBox's fold files name the same ids),
 ``wav`` (the audio file, relative to EmoBox's data folder: ``audio_root``), ``emo`` (the
-label), and optionally ``length`` (seconds), ``sample_rate``, ``channel``, ``dataset``.
+label), and optionally ``length`` (seconds: a finite positive number; absent or ``null``, the
+duration is read from the audio), ``sample_rate``, ``channel``, ``dataset`` (text).
 ``<root>/label_map.json``, when present, maps the raw labels to EmoBox's class names; the
 emotion is that name in lower case (``anger`` → ``Angry`` → ``angry``).
 
 EmoBox's metadata names no speaker; ``speaker_pattern``, a regular expression with one
 group matched against ``key``, gives one (e.g. ``emodb-(\\d\\d)`` for EmoDB), for
-speaker-grouped protocols and ``--input-norm speaker``. EmoBox's own folds come with
+speaker-grouped protocols and ``--input-norm speaker``. It is required (a manifest row needs
+a speaker, and ``extract`` refuses one without): a key it does not match, or matches with an
+empty group, is one line naming the file and line. EmoBox's own folds come with
 ``sermtl cv --folds-file <root>``. Rows whose ``wav`` is missing are reported, like
 missing audio in the other recipes, and left out.
 """
 
 from __future__ import annotations
 
-import json
+import math
 import os
 import re
 from pathlib import Path
 
 from featurestore.corpora.base import CorpusManifest, CorpusReport, check_root, finish, read_duration
-from featurestore.errors import SermtlError
-from featurestore.textfile import parse_json, read_text_file
+from featurestore.errors import SermtlError, quote
+from featurestore.textfile import iter_jsonl, parse_json, read_text_file
 
 
 def prepare_emobox(root: str | os.PathLike, audio_root: str | os.PathLike | None = None,
@@ -34,11 +37,12 @@ def prepare_emobox(root: str | os.PathLike, audio_root: str | os.PathLike | None
         root: the dataset's metadata folder (holding ``<dataset>.jsonl``) or the jsonl file.
         audio_root: the folder ``wav`` paths start from (default: the current directory,
             where EmoBox's scripts run).
-        speaker_pattern: regular expression with one group, matched against ``key``.
+        speaker_pattern: regular expression with one group, matched against ``key`` (required).
 
     Raises:
         SermtlError: no jsonl, a line that is not a JSON object with ``key``, ``wav`` and
-            ``emo`` (names the file and line), a bad ``speaker_pattern``, no audio found.
+            ``emo`` or whose ``length`` or ``dataset`` is of the wrong type (names the file and
+            line), no or a bad ``speaker_pattern``, a key it does not match, no audio found.
     """
     path = Path(root).expanduser()
     jsonl = path if path.is_file() else _dataset_file(check_root(root, "emobox"))
@@ -55,22 +59,17 @@ def prepare_emobox(root: str | os.PathLike, audio_root: str | os.PathLike | None
     report = CorpusReport(name)
     rows = []
     for number, entry in _lines(jsonl):
+        where = f"{jsonl}, line {number}"
         key, wav, emo = entry["key"], Path(entry["wav"]), entry["emo"]
         audio = wav if wav.is_absolute() else audio_base / wav
         if not audio.is_file():
             report.add("missing_audio", audio)
             continue
-        speaker = None
-        if pattern is not None:
-            match = pattern.search(key)
-            if match is None:
-                raise SermtlError(f"{jsonl}, line {number}: key {key!r} does not match speaker_pattern {speaker_pattern!r}")
-            speaker = match.group(1)
-        length = entry.get("length")
-        duration = float(length) if isinstance(length, (int, float)) and length > 0 else read_duration(audio, report)
-        rows.append({"utt_id": key, "path": str(audio.resolve()), "duration": duration,
-                     "emotion": str(labels.get(emo, emo)).strip().lower(), "speaker": speaker,
-                     "corpus": str(entry.get("dataset") or name)})
+        length = _length(entry.get("length"), where)
+        rows.append({"utt_id": key, "path": str(audio.resolve()),
+                     "duration": length if length is not None else read_duration(audio, report),
+                     "emotion": str(labels.get(emo, emo)).strip().lower(), "speaker": _speaker(key, pattern, where),
+                     "corpus": _dataset(entry.get("dataset"), where) or name})
     if not rows and report.problems.get("missing_audio"):
         raise SermtlError(f"emobox: none of the {len(report.problems['missing_audio'])} audio files of {jsonl} is under "
                           f"{audio_base} (first: {report.problems['missing_audio'][0]}); "
@@ -100,13 +99,39 @@ def _label_map(path: Path) -> dict[str, str]:
 
 def _lines(jsonl: Path):
     """``(line number, row)`` for each non-empty line, checked for ``key``, ``wav`` and ``emo``."""
-    for number, line in enumerate(read_text_file(jsonl, f"emobox: {jsonl}").splitlines(), 1):
-        if not line.strip():
-            continue
-        try:
-            entry = json.loads(line)
-        except (ValueError, RecursionError):
-            entry = None
+    for number, entry in iter_jsonl(jsonl, f"emobox: {jsonl}"):
         if not isinstance(entry, dict) or not all(isinstance(entry.get(k), str) and entry.get(k) for k in ("key", "wav", "emo")):
             raise SermtlError(f"{jsonl}, line {number}: not a JSON object with text 'key', 'wav' and 'emo'")
         yield number, entry
+
+
+def _length(value: object, where: str) -> float | None:
+    """A row's ``length`` in seconds; ``None`` when it gives none."""
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value <= 0:
+        raise SermtlError(f"{where}: 'length' must be a finite positive number of seconds, got {quote(value)}")
+    return float(value)
+
+
+def _speaker(key: str, pattern: "re.Pattern[str] | None", where: str) -> str:
+    """The speaker ``pattern``'s group finds in ``key``; without a pattern, one line (a row
+    without a speaker would be refused by ``extract``)."""
+    if pattern is None:
+        raise SermtlError(f"emobox: {where}: no speaker (EmoBox's metadata names none); give --option "
+                          "speaker_pattern=REGEX, one group matched against each key (e.g. 'emodb-(\\d\\d)' for EmoDB)")
+    match = pattern.search(key)
+    if match is None:
+        raise SermtlError(f"{where}: key {quote(key)} does not match speaker_pattern {quote(pattern.pattern)}")
+    if not match.group(1):
+        raise SermtlError(f"{where}: speaker_pattern {quote(pattern.pattern)} finds an empty speaker in key {quote(key)}")
+    return match.group(1)
+
+
+def _dataset(value: object, where: str) -> str | None:
+    """A row's ``dataset`` (the corpus column); ``None`` when it gives none."""
+    if value is None or value == "":
+        return None
+    if not isinstance(value, str):
+        raise SermtlError(f"{where}: 'dataset' must be text, got {quote(value)}")
+    return value

@@ -105,3 +105,46 @@ def test_bad_emobox_metadata_is_one_line(emobox, tmp_path) -> None:
     result = run("prepare", "--corpus", "emobox", "--root", emobox["meta"], "--option", "speaker_pattern=(a)(b)",
                  "--option", f"audio_root={emobox['audio_root']}", "--out", tmp_path / "m.csv", ok=False)
     assert "needs exactly one group" in result.output
+
+
+def test_lengths_and_speakers_are_checked_per_line(emobox, tmp_path) -> None:
+    rows = [json.loads(line) for line in (emobox["meta"] / "toy.jsonl").read_text().splitlines()[:3]]
+    options = ["--option", f"audio_root={emobox['audio_root']}", "--option", r"speaker_pattern=toy-(s\d)_"]
+    for length, shown in ((0, "0"), (-1.5, "-1.5"), ("0.7", "'0.7'"), (False, "False"), (float("nan"), "nan")):
+        meta = write_jsonl(tmp_path / "bad" / "bad.jsonl", [rows[0], {**rows[1], "length": length}])
+        result = run("prepare", "--corpus", "emobox", "--root", meta.parent, *options, "--out", tmp_path / "m.csv", ok=False)
+        assert result.exit_code == 1 and f"{meta}, line 2: 'length' must be a finite positive number of seconds, got {shown}" in result.output
+    meta = write_jsonl(tmp_path / "ok" / "ok.jsonl", [rows[0], {**rows[1], "length": None}, {k: v for k, v in rows[2].items() if k != "length"}])
+    run("prepare", "--corpus", "emobox", "--root", meta.parent, *options, "--out", tmp_path / "m.csv")
+    from featurestore.manifest import Manifest
+
+    assert Manifest.read_csv(tmp_path / "m.csv").column("duration") == pytest.approx([0.6, 0.7, 0.8])  # measured when not given
+    result = run("prepare", "--corpus", "emobox", "--root", meta.parent, "--option", f"audio_root={emobox['audio_root']}",
+                 "--option", r"speaker_pattern=toy-(x?)s", "--out", tmp_path / "m2.csv", ok=False)
+    assert f"{meta}, line 1: speaker_pattern 'toy-(x?)s' finds an empty speaker in key 'toy-s0_00'" in result.output
+    meta = write_jsonl(tmp_path / "ds" / "ds.jsonl", [{**rows[0], "dataset": ["toy"]}])
+    result = run("prepare", "--corpus", "emobox", "--root", meta.parent, *options, "--out", tmp_path / "m3.csv", ok=False)
+    assert f"{meta}, line 1: 'dataset' must be text, got ['toy']" in result.output
+    assert not (tmp_path / "m2.csv").exists() and not (tmp_path / "m3.csv").exists()
+
+
+def test_fold_folders_and_files_are_named_strictly(emobox, tmp_path) -> None:
+    import shutil
+
+    folds = tmp_path / "toy"
+    shutil.copytree(emobox["meta"], folds)
+    cv = ["cv", "--store", emobox["store"], "--folds-file", folds, "--out", tmp_path / "run", *TINY]
+    shutil.copytree(folds / "fold_2", folds / "fold_02")
+    assert f"--folds-file {folds}: 2 folders for fold 2 (fold_02, fold_2); keep one" in run(*cv, ok=False).output
+    shutil.rmtree(folds / "fold_02")
+    (folds / "fold_3").rename(folds / "fold_4")
+    assert f"--folds-file {folds}: folds are numbered 1..N without gaps; no fold_3 (the last is fold_4)" in run(*cv, ok=False).output
+    (folds / "fold_4").rename(folds / "fold_3")
+    shutil.copy(folds / "fold_1" / "toy_train_fold_1.jsonl", folds / "fold_1" / "old_train_fold1.jsonl")
+    result = run(*cv, ok=False)
+    assert f"--folds-file {folds / 'fold_1'}: 2 train files for fold 1 (old_train_fold1.jsonl, toy_train_fold_1.jsonl); keep one" in result.output
+    (folds / "fold_1" / "old_train_fold1.jsonl").unlink()
+    (folds / "fold_1" / "toy_test_fold_1.jsonl").write_text('{"key": 7}\n')
+    result = run(*cv, ok=False)
+    assert f"--folds-file {folds / 'fold_1' / 'toy_test_fold_1.jsonl'}, line 1: not a JSON object with a text 'key' (got {{'key': 7}})" in result.output
+    assert not (tmp_path / "run").exists()

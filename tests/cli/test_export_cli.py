@@ -69,7 +69,8 @@ def test_refused_checkpoints_are_one_line(checkpoint, tmp_path) -> None:
     other = tmp_path / "other.pt"
     torch.save(ckpt, other)
     result = run("export", "--checkpoint", other, "--format", "torchscript", "--out", tmp_path / "x.pt", ok=False)
-    assert result.exit_code == 1 and "checkpoint does not fit this version's network" in result.output
+    message = f"not a sermtl checkpoint: {other}: state_dict.feature_mean: expected shape (41,), got (40,)"
+    assert result.exit_code == 1 and message in result.output
     assert not (tmp_path / "x.pt").exists()
     import shutil
 
@@ -79,3 +80,39 @@ def test_refused_checkpoints_are_one_line(checkpoint, tmp_path) -> None:
         shutil.copy(checkpoint, two_folds / f"fold_{k}" / "checkpoint.pt")
     result = run("export", "--checkpoint", two_folds, "--out", tmp_path / "y.onnx", ok=False)
     assert result.exit_code == 1 and "a run directory holds 2 folds; export one fold's checkpoint.pt" in result.output
+
+
+def _files(folder) -> dict:
+    return {path: path.read_bytes() for path in folder.rglob("*") if path.is_file()}
+
+
+def test_export_never_replaces_another_commands_file_or_its_checkpoint(checkpoint, tmp_path) -> None:
+    import shutil
+
+    run_dir = tmp_path / "run"
+    shutil.copytree(checkpoint.parent.parent, run_dir)
+    fold, before = run_dir / "fold_1", _files(run_dir)
+    assert (fold / "metrics.json").is_file()
+    (fold / "link.pt").symlink_to(fold / "checkpoint.pt")
+    (fold / "notes").write_text("mine\n")
+    (fold / "notes.md").write_text("mine\n")
+    refusals = {fold / "metrics": f"--out {fold / 'metrics'}: {fold / 'metrics.json'} already exists and was not "
+                                  "written by an export",
+                fold / "checkpoint.pt": f"--out {fold / 'checkpoint.pt'} is the input checkpoint",
+                fold / "link.pt": f"--out {fold / 'link.pt'} is the input checkpoint",
+                fold / "notes": f"{fold / 'notes'} already exists and was not written by an export"}
+    for out, message in refusals.items():
+        result = run("export", "--checkpoint", fold / "checkpoint.pt", "--format", "torchscript", "--out", out, ok=False)
+        assert result.exit_code == 1 and message in result.output and "Traceback" not in result.output, result.output
+    assert _files(run_dir) == {**before, fold / "link.pt": before[fold / "checkpoint.pt"],
+                               fold / "notes": b"mine\n", fold / "notes.md": b"mine\n"}  # nothing written or changed
+
+
+def test_exporting_again_to_the_same_out_replaces_the_previous_export(checkpoint, tmp_path) -> None:
+    out = tmp_path / "model.pt"
+    for _ in range(2):
+        run("export", "--checkpoint", checkpoint, "--format", "torchscript", "--out", out)
+    assert json.loads((tmp_path / "model.pt.json").read_text())["written_by"] == "sermtl export"
+    (tmp_path / "model.pt.json").write_text(json.dumps({"written_by": "someone else"}))
+    result = run("export", "--checkpoint", checkpoint, "--format", "torchscript", "--out", out, ok=False)
+    assert result.exit_code == 1 and f"{out} already exists and was not written by an export" in result.output

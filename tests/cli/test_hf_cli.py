@@ -103,3 +103,39 @@ def test_bad_datasets_are_one_line(saved, tmp_path) -> None:
     assert failed.exit_code == 1 and failed.output.count("error:") == 1 and "cannot decode audio: the audio bytes of hf:" in failed.output
     skipped = run("extract", "--manifest", manifest, "--feature", "mfcc", "--store", tmp_path / "b.zarr", "--on-error", "skip")
     assert "3 stored" in skipped.output and "1 skipped" in skipped.output
+
+
+def test_unlabelled_rows_are_counted_and_any_saved_format_reads_back(tmp_path) -> None:
+    labelled = audio_dataset(6, 16000)
+    unlabelled = audio_dataset(3, 16000, offset=9).cast_column("emotion", datasets.Value("int64"))
+    unlabelled = unlabelled.map(lambda row: {"emotion": -1}).cast_column("emotion", datasets.ClassLabel(names=EMOTIONS))
+    folder = tmp_path / "numpy_ds"
+    datasets.DatasetDict({"train": labelled, "test": unlabelled}).with_format("numpy").save_to_disk(str(folder))
+    manifest = tmp_path / "m.csv"
+    result = run("prepare", "--corpus", "hf", "--root", folder, "--out", manifest)
+    assert "numpy_ds: 3 row(s) without a label (ClassLabel -1), left out" in result.output
+    from featurestore.manifest import Manifest
+
+    rows = Manifest.read_csv(manifest)
+    assert rows.ids() == [f"train-{i}" for i in range(6)]
+    assert rows.column("emotion") == EMOTIONS * 2 and rows.column("speaker") == ["s0"] * 3 + ["s1"] * 3
+    assert rows["train-5"]["duration"] == pytest.approx(0.85, abs=1e-3)  # audio bytes read back through the format
+    stored = run("extract", "--manifest", manifest, "--feature", "mfcc", "--store", tmp_path / "s.zarr", "--device", "cpu")
+    assert "6 stored" in stored.output
+
+
+def test_bad_labels_and_rates_are_one_line_naming_the_row(tmp_path) -> None:
+    rates = [{"array": tone(0.5, 16000, 200, i).tolist(), "sampling_rate": rate} for i, rate in enumerate([16000, 1_000_000])]
+    datasets.Dataset.from_dict({"audio": rates, "emotion": ["sad", "angry"], "speaker": ["a", "b"]},
+                               features=datasets.Features({"audio": {"array": datasets.Sequence(datasets.Value("float32")),
+                                                                     "sampling_rate": datasets.Value("int64")},
+                                                           "emotion": datasets.Value("string"),
+                                                           "speaker": datasets.Value("string")})).save_to_disk(str(tmp_path / "ds"))
+    manifest = tmp_path / "m.csv"
+    prepared = run("prepare", "--corpus", "hf", "--root", tmp_path / "ds", "--out", manifest)
+    assert "1 unreadable audio file(s)" in prepared.output and "sampling_rate 1000000 is not a whole number of Hz in 4000..768000" in prepared.output
+    failed = run("extract", "--manifest", manifest, "--feature", "mfcc", "--store", tmp_path / "s.zarr", ok=False)
+    assert failed.exit_code == 1 and failed.output.count("error:") == 1 and "#-/audio/1: sampling_rate 1000000" in failed.output
+    datasets.Dataset.from_dict({"audio": rates, "emotion": ["sad", "angry"], "speaker": [["a"], ["b"]]}).save_to_disk(str(tmp_path / "ds2"))
+    result = run("prepare", "--corpus", "hf", "--root", tmp_path / "ds2", "--out", manifest, ok=False)
+    assert result.exit_code == 1 and f"hf: {tmp_path / 'ds2'} row 0, column 'speaker' must be text or an integer, got ['a']" in result.output

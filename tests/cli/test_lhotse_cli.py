@@ -3,6 +3,9 @@ as columns; overlapping supervisions and missing recordings refused in one line.
 
 from __future__ import annotations
 
+import dataclasses
+from pathlib import Path
+
 import pytest
 
 from tests.cli.test_cli import run
@@ -71,3 +74,50 @@ def test_overlapping_supervisions_and_missing_recordings_are_one_line(manifests,
     result = run("prepare", "--corpus", "lhotse", "--root", base / "cuts.jsonl.gz", "--option", "label=mood",
                  "--out", tmp_path / "m.csv", ok=False)
     assert "has no 'mood' in its custom fields (has: emotion, intensity)" in result.output
+
+
+
+def _folder_with(target: Path, manifests, *supervisions) -> Path:
+    """``target`` holding the fixture's recordings and ``supervisions`` (a plain jsonl)."""
+    target.mkdir(parents=True)
+    (target / "r_recordings.jsonl.gz").write_bytes((manifests[1] / "toy_recordings.jsonl.gz").read_bytes())
+    lhotse.SupervisionSet.from_segments(supervisions).to_file(target / "r_supervisions.jsonl")
+    return target
+
+
+def test_spans_are_checked_against_the_recording_within_10_ms(manifests, tmp_path) -> None:
+    near_end = dataclasses.replace(manifests[2][0], start=3.0, duration=1.008)
+    out = tmp_path / "m.csv"
+    run("prepare", "--corpus", "lhotse", "--root", _folder_with(tmp_path / "m", manifests, near_end), "--out", out)
+    from featurestore.manifest import Manifest
+
+    row = Manifest.read_csv(out)["rec0-0"]
+    assert (row["start"], row["end"]) == (3.0, 4.0)  # 8 ms past the end: clipped to the recording
+    late = next(cut for cut in lhotse.CutSet.from_file(manifests[0] / "cuts.jsonl.gz") if cut.id.startswith("rec2-2"))
+    late.supervisions[0] = dataclasses.replace(late.supervisions[0], duration=1.5)  # its cut starts 2.6 s into 4 s
+    lhotse.CutSet.from_cuts([late]).to_file(tmp_path / "late.jsonl.gz")
+    result = run("prepare", "--corpus", "lhotse", "--root", tmp_path / "late.jsonl.gz", "--out", out, ok=False)
+    assert result.exit_code == 1 and "spans 2.600..4.100 s (1.500 s), outside its recording rec2 (4.000 s long; tolerance 10 ms)" in result.output
+
+
+def test_custom_fields_never_replace_the_manifests_columns(manifests, tmp_path) -> None:
+    for field in ("path", "speaker", "corpus", "duration"):
+        clash = dataclasses.replace(manifests[2][0], custom={"emotion": "sad", field: "x"})
+        target = _folder_with(tmp_path / field, manifests, clash)
+        result = run("prepare", "--corpus", "lhotse", "--root", target, "--out", tmp_path / "m.csv", ok=False)
+        assert result.exit_code == 1 and f"supervision rec0-0: custom field {field!r} is named like the manifest's own column" in result.output
+    assert not (tmp_path / "m.csv").exists()
+
+
+def test_manifest_lines_are_read_one_at_a_time_and_named(manifests, tmp_path) -> None:
+    target = _folder_with(tmp_path / "m", manifests, *manifests[2][:2])
+    supervisions = target / "r_supervisions.jsonl"
+    first = supervisions.read_text().splitlines()[0]
+    for second, expected in (('{"id": "x", "recording_id": "rec0"}', "line 2: not a lhotse manifest item (TypeError"),
+                             ("[1, 2]", "line 2: not a JSON object"), ('{"id": ', "line 2: not valid JSON")):
+        supervisions.write_text(f"{first}\n{second}\n")
+        result = run("prepare", "--corpus", "lhotse", "--root", target, "--out", tmp_path / "m.csv", ok=False)
+        assert result.exit_code == 1 and f"lhotse: {supervisions}, {expected}" in result.output
+    supervisions.write_text(first.replace('"rec0-0"', '["rec0-0"]') + "\n")
+    result = run("prepare", "--corpus", "lhotse", "--root", target, "--out", tmp_path / "m.csv", ok=False)
+    assert f"lhotse: {supervisions}, line 1: the item's id must be text, got ['rec0-0']" in result.output

@@ -102,3 +102,78 @@ def test_all_data_model_with_its_card(run_dir, recordings, iemocap_mfcc_store, t
     card = (tmp_path / "m2" / "MODEL_CARD.md").read_text()
     assert "for 2 epochs" in explicit and "No cross-validation run was named" in card
     assert "no best epochs to average (`average_best=2`): the model keeps its last epoch's weights" in card
+
+
+@pytest.fixture(scope="module")
+def predictor(run_dir):
+    return Predictor.load(run_dir / "fold_1" / "checkpoint.pt")
+
+
+@pytest.mark.parametrize("rate, message", [
+    (0, "wave 0: sampling rate 0 Hz is outside 4000..768000 Hz"),
+    (1, "wave 0: sampling rate 1 Hz is outside 4000..768000 Hz"),
+    (10**9, "wave 0: sampling rate 1000000000 Hz is outside 4000..768000 Hz"),
+    (16000.0, "wave 0: sample_rate must be an integer number of Hz, got 16000.0"),
+    ("16k", "wave 0: sample_rate must be an integer number of Hz, got '16k'"),
+    (True, "wave 0: sample_rate must be an integer number of Hz, got True"),
+])
+def test_a_bad_sample_rate_is_one_line_before_any_resampling(predictor, monkeypatch, rate, message) -> None:
+    import soxr
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("resampled")  # 1 Hz → 16 kHz would allocate gigabytes
+
+    monkeypatch.setattr(soxr, "resample", refuse)
+    with pytest.raises(SermtlError) as error:
+        predictor.predict([np.zeros(48000, np.float32)], sample_rate=rate)
+    assert str(error.value).startswith(message) and "\n" not in str(error.value)
+
+
+def test_bad_waves_are_one_line_as_in_the_cli(predictor) -> None:
+    nan = np.zeros(16000, np.float32)
+    nan[5] = np.nan
+    with pytest.raises(SermtlError, match=r"^wave 1: NaN or infinite samples$"):
+        predictor.predict([np.zeros(16000, np.float32), nan])
+    with pytest.raises(SermtlError, match=r"^wave 0: expected a 1-D array of samples \(ValueError: could not convert"):
+        predictor.predict([["a", "b"]])
+    with pytest.raises(SermtlError, match=r"^wave 0: 2.0 s of audio is longer than --max-duration 1 s; not decoded$"):
+        predictor.predict([np.zeros(8000, np.float32)], sample_rate=4000, max_duration=1)
+    default_cap = np.zeros(4000 * 601, np.float32)  # 601 s at 4 kHz: over the CLI's 600 s
+    with pytest.raises(SermtlError, match=r"^wave 0: 601.0 s of audio is longer than --max-duration 600 s"):
+        predictor.embed([default_cap], sample_rate=4000)
+    for short in (np.zeros(1, np.float32), np.zeros(0, np.float32)):
+        with pytest.raises(SermtlError, match=r"^wave 0: [01] samples is shorter than the mfcc receptive field"):
+            predictor.predict([short], sample_rate=22050)
+    assert len(predictor.predict([np.zeros(8000, np.float32)], sample_rate=4000, max_duration=None)) == 1
+
+
+def test_a_network_that_does_not_fit_its_features_is_one_line(run_dir, tmp_path) -> None:
+    import dataclasses
+
+    from trainer.checkpoint import load_checkpoint, save_checkpoint
+    from trainer.network import NetworkConfig, SERNetwork
+
+    checkpoint = load_checkpoint(run_dir / "fold_1" / "checkpoint.pt")
+    config = dataclasses.replace(NetworkConfig.from_dict(checkpoint["network"]), input_size=41)
+    save_checkpoint(tmp_path / "wide.pt", {**checkpoint, "network": dataclasses.asdict(config),
+                                           "state_dict": SERNetwork(config).state_dict()})
+    with pytest.raises(SermtlError, match=r"wide.pt: network.input_size 41 does not fit its mfcc features \(40 values"):
+        Predictor.load(tmp_path / "wide.pt")
+
+
+def test_model_folders_and_run_directories_with_damage_are_one_line(run_dir, tmp_path) -> None:
+    model = tmp_path / "model"
+    model.mkdir()
+    (model / "MODEL_CARD.md").write_text("# Model card\n")
+    with pytest.raises(SermtlError, match=f"^checkpoint not found: {model / 'checkpoint.pt'}$"):
+        Predictor.load(model)
+    (model / "checkpoint.pt").write_bytes((run_dir / "fold_1" / "checkpoint.pt").read_bytes()[:700])
+    with pytest.raises(SermtlError, match=f"^not a sermtl checkpoint: {model / 'checkpoint.pt'}: "):
+        Predictor.load(model)
+    result = run("predict", "--checkpoint", model, tmp_path, ok=False)
+    assert result.exit_code == 1 and "Traceback" not in result.output and "not a sermtl checkpoint" in result.output
+    odd_run = tmp_path / "odd_run"
+    for name in ("fold_x", "fold_2"):
+        (odd_run / name).mkdir(parents=True)
+        (odd_run / name / "checkpoint.pt").write_bytes((run_dir / "fold_2" / "checkpoint.pt").read_bytes())
+    assert len(Predictor.load(odd_run).networks) == 1  # fold_x is not a fold

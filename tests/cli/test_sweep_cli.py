@@ -128,7 +128,7 @@ def test_grid_files_and_parsing(tmp_path) -> None:
 
     assert read_grid_file(path) == [{"channels": 8}, {"channels": 16, "batchnorm": "precise"}]
     path.write_text("channels: 8\n")
-    with pytest.raises(Exception, match="expected a non-empty list"):
+    with pytest.raises(Exception, match=r"expected a list \(a mapping each\)"):
         read_grid_file(path)
 
 
@@ -143,11 +143,17 @@ def test_doctests() -> None:
         assert result.attempted > 0 and result.failed == 0
 
 
-@pytest.mark.parametrize("name, text", [("sweep.json", '{"settings": [{"name": "x"}]}'), ("repeats.json", '{"seeds": [0]}')])
-def test_report_on_a_damaged_summary_is_one_line(tmp_path, name, text) -> None:
+@pytest.mark.parametrize("name, text, problem", [
+    ("sweep.json", '{"settings": [{"name": "x"}]}', "baseline: missing"),
+    ("sweep.json", '{"baseline": "a", "seeds": [0], "settings": [{"name": "x", "dir": "../../etc"}]}', "settings[0].wa: missing"),
+    ("repeats.json", '{"seeds": [0]}', "wa: missing"),
+    ("repeats.json", '{"seeds": [0, 1], "wa": {}, "uwa": {}, "pooled_uwa": {}, "runs": {"0": {"wa": 1, "uwa": 1, "pooled_uwa": 1}}}',
+     "runs: expected one entry per seed"),
+])
+def test_report_on_a_damaged_summary_is_one_line(tmp_path, name, text, problem) -> None:
     (tmp_path / name).write_text(text)
     result = run("report", tmp_path, ok=False)
-    assert result.exit_code == 1 and f"{name} is damaged" in result.output and "Traceback" not in result.output
+    assert result.exit_code == 1 and f"{name}: {problem}" in result.output and "Traceback" not in result.output
     assert len(result.output.strip().splitlines()) == 1
     import matplotlib.pyplot as plt
 

@@ -64,15 +64,19 @@ def invoke(argv: Argv) -> Outcome:
     return Outcome(result.exit_code, result.stdout, result.stderr, result.exception)
 
 
-#: The child of :func:`invoke_measured`: the CLI, then its own peak RSS (KiB) as the last stderr line.
+#: The child of :func:`invoke_measured`: the CLI, then its own peak RSS (KiB) as the last stderr
+#: line. The peak is the memory map's high-water mark (``VmHWM``): ``ru_maxrss`` would carry
+#: the forking parent's size across ``exec`` (the pytest process, often a GiB).
 _MEASURED = """
-import resource, sys
+import re, sys
 sys.argv = ["sermtl", *sys.argv[1:]]
 from cli import main
 try:
     main()
 finally:
-    sys.stderr.write("\\nRSS %d\\n" % resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
+    with open("/proc/self/status") as status:
+        peak = re.search(r"VmHWM:\\s+(\\d+) kB", status.read()).group(1)
+    sys.stderr.write("\\nRSS %s\\n" % peak)
 """
 
 

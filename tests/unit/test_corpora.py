@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import re
 import shutil
 import subprocess
 import sys
@@ -439,6 +440,65 @@ def test_csv_keeps_a_given_corpus_and_names_a_missing_column(tmp_path):
     path.write_text(text.replace("speaker,", "talker,"))
     with pytest.raises(SermtlError, match=r"missing required column\(s\) speaker"):
         prepare("csv", path)
+
+
+def test_csv_rows_with_more_or_fewer_fields_than_the_header_name_the_line(tmp_path):
+    path = synthetic.make_csv(tmp_path)
+    lines = path.read_text().splitlines()
+    for row, expected in ((lines[2] + ",surplus", 11), (lines[2].rsplit(",", 2)[0], 8)):
+        path.write_text("\n".join([*lines[:2], "", row, *lines[3:]]) + "\n")  # a blank line before: line 4
+        with pytest.raises(SermtlError, match=rf"^{path}:4: {expected} fields, but the header has 10; quote values"):
+            Manifest.read_csv(path)
+    path.write_text("\n".join([*lines[:2], '"u2",audio/clip2.wav,sad,"spk1, a",acted,0.0,0.4,,en,'] + lines[3:]) + "\n")
+    assert Manifest.read_csv(path)["u2"]["speaker"] == "spk1, a"  # a quoted comma is one field
+
+
+# -- values an importer accepts -----------------------------------------------------------
+def test_label_value_reads_numpy_and_torch_scalars_and_refuses_other_types():
+    import torch
+
+    from featurestore.corpora.base import label_value, scalar_value
+
+    assert [label_value(v, "x") for v in (np.int64(2), torch.tensor(1), 3.0, "sad", None)] == [2, 1, 3, "sad", None]
+    assert type(label_value(np.str_("sad"), "x")) is str
+    for bad, shown in ((b"\xff\xfeang", "b'\\xff\\xfeang'"), (["a", "b"], "['a', 'b']"), ({"a": 1}, "{'a': 1}"),
+                       (True, "True"), (1.5, "1.5"), (float("inf"), "inf")):
+        with pytest.raises(SermtlError, match=rf"^row 3 must be text or an integer, got {re.escape(shown)}$"):
+            label_value(bad, "row 3")
+    assert [scalar_value(v, "x") for v in (np.float32(0.5), True, "a", None)] == [0.5, True, "a", None]
+    with pytest.raises(SermtlError, match=r"^field 'x' must be a single value \(text or a number\), got \[1, 2\]$"):
+        scalar_value([1, 2], "field 'x'")
+
+
+# -- JSON lines, read a line at a time ----------------------------------------------------
+def test_iter_jsonl_reads_plain_and_gzip_lines_and_bounds_them(tmp_path):
+    import gzip
+
+    from featurestore.textfile import iter_jsonl, iter_lines
+
+    text = '\ufeff{"a": 1}\r\n\n  \n[2]\n"three"'
+    (tmp_path / "x.jsonl").write_text(text, encoding="utf-8")
+    (tmp_path / "x.jsonl.gz").write_bytes(gzip.compress(text.encode()))
+    for name in ("x.jsonl", "x.jsonl.gz"):
+        assert list(iter_jsonl(tmp_path / name, name)) == [(1, {"a": 1}), (4, [2]), (5, "three")]
+    (tmp_path / "long.jsonl").write_text("1\n" + "2" * 99 + "\n" + "3" * 100 + "\n")
+    assert [n for n, _ in iter_lines(tmp_path / "long.jsonl", "f", max_line_bytes=100)] == [1, 2, 3]
+    (tmp_path / "long.jsonl").write_text("1\n" + "2" * 101 + "\n")
+    with pytest.raises(SermtlError, match=r"^f, line 2: longer than the 100 bytes a line may hold$"):
+        list(iter_lines(tmp_path / "long.jsonl", "f", max_line_bytes=100))
+    with pytest.raises(SermtlError, match=r"^f: more than the 50 bytes of text such a file may hold$"):
+        list(iter_lines(tmp_path / "long.jsonl", "f", max_bytes=50))
+    (tmp_path / "bad.jsonl").write_text('{"a": 1}\n{"a": \n')
+    with pytest.raises(SermtlError, match=r"^m, line 2: not valid JSON \(JSONDecodeError"):
+        list(iter_jsonl(tmp_path / "bad.jsonl", "m"))
+    (tmp_path / "cut.jsonl.gz").write_bytes(gzip.compress(b'{"a": 1}\n' * 1000)[:-30])
+    with pytest.raises(SermtlError, match=r"^g: damaged or truncated gzip data near line \d+ \(EOFError"):
+        list(iter_lines(tmp_path / "cut.jsonl.gz", "g"))
+    (tmp_path / "latin.jsonl").write_bytes(b'"ok"\n"\xe9"\n')
+    with pytest.raises(SermtlError, match=r"^l, line 2: not UTF-8 text \(byte 1\)$"):
+        list(iter_lines(tmp_path / "latin.jsonl", "l"))
+    with pytest.raises(SermtlError, match=r"^d: not a regular file"):
+        list(iter_lines(tmp_path, "d"))
 
 
 # -- synthetic audio ----------------------------------------------------------------------

@@ -205,14 +205,17 @@ def test_save_plain_list_has_empty_header(tmp_path):
 
 
 @pytest.mark.parametrize("text, expected", [
-    ("{not json", "not valid JSON"),
-    ('{"folds": []}', "KeyError"),
-    ('{"header": {}, "folds": [{"fold": 1, "train": []}]}', "'valid'"),
+    ("{not json", "is damaged (not valid JSON"),
+    ('{"folds": []}', "bad.json: header: missing"),
+    ('{"header": {}, "folds": [{"fold": 1, "train": []}]}', "bad.json: folds[0].valid: missing"),
+    ('{"header": {}, "folds": [{"fold": 1e400, "train": [], "valid": [], "test": []}]}',
+     "folds[0].fold: expected an integer in [1, 1000], got inf"),
+    ('{"header": {}, "folds": [{"fold": 1, "train": [7], "valid": [], "test": []}]}', "folds[0].train[0]: expected text"),
 ])
 def test_load_refuses_bad_files(tmp_path, text, expected):
     path = tmp_path / "bad.json"
     path.write_text(text)
-    with pytest.raises(SermtlError, match="not a sermtl fold file|is damaged") as info:
+    with pytest.raises(SermtlError) as info:
         load_folds(path)
     assert expected in str(info.value) and "\n" not in str(info.value)
     with pytest.raises(SermtlError, match="fold file not found"):
