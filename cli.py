@@ -278,7 +278,7 @@ def _run_setup(store: str | None, config_file: str | None, params: dict[str, Any
     """The store, the protocol (``None``: the store's default) and the training config that
     ``--config`` and the flags describe; flags given on the command line win."""
     from trainer.config import ConfigFile, TrainConfig, read_config_file
-    from trainer.folds import Protocol
+    from trainer.protocols import Protocol
 
     file = read_config_file(config_file) if config_file else ConfigFile("")
     config = TrainConfig.from_dict({**file.train, **{k: v for k, v in params.items() if k not in PROTOCOL_KEYS and _given(k)}})

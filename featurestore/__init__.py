@@ -8,10 +8,9 @@ The public entry point for reading a cache is :func:`open_store`::
     (231, 1024)
 """
 
-__version__ = "0.1.0"
-
 from featurestore.errors import SermtlError
 from featurestore.manifest import Manifest
 from featurestore.store import open_store
+from featurestore.version import __version__
 
 __all__ = ["Manifest", "SermtlError", "open_store", "__version__"]

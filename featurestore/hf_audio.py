@@ -12,7 +12,7 @@ undecoded: ``{"bytes", "path"}``, decoded with soundfile, or PyAV for other cont
 file paths. ``datasets`` is imported only when such a reference is read, and read back as
 plain Python values whatever format (``set_format("numpy")``, ``"torch"``) it was saved with.
 An array that is not one or two dimensions of numbers, or a ``sampling_rate`` that is not a
-whole number of Hz in :data:`featurestore.audio.SAMPLE_RATE_RANGE`, is one line naming the
+whole number of Hz in :data:`featurestore.decode.SAMPLE_RATE_RANGE`, is one line naming the
 reference (its dataset, split, column and row).
 """
 
@@ -28,6 +28,7 @@ from typing import Any
 
 import numpy as np
 
+from featurestore.decode import SAMPLE_RATE_RANGE, decode_audio_bytes, file_signature, load_audio_file_native
 from featurestore.errors import SermtlError, describe_error, quote
 
 PREFIX = "hf:"
@@ -110,9 +111,7 @@ def _samples(array: Any, reference: str) -> np.ndarray:
 
 
 def _sampling_rate(value: Any, reference: str) -> int:
-    """A dataset's ``sampling_rate``, checked against :data:`featurestore.audio.SAMPLE_RATE_RANGE`."""
-    from featurestore.audio import SAMPLE_RATE_RANGE
-
+    """A dataset's ``sampling_rate``, checked against :data:`featurestore.decode.SAMPLE_RATE_RANGE`."""
     low, high = SAMPLE_RATE_RANGE
     if (isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value)
             or value != int(value) or not low <= value <= high):
@@ -129,13 +128,9 @@ def read_reference(reference: str) -> tuple[np.ndarray, int]:
         wave = wave.mean(axis=1) if wave.ndim == 2 else wave
         return wave, _sampling_rate(value.get("sampling_rate"), reference)
     if isinstance(value, dict) and value.get("bytes"):
-        from featurestore.audio import decode_audio_bytes
-
         return decode_audio_bytes(value["bytes"], f"the audio bytes of {reference}")
     path = value.get("path") if isinstance(value, dict) else value
     if isinstance(path, str) and path:
-        from featurestore.audio import load_audio_file_native
-
         return load_audio_file_native(Path(path))
     raise SermtlError(f"{reference}: holds no audio (neither an array, bytes nor a path)")
 
@@ -156,8 +151,6 @@ def reference_signature(reference: str) -> int | None:
     elif isinstance(value, dict) and value.get("bytes"):
         digest.update(value["bytes"])
     else:
-        from featurestore.audio import audio_signature
-
         path = value.get("path") if isinstance(value, dict) else value
-        return audio_signature(path) if isinstance(path, str) and path else None
+        return file_signature(path) if isinstance(path, str) and path else None
     return int.from_bytes(digest.digest(), "little") & (2**63 - 1)

@@ -225,16 +225,6 @@ class OneOf(Shape):
         return _expected(self, value, where)
 
 
-def same_length(first: str, second: str) -> Callable[[dict], tuple[str, str] | None]:
-    """A :class:`Record` rule: lists ``first`` and ``second`` (when both present) are as long."""
-    def rule(value: dict) -> tuple[str, str] | None:
-        a, b = value.get(first), value.get(second)
-        if isinstance(a, list) and isinstance(b, list) and len(a) != len(b):
-            return second, f"{len(b)} items, but {first} has {len(a)}"
-        return None
-    return rule
-
-
 def maybe(shape: Shape) -> Shape:
     """``shape`` that also takes ``None`` or a missing key."""
     return dataclasses.replace(shape, optional=True)

@@ -28,7 +28,8 @@ from featurestore.errors import SermtlError
 from featurestore.manifest import Manifest
 from featurestore.store.reader import FeatureStore, open_store
 from trainer.data import resolve_layer
-from trainer.folds import Fold, Protocol, check_folds, default_protocol, test_digest
+from trainer.folds import Fold, check_folds, test_digest
+from trainer.protocols import Protocol, default_protocol
 from trainer.metrics import average_folds, evaluate, summarise_repeats
 from trainer.speakers import speaker_groups, speaker_normalised_vectors, warn_if_speakers_do_not_span_the_classes
 

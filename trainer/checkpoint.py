@@ -8,7 +8,7 @@ and refuses any other object, so a checkpoint crafted to call a function when lo
 What is read is then checked, before any network is built or any tensor allocated for it,
 against :data:`CHECKPOINT`, the layout written by :func:`trainer.loop.train_fold`: network
 sizes within the caps of :data:`trainer.network.NETWORK` (at most
-:data:`~trainer.runfiles.MAX_CLASSES` classes), class names that are text and as many as
+:data:`~trainer.limits.MAX_CLASSES` classes), class names that are text and as many as
 the network's outputs (emotion and auxiliary), and a ``state_dict`` whose tensors have
 exactly the shapes the declared network needs (computed on the ``meta`` device, which
 allocates nothing) and finite values. Any problem is one :class:`SermtlError` line naming
@@ -28,7 +28,7 @@ from featurestore.atomic import atomic_write
 from featurestore.errors import SermtlError, describe_error, quote
 from featurestore.schema import ListOf, MapOf, Number, OneOf, Record, Shape, Text, check
 from trainer.network import MAX_INPUT_LAYERS, NETWORK, NetworkConfig, SERNetwork
-from trainer.runfiles import MAX_CLASSES
+from trainer.limits import MAX_CLASSES
 
 
 @dataclasses.dataclass(frozen=True)

@@ -24,6 +24,7 @@ from featurestore.schema import check
 from trainer.folds import load_folds, natural_key, test_digest
 from trainer.runfiles import RESULTS, SVM_RESULTS, read_checked, read_metrics, read_run_config
 from trainer.stats import paired_cells, paired_over_keys
+from trainer.tables import markdown_table
 
 Pair = tuple[int, int]
 
@@ -112,8 +113,6 @@ def compare_runs(baseline: Path, others: Sequence[Path], metric: str = "uwa") ->
 
 def comparison_table(summary: dict[str, Any]) -> str:
     """The comparison as a Markdown table (percent)."""
-    from trainer.reports import markdown_table
-
     rows = []
     for row in summary["runs"]:
         rows.append([row["run"], f"{row['mean']:.2f} ± {row['std']:.2f}", len(row["seeds"]), row["folds"],

@@ -30,11 +30,8 @@ from typing import Any, Callable, Iterator
 from featurestore.errors import SermtlError, quote
 from featurestore.features.base import device_problem
 from featurestore.textfile import read_structured_file
+from trainer.limits import MAX_EPOCHS
 from trainer.tasks import DEFAULT_ALPHA_MAX, alpha_at
-
-#: The most epochs a run may train (``--epochs``, and epochs read back from a run's files).
-MAX_EPOCHS = 10_000
-
 
 def flag(name: str) -> str:
     """The command-line flag of a field: ``batch_size`` → ``--batch-size``."""
@@ -343,7 +340,7 @@ def read_config_file(spec: str | Path) -> ConfigFile:
         raise SermtlError(f"{source}: 'store' must be a path, got {quote(store)}")
     protocol = data.get("protocol")
     if protocol is not None:
-        from trainer.folds import Protocol
+        from trainer.protocols import Protocol
 
         Protocol.from_dict(protocol, source)
     return ConfigFile(source, store, protocol, {name: flat[name] for name in given})

@@ -38,7 +38,8 @@ from featurestore.store.reader import open_store
 from trainer.checkpoint import save_checkpoint
 from trainer.config import TrainConfig
 from trainer.data import FeatureBank, open_bank, resolve_layer
-from trainer.folds import Fold, Protocol, check_folds, default_protocol, load_folds, save_folds
+from trainer.folds import Fold, check_folds, load_folds, save_folds
+from trainer.protocols import Protocol, default_protocol
 from trainer.loop import check_columns, resolved_config, train_fold
 from trainer.metrics import average_folds, summarise_repeats
 from trainer.runfiles import read_metrics, read_run_config
@@ -220,7 +221,7 @@ def _check_folds(folds: list[Fold], manifest, protocol: Protocol, label: str) ->
 
 def _saved_identity(config_path: Path) -> dict[str, Any]:
     """A run directory's ``config.json``, checked to be one (:data:`~trainer.runfiles.RUN_CONFIG`,
-    its protocol's values by :class:`~trainer.folds.Protocol`)."""
+    its protocol's values by :class:`~trainer.protocols.Protocol`)."""
     saved = read_run_config(config_path)
     Protocol.from_dict(saved["protocol"], str(config_path))
     return saved

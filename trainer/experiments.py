@@ -29,7 +29,8 @@ from featurestore.store.reader import stored_manifest
 from trainer import paper
 from trainer.cv import Protocol, default_protocol, run_cv
 from trainer.config import TrainConfig
-from trainer.reports import markdown_table, plot_bars
+from trainer.plots import plot_bars
+from trainer.tables import markdown_table
 from trainer.sweep import Sweep, run_sweep
 
 FEATURES = ("mfcc", "w2v2")

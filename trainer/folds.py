@@ -44,7 +44,6 @@ Id lists keep manifest order.
 from __future__ import annotations
 
 import dataclasses
-import difflib
 import hashlib
 import re
 from collections.abc import Sequence
@@ -54,9 +53,8 @@ from typing import Any
 import numpy as np
 
 from featurestore.atomic import write_json
-from featurestore.errors import SermtlError, quote
+from featurestore.errors import SermtlError
 from featurestore.manifest import Manifest
-from featurestore.schema import ListOf, MapOf, Record, Text, check, maybe
 from trainer.runfiles import FOLDS, read_checked
 
 #: Protocols :func:`make_folds` draws folds for; ``file`` reads them (:mod:`trainer.fold_files`).
@@ -304,77 +302,6 @@ def make_folds(manifest: Manifest, protocol: str, *, by: str | None = None, fold
     return FoldList([Fold(k, [u for u in ids if u in train], [u for u in ids if u in valid],
                           [u for u in ids if u in test])
                      for k, (train, valid, test) in enumerate(sets, start=1)], params)
-
-
-# -- protocols -------------------------------------------------------------------------------
-_VALUES = ListOf(Text(max_length=1000), max_items=10**5)
-#: The types of a protocol's values (``name``, ``folds`` and ``valid_fraction`` are checked,
-#: with their flags' messages, when a :class:`Protocol` is built).
-_PROTOCOL_VALUES = Record({"by": maybe(Text(max_length=1000)), "train_values": maybe(_VALUES),
-                           "test_values": maybe(_VALUES), "train_where": maybe(MapOf(_VALUES, max_items=64)),
-                           "path": maybe(Text())})
-
-
-@dataclasses.dataclass
-class Protocol:
-    """How folds are made (see :func:`make_folds`); checked when built."""
-
-    name: str = "loso"
-    by: str | None = "session"
-    folds: int = 5
-    valid_fraction: float = 0.2
-    train_values: list[str] | None = None
-    test_values: list[str] | None = None
-    train_where: dict[str, list[str]] | None = None
-    #: ``file``: the fold file or folder (:mod:`trainer.fold_files`)
-    path: str | None = None
-
-    def __post_init__(self) -> None:
-        if self.name not in PROTOCOLS:
-            near = difflib.get_close_matches(str(self.name), PROTOCOLS, n=1)
-            raise SermtlError(f"--protocol: {quote(self.name)} is not one of {', '.join(PROTOCOLS)}"
-                              + (f" (nearest: {near[0]})" if near else ""))
-        if (self.name == "file") != (self.path is not None):
-            raise SermtlError("--folds-file goes with --protocol file (given alone, it sets it)")
-        if isinstance(self.folds, bool) or not isinstance(self.folds, int) or self.folds < 2:
-            raise SermtlError(f"--folds must be an integer >= 2, got {quote(self.folds)}")
-        if isinstance(self.valid_fraction, bool) or not isinstance(self.valid_fraction, (int, float)) \
-                or not 0.0 <= self.valid_fraction < 1.0:
-            raise SermtlError(f"--valid-fraction must be in [0, 1), got {quote(self.valid_fraction)}")
-
-    @classmethod
-    def from_dict(cls, values: dict[str, Any], source: str = "protocol") -> "Protocol":
-        """A protocol from a dict (a run's ``config.json``, a config file); an unknown key is
-        one line naming the nearest valid key, a value of the wrong type one line naming it."""
-        if not isinstance(values, dict):
-            raise SermtlError(f"{source}: 'protocol' must be a mapping, got {type(values).__name__}")
-        names = [f.name for f in dataclasses.fields(cls)]
-        for key in values:
-            if key not in names:
-                near = difflib.get_close_matches(str(key), names, n=1)
-                raise SermtlError(f"{source}: unknown protocol key {quote(key)}" + (f" (nearest: {near[0]})" if near else ""))
-        check(values, _PROTOCOL_VALUES, f"{source}: protocol")
-        try:
-            return cls(**values)
-        except SermtlError as exc:
-            raise SermtlError(f"{source}: {exc}") from None
-
-    def make(self, manifest, seed: int) -> list[Fold]:
-        if self.name == "file":
-            from trainer.fold_files import read_folds_file
-
-            folds = read_folds_file(self.path, manifest, self.valid_fraction, seed)
-            return restrict_training(folds, manifest, self.train_where) if self.train_where else folds
-        folds = make_folds(manifest, self.name, by=self.by, folds=self.folds, valid_fraction=self.valid_fraction,
-                           seed=seed, train_values=self.train_values, test_values=self.test_values)
-        return restrict_training(folds, manifest, self.train_where) if self.train_where else folds
-
-
-def default_protocol(manifest: Manifest) -> Protocol:
-    """Leave-one-session-out when the store has sessions (IEMOCAP), else 80/10/10 5-fold."""
-    if "session" in manifest.columns and len(set(manifest.column("session")) - {None}) > 1:
-        return Protocol("loso", by="session")
-    return Protocol("kfold", by=None, folds=5)
 
 
 # -- checking and files ----------------------------------------------------------------------

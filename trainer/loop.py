@@ -21,7 +21,7 @@ import numpy as np
 import torch
 from torch.nn import functional as F
 
-from featurestore import __version__
+from featurestore.version import __version__
 from featurestore.errors import SermtlError, describe_error
 from featurestore.features.base import resolve_device
 from featurestore.progress import progress_bar

@@ -27,7 +27,7 @@ from featurestore.schema import MapOf, Number, OneOf, Record, Text, check, maybe
 from trainer.config import NetworkOptions
 from trainer.models.ecapa import ECAPATDNN
 from trainer.models.heads import AAMSoftmax, AuxHead, LayerWeightedSum
-from trainer.runfiles import MAX_CLASSES
+from trainer.limits import MAX_CLASSES
 
 #: The widest input a checkpoint may declare (feature dimensions: 40 MFCCs, 1024 for
 #: wav2vec 2.0 large, a few thousand for the largest self-supervised models).

@@ -18,8 +18,9 @@ file                          shape                  read by
 ============================  =====================  ==================================
 
 Accuracies are percentages in [0, 100]; epochs lie in the range of ``--epochs``
-(:data:`trainer.config.MAX_EPOCHS`); class lists hold at most :data:`MAX_CLASSES` names
-and fold lists at most :data:`MAX_FOLDS` folds.
+(:data:`trainer.limits.MAX_EPOCHS`); class lists hold at most
+:data:`~trainer.limits.MAX_CLASSES` names and fold lists at most
+:data:`~trainer.limits.MAX_FOLDS` folds.
 
 >>> check({"wa": 50.0, "uwa": 1e308}, FOLD_METRICS, "fold_1/metrics.json")
 Traceback (most recent call last):
@@ -38,15 +39,8 @@ import numpy as np
 
 from featurestore.atomic import read_json
 from featurestore.errors import SermtlError, describe_error
-from featurestore.schema import Anything, ListOf, MapOf, Number, Record, Shape, Text, check, maybe, same_length
-from trainer.config import MAX_EPOCHS
-
-#: The most classes a label, an auxiliary task or a checkpoint may have.
-MAX_CLASSES = 1000
-#: The most folds a protocol or a fold file may have.
-MAX_FOLDS = 1000
-#: The most seeds of ``--repeats`` and of a sweep.
-MAX_SEEDS = 1000
+from featurestore.schema import Anything, ListOf, MapOf, Number, Record, Shape, Text, check, maybe
+from trainer.limits import MAX_CLASSES, MAX_EPOCHS, MAX_FOLDS, MAX_SEEDS
 
 PERCENT = Number(0, 100)
 EPOCH = Number(1, MAX_EPOCHS, integer=True)
@@ -105,7 +99,7 @@ SVM_REPEATS = Record({"results": MapOf(RESULTS, max_items=MAX_SEEDS)})
 #: ``baseline --out``: one seed's :data:`RESULTS`, or :data:`SVM_REPEATS`.
 SVM_RESULTS = Record({"results": maybe(MapOf(RESULTS, max_items=MAX_SEEDS))})
 #: ``RUN/config.json``: the run's identity (``protocol`` and ``train`` are then built, and
-#: so checked, by :class:`trainer.folds.Protocol` and :class:`trainer.config.TrainConfig`).
+#: so checked, by :class:`trainer.protocols.Protocol` and :class:`trainer.config.TrainConfig`).
 RUN_CONFIG = Record({"store": Text(), "store_fingerprint": maybe(Text(max_length=256)), "store_entries": maybe(COUNT),
                      "store_digest": maybe(Text(max_length=256)), "protocol": MapOf(Anything(), max_items=64),
                      "train": MapOf(Anything(), max_items=256)})

@@ -35,9 +35,11 @@ from featurestore.schema import Anything, ListOf, MapOf, check
 from featurestore.textfile import read_structured_file
 from trainer.config import TrainConfig, parse_value
 from trainer.cv import StoreSession, plan_run, run_cv
-from trainer.folds import Protocol
+from trainer.protocols import Protocol
 from trainer.metrics import summarise_repeats
+from trainer.plots import plot_sweep
 from trainer.stats import mean_interval, paired_cells, paired_over_keys
+from trainer.tables import markdown_table
 
 #: Options a grid may not vary: seeds come from ``--repeats``, the device is not a setting.
 NOT_IN_GRID = ("seed", "device")
@@ -183,8 +185,6 @@ def run_sweep(sweep: Sweep, progress: bool = True) -> dict[str, Any]:
 
 def write_summary(sweep: Sweep, results: dict[tuple[str, int], dict[str, Any]]) -> dict[str, Any]:
     """``sweep.json``, ``sweep.md`` and ``sweep.png`` from every run's results."""
-    from trainer.reports import plot_sweep
-
     summary = summarise_sweep(sweep, results)
     write_json(sweep.out / "sweep.json", summary)
     plot_sweep(summary, sweep.out / "sweep.png")
@@ -216,8 +216,6 @@ def summarise_sweep(sweep: Sweep, results: dict[tuple[str, int], dict[str, Any]]
 
 def sweep_table(summary: dict[str, Any]) -> str:
     """The sweep as a Markdown table (percent)."""
-    from trainer.reports import markdown_table
-
     def spread(stat: dict[str, float]) -> str:
         return f"{stat['mean']:.2f} ± {stat['std']:.2f}"
 

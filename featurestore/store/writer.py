@@ -35,7 +35,7 @@ from typing import Any, Iterable, Iterator, Mapping, Sequence
 
 import numpy as np
 
-from featurestore import __version__
+from featurestore.version import __version__
 from featurestore.errors import SermtlError
 from featurestore.locking import ExclusiveLock
 from featurestore.manifest import Manifest, same_audio

@@ -84,11 +84,11 @@ def test_report_maps_the_embeddings_and_marks_the_epoch_kept(iemocap_mfcc_store,
 
 
 def test_training_curves_show_the_validation_loss_and_the_epoch_kept(tmp_path, monkeypatch) -> None:
-    import trainer.reports
+    import trainer.plots
 
     history = [{"epoch": e, "train_loss": 1.0 / e, "valid_loss": 1.2 / e, "valid_uwa": 40 + e, "alpha": 0.0} for e in (1, 2, 3)]
     drawn = []
-    real_save = trainer.reports._save
+    real_save = trainer.plots._save
 
     def keep(figure, path):
         axes = figure.axes
@@ -96,8 +96,8 @@ def test_training_curves_show_the_validation_loss_and_the_epoch_kept(tmp_path, m
                       [line.get_xydata().tolist() for line in axes[2].lines]))
         return real_save(figure, path)
 
-    monkeypatch.setattr(trainer.reports, "_save", keep)
-    trainer.reports.plot_training_curves([history], tmp_path / "c.png", "run", chosen=[2])
+    monkeypatch.setattr(trainer.plots, "_save", keep)
+    trainer.plots.plot_training_curves([history], tmp_path / "c.png", "run", chosen=[2])
     labels, title, uwa_lines = drawn[0]
     assert labels == ["train loss", "valid loss", "valid UWA (%)"] and "the epoch kept" in title
     assert uwa_lines[1] == [[2.0, 42.0]]  # the star sits on epoch 2's validation UWA
@@ -105,7 +105,7 @@ def test_training_curves_show_the_validation_loss_and_the_epoch_kept(tmp_path, m
 
 def test_report_shows_the_learned_layer_weights_of_a_weighted_run(csv_corpus, tmp_path) -> None:
     from featurestore.features.random_models import save_random_ssl_model
-    from trainer.reports import learned_layer_weights
+    from trainer.runs import learned_layer_weights
 
     model = save_random_ssl_model(tmp_path / "ssl")
     store = tmp_path / "w2v2.zarr"

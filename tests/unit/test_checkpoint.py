@@ -15,7 +15,7 @@ from featurestore.errors import SermtlError
 from trainer.checkpoint import expected_shapes, load_checkpoint, save_checkpoint
 from trainer.config import NetworkOptions
 from trainer.network import MAX_INPUT_LAYERS, MAX_INPUT_SIZE, NetworkConfig, SERNetwork
-from trainer.runfiles import MAX_CLASSES
+from trainer.limits import MAX_CLASSES
 
 
 class WritesAFile:

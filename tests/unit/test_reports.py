@@ -19,16 +19,16 @@ from featurestore.synthetic import make_iemocap
 from trainer.cv import Protocol, run_cv
 from trainer.config import TrainConfig
 from trainer.metrics import average_folds
-from trainer.reports import (
-    load_run,
-    markdown_table,
+from trainer.plots import (
     plot_alpha_schedule,
     plot_confusion,
     plot_per_class_recall,
     plot_separability,
     plot_training_curves,
-    write_report,
 )
+from trainer.reports import write_report
+from trainer.runs import load_run
+from trainer.tables import markdown_table
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 TINY = {"epochs": 2, "channels": 8, "embedding_dim": 8, "batch_size": 32, "crop_seconds": 0.5, "device": "cpu"}

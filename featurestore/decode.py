@@ -1,0 +1,158 @@
+"""Decoding audio at its own rate: files (soundfile, or PyAV for what libsndfile refuses)
+and encoded bytes held in memory, with the checks made before anything is decoded.
+
+The layer under :mod:`featurestore.audio` (which resamples to 16 kHz and reads dataset
+references) and :mod:`featurestore.hf_audio` (which reads audio inside a saved dataset).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import os
+from pathlib import Path
+from typing import BinaryIO
+
+import numpy as np
+
+from featurestore.errors import SermtlError
+
+#: Sampling rates accepted from a file's header; anything outside is refused as not audio
+#: (a header claiming 1 Hz would turn a few kilobytes into hours of samples).
+SAMPLE_RATE_RANGE = (4000, 768000)
+_SIGNATURE_BYTES = 4096
+SOUNDFILE_SUFFIXES = {".wav", ".flac", ".ogg", ".oga", ".mp3", ".aiff", ".aif", ".au"}
+
+
+def check_readable(path: Path) -> None:
+    if not path.exists():
+        raise SermtlError(f"audio file not found: {path}")
+    if not path.is_file():
+        raise SermtlError(f"not a file: {path}")
+    if not os.access(path, os.R_OK):
+        raise SermtlError(f"audio file not readable (permissions): {path}")
+    if path.stat().st_size == 0:
+        raise SermtlError(f"empty audio file (0 bytes): {path}")
+
+
+def check_audio_size(path: Path | str, sr: int, seconds: float | None, max_duration: float | None) -> None:
+    """Refuse a sampling rate outside :data:`SAMPLE_RATE_RANGE` and audio longer than
+    ``max_duration`` seconds (as ``--max-duration``), before anything is decoded or
+    resampled: from a file's header, or from an array's length and rate (``Predictor``)."""
+    low, high = SAMPLE_RATE_RANGE
+    if not low <= sr <= high:
+        raise SermtlError(f"{path}: sampling rate {sr} Hz is outside {low}..{high} Hz; not decoded")
+    if max_duration is not None and seconds is not None and seconds > max_duration:
+        raise SermtlError(f"{path}: {seconds:.1f} s of audio is longer than --max-duration {max_duration:g} s; not decoded")
+
+
+def _read_soundfile(path: Path, start: float | None, end: float | None,
+                    max_duration: float | None) -> tuple[np.ndarray, int]:
+    import soundfile as sf
+
+    with sf.SoundFile(str(path)) as handle:
+        sr = handle.samplerate
+        check_audio_size(path, sr, None, max_duration)
+        first = int(round((start or 0.0) * sr))
+        last = handle.frames if end is None else min(handle.frames, int(round(end * sr)))
+        check_audio_size(path, sr, max(0, last - first) / sr, max_duration)
+        handle.seek(min(first, handle.frames))
+        data = handle.read(max(0, last - first), dtype="float32", always_2d=True)
+    return data.mean(axis=1), sr
+
+
+def _declared_samples(stream, sr: int) -> int | None:
+    """Samples the container says the stream holds, when it says."""
+    if stream.duration is None or stream.time_base is None:
+        return None
+    return int(round(float(stream.duration * stream.time_base) * sr))
+
+
+def _read_pyav(source: Path | BinaryIO, label: str, start: float | None, end: float | None,
+               max_duration: float | None) -> tuple[np.ndarray, int]:
+    """Decode ``source`` (a path or a file object; ``label`` names it in errors) with FFmpeg."""
+    import av
+
+    try:
+        container = av.open(source if hasattr(source, "read") else str(source))
+    except Exception as exc:  # PyAV raises many FFmpeg error types
+        raise SermtlError(f"cannot decode audio: {label} ({type(exc).__name__}: {exc})") from None
+    with container:
+        if not container.streams.audio:
+            raise SermtlError(f"no audio stream in {label}")
+        stream = container.streams.audio[0]
+        sr = stream.codec_context.sample_rate or stream.rate
+        declared = _declared_samples(stream, sr)
+        check_audio_size(label, sr or 0, None, max_duration)
+        if declared is not None:
+            first, last = int(round((start or 0.0) * sr)), declared if end is None else min(declared, int(round(end * sr)))
+            check_audio_size(label, sr, max(0, last - first) / sr, max_duration)
+        # Resample inside FFmpeg to planar float so every codec gives the same layout.
+        resampler = av.AudioResampler(format="fltp", layout="mono", rate=sr)
+        pieces = []
+        try:
+            for frame in container.decode(stream):
+                for out in resampler.resample(frame):
+                    pieces.append(out.to_ndarray()[0])
+            for out in resampler.resample(None):
+                pieces.append(out.to_ndarray()[0])
+        except Exception as exc:
+            raise SermtlError(f"cannot decode audio: {label} ({type(exc).__name__}: {exc})") from None
+    wave = np.concatenate(pieces).astype(np.float32) if pieces else np.zeros(0, np.float32)
+    if declared is not None:
+        wave = wave[:declared]  # drop the codec's end padding (AAC fills its last 1024-sample frame)
+    first = int(round((start or 0.0) * sr))
+    last = len(wave) if end is None else int(round(end * sr))
+    return wave[first:last], sr
+
+
+def decode_audio_bytes(data: bytes, label: str) -> tuple[np.ndarray, int]:
+    """Encoded audio held in memory (a dataset's bytes) as mono float32 at its own rate:
+    libsndfile first, FFmpeg for anything it refuses. ``label`` names the source in errors."""
+    import soundfile as sf
+
+    try:
+        wave, rate = sf.read(io.BytesIO(data), dtype="float32", always_2d=True)
+        return wave.mean(axis=1), int(rate)
+    except (sf.LibsndfileError, RuntimeError, TypeError):
+        pass  # not something libsndfile knows: let FFmpeg try
+    return _read_pyav(io.BytesIO(data), label, None, None, None)
+
+
+def read_native(path: Path, start: float | None, end: float | None,
+                 max_duration: float | None) -> tuple[np.ndarray, int]:
+    """The file's samples (the segment ``start``..``end``), mono, at its own rate."""
+    check_readable(path)
+    wave = sr = None
+    if path.suffix.lower() in SOUNDFILE_SUFFIXES:
+        import soundfile as sf
+
+        try:
+            wave, sr = _read_soundfile(path, start, end, max_duration)
+        except sf.LibsndfileError:
+            wave = None  # not something libsndfile knows: let FFmpeg try
+    if wave is None:
+        wave, sr = _read_pyav(path, str(path), start, end, max_duration)
+    return wave, sr
+
+
+def load_audio_file_native(path: Path) -> tuple[np.ndarray, int]:
+    """A whole file's samples, mono, at its own rate (for audio a dataset names by path)."""
+    return read_native(Path(path), None, None, None)
+
+
+def file_signature(path: str | os.PathLike) -> int | None:
+    """A fast content signature of an audio file: a 63-bit hash of its size and its first
+    and last 4 KiB (a header holds the data size, so a re-recorded or re-encoded file
+    with the same name almost surely differs). ``None`` when the file cannot be read."""
+    try:
+        with open(path, "rb") as handle:
+            size = os.fstat(handle.fileno()).st_size
+            digest = hashlib.blake2b(str(size).encode(), digest_size=8)
+            digest.update(handle.read(_SIGNATURE_BYTES))
+            if size > 2 * _SIGNATURE_BYTES:
+                handle.seek(size - _SIGNATURE_BYTES)
+            digest.update(handle.read(_SIGNATURE_BYTES))
+    except OSError:
+        return None
+    return int.from_bytes(digest.digest(), "little") & (2**63 - 1)
