@@ -35,8 +35,13 @@ class NonEmptyPath(click.Path):
             self.fail("an empty path; give a file or folder", param, ctx)
         return super().convert(value, param, ctx)
 
-QUIET_OPTION = click.option("--quiet", "-q", is_flag=True,
-                            help="No progress bars and no per-fold lines, only the results (TQDM_DISABLE=1 drops the bars only).")
+
+QUIET_OPTION = click.option(
+    "--quiet",
+    "-q",
+    is_flag=True,
+    help="No progress bars and no per-fold lines, only the results (TQDM_DISABLE=1 drops the bars only).",
+)
 
 
 def cache_dir() -> Path:
@@ -118,7 +123,13 @@ def main() -> None:
 
 
 @main.command()
-@click.option("--out", type=NonEmptyPath(file_okay=False), default="demo", show_default=True, help="Folder for the corpus, model, stores and summary.")
+@click.option(
+    "--out",
+    type=NonEmptyPath(file_okay=False),
+    default="demo",
+    show_default=True,
+    help="Folder for the corpus, model, stores and summary.",
+)
 def demo(out: str) -> None:
     """Generate a corpus and run prepare → extract (MFCC, tiny wav2vec2) → cv with/without MTL → report."""
     from trainer.demo import run_demo
@@ -131,11 +142,24 @@ def demo(out: str) -> None:
 
 @main.command()
 @click.option("--corpus", required=True, type=click.Choice(available_corpora()), help="Corpus recipe (`sermtl list`).")
-@click.option("--root", type=NonEmptyPath(), help="Corpus folder (for csv: the CSV file). Default: $SERMTL_<CORPUS>_ROOT.")
-@click.option("--out", type=NonEmptyPath(dir_okay=False), help="Manifest CSV to write. Default: cache/<corpus>_manifest.csv.")
-@click.option("--option", "options", multiple=True, metavar="KEY=VALUE", help="Recipe option, e.g. on_duplicate=skip (repeatable).")
-@click.option("--relative", is_flag=True,
-              help="Write audio paths relative to the manifest's folder, so the manifest and the corpus can move together.")
+@click.option(
+    "--root", type=NonEmptyPath(), help="Corpus folder (for csv: the CSV file). Default: $SERMTL_<CORPUS>_ROOT."
+)
+@click.option(
+    "--out", type=NonEmptyPath(dir_okay=False), help="Manifest CSV to write. Default: cache/<corpus>_manifest.csv."
+)
+@click.option(
+    "--option",
+    "options",
+    multiple=True,
+    metavar="KEY=VALUE",
+    help="Recipe option, e.g. on_duplicate=skip (repeatable).",
+)
+@click.option(
+    "--relative",
+    is_flag=True,
+    help="Write audio paths relative to the manifest's folder, so the manifest and the corpus can move together.",
+)
 def prepare(corpus: str, root: str | None, out: str | None, options: tuple[str, ...], relative: bool) -> None:
     """Turn a corpus folder into a manifest CSV and print counts per label."""
     from featurestore.corpora import prepare as prepare_corpus
@@ -151,28 +175,91 @@ def prepare(corpus: str, root: str | None, out: str | None, options: tuple[str, 
 
 
 @main.command()
-@click.option("--corpus", type=click.Choice(available_corpora()), help="Corpus recipe (with --root or $SERMTL_<CORPUS>_ROOT).")
+@click.option(
+    "--corpus", type=click.Choice(available_corpora()), help="Corpus recipe (with --root or $SERMTL_<CORPUS>_ROOT)."
+)
 @click.option("--root", type=NonEmptyPath(), help="Corpus folder.")
-@click.option("--manifest", type=NonEmptyPath(dir_okay=False), help="A CSV manifest (utt_id,path,emotion,speaker,...) instead of a recipe.")
+@click.option(
+    "--manifest",
+    type=NonEmptyPath(dir_okay=False),
+    help="A CSV manifest (utt_id,path,emotion,speaker,...) instead of a recipe.",
+)
 @click.option("--option", "options", multiple=True, metavar="KEY=VALUE", help="Recipe option (repeatable).")
 @click.option("--feature", required=True, type=click.Choice(list(FEATURES)), help="Feature to extract.")
-@click.option("--model", default=DEFAULT_MODEL, show_default=True, help="w2v2: Hugging Face model name or local folder (wav2vec2, HuBERT, WavLM).")
-@click.option("--layers", default="last", show_default=True, help="w2v2: hidden states to keep: last, all, or a list like 0,12,24.")
-@click.option("--store", type=NonEmptyPath(), help="Store path. Default: cache/<corpus>_<feature>.zarr (.h5 with --format hdf5).")
-@click.option("--format", "store_format", type=click.Choice(available_backends()), help="Store format. Default: from the --store suffix, else zarr.")
+@click.option(
+    "--model",
+    default=DEFAULT_MODEL,
+    show_default=True,
+    help="w2v2: Hugging Face model name or local folder (wav2vec2, HuBERT, WavLM).",
+)
+@click.option(
+    "--layers",
+    default="last",
+    show_default=True,
+    help="w2v2: hidden states to keep: last, all, or a list like 0,12,24.",
+)
+@click.option(
+    "--store", type=NonEmptyPath(), help="Store path. Default: cache/<corpus>_<feature>.zarr (.h5 with --format hdf5)."
+)
+@click.option(
+    "--format",
+    "store_format",
+    type=click.Choice(available_backends()),
+    help="Store format. Default: from the --store suffix, else zarr.",
+)
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda, cuda:1 …")
-@click.option("--batch-seconds", type=float, help="Padded audio seconds per batch. Default: 200 for w2v2, 600 for the others.")
+@click.option(
+    "--batch-seconds", type=float, help="Padded audio seconds per batch. Default: 200 for w2v2, 600 for the others."
+)
 @click.option("--max-batch", type=int, help="At most this many utterances per batch (1 = one by one).")
-@click.option("--dtype", type=click.Choice(["float16", "float32"]), help="Stored dtype. Default: float16 for w2v2, float32 for the others.")
-@click.option("--chunk-seconds", type=click.FloatRange(min=0), help="w2v2: utterances longer than this are processed in overlapping windows.")
-@click.option("--on-error", type=click.Choice(["fail", "skip"]), default="fail", show_default=True, help="Bad item: stop, or skip it and list it in the store's report.")
+@click.option(
+    "--dtype",
+    type=click.Choice(["float16", "float32"]),
+    help="Stored dtype. Default: float16 for w2v2, float32 for the others.",
+)
+@click.option(
+    "--chunk-seconds",
+    type=click.FloatRange(min=0),
+    help="w2v2: utterances longer than this are processed in overlapping windows.",
+)
+@click.option(
+    "--on-error",
+    type=click.Choice(["fail", "skip"]),
+    default="fail",
+    show_default=True,
+    help="Bad item: stop, or skip it and list it in the store's report.",
+)
 @click.option("--workers", type=int, default=2, show_default=True, help="Audio decoding threads.")
 @click.option("--repair", is_flag=True, help="First recompute the entries that `sermtl verify` finds wrong.")
-@click.option("--max-duration", type=click.FloatRange(min=0, min_open=True), default=DEFAULT_MAX_DURATION, show_default=True,
-              help="Longest audio (file or segment) to decode, in seconds; longer items fail or are skipped (--on-error).")
+@click.option(
+    "--max-duration",
+    type=click.FloatRange(min=0, min_open=True),
+    default=DEFAULT_MAX_DURATION,
+    show_default=True,
+    help="Longest audio (file or segment) to decode, in seconds; longer items fail or are skipped (--on-error).",
+)
 @QUIET_OPTION
-def extract(corpus, root, manifest, options, feature, model, layers, store, store_format, device,
-            batch_seconds, max_batch, dtype, chunk_seconds, on_error, workers, repair, max_duration, quiet) -> None:
+def extract(
+    corpus,
+    root,
+    manifest,
+    options,
+    feature,
+    model,
+    layers,
+    store,
+    store_format,
+    device,
+    batch_seconds,
+    max_batch,
+    dtype,
+    chunk_seconds,
+    on_error,
+    workers,
+    repair,
+    max_duration,
+    quiet,
+) -> None:
     """Extract features for every utterance into a store (resumable: re-run to finish).
 
     Under `torchrun --nproc-per-node N --no-python sermtl extract …` the N processes share
@@ -186,23 +273,41 @@ def extract(corpus, root, manifest, options, feature, model, layers, store, stor
     suffix = ".h5" if store_format == "hdf5" else ".zarr"
     store_path = check_store_path(store) if store else cache_dir() / f"{name}_{feature}{suffix}"
     group = click.get_current_context().with_resource(process_group(device))  # None outside torchrun
-    extractor = build_extractor(feature, **accepted_options(feature, {
-        "device": device, "model": model, "layers": layers, "chunk_seconds": chunk_seconds}))
+    extractor = build_extractor(
+        feature,
+        **accepted_options(
+            feature, {"device": device, "model": model, "layers": layers, "chunk_seconds": chunk_seconds}
+        ),
+    )
     if group is None and shard_dir(store_path).is_dir():  # an interrupted torchrun run, resumed by one process
         taken = take_in_shards(rows, extractor, store_path, format=store_format, dtype=dtype or extractor.default_dtype)
         click.echo(f"{shard_dir(store_path)}: {taken} entries of an interrupted torchrun run taken in")
     report = (functools.partial(extract_sharded, group) if group else extract_to_store)(
-        rows, extractor, store_path, format=store_format, dtype=dtype or extractor.default_dtype,
-        batch_seconds=extractor.default_batch_seconds if batch_seconds is None else batch_seconds, max_batch=max_batch,
-        on_error=on_error, workers=workers, on_item_error=lambda line: click.echo(line, err=True), repair=repair,
-        max_duration=max_duration, progress=not quiet,
+        rows,
+        extractor,
+        store_path,
+        format=store_format,
+        dtype=dtype or extractor.default_dtype,
+        batch_seconds=extractor.default_batch_seconds if batch_seconds is None else batch_seconds,
+        max_batch=max_batch,
+        on_error=on_error,
+        workers=workers,
+        on_item_error=lambda line: click.echo(line, err=True),
+        repair=repair,
+        max_duration=max_duration,
+        progress=not quiet,
     )
     if report is None:  # a torchrun rank other than 0: rank 0 reports for all
         return
-    speed = (f"{report.audio_seconds:.1f} audio s in {report.elapsed:.1f} s ({report.realtime_factor:.0f}x real time)"
-             if report.stored else f"nothing to extract ({report.elapsed:.2f} s)")
-    click.echo(f"{report.store}: {report.stored} stored, {report.already_done} already there, "
-               f"{len(report.skipped)} skipped{f', {len(report.repaired)} repaired' if repair else ''}; {speed}")
+    speed = (
+        f"{report.audio_seconds:.1f} audio s in {report.elapsed:.1f} s ({report.realtime_factor:.0f}x real time)"
+        if report.stored
+        else f"nothing to extract ({report.elapsed:.2f} s)"
+    )
+    click.echo(
+        f"{report.store}: {report.stored} stored, {report.already_done} already there, "
+        f"{len(report.skipped)} skipped{f', {len(report.repaired)} repaired' if repair else ''}; {speed}"
+    )
 
 
 def _comma_list(value: str | None) -> list[str] | None:
@@ -225,30 +330,64 @@ def config_option(name: str):
     field, spec = next((f, s) for f, s in options() if f.name == name)
     kind = {"int": click.INT, "float": click.FLOAT}.get(str(field.type), click.STRING)
     allowed = spec.describe()
-    return click.option(flag(name), name, type=click.Choice(spec.choices) if spec.choices else kind,
-                        default=field.default if field.default is not dataclasses.MISSING else None,
-                        show_default=True, help=spec.help + (f" Allowed: {allowed}." if allowed and not spec.choices else ""))
+    return click.option(
+        flag(name),
+        name,
+        type=click.Choice(spec.choices) if spec.choices else kind,
+        default=field.default if field.default is not dataclasses.MISSING else None,
+        show_default=True,
+        help=spec.help + (f" Allowed: {allowed}." if allowed and not spec.choices else ""),
+    )
 
 
-TENSORBOARD_OPTION = click.option("--tensorboard", is_flag=True,
-                                  help="Also log every epoch as TensorBoard scalars under OUT/tensorboard/fold_<k> "
-                                       "(pip install 'sermtl[tensorboard]').")
+TENSORBOARD_OPTION = click.option(
+    "--tensorboard",
+    is_flag=True,
+    help="Also log every epoch as TensorBoard scalars under OUT/tensorboard/fold_<k> "
+    "(pip install 'sermtl[tensorboard]').",
+)
 PROTOCOL_OPTIONS = [
-    click.option("--protocol", type=click.Choice(PROTOCOLS),
-                 help="Folds. Default: loso --by session when the store has sessions, else kfold (80/10/10, 5 folds)."),
+    click.option(
+        "--protocol",
+        type=click.Choice(PROTOCOLS),
+        help="Folds. Default: loso --by session when the store has sessions, else kfold (80/10/10, 5 folds).",
+    ),
     click.option("--by", help="Column the protocol groups by (loso, group-kfold, split), e.g. session or speaker."),
-    click.option("--folds", type=click.IntRange(min=2), default=5, show_default=True, help="Number of folds (kfold, group-kfold)."),
-    click.option("--valid-fraction", type=click.FloatRange(0.0, 1.0, max_open=True), default=0.2, show_default=True,
-                 help="Share of training rows held out for validation (loso, split, group-kfold; kfold is 80/10/10)."),
-    click.option("--train-values", help="split: comma list of --by values to train on, e.g. Session1,Session2,Session3,Session4."),
+    click.option(
+        "--folds",
+        type=click.IntRange(min=2),
+        default=5,
+        show_default=True,
+        help="Number of folds (kfold, group-kfold).",
+    ),
+    click.option(
+        "--valid-fraction",
+        type=click.FloatRange(0.0, 1.0, max_open=True),
+        default=0.2,
+        show_default=True,
+        help="Share of training rows held out for validation (loso, split, group-kfold; kfold is 80/10/10).",
+    ),
+    click.option(
+        "--train-values", help="split: comma list of --by values to train on, e.g. Session1,Session2,Session3,Session4."
+    ),
     click.option("--test-values", help="split: comma list of --by values to test on, e.g. Session5."),
-    click.option("--folds-file", type=NonEmptyPath(),
-                 help="Your own folds: a sermtl folds.json, or EmoBox fold files (the data folder holding fold_<k>/); "
-                      "sets --protocol file."),
+    click.option(
+        "--folds-file",
+        type=NonEmptyPath(),
+        help="Your own folds: a sermtl folds.json, or EmoBox fold files (the data folder holding fold_<k>/); "
+        "sets --protocol file.",
+    ),
 ]
 #: Protocol flags → keys of :class:`trainer.folds.Protocol`.
-PROTOCOL_KEYS = {"protocol": "name", "by": "by", "folds": "folds", "valid_fraction": "valid_fraction",
-                 "train_values": "train_values", "test_values": "test_values", "folds_file": "path"}
+PROTOCOL_KEYS = {
+    "protocol": "name",
+    "by": "by",
+    "folds": "folds",
+    "valid_fraction": "valid_fraction",
+    "train_values": "train_values",
+    "test_values": "test_values",
+    "folds_file": "path",
+}
 
 
 def _training_options() -> list:
@@ -258,11 +397,17 @@ def _training_options() -> list:
 
     return [
         click.option("--store", type=NonEmptyPath(), help="Feature store to train on (or the one --config names)."),
-        click.option("--config", "config_file", metavar="FILE|PRESET",
-                     help=f"Options from a YAML/JSON file (a run's config.json too) or a preset ({', '.join(preset_names())}); "
-                          "flags given on the command line override it."),
+        click.option(
+            "--config",
+            "config_file",
+            metavar="FILE|PRESET",
+            help=f"Options from a YAML/JSON file (a run's config.json too) or a preset ({', '.join(preset_names())}); "
+            "flags given on the command line override it.",
+        ),
         *PROTOCOL_OPTIONS,
-        click.option("--out", type=NonEmptyPath(file_okay=False), help="Run directory. Default: runs/<store>-<aux>-<protocol>."),
+        click.option(
+            "--out", type=NonEmptyPath(file_okay=False), help="Run directory. Default: runs/<store>-<aux>-<protocol>."
+        ),
         QUIET_OPTION,
     ] + [config_option(field.name) for field, _ in options()]
 
@@ -271,7 +416,10 @@ def _given(name: str) -> bool:
     """Whether the current command's ``name`` option was set on the command line (or from the environment)."""
     from click.core import ParameterSource
 
-    return click.get_current_context().get_parameter_source(name) in (ParameterSource.COMMANDLINE, ParameterSource.ENVIRONMENT)
+    return click.get_current_context().get_parameter_source(name) in (
+        ParameterSource.COMMANDLINE,
+        ParameterSource.ENVIRONMENT,
+    )
 
 
 def _run_setup(store: str | None, config_file: str | None, params: dict[str, Any]):
@@ -281,7 +429,9 @@ def _run_setup(store: str | None, config_file: str | None, params: dict[str, Any
     from trainer.protocols import Protocol
 
     file = read_config_file(config_file) if config_file else ConfigFile("")
-    config = TrainConfig.from_dict({**file.train, **{k: v for k, v in params.items() if k not in PROTOCOL_KEYS and _given(k)}})
+    config = TrainConfig.from_dict(
+        {**file.train, **{k: v for k, v in params.items() if k not in PROTOCOL_KEYS and _given(k)}}
+    )
     store = store or file.store
     if not store:
         raise SermtlError("--store is required (or a --config that names one)")
@@ -298,8 +448,16 @@ def _run_setup(store: str | None, config_file: str | None, params: dict[str, Any
     return store, Protocol.from_dict(protocol, "the protocol flags") if protocol else None, config
 
 
-def _run_training(only_folds: list[int] | None, store: str | None, config_file: str | None, out: str | None,
-                  quiet: bool, tensorboard: bool = False, repeats: int = 1, **params) -> None:
+def _run_training(
+    only_folds: list[int] | None,
+    store: str | None,
+    config_file: str | None,
+    out: str | None,
+    quiet: bool,
+    tensorboard: bool = False,
+    repeats: int = 1,
+    **params,
+) -> None:
     from featurestore.distributed import process_group
     from featurestore.store.reader import stored_manifest
     from trainer.cv import run_cv, run_repeats
@@ -310,7 +468,9 @@ def _run_training(only_folds: list[int] | None, store: str | None, config_file: 
     store, protocol, config = _run_setup(store, config_file, params)
     config = resolved_config(config, stored_manifest(store))  # --aux auto made concrete, for the run's name too
     aux = "nomtl" if config.aux in ("none", "") else config.aux
-    run_dir = Path(out) if out else Path("runs") / f"{Path(store).stem}-{aux}-{protocol.name if protocol else 'default'}"
+    run_dir = (
+        Path(out) if out else Path("runs") / f"{Path(store).stem}-{aux}-{protocol.name if protocol else 'default'}"
+    )
     group = click.get_current_context().with_resource(process_group(config.device))  # None outside torchrun
     runner = functools.partial(run_cv_distributed, group) if group else run_cv
     runner = functools.partial(runner, progress=not quiet, tensorboard=tensorboard)
@@ -328,9 +488,12 @@ def _run_training(only_folds: list[int] | None, store: str | None, config_file: 
 
 @main.command()
 @click.option("--fold", type=int, default=1, show_default=True, help="Which fold of the protocol to train.")
-@click.option("--all-data", is_flag=True,
-              help="Train the deployable model on every row instead (no test): with --config RUN/config.json, the "
-                   "run's settings and the median of the epochs its folds kept; writes checkpoint.pt and MODEL_CARD.md.")
+@click.option(
+    "--all-data",
+    is_flag=True,
+    help="Train the deployable model on every row instead (no test): with --config RUN/config.json, the "
+    "run's settings and the median of the epochs its folds kept; writes checkpoint.pt and MODEL_CARD.md.",
+)
 @functools.partial(_apply, _training_options())
 @TENSORBOARD_OPTION
 def train(fold: int, all_data: bool, tensorboard: bool, **options) -> None:
@@ -356,15 +519,22 @@ def _train_all_data(store: str | None, config_file: str | None, out: str | None,
         config = dataclasses.replace(config, epochs=epochs)
     model_dir = Path(out) if out else Path("models") / Path(store).stem
     train_all_data(store, model_dir, config, cv_run=run, progress=not quiet)
-    click.echo(f"{model_dir}: trained on every row for {config.epochs} epochs; "
-               f"{model_dir / 'checkpoint.pt'}, {model_dir / 'MODEL_CARD.md'}")
+    click.echo(
+        f"{model_dir}: trained on every row for {config.epochs} epochs; "
+        f"{model_dir / 'checkpoint.pt'}, {model_dir / 'MODEL_CARD.md'}"
+    )
 
 
 @main.command()
 @functools.partial(_apply, _training_options())
-@click.option("--repeats", type=click.IntRange(min=1), default=1, show_default=True,
-              help="Run the whole CV once per seed --seed … --seed+N−1 (folds drawn anew each), into OUT/seed_<s>, "
-                   "and write OUT/repeats.json with the mean ± std over seeds.")
+@click.option(
+    "--repeats",
+    type=click.IntRange(min=1),
+    default=1,
+    show_default=True,
+    help="Run the whole CV once per seed --seed … --seed+N−1 (folds drawn anew each), into OUT/seed_<s>, "
+    "and write OUT/repeats.json with the mean ± std over seeds.",
+)
 @TENSORBOARD_OPTION
 def cv(repeats: int, tensorboard: bool, **options) -> None:
     """Run every fold of a protocol; write results.json, predictions and checkpoints (resumable)."""
@@ -373,17 +543,43 @@ def cv(repeats: int, tensorboard: bool, **options) -> None:
 
 @main.command()
 @functools.partial(_apply, _training_options())
-@click.option("--grid", "grids", multiple=True, metavar="KEY=V1,V2,…",
-              help="Values of one option to sweep (repeatable): the sweep runs the Cartesian product, e.g. "
-                   "--grid alpha0=0.05,0.1 --grid aux=none,expression.")
-@click.option("--grid-file", type=NonEmptyPath(dir_okay=False),
-              help="YAML/JSON list of settings (mappings of options), for a grid that is not a product.")
-@click.option("--repeats", type=click.IntRange(min=1), default=1, show_default=True,
-              help="Seeds --seed … --seed+N−1; every setting runs on the same folds of each seed.")
-@click.option("--baseline", "baseline_spec", metavar="KEY=VALUE,…",
-              help="The setting the others are compared with (default: the first).")
-def sweep(store: str | None, config_file: str | None, out: str | None, quiet: bool, grids: tuple[str, ...],
-          grid_file: str | None, repeats: int, baseline_spec: str | None, **params) -> None:
+@click.option(
+    "--grid",
+    "grids",
+    multiple=True,
+    metavar="KEY=V1,V2,…",
+    help="Values of one option to sweep (repeatable): the sweep runs the Cartesian product, e.g. "
+    "--grid alpha0=0.05,0.1 --grid aux=none,expression.",
+)
+@click.option(
+    "--grid-file",
+    type=NonEmptyPath(dir_okay=False),
+    help="YAML/JSON list of settings (mappings of options), for a grid that is not a product.",
+)
+@click.option(
+    "--repeats",
+    type=click.IntRange(min=1),
+    default=1,
+    show_default=True,
+    help="Seeds --seed … --seed+N−1; every setting runs on the same folds of each seed.",
+)
+@click.option(
+    "--baseline",
+    "baseline_spec",
+    metavar="KEY=VALUE,…",
+    help="The setting the others are compared with (default: the first).",
+)
+def sweep(
+    store: str | None,
+    config_file: str | None,
+    out: str | None,
+    quiet: bool,
+    grids: tuple[str, ...],
+    grid_file: str | None,
+    repeats: int,
+    baseline_spec: str | None,
+    **params,
+) -> None:
     """Run cv for every setting of an option grid and seed, and compare the settings with
     paired statistics (DIR/sweep.json, sweep.md, sweep.png; resumable, torchrun too)."""
     from featurestore.distributed import process_group
@@ -394,8 +590,15 @@ def sweep(store: str | None, config_file: str | None, out: str | None, quiet: bo
     if grids and grid_file:
         raise SermtlError("give --grid or --grid-file, not both")
     settings = read_grid_file(grid_file) if grid_file else parse_grid(grids)
-    plan = Sweep(Path(store), Path(out) if out else Path("sweeps") / Path(store).stem, config, protocol, settings,
-                 list(range(config.seed, config.seed + repeats)), find_baseline(settings, baseline_spec))
+    plan = Sweep(
+        Path(store),
+        Path(out) if out else Path("sweeps") / Path(store).stem,
+        config,
+        protocol,
+        settings,
+        list(range(config.seed, config.seed + repeats)),
+        find_baseline(settings, baseline_spec),
+    )
     group = click.get_current_context().with_resource(process_group(config.device))  # None outside torchrun
     summary = run_sweep_distributed(group, plan, progress=not quiet) if group else run_sweep(plan, progress=not quiet)
     if summary is not None:  # None on torchrun ranks other than 0
@@ -404,29 +607,66 @@ def sweep(store: str | None, config_file: str | None, out: str | None, quiet: bo
 
 
 @main.command()
-@functools.partial(_apply, [click.option("--store", required=True, type=NonEmptyPath(), help="Feature store."),
-                            *PROTOCOL_OPTIONS, config_option("label"), config_option("seed")])
+@functools.partial(
+    _apply,
+    [
+        click.option("--store", required=True, type=NonEmptyPath(), help="Feature store."),
+        *PROTOCOL_OPTIONS,
+        config_option("label"),
+        config_option("seed"),
+    ],
+)
 @click.option("--c", "c", type=float, default=1.0, show_default=True, help="SVM regularisation C.")
 @click.option("--out", type=NonEmptyPath(dir_okay=False), help="Write the results as JSON here.")
-@click.option("--repeats", type=click.IntRange(min=1), default=1, show_default=True,
-              help="Fit on the folds of seeds --seed … --seed+N−1 (as cv --repeats) and give the mean ± std over seeds.")
-@click.option("--functionals", type=click.Choice(["mfcc-stats", "egemaps", "compare"]),
-              help="Utterance vectors: mean/std of the stored frames (mfcc-stats, the default for frame stores), or "
-                   "openSMILE's eGeMAPS/ComParE functionals (from a store of --feature egemaps-functionals or "
-                   "compare-functionals, their default).")
-@click.option("--input-norm", type=click.Choice(["global", "speaker"]), default="global", show_default=True,
-              help="Standardise the vectors on the training rows (global), or first per speaker over each "
-                   "speaker's utterances, test speakers' unlabelled ones included (speaker).")
-def baseline(store: str, c: float, out: str | None, repeats: int, label: str, seed: int, functionals: str | None,
-             input_norm: str, **params) -> None:
+@click.option(
+    "--repeats",
+    type=click.IntRange(min=1),
+    default=1,
+    show_default=True,
+    help="Fit on the folds of seeds --seed … --seed+N−1 (as cv --repeats) and give the mean ± std over seeds.",
+)
+@click.option(
+    "--functionals",
+    type=click.Choice(["mfcc-stats", "egemaps", "compare"]),
+    help="Utterance vectors: mean/std of the stored frames (mfcc-stats, the default for frame stores), or "
+    "openSMILE's eGeMAPS/ComParE functionals (from a store of --feature egemaps-functionals or "
+    "compare-functionals, their default).",
+)
+@click.option(
+    "--input-norm",
+    type=click.Choice(["global", "speaker"]),
+    default="global",
+    show_default=True,
+    help="Standardise the vectors on the training rows (global), or first per speaker over each "
+    "speaker's utterances, test speakers' unlabelled ones included (speaker).",
+)
+def baseline(
+    store: str,
+    c: float,
+    out: str | None,
+    repeats: int,
+    label: str,
+    seed: int,
+    functionals: str | None,
+    input_norm: str,
+    **params,
+) -> None:
     """RBF-SVM on one vector per utterance (functionals), on the same folds as train/cv."""
     from featurestore.atomic import write_json
     from trainer.baseline import svm_repeats
     from trainer.metrics import describe_repeats, describe_results
 
     _, protocol, config = _run_setup(store, None, {**params, "label": label, "seed": seed})  # checks --label, --seed
-    outcome = svm_repeats(store, protocol, label=config.label, c=c, seed=config.seed, repeats=repeats,
-                          functionals=functionals, input_norm=input_norm)
+    outcome = svm_repeats(
+        store,
+        protocol,
+        label=config.label,
+        c=c,
+        seed=config.seed,
+        repeats=repeats,
+        functionals=functionals,
+        input_norm=input_norm,
+    )
     if out:
         write_json(out, outcome["results"])
     text = describe_results(outcome["results"]) if repeats == 1 else describe_repeats(outcome["results"])
@@ -434,16 +674,49 @@ def baseline(store: str, c: float, out: str | None, repeats: int, label: str, se
 
 
 @main.command()
-@click.argument("name", type=click.Choice(["table1", "table2", "table3", "table4", "table5", "table6", "fig2", "alpha-sweep"]))
-@click.option("--out", type=NonEmptyPath(file_okay=False), default="experiments", show_default=True, help="Experiment folder (runs are shared inside it).")
-@click.option("--root", "roots", multiple=True, metavar="CORPUS=DIR", help="Corpus folder (or CSV manifest), e.g. iemocap=/data/IEMOCAP_full_release.")
-@click.option("--store", "stores", multiple=True, metavar="CORPUS:FEATURE=PATH", help="Use an existing store, e.g. iemocap:w2v2=cache/iemocap_w2v2.zarr.")
-@click.option("--corpus", "corpora", multiple=True, help="Corpora to run (default: iemocap and baum1, those available; table5: exactly two).")
-@click.option("--feature", type=click.Choice(list(FEATURES)), help="Restrict to one feature (default: the paper's for the experiment).")
+@click.argument(
+    "name", type=click.Choice(["table1", "table2", "table3", "table4", "table5", "table6", "fig2", "alpha-sweep"])
+)
+@click.option(
+    "--out",
+    type=NonEmptyPath(file_okay=False),
+    default="experiments",
+    show_default=True,
+    help="Experiment folder (runs are shared inside it).",
+)
+@click.option(
+    "--root",
+    "roots",
+    multiple=True,
+    metavar="CORPUS=DIR",
+    help="Corpus folder (or CSV manifest), e.g. iemocap=/data/IEMOCAP_full_release.",
+)
+@click.option(
+    "--store",
+    "stores",
+    multiple=True,
+    metavar="CORPUS:FEATURE=PATH",
+    help="Use an existing store, e.g. iemocap:w2v2=cache/iemocap_w2v2.zarr.",
+)
+@click.option(
+    "--corpus",
+    "corpora",
+    multiple=True,
+    help="Corpora to run (default: iemocap and baum1, those available; table5: exactly two).",
+)
+@click.option(
+    "--feature",
+    type=click.Choice(list(FEATURES)),
+    help="Restrict to one feature (default: the paper's for the experiment).",
+)
 @click.option("--model", default=DEFAULT_MODEL, show_default=True, help="w2v2 model for stores that must be extracted.")
 @click.option("--layers", default="last", show_default=True, help="w2v2 layers to extract.")
-@functools.partial(_apply, [config_option(name) for name in ("epochs", "channels", "batch_size", "alpha_max", "seed", "device")])
-def experiment(name, out, roots, stores, corpora, feature, model, layers, epochs, channels, batch_size, alpha_max, seed, device) -> None:
+@functools.partial(
+    _apply, [config_option(name) for name in ("epochs", "channels", "batch_size", "alpha_max", "seed", "device")]
+)
+def experiment(
+    name, out, roots, stores, corpora, feature, model, layers, epochs, channels, batch_size, alpha_max, seed, device
+) -> None:
     """Reproduce a table or figure of the paper: runs, results.json, table.md and plots."""
     from featurestore.corpora import CORPORA
     from trainer.config import TrainConfig
@@ -454,17 +727,30 @@ def experiment(name, out, roots, stores, corpora, feature, model, layers, epochs
     for key, path in parse_pairs(stores, "--store").items():
         corpus, sep, feat = key.partition(":")
         if not sep or feat not in FEATURES:
-            raise SermtlError(f"--store expects CORPUS:FEATURE=PATH with FEATURE one of {', '.join(FEATURES)}, got {key!r}")
+            raise SermtlError(
+                f"--store expects CORPUS:FEATURE=PATH with FEATURE one of {', '.join(FEATURES)}, got {key!r}"
+            )
         store_map[(corpus, feat)] = Path(path)
     train = {"epochs": epochs, "channels": channels, "batch_size": batch_size, "alpha_max": alpha_max, "seed": seed}
     TrainConfig.from_dict({**train, "device": device})  # checked before any store is extracted
     recipes = {c: "csv" for c, r in root_map.items() if str(r).lower().endswith(".csv")}
     unknown = [c for c in root_map if c not in CORPORA and c not in recipes]
     if unknown:
-        raise SermtlError(f"--root {unknown[0]}=…: not a corpus recipe ({', '.join(sorted(CORPORA))}) nor a .csv manifest")
-    workspace = Workspace(out=Path(out), cache=cache_dir(), roots=root_map, recipes=recipes, stores=store_map,
-                          model=model, layers=layers, device=device, echo=click.echo,
-                          train=train)
+        raise SermtlError(
+            f"--root {unknown[0]}=…: not a corpus recipe ({', '.join(sorted(CORPORA))}) nor a .csv manifest"
+        )
+    workspace = Workspace(
+        out=Path(out),
+        cache=cache_dir(),
+        roots=root_map,
+        recipes=recipes,
+        stores=store_map,
+        model=model,
+        layers=layers,
+        device=device,
+        echo=click.echo,
+        train=train,
+    )
     options: dict[str, Any] = {"corpora": list(corpora) or None}
     if feature:
         options["feature"] = feature
@@ -475,7 +761,9 @@ def experiment(name, out, roots, stores, corpora, feature, model, layers, epochs
 @main.command()
 @click.argument("baseline_run", type=NonEmptyPath(exists=True))
 @click.argument("runs", nargs=-1, required=True, type=NonEmptyPath(exists=True))
-@click.option("--metric", default="uwa", show_default=True, help="A number of each fold's metrics.json: wa, uwa, aux_accuracy, …")
+@click.option(
+    "--metric", default="uwa", show_default=True, help="A number of each fold's metrics.json: wa, uwa, aux_accuracy, …"
+)
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
 def compare(baseline_run: str, runs: tuple[str, ...], metric: str, as_json: bool) -> None:
     """Finished runs (cv runs, --repeats or sweep setting folders, baseline --out JSON) against
@@ -488,25 +776,42 @@ def compare(baseline_run: str, runs: tuple[str, ...], metric: str, as_json: bool
 
 @main.command()
 @click.argument("run_dirs", nargs=-1, required=True, type=NonEmptyPath())
-@click.option("--out", type=NonEmptyPath(file_okay=False), help="Report folder (needed for several runs; default: the run's own folder).")
-@click.option("--paper", "paper_json", type=NonEmptyPath(dir_okay=False), help='JSON {"title": …, "rows": {run: {"wa": …, "uwa": …}}} shown beside ours.')
+@click.option(
+    "--out",
+    type=NonEmptyPath(file_okay=False),
+    help="Report folder (needed for several runs; default: the run's own folder).",
+)
+@click.option(
+    "--paper",
+    "paper_json",
+    type=NonEmptyPath(dir_okay=False),
+    help='JSON {"title": …, "rows": {run: {"wa": …, "uwa": …}}} shown beside ours.',
+)
 def report(run_dirs: tuple[str, ...], out: str | None, paper_json: str | None) -> None:
     """Write report.md for cv run directories: tables, confusion matrices, curves, α schedule."""
     from trainer.reports import write_report
-
     from trainer.runfiles import read_paper
 
     click.echo(write_report(run_dirs, out, read_paper(paper_json) if paper_json else None))
 
 
 @main.command()
-@click.option("--checkpoint", required=True, type=NonEmptyPath(),
-              help="checkpoint.pt of a trained fold, or a run directory (its folds as an ensemble: mean probabilities).")
+@click.option(
+    "--checkpoint",
+    required=True,
+    type=NonEmptyPath(),
+    help="checkpoint.pt of a trained fold, or a run directory (its folds as an ensemble: mean probabilities).",
+)
 @click.argument("inputs", nargs=-1, required=True, type=NonEmptyPath())
 @click.option("--device", default="cpu", show_default=True)
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
-@click.option("--max-duration", type=click.FloatRange(min=0, min_open=True), default=DEFAULT_MAX_DURATION, show_default=True,
-              help="Longest audio file to decode, in seconds.")
+@click.option(
+    "--max-duration",
+    type=click.FloatRange(min=0, min_open=True),
+    default=DEFAULT_MAX_DURATION,
+    show_default=True,
+    help="Longest audio file to decode, in seconds.",
+)
 def predict(checkpoint: str, inputs: tuple[str, ...], device: str, as_json: bool, max_duration: float) -> None:
     """Emotion (and auxiliary) probabilities for audio files or folders."""
     from trainer.predict import predict_files
@@ -517,15 +822,30 @@ def predict(checkpoint: str, inputs: tuple[str, ...], device: str, as_json: bool
         return
     for row in rows:
         probs = " ".join(f"{k}={v:.2f}" for k, v in row["emotion_probs"].items())
-        extra = "".join(f"  {k}={v}" for k, v in row.items() if k not in ("file", "emotion", "emotion_probs") and not k.endswith("_probs"))
+        extra = "".join(
+            f"  {k}={v}"
+            for k, v in row.items()
+            if k not in ("file", "emotion", "emotion_probs") and not k.endswith("_probs")
+        )
         click.echo(f"{row['file']}\t{row['emotion']}\t{probs}{extra}")
 
 
 @main.command()
-@click.option("--checkpoint", required=True, type=NonEmptyPath(),
-              help="checkpoint.pt of a trained fold, or a model folder of train --all-data.")
-@click.option("--format", "export_format", type=click.Choice(["torchscript", "onnx"]), default="onnx", show_default=True)
-@click.option("--out", required=True, type=NonEmptyPath(dir_okay=False), help="The exported model (FILE.json and FILE.md beside it).")
+@click.option(
+    "--checkpoint",
+    required=True,
+    type=NonEmptyPath(),
+    help="checkpoint.pt of a trained fold, or a model folder of train --all-data.",
+)
+@click.option(
+    "--format", "export_format", type=click.Choice(["torchscript", "onnx"]), default="onnx", show_default=True
+)
+@click.option(
+    "--out",
+    required=True,
+    type=NonEmptyPath(dir_okay=False),
+    help="The exported model (FILE.json and FILE.md beside it).",
+)
 def export(checkpoint: str, export_format: str, out: str) -> None:
     """Export a trained model (features → emotion probabilities, embedding) for serving."""
     from trainer.export import export_model
@@ -533,8 +853,10 @@ def export(checkpoint: str, export_format: str, out: str) -> None:
 
     paths = checkpoint_paths(checkpoint)
     if len(paths) > 1:
-        raise SermtlError(f"--checkpoint {checkpoint}: a run directory holds {len(paths)} folds; export one fold's "
-                          "checkpoint.pt, or a model of train --all-data")
+        raise SermtlError(
+            f"--checkpoint {checkpoint}: a run directory holds {len(paths)} folds; export one fold's "
+            "checkpoint.pt, or a model of train --all-data"
+        )
     path = export_model(paths[0], out, export_format)
     click.echo(f"{path} ({export_format}, {path.stat().st_size / 2**20:.1f} MiB); {path.name}.json, {path.name}.md")
 
@@ -554,7 +876,9 @@ def _format_summary(summary: dict[str, Any]) -> str:
         lines.append(f"{column:<9} " + ", ".join(f"{k} {v}" for k, v in counts.items()))
     for item in summary["skipped"]:
         lines.append(f"skipped   {item['utt_id']}: {item['error']}")
-    lines.append(f"fingerprint {summary['config'].get('fingerprint')}, sermtl {summary['config'].get('sermtl_version')}")
+    lines.append(
+        f"fingerprint {summary['config'].get('fingerprint')}, sermtl {summary['config'].get('sermtl_version')}"
+    )
     return "\n".join(lines)
 
 
@@ -564,9 +888,13 @@ def list_registries() -> None:
     config presets and training options (with defaults and allowed values)."""
     from trainer.config import flag, options, preset_names
 
-    for title, names in (("corpora", available_corpora()), ("features", list(FEATURES)),
-                         ("store formats", available_backends()), ("protocols", list(PROTOCOLS)),
-                         ("presets", preset_names())):
+    for title, names in (
+        ("corpora", available_corpora()),
+        ("features", list(FEATURES)),
+        ("store formats", available_backends()),
+        ("protocols", list(PROTOCOLS)),
+        ("presets", preset_names()),
+    ):
         click.echo(f"{title + ':':<15}{', '.join(names)}")
     click.echo("training options:")
     for field, spec in options():
@@ -597,7 +925,9 @@ def verify(store: str) -> None:
         click.echo(f"missing: {utt_id}")
     for item in result.skipped:
         click.echo(f"skipped: {item['utt_id']}: {item['error']}")
-    click.echo(f"{result.path}: {result.checked} entries checked, {len(result.problems)} problem(s), {len(result.missing)} missing")
+    click.echo(
+        f"{result.path}: {result.checked} entries checked, {len(result.problems)} problem(s), {len(result.missing)} missing"
+    )
     if not result.ok:
         sys.exit(1)
 

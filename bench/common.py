@@ -15,9 +15,10 @@ import os
 import platform
 import shutil
 import time
+from collections.abc import Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any, Iterable, Iterator
+from typing import Any
 
 import numpy as np
 
@@ -43,14 +44,27 @@ def corpus_row(index: int, utt_id: str, path: str, seconds: float) -> dict[str, 
     """The manifest row of utterance ``index``: labels cycle so that every fold sees every class."""
     session = 1 + index % 5
     gender = "FM"[(index // 5) % 2]
-    return {"utt_id": utt_id, "path": path, "duration": round(float(seconds), 6),
-            "emotion": EMOTIONS[index % 4], "expression": ("acted", "spontaneous")[(index // 4) % 2],
-            "speaker": f"Ses{session:02d}{gender}", "gender": gender, "session": f"Session{session}",
-            "corpus": "bench"}
+    return {
+        "utt_id": utt_id,
+        "path": path,
+        "duration": round(float(seconds), 6),
+        "emotion": EMOTIONS[index % 4],
+        "expression": ("acted", "spontaneous")[(index // 4) % 2],
+        "speaker": f"Ses{session:02d}{gender}",
+        "gender": gender,
+        "session": f"Session{session}",
+        "corpus": "bench",
+    }
 
 
-def make_corpus(root: str | os.PathLike, count: int, seed: int = 0, longest: float = IEMOCAP_LONGEST_S,
-                include_longest: bool = True, workers: int | None = None) -> Manifest:
+def make_corpus(
+    root: str | os.PathLike,
+    count: int,
+    seed: int = 0,
+    longest: float = IEMOCAP_LONGEST_S,
+    include_longest: bool = True,
+    workers: int | None = None,
+) -> Manifest:
     """Write ``count`` wavs with IEMOCAP's lengths under ``root`` and return their manifest.
 
     With ``include_longest`` the first utterance lasts exactly ``longest`` seconds (IEMOCAP's
@@ -70,8 +84,9 @@ def make_corpus(root: str | os.PathLike, count: int, seed: int = 0, longest: flo
 
     def write(i: int) -> None:
         row = rows[i]
-        wave = synth_utterance(row["emotion"], row["expression"], seconds[i], SAMPLE_RATE, seed * 100_003 + i,
-                               row["gender"])
+        wave = synth_utterance(
+            row["emotion"], row["expression"], seconds[i], SAMPLE_RATE, seed * 100_003 + i, row["gender"]
+        )
         sf.write(row["path"], wave, SAMPLE_RATE, subtype="PCM_16")
 
     with ThreadPoolExecutor(max_workers=workers or os.cpu_count() or 1) as pool:
@@ -81,8 +96,10 @@ def make_corpus(root: str | os.PathLike, count: int, seed: int = 0, longest: flo
 
 def repeat_manifest(manifest: Manifest, times: int) -> Manifest:
     """``times`` copies of every row (ids suffixed ``~k``), pointing to the same audio files."""
-    return Manifest(({**row, "utt_id": f"{row['utt_id']}~{k}"} for k in range(times) for row in manifest),
-                    source=f"{manifest.source} x{times}")
+    return Manifest(
+        ({**row, "utt_id": f"{row['utt_id']}~{k}"} for k in range(times) for row in manifest),
+        source=f"{manifest.source} x{times}",
+    )
 
 
 def random_manifest(frames: np.ndarray, rate: float = 50.0) -> Manifest:
@@ -90,13 +107,20 @@ def random_manifest(frames: np.ndarray, rate: float = 50.0) -> Manifest:
     return Manifest(corpus_row(i, f"utt{i:05d}", f"/bench/utt{i:05d}.wav", n / rate) for i, n in enumerate(frames))
 
 
-def write_features(path: str | os.PathLike, manifest: Manifest, items: Iterable[tuple[str, np.ndarray]],
-                   dim: int, dtype: str = "float16", batch: int = 64) -> None:
+def write_features(
+    path: str | os.PathLike,
+    manifest: Manifest,
+    items: Iterable[tuple[str, np.ndarray]],
+    dim: int,
+    dtype: str = "float16",
+    batch: int = 64,
+) -> None:
     """A one-layer store in the shipped layout holding ``(frames, dim)`` arrays, written ``batch`` at a time."""
     from featurestore.store import StoreWriter
 
-    with StoreWriter(fresh_store(path), manifest, {"feature": "bench", "dim": dim}, dtype, dim=dim, num_layers=1,
-                     frame_rate=50.0) as writer:
+    with StoreWriter(
+        fresh_store(path), manifest, {"feature": "bench", "dim": dim}, dtype, dim=dim, num_layers=1, frame_rate=50.0
+    ) as writer:
         pending: list[tuple[str, np.ndarray]] = []
         for utt_id, array in items:
             pending.append((utt_id, np.asarray(array, dtype=dtype)[None]))
@@ -109,8 +133,9 @@ def write_features(path: str | os.PathLike, manifest: Manifest, items: Iterable[
 def write_random_store(path: str | os.PathLike, frames: np.ndarray, dim: int, rng: np.random.Generator) -> Manifest:
     """A float16 store of random ``dim``-d features, ``frames[i]`` frames for labelled row ``i``; its manifest."""
     manifest = random_manifest(frames)
-    write_features(path, manifest, ((u, rng.standard_normal((int(n), dim))) for u, n in zip(manifest.ids(), frames)),
-                   dim)
+    write_features(
+        path, manifest, ((u, rng.standard_normal((int(n), dim))) for u, n in zip(manifest.ids(), frames)), dim
+    )
     return manifest
 
 
@@ -203,9 +228,12 @@ def machine_info() -> dict[str, Any]:
             cpu = next((line.split(":", 1)[1].strip() for line in handle if line.startswith("model name")), cpu)
     info: dict[str, Any] = {
         "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
-        "cpu": cpu, "cores": os.cpu_count(), "torch_threads": torch.get_num_threads(),
+        "cpu": cpu,
+        "cores": os.cpu_count(),
+        "torch_threads": torch.get_num_threads(),
         "load_avg_1min": round(os.getloadavg()[0], 2) if hasattr(os, "getloadavg") else None,
-        "python": platform.python_version(), "torch": torch.__version__,
+        "python": platform.python_version(),
+        "torch": torch.__version__,
     }
     if torch.cuda.is_available():
         info["gpu"] = torch.cuda.get_device_name(0)

@@ -31,7 +31,7 @@ def naive_batches(manifest: Manifest, batch_seconds: float, seed: int = 0) -> li
     durations = {row["utt_id"]: float(row["duration"]) for row in manifest}
     sizes = [len(batch) for batch in plan_batches(durations, batch_seconds)]
     order = list(np.random.default_rng(seed).permutation(manifest.ids()))
-    return [order[sum(sizes[:k]):sum(sizes[:k + 1])] for k in range(len(sizes))]
+    return [order[sum(sizes[:k]) : sum(sizes[: k + 1])] for k in range(len(sizes))]
 
 
 def padded_seconds(manifest: Manifest, batches: list[list[str]]) -> float:
@@ -39,11 +39,19 @@ def padded_seconds(manifest: Manifest, batches: list[list[str]]) -> float:
     return sum(len(b) * max(float(manifest[u]["duration"]) for u in b) for b in batches)
 
 
-def extract_naive(manifest: Manifest, extractor: FeatureExtractor, store: Path, batch_seconds: float,
-                  dtype: str) -> None:
+def extract_naive(
+    manifest: Manifest, extractor: FeatureExtractor, store: Path, batch_seconds: float, dtype: str
+) -> None:
     """Decode, extract and write :func:`naive_batches` one batch after another."""
-    with StoreWriter(store, manifest, extractor.describe(), dtype, dim=extractor.dim,
-                     num_layers=extractor.num_layers, frame_rate=extractor.frame_rate) as writer:
+    with StoreWriter(
+        store,
+        manifest,
+        extractor.describe(),
+        dtype,
+        dim=extractor.dim,
+        num_layers=extractor.num_layers,
+        frame_rate=extractor.frame_rate,
+    ) as writer:
         for batch in naive_batches(manifest, batch_seconds):
             waves = [load_audio(manifest[u]["path"], manifest[u]["start"], manifest[u]["end"]) for u in batch]
             writer.write(list(zip(batch, extractor.extract_batch(waves))))
@@ -59,29 +67,54 @@ def compute_only_seconds(manifest: Manifest, extractor: FeatureExtractor, batch_
     return compute["s"]
 
 
-def compare_batching(manifest: Manifest, extractor: FeatureExtractor, workdir: Path, batch_seconds: float,
-                     dtype: str = "float16", naive: bool = True) -> dict[str, Any]:
+def compare_batching(
+    manifest: Manifest,
+    extractor: FeatureExtractor,
+    workdir: Path,
+    batch_seconds: float,
+    dtype: str = "float16",
+    naive: bool = True,
+) -> dict[str, Any]:
     """Bucketed, one-by-one and naive padded extraction of ``manifest``: speeds, ratios and the
     largest difference between bucketed and one-by-one features (exact batching)."""
     audio = manifest.total_duration()
     name = extractor.name
     device = getattr(extractor, "device", None)
     shortest = min(manifest, key=lambda row: float(row["duration"]))["utt_id"]
-    extract_to_store(manifest.subset([shortest]), extractor, fresh_store(workdir / f"{name}_warm_up.zarr"), dtype=dtype,
-                     progress=False)  # one-off set-up (kernels, imports, first store) out of the timings
+    extract_to_store(
+        manifest.subset([shortest]),
+        extractor,
+        fresh_store(workdir / f"{name}_warm_up.zarr"),
+        dtype=dtype,
+        progress=False,
+    )  # one-off set-up (kernels, imports, first store) out of the timings
     result: dict[str, Any] = {"utterances": len(manifest), "audio_s": round(audio, 1), "batch_seconds": batch_seconds}
     with clock(device) as bucketed:
-        extract_to_store(manifest, extractor, fresh_store(workdir / f"{name}_bucketed.zarr"), dtype=dtype,
-                         batch_seconds=batch_seconds, progress=False)
+        extract_to_store(
+            manifest,
+            extractor,
+            fresh_store(workdir / f"{name}_bucketed.zarr"),
+            dtype=dtype,
+            batch_seconds=batch_seconds,
+            progress=False,
+        )
     _record(result, "bucketed", bucketed)
     result["bucketed_x_realtime"] = round(audio / bucketed["s"], 1)
     with clock(device) as one:
-        extract_to_store(manifest, extractor, fresh_store(workdir / f"{name}_sequential.zarr"), dtype=dtype,
-                         batch_seconds=batch_seconds, max_batch=1, progress=False)
+        extract_to_store(
+            manifest,
+            extractor,
+            fresh_store(workdir / f"{name}_sequential.zarr"),
+            dtype=dtype,
+            batch_seconds=batch_seconds,
+            max_batch=1,
+            progress=False,
+        )
     _record(result, "sequential", one)
     result["batched_vs_sequential"] = round(one["s"] / bucketed["s"], 2)
-    result["batched_max_abs_diff"] = max_difference(workdir / f"{name}_bucketed.zarr",
-                                                    workdir / f"{name}_sequential.zarr")
+    result["batched_max_abs_diff"] = max_difference(
+        workdir / f"{name}_bucketed.zarr", workdir / f"{name}_sequential.zarr"
+    )
     if naive:
         with clock(device) as padded:
             extract_naive(manifest, extractor, fresh_store(workdir / f"{name}_naive.zarr"), batch_seconds, dtype)

@@ -33,8 +33,14 @@ from typing import Any
 if __package__ in (None, ""):  # run as a script: make `bench` importable
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.common import IEMOCAP_LONGEST_S, IEMOCAP_UTTERANCES, clock, machine_info, make_corpus, \
-    ssl_model  # noqa: E402
+from bench.common import (
+    IEMOCAP_LONGEST_S,
+    IEMOCAP_UTTERANCES,
+    clock,
+    machine_info,
+    make_corpus,
+    ssl_model,  # noqa: E402
+)
 from featurestore.atomic import write_json  # noqa: E402
 
 EXTRACT_TARGET_X_REALTIME = 500.0
@@ -49,29 +55,39 @@ def longest_alone(manifest, extractor, device) -> dict[str, Any]:
     wave = load_audio(row["path"], row["start"], row["end"])
     with clock(device) as alone:
         extractor.extract_batch([wave])
-    return {"seconds_of_audio": round(len(wave) / 16000, 2), "s": round(alone["s"], 3),
-            "peak_gpu_mb": alone["peak_gpu_mb"]}
+    return {
+        "seconds_of_audio": round(len(wave) / 16000, 2),
+        "s": round(alone["s"], 3),
+        "peak_gpu_mb": alone["peak_gpu_mb"],
+    }
 
 
 def train_all_folds(store_path: Path, epochs: int, channels: int, device: str) -> dict[str, Any]:
     """Leave-one-session-out on the store, every fold, features in (GPU) memory once."""
     from bench.training import timed_training
     from featurestore.store import open_store
+    from trainer.config import TrainConfig
     from trainer.data import open_bank
     from trainer.folds import make_folds
-    from trainer.config import TrainConfig
 
     config = TrainConfig.from_dict({"epochs": epochs, "channels": channels, "device": device})
     with open_store(store_path) as store, clock(device) as total:
         with clock(device) as load:
             bank = open_bank(store, device=device)
-        folds = [timed_training(store, bank, fold, config)
-                 for fold in make_folds(store.manifest, "loso", by="session")]
-    return {"folds": len(folds), "epochs": epochs, "channels": channels, "streaming": bank.streaming,
-            "bank_load_s": round(load["s"], 2), "total_s": round(total["s"], 1), "per_fold": folds,
-            "loader_fraction": round(sum(f["loader_fraction"] * f["run_s"] for f in folds)
-                                     / sum(f["run_s"] for f in folds), 4),
-            "peak_gpu_mb": total["peak_gpu_mb"]}
+        folds = [timed_training(store, bank, fold, config) for fold in make_folds(store.manifest, "loso", by="session")]
+    return {
+        "folds": len(folds),
+        "epochs": epochs,
+        "channels": channels,
+        "streaming": bank.streaming,
+        "bank_load_s": round(load["s"], 2),
+        "total_s": round(total["s"], 1),
+        "per_fold": folds,
+        "loader_fraction": round(
+            sum(f["loader_fraction"] * f["run_s"] for f in folds) / sum(f["run_s"] for f in folds), 4
+        ),
+        "peak_gpu_mb": total["peak_gpu_mb"],
+    }
 
 
 def run(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
@@ -85,9 +101,11 @@ def run(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
         results["corpus"] = {"utterances": len(corpus), "audio_h": round(corpus.total_duration() / 3600, 2)}
         size = "tiny" if args.tiny else "large"
         extractor = SSLExtractor(model=str(ssl_model(args.model_dir or workdir, size)), device=args.device)
-        results["w2v2"] = {"model": f"wav2vec2-{size}", "precision": extractor.config.precision,
-                           **compare_batching(corpus, extractor, workdir, args.batch_seconds,
-                                              SSLExtractor.default_dtype)}
+        results["w2v2"] = {
+            "model": f"wav2vec2-{size}",
+            "precision": extractor.config.precision,
+            **compare_batching(corpus, extractor, workdir, args.batch_seconds, SSLExtractor.default_dtype),
+        }
         results["longest_alone"] = longest_alone(corpus, extractor, args.device)
         results["target_extract_500x"] = results["w2v2"]["bucketed_x_realtime"] >= EXTRACT_TARGET_X_REALTIME
         del extractor
@@ -100,8 +118,9 @@ def run(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
 
         results["training"] = train_all_folds(store, args.epochs, args.channels, args.device)
         results["target_train_under_3_min"] = results["training"]["total_s"] < TRAIN_TARGET_S
-        results["folds_together"] = training.folds_together(store, args.epochs, args.channels, args.device, workdir,
-                                                            args.ranks)
+        results["folds_together"] = training.folds_together(
+            store, args.epochs, args.channels, args.device, workdir, args.ranks
+        )
     return results
 
 
@@ -113,10 +132,15 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--batch-seconds", type=float, default=200.0)
     parser.add_argument("--epochs", type=int, default=50)
     parser.add_argument("--channels", type=int, default=512)
-    parser.add_argument("--ranks", type=int, default=5,
-                        help="processes training the folds at once (default 5: one per fold; --tiny: 2)")
-    parser.add_argument("--part", choices=("all", "extract", "train"), default="all",
-                        help="extract, or train on the store a kept --workdir holds from --part extract")
+    parser.add_argument(
+        "--ranks", type=int, default=5, help="processes training the folds at once (default 5: one per fold; --tiny: 2)"
+    )
+    parser.add_argument(
+        "--part",
+        choices=("all", "extract", "train"),
+        default="all",
+        help="extract, or train on the store a kept --workdir holds from --part extract",
+    )
     parser.add_argument("--tiny", action="store_true", help="toy sizes and a tiny random model (smoke test)")
     parser.add_argument("--workdir", type=Path, help="keep the corpus and stores here (default: temporary)")
     parser.add_argument("--model-dir", type=Path, help="where the random wav2vec2 model is built or found")

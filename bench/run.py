@@ -29,8 +29,16 @@ if __package__ in (None, ""):  # run as a script: make `bench` importable
 
 import numpy as np  # noqa: E402
 
-from bench.common import IEMOCAP_UTTERANCES, clock, fresh_store, iemocap_like_frames, machine_info, make_corpus, \
-    ssl_model, write_random_store  # noqa: E402
+from bench.common import (
+    IEMOCAP_UTTERANCES,
+    clock,
+    fresh_store,
+    iemocap_like_frames,
+    machine_info,
+    make_corpus,
+    ssl_model,  # noqa: E402
+    write_random_store,
+)
 from featurestore.atomic import write_json  # noqa: E402
 
 #: Training utterances of one IEMOCAP leave-one-session-out fold (4 of 5 sessions, 20 % of them for validation).
@@ -43,27 +51,28 @@ SWEEP_CHANNELS = 128
 class Sizes:
     """How big each part of a run is."""
 
-    corpus: int               # MFCC corpus (IEMOCAP's lengths)
-    longest: float            # its longest utterance, seconds
-    scale: tuple[int, ...]    # multiples of the MFCC corpus for the scale rows
-    store_utts: int           # random-feature stores for the read benchmark
+    corpus: int  # MFCC corpus (IEMOCAP's lengths)
+    longest: float  # its longest utterance, seconds
+    scale: tuple[int, ...]  # multiples of the MFCC corpus for the scale rows
+    store_utts: int  # random-feature stores for the read benchmark
     store_dim: int
-    train_utts: int           # random-feature store for seconds per epoch
+    train_utts: int  # random-feature store for seconds per epoch
     train_dim: int
     train_epochs: int
-    compare_utts: int         # MFCC corpus rows used for cache-fed vs on-the-fly training
+    compare_utts: int  # MFCC corpus rows used for cache-fed vs on-the-fly training
     compare_epochs: int
-    compare_channels: int     # ECAPA channels of the cache-fed vs on-the-fly runs
-    w2v2_size: str            # random wav2vec2 model: large (the real architecture) or tiny
+    compare_channels: int  # ECAPA channels of the cache-fed vs on-the-fly runs
+    w2v2_size: str  # random wav2vec2 model: large (the real architecture) or tiny
     w2v2_utts: int
     w2v2_longest: float
     w2v2_batch_seconds: float
-    sweep_epochs: int         # epochs of the folds-together vs one-after-another runs (MFCC corpus, C = 128)
+    sweep_epochs: int  # epochs of the folds-together vs one-after-another runs (MFCC corpus, C = 128)
 
 
 PRESETS: dict[str, Sizes] = {
-    "full": Sizes(IEMOCAP_UTTERANCES, 34.1, (1, 4, 16), 5531, 1024, 640, 1024, 2, 200, 2, 512,
-                  "large", 200, 34.1, 200.0, 5),
+    "full": Sizes(
+        IEMOCAP_UTTERANCES, 34.1, (1, 4, 16), 5531, 1024, 640, 1024, 2, 200, 2, 512, "large", 200, 34.1, 200.0, 5
+    ),
     "quick": Sizes(240, 34.1, (1, 4, 16), 300, 1024, 48, 1024, 1, 40, 1, 512, "large", 16, 5.0, 20.0, 2),
     # code paths only, in seconds (the unit test); its figures mean nothing
     "tiny": Sizes(12, 2.0, (1, 4, 16), 12, 32, 20, 32, 1, 11, 1, 32, "tiny", 10, 1.5, 4.0, 1),
@@ -94,30 +103,51 @@ def run(sizes: Sizes, workdir: Path, model_dir: Path | None = None) -> dict[str,
     log(f"corpus: {sizes.corpus} utterances")
     with clock() as made:
         corpus = make_corpus(workdir / "corpus", sizes.corpus, longest=sizes.longest)
-    section(results, "corpus", {"utterances": len(corpus), "audio_h": round(corpus.total_duration() / 3600, 3),
-                                "longest_s": round(max(float(r["duration"]) for r in corpus), 2),
-                                "generate_s": round(made["s"], 1)})
+    section(
+        results,
+        "corpus",
+        {
+            "utterances": len(corpus),
+            "audio_h": round(corpus.total_duration() / 3600, 3),
+            "longest_s": round(max(float(r["duration"]) for r in corpus), 2),
+            "generate_s": round(made["s"], 1),
+        },
+    )
 
     log("MFCC extraction: batched and one by one")
     mfcc = MFCCExtractor(device="cpu")
     figures = extraction.compare_batching(  # MFCC batches are not padded: no naive case
-        corpus, mfcc, workdir, MFCCExtractor.default_batch_seconds, MFCCExtractor.default_dtype, naive=False)
+        corpus, mfcc, workdir, MFCCExtractor.default_batch_seconds, MFCCExtractor.default_dtype, naive=False
+    )
     compute_s = extraction.compute_only_seconds(corpus, mfcc, MFCCExtractor.default_batch_seconds)
     section(results, "mfcc", {**figures, "compute_only_x_realtime": round(figures["audio_s"] / compute_s, 1)})
 
     log("sweep: the 5 folds of the MFCC corpus trained by 2 processes at once vs one after another")
-    section(results, "sweep", training.folds_together(workdir / f"{mfcc.name}_bucketed.zarr", sizes.sweep_epochs,
-                                                      SWEEP_CHANNELS, "cpu", workdir, ranks=2))
+    section(
+        results,
+        "sweep",
+        training.folds_together(
+            workdir / f"{mfcc.name}_bucketed.zarr", sizes.sweep_epochs, SWEEP_CHANNELS, "cpu", workdir, ranks=2
+        ),
+    )
 
     log(f"scale: MFCC extraction and reads at {sizes.scale} x the corpus")
-    section(results, "scale", scale.scale_rows(corpus, mfcc, workdir, sizes.scale, MFCCExtractor.default_batch_seconds,
-                                               MFCCExtractor.default_dtype))
+    section(
+        results,
+        "scale",
+        scale.scale_rows(
+            corpus, mfcc, workdir, sizes.scale, MFCCExtractor.default_batch_seconds, MFCCExtractor.default_dtype
+        ),
+    )
 
     log(f"store reads: {sizes.store_utts} utterances, {sizes.store_dim}-d float16, both layouts and backends")
     rng = np.random.default_rng(0)
     data = store_layouts.random_features(sizes.store_utts, sizes.store_dim, rng)
-    rows = [store_layouts.measure(layout, suffix, data, workdir, rng)
-            for layout in ("concatenated", "per-utterance") for suffix in (".zarr", ".h5")]
+    rows = [
+        store_layouts.measure(layout, suffix, data, workdir, rng)
+        for layout in ("concatenated", "per-utterance")
+        for suffix in (".zarr", ".h5")
+    ]
     del data
     section(results, "stores", {"utterances": sizes.store_utts, "dim": sizes.store_dim, "rows": rows})
 
@@ -130,9 +160,13 @@ def run(sizes: Sizes, workdir: Path, model_dir: Path | None = None) -> dict[str,
         section(results, "epochs", epochs)
 
     log(f"cache-fed vs on-the-fly training, MFCC, {sizes.compare_utts} utterances")
-    subset = corpus.subset(corpus.ids()[1:1 + sizes.compare_utts])  # not the 34 s one: one in 5531
-    extract_to_store(subset, mfcc, fresh_store(workdir / "compare_mfcc.zarr"), dtype=MFCCExtractor.default_dtype, progress=False)
-    config = TrainConfig.from_dict({"epochs": sizes.compare_epochs, "channels": sizes.compare_channels, "device": "cpu"})
+    subset = corpus.subset(corpus.ids()[1 : 1 + sizes.compare_utts])  # not the 34 s one: one in 5531
+    extract_to_store(
+        subset, mfcc, fresh_store(workdir / "compare_mfcc.zarr"), dtype=MFCCExtractor.default_dtype, progress=False
+    )
+    config = TrainConfig.from_dict(
+        {"epochs": sizes.compare_epochs, "channels": sizes.compare_channels, "device": "cpu"}
+    )
     with open_store(workdir / "compare_mfcc.zarr") as store:
         section(results, "train_mfcc", training.cache_vs_onthefly(store, mfcc, training.first_fold(store), config))
 
@@ -141,8 +175,16 @@ def run(sizes: Sizes, workdir: Path, model_dir: Path | None = None) -> dict[str,
 
     w2v2 = SSLExtractor(model=str(ssl_model(model_dir or workdir, sizes.w2v2_size)), device="cpu")
     w2v2_corpus = make_corpus(workdir / "w2v2_corpus", sizes.w2v2_utts, seed=1, longest=sizes.w2v2_longest)
-    section(results, "w2v2", {"model": f"wav2vec2-{sizes.w2v2_size}", **extraction.compare_batching(
-        w2v2_corpus, w2v2, workdir, sizes.w2v2_batch_seconds, SSLExtractor.default_dtype)})
+    section(
+        results,
+        "w2v2",
+        {
+            "model": f"wav2vec2-{sizes.w2v2_size}",
+            **extraction.compare_batching(
+                w2v2_corpus, w2v2, workdir, sizes.w2v2_batch_seconds, SSLExtractor.default_dtype
+            ),
+        },
+    )
     with open_store(workdir / "w2v2_bucketed.zarr") as store:
         section(results, "train_w2v2", training.cache_vs_onthefly(store, w2v2, training.first_fold(store), config))
     return results
@@ -171,28 +213,31 @@ def summary(results: dict[str, Any], preset: str, elapsed: float) -> dict[str, A
         out[f"store_read_utts_per_s_{backend}"] = shipped["random_read_utts_per_s"]
         out[f"store_read_GB_per_s_{backend}"] = round(shipped["random_read_MB_per_s"] / 1000, 3)
         out[f"store_read_vs_per_utterance_{backend}"] = round(
-            shipped["random_read_utts_per_s"] / per_utt["random_read_utts_per_s"], 2)
+            shipped["random_read_utts_per_s"] / per_utt["random_read_utts_per_s"], 2
+        )
     for channels in (512, 128):
         row = epochs[f"c{channels}"]
         out[f"cpu_epoch_s_c{channels}"] = row["epoch_s"]
         out[f"cpu_epoch_s_c{channels}_iemocap"] = per_epoch_at(row, IEMOCAP_TRAIN_UTTS)
         out[f"loader_fraction_c{channels}"] = row["loader_fraction"]
-    out.update({
-        "loader_fraction_streaming_c512": epochs["c512_streaming"]["loader_fraction"],
-        "train_utts_measured": epochs["c512"]["train_utts"],
-        "scale_factors": [r["factor"] for r in scale["rows"]],
-        "scale_extract_s": [r["extract_s"] for r in scale["rows"]],
-        "scale_extract_time_per_utt_ratio": scale["extract_time_per_utt_ratio"],
-        "scale_extract_rss_growth_mb": scale["extract_rss_growth_mb"],
-        "scale_read_s": [r["read_s"] for r in scale["rows"]],
-        "scale_read_time_per_utt_ratio": scale["read_time_per_utt_ratio"],
-        "scale_read_rss_growth_mb": scale["read_rss_growth_mb"],
-        "sweep_ratio": results["sweep"]["together_vs_one_after_another"],
-        "sweep_note": f"5 folds, {results['sweep']['ranks']} torchrun processes (1 thread each) against one "
-                      "process (all threads), CPU; bench/gpu.py measures 5 processes sharing one GPU",
-        "machine": results["machine"],
-        "elapsed_s": round(elapsed, 1),
-    })
+    out.update(
+        {
+            "loader_fraction_streaming_c512": epochs["c512_streaming"]["loader_fraction"],
+            "train_utts_measured": epochs["c512"]["train_utts"],
+            "scale_factors": [r["factor"] for r in scale["rows"]],
+            "scale_extract_s": [r["extract_s"] for r in scale["rows"]],
+            "scale_extract_time_per_utt_ratio": scale["extract_time_per_utt_ratio"],
+            "scale_extract_rss_growth_mb": scale["extract_rss_growth_mb"],
+            "scale_read_s": [r["read_s"] for r in scale["rows"]],
+            "scale_read_time_per_utt_ratio": scale["read_time_per_utt_ratio"],
+            "scale_read_rss_growth_mb": scale["read_rss_growth_mb"],
+            "sweep_ratio": results["sweep"]["together_vs_one_after_another"],
+            "sweep_note": f"5 folds, {results['sweep']['ranks']} torchrun processes (1 thread each) against one "
+            "process (all threads), CPU; bench/gpu.py measures 5 processes sharing one GPU",
+            "machine": results["machine"],
+            "elapsed_s": round(elapsed, 1),
+        }
+    )
     return out
 
 

@@ -10,8 +10,9 @@ fill: ``fullest_batch_audio_s`` says how much audio the largest batch held.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -29,8 +30,9 @@ def random_reads(store_path: Path, seed: int = 0) -> tuple[int, int]:
         return len(order), sum(store.read(u).nbytes for u in order)
 
 
-def scale_row(manifest: Manifest, extractor: FeatureExtractor, workdir: Path, factor: int,
-              batch_seconds: float, dtype: str) -> dict[str, Any]:
+def scale_row(
+    manifest: Manifest, extractor: FeatureExtractor, workdir: Path, factor: int, batch_seconds: float, dtype: str
+) -> dict[str, Any]:
     """Extraction then reads of ``factor`` copies of ``manifest``: seconds and memory of each."""
     corpus = repeat_manifest(manifest, factor)
     path = fresh_store(workdir / f"scale_x{factor}.zarr")
@@ -41,18 +43,30 @@ def scale_row(manifest: Manifest, extractor: FeatureExtractor, workdir: Path, fa
     durations = {row["utt_id"]: float(row["duration"]) for row in corpus}
     fullest = max(sum(durations[u] for u in batch) for batch in plan_batches(durations, batch_seconds))
     return {
-        "factor": factor, "utterances": count, "audio_h": round(corpus.total_duration() / 3600, 2),
+        "factor": factor,
+        "utterances": count,
+        "audio_h": round(corpus.total_duration() / 3600, 2),
         "fullest_batch_audio_s": round(fullest, 1),
-        "extract_s": round(extract["s"], 2), "extract_x_realtime": round(corpus.total_duration() / extract["s"], 1),
-        "extract_peak_rss_mb": extract_mem["peak_rss_mb"], "extract_rss_growth_mb": extract_mem["rss_growth_mb"],
-        "read_s": round(read["s"], 2), "read_utts_per_s": round(count / read["s"], 1),
-        "read_MB": round(nbytes / 1e6, 1), "read_peak_rss_mb": read_mem["peak_rss_mb"],
+        "extract_s": round(extract["s"], 2),
+        "extract_x_realtime": round(corpus.total_duration() / extract["s"], 1),
+        "extract_peak_rss_mb": extract_mem["peak_rss_mb"],
+        "extract_rss_growth_mb": extract_mem["rss_growth_mb"],
+        "read_s": round(read["s"], 2),
+        "read_utts_per_s": round(count / read["s"], 1),
+        "read_MB": round(nbytes / 1e6, 1),
+        "read_peak_rss_mb": read_mem["peak_rss_mb"],
         "read_rss_growth_mb": read_mem["rss_growth_mb"],
     }
 
 
-def scale_rows(manifest: Manifest, extractor: FeatureExtractor, workdir: Path, factors: Sequence[int],
-               batch_seconds: float, dtype: str = "float32") -> dict[str, Any]:
+def scale_rows(
+    manifest: Manifest,
+    extractor: FeatureExtractor,
+    workdir: Path,
+    factors: Sequence[int],
+    batch_seconds: float,
+    dtype: str = "float32",
+) -> dict[str, Any]:
     """One :func:`scale_row` per factor, plus how far time and memory are from linear and flat."""
     rows = [scale_row(manifest, extractor, workdir, f, batch_seconds, dtype) for f in factors]
     first, last = rows[0], rows[-1]

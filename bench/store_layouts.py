@@ -32,8 +32,10 @@ from bench.common import iemocap_like_frames, random_manifest, write_features  #
 
 def random_features(count: int, dim: int, rng: np.random.Generator) -> dict[str, np.ndarray]:
     """``count`` float16 arrays ``(frames, dim)`` with IEMOCAP's lengths at 50 frames/s, keyed ``uttNNNNN``."""
-    return {f"utt{i:05d}": rng.standard_normal((n, dim)).astype(np.float16)
-            for i, n in enumerate(iemocap_like_frames(count, rng))}
+    return {
+        f"utt{i:05d}": rng.standard_normal((n, dim)).astype(np.float16)
+        for i, n in enumerate(iemocap_like_frames(count, rng))
+    }
 
 
 def write_concatenated(path: Path, data: dict[str, np.ndarray]) -> None:
@@ -75,8 +77,9 @@ def open_reader(layout: str, path: Path):
     return (lambda u: group[u][:]), (lambda: [group[u][:] for u in group])
 
 
-def measure(layout: str, suffix: str, data: dict[str, np.ndarray], workdir: Path, rng: np.random.Generator,
-            passes: int = 3) -> dict:
+def measure(
+    layout: str, suffix: str, data: dict[str, np.ndarray], workdir: Path, rng: np.random.Generator, passes: int = 3
+) -> dict:
     """Write ``data`` in one layout, then time reads: random order (the fastest of ``passes``
     passes, each in a new order, so a busy machine disturbs the figure less) and all at once."""
     path = workdir / f"{layout}{suffix}"
@@ -97,10 +100,14 @@ def measure(layout: str, suffix: str, data: dict[str, np.ndarray], workdir: Path
     files = 1 if path.is_file() else sum(1 for p in path.rglob("*") if p.is_file())
     size = path.stat().st_size if path.is_file() else sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
     return {
-        "layout": layout, "backend": "hdf5" if suffix == ".h5" else "zarr",
-        "write_s": round(write_s, 3), "random_read_utts_per_s": round(len(order) / read_s, 1),
-        "random_read_MB_per_s": round(nbytes / read_s / 1e6, 1), "load_all_s": round(load_s, 3),
-        "size_MB": round(size / 1e6, 1), "files": files,
+        "layout": layout,
+        "backend": "hdf5" if suffix == ".h5" else "zarr",
+        "write_s": round(write_s, 3),
+        "random_read_utts_per_s": round(len(order) / read_s, 1),
+        "random_read_MB_per_s": round(nbytes / read_s / 1e6, 1),
+        "load_all_s": round(load_s, 3),
+        "size_MB": round(size / 1e6, 1),
+        "files": files,
     }
 
 
@@ -114,8 +121,11 @@ def main() -> None:
     data = random_features(args.utts, args.dim, rng)
     workdir = Path(tempfile.mkdtemp(prefix="sermtl-layouts-"))
     try:
-        rows = [measure(layout, suffix, data, workdir, rng)
-                for layout in ("concatenated", "per-utterance") for suffix in (".zarr", ".h5")]
+        rows = [
+            measure(layout, suffix, data, workdir, rng)
+            for layout in ("concatenated", "per-utterance")
+            for suffix in (".zarr", ".h5")
+        ]
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
     for row in rows:

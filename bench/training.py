@@ -15,8 +15,9 @@ import shutil
 import subprocess
 import sys
 import time
+from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import Any, Iterator, Sequence
+from typing import Any
 
 import torch
 
@@ -24,9 +25,9 @@ from bench.common import clock
 from featurestore.audio import TARGET_SR, load_audio
 from featurestore.features.base import FeatureExtractor
 from featurestore.store.reader import FeatureStore
+from trainer.config import TrainConfig
 from trainer.data import FeatureBank, Span, open_bank
 from trainer.folds import Fold, make_folds
-from trainer.config import TrainConfig
 from trainer.loop import train_fold
 
 
@@ -40,8 +41,13 @@ class OnTheFlyBank(FeatureBank):
     over the cached frames, not part of the per-epoch cost being compared).
     """
 
-    def __init__(self, store: FeatureStore, extractor: FeatureExtractor,
-                 statistics: tuple[torch.Tensor, torch.Tensor], device: str | torch.device = "cpu") -> None:
+    def __init__(
+        self,
+        store: FeatureStore,
+        extractor: FeatureExtractor,
+        statistics: tuple[torch.Tensor, torch.Tensor],
+        device: str | torch.device = "cpu",
+    ) -> None:
         self.extractor = extractor
         self._statistics = statistics
         super().__init__(store, layer=None, device=device)
@@ -61,13 +67,13 @@ class OnTheFlyBank(FeatureBank):
             wave = load_audio(row["path"], row["start"], row["end"])
             if count < self.extractor.num_frames(len(wave)):  # a crop: only the audio under it
                 first = start * self.hop
-                wave = wave[first:first + (count - 1) * self.hop + self.extractor.min_samples]
+                wave = wave[first : first + (count - 1) * self.hop + self.extractor.min_samples]
             waves.append(wave)
         features = self.extractor.extract_batch(waves)
         out = torch.zeros((len(ids), max(count for _, count in spans), self.dim), dtype=torch.float32)
         for row, ((_, count), feats) in enumerate(zip(spans, features)):
             frames = torch.from_numpy(feats[0, :count])
-            out[row, :len(frames)] = frames
+            out[row, : len(frames)] = frames
         return out.to(self.device), torch.tensor([c for _, c in spans], dtype=torch.long, device=self.device)
 
 
@@ -104,8 +110,13 @@ def timed_training(store: FeatureStore, bank: FeatureBank, fold: Fold, config: T
     clock_loader(bank)
     with clock(bank.device) as run:
         train_fold(store, bank, fold, config, progress=False)
-    result = {"train_utts": len(fold.train), "epochs": config.epochs, "run_s": round(run["s"], 3),
-              "epoch_s": round(run["s"] / config.epochs, 3), "loader_fraction": round(bank.loader_s / run["s"], 4)}
+    result = {
+        "train_utts": len(fold.train),
+        "epochs": config.epochs,
+        "run_s": round(run["s"], 3),
+        "epoch_s": round(run["s"] / config.epochs, 3),
+        "loader_fraction": round(bank.loader_s / run["s"], 4),
+    }
     if run["peak_gpu_mb"] is not None:
         result["peak_gpu_mb"] = run["peak_gpu_mb"]
     return result
@@ -130,20 +141,34 @@ def epoch_seconds(store: FeatureStore, fold: Fold, channels: int, epochs: int, d
     warm_up(store, bank, fold, config)
     one = timed_training(store, bank, fold, config)
     more = timed_training(store, bank, fold, dataclasses.replace(config, epochs=1 + epochs))
-    return {**more, "epoch_s": round((more["run_s"] - one["run_s"]) / epochs, 3), "one_epoch_run_s": one["run_s"],
-            "streaming": bank.streaming}
+    return {
+        **more,
+        "epoch_s": round((more["run_s"] - one["run_s"]) / epochs, 3),
+        "one_epoch_run_s": one["run_s"],
+        "streaming": bank.streaming,
+    }
 
 
 def streaming_run(store: FeatureStore, fold: Fold, channels: int, device: str = "cpu") -> dict[str, Any]:
     """One epoch with every batch read from the store while training (:class:`~trainer.data.StreamingBank`,
     the path for stores larger than memory): the loader's share of the run."""
     bank = open_bank(store, device=device, budget_bytes=0)
-    return {**timed_training(store, bank, fold, TrainConfig.from_dict({"epochs": 1, "channels": channels, "device": device})),
-            "streaming": bank.streaming}
+    return {
+        **timed_training(
+            store, bank, fold, TrainConfig.from_dict({"epochs": 1, "channels": channels, "device": device})
+        ),
+        "streaming": bank.streaming,
+    }
 
 
-def cache_vs_onthefly(store: FeatureStore, extractor: FeatureExtractor, fold: Fold, config: TrainConfig,
-                      rounds: int = 2, device: str = "cpu") -> dict[str, Any]:
+def cache_vs_onthefly(
+    store: FeatureStore,
+    extractor: FeatureExtractor,
+    fold: Fold,
+    config: TrainConfig,
+    rounds: int = 2,
+    device: str = "cpu",
+) -> dict[str, Any]:
     """The same training run fed from the cache and recomputing features from audio.
 
     After a warm-up, the two alternate for ``rounds`` rounds (so a change in the machine's
@@ -157,8 +182,13 @@ def cache_vs_onthefly(store: FeatureStore, extractor: FeatureExtractor, fold: Fo
         for name, bank in (("cached", cached_bank), ("onthefly", onthefly_bank)):
             runs[name].append(timed_training(store, bank, fold, config))
     seconds = {name: sum(run["run_s"] for run in rows) for name, rows in runs.items()}
-    return {**runs, "ratio": round(seconds["onthefly"] / seconds["cached"], 2), "channels": config.network.channels,
-            "epochs_per_run": config.epochs, "audio_s_per_epoch": round(_epoch_audio_seconds(store, fold, config), 1)}
+    return {
+        **runs,
+        "ratio": round(seconds["onthefly"] / seconds["cached"], 2),
+        "channels": config.network.channels,
+        "epochs_per_run": config.epochs,
+        "audio_s_per_epoch": round(_epoch_audio_seconds(store, fold, config), 1),
+    }
 
 
 def _epoch_audio_seconds(store: FeatureStore, fold: Fold, config: TrainConfig) -> float:
@@ -173,17 +203,38 @@ def per_epoch_at(result: dict[str, Any], train_utts: int) -> float:
     return round(result["epoch_s"] * train_utts / max(1, result["train_utts"]), 1)
 
 
-def folds_together(store_path: Path, epochs: int, channels: int, device: str, workdir: Path,
-                   ranks: int = 5) -> dict[str, Any]:
+def folds_together(
+    store_path: Path, epochs: int, channels: int, device: str, workdir: Path, ranks: int = 5
+) -> dict[str, Any]:
     """The 5 leave-one-session-out folds trained at once by ``ranks`` processes on the same
     device (``torchrun --nproc-per-node RANKS … sermtl cv``; 5: one fold each), against the same
     ``sermtl cv`` in one process training them one after another; both as whole commands,
     side by side. A failed command's whole stderr (every rank's) is in the error."""
-    args = ["cv", "--store", str(store_path), "--protocol", "loso", "--by", "session", "--epochs", str(epochs),
-            "--channels", str(channels), "--device", device]
+    args = [
+        "cv",
+        "--store",
+        str(store_path),
+        "--protocol",
+        "loso",
+        "--by",
+        "session",
+        "--epochs",
+        str(epochs),
+        "--channels",
+        str(channels),
+        "--device",
+        device,
+    ]
     sermtl = [sys.executable, str(Path(__file__).resolve().parents[1] / "cli.py")]
-    torchrun = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", str(ranks),
-                "--no-python"]
+    torchrun = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nproc-per-node",
+        str(ranks),
+        "--no-python",
+    ]
     timings = {}
     for name, command in (("one_after_another", [*sermtl, *args]), ("together", [*torchrun, *sermtl, *args])):
         shutil.rmtree(workdir / f"cv_{name}", ignore_errors=True)

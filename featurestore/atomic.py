@@ -16,8 +16,9 @@ import math
 import numbers
 import os
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
-from typing import IO, Any, Iterator
+from typing import IO, Any
 
 from featurestore.errors import SermtlError, describe_error
 
@@ -111,7 +112,9 @@ def read_json(path: str | os.PathLike, expect: type = dict) -> Any:
     try:
         data = json.loads(raw.decode("utf-8"))
     except (ValueError, RecursionError) as exc:  # JSONDecodeError, UnicodeDecodeError, nesting too deep
-        raise SermtlError(f"{path} is damaged (not valid JSON: {describe_error(exc)}); delete it or use another folder") from None
+        raise SermtlError(
+            f"{path} is damaged (not valid JSON: {describe_error(exc)}); delete it or use another folder"
+        ) from None
     if not isinstance(data, expect):
         raise SermtlError(f"{path} is damaged (holds a {type(data).__name__}, expected a {expect.__name__})")
     return data

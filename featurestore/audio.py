@@ -13,21 +13,40 @@ from pathlib import Path
 
 import numpy as np
 
-from featurestore.decode import (SAMPLE_RATE_RANGE, SOUNDFILE_SUFFIXES, check_audio_size, check_readable,
-                                 decode_audio_bytes, file_signature, load_audio_file_native, read_native)
+from featurestore.decode import (
+    SAMPLE_RATE_RANGE,
+    SOUNDFILE_SUFFIXES,
+    check_audio_size,
+    check_readable,
+    decode_audio_bytes,
+    file_signature,
+    load_audio_file_native,
+    read_native,
+)
 from featurestore.errors import SermtlError
 from featurestore.hf_audio import is_reference, read_reference, reference_signature
 
-__all__ = ["DEFAULT_MAX_DURATION", "SAMPLE_RATE_RANGE", "TARGET_SR", "audio_duration", "audio_exists",
-           "audio_signature", "check_audio_size", "decode_audio_bytes", "load_audio", "load_audio_file_native"]
+__all__ = [
+    "DEFAULT_MAX_DURATION",
+    "SAMPLE_RATE_RANGE",
+    "TARGET_SR",
+    "audio_duration",
+    "audio_exists",
+    "audio_signature",
+    "check_audio_size",
+    "decode_audio_bytes",
+    "load_audio",
+    "load_audio_file_native",
+]
 
 TARGET_SR = 16000
 #: Longest audio (file or segment) decoded by default, in seconds (``--max-duration``).
 DEFAULT_MAX_DURATION = 600.0
 
 
-def _read_reference(reference: str, start: float | None, end: float | None,
-                    max_duration: float | None) -> tuple[np.ndarray, int]:
+def _read_reference(
+    reference: str, start: float | None, end: float | None, max_duration: float | None
+) -> tuple[np.ndarray, int]:
     """A dataset reference's samples (:mod:`featurestore.hf_audio`), cut to the segment."""
     wave, sr = read_reference(reference)
     check_audio_size(Path(reference), sr, len(wave) / sr if sr else None, None)

@@ -43,11 +43,14 @@ def check_audio_size(path: Path | str, sr: int, seconds: float | None, max_durat
     if not low <= sr <= high:
         raise SermtlError(f"{path}: sampling rate {sr} Hz is outside {low}..{high} Hz; not decoded")
     if max_duration is not None and seconds is not None and seconds > max_duration:
-        raise SermtlError(f"{path}: {seconds:.1f} s of audio is longer than --max-duration {max_duration:g} s; not decoded")
+        raise SermtlError(
+            f"{path}: {seconds:.1f} s of audio is longer than --max-duration {max_duration:g} s; not decoded"
+        )
 
 
-def _read_soundfile(path: Path, start: float | None, end: float | None,
-                    max_duration: float | None) -> tuple[np.ndarray, int]:
+def _read_soundfile(
+    path: Path, start: float | None, end: float | None, max_duration: float | None
+) -> tuple[np.ndarray, int]:
     import soundfile as sf
 
     with sf.SoundFile(str(path)) as handle:
@@ -68,8 +71,9 @@ def _declared_samples(stream, sr: int) -> int | None:
     return int(round(float(stream.duration * stream.time_base) * sr))
 
 
-def _read_pyav(source: Path | BinaryIO, label: str, start: float | None, end: float | None,
-               max_duration: float | None) -> tuple[np.ndarray, int]:
+def _read_pyav(
+    source: Path | BinaryIO, label: str, start: float | None, end: float | None, max_duration: float | None
+) -> tuple[np.ndarray, int]:
     """Decode ``source`` (a path or a file object; ``label`` names it in errors) with FFmpeg."""
     import av
 
@@ -85,7 +89,10 @@ def _read_pyav(source: Path | BinaryIO, label: str, start: float | None, end: fl
         declared = _declared_samples(stream, sr)
         check_audio_size(label, sr or 0, None, max_duration)
         if declared is not None:
-            first, last = int(round((start or 0.0) * sr)), declared if end is None else min(declared, int(round(end * sr)))
+            first, last = (
+                int(round((start or 0.0) * sr)),
+                declared if end is None else min(declared, int(round(end * sr))),
+            )
             check_audio_size(label, sr, max(0, last - first) / sr, max_duration)
         # Resample inside FFmpeg to planar float so every codec gives the same layout.
         resampler = av.AudioResampler(format="fltp", layout="mono", rate=sr)
@@ -119,8 +126,9 @@ def decode_audio_bytes(data: bytes, label: str) -> tuple[np.ndarray, int]:
     return _read_pyav(io.BytesIO(data), label, None, None, None)
 
 
-def read_native(path: Path, start: float | None, end: float | None,
-                 max_duration: float | None) -> tuple[np.ndarray, int]:
+def read_native(
+    path: Path, start: float | None, end: float | None, max_duration: float | None
+) -> tuple[np.ndarray, int]:
     """The file's samples (the segment ``start``..``end``), mono, at its own rate."""
     check_readable(path)
     wave = sr = None

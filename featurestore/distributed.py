@@ -18,14 +18,16 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import datetime
+import functools
 import os
 import re
 import shutil
 import time
 import traceback
 import warnings
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any, Callable, Iterator, TypeVar
+from typing import Any, TypeVar
 
 import numpy as np
 
@@ -110,8 +112,10 @@ def _bind_gpu(device: str, local_rank: int) -> None:
         return
     index = torch.device(device).index if device.startswith("cuda:") else local_rank
     if index >= torch.cuda.device_count():
-        raise SermtlError(f"--device {device}: rank with LOCAL_RANK {local_rank} needs GPU {index}, "
-                          f"this node has {torch.cuda.device_count()}; start at most that many processes per node")
+        raise SermtlError(
+            f"--device {device}: rank with LOCAL_RANK {local_rank} needs GPU {index}, "
+            f"this node has {torch.cuda.device_count()}; start at most that many processes per node"
+        )
     torch.cuda.set_device(index)
 
 
@@ -160,8 +164,10 @@ def _check_own_shards(shards: Path) -> None:
     """Refuse a shard folder holding anything sermtl does not put there (a folder of the
     user's that happens to have the name), before anything in it is read or removed."""
     if shards.is_symlink() or any(not _SHARD_ENTRY.match(p.name) for p in shards.iterdir()):
-        raise SermtlError(f"{shards} holds files sermtl did not make (torchrun extraction keeps its rank shards "
-                          "there): move it away, then run again")
+        raise SermtlError(
+            f"{shards} holds files sermtl did not make (torchrun extraction keeps its rank shards "
+            "there): move it away, then run again"
+        )
 
 
 def deal_batches(batches: list[list[str]], durations: dict[str, float], world: int) -> list[list[str]]:
@@ -239,18 +245,19 @@ def _salvage_shards(writer: StoreWriter, shards: Path, fingerprint: str, wanted:
     salvaged, done = 0, []
     with _open_shards(shards, fingerprint, remove_unreadable=True) as stores:
         for store in stores:
-
-            def unusable(utt_id: str, reason: str) -> None:
-                warnings.warn(f"{store.path}: shard entry of {utt_id} {reason}; it is recomputed", stacklevel=4)
-
             reusable = set(_reusable(store, writer.manifest))
             ids = [u for u in wanted if u in reusable]
-            copied = copy_entries(writer, {u: store for u in ids}, ids, on_unusable=unusable)
+            copied = copy_entries(
+                writer, {u: store for u in ids}, ids, on_unusable=functools.partial(_warn_unusable, store.path)
+            )
             changed = _stale(store, writer.manifest)
             if changed:
-                warnings.warn(f"{store.path}: shard of an earlier run made for other audio of {len(changed)} "
-                              f"utterance(s) (e.g. {changed[0]}); its {copied} matching entries were kept, the rest "
-                              "is recomputed", stacklevel=3)
+                warnings.warn(
+                    f"{store.path}: shard of an earlier run made for other audio of {len(changed)} "
+                    f"utterance(s) (e.g. {changed[0]}); its {copied} matching entries were kept, the rest "
+                    "is recomputed",
+                    stacklevel=3,
+                )
             salvaged += copied
             done.append(store.path)
     for path in done:
@@ -258,16 +265,35 @@ def _salvage_shards(writer: StoreWriter, shards: Path, fingerprint: str, wanted:
     return salvaged
 
 
-def _open_writer(manifest: Manifest, extractor: FeatureExtractor, store_path: Path, format: str | None,
-                 dtype: str) -> tuple[StoreWriter, str]:
+def _warn_unusable(shard: Path, utt_id: str, reason: str) -> None:
+    warnings.warn(f"{shard}: shard entry of {utt_id} {reason}; it is recomputed", stacklevel=4)
+
+
+def _open_writer(
+    manifest: Manifest, extractor: FeatureExtractor, store_path: Path, format: str | None, dtype: str
+) -> tuple[StoreWriter, str]:
     """The target's writer (holding its lock) and the fingerprint its shards must carry."""
-    writer = StoreWriter(store_path, manifest, extractor.describe(), dtype=dtype, dim=extractor.dim,
-                         num_layers=extractor.num_layers, frame_rate=extractor.frame_rate, format=format)
+    writer = StoreWriter(
+        store_path,
+        manifest,
+        extractor.describe(),
+        dtype=dtype,
+        dim=extractor.dim,
+        num_layers=extractor.num_layers,
+        frame_rate=extractor.frame_rate,
+        format=format,
+    )
     return writer, store_fingerprint({"feature": extractor.describe(), "dtype": writer.dtype.name})
 
 
-def take_in_shards(manifest: Manifest, extractor: FeatureExtractor, store_path: str | Path, *,
-                   format: str | None = None, dtype: str = "float32") -> int:
+def take_in_shards(
+    manifest: Manifest,
+    extractor: FeatureExtractor,
+    store_path: str | Path,
+    *,
+    format: str | None = None,
+    dtype: str = "float32",
+) -> int:
     """One process resuming an interrupted ``torchrun`` extraction: copy into the store what
     the shards of that run hold (checked as rank 0 checks them), remove the shards, and
     return how many entries were copied (0 when there are no shards)."""
@@ -282,8 +308,17 @@ def take_in_shards(manifest: Manifest, extractor: FeatureExtractor, store_path: 
     return copied
 
 
-def _open_target(manifest: Manifest, extractor: FeatureExtractor, store_path: Path, world: int, *, format: str | None,
-                 dtype: str, batch_seconds: float, max_batch: int | None) -> _Target:
+def _open_target(
+    manifest: Manifest,
+    extractor: FeatureExtractor,
+    store_path: Path,
+    world: int,
+    *,
+    format: str | None,
+    dtype: str,
+    batch_seconds: float,
+    max_batch: int | None,
+) -> _Target:
     """Open (or create) the target, holding its lock, take in what an earlier run's shards
     hold, and deal out the utterances the target still lacks."""
     writer, fingerprint = _open_writer(manifest, extractor, store_path, format, dtype)
@@ -314,10 +349,20 @@ def _merge_shards(target: _Target, shards: Path) -> tuple[int, list[dict[str, An
     return copied, [{"utt_id": item["utt_id"], "error": item["error"]} for item in skipped]
 
 
-def extract_sharded(group: Group, manifest: Manifest, extractor: FeatureExtractor, store_path: str | Path, *,
-                    format: str | None = None, dtype: str = "float32", batch_seconds: float = 200.0,
-                    max_batch: int | None = None, progress: bool = True, repair: bool = False,
-                    **options: Any) -> ExtractionReport | None:
+def extract_sharded(
+    group: Group,
+    manifest: Manifest,
+    extractor: FeatureExtractor,
+    store_path: str | Path,
+    *,
+    format: str | None = None,
+    dtype: str = "float32",
+    batch_seconds: float = 200.0,
+    max_batch: int | None = None,
+    progress: bool = True,
+    repair: bool = False,
+    **options: Any,
+) -> ExtractionReport | None:
     """:func:`~featurestore.pipeline.extract_to_store` over the ranks of ``group``, into one store.
 
     Call it on every rank with the same arguments (``options`` go to ``extract_to_store``).
@@ -328,17 +373,35 @@ def extract_sharded(group: Group, manifest: Manifest, extractor: FeatureExtracto
         raise SermtlError("--repair recomputes a few entries in place: run it in one process, without torchrun")
     started = time.perf_counter()
     path, shards = Path(store_path), shard_dir(store_path)
-    target = group.run(_open_target, manifest, extractor, path, group.world, format=format, dtype=dtype,
-                       batch_seconds=batch_seconds, max_batch=max_batch, ranks={0})
+    target = group.run(
+        _open_target,
+        manifest,
+        extractor,
+        path,
+        group.world,
+        format=format,
+        dtype=dtype,
+        batch_seconds=batch_seconds,
+        max_batch=max_batch,
+        ranks={0},
+    )
     try:
         share = group.broadcast(target.shares if target else None)[group.rank]
 
         def extract_share() -> float:
             if not share:
                 return 0.0
-            report = extract_to_store(manifest.subset(share), extractor, shards / f"rank-{group.rank}.zarr",
-                                      format="zarr", dtype=dtype, batch_seconds=batch_seconds, max_batch=max_batch,
-                                      progress=progress and group.rank == 0, **options)
+            report = extract_to_store(
+                manifest.subset(share),
+                extractor,
+                shards / f"rank-{group.rank}.zarr",
+                format="zarr",
+                dtype=dtype,
+                batch_seconds=batch_seconds,
+                max_batch=max_batch,
+                progress=progress and group.rank == 0,
+                **options,
+            )
             return report.audio_seconds
 
         seconds = group.gather(group.run(extract_share))
@@ -351,6 +414,11 @@ def extract_sharded(group: Group, manifest: Manifest, extractor: FeatureExtracto
     _check_own_shards(shards)
     shutil.rmtree(shards, ignore_errors=True)
     copied, skipped = merged
-    return ExtractionReport(store=path, stored=copied + target.salvaged,
-                            already_done=len(manifest) - len(target.pending) - target.salvaged,
-                            skipped=skipped, audio_seconds=float(sum(seconds)), elapsed=time.perf_counter() - started)
+    return ExtractionReport(
+        store=path,
+        stored=copied + target.salvaged,
+        already_done=len(manifest) - len(target.pending) - target.salvaged,
+        skipped=skipped,
+        audio_seconds=float(sum(seconds)),
+        elapsed=time.perf_counter() - started,
+    )

@@ -49,7 +49,7 @@ def make_reference(folder: str | Path, split: str | None, column: str, row: int)
 def parse_reference(reference: str) -> tuple[str, str | None, str, int]:
     """``(folder, split, column, row)`` of a reference; one line when it is malformed."""
     try:
-        folder, _, rest = reference[len(PREFIX):].rpartition("#")
+        folder, _, rest = reference[len(PREFIX) :].rpartition("#")
         split, column, row = rest.split("/")
         return urllib.parse.unquote(folder), None if split == "-" else split, urllib.parse.unquote(column), int(row)
     except ValueError:
@@ -113,8 +113,13 @@ def _samples(array: Any, reference: str) -> np.ndarray:
 def _sampling_rate(value: Any, reference: str) -> int:
     """A dataset's ``sampling_rate``, checked against :data:`featurestore.decode.SAMPLE_RATE_RANGE`."""
     low, high = SAMPLE_RATE_RANGE
-    if (isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value)
-            or value != int(value) or not low <= value <= high):
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, (int, float))
+        or not math.isfinite(value)
+        or value != int(value)
+        or not low <= value <= high
+    ):
         raise SermtlError(f"{reference}: sampling_rate {quote(value)} is not a whole number of Hz in {low}..{high}")
     return int(value)
 

@@ -79,7 +79,7 @@ class ExclusiveLock:
         """Let another writer in (the file stays; it is reused, never truncated)."""
         os.close(self._fd)
 
-    def __enter__(self) -> "ExclusiveLock":
+    def __enter__(self) -> ExclusiveLock:
         return self
 
     def __exit__(self, *exc: object) -> None:

@@ -19,16 +19,26 @@ import csv
 import json
 import math
 import os
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
-from typing import Any, Iterable, Iterator, Sequence
+from typing import Any
 
 from featurestore.atomic import atomic_write
 from featurestore.errors import SermtlError
 from featurestore.hf_audio import is_reference
 
 STANDARD_COLUMNS: tuple[str, ...] = (
-    "utt_id", "path", "start", "end", "duration",
-    "emotion", "expression", "speaker", "gender", "session", "corpus",
+    "utt_id",
+    "path",
+    "start",
+    "end",
+    "duration",
+    "emotion",
+    "expression",
+    "speaker",
+    "gender",
+    "session",
+    "corpus",
 )
 REQUIRED_COLUMNS: tuple[str, ...] = ("utt_id", "path", "emotion", "speaker")
 FLOAT_COLUMNS: frozenset[str] = frozenset({"start", "end", "duration"})
@@ -47,8 +57,10 @@ def _normalise_value(column: str, value: Any) -> Any:
         except (TypeError, ValueError):
             raise SermtlError(f"column {column!r} must be a number of seconds, got {value!r}") from None
         if not math.isfinite(seconds) or seconds < 0 or (column == "duration" and seconds == 0):
-            raise SermtlError(f"column {column!r} must be a finite number of seconds"
-                              f"{' > 0' if column == 'duration' else ' >= 0'}, got {value!r}")
+            raise SermtlError(
+                f"column {column!r} must be a finite number of seconds"
+                f"{' > 0' if column == 'duration' else ' >= 0'}, got {value!r}"
+            )
         return seconds
     if isinstance(value, str) and "\x00" in value:
         raise SermtlError(f"column {column!r} holds a NUL byte: {value!r}")
@@ -89,14 +101,14 @@ class Manifest:
         except SermtlError as exc:
             raise SermtlError(f"{self.source}: utterance {row.get('utt_id')!r}: {exc}") from None
         if clean.get("start") is not None and clean.get("end") is not None and clean["end"] <= clean["start"]:
-            raise SermtlError(f"{self.source}: utterance {clean['utt_id']!r}: end {clean['end']} <= start {clean['start']}")
+            raise SermtlError(
+                f"{self.source}: utterance {clean['utt_id']!r}: end {clean['end']} <= start {clean['start']}"
+            )
         utt_id = str(clean["utt_id"])
         clean["utt_id"] = utt_id
         if utt_id in self._index:
             first = self._rows[self._index[utt_id]]["path"]
-            raise SermtlError(
-                f"{self.source}: duplicate utterance id {utt_id!r}: {clean['path']} and {first}"
-            )
+            raise SermtlError(f"{self.source}: duplicate utterance id {utt_id!r}: {clean['path']} and {first}")
         self._index[utt_id] = len(self._rows)
         self._rows.append(clean)
 
@@ -139,7 +151,7 @@ class Manifest:
         """Sum of the ``duration`` column in seconds (rows without one count 0)."""
         return float(sum(row["duration"] or 0.0 for row in self._rows))
 
-    def subset(self, utt_ids: Sequence[str]) -> "Manifest":
+    def subset(self, utt_ids: Sequence[str]) -> Manifest:
         """A new manifest with the given rows, in the given order."""
         return Manifest((dict(self[u]) for u in utt_ids), source=self.source)
 
@@ -152,7 +164,7 @@ class Manifest:
         return json.dumps({"columns": list(self.columns), "rows": self.to_records()}, ensure_ascii=False)
 
     @classmethod
-    def from_json(cls, text: str, source: str = "manifest") -> "Manifest":
+    def from_json(cls, text: str, source: str = "manifest") -> Manifest:
         data = json.loads(text)
         return cls(data["rows"], source=source)
 
@@ -174,7 +186,7 @@ class Manifest:
         return path
 
     @classmethod
-    def read_csv(cls, path: str | Path, base_dir: str | Path | None = None) -> "Manifest":
+    def read_csv(cls, path: str | Path, base_dir: str | Path | None = None) -> Manifest:
         """Read a CSV manifest (UTF-8) with at least the columns ``utt_id,path,emotion,speaker``.
 
         Relative paths are resolved against ``base_dir`` (default: the CSV's folder). A file
@@ -193,7 +205,7 @@ class Manifest:
             raise SermtlError(f"{path}: not a readable CSV file ({exc})") from None
 
     @classmethod
-    def _read_csv_rows(cls, path: Path, base: Path) -> "Manifest":
+    def _read_csv_rows(cls, path: Path, base: Path) -> Manifest:
         with open(path, newline="", encoding="utf-8-sig") as handle:
             reader = csv.DictReader(handle)
             header = [h.strip() for h in (reader.fieldnames or [])]
@@ -223,15 +235,20 @@ def _check_field_count(raw: dict[Any, Any], expected: int, where: str) -> None:
     extra = raw.get(None) or []
     missing = sum(1 for key, value in raw.items() if key is not None and value is None)
     if extra or missing:
-        raise SermtlError(f"{where}: {expected + len(extra) - missing} fields, but the header has {expected}; "
-                          "quote values that hold commas")
+        raise SermtlError(
+            f"{where}: {expected + len(extra) - missing} fields, but the header has {expected}; "
+            "quote values that hold commas"
+        )
 
 
 def same_audio(row: dict[str, Any], other: dict[str, Any]) -> bool:
     """Whether two manifest rows name the same audio: file name, start and end (a store's
     features of an utterance are reusable only for a row that names the same audio)."""
-    return (Path(row["path"]).name == Path(other["path"]).name
-            and row["start"] == other["start"] and row["end"] == other["end"])
+    return (
+        Path(row["path"]).name == Path(other["path"]).name
+        and row["start"] == other["start"]
+        and row["end"] == other["end"]
+    )
 
 
 def summarise(manifest: Manifest, columns: Sequence[str] = ("emotion", "expression", "speaker")) -> str:

@@ -14,9 +14,9 @@ from __future__ import annotations
 
 import dataclasses
 import time
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
-from typing import Callable, Iterator, Sequence
 
 import numpy as np
 
@@ -48,9 +48,7 @@ class ExtractionReport:
         return self.audio_seconds / self.elapsed if self.elapsed > 0 else 0.0
 
 
-def plan_batches(
-    durations: dict[str, float], batch_seconds: float, max_batch: int | None = None
-) -> list[list[str]]:
+def plan_batches(durations: dict[str, float], batch_seconds: float, max_batch: int | None = None) -> list[list[str]]:
     """Group utterances, longest first, so that ``count × longest ≤ batch_seconds``.
 
     Sorting by length keeps padding small; an utterance longer than ``batch_seconds``
@@ -161,8 +159,14 @@ def extract_to_store(
     started = time.perf_counter()
     report = ExtractionReport(store=Path(store_path))
     with StoreWriter(
-        store_path, manifest, extractor.describe(), dtype=dtype, dim=extractor.dim,
-        num_layers=extractor.num_layers, frame_rate=extractor.frame_rate, format=format,
+        store_path,
+        manifest,
+        extractor.describe(),
+        dtype=dtype,
+        dim=extractor.dim,
+        num_layers=extractor.num_layers,
+        frame_rate=extractor.frame_rate,
+        format=format,
     ) as writer:
         to_repair = _entries_to_repair(writer, manifest) if repair else []
         if repair:
@@ -186,9 +190,14 @@ def extract_to_store(
             if on_item_error is not None:
                 on_item_error(f"skipped {utt_id}: {message}")
 
-        bar = progress_bar(total=sum(durations.values()), unit="s", unit_scale=False,
-                           desc=f"{extractor.name} → {Path(store_path).name}", enabled=progress,
-                           bar_format="{l_bar}{bar}| {n:.0f}/{total:.0f} audio s [{elapsed}<{remaining}, {rate_fmt}]")
+        bar = progress_bar(
+            total=sum(durations.values()),
+            unit="s",
+            unit_scale=False,
+            desc=f"{extractor.name} → {Path(store_path).name}",
+            enabled=progress,
+            bar_format="{l_bar}{bar}| {n:.0f}/{total:.0f} audio s [{elapsed}<{remaining}, {rate_fmt}]",
+        )
         with bar:
             for batch, futures in _prefetch(writer.manifest, batches, workers, max_duration):
                 ids, waves, signatures = [], [], {}
@@ -237,8 +246,10 @@ def _refuse_changed_audio(writer: StoreWriter, manifest: Manifest) -> None:
     changed = audio_changes(view, [u for u in manifest.ids() if u in view])
     if changed:
         utt_id, reason = next(iter(changed.items()))
-        raise SermtlError(f"{len(changed)} stored utterance(s) have stale features ({utt_id}: {reason}); "
-                          "run the same extract with --repair to recompute them")
+        raise SermtlError(
+            f"{len(changed)} stored utterance(s) have stale features ({utt_id}: {reason}); "
+            "run the same extract with --repair to recompute them"
+        )
 
 
 def feature_problem(features: np.ndarray, dtype: np.dtype) -> str | None:

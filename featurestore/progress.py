@@ -12,7 +12,8 @@ from __future__ import annotations
 import os
 import re
 import sys
-from typing import Any, Iterable
+from collections.abc import Iterable
+from typing import Any
 
 #: Seconds between two lines of a bar written to a log.
 LOG_INTERVAL_S = 30.0
@@ -40,16 +41,26 @@ class _LogLines:
         sys.stderr.flush()
 
 
-def progress_bar(iterable: Iterable | None = None, *, enabled: bool = True, position: int = 0,
-                 leave: bool = True, **options: Any):
+def progress_bar(
+    iterable: Iterable | None = None, *, enabled: bool = True, position: int = 0, leave: bool = True, **options: Any
+):
     """A tqdm bar over ``iterable`` (or for manual ``update``), as the module docstring says."""
     from tqdm import tqdm
 
     disable = not enabled or bars_disabled()
     if disable or _on_terminal():
         return tqdm(iterable, disable=disable, position=position, leave=leave, **options)
-    return tqdm(iterable, file=_LogLines(), mininterval=LOG_INTERVAL_S, maxinterval=LOG_INTERVAL_S,
-                ascii=True, dynamic_ncols=False, ncols=100, leave=True, **options)
+    return tqdm(
+        iterable,
+        file=_LogLines(),
+        mininterval=LOG_INTERVAL_S,
+        maxinterval=LOG_INTERVAL_S,
+        ascii=True,
+        dynamic_ncols=False,
+        ncols=100,
+        leave=True,
+        **options,
+    )
 
 
 def note(line: str, enabled: bool = True) -> None:

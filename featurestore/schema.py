@@ -27,7 +27,8 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from typing import Any, Callable, Mapping
+from collections.abc import Callable, Mapping
+from typing import Any
 
 from featurestore.errors import SermtlError, quote
 
@@ -86,10 +87,17 @@ class Number(Shape):
     def problem(self, value: Any, where: str) -> tuple[str, str] | None:
         if value is None and self.optional:
             return None
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or (self.integer and not isinstance(value, int)):
+        if (
+            isinstance(value, bool)
+            or not isinstance(value, (int, float))
+            or (self.integer and not isinstance(value, int))
+        ):
             return _expected(self, value, where)
-        if not math.isfinite(value) or (self.low is not None and value < self.low) \
-                or (self.high is not None and value > self.high):
+        if (
+            not math.isfinite(value)
+            or (self.low is not None and value < self.low)
+            or (self.high is not None and value > self.high)
+        ):
             return _expected(self, value, where)
         return None
 

@@ -16,23 +16,28 @@ from __future__ import annotations
 
 import os
 import zlib
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 
 # (pitch for a male voice in Hz, RMS level, syllables per second)
 _VOICE: dict[str, tuple[float, float, float]] = {
-    "angry": (190.0, 0.30, 5.5), "happy": (230.0, 0.22, 5.0), "neutral": (120.0, 0.10, 4.0),
-    "sad": (95.0, 0.04, 2.5), "boredom": (105.0, 0.06, 3.0), "calm": (110.0, 0.07, 3.5),
-    "disgust": (140.0, 0.14, 3.5), "fear": (260.0, 0.16, 6.0), "surprise": (280.0, 0.25, 4.5),
+    "angry": (190.0, 0.30, 5.5),
+    "happy": (230.0, 0.22, 5.0),
+    "neutral": (120.0, 0.10, 4.0),
+    "sad": (95.0, 0.04, 2.5),
+    "boredom": (105.0, 0.06, 3.0),
+    "calm": (110.0, 0.07, 3.5),
+    "disgust": (140.0, 0.14, 3.5),
+    "fear": (260.0, 0.16, 6.0),
+    "surprise": (280.0, 0.25, 4.5),
 }
 _OTHER_VOICE = (160.0, 0.12, 4.0)
 _JUNK = b"\x00\x05\x16\x07\x00\x02\x00\x00Mac OS X        " + bytes(64)
 
 
-def synth_utterance(emotion: str, expression: str, seconds: float, sr: int,
-                    seed: int, gender: str = "M") -> np.ndarray:
+def synth_utterance(emotion: str, expression: str, seconds: float, sr: int, seed: int, gender: str = "M") -> np.ndarray:
     """A mono float32 signal of ``seconds`` whose acoustics follow the labels.
 
     >>> synth_utterance("angry", "acted", 0.5, 16000, seed=1).shape
@@ -65,14 +70,19 @@ def _duration(seed: int, name: str, low: float = 0.5, high: float = 1.5) -> floa
     return float(np.random.default_rng(_seed(seed, name) + 1).uniform(low, high))
 
 
-def _write_wav(path: Path, emotion: str, expression: str, sr: int, seed: int,
-               gender: str = "M", seconds: float | None = None) -> float:
+def _write_wav(
+    path: Path, emotion: str, expression: str, sr: int, seed: int, gender: str = "M", seconds: float | None = None
+) -> float:
     import soundfile as sf
 
     seconds = _duration(seed, path.name) if seconds is None else seconds
     path.parent.mkdir(parents=True, exist_ok=True)
-    sf.write(str(path), synth_utterance(emotion, expression, seconds, sr, _seed(seed, path.name), gender),
-             sr, subtype="PCM_16")
+    sf.write(
+        str(path),
+        synth_utterance(emotion, expression, seconds, sr, _seed(seed, path.name), gender),
+        sr,
+        subtype="PCM_16",
+    )
     return seconds
 
 
@@ -86,7 +96,7 @@ def _write_mp4(path: Path, emotion: str, expression: str, sr: int, seed: int, ge
         stream = container.add_stream("aac", rate=sr)
         stream.layout = "mono"
         for first in range(0, len(wave), 1024):
-            frame = av.AudioFrame.from_ndarray(wave[None, first:first + 1024], format="fltp", layout="mono")
+            frame = av.AudioFrame.from_ndarray(wave[None, first : first + 1024], format="fltp", layout="mono")
             frame.sample_rate, frame.pts = sr, first
             for packet in stream.encode(frame):
                 container.mux(packet)
@@ -105,8 +115,14 @@ def _junk(path: Path) -> None:
 IEMOCAP_CYCLE: tuple[str, ...] = ("neu", "exc", "ang", "sad", "hap", "fru", "neu", "xxx")
 
 
-def make_iemocap(root: str | os.PathLike, sessions: int = 5, utts_per_dialog: int = 8,
-                 seed: int = 0, sr: int = 16000, quirks: bool = True) -> Path:
+def make_iemocap(
+    root: str | os.PathLike,
+    sessions: int = 5,
+    utts_per_dialog: int = 8,
+    seed: int = 0,
+    sr: int = 16000,
+    quirks: bool = True,
+) -> Path:
     """IEMOCAP layout under ``root/IEMOCAP_full_release``; returns that folder.
 
     Each session has an improvised dialog ``Ses0nF_impro01`` and a scripted one
@@ -129,8 +145,12 @@ def make_iemocap(root: str | os.PathLike, sessions: int = 5, utts_per_dialog: in
                 utt = f"{dialog}_{actor}{i:03d}"
                 wav = session / "sentences" / "wav" / dialog / f"{utt}.wav"
                 seconds = _write_wav(wav, LABELS.codes[code] or "neutral", expression, sr, seed, actor)
-                lines += [f"[{clock:.4f} - {clock + seconds:.4f}]\t{utt}\t{code}\t[2.5000, 3.0000, 3.0000]",
-                          "C-E1:\tNeutral;\t()", "A-E1:\tval 3; act 3; dom  3;\t()", ""]
+                lines += [
+                    f"[{clock:.4f} - {clock + seconds:.4f}]\t{utt}\t{code}\t[2.5000, 3.0000, 3.0000]",
+                    "C-E1:\tNeutral;\t()",
+                    "A-E1:\tval 3; act 3; dom  3;\t()",
+                    "",
+                ]
                 clock += seconds + 0.5
             label_file = session / "dialog" / "EmoEvaluation" / f"{dialog}.txt"
             label_file.parent.mkdir(parents=True, exist_ok=True)
@@ -153,9 +173,15 @@ _BAUM1_HEADERS: dict[str, tuple[str, ...]] = {
 }
 
 
-def make_baum1(root: str | os.PathLike, speakers: int = 2, seed: int = 0, sr: int = 44100,
-               acted_folder: str = "BAUM1a_MP4_all", spontaneous_folder: str = "BAUM1s_MP4 - All",
-               quirks: bool = True) -> Path:
+def make_baum1(
+    root: str | os.PathLike,
+    speakers: int = 2,
+    seed: int = 0,
+    sr: int = 44100,
+    acted_folder: str = "BAUM1a_MP4_all",
+    spontaneous_folder: str = "BAUM1s_MP4 - All",
+    quirks: bool = True,
+) -> Path:
     """BAUM-1 layout under ``root``; returns ``root``.
 
     Per part, speaker folders ``s001``.. hold clips ``S001_001.mp4``.. (AAC at ``sr``),
@@ -180,13 +206,19 @@ def make_baum1(root: str | os.PathLike, speakers: int = 2, seed: int = 0, sr: in
             for i, code in enumerate(BAUM1_CYCLE[part], start=1):
                 clip = f"S{k:03d}_{i:03d}"
                 name = CODES[part][str(code)]
-                _write_mp4(root / folder / f"s{k:03d}" / f"{clip}.mp4", LABELS.codes[name], expression, sr,
-                           seed, gender)
+                _write_mp4(
+                    root / folder / f"s{k:03d}" / f"{clip}.mp4", LABELS.codes[name], expression, sr, seed, gender
+                )
                 if quirks and part == "a" and clip == "S001_001":
                     name = "sadness"
-                row = {"Subject No": k, "Clip Name": clip.lower() if part == "a" else clip,
-                       "Emotion": name.capitalize(), "Emotion Code": code,
-                       "Gender": "Female" if gender == "F" else "Male", "Notes": ""}
+                row = {
+                    "Subject No": k,
+                    "Clip Name": clip.lower() if part == "a" else clip,
+                    "Emotion": name.capitalize(),
+                    "Emotion Code": code,
+                    "Gender": "Female" if gender == "F" else "Male",
+                    "Notes": "",
+                }
                 sheet.append([row[h] for h in _BAUM1_HEADERS[part]])
         if quirks and part == "s":
             _write_mp4(root / folder / "s002" / "S002_099.mp4", "happy", expression, sr, seed, "M")
@@ -196,9 +228,14 @@ def make_baum1(root: str | os.PathLike, speakers: int = 2, seed: int = 0, sr: in
 
 
 # -- EmoDB --------------------------------------------------------------------------------
-def make_emodb(root: str | os.PathLike, speakers: Sequence[str] = ("03", "08", "10", "16"),
-               texts: Sequence[str] = ("a01", "b02"), seed: int = 0, sr: int = 16000,
-               quirks: bool = True) -> Path:
+def make_emodb(
+    root: str | os.PathLike,
+    speakers: Sequence[str] = ("03", "08", "10", "16"),
+    texts: Sequence[str] = ("a01", "b02"),
+    seed: int = 0,
+    sr: int = 16000,
+    quirks: bool = True,
+) -> Path:
     """EmoDB layout ``root/wav/<spk><text><emotion>a.wav``, every emotion letter once per
     speaker and text; returns ``root``. Quirk: a ``._`` file in ``wav/``.
     """
@@ -209,17 +246,29 @@ def make_emodb(root: str | os.PathLike, speakers: Sequence[str] = ("03", "08", "
         gender = "M" if speaker in MALE_SPEAKERS else "F"
         for text in texts:
             for letter, emotion in LABELS.codes.items():
-                _write_wav(root / "wav" / f"{speaker}{text}{letter}a.wav", emotion, "acted", sr, seed, gender,
-                           _duration(seed, f"{speaker}{text}{letter}", 0.5, 1.0))
+                _write_wav(
+                    root / "wav" / f"{speaker}{text}{letter}a.wav",
+                    emotion,
+                    "acted",
+                    sr,
+                    seed,
+                    gender,
+                    _duration(seed, f"{speaker}{text}{letter}", 0.5, 1.0),
+                )
     if quirks:
         _junk(root / "wav" / f"._{speakers[0]}{texts[0]}Wa.wav")
     return root
 
 
 # -- RAVDESS ------------------------------------------------------------------------------
-def make_ravdess(root: str | os.PathLike, actors: Sequence[int] = (1, 2, 3, 4),
-                 repetitions: Sequence[int] = (1, 2), seed: int = 0, sr: int = 16000,
-                 quirks: bool = True) -> Path:
+def make_ravdess(
+    root: str | os.PathLike,
+    actors: Sequence[int] = (1, 2, 3, 4),
+    repetitions: Sequence[int] = (1, 2),
+    seed: int = 0,
+    sr: int = 16000,
+    quirks: bool = True,
+) -> Path:
     """RAVDESS speech layout ``root/Actor_<aa>/03-01-<EE>-<II>-<SS>-<RR>-<AA>.wav``; returns ``root``.
 
     Per actor: 8 emotions x 2 statements x ``repetitions``, in both intensities except
@@ -234,29 +283,48 @@ def make_ravdess(root: str | os.PathLike, actors: Sequence[int] = (1, 2, 3, 4),
     for actor in actors:
         gender = "M" if actor % 2 else "F"
         for code, emotion in LABELS.codes.items():
-            for intensity in ((1,) if emotion == "neutral" else (1, 2)):
+            for intensity in (1,) if emotion == "neutral" else (1, 2):
                 for statement in (1, 2):
                     for rep in repetitions:
                         name = f"03-01-{code}-{intensity:02d}-{statement:02d}-{rep:02d}-{actor:02d}.wav"
-                        _write_wav(root / f"Actor_{actor:02d}" / name, emotion, "acted", sr, seed, gender,
-                                   _duration(seed, name, 0.5, 1.0))
+                        _write_wav(
+                            root / f"Actor_{actor:02d}" / name,
+                            emotion,
+                            "acted",
+                            sr,
+                            seed,
+                            gender,
+                            _duration(seed, name, 0.5, 1.0),
+                        )
     if quirks:
         name = f"03-01-05-01-01-01-{actors[1]:02d}.wav"
-        _write_wav(root / f"Actor_{actors[-1]:02d}" / name, "angry", "acted", sr, seed + 1,
-                   "M" if actors[1] % 2 else "F", 0.7)
+        _write_wav(
+            root / f"Actor_{actors[-1]:02d}" / name, "angry", "acted", sr, seed + 1, "M" if actors[1] % 2 else "F", 0.7
+        )
     return root
 
 
 # -- URDU ---------------------------------------------------------------------------------
 #: (speaker, emotion code, number of files) written by :func:`make_urdu`.
 URDU_SPEAKERS: tuple[tuple[str, str, int], ...] = (
-    ("SM1", "A", 3), ("SM2", "A", 2), ("SF1", "H", 2), ("SM3", "H", 2), ("SM3", "N", 2),
-    ("SF9", "N", 2), ("SM6", "S", 3), ("SF10", "S", 2),
+    ("SM1", "A", 3),
+    ("SM2", "A", 2),
+    ("SF1", "H", 2),
+    ("SM3", "H", 2),
+    ("SM3", "N", 2),
+    ("SF9", "N", 2),
+    ("SM6", "S", 3),
+    ("SF10", "S", 2),
 )
 
 
-def make_urdu(root: str | os.PathLike, speakers: Sequence[tuple[str, str, int]] = URDU_SPEAKERS,
-              seed: int = 0, sr: int = 44100, quirks: bool = True) -> Path:
+def make_urdu(
+    root: str | os.PathLike,
+    speakers: Sequence[tuple[str, str, int]] = URDU_SPEAKERS,
+    seed: int = 0,
+    sr: int = 44100,
+    quirks: bool = True,
+) -> Path:
     """URDU layout ``root/<Emotion>/S<G><id>_F<n>_<E>0<k>.wav`` (``k`` counts per emotion,
     ``n`` per speaker, as in the real names ``SF1_F1_H01``, ``SM1_F10_A010``); returns ``root``.
     Quirk: a ``._`` file in ``Angry/``.
@@ -271,8 +339,15 @@ def make_urdu(root: str | os.PathLike, speakers: Sequence[tuple[str, str, int]] 
             per_speaker[speaker] = per_speaker.get(speaker, 0) + 1
             per_emotion[code] = per_emotion.get(code, 0) + 1
             name = f"{speaker}_F{per_speaker[speaker]}_{code}0{per_emotion[code]}.wav"
-            _write_wav(root / FOLDERS[code] / name, FOLDERS[code].lower(), "spontaneous", sr, seed, speaker[1],
-                       _duration(seed, name, 0.5, 1.0))
+            _write_wav(
+                root / FOLDERS[code] / name,
+                FOLDERS[code].lower(),
+                "spontaneous",
+                sr,
+                seed,
+                speaker[1],
+                _duration(seed, name, 0.5, 1.0),
+            )
     if quirks:
         _junk(root / "Angry" / "._SM1_F1_A01.wav")
     return root
@@ -294,7 +369,7 @@ def make_csv(root: str | os.PathLike, name: str = "labels", seed: int = 0, sr: i
         ("u4", "audio/clip3.wav", "neutral", "spk2", "spontaneous", "", "", "0.25", "de"),
         ("u5", "audio/clip4.wav", "sad", "spk3", "spontaneous", "", "", "", "ur"),
     ]
-    for _, path, emotion, speaker, expression, *_rest in rows:
+    for _, path, emotion, _speaker, expression, *_rest in rows:
         if not (root / path).exists():
             _write_wav(root / path, emotion, expression, sr, seed, "M", 1.0 if path.endswith("2.wav") else None)
     header = "utt_id,path,emotion,speaker,expression,start,end,duration,language,corpus"

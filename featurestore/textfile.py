@@ -19,8 +19,9 @@ import json
 import os
 import stat
 import zlib
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 from featurestore.errors import SermtlError, describe_error, quote
 
@@ -54,8 +55,10 @@ def read_file_bytes(path: str | os.PathLike, name: str, max_bytes: int | None = 
     fd, info = _open_regular(path, name)
     with os.fdopen(fd, "rb") as handle:
         if info.st_size > max_bytes:
-            raise SermtlError(f"{name}: {info.st_size / 2**20:.0f} MiB is more than the {max_bytes / 2**20:.0f} MiB "
-                              "such a file may hold")
+            raise SermtlError(
+                f"{name}: {info.st_size / 2**20:.0f} MiB is more than the {max_bytes / 2**20:.0f} MiB "
+                "such a file may hold"
+            )
         data = handle.read(max_bytes + 1)
     if len(data) > max_bytes:  # grew while being read
         raise SermtlError(f"{name}: more than the {max_bytes / 2**20:.0f} MiB such a file may hold")
@@ -71,8 +74,9 @@ def read_text_file(path: str | os.PathLike, name: str, max_bytes: int | None = N
         raise SermtlError(f"{name}: not UTF-8 text (byte {exc.start})") from None
 
 
-def iter_lines(path: str | os.PathLike, name: str, max_line_bytes: int = MAX_LINE_BYTES,
-               max_bytes: int | None = None) -> Iterator[tuple[int, str]]:
+def iter_lines(
+    path: str | os.PathLike, name: str, max_line_bytes: int = MAX_LINE_BYTES, max_bytes: int | None = None
+) -> Iterator[tuple[int, str]]:
     """``(line number, text without its line end)`` for each line of the regular file ``path``,
     read a line at a time; a file starting with gzip's magic bytes is decompressed as it is read.
 
@@ -93,7 +97,9 @@ def iter_lines(path: str | os.PathLike, name: str, max_line_bytes: int = MAX_LIN
             try:
                 line = stream.readline(max_line_bytes + 1)
             except (OSError, EOFError, zlib.error) as exc:
-                raise SermtlError(f"{name}: damaged or truncated gzip data near line {number} ({describe_error(exc)})") from None
+                raise SermtlError(
+                    f"{name}: damaged or truncated gzip data near line {number} ({describe_error(exc)})"
+                ) from None
             if not line:
                 return
             total += len(line)
@@ -113,8 +119,9 @@ def _size(count: int) -> str:
     return f"{count / 2**20:g} MiB" if count >= 2**20 else f"{count} bytes"
 
 
-def iter_jsonl(path: str | os.PathLike, name: str, max_line_bytes: int = MAX_LINE_BYTES,
-               max_bytes: int | None = None) -> Iterator[tuple[int, Any]]:
+def iter_jsonl(
+    path: str | os.PathLike, name: str, max_line_bytes: int = MAX_LINE_BYTES, max_bytes: int | None = None
+) -> Iterator[tuple[int, Any]]:
     """``(line number, value)`` for each non-blank line of a JSON-lines file (``.jsonl`` or
     ``.jsonl.gz``), read with :func:`iter_lines`; a line that is not JSON is one line naming
     ``name`` and the line."""
@@ -151,11 +158,18 @@ def _strict_yaml_loader():
             if alias:  # the anchored node again: everything under it counts once more
                 self._added += self._weights.get(id(node), 1)
                 if self._added > MAX_YAML_ALIAS_NODES:
-                    raise yaml.YAMLError(f"aliases expand to more than {MAX_YAML_ALIAS_NODES} nodes "
-                                         f"(line {node.start_mark.line + 1}); write the values out")
+                    raise yaml.YAMLError(
+                        f"aliases expand to more than {MAX_YAML_ALIAS_NODES} nodes "
+                        f"(line {node.start_mark.line + 1}); write the values out"
+                    )
                 return node
-            children = node.value if isinstance(node, yaml.SequenceNode) else \
-                [n for pair in node.value for n in pair] if isinstance(node, yaml.MappingNode) else []
+            children = (
+                node.value
+                if isinstance(node, yaml.SequenceNode)
+                else [n for pair in node.value for n in pair]
+                if isinstance(node, yaml.MappingNode)
+                else []
+            )
             self._weights[id(node)] = 1 + sum(self._weights.get(id(child), 1) for child in children)
             return node
 
@@ -165,8 +179,9 @@ def _strict_yaml_loader():
                 if isinstance(key_node, yaml.ScalarNode) and key_node.tag != "tag:yaml.org,2002:merge":
                     key = self.construct_object(key_node)
                     if key in seen:
-                        raise yaml.YAMLError(f"key {quote(key)} is given twice (lines {seen[key]} and "
-                                             f"{key_node.start_mark.line + 1})")
+                        raise yaml.YAMLError(
+                            f"key {quote(key)} is given twice (lines {seen[key]} and {key_node.start_mark.line + 1})"
+                        )
                     seen[key] = key_node.start_mark.line + 1
             return super().construct_mapping(node, deep)
 

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import bisect
 import dataclasses
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
 import numpy as np
 
@@ -114,7 +115,11 @@ def _value_problems(store: FeatureStore, entries: list[tuple[int, int, str]]) ->
                 lo, hi = max(offset, start), min(offset + frames, stop)
                 if lo >= hi or utt_id in found:
                     continue
-                part = block[lo - start : hi - start] if isinstance(block, np.ndarray) else _read_part(store, layer, lo, hi)
+                part = (
+                    block[lo - start : hi - start]
+                    if isinstance(block, np.ndarray)
+                    else _read_part(store, layer, lo, hi)
+                )
                 if isinstance(part, str):
                     found[utt_id] = part
                 elif not np.isfinite(part).all():
@@ -178,8 +183,13 @@ def check_store(store: FeatureStore) -> VerifyResult:
     vouched = store.checksums()
     repair = [u for u in ids if u in bad or u not in vouched]
     return VerifyResult(
-        store.path, len(entries), problems, store.pending_ids(), store.skipped(),
-        bad_ids=repair, duration_mismatch_ids=[u for u in ids if u not in repair],
+        store.path,
+        len(entries),
+        problems,
+        store.pending_ids(),
+        store.skipped(),
+        bad_ids=repair,
+        duration_mismatch_ids=[u for u in ids if u not in repair],
     )
 
 
@@ -188,7 +198,9 @@ def store_summary(path: str | Path) -> dict[str, Any]:
     with open_store(path) as store:
         manifest = store.manifest
         frames = [store.num_frames(u) for u in store.ids()]
-        label_columns = [c for c in ("emotion", "expression", "speaker", "gender", "session", "corpus") if c in manifest.columns]
+        label_columns = [
+            c for c in ("emotion", "expression", "speaker", "gender", "session", "corpus") if c in manifest.columns
+        ]
         return {
             "path": str(store.path),
             "format": store.format,

@@ -20,8 +20,15 @@ def shared_data() -> Path:
     return SHARED_DATA
 
 
-def write_tone(path: Path, seconds: float, sr: int = 16000, freq: float = 220.0, channels: int = 1,
-               subtype: str = "PCM_16", seed: int = 0) -> Path:
+def write_tone(
+    path: Path,
+    seconds: float,
+    sr: int = 16000,
+    freq: float = 220.0,
+    channels: int = 1,
+    subtype: str = "PCM_16",
+    seed: int = 0,
+) -> Path:
     """A tone plus a little noise, written with soundfile (format from the suffix)."""
     rng = np.random.default_rng(seed)
     t = np.arange(int(round(seconds * sr))) / sr
@@ -66,9 +73,17 @@ def csv_corpus(tmp_path: Path) -> Path:
         seconds = 0.4 + 0.19 * i
         rel = Path("audio") / f"utt {i:02d}.wav"
         write_tone(root / rel, seconds, freq=150 + 40 * (i % 4), seed=i)
-        rows.append({"utt_id": f"u{i:02d}", "path": str(rel), "emotion": emotions[i % 4],
-                     "speaker": f"spk{i % 3}", "expression": "acted" if i % 2 else "spontaneous",
-                     "gender": "F" if i % 3 else "M", "take": str(i)})
+        rows.append(
+            {
+                "utt_id": f"u{i:02d}",
+                "path": str(rel),
+                "emotion": emotions[i % 4],
+                "speaker": f"spk{i % 3}",
+                "expression": "acted" if i % 2 else "spontaneous",
+                "gender": "F" if i % 3 else "M",
+                "take": str(i),
+            }
+        )
     manifest = root / "manifest.csv"
     with open(manifest, "w", newline="") as handle:
         writer = csv.DictWriter(handle, fieldnames=list(rows[0]))

@@ -19,8 +19,9 @@ its speaker's vectors (:mod:`trainer.speakers`).
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -29,8 +30,8 @@ from featurestore.manifest import Manifest
 from featurestore.store.reader import FeatureStore, open_store
 from trainer.data import resolve_layer
 from trainer.folds import Fold, check_folds, test_digest
-from trainer.protocols import Protocol, default_protocol
 from trainer.metrics import average_folds, evaluate, summarise_repeats
+from trainer.protocols import Protocol, default_protocol
 from trainer.speakers import speaker_groups, speaker_normalised_vectors, warn_if_speakers_do_not_span_the_classes
 
 INPUT_NORMS = ("global", "speaker")
@@ -76,16 +77,21 @@ def resolve_functionals(store: FeatureStore, functionals: str | None) -> str:
         raise SermtlError(f"--functionals {functionals!r} is not one of {', '.join(FUNCTIONALS)}")
     needs = FUNCTIONALS[functionals][0]
     if needs is None and per_utterance:
-        raise SermtlError(f"--functionals {functionals}: store {store.path} holds one {feature} vector per utterance, "
-                          f"not frames; use --functionals {resolve_functionals(store, None)}")
+        raise SermtlError(
+            f"--functionals {functionals}: store {store.path} holds one {feature} vector per utterance, "
+            f"not frames; use --functionals {resolve_functionals(store, None)}"
+        )
     if needs is not None and needs != feature:
-        raise SermtlError(f"--functionals {functionals}: store {store.path} holds {feature}; make a store of "
-                          f"{functionals} functionals with: sermtl extract --feature {needs} …")
+        raise SermtlError(
+            f"--functionals {functionals}: store {store.path} holds {feature}; make a store of "
+            f"{functionals} functionals with: sermtl extract --feature {needs} …"
+        )
     return functionals
 
 
-def utterance_vectors(store: FeatureStore, functionals: str | None = None, input_norm: str = "global",
-                      layer: str | int | None = None) -> dict[str, np.ndarray]:
+def utterance_vectors(
+    store: FeatureStore, functionals: str | None = None, input_norm: str = "global", layer: str | int | None = None
+) -> dict[str, np.ndarray]:
     """``{utt_id: vector}`` of every stored utterance (speaker-normalised for ``input_norm``
     ``speaker``)."""
     if input_norm not in INPUT_NORMS:
@@ -101,8 +107,9 @@ def utterance_vectors(store: FeatureStore, functionals: str | None = None, input
 SVM_DESCRIPTION = "StandardScaler + SVC(rbf, C={c}, gamma=scale, balanced)"
 
 
-def svm_cv(manifest: Manifest, vectors: Mapping[str, np.ndarray], folds: Sequence[Fold], label: str = "emotion",
-           c: float = 1.0) -> dict[str, Any]:
+def svm_cv(
+    manifest: Manifest, vectors: Mapping[str, np.ndarray], folds: Sequence[Fold], label: str = "emotion", c: float = 1.0
+) -> dict[str, Any]:
     """Fit and score the SVM on every fold of ``vectors`` (:func:`utterance_vectors`);
     returns averages (percent) and the per-fold list."""
     from sklearn.pipeline import make_pipeline
@@ -117,13 +124,22 @@ def svm_cv(manifest: Manifest, vectors: Mapping[str, np.ndarray], folds: Sequenc
         predicted = model.predict(np.stack([vectors[u] for u in fold.test]))
         truth = [manifest[u][label] for u in fold.test]
         classes = sorted({manifest[u][label] for u in fit_ids})
-        per_fold.append({**evaluate(truth, list(predicted), classes), "fold": fold.fold, "test_digest": test_digest(fold.test)})
+        per_fold.append(
+            {**evaluate(truth, list(predicted), classes), "fold": fold.fold, "test_digest": test_digest(fold.test)}
+        )
     return {**average_folds(per_fold), "folds": per_fold, "model": SVM_DESCRIPTION.format(c=c)}
 
 
-def svm_repeats(store_path: str | Path, protocol: Protocol | None, label: str = "emotion", c: float = 1.0,
-                seed: int = 0, repeats: int = 1, functionals: str | None = None,
-                input_norm: str = "global") -> dict[str, Any]:
+def svm_repeats(
+    store_path: str | Path,
+    protocol: Protocol | None,
+    label: str = "emotion",
+    c: float = 1.0,
+    seed: int = 0,
+    repeats: int = 1,
+    functionals: str | None = None,
+    input_norm: str = "global",
+) -> dict[str, Any]:
     """:func:`svm_cv` on the folds of seeds ``seed`` … ``seed + repeats − 1`` (the folds
     ``cv`` draws with those seeds; ``protocol`` ``None``: the store's default). The vectors
     do not depend on the seed and are computed once. Returns ``{"name", "results"}``: one
@@ -141,11 +157,18 @@ def svm_repeats(store_path: str | Path, protocol: Protocol | None, label: str = 
         for fold_seed in range(seed, seed + repeats):
             folds = chosen.make(store.manifest, fold_seed)
             check_folds(folds, store.manifest, label_column=label)
-            per_seed[fold_seed] = {**svm_cv(store.manifest, vectors, folds, label=label, c=c), "seed": fold_seed,
-                                   "functionals": name_of_vectors, "input_norm": input_norm}
+            per_seed[fold_seed] = {
+                **svm_cv(store.manifest, vectors, folds, label=label, c=c),
+                "seed": fold_seed,
+                "functionals": name_of_vectors,
+                "input_norm": input_norm,
+            }
     grouped = f" by {chosen.by}" if chosen.by and chosen.name != "kfold" else ""
     norm = ", speaker-normalised" if input_norm == "speaker" else ""
     name = f"SVM on {name_of_vectors}{norm} ({chosen.name}{grouped}, {len(folds)} folds)"
     if repeats == 1:
         return {"name": name, "results": per_seed[seed]}
-    return {"name": name, "results": {**summarise_repeats(per_seed), "results": {str(s): r for s, r in per_seed.items()}}}
+    return {
+        "name": name,
+        "results": {**summarise_repeats(per_seed), "results": {str(s): r for s, r in per_seed.items()}},
+    }

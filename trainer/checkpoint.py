@@ -27,8 +27,8 @@ import torch
 from featurestore.atomic import atomic_write
 from featurestore.errors import SermtlError, describe_error, quote
 from featurestore.schema import ListOf, MapOf, Number, OneOf, Record, Shape, Text, check
-from trainer.network import MAX_INPUT_LAYERS, NETWORK, NetworkConfig, SERNetwork
 from trainer.limits import MAX_CLASSES
+from trainer.network import MAX_INPUT_LAYERS, NETWORK, NetworkConfig, SERNetwork
 
 
 @dataclasses.dataclass(frozen=True)
@@ -50,7 +50,10 @@ def _as_many_classes(value: dict) -> tuple[str, str] | None:
     """Rule: as many class names as the network has outputs, emotion and auxiliary."""
     network, aux = value["network"], value.get("aux")
     if len(value["emotions"]) != network["num_emotions"]:
-        return "emotions", f"{len(value['emotions'])} class names, but network.num_emotions is {network['num_emotions']}"
+        return (
+            "emotions",
+            f"{len(value['emotions'])} class names, but network.num_emotions is {network['num_emotions']}",
+        )
     classes, num_aux = len(aux["classes"]) if aux else 0, network.get("num_aux") or 0
     if classes != num_aux:
         return "aux.classes", f"{classes} class names, but network.num_aux is {num_aux}"
@@ -67,16 +70,19 @@ def _distinct_classes(value: dict) -> tuple[str, str] | None:
 
 
 #: A checkpoint's layout (other keys, e.g. ``train_config`` and ``fold``, are descriptive).
-CHECKPOINT = Record({
-    "network": NETWORK,
-    "state_dict": MapOf(TensorValue(), max_items=10_000),  # a network has ~150; the walk stays short
-    "emotions": CLASS_NAMES,
-    "aux": Record({"column": Text(max_length=256), "classes": CLASS_NAMES}, optional=True),
-    "feature": Record({"feature": Text(max_length=64)}),
-    "layer": OneOf((Number(0, MAX_INPUT_LAYERS - 1, integer=True), Text(choices=("weighted",))), optional=True),
-    "label": Text(max_length=256),
-    "store_dtype": Text(choices=("float16", "float32"), optional=True),
-}, rules=(_as_many_classes, _distinct_classes))
+CHECKPOINT = Record(
+    {
+        "network": NETWORK,
+        "state_dict": MapOf(TensorValue(), max_items=10_000),  # a network has ~150; the walk stays short
+        "emotions": CLASS_NAMES,
+        "aux": Record({"column": Text(max_length=256), "classes": CLASS_NAMES}, optional=True),
+        "feature": Record({"feature": Text(max_length=64)}),
+        "layer": OneOf((Number(0, MAX_INPUT_LAYERS - 1, integer=True), Text(choices=("weighted",))), optional=True),
+        "label": Text(max_length=256),
+        "store_dtype": Text(choices=("float16", "float32"), optional=True),
+    },
+    rules=(_as_many_classes, _distinct_classes),
+)
 
 
 def save_checkpoint(path: str | Path, checkpoint: dict[str, Any]) -> None:
@@ -114,14 +120,18 @@ def check_state_dict(state_dict: dict[str, torch.Tensor], config: NetworkConfig,
 def _read(path: Path) -> Any:
     """``torch.load`` of ``path`` as data only; one line when it cannot be read."""
     if not path.is_file():
-        raise SermtlError(f"not a sermtl checkpoint: {path}: not a regular file" if path.exists()
-                          else f"checkpoint not found: {path}")
+        raise SermtlError(
+            f"not a sermtl checkpoint: {path}: not a regular file" if path.exists() else f"checkpoint not found: {path}"
+        )
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:
         unsafe = "weights_only" in str(exc) or "Unsupported global" in str(exc)
-        what = "it holds objects other than tensors and plain data (refused: loading it could run code)" if unsafe \
+        what = (
+            "it holds objects other than tensors and plain data (refused: loading it could run code)"
+            if unsafe
             else describe_error(exc)
+        )
         raise SermtlError(f"not a sermtl checkpoint: {path}: {what}") from None
 
 

@@ -16,8 +16,9 @@ from __future__ import annotations
 
 import math
 import statistics
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 from featurestore.errors import SermtlError
 from featurestore.schema import check
@@ -51,7 +52,9 @@ class FoldScores:
         if isinstance(seed, bool) or not isinstance(seed, int) or not isinstance(digest, str):
             raise SermtlError(f"{where}: no seed or test-fold digest (made by an older sermtl? run it again)")
         if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-            raise SermtlError(f"--metric {self.metric}: {where} holds no number of that name (e.g. wa, uwa, aux_accuracy)")
+            raise SermtlError(
+                f"--metric {self.metric}: {where} holds no number of that name (e.g. wa, uwa, aux_accuracy)"
+            )
         if (seed, fold) in self.values:
             raise SermtlError(f"{self.source}: seed {seed} fold {fold} appears twice")
         self.values[(seed, fold)] = float(value)
@@ -82,7 +85,9 @@ def fold_scores(path: Path, metric: str) -> FoldScores:
             for fold in folds:
                 metrics_path = run / f"fold_{fold.fold}" / "metrics.json"
                 if metrics_path.is_file():  # a fold not finished has none
-                    scores.add(seed, fold.fold, read_metrics(metrics_path).get(metric), test_digest(fold.test), metrics_path)
+                    scores.add(
+                        seed, fold.fold, read_metrics(metrics_path).get(metric), test_digest(fold.test), metrics_path
+                    )
     if not scores.values:
         raise SermtlError(f"{path}: no finished fold (fold_<k>/metrics.json, or the folds of sermtl baseline --out)")
     return scores
@@ -102,12 +107,18 @@ def compare_runs(baseline: Path, others: Sequence[Path], metric: str = "uwa") ->
         mine = fold_scores(other, metric)
         shared = sorted(set(mine.values) & set(reference.values))
         if not shared:
-            raise SermtlError(f"{other} shares no (seed, fold) with {baseline}: compare runs of the same seeds and folds")
+            raise SermtlError(
+                f"{other} shares no (seed, fold) with {baseline}: compare runs of the same seeds and folds"
+            )
         for seed, fold in shared:
             if mine.tests[(seed, fold)] != reference.tests[(seed, fold)]:
-                raise SermtlError(f"{other}: seed {seed} fold {fold} tests other utterances than {baseline}; "
-                                  "runs compare only on the same test folds (same protocol, --folds and seed)")
-        rows.append({"run": str(other), **_summary(mine.values), "paired": paired_over_keys(mine.values, reference.values)})
+                raise SermtlError(
+                    f"{other}: seed {seed} fold {fold} tests other utterances than {baseline}; "
+                    "runs compare only on the same test folds (same protocol, --folds and seed)"
+                )
+        rows.append(
+            {"run": str(other), **_summary(mine.values), "paired": paired_over_keys(mine.values, reference.values)}
+        )
     return {"baseline": str(baseline), "metric": metric, "runs": rows}
 
 
@@ -115,10 +126,28 @@ def comparison_table(summary: dict[str, Any]) -> str:
     """The comparison as a Markdown table (percent)."""
     rows = []
     for row in summary["runs"]:
-        rows.append([row["run"], f"{row['mean']:.2f} ± {row['std']:.2f}", len(row["seeds"]), row["folds"],
-                     *paired_cells(row["paired"])])
+        rows.append(
+            [
+                row["run"],
+                f"{row['mean']:.2f} ± {row['std']:.2f}",
+                len(row["seeds"]),
+                row["folds"],
+                *paired_cells(row["paired"]),
+            ]
+        )
     metric = summary["metric"]
-    header = ["run", f"{metric} (mean ± std over seeds)", "seeds", "folds", f"Δ {metric}", "95 % CI", "Wilcoxon p", "pairs"]
-    return (f"Δ {metric}: mean paired difference against `{summary['baseline']}` over the (seed, fold) pairs both "
-            "runs finished, with its 95 % Student-t interval and the Wilcoxon signed-rank p-value.\n\n"
-            + markdown_table(header, rows))
+    header = [
+        "run",
+        f"{metric} (mean ± std over seeds)",
+        "seeds",
+        "folds",
+        f"Δ {metric}",
+        "95 % CI",
+        "Wilcoxon p",
+        "pairs",
+    ]
+    return (
+        f"Δ {metric}: mean paired difference against `{summary['baseline']}` over the (seed, fold) pairs both "
+        "runs finished, with its 95 % Student-t interval and the Wilcoxon signed-rank p-value.\n\n"
+        + markdown_table(header, rows)
+    )

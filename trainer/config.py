@@ -24,14 +24,16 @@ import dataclasses
 import difflib
 import math
 import warnings
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any
 
 from featurestore.errors import SermtlError, quote
 from featurestore.features.base import device_problem
 from featurestore.textfile import read_structured_file
 from trainer.limits import MAX_EPOCHS
 from trainer.tasks import DEFAULT_ALPHA_MAX, alpha_at
+
 
 def flag(name: str) -> str:
     """The command-line flag of a field: ``batch_size`` → ``--batch-size``."""
@@ -82,7 +84,11 @@ def _check_layer(value: Any) -> str | None:
 
 
 def _check_column(value: Any) -> str | None:
-    return None if isinstance(value, str) and value.strip() and "\x00" not in value else f"{quote(value)} is not a column name"
+    return (
+        None
+        if isinstance(value, str) and value.strip() and "\x00" not in value
+        else f"{quote(value)} is not a column name"
+    )
 
 
 def _check_fields(config: Any) -> None:
@@ -102,11 +108,17 @@ class NetworkOptions:
     embedding_dim: int = option(192, "Embedding size of the emotion branch.", low=1, high=8192)
     margin: float = option(0.2, "AAM-softmax margin (radians).", low=0, high=1)
     scale: float = option(30.0, "AAM-softmax scale.", low=0, high=1000, open_low=True)
-    input_norm: str = option("global", "Input normalisation: training-set mean/std (global); also subtract each "
-                                       "utterance's own mean (utterance); or first standardise each utterance with "
-                                       "the mean/std of all its speaker's utterances, test speakers' from their "
-                                       "unlabelled test utterances (speaker).", choices=("global", "utterance", "speaker"))
-    dropout: float = option(0.0, "Dropout on the pooled statistics before the embedding layer.", low=0, high=1, open_high=True)
+    input_norm: str = option(
+        "global",
+        "Input normalisation: training-set mean/std (global); also subtract each "
+        "utterance's own mean (utterance); or first standardise each utterance with "
+        "the mean/std of all its speaker's utterances, test speakers' from their "
+        "unlabelled test utterances (speaker).",
+        choices=("global", "utterance", "speaker"),
+    )
+    dropout: float = option(
+        0.0, "Dropout on the pooled statistics before the embedding layer.", low=0, high=1, open_high=True
+    )
 
     def __post_init__(self) -> None:
         _check_fields(self)
@@ -129,25 +141,45 @@ class TrainConfig:
     alpha0: float = option(0.1, "Auxiliary loss weight at epoch 1.", low=0, high=1)
     alpha_step: float = option(0.05, "Added to alpha every epoch.", low=-1, high=1)
     alpha_max: float = option(DEFAULT_ALPHA_MAX, "Cap of alpha.", low=0, high=1)
-    aux: str = option("auto", "Auxiliary task: a column (expression, gender, corpus, …), none, or auto (expression "
-                              "when the store has two or more expression classes, else none).", check=_check_column)
+    aux: str = option(
+        "auto",
+        "Auxiliary task: a column (expression, gender, corpus, …), none, or auto (expression "
+        "when the store has two or more expression classes, else none).",
+        check=_check_column,
+    )
     label: str = option("emotion", "Column with the emotion labels.", check=_check_column)
     layer: str = option("last", "Stored layer: last, an index, or weighted (learned sum).", check=_check_layer)
     network: NetworkOptions = dataclasses.field(default_factory=NetworkOptions)
     crop_seconds: float = option(3.0, "Random training crop length in seconds.", low=0, high=3600, open_low=True)
-    class_weights: str = option("none", "Weight the emotion loss by inverse class frequency (balanced).",
-                                choices=("none", "balanced"))
-    label_smoothing: float = option(0.0, "Label smoothing of the emotion loss: the target puts this much "
-                                         "probability mass evenly on all classes.", low=0, high=1, open_high=True)
-    augment: str = option("none", "Training-input augmentation: SpecAugment time and feature-band masking.",
-                          choices=("none", "specaugment"))
-    lr_schedule: str = option("constant", "Learning rate per epoch: constant, or cosine decay towards 0 over --epochs.",
-                              choices=("constant", "cosine"))
-    batchnorm: str = option("running", "BatchNorm statistics for evaluation: momentum-averaged during training, or "
-                                       "re-estimated on up to 32 training batches after each epoch (precise).",
-                            choices=("running", "precise"))
-    average_best: int = option(1, "Test with the mean weights of the K epochs with the best validation UWA "
-                                  "(1: the best epoch).", low=1)
+    class_weights: str = option(
+        "none", "Weight the emotion loss by inverse class frequency (balanced).", choices=("none", "balanced")
+    )
+    label_smoothing: float = option(
+        0.0,
+        "Label smoothing of the emotion loss: the target puts this much probability mass evenly on all classes.",
+        low=0,
+        high=1,
+        open_high=True,
+    )
+    augment: str = option(
+        "none",
+        "Training-input augmentation: SpecAugment time and feature-band masking.",
+        choices=("none", "specaugment"),
+    )
+    lr_schedule: str = option(
+        "constant",
+        "Learning rate per epoch: constant, or cosine decay towards 0 over --epochs.",
+        choices=("constant", "cosine"),
+    )
+    batchnorm: str = option(
+        "running",
+        "BatchNorm statistics for evaluation: momentum-averaged during training, or "
+        "re-estimated on up to 32 training batches after each epoch (precise).",
+        choices=("running", "precise"),
+    )
+    average_best: int = option(
+        1, "Test with the mean weights of the K epochs with the best validation UWA (1: the best epoch).", low=1
+    )
     seed: int = option(0, "Random seed (folds, initialisation, batches).", low=0, high=2**32 - 1)
     device: str = option("auto", "auto, cpu, cuda, cuda:N or mps.", check=device_problem)
 
@@ -167,15 +199,18 @@ class TrainConfig:
         """Whether an auxiliary task is trained (``auto`` must be resolved first: :meth:`resolve_aux`)."""
         return self.aux not in ("", "none")
 
-    def resolve_aux(self, columns: dict[str, set]) -> "TrainConfig":
+    def resolve_aux(self, columns: dict[str, set]) -> TrainConfig:
         """This config with ``aux="auto"`` made concrete from the store's ``{column: values}``:
         ``expression`` when it holds two or more classes, else ``none`` (with a warning)."""
         if self.aux != "auto":
             return self
         if len(columns.get("expression", set()) - {None}) >= 2:
             return dataclasses.replace(self, aux="expression")
-        warnings.warn("--aux auto: the store has fewer than two expression classes; training without an "
-                      "auxiliary task (--aux none)", stacklevel=2)
+        warnings.warn(
+            "--aux auto: the store has fewer than two expression classes; training without an "
+            "auxiliary task (--aux none)",
+            stacklevel=2,
+        )
         return dataclasses.replace(self, aux="none")
 
     def to_dict(self) -> dict[str, Any]:
@@ -187,7 +222,7 @@ class TrainConfig:
         return {name: _get(self, path) for name, path in _PATHS.items()}
 
     @classmethod
-    def from_dict(cls, values: dict[str, Any], source: str | None = None) -> "TrainConfig":
+    def from_dict(cls, values: dict[str, Any], source: str | None = None) -> TrainConfig:
         """A config from a dict of options, flat (``{"channels": 128}``, as on the command
         line and in run directories of older versions) or nested (``{"network":
         {"channels": 128}}``, as :meth:`to_dict` gives), defaults for the rest. An unknown
@@ -198,7 +233,7 @@ class TrainConfig:
             raise SermtlError(f"{source}: {exc}" if source else str(exc)) from None
 
     @classmethod
-    def _build(cls, values: dict[str, Any]) -> "TrainConfig":
+    def _build(cls, values: dict[str, Any]) -> TrainConfig:
         if not isinstance(values, dict):
             raise SermtlError(f"the training config must be a mapping, got {type(values).__name__}")
         flat = dict(values)
@@ -248,14 +283,16 @@ def parse_value(name: str, text: str) -> Any:
         return kind(text)
     except ValueError:
         allowed = _FIELDS[name].metadata["spec"].describe()
-        raise SermtlError(f"{flag(name)}: {quote(text)} is not {'an integer' if kind is int else 'a number'}"
-                          + (f" ({allowed})" if allowed else "")) from None
+        raise SermtlError(
+            f"{flag(name)}: {quote(text)} is not {'an integer' if kind is int else 'a number'}"
+            + (f" ({allowed})" if allowed else "")
+        ) from None
 
 
 def options() -> Iterator[tuple[dataclasses.Field, Spec]]:
     """Every option of :class:`TrainConfig` (nested ones included, by their own names) with
     its :class:`Spec`, in declaration order."""
-    for name, field in _FIELDS.items():
+    for field in _FIELDS.values():
         yield field, field.metadata["spec"]
 
 
@@ -279,10 +316,17 @@ def _check_field(field: dataclasses.Field, value: Any) -> None:
         raise SermtlError(f"{name}: expected text, got {quote(value)}")
     if spec.choices is not None and value not in spec.choices:
         near = difflib.get_close_matches(str(value), spec.choices, n=1)
-        raise SermtlError(f"{name}: {quote(value)} is not {spec.describe()}" + (f" (nearest: {near[0]})" if near else ""))
-    if spec.low is not None and (value < spec.low or (spec.open_low and value == spec.low)) \
-            or spec.high is not None and (value > spec.high or (spec.open_high and value == spec.high)) \
-            or spec.multiple_of and value % spec.multiple_of:
+        raise SermtlError(
+            f"{name}: {quote(value)} is not {spec.describe()}" + (f" (nearest: {near[0]})" if near else "")
+        )
+    if (
+        spec.low is not None
+        and (value < spec.low or (spec.open_low and value == spec.low))
+        or spec.high is not None
+        and (value > spec.high or (spec.open_high and value == spec.high))
+        or spec.multiple_of
+        and value % spec.multiple_of
+    ):
         raise SermtlError(f"{name} must be {spec.describe()}, got {quote(value)}")
 
 

@@ -26,8 +26,9 @@ import dataclasses
 import functools
 import hashlib
 import os
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from featurestore.atomic import atomic_write, write_json
 from featurestore.errors import SermtlError
@@ -39,9 +40,9 @@ from trainer.checkpoint import save_checkpoint
 from trainer.config import TrainConfig
 from trainer.data import FeatureBank, open_bank, resolve_layer
 from trainer.folds import Fold, check_folds, load_folds, save_folds
-from trainer.protocols import Protocol, default_protocol
 from trainer.loop import check_columns, resolved_config, train_fold
 from trainer.metrics import average_folds, summarise_repeats
+from trainer.protocols import Protocol, default_protocol
 from trainer.runfiles import read_metrics, read_run_config
 from trainer.speakers import speaker_groups, warn_if_speakers_do_not_span_the_classes
 
@@ -56,8 +57,11 @@ def _write_predictions(path: Path, rows: list[dict[str, Any]]) -> None:
 def _comparable(identity: dict[str, Any], source: str) -> dict[str, Any]:
     """A run identity with every option present, the training options by their own names
     (run directories of older versions lack options added since, and kept them flat)."""
-    return {**identity, "protocol": {**dataclasses.asdict(Protocol()), **identity["protocol"]},
-            "train": TrainConfig.from_dict(identity["train"], source).flat()}
+    return {
+        **identity,
+        "protocol": {**dataclasses.asdict(Protocol()), **identity["protocol"]},
+        "train": TrainConfig.from_dict(identity["train"], source).flat(),
+    }
 
 
 def _differences(previous: dict[str, Any], identity: dict[str, Any]) -> list[str]:
@@ -93,8 +97,12 @@ class StoreSession:
         checksums = self.store.checksums()
         for utt_id in self.store.ids():
             digest.update(f"{utt_id}\t{self.store.num_frames(utt_id)}\t{checksums.get(utt_id, -1)}\n".encode())
-        return {"store": str(self.path.resolve()), "store_fingerprint": self.store.attrs.get("fingerprint"),
-                "store_entries": len(self.store), "store_digest": digest.hexdigest()[:16]}
+        return {
+            "store": str(self.path.resolve()),
+            "store_fingerprint": self.store.attrs.get("fingerprint"),
+            "store_entries": len(self.store),
+            "store_digest": digest.hexdigest()[:16],
+        }
 
     def bank(self, layer: str | int | None, device: str, input_norm: str = "global") -> FeatureBank:
         """The bank of ``layer`` on ``device`` (loaded on first use); for ``input_norm``
@@ -125,7 +133,7 @@ class StoreSession:
         self._banks.clear()
         self.store.close()
 
-    def __enter__(self) -> "StoreSession":
+    def __enter__(self) -> StoreSession:
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -155,8 +163,13 @@ class PreparedRun:
     lock: contextlib.AbstractContextManager
 
 
-def plan_run(session: StoreSession, out_dir: str | Path, config: TrainConfig,
-             protocol: Protocol | None = None, only_folds: list[int] | None = None) -> RunPlan:
+def plan_run(
+    session: StoreSession,
+    out_dir: str | Path,
+    config: TrainConfig,
+    protocol: Protocol | None = None,
+    only_folds: list[int] | None = None,
+) -> RunPlan:
     """Every check of a run, writing nothing: the config against the store (columns, layer,
     ``aux``), a run directory already there against this run (config, store state,
     finished folds), the folds (``only_folds`` among them) and the classes of each task in
@@ -188,8 +201,14 @@ def plan_run(session: StoreSession, out_dir: str | Path, config: TrainConfig,
     return RunPlan(out, identity, protocol, folds, config)
 
 
-def prepare_run(session: StoreSession, out_dir: str | Path, config: TrainConfig, protocol: Protocol | None = None,
-                exclusive: bool = True, only_folds: list[int] | None = None) -> PreparedRun:
+def prepare_run(
+    session: StoreSession,
+    out_dir: str | Path,
+    config: TrainConfig,
+    protocol: Protocol | None = None,
+    exclusive: bool = True,
+    only_folds: list[int] | None = None,
+) -> PreparedRun:
     """:func:`plan_run`, then take the run directory's lock (unless not ``exclusive``:
     torchrun ranks share a run directory) and write (or check again, under the lock) its
     ``config.json`` and ``folds.json``. Nothing is written before every check has passed."""
@@ -198,7 +217,9 @@ def prepare_run(session: StoreSession, out_dir: str | Path, config: TrainConfig,
     try:
         out.mkdir(parents=True, exist_ok=True)  # only now: a refused run leaves no directory behind
     except OSError as exc:
-        raise SermtlError(f"cannot create run directory {out}: {os.strerror(exc.errno) if exc.errno else exc}") from None
+        raise SermtlError(
+            f"cannot create run directory {out}: {os.strerror(exc.errno) if exc.errno else exc}"
+        ) from None
     lock = ExclusiveLock(out / "run.lock", f"run directory {out}") if exclusive else contextlib.nullcontext()
     try:
         if config_path.exists():  # another run may have written it while this one was checking
@@ -215,8 +236,12 @@ def prepare_run(session: StoreSession, out_dir: str | Path, config: TrainConfig,
 
 def _check_folds(folds: list[Fold], manifest, protocol: Protocol, label: str) -> None:
     """:func:`~trainer.folds.check_folds`, grouped by the protocol's column where it has one."""
-    check_folds(folds, manifest, label_column=label,
-                group_column=protocol.by if protocol.name in ("loso", "group-kfold", "split") else None)
+    check_folds(
+        folds,
+        manifest,
+        label_column=label,
+        group_column=protocol.by if protocol.name in ("loso", "group-kfold", "split") else None,
+    )
 
 
 def _saved_identity(config_path: Path) -> dict[str, Any]:
@@ -252,8 +277,10 @@ def _check_finished_fold(fold_dir: Path) -> None:
         return
     missing = [name for name in FOLD_FILES if not (fold_dir / name).is_file()]
     if missing:
-        raise SermtlError(f"{fold_dir} is marked finished but {', '.join(missing)} is missing; "
-                          f"delete {fold_dir} to train that fold again")
+        raise SermtlError(
+            f"{fold_dir} is marked finished but {', '.join(missing)} is missing; "
+            f"delete {fold_dir} to train that fold again"
+        )
     try:
         read_metrics(fold_dir / "metrics.json")
     except SermtlError as exc:
@@ -266,18 +293,23 @@ def check_tasks(manifest, folds: list[Fold], config: TrainConfig) -> None:
     for fold in folds:
         labels = {manifest[u][config.label] for u in fold.train} - {None}
         if len(labels) < 2:
-            raise SermtlError(f"fold {fold.fold}: --label {config.label} has {len(labels)} class(es) in the training rows; "
-                              "it needs at least 2")
+            raise SermtlError(
+                f"fold {fold.fold}: --label {config.label} has {len(labels)} class(es) in the training rows; "
+                "it needs at least 2"
+            )
         if config.uses_aux:
             values = {manifest[u][config.aux] for u in fold.train} - {None}
             if len(values) < 2:
-                raise SermtlError(f"fold {fold.fold}: --aux {config.aux} has {len(values)} class(es) "
-                                  f"({', '.join(map(str, sorted(values, key=str))) or 'no values'}) in the training rows; "
-                                  "an auxiliary task needs at least 2: use --aux none")
+                raise SermtlError(
+                    f"fold {fold.fold}: --aux {config.aux} has {len(values)} class(es) "
+                    f"({', '.join(map(str, sorted(values, key=str))) or 'no values'}) in the training rows; "
+                    "an auxiliary task needs at least 2: use --aux none"
+                )
 
 
-def _train_folds(session: StoreSession, out: Path, folds: list[Fold], config: TrainConfig, progress: bool,
-                 tensorboard: bool = False) -> None:
+def _train_folds(
+    session: StoreSession, out: Path, folds: list[Fold], config: TrainConfig, progress: bool, tensorboard: bool = False
+) -> None:
     """Train, score and save each of ``folds`` that the run directory does not hold yet;
     ``history.csv`` grows after every epoch (and ``RUN/tensorboard/fold_<k>`` with
     ``tensorboard``), and a line reports each finished fold."""
@@ -291,14 +323,26 @@ def _train_folds(session: StoreSession, out: Path, folds: list[Fold], config: Tr
             watchers = [functools.partial(write_history_csv, fold_dir / "history.csv")]
             if tensorboard:
                 watchers.append(stack.enter_context(TensorBoardLog(out / "tensorboard" / f"fold_{fold.fold}")))
-            outcome = train_fold(session.store, bank, fold, config, progress=progress, position=1,
-                                 on_epoch=lambda history: [watch(history) for watch in watchers])
+            outcome = train_fold(
+                session.store,
+                bank,
+                fold,
+                config,
+                progress=progress,
+                position=1,
+                on_epoch=functools.partial(_notify, watchers),
+            )
         save_checkpoint(fold_dir / "checkpoint.pt", outcome.checkpoint)
         _write_predictions(fold_dir / "predictions.csv", outcome.predictions)
         _write_embeddings(fold_dir / "embeddings.npz", session.store.manifest, outcome, config)
         write_json(fold_dir / "history.json", outcome.history)
         write_json(fold_dir / "metrics.json", outcome.metrics)
         note(f"{out} fold {fold.fold}: {describe_fold(outcome.metrics)}", enabled=progress)
+
+
+def _notify(watchers: list[Callable[[list[dict[str, Any]]], Any]], history: list[dict[str, Any]]) -> None:
+    for watch in watchers:
+        watch(history)
 
 
 def describe_fold(metrics: dict[str, Any]) -> str:
@@ -315,7 +359,9 @@ class TensorBoardLog:
         try:
             from torch.utils.tensorboard import SummaryWriter
         except ImportError:
-            raise SermtlError("--tensorboard needs the tensorboard package: pip install 'sermtl[tensorboard]'") from None
+            raise SermtlError(
+                "--tensorboard needs the tensorboard package: pip install 'sermtl[tensorboard]'"
+            ) from None
         self.writer = SummaryWriter(log_dir=str(folder))
 
     def __call__(self, history: list[dict[str, Any]]) -> None:
@@ -325,7 +371,7 @@ class TensorBoardLog:
                 self.writer.add_scalar(key, record[key], record["epoch"])
         self.writer.flush()
 
-    def __enter__(self) -> "TensorBoardLog":
+    def __enter__(self) -> TensorBoardLog:
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -351,17 +397,29 @@ def _write_embeddings(path: Path, manifest, outcome, config: TrainConfig) -> Non
     import numpy as np
 
     ids = [row["utt_id"] for row in outcome.predictions]
-    arrays = {"ids": np.array(ids, dtype=str), "emotion": np.array([row["true"] for row in outcome.predictions], dtype=str),
-              "embeddings": np.asarray(outcome.embeddings, dtype=np.float32).reshape(len(ids), -1)}
+    arrays = {
+        "ids": np.array(ids, dtype=str),
+        "emotion": np.array([row["true"] for row in outcome.predictions], dtype=str),
+        "embeddings": np.asarray(outcome.embeddings, dtype=np.float32).reshape(len(ids), -1),
+    }
     if config.uses_aux:
         arrays["aux"] = np.array([str(manifest[u][config.aux] or "") for u in ids], dtype=str)
     with atomic_write(path, "wb") as handle:
         np.savez(handle, **arrays)
 
 
-def run_cv(store_path: str | Path, out_dir: str | Path, config: TrainConfig, protocol: Protocol | None = None,
-           only_folds: list[int] | None = None, progress: bool = True, write_results: bool = True,
-           exclusive: bool = True, session: StoreSession | None = None, tensorboard: bool = False) -> dict[str, Any]:
+def run_cv(
+    store_path: str | Path,
+    out_dir: str | Path,
+    config: TrainConfig,
+    protocol: Protocol | None = None,
+    only_folds: list[int] | None = None,
+    progress: bool = True,
+    write_results: bool = True,
+    exclusive: bool = True,
+    session: StoreSession | None = None,
+    tensorboard: bool = False,
+) -> dict[str, Any]:
     """Train and score every fold (or ``only_folds``) and write the run directory.
 
     Returns the content of ``results.json`` (over the folds done here; written to the run
@@ -373,28 +431,50 @@ def run_cv(store_path: str | Path, out_dir: str | Path, config: TrainConfig, pro
     with contextlib.ExitStack() as stack:
         if session is None:
             session = stack.enter_context(StoreSession(store_path))
-        return _run_prepared(session, out, config, protocol, only_folds, progress, write_results, exclusive, tensorboard)
+        return _run_prepared(
+            session, out, config, protocol, only_folds, progress, write_results, exclusive, tensorboard
+        )
 
 
-def _run_prepared(session: StoreSession, out: Path, config: TrainConfig, protocol: Protocol | None,
-                  only_folds: list[int] | None, progress: bool, write_results: bool, exclusive: bool,
-                  tensorboard: bool = False) -> dict[str, Any]:
+def _run_prepared(
+    session: StoreSession,
+    out: Path,
+    config: TrainConfig,
+    protocol: Protocol | None,
+    only_folds: list[int] | None,
+    progress: bool,
+    write_results: bool,
+    exclusive: bool,
+    tensorboard: bool = False,
+) -> dict[str, Any]:
     run = prepare_run(session, out, config, protocol, exclusive, only_folds)
     protocol, folds, config = run.protocol, run.folds, run.config
     with run.lock:
         wanted = [f for f in folds if only_folds is None or f.fold in only_folds]
         _train_folds(session, out, wanted, config, progress, tensorboard)
         per_fold = [read_metrics(out / f"fold_{f.fold}" / "metrics.json") for f in wanted]
-        results = {"aux_accuracy": None, **average_folds(per_fold), "folds": per_fold, "protocol": protocol.name,
-                   "aux": config.aux, "store": str(session.path.resolve())}
+        results = {
+            "aux_accuracy": None,
+            **average_folds(per_fold),
+            "folds": per_fold,
+            "protocol": protocol.name,
+            "aux": config.aux,
+            "store": str(session.path.resolve()),
+        }
         if write_results:
             write_json(out / "results.json", results)
     return results
 
 
-def run_repeats(run: Callable[..., dict[str, Any] | None], store_path: str | Path, out_dir: str | Path,
-                config: TrainConfig, protocol: Protocol | None, repeats: int,
-                only_folds: list[int] | None = None) -> dict[str, Any] | None:
+def run_repeats(
+    run: Callable[..., dict[str, Any] | None],
+    store_path: str | Path,
+    out_dir: str | Path,
+    config: TrainConfig,
+    protocol: Protocol | None,
+    repeats: int,
+    only_folds: list[int] | None = None,
+) -> dict[str, Any] | None:
     """Run ``run`` (:func:`run_cv`, or its torchrun form) once per seed ``config.seed`` …
     ``config.seed + repeats − 1``, each into its own run directory ``OUT/seed_<s>`` (its folds
     drawn from that seed too), and write ``OUT/repeats.json`` (:func:`summarise_repeats`).
@@ -403,12 +483,14 @@ def run_repeats(run: Callable[..., dict[str, Any] | None], store_path: str | Pat
     if repeats < 1:
         raise SermtlError(f"--repeats must be >= 1, got {repeats}")
     out = Path(out_dir)
-    runs = {seed: run(store_path, out / f"seed_{seed}", dataclasses.replace(config, seed=seed), protocol,
-                      only_folds=only_folds)
-            for seed in range(config.seed, config.seed + repeats)}
+    runs = {
+        seed: run(
+            store_path, out / f"seed_{seed}", dataclasses.replace(config, seed=seed), protocol, only_folds=only_folds
+        )
+        for seed in range(config.seed, config.seed + repeats)
+    }
     if any(r is None for r in runs.values()):
         return None
     summary = summarise_repeats(runs)
     write_json(out / "repeats.json", summary)
     return {"per_seed": runs, "summary": summary}
-

@@ -20,8 +20,8 @@ from __future__ import annotations
 
 import copy
 import os
+from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from typing import Iterator, Sequence
 
 import numpy as np
 import torch
@@ -88,7 +88,7 @@ class FeatureBank:
     def _frames(self, utt_id: str, start: int, count: int) -> torch.Tensor:
         """Frames ``start:start+count`` of one utterance, ``([layers,] count, dim)``."""
         offset = self.entries[utt_id][0] + start
-        return self.frames[:, offset:offset + count] if self.multi_layer else self.frames[offset:offset + count]
+        return self.frames[:, offset : offset + count] if self.multi_layer else self.frames[offset : offset + count]
 
     def _read(self, utt_id: str, start: int, count: int) -> torch.Tensor:
         """:meth:`_frames`, standardised with the utterance's own statistics when this bank
@@ -99,7 +99,7 @@ class FeatureBank:
         mean, std = self._utterance_norm[utt_id]
         return (block.float() - mean.unsqueeze(-2)) / std.unsqueeze(-2)
 
-    def speaker_normalised(self, groups: dict[str, list[str]]) -> "FeatureBank":
+    def speaker_normalised(self, groups: dict[str, list[str]]) -> FeatureBank:
         """A view of this bank (sharing its frames) in which each utterance is standardised
         with the mean and standard deviation over every frame of its speaker's utterances
         (``groups``: ``{speaker: ids}``, :func:`trainer.speakers.speaker_groups`)."""
@@ -115,8 +115,9 @@ class FeatureBank:
         """Frame counts of ``ids``."""
         return np.array([self.entries[u][1] for u in ids], dtype=np.int64)
 
-    def spans(self, ids: Sequence[str], crop_frames: int | None = None,
-              rng: np.random.Generator | None = None) -> list[Span]:
+    def spans(
+        self, ids: Sequence[str], crop_frames: int | None = None, rng: np.random.Generator | None = None
+    ) -> list[Span]:
         """Which frames of each utterance a batch uses: all, or a random ``crop_frames`` window."""
         spans = []
         for frames in self.lengths(ids):
@@ -130,7 +131,7 @@ class FeatureBank:
     def gather(self, ids: Sequence[str], spans: Sequence[Span]) -> tuple[torch.Tensor, torch.Tensor]:
         """Padded float32 features ``(B, [layers,] T, dim)`` and lengths ``(B,)`` on the bank's device."""
         longest = max(count for _, count in spans)
-        shape = ((len(ids), self.num_layers, longest, self.dim) if self.multi_layer else (len(ids), longest, self.dim))
+        shape = (len(ids), self.num_layers, longest, self.dim) if self.multi_layer else (len(ids), longest, self.dim)
         out = torch.zeros(shape, dtype=torch.float32, device=self.device)
         for row, (utt_id, (start, count)) in enumerate(zip(ids, spans)):
             if self.multi_layer:
@@ -139,13 +140,15 @@ class FeatureBank:
                 out[row, :count] = self._read(utt_id, start, count)
         return out, torch.tensor([c for _, c in spans], dtype=torch.long, device=self.device)
 
-    def batch(self, ids: Sequence[str], crop_frames: int | None = None,
-              rng: np.random.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    def batch(
+        self, ids: Sequence[str], crop_frames: int | None = None, rng: np.random.Generator | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """:meth:`gather` of :meth:`spans`: one padded batch."""
         return self.gather(ids, self.spans(ids, crop_frames, rng))
 
-    def iterate(self, batches: Sequence[Sequence[str]], crop_frames: int | None = None,
-                rng: np.random.Generator | None = None) -> Iterator[tuple[Sequence[str], torch.Tensor, torch.Tensor]]:
+    def iterate(
+        self, batches: Sequence[Sequence[str]], crop_frames: int | None = None, rng: np.random.Generator | None = None
+    ) -> Iterator[tuple[Sequence[str], torch.Tensor, torch.Tensor]]:
         """``(ids, features, lengths)`` for each batch; crops are drawn from ``rng`` in batch order."""
         for ids in batches:
             yield (ids, *self.batch(ids, crop_frames, rng))
@@ -195,7 +198,7 @@ class StreamingBank(FeatureBank):
 
     def _frames(self, utt_id: str, start: int, count: int) -> torch.Tensor:
         frames = self.store.read(utt_id, layer=self._read_layer)
-        return torch.from_numpy(np.ascontiguousarray(frames[..., start:start + count, :])).to(self.device)
+        return torch.from_numpy(np.ascontiguousarray(frames[..., start : start + count, :])).to(self.device)
 
     def iterate(self, batches, crop_frames=None, rng=None):
         planned = [(ids, self.spans(ids, crop_frames, rng)) for ids in batches]
@@ -221,8 +224,12 @@ def memory_budget(device: torch.device) -> int:
         return int(0.6 * os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_AVPHYS_PAGES"))
 
 
-def open_bank(store: FeatureStore, layer: str | int | None = None, device: str | torch.device = "cpu",
-              budget_bytes: int | None = None) -> FeatureBank:
+def open_bank(
+    store: FeatureStore,
+    layer: str | int | None = None,
+    device: str | torch.device = "cpu",
+    budget_bytes: int | None = None,
+) -> FeatureBank:
     """An in-memory :class:`FeatureBank` when the frames to load fit ``budget_bytes``
     (default :func:`memory_budget`), else a :class:`StreamingBank`."""
     device = torch.device(device)
@@ -234,8 +241,9 @@ def open_bank(store: FeatureStore, layer: str | int | None = None, device: str |
     return cls(store, layer, device)
 
 
-def make_batches(ids: Sequence[str], lengths: Sequence[int], batch_size: int,
-                 rng: np.random.Generator | None = None) -> list[list[str]]:
+def make_batches(
+    ids: Sequence[str], lengths: Sequence[int], batch_size: int, rng: np.random.Generator | None = None
+) -> list[list[str]]:
     """Cut ``ids`` into batches of at most ``batch_size``.
 
     With ``rng`` (training): shuffle, sort by length inside pools of ``16 × batch_size``,
@@ -251,13 +259,13 @@ def make_batches(ids: Sequence[str], lengths: Sequence[int], batch_size: int,
     lengths = np.asarray(lengths)
     if rng is None:
         order = sorted(range(len(ids)), key=lambda i: (-lengths[i], ids[i]))
-        return [[ids[i] for i in order[s:s + batch_size]] for s in range(0, len(order), batch_size)]
+        return [[ids[i] for i in order[s : s + batch_size]] for s in range(0, len(order), batch_size)]
     order = rng.permutation(len(ids))
     pool = batch_size * POOL_BATCHES
     batches = []
     for start in range(0, len(order), pool):
-        chunk = sorted(order[start:start + pool], key=lambda i: lengths[i])
-        pieces = [[ids[i] for i in chunk[s:s + batch_size]] for s in range(0, len(chunk), batch_size)]
+        chunk = sorted(order[start : start + pool], key=lambda i: lengths[i])
+        pieces = [[ids[i] for i in chunk[s : s + batch_size]] for s in range(0, len(chunk), batch_size)]
         if len(pieces[-1]) == 1 and (len(pieces) > 1 or batches):
             (pieces[-2] if len(pieces) > 1 else batches[-1]).append(pieces.pop()[0])
         batches += pieces

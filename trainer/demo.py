@@ -19,8 +19,9 @@ Everything goes under ``out``; re-running reuses what is there.
 from __future__ import annotations
 
 import warnings
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from featurestore.atomic import write_json, write_text
 from featurestore.corpora import prepare
@@ -29,20 +30,30 @@ from featurestore.features.random_models import save_random_ssl_model
 from featurestore.pipeline import extract_to_store
 from featurestore.synthetic import make_iemocap
 from featurestore.verify import verify_store
-from trainer.cv import Protocol, run_cv
 from trainer.config import TrainConfig
+from trainer.cv import Protocol, run_cv
 from trainer.reports import write_report
 
 #: Small enough for 2 CPU cores in a few minutes, large enough to learn the demo corpus.
-DEMO_TRAINING = {"epochs": 16, "channels": 32, "embedding_dim": 32, "batch_size": 16, "crop_seconds": 2.0, "device": "cpu"}
-NOTE = ("This is the demo on a generated corpus in the IEMOCAP layout. The `w2v2` store holds the hidden states "
-        "of a tiny wav2vec2 with random weights built on the spot (2 layers, 32 dims), standing in for "
-        "`facebook/wav2vec2-large-960h`, which needs a download: its numbers say that the pipeline works, "
-        "not how well wav2vec 2.0 does.")
+DEMO_TRAINING = {
+    "epochs": 16,
+    "channels": 32,
+    "embedding_dim": 32,
+    "batch_size": 16,
+    "crop_seconds": 2.0,
+    "device": "cpu",
+}
+NOTE = (
+    "This is the demo on a generated corpus in the IEMOCAP layout. The `w2v2` store holds the hidden states "
+    "of a tiny wav2vec2 with random weights built on the spot (2 layers, 32 dims), standing in for "
+    "`facebook/wav2vec2-large-960h`, which needs a download: its numbers say that the pipeline works, "
+    "not how well wav2vec 2.0 does."
+)
 
 
-def run_demo(out: str | Path, utts_per_dialog: int = 16, progress: bool = True,
-             echo: Callable[[str], None] = print) -> dict[str, Any]:
+def run_demo(
+    out: str | Path, utts_per_dialog: int = 16, progress: bool = True, echo: Callable[[str], None] = print
+) -> dict[str, Any]:
     """Run the demo under ``out``; returns a summary (also written to ``out/demo.json``)."""
     out = Path(out)
     release = out / "corpus" / "IEMOCAP_full_release"
@@ -53,17 +64,29 @@ def run_demo(out: str | Path, utts_per_dialog: int = 16, progress: bool = True,
         warnings.simplefilter("ignore")
         manifest = prepare("iemocap", release)
     manifest.write_csv(out / "cache" / "demo_manifest.csv")
-    echo(f"manifest: {len(manifest)} utterances, " + ", ".join(f"{k} {v}" for k, v in manifest.counts("emotion").items())
-         + "; " + ", ".join(f"{k} {v}" for k, v in manifest.counts("expression").items()))
+    echo(
+        f"manifest: {len(manifest)} utterances, "
+        + ", ".join(f"{k} {v}" for k, v in manifest.counts("emotion").items())
+        + "; "
+        + ", ".join(f"{k} {v}" for k, v in manifest.counts("expression").items())
+    )
     model_dir = out / "models" / "tiny-random-wav2vec2"
     if not (model_dir / "config.json").is_file():
         save_random_ssl_model(model_dir, kind="wav2vec2", size="tiny")
-    stores = {"mfcc": (out / "cache" / "demo_mfcc.zarr", {}, "float32"),
-              "w2v2": (out / "cache" / "demo_w2v2.h5", {"model": str(model_dir), "layers": "last"}, "float16")}
+    stores = {
+        "mfcc": (out / "cache" / "demo_mfcc.zarr", {}, "float32"),
+        "w2v2": (out / "cache" / "demo_w2v2.h5", {"model": str(model_dir), "layers": "last"}, "float16"),
+    }
     summary: dict[str, Any] = {"stores": {}, "runs": {}}
     for feature, (store, options, dtype) in stores.items():
-        report = extract_to_store(manifest, build_extractor(feature, device="cpu", **options), store, dtype=dtype,
-                                  batch_seconds=60.0, progress=progress)
+        report = extract_to_store(
+            manifest,
+            build_extractor(feature, device="cpu", **options),
+            store,
+            dtype=dtype,
+            batch_seconds=60.0,
+            progress=progress,
+        )
         verified = verify_store(store).ok
         speed = f"{report.realtime_factor:.0f}x real time" if report.stored else "already extracted"
         echo(f"{feature}: {store} ({speed}), verify {'ok' if verified else 'FAILED'}")
@@ -72,12 +95,23 @@ def run_demo(out: str | Path, utts_per_dialog: int = 16, progress: bool = True,
     for feature, (store, _, _) in stores.items():
         for method, aux in (("nomtl", "none"), ("mtl", "expression")):
             run_dir = out / "runs" / f"{feature}-{method}"
-            results = run_cv(store, run_dir, TrainConfig.from_dict({**DEMO_TRAINING, "aux": aux}), Protocol("loso", by="session"),
-                             progress=progress)
+            results = run_cv(
+                store,
+                run_dir,
+                TrainConfig.from_dict({**DEMO_TRAINING, "aux": aux}),
+                Protocol("loso", by="session"),
+                progress=progress,
+            )
             era = f", ERA {results['aux_accuracy']:.1f}" if results.get("aux_accuracy") is not None else ""
-            echo(f"{feature} {method}: WA {results['wa']:.1f}, UWA {results['uwa']:.1f}{era} (%, 5-fold leave-one-session-out)")
-            summary["runs"][f"{feature}-{method}"] = {"wa": results["wa"], "uwa": results["uwa"],
-                                                      "aux_accuracy": results.get("aux_accuracy"), "run_dir": str(run_dir)}
+            echo(
+                f"{feature} {method}: WA {results['wa']:.1f}, UWA {results['uwa']:.1f}{era} (%, 5-fold leave-one-session-out)"
+            )
+            summary["runs"][f"{feature}-{method}"] = {
+                "wa": results["wa"],
+                "uwa": results["uwa"],
+                "aux_accuracy": results.get("aux_accuracy"),
+                "run_dir": str(run_dir),
+            }
             run_dirs.append(run_dir)
     report_path = write_report(run_dirs, out / "report")
     write_text(report_path, f"{report_path.read_text()}\n## About this demo\n\n{NOTE}\n")

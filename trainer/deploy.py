@@ -19,8 +19,9 @@ import shutil
 import statistics
 import tempfile
 from collections import Counter
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 from featurestore.atomic import write_text
 from featurestore.errors import SermtlError
@@ -60,8 +61,9 @@ def cv_estimate(cv_run: Path | None) -> CvEstimate | None:
     return CvEstimate(cv_run, read_results(cv_run / "results.json"), protocol)
 
 
-def train_all_data(store_path: str | Path, out_dir: str | Path, config: TrainConfig,
-                   cv_run: Path | None = None, progress: bool = True) -> dict[str, Any]:
+def train_all_data(
+    store_path: str | Path, out_dir: str | Path, config: TrainConfig, cv_run: Path | None = None, progress: bool = True
+) -> dict[str, Any]:
     """Train on every row of the store and write the model and its card (module docstring);
     returns the checkpoint.
 
@@ -83,8 +85,14 @@ def train_all_data(store_path: str | Path, out_dir: str | Path, config: TrainCon
         check_tasks(store.manifest, [everything], config)
         with _built_aside(out) as building:
             bank = session.bank(config.layer, config.device, config.network.input_norm)
-            outcome = train_fold(store, bank, everything, config, progress=progress,
-                                 on_epoch=lambda history: write_history_csv(building / "history.csv", history))
+            outcome = train_fold(
+                store,
+                bank,
+                everything,
+                config,
+                progress=progress,
+                on_epoch=lambda history: write_history_csv(building / "history.csv", history),
+            )
             checkpoint = {**outcome.checkpoint, "fold": 0, "trained_on": "all rows"}
             save_checkpoint(building / "checkpoint.pt", checkpoint)
             write_text(building / "MODEL_CARD.md", model_card(store, config, session.identity, estimate))
@@ -105,8 +113,10 @@ def _built_aside(out: Path) -> Iterator[Path]:
         try:
             os.rename(building, out)  # onto a missing or empty folder only
         except OSError as exc:
-            raise SermtlError(f"--out {out}: cannot move the finished model into place "
-                              f"({os.strerror(exc.errno) if exc.errno else exc}); choose another folder") from None
+            raise SermtlError(
+                f"--out {out}: cannot move the finished model into place "
+                f"({os.strerror(exc.errno) if exc.errno else exc}); choose another folder"
+            ) from None
     except BaseException:
         shutil.rmtree(building, ignore_errors=True)
         raise
@@ -122,38 +132,56 @@ def model_card(store, config: TrainConfig, identity: dict[str, Any], estimate: C
     defaults = TrainConfig().flat()
     changed = {k: v for k, v in config.flat().items() if v != defaults.get(k) and k not in ("device",)}
     lines = [
-        "# Model card", "",
+        "# Model card",
+        "",
         f"ECAPA-TDNN speech emotion classifier (sermtl) on `{feature.get('feature')}` features"
-        + (f" of `{feature['model']}`" if feature.get("model") else "") + ", trained on every utterance of one store.", "",
-        "## Data", "",
+        + (f" of `{feature['model']}`" if feature.get("model") else "")
+        + ", trained on every utterance of one store.",
+        "",
+        "## Data",
+        "",
         f"- Store: `{identity['store']}` (fingerprint `{identity['store_fingerprint']}`, digest `{identity['store_digest']}`).",
         f"- Corpora: {', '.join(corpora) or 'unnamed'}; {len(store)} utterances, {len(speakers)} speakers.",
         f"- Classes (`{config.label}`): " + ", ".join(f"{k} {v}" for k, v in sorted(counts.items())) + ".",
-        f"- Auxiliary task: `{config.aux}`.", "",
-        "## Training", "",
+        f"- Auxiliary task: `{config.aux}`.",
+        "",
+        "## Training",
+        "",
         f"- All rows, no validation or test set; {config.epochs} epochs"
         + (f" (the median of the epochs kept by the folds of `{estimate.run}`)." if estimate else ".")
-        + (f" Without validation scores there are no best epochs to average (`average_best={config.average_best}`):"
-           " the model keeps its last epoch's weights." if config.average_best > 1 else ""),
+        + (
+            f" Without validation scores there are no best epochs to average (`average_best={config.average_best}`):"
+            " the model keeps its last epoch's weights."
+            if config.average_best > 1
+            else ""
+        ),
         "- Options that differ from sermtl's defaults: "
-        + (", ".join(f"`{k}={v}`" for k, v in sorted(changed.items())) or "none") + ".", "",
-        "## Expected performance", "",
+        + (", ".join(f"`{k}={v}`" for k, v in sorted(changed.items())) or "none")
+        + ".",
+        "",
+        "## Expected performance",
+        "",
     ]
     if estimate is not None:
         r, protocol = estimate.results, estimate.protocol
         std = r.get("std") or {}
         recall = ", ".join(f"{k} {v:.1f}" for k, v in (r.get("per_class_recall") or {}).items() if v is not None)
         spread = {key: f" ± {std[key]:.2f}" if std.get(key) is not None else "" for key in ("wa", "uwa")}
-        lines += [f"Cross-validated with the same settings (`{estimate.run}`, protocol `{protocol.get('name')}`"
-                  + (f" by `{protocol['by']}`" if protocol.get("by") else "") + f", {len(r['folds'])} folds): "
-                  f"WA {r['wa']:.2f}{spread['wa']}, UWA {r['uwa']:.2f}{spread['uwa']} "
-                  "(%, mean ± std over folds)" + (f"; recall per class: {recall}." if recall else "."),
-                  "This model is trained on all of those folds' data; expect figures like these on speakers, "
-                  "recording conditions and languages like the training data's, and lower elsewhere.", ""]
+        lines += [
+            f"Cross-validated with the same settings (`{estimate.run}`, protocol `{protocol.get('name')}`"
+            + (f" by `{protocol['by']}`" if protocol.get("by") else "")
+            + f", {len(r['folds'])} folds): "
+            f"WA {r['wa']:.2f}{spread['wa']}, UWA {r['uwa']:.2f}{spread['uwa']} "
+            "(%, mean ± std over folds)" + (f"; recall per class: {recall}." if recall else "."),
+            "This model is trained on all of those folds' data; expect figures like these on speakers, "
+            "recording conditions and languages like the training data's, and lower elsewhere.",
+            "",
+        ]
     else:
         lines += ["No cross-validation run was named (`--config RUN/config.json`): no estimate.", ""]
     lines += [
-        "## Intended use and limits", "",
+        "## Intended use and limits",
+        "",
         "- Research on speech emotion recognition, and as a baseline; the labels are the corpus's categories, "
         "acted or elicited as the corpus was, not a measure of anyone's inner state.",
         "- Not for decisions about people (hiring, health, policing, surveillance).",
@@ -161,7 +189,9 @@ def model_card(store, config: TrainConfig, identity: dict[str, Any], estimate: C
         "corpora, languages, channels and between acted and spontaneous speech.",
     ]
     if config.network.input_norm == "speaker":
-        lines.append("- Trained with speaker normalisation: give `predict` several recordings of one speaker per call "
-                     "(their statistics stand for the speaker's).")
+        lines.append(
+            "- Trained with speaker normalisation: give `predict` several recordings of one speaker per call "
+            "(their statistics stand for the speaker's)."
+        )
     lines += ["", "## Config", "", "```json", json.dumps(config.to_dict(), indent=2, sort_keys=True), "```", ""]
     return "\n".join(lines)

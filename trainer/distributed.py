@@ -11,8 +11,9 @@ depends only on the seed and the fold, so the metrics equal a single-process run
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 from featurestore.atomic import write_json
 from featurestore.distributed import Group
@@ -33,17 +34,25 @@ def fold_share(folds: Sequence[int], rank: int, world: int) -> list[int]:
     return [f for i, f in enumerate(folds) if i % world == rank]
 
 
-def _fold_numbers(store_path: str | Path, out_dir: str | Path, config: TrainConfig,
-                  protocol: Protocol | None) -> list[int]:
+def _fold_numbers(
+    store_path: str | Path, out_dir: str | Path, config: TrainConfig, protocol: Protocol | None
+) -> list[int]:
     with StoreSession(store_path) as session:
         run = prepare_run(session, out_dir, config, protocol)
         with run.lock:
             return [f.fold for f in run.folds]
 
 
-def run_cv_distributed(group: Group, store_path: str | Path, out_dir: str | Path, config: TrainConfig,
-                       protocol: Protocol | None = None, only_folds: list[int] | None = None,
-                       progress: bool = True, tensorboard: bool = False) -> dict[str, Any] | None:
+def run_cv_distributed(
+    group: Group,
+    store_path: str | Path,
+    out_dir: str | Path,
+    config: TrainConfig,
+    protocol: Protocol | None = None,
+    only_folds: list[int] | None = None,
+    progress: bool = True,
+    tensorboard: bool = False,
+) -> dict[str, Any] | None:
     """:func:`~trainer.cv.run_cv` with the folds shared among the ranks of ``group``.
 
     Call it on every rank with the same arguments. Returns the content of ``results.json``
@@ -53,8 +62,19 @@ def run_cv_distributed(group: Group, store_path: str | Path, out_dir: str | Path
     numbers = group.broadcast(group.run(_fold_numbers, store_path, out_dir, config, protocol, ranks={0}))
     mine = fold_share(only_folds or numbers, group.rank, group.world)
     busy = {group.rank} if mine else set()  # a rank without folds only waits for the others
-    group.run(run_cv, store_path, out_dir, config, protocol, only_folds=mine, progress=progress and group.rank == 0,
-              write_results=False, exclusive=False, ranks=busy, tensorboard=tensorboard)
+    group.run(
+        run_cv,
+        store_path,
+        out_dir,
+        config,
+        protocol,
+        only_folds=mine,
+        progress=progress and group.rank == 0,
+        write_results=False,
+        exclusive=False,
+        ranks=busy,
+        tensorboard=tensorboard,
+    )
     return group.run(run_cv, store_path, out_dir, config, protocol, only_folds=only_folds, progress=False, ranks={0})
 
 
@@ -65,6 +85,7 @@ def run_sweep_distributed(group: Group, sweep: Sweep, progress: bool = True) -> 
     jobs, loading the store once; rank 0 finally writes each run's ``results.json`` and the
     sweep's summary. Finished jobs are skipped, so an interrupted sweep resumes. Returns the
     summary on rank 0, ``None`` on the others."""
+
     def prepare() -> list[tuple[int, int]]:
         jobs = []
         with StoreSession(sweep.store) as session:
@@ -81,18 +102,34 @@ def run_sweep_distributed(group: Group, sweep: Sweep, progress: bool = True) -> 
         with StoreSession(sweep.store) as session:
             for index, fold in jobs:
                 setting, seed = sweep.jobs()[index]
-                run_cv(sweep.store, sweep.run_dir(setting, seed), sweep.config(setting, seed), sweep.protocol,
-                       only_folds=[fold], progress=False, write_results=False, exclusive=False, session=session)
+                run_cv(
+                    sweep.store,
+                    sweep.run_dir(setting, seed),
+                    sweep.config(setting, seed),
+                    sweep.protocol,
+                    only_folds=[fold],
+                    progress=False,
+                    write_results=False,
+                    exclusive=False,
+                    session=session,
+                )
 
     def finish() -> dict[str, Any]:
         with StoreSession(sweep.store) as session:  # every fold is done: this writes results.json only
-            results = {(setting_name(setting), seed): run_cv(sweep.store, sweep.run_dir(setting, seed),
-                                                             sweep.config(setting, seed), sweep.protocol,
-                                                             progress=False, session=session)
-                       for setting, seed in sweep.jobs()}
+            results = {
+                (setting_name(setting), seed): run_cv(
+                    sweep.store,
+                    sweep.run_dir(setting, seed),
+                    sweep.config(setting, seed),
+                    sweep.protocol,
+                    progress=False,
+                    session=session,
+                )
+                for setting, seed in sweep.jobs()
+            }
         return write_summary(sweep, results)
 
     jobs = group.broadcast(group.run(prepare, ranks={0}))
-    mine = jobs[group.rank::group.world]
+    mine = jobs[group.rank :: group.world]
     group.run(train, mine, ranks={group.rank} if mine else set())
     return group.run(finish, ranks={0})

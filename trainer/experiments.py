@@ -20,18 +20,19 @@ import hashlib
 import itertools
 import json
 import warnings
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any
 
 from featurestore.atomic import write_json, write_text
 from featurestore.errors import SermtlError
 from featurestore.store.reader import stored_manifest
 from trainer import paper
-from trainer.cv import Protocol, default_protocol, run_cv
 from trainer.config import TrainConfig
+from trainer.cv import Protocol, default_protocol, run_cv
 from trainer.plots import plot_bars
-from trainer.tables import markdown_table
 from trainer.sweep import Sweep, run_sweep
+from trainer.tables import markdown_table
 
 FEATURES = ("mfcc", "w2v2")
 METHODS = {"nomtl": "none", "mtl": "expression"}
@@ -71,15 +72,24 @@ class Workspace:
         if root is None:
             if path.exists():
                 return path
-            raise SermtlError(f"no {feature} store for {corpus}: give --root {corpus}=DIR or --store {corpus}:{feature}=PATH")
+            raise SermtlError(
+                f"no {feature} store for {corpus}: give --root {corpus}=DIR or --store {corpus}:{feature}=PATH"
+            )
         from featurestore.features import accepted_options, build_extractor
         from featurestore.pipeline import extract_to_store
 
         manifest = self._prepare(corpus, root)
-        extractor = build_extractor(feature, **accepted_options(feature, {
-            "device": self.device, "model": self.model, "layers": self.layers}))
-        report = extract_to_store(manifest, extractor, path, dtype=extractor.default_dtype,
-                                  batch_seconds=extractor.default_batch_seconds, progress=self.progress)
+        extractor = build_extractor(
+            feature, **accepted_options(feature, {"device": self.device, "model": self.model, "layers": self.layers})
+        )
+        report = extract_to_store(
+            manifest,
+            extractor,
+            path,
+            dtype=extractor.default_dtype,
+            batch_seconds=extractor.default_batch_seconds,
+            progress=self.progress,
+        )
         if report.stored:
             self.echo(f"extracted {report.stored} utterances into {path}")
         return path
@@ -101,7 +111,11 @@ class Workspace:
 
     def available(self, corpus: str, feature: str) -> bool:
         """Whether a store for ``(corpus, feature)`` exists or can be made."""
-        return (corpus, feature) in self.stores or corpus in self.roots or (self.cache / f"{corpus}_{feature}.zarr").exists()
+        return (
+            (corpus, feature) in self.stores
+            or corpus in self.roots
+            or (self.cache / f"{corpus}_{feature}.zarr").exists()
+        )
 
     def config(self, **overrides: Any) -> TrainConfig:
         return TrainConfig.from_dict({"device": self.device, **self.train, **overrides})
@@ -114,12 +128,19 @@ class Workspace:
         identity = json.dumps([str(Path(store).resolve()), dataclasses.asdict(protocol), config.flat()], sort_keys=True)
         name = f"{label}-{protocol.name}-{'nomtl' if config.aux == 'none' else config.aux}-{hashlib.sha256(identity.encode()).hexdigest()[:8]}"
         self.echo(f"run {name}")
-        return run_cv(store, self.out / "runs" / name, config, protocol, progress=self.progress) | {"run_dir": str(self.out / "runs" / name)}
+        return run_cv(store, self.out / "runs" / name, config, protocol, progress=self.progress) | {
+            "run_dir": str(self.out / "runs" / name)
+        }
 
     def corpus_run(self, corpus: str, feature: str, method: str, **overrides: Any) -> dict[str, Any]:
         """The Table III run of ``corpus`` × ``feature`` × ``method`` (``nomtl``/``mtl``)."""
-        return self.run(self.store(corpus, feature), f"{corpus}-{feature}", CORPUS_PROTOCOLS.get(corpus),
-                        aux=METHODS[method], **overrides)
+        return self.run(
+            self.store(corpus, feature),
+            f"{corpus}-{feature}",
+            CORPUS_PROTOCOLS.get(corpus),
+            aux=METHODS[method],
+            **overrides,
+        )
 
 
 # -- output helpers -------------------------------------------------------------------------
@@ -143,8 +164,10 @@ def _corpora(ws: Workspace, corpora: Sequence[str] | None, feature: str) -> list
         raise SermtlError("no corpus to run: give --root iemocap=DIR / --root baum1=DIR or --store CORPUS:FEATURE=PATH")
     for corpus in chosen:
         if not ws.available(corpus, feature):
-            raise SermtlError(f"no {feature} store for {corpus}: give --root {corpus}=DIR or "
-                              f"--store {corpus}:{feature}=PATH, or run one feature with --feature")
+            raise SermtlError(
+                f"no {feature} store for {corpus}: give --root {corpus}=DIR or "
+                f"--store {corpus}:{feature}=PATH, or run one feature with --feature"
+            )
     return chosen
 
 
@@ -161,10 +184,25 @@ def table1(ws: Workspace, corpora: Sequence[str] | None = None, feature: str = "
     rows = []
     for emotion in sorted(set(counts["train"]) | set(counts["test"])):
         ours = counts["train"].get(emotion, [0, 0, 0]) + counts["test"].get(emotion, [0, 0, 0])
-        theirs = list(paper.TABLE1["train"].get(emotion, (None,) * 3)) + list(paper.TABLE1["test"].get(emotion, (None,) * 3))
+        theirs = list(paper.TABLE1["train"].get(emotion, (None,) * 3)) + list(
+            paper.TABLE1["test"].get(emotion, (None,) * 3)
+        )
         rows.append([emotion, *ours, *theirs])
-    header = ["emotion", "train total", "train acted", "train spont.", "test total", "test acted", "test spont.",
-              "paper train total", "paper train acted", "paper train spont.", "paper test total", "paper test acted", "paper test spont."]
+    header = [
+        "emotion",
+        "train total",
+        "train acted",
+        "train spont.",
+        "test total",
+        "test acted",
+        "test spont.",
+        "paper train total",
+        "paper train acted",
+        "paper train spont.",
+        "paper test total",
+        "paper test acted",
+        "paper test spont.",
+    ]
     return {"counts": counts, "paper": paper.TABLE1, "_table": markdown_table(header, rows)}
 
 
@@ -173,15 +211,29 @@ def table2(ws: Workspace, corpora: Sequence[str] | None = None, feature: str = "
     store = ws.store("iemocap", feature)
     accuracy: dict[str, dict[str, float | None]] = {"acted": {}, "spontaneous": {}}
     for training in ("combined", "acted", "spontaneous"):
-        protocol = Protocol("split", by="session", train_values=["Session1", "Session2", "Session3", "Session4"],
-                            test_values=["Session5"], train_where=None if training == "combined" else {"expression": [training]})
+        protocol = Protocol(
+            "split",
+            by="session",
+            train_values=["Session1", "Session2", "Session3", "Session4"],
+            test_values=["Session5"],
+            train_where=None if training == "combined" else {"expression": [training]},
+        )
         results = ws.run(store, f"iemocap-{feature}-train-{training}", protocol, aux="none")
         for part in accuracy:
             accuracy[part][training] = results.get("subsets", {}).get("expression", {}).get(part, {}).get("wa")
-    rows = [[part, *(accuracy[part][t] for t in ("combined", "acted", "spontaneous")),
-             *(paper.TABLE2[part][t] for t in ("combined", "acted", "spontaneous"))] for part in accuracy]
-    plot_bars({f"test {p}": {f"train {t}": v for t, v in accuracy[p].items()} for p in accuracy},
-                 ws.out / "table2" / "table2.png", f"{feature.upper()} accuracy (WA) by training and test expression")
+    rows = [
+        [
+            part,
+            *(accuracy[part][t] for t in ("combined", "acted", "spontaneous")),
+            *(paper.TABLE2[part][t] for t in ("combined", "acted", "spontaneous")),
+        ]
+        for part in accuracy
+    ]
+    plot_bars(
+        {f"test {p}": {f"train {t}": v for t, v in accuracy[p].items()} for p in accuracy},
+        ws.out / "table2" / "table2.png",
+        f"{feature.upper()} accuracy (WA) by training and test expression",
+    )
     header = ["test", "train combined", "train acted", "train spont.", "paper combined", "paper acted", "paper spont."]
     return {"wa": accuracy, "paper": paper.TABLE2, "_table": markdown_table(header, rows)}
 
@@ -196,13 +248,19 @@ def table3(ws: Workspace, corpora: Sequence[str] | None = None, feature: str | N
         row: list[Any] = [feat, METHOD_NAMES[method]]
         for corpus in plan[feat]:
             run = ws.corpus_run(corpus, feat, method)
-            results.setdefault(feat, {}).setdefault(method, {})[corpus] = {"wa": run["wa"], "uwa": run["uwa"], "run": run["run_dir"]}
+            results.setdefault(feat, {}).setdefault(method, {})[corpus] = {
+                "wa": run["wa"],
+                "uwa": run["uwa"],
+                "run": run["run_dir"],
+            }
             reference = paper.TABLE3.get(feat, {}).get(method, {}).get(corpus, (None, None))
             row += [corpus, run["wa"], run["uwa"], *reference]
             bars[f"{corpus} {feat} {METHOD_NAMES[method]}"] = {"ours UWA": run["uwa"], "paper UWA": reference[1]}
         rows.append(row)
     plot_bars(bars, ws.out / "table3" / "table3.png", "UWA per corpus, feature and method")
-    header = ["feature", "method"] + ["corpus", "WA", "UWA", "paper WA", "paper UWA"] * ((max(len(r) for r in rows) - 2) // 5)
+    header = ["feature", "method"] + ["corpus", "WA", "UWA", "paper WA", "paper UWA"] * (
+        (max(len(r) for r in rows) - 2) // 5
+    )
     return {"results": results, "paper": paper.TABLE3, "_table": markdown_table(header, rows)}
 
 
@@ -211,7 +269,11 @@ def table4(ws: Workspace, corpora: Sequence[str] | None = None, feature: str = "
     ours = {METHOD_NAMES[m]: ws.corpus_run("iemocap", feature, m)["uwa"] for m in METHODS}
     rows = [[name, "audio", "5-fold", value] for name, value in paper.TABLE4.items()]
     rows += [[f"sermtl, {name}", "audio", "5-fold", value] for name, value in ours.items()]
-    return {"ours": ours, "paper": paper.TABLE4, "_table": markdown_table(["method", "modalities", "CV", "UWA (%)"], rows)}
+    return {
+        "ours": ours,
+        "paper": paper.TABLE4,
+        "_table": markdown_table(["method", "modalities", "CV", "UWA (%)"], rows),
+    }
 
 
 def table5(ws: Workspace, corpora: Sequence[str] | None = None, feature: str = "w2v2") -> dict[str, Any]:
@@ -229,31 +291,64 @@ def table5(ws: Workspace, corpora: Sequence[str] | None = None, feature: str = "
         if {"acted", "spontaneous"} <= set(manifests[corpus].column("expression")):
             settings.append((corpus, stores[corpus]))
     for label, (acted, spont) in (("cross1", names), ("cross2", names[::-1])):
-        emotions = ({r["emotion"] for r in manifests[acted] if r["expression"] == "acted"}
-                    & {r["emotion"] for r in manifests[spont] if r["expression"] == "spontaneous"})
+        emotions = {r["emotion"] for r in manifests[acted] if r["expression"] == "acted"} & {
+            r["emotion"] for r in manifests[spont] if r["expression"] == "spontaneous"
+        }
         if len(emotions) < 2:
             results[label] = {"skipped": f"no two emotions shared by acted {acted} and spontaneous {spont} utterances"}
             continue
         path = ws.cache / f"{label}_{acted}-acted_{spont}-spont_{feature}.zarr"
-        merge_stores([(stores[acted], where(expression="acted", emotion=sorted(emotions))),
-                      (stores[spont], where(expression="spontaneous", emotion=sorted(emotions)))], path)
+        merge_stores(
+            [
+                (stores[acted], where(expression="acted", emotion=sorted(emotions))),
+                (stores[spont], where(expression="spontaneous", emotion=sorted(emotions))),
+            ],
+            path,
+        )
         settings.append((label, path))
         results[label] = {"acted": acted, "spontaneous": spont, "emotions": sorted(emotions)}
     rows = []
     for label, store in settings:
-        protocol = CORPUS_PROTOCOLS.get(label) or (Protocol("group-kfold", by="speaker", folds=5) if label.startswith("cross") else None)
+        protocol = CORPUS_PROTOCOLS.get(label) or (
+            Protocol("group-kfold", by="speaker", folds=5) if label.startswith("cross") else None
+        )
         runs = {m: ws.run(store, f"{label}-{feature}", protocol, aux=METHODS[m]) for m in METHODS}
         entry = results.setdefault(label, {})
         entry.update({m: {"wa": runs[m]["wa"], "uwa": runs[m]["uwa"]} for m in METHODS})
         entry["era"] = runs["mtl"]["aux_accuracy"]
         reference = paper.TABLE5.get(label, {})
-        rows.append([label, runs["nomtl"]["wa"], runs["nomtl"]["uwa"], runs["mtl"]["wa"], runs["mtl"]["uwa"], entry["era"],
-                     *(reference.get("nomtl", (None, None))), *(reference.get("mtl", (None, None))), reference.get("era")])
-    header = ["setting", "w/o MTL WA", "w/o MTL UWA", "w. MTL WA", "w. MTL UWA", "ERA",
-              "paper w/o WA", "paper w/o UWA", "paper w. WA", "paper w. UWA", "paper ERA"]
+        rows.append(
+            [
+                label,
+                runs["nomtl"]["wa"],
+                runs["nomtl"]["uwa"],
+                runs["mtl"]["wa"],
+                runs["mtl"]["uwa"],
+                entry["era"],
+                *(reference.get("nomtl", (None, None))),
+                *(reference.get("mtl", (None, None))),
+                reference.get("era"),
+            ]
+        )
+    header = [
+        "setting",
+        "w/o MTL WA",
+        "w/o MTL UWA",
+        "w. MTL WA",
+        "w. MTL UWA",
+        "ERA",
+        "paper w/o WA",
+        "paper w/o UWA",
+        "paper w. WA",
+        "paper w. UWA",
+        "paper ERA",
+    ]
     if rows:
-        plot_bars({r[0]: {"ERA": r[5], "paper ERA": r[10]} for r in rows}, ws.out / "table5" / "table5.png",
-                     "Expression recognition accuracy: same-corpus vs cross-corpus")
+        plot_bars(
+            {r[0]: {"ERA": r[5], "paper ERA": r[10]} for r in rows},
+            ws.out / "table5" / "table5.png",
+            "Expression recognition accuracy: same-corpus vs cross-corpus",
+        )
     return {"results": results, "paper": paper.TABLE5, "_table": markdown_table(header, rows)}
 
 
@@ -268,11 +363,20 @@ def table6(ws: Workspace, corpora: Sequence[str] | None = None, feature: str | N
             recall = ws.corpus_run(corpus, feat, method)["per_class_recall"]
             results.setdefault(corpus, {}).setdefault(feat, {})[method] = recall
             reference = paper.TABLE6.get(corpus, {}).get(feat, {}).get(method, {})
-            rows += [[corpus, feat, METHOD_NAMES[method], emotion, value, reference.get(emotion)] for emotion, value in recall.items()]
-            plot_bars({e: {"ours": v, "paper": reference.get(e)} for e, v in recall.items()},
-                         ws.out / "table6" / f"{corpus}_{feat}_{method}.png", f"{corpus} {feat} {METHOD_NAMES[method]}: recall per class")
-    return {"per_class_recall": results, "paper": paper.TABLE6,
-            "_table": markdown_table(["corpus", "feature", "method", "emotion", "recall", "paper recall"], rows)}
+            rows += [
+                [corpus, feat, METHOD_NAMES[method], emotion, value, reference.get(emotion)]
+                for emotion, value in recall.items()
+            ]
+            plot_bars(
+                {e: {"ours": v, "paper": reference.get(e)} for e, v in recall.items()},
+                ws.out / "table6" / f"{corpus}_{feat}_{method}.png",
+                f"{corpus} {feat} {METHOD_NAMES[method]}: recall per class",
+            )
+    return {
+        "per_class_recall": results,
+        "paper": paper.TABLE6,
+        "_table": markdown_table(["corpus", "feature", "method", "emotion", "recall", "paper recall"], rows),
+    }
 
 
 def fig2(ws: Workspace, corpora: Sequence[str] | None = None, feature: str = "w2v2") -> dict[str, Any]:
@@ -284,44 +388,107 @@ def fig2(ws: Workspace, corpora: Sequence[str] | None = None, feature: str = "w2
             separability = ws.corpus_run(corpus, feature, method).get("separability", {})
             results.setdefault(corpus, {})[method] = separability
             rows.append([corpus, METHOD_NAMES[method], separability.get("emotion"), separability.get("expression")])
-            bars[f"{corpus} {METHOD_NAMES[method]}"] = {"emotion": separability.get("emotion"), "expression": separability.get("expression")}
-    plot_bars(bars, ws.out / "fig2" / "fig2.png", "Pattern separability of the emotion embeddings", ylabel="mean pairwise Fisher ratio")
-    return {"separability": results, "paper_claim": paper.FIG2_CLAIM,
-            "_table": markdown_table(["corpus", "method", "emotion separability", "expression separability"], rows),
-            "_note": f"The paper gives no numbers for Fig. 2; it shows that {paper.FIG2_CLAIM}."}
+            bars[f"{corpus} {METHOD_NAMES[method]}"] = {
+                "emotion": separability.get("emotion"),
+                "expression": separability.get("expression"),
+            }
+    plot_bars(
+        bars,
+        ws.out / "fig2" / "fig2.png",
+        "Pattern separability of the emotion embeddings",
+        ylabel="mean pairwise Fisher ratio",
+    )
+    return {
+        "separability": results,
+        "paper_claim": paper.FIG2_CLAIM,
+        "_table": markdown_table(["corpus", "method", "emotion separability", "expression separability"], rows),
+        "_note": f"The paper gives no numbers for Fig. 2; it shows that {paper.FIG2_CLAIM}.",
+    }
 
 
-def alpha_sweep(ws: Workspace, corpora: Sequence[str] | None = None, feature: str = "w2v2",
-                alpha0: Sequence[float] = (0.05, 0.1, 0.2), alpha_step: Sequence[float] = (0.0, 0.05),
-                alpha_max: Sequence[float] = (0.5, 1.0)) -> dict[str, Any]:
+def alpha_sweep(
+    ws: Workspace,
+    corpora: Sequence[str] | None = None,
+    feature: str = "w2v2",
+    alpha0: Sequence[float] = (0.05, 0.1, 0.2),
+    alpha_step: Sequence[float] = (0.0, 0.05),
+    alpha_max: Sequence[float] = (0.5, 1.0),
+) -> dict[str, Any]:
     """UWA over a grid of α0, step and cap (MTL with the expression task) against training
     without MTL: a sweep (:mod:`trainer.sweep`) on the same folds, with paired differences,
     in ``OUT/alpha-sweep/sweep``, reusing the cache."""
     corpus = _corpora(ws, corpora, feature)[0]
-    settings = [{"aux": "none"}] + [{"aux": "expression", "alpha0": a0, "alpha_step": step, "alpha_max": cap}
-                                    for a0, step, cap in itertools.product(alpha0, alpha_step, alpha_max) if cap >= a0]
+    settings = [{"aux": "none"}] + [
+        {"aux": "expression", "alpha0": a0, "alpha_step": step, "alpha_max": cap}
+        for a0, step, cap in itertools.product(alpha0, alpha_step, alpha_max)
+        if cap >= a0
+    ]
     base = ws.config()
-    sweep = Sweep(ws.store(corpus, feature), ws.out / "alpha-sweep" / "sweep", base, CORPUS_PROTOCOLS.get(corpus),
-                  settings, [base.seed], baseline=0)
+    sweep = Sweep(
+        ws.store(corpus, feature),
+        ws.out / "alpha-sweep" / "sweep",
+        base,
+        CORPUS_PROTOCOLS.get(corpus),
+        settings,
+        [base.seed],
+        baseline=0,
+    )
     summary = run_sweep(sweep, progress=ws.progress)
     nomtl, *mtl = summary["settings"]
-    grid = [{**{k: row["setting"][k] for k in ("alpha0", "alpha_step", "alpha_max")}, "wa": row["wa"]["mean"],
-             "uwa": row["uwa"]["mean"], "era": row.get("aux_accuracy", {}).get("mean"),
-             "uwa_vs_nomtl": row["paired_uwa"]["mean"], "ci": row["paired_uwa"]["ci"]} for row in mtl]
-    plot_bars({f"α0={g['alpha0']} +{g['alpha_step']} ≤{g['alpha_max']}": {"UWA": g["uwa"], "w/o MTL": nomtl["uwa"]["mean"]}
-               for g in grid}, ws.out / "alpha-sweep" / "alpha_sweep.png", f"{corpus} {feature}: UWA over α settings")
-    rows = [[g["alpha0"], g["alpha_step"], g["alpha_max"], g["wa"], g["uwa"], g["era"], g["uwa_vs_nomtl"],
-             f"[{g['ci'][0]:.2f}, {g['ci'][1]:.2f}]" if g["ci"] else None] for g in grid]
+    grid = [
+        {
+            **{k: row["setting"][k] for k in ("alpha0", "alpha_step", "alpha_max")},
+            "wa": row["wa"]["mean"],
+            "uwa": row["uwa"]["mean"],
+            "era": row.get("aux_accuracy", {}).get("mean"),
+            "uwa_vs_nomtl": row["paired_uwa"]["mean"],
+            "ci": row["paired_uwa"]["ci"],
+        }
+        for row in mtl
+    ]
+    plot_bars(
+        {
+            f"α0={g['alpha0']} +{g['alpha_step']} ≤{g['alpha_max']}": {"UWA": g["uwa"], "w/o MTL": nomtl["uwa"]["mean"]}
+            for g in grid
+        },
+        ws.out / "alpha-sweep" / "alpha_sweep.png",
+        f"{corpus} {feature}: UWA over α settings",
+    )
+    rows = [
+        [
+            g["alpha0"],
+            g["alpha_step"],
+            g["alpha_max"],
+            g["wa"],
+            g["uwa"],
+            g["era"],
+            g["uwa_vs_nomtl"],
+            f"[{g['ci'][0]:.2f}, {g['ci'][1]:.2f}]" if g["ci"] else None,
+        ]
+        for g in grid
+    ]
     rows.append(["w/o MTL", "–", "–", nomtl["wa"]["mean"], nomtl["uwa"]["mean"], None, None, None])
-    return {"corpus": corpus, "grid": grid, "nomtl": {"wa": nomtl["wa"]["mean"], "uwa": nomtl["uwa"]["mean"]},
-            "sweep": str(sweep.out),
-            "_table": markdown_table(["α0", "step", "cap", "WA", "UWA", "ERA", "Δ UWA vs w/o MTL (paired over folds)", "95 % CI"], rows),
-            "_note": f"The sweep with its paired statistics: `{sweep.out / 'sweep.md'}`."}
+    return {
+        "corpus": corpus,
+        "grid": grid,
+        "nomtl": {"wa": nomtl["wa"]["mean"], "uwa": nomtl["uwa"]["mean"]},
+        "sweep": str(sweep.out),
+        "_table": markdown_table(
+            ["α0", "step", "cap", "WA", "UWA", "ERA", "Δ UWA vs w/o MTL (paired over folds)", "95 % CI"], rows
+        ),
+        "_note": f"The sweep with its paired statistics: `{sweep.out / 'sweep.md'}`.",
+    }
 
 
 EXPERIMENTS: dict[str, Callable[..., dict[str, Any]]] = {
-    "table1": table1, "table2": table2, "table3": table3, "table4": table4, "table5": table5,
-    "table6": table6, "fig2": fig2, "alpha-sweep": alpha_sweep,
+    "table1": table1,
+    "table2": table2,
+    "table3": table3,
+    "table4": table4,
+    "table5": table5,
+    "table6": table6,
+    "fig2": fig2,
+    "alpha-sweep": alpha_sweep,
 }
 
 

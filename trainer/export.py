@@ -68,7 +68,11 @@ def output_names(checkpoint: dict[str, Any]) -> list[str]:
 def example_inputs(network: SERNetwork, frames: int = 200) -> tuple[torch.Tensor, torch.Tensor]:
     """A batch of two utterances (``frames`` and ``frames // 2`` valid frames)."""
     config = network.config
-    shape = (2, config.input_layers, frames, config.input_size) if config.input_layers > 1 else (2, frames, config.input_size)
+    shape = (
+        (2, config.input_layers, frames, config.input_size)
+        if config.input_layers > 1
+        else (2, frames, config.input_size)
+    )
     generator = torch.Generator().manual_seed(0)
     return torch.randn(shape, generator=generator), torch.tensor([frames, frames // 2])
 
@@ -90,7 +94,11 @@ def export_model(checkpoint_path: str | Path, out: str | Path, format: str = "on
     try:
         with warnings.catch_warnings(), _quiet_loggers("torch.onnx", "torch.export", "torch._dynamo"):
             warnings.simplefilter("ignore")  # tracer and exporter chatter about shapes the graph handles
-            data = _torchscript(graph, inputs) if format == "torchscript" else _onnx(graph, inputs, output_names(checkpoint))
+            data = (
+                _torchscript(graph, inputs)
+                if format == "torchscript"
+                else _onnx(graph, inputs, output_names(checkpoint))
+            )
     except SermtlError:
         raise
     except Exception as exc:  # exporters raise many types
@@ -126,8 +134,10 @@ def check_outputs(out: Path, checkpoint_path: Path) -> None:
         if os.path.exists(target) and os.path.samefile(target, checkpoint_path):
             raise SermtlError(f"--out {target} is the input checkpoint; export to another file (nothing written)")
         if not (previous and stat.S_ISREG(os.lstat(target).st_mode)):
-            raise SermtlError(f"--out {out}: {target} already exists and was not written by an export; "
-                              "choose another --out (nothing written)")
+            raise SermtlError(
+                f"--out {out}: {target} already exists and was not written by an export; "
+                "choose another --out (nothing written)"
+            )
 
 
 @contextlib.contextmanager
@@ -159,8 +169,15 @@ def _onnx(graph: InferenceGraph, inputs: tuple[torch.Tensor, torch.Tensor], name
     batch, frames = torch.export.Dim("batch", min=1), torch.export.Dim("frames", min=2)
     feature_axes = {0: batch, 2: frames} if inputs[0].dim() == 4 else {0: batch, 1: frames}
     with torch.no_grad():
-        program = torch.onnx.export(graph, inputs, dynamo=True, input_names=["features", "lengths"], output_names=names,
-                                    dynamic_shapes=(feature_axes, {0: batch}), verbose=False)
+        program = torch.onnx.export(
+            graph,
+            inputs,
+            dynamo=True,
+            input_names=["features", "lengths"],
+            output_names=names,
+            dynamic_shapes=(feature_axes, {0: batch}),
+            verbose=False,
+        )
     return program.model_proto.SerializeToString()
 
 
@@ -169,12 +186,22 @@ def interface(checkpoint: dict[str, Any], format: str) -> dict[str, Any]:
     network = checkpoint["network"]
     options = network.get("options") or network
     return {
-        "format": format, "sermtl_version": checkpoint.get("sermtl_version"),
-        "inputs": {"features": "float32 (batch, frames, dim)" if network.get("input_layers", 1) == 1
-                   else "float32 (batch, layers, frames, dim)", "lengths": "int64 (batch,)"},
-        "outputs": output_names(checkpoint), "emotions": checkpoint["emotions"], "aux": checkpoint.get("aux"),
-        "feature": checkpoint["feature"], "store_dtype": checkpoint.get("store_dtype"), "layer": checkpoint.get("layer"),
-        "speaker_normalised_inputs": options.get("input_norm") == "speaker", "written_by": EXPORT_MARKER,
+        "format": format,
+        "sermtl_version": checkpoint.get("sermtl_version"),
+        "inputs": {
+            "features": "float32 (batch, frames, dim)"
+            if network.get("input_layers", 1) == 1
+            else "float32 (batch, layers, frames, dim)",
+            "lengths": "int64 (batch,)",
+        },
+        "outputs": output_names(checkpoint),
+        "emotions": checkpoint["emotions"],
+        "aux": checkpoint.get("aux"),
+        "feature": checkpoint["feature"],
+        "store_dtype": checkpoint.get("store_dtype"),
+        "layer": checkpoint.get("layer"),
+        "speaker_normalised_inputs": options.get("input_norm") == "speaker",
+        "written_by": EXPORT_MARKER,
     }
 
 
@@ -182,18 +209,40 @@ def export_card(checkpoint: dict[str, Any], out: Path, format: str) -> str:
     """A short model card for an exported model (the training card, when the checkpoint's
     folder has one, is the fuller one)."""
     feature = checkpoint["feature"]
-    lines = ["# Model card", "", f"`{out.name}`: a sermtl ECAPA-TDNN emotion classifier exported as {format}.", "",
-             "## Use", "", f"Inputs and outputs: `{out.name}.json`. Features: `{feature.get('feature')}` computed as "
-             "that file's `feature` entry says (sermtl's extractors compute exactly these), rounded to "
-             f"`{checkpoint.get('store_dtype')}`.",
-             f"Classes: {', '.join(checkpoint['emotions'])}." + (
-                 f" Auxiliary task `{checkpoint['aux']['column']}`: {', '.join(checkpoint['aux']['classes'])}."
-                 if checkpoint.get("aux") else ""), "",
-             "## Training", "", f"Fold {checkpoint.get('fold')} of a cross-validation run, best epoch "
-             f"{checkpoint.get('best_epoch')}" if checkpoint.get("fold") else "Trained on every row of its store.", "",
-             "## Intended use and limits", "",
-             "Research on speech emotion recognition. Not for decisions about people. Emotion corpora are small and "
-             "narrow: expect lower accuracy on other speakers, languages, channels, and between acted and spontaneous "
-             "speech.", "", "## Config", "", "```json", json.dumps(checkpoint.get("train_config"), indent=2, sort_keys=True),
-             "```", ""]
+    lines = [
+        "# Model card",
+        "",
+        f"`{out.name}`: a sermtl ECAPA-TDNN emotion classifier exported as {format}.",
+        "",
+        "## Use",
+        "",
+        f"Inputs and outputs: `{out.name}.json`. Features: `{feature.get('feature')}` computed as "
+        "that file's `feature` entry says (sermtl's extractors compute exactly these), rounded to "
+        f"`{checkpoint.get('store_dtype')}`.",
+        f"Classes: {', '.join(checkpoint['emotions'])}."
+        + (
+            f" Auxiliary task `{checkpoint['aux']['column']}`: {', '.join(checkpoint['aux']['classes'])}."
+            if checkpoint.get("aux")
+            else ""
+        ),
+        "",
+        "## Training",
+        "",
+        f"Fold {checkpoint.get('fold')} of a cross-validation run, best epoch {checkpoint.get('best_epoch')}"
+        if checkpoint.get("fold")
+        else "Trained on every row of its store.",
+        "",
+        "## Intended use and limits",
+        "",
+        "Research on speech emotion recognition. Not for decisions about people. Emotion corpora are small and "
+        "narrow: expect lower accuracy on other speakers, languages, channels, and between acted and spontaneous "
+        "speech.",
+        "",
+        "## Config",
+        "",
+        "```json",
+        json.dumps(checkpoint.get("train_config"), indent=2, sort_keys=True),
+        "```",
+        "",
+    ]
     return "\n".join(lines)

@@ -28,8 +28,9 @@ from featurestore.textfile import iter_jsonl
 from trainer.folds import Fold, FoldList, _rng, _stratified_sample, load_folds, natural_key
 
 
-def read_folds_file(path: str | Path, manifest: Manifest, valid_fraction: float = 0.2, seed: int = 0,
-                    stratify: str = "emotion") -> FoldList:
+def read_folds_file(
+    path: str | Path, manifest: Manifest, valid_fraction: float = 0.2, seed: int = 0, stratify: str = "emotion"
+) -> FoldList:
     """The folds ``path`` describes (module docstring), checked against ``manifest``."""
     path = Path(path)
     if path.is_file():
@@ -44,17 +45,22 @@ def read_folds_file(path: str | Path, manifest: Manifest, valid_fraction: float 
     for fold in folds:
         for utt_id in (*fold.train, *fold.valid, *fold.test):
             if utt_id not in known:
-                raise SermtlError(f"--folds-file {sources[fold.fold]}: id {utt_id!r} (fold {fold.fold}) is not in the store")
+                raise SermtlError(
+                    f"--folds-file {sources[fold.fold]}: id {utt_id!r} (fold {fold.fold}) is not in the store"
+                )
         for utt_id in fold.test:
             if utt_id in tested:
-                raise SermtlError(f"--folds-file {sources[fold.fold]}: {utt_id!r} is tested in folds "
-                                  f"{tested[utt_id]} and {fold.fold}; test sets must not overlap")
+                raise SermtlError(
+                    f"--folds-file {sources[fold.fold]}: {utt_id!r} is tested in folds "
+                    f"{tested[utt_id]} and {fold.fold}; test sets must not overlap"
+                )
             tested[utt_id] = fold.fold
     return FoldList(folds, {"protocol": "file", "path": str(path), "valid_fraction": valid_fraction, "seed": seed})
 
 
-def _emobox_folds(folder: Path, manifest: Manifest, valid_fraction: float, seed: int,
-                  stratify: str) -> tuple[list[Fold], dict[int, Path]]:
+def _emobox_folds(
+    folder: Path, manifest: Manifest, valid_fraction: float, seed: int, stratify: str
+) -> tuple[list[Fold], dict[int, Path]]:
     fold_dirs = _fold_dirs(folder)
     stratum = {u: str(manifest[u][stratify]) if stratify in manifest.columns else "-" for u in manifest.ids()}
     folds, sources = [], {}
@@ -71,30 +77,35 @@ def _emobox_folds(folder: Path, manifest: Manifest, valid_fraction: float, seed:
 def _fold_dirs(folder: Path) -> dict[int, Path]:
     """Fold number -> ``fold_<k>`` folder in ``folder`` (or ``folder`` itself, one fold's
     folder), named strictly (module docstring)."""
-    found = sorted((d for d in folder.iterdir() if d.is_dir() and re.fullmatch(r"fold_\d+", d.name)),
-                   key=lambda d: (natural_key(d.name), d.name))
+    found = sorted(
+        (d for d in folder.iterdir() if d.is_dir() and re.fullmatch(r"fold_\d+", d.name)),
+        key=lambda d: (natural_key(d.name), d.name),
+    )
     if not found and re.fullmatch(r"fold_\d+", folder.name):
         return {_fold_number(folder): folder}
     if not found:
         raise SermtlError(f"--folds-file {folder}: no fold_<k> folders (EmoBox fold files) and not a .json fold file")
     by_number: dict[int, list[Path]] = {}
     for d in found:
-        by_number.setdefault(int(d.name[len("fold_"):]), []).append(d)
+        by_number.setdefault(int(d.name[len("fold_") :]), []).append(d)
     for k, dirs in sorted(by_number.items()):
         if len(dirs) > 1:
-            raise SermtlError(f"--folds-file {folder}: {len(dirs)} folders for fold {k} "
-                              f"({', '.join(d.name for d in dirs)}); keep one")
+            raise SermtlError(
+                f"--folds-file {folder}: {len(dirs)} folders for fold {k} ({', '.join(d.name for d in dirs)}); keep one"
+            )
         _fold_number(dirs[0])
     if max(by_number) != len(by_number):  # numbers are distinct and >= 1: a gap
         first = next(k for k in itertools.count(1) if k not in by_number)
-        raise SermtlError(f"--folds-file {folder}: folds are numbered 1..N without gaps; "
-                          f"no fold_{first} (the last is fold_{max(by_number)})")
+        raise SermtlError(
+            f"--folds-file {folder}: folds are numbered 1..N without gaps; "
+            f"no fold_{first} (the last is fold_{max(by_number)})"
+        )
     return {k: dirs[0] for k, dirs in sorted(by_number.items())}
 
 
 def _fold_number(folder: Path) -> int:
     """``k`` of a ``fold_<k>`` folder, refused unless written ``fold_1``, ``fold_2``, ..."""
-    k = int(folder.name[len("fold_"):])
+    k = int(folder.name[len("fold_") :])
     if folder.name != f"fold_{k}" or k == 0:
         raise SermtlError(f"--folds-file {folder}: fold folders are named fold_1, fold_2, ... (no leading zeros)")
     return k
@@ -104,8 +115,10 @@ def _fold_file(folder: Path, part: str, k: int) -> Path:
     """The one ``<dataset>_<part>_fold_<k>.jsonl`` (or ``…_fold<k>.jsonl``) in ``folder``."""
     found = sorted({*folder.glob(f"*_{part}_fold_{k}.jsonl"), *folder.glob(f"*_{part}_fold{k}.jsonl")}, key=natural_key)
     if len(found) > 1:
-        raise SermtlError(f"--folds-file {folder}: {len(found)} {part} files for fold {k} "
-                          f"({', '.join(p.name for p in found)}); keep one")
+        raise SermtlError(
+            f"--folds-file {folder}: {len(found)} {part} files for fold {k} "
+            f"({', '.join(p.name for p in found)}); keep one"
+        )
     if not found:
         raise SermtlError(f"--folds-file {folder}: no {part} file (*_{part}_fold_{k}.jsonl)")
     return found[0]
@@ -117,7 +130,8 @@ def _keys(path: Path) -> list[str]:
     for number, row in iter_jsonl(path, f"--folds-file {path}"):
         key = row.get("key") if isinstance(row, dict) else None
         if not isinstance(key, str) or not key:
-            raise SermtlError(f"--folds-file {path}, line {number}: not a JSON object with a text 'key' "
-                              f"(got {quote(row, 80)})")
+            raise SermtlError(
+                f"--folds-file {path}, line {number}: not a JSON object with a text 'key' (got {quote(row, 80)})"
+            )
         keys.append(key)
     return keys

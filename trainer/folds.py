@@ -80,8 +80,12 @@ class Fold:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Fold:
-        return cls(int(data["fold"]), [str(u) for u in data["train"]],
-                   [str(u) for u in data["valid"]], [str(u) for u in data["test"]])
+        return cls(
+            int(data["fold"]),
+            [str(u) for u in data["train"]],
+            [str(u) for u in data["valid"]],
+            [str(u) for u in data["test"]],
+        )
 
 
 class FoldList(list):
@@ -102,24 +106,30 @@ def natural_key(value: Any) -> tuple:
 def _column(manifest: Manifest, name: str | None, flag: str, protocol: str) -> list[str]:
     """Values of column ``name`` as strings; every row must have one."""
     if not name:
-        raise SermtlError(f"protocol {protocol!r} needs {flag} (a column such as session or speaker; "
-                          f"columns: {', '.join(manifest.columns)})")
+        raise SermtlError(
+            f"protocol {protocol!r} needs {flag} (a column such as session or speaker; "
+            f"columns: {', '.join(manifest.columns)})"
+        )
     if name not in manifest.columns:
-        raise SermtlError(f"{flag} {name!r} is not a column of {manifest.source} "
-                          f"(columns: {', '.join(manifest.columns)})")
+        raise SermtlError(
+            f"{flag} {name!r} is not a column of {manifest.source} (columns: {', '.join(manifest.columns)})"
+        )
     values = manifest.column(name)
     empty = [u for u, v in zip(manifest.ids(), values) if v is None]
     if empty:
-        raise SermtlError(f"{flag} {name!r}: {len(empty)} row(s) have no value (e.g. {empty[0]!r}); "
-                          f"fill them or choose another column")
+        raise SermtlError(
+            f"{flag} {name!r}: {len(empty)} row(s) have no value (e.g. {empty[0]!r}); "
+            f"fill them or choose another column"
+        )
     return [str(v) for v in values]
 
 
 def _strata(manifest: Manifest, stratify: str) -> list[str]:
     """Stratification labels (``None`` is its own stratum)."""
     if stratify not in manifest.columns:
-        raise SermtlError(f"--stratify {stratify!r} is not a column of {manifest.source} "
-                          f"(columns: {', '.join(manifest.columns)})")
+        raise SermtlError(
+            f"--stratify {stratify!r} is not a column of {manifest.source} (columns: {', '.join(manifest.columns)})"
+        )
     return ["-" if v is None else str(v) for v in manifest.column(stratify)]
 
 
@@ -131,8 +141,9 @@ def _members(ids: Sequence[str], keys: Sequence[str]) -> dict[str, list[str]]:
     return {k: out[k] for k in sorted(out, key=natural_key)}
 
 
-def _stratified_sample(ids: Sequence[str], stratum: dict[str, str], fraction: float,
-                       rng: np.random.Generator) -> set[str]:
+def _stratified_sample(
+    ids: Sequence[str], stratum: dict[str, str], fraction: float, rng: np.random.Generator
+) -> set[str]:
     """A random ``fraction`` of ``ids`` keeping class proportions (largest-remainder quotas);
     every class keeps at least one row out of the sample."""
     groups = _members(ids, [stratum[u] for u in ids])
@@ -156,16 +167,18 @@ def _rng(seed: int, k: int) -> np.random.Generator:
 
 def _need_two(groups: dict[str, list[str]], by: str, protocol: str) -> None:
     if len(groups) < 2:
-        raise SermtlError(f"{protocol} needs at least 2 values of --by {by!r}, found {len(groups)}: "
-                          f"{', '.join(groups) or 'none'}")
+        raise SermtlError(
+            f"{protocol} needs at least 2 values of --by {by!r}, found {len(groups)}: {', '.join(groups) or 'none'}"
+        )
 
 
 # -- protocols: each returns (train, valid, test) id sets per fold and the test groups --------
 Sets = tuple[set[str], set[str], set[str]]
 
 
-def _loso(manifest: Manifest, by: str | None, valid_fraction: float, seed: int,
-          stratum: dict[str, str]) -> tuple[list[Sets], list[list[str]]]:
+def _loso(
+    manifest: Manifest, by: str | None, valid_fraction: float, seed: int, stratum: dict[str, str]
+) -> tuple[list[Sets], list[list[str]]]:
     ids = manifest.ids()
     groups = _members(ids, _column(manifest, by, "--by", "loso"))
     _need_two(groups, str(by), "loso")
@@ -182,11 +195,16 @@ def _kfold(manifest: Manifest, folds: int, seed: int, stratum: dict[str, str]) -
     ids = manifest.ids()
     parts = 2 * folds
     if len(ids) < parts:
-        raise SermtlError(f"kfold with --folds {folds} deals the rows into {parts} parts, "
-                          f"but {manifest.source} has only {len(ids)} rows")
+        raise SermtlError(
+            f"kfold with --folds {folds} deals the rows into {parts} parts, "
+            f"but {manifest.source} has only {len(ids)} rows"
+        )
     rng = _rng(seed, 0)
-    dealt = [members[i] for members in _members(ids, [stratum[u] for u in ids]).values()
-             for i in rng.permutation(len(members))]
+    dealt = [
+        members[i]
+        for members in _members(ids, [stratum[u] for u in ids]).values()
+        for i in rng.permutation(len(members))
+    ]
     label = rng.permutation(parts)
     part_of = {u: int(label[i % parts]) for i, u in enumerate(dealt)}
     sets = []
@@ -197,8 +215,9 @@ def _kfold(manifest: Manifest, folds: int, seed: int, stratum: dict[str, str]) -
     return sets
 
 
-def _group_kfold(manifest: Manifest, by: str | None, folds: int, valid_fraction: float,
-                 seed: int) -> tuple[list[Sets], list[list[str]]]:
+def _group_kfold(
+    manifest: Manifest, by: str | None, folds: int, valid_fraction: float, seed: int
+) -> tuple[list[Sets], list[list[str]]]:
     ids = manifest.ids()
     groups = _members(ids, _column(manifest, by, "--by", "group-kfold"))
     _need_two(groups, str(by), "group-kfold")
@@ -221,8 +240,10 @@ def _group_kfold(manifest: Manifest, by: str | None, folds: int, valid_fraction:
         chosen: list[str] = []
         if valid_fraction > 0:
             if len(training) < 2:
-                raise SermtlError(f"group-kfold fold {k} has one training value of --by {by!r}, none left "
-                                  f"for validation: use fewer --folds or --valid-fraction 0")
+                raise SermtlError(
+                    f"group-kfold fold {k} has one training value of --by {by!r}, none left "
+                    f"for validation: use fewer --folds or --valid-fraction 0"
+                )
             shuffled = [training[i] for i in _rng(seed, k).permutation(len(training))]
             sizes = np.cumsum([len(groups[g]) for g in shuffled])
             count = 1 + int(np.argmin(np.abs(sizes[:-1] - valid_fraction * sizes[-1])))
@@ -233,9 +254,15 @@ def _group_kfold(manifest: Manifest, by: str | None, folds: int, valid_fraction:
     return sets, test_groups
 
 
-def _split(manifest: Manifest, by: str | None, train_values: Sequence[str] | None,
-           test_values: Sequence[str] | None, valid_fraction: float, seed: int,
-           stratum: dict[str, str]) -> tuple[list[Sets], list[str], list[str]]:
+def _split(
+    manifest: Manifest,
+    by: str | None,
+    train_values: Sequence[str] | None,
+    test_values: Sequence[str] | None,
+    valid_fraction: float,
+    seed: int,
+    stratum: dict[str, str],
+) -> tuple[list[Sets], list[str], list[str]]:
     groups = _members(manifest.ids(), _column(manifest, by, "--by", "split"))
     available = ", ".join(groups)
     if not test_values:
@@ -256,9 +283,18 @@ def _split(manifest: Manifest, by: str | None, train_values: Sequence[str] | Non
     return [(set(pool) - valid, valid, {u for g in tests for u in groups[g]})], trains, tests
 
 
-def make_folds(manifest: Manifest, protocol: str, *, by: str | None = None, folds: int = 5,
-               valid_fraction: float = 0.2, seed: int = 0, train_values: Sequence[str] | None = None,
-               test_values: Sequence[str] | None = None, stratify: str = "emotion") -> FoldList:
+def make_folds(
+    manifest: Manifest,
+    protocol: str,
+    *,
+    by: str | None = None,
+    folds: int = 5,
+    valid_fraction: float = 0.2,
+    seed: int = 0,
+    train_values: Sequence[str] | None = None,
+    test_values: Sequence[str] | None = None,
+    stratify: str = "emotion",
+) -> FoldList:
     """Folds of ``manifest`` under ``protocol`` (see the module docstring).
 
     Only the arguments a protocol uses are recorded in the result's ``params``: ``folds`` is
@@ -296,17 +332,29 @@ def make_folds(manifest: Manifest, protocol: str, *, by: str | None = None, fold
             params.update(folds=folds, stratify=stratify, seed=seed)
         else:
             sets, trains, tests = _split(manifest, by, train_values, test_values, valid_fraction, seed, stratum)
-            params.update(by=by, train_values=trains, test_values=tests, valid_fraction=valid_fraction,
-                          stratify=stratify, seed=seed, test_groups=[tests])
+            params.update(
+                by=by,
+                train_values=trains,
+                test_values=tests,
+                valid_fraction=valid_fraction,
+                stratify=stratify,
+                seed=seed,
+                test_groups=[tests],
+            )
     ids = manifest.ids()
-    return FoldList([Fold(k, [u for u in ids if u in train], [u for u in ids if u in valid],
-                          [u for u in ids if u in test])
-                     for k, (train, valid, test) in enumerate(sets, start=1)], params)
+    return FoldList(
+        [
+            Fold(k, [u for u in ids if u in train], [u for u in ids if u in valid], [u for u in ids if u in test])
+            for k, (train, valid, test) in enumerate(sets, start=1)
+        ],
+        params,
+    )
 
 
 # -- checking and files ----------------------------------------------------------------------
-def check_folds(folds: Sequence[Fold], manifest: Manifest, label_column: str = "emotion", *,
-                group_column: str | None = None) -> None:
+def check_folds(
+    folds: Sequence[Fold], manifest: Manifest, label_column: str = "emotion", *, group_column: str | None = None
+) -> None:
     """Refuse folds that cannot be trained and tested honestly.
 
     Checks, per fold: ids known and listed once, train and test not empty, train/valid/test
@@ -323,8 +371,9 @@ def check_folds(folds: Sequence[Fold], manifest: Manifest, label_column: str = "
         raise SermtlError(f"fold ids must be distinct and count from 1, got {numbers}")
     for column in filter(None, (label_column, group_column)):
         if column not in manifest.columns:
-            raise SermtlError(f"{column!r} is not a column of {manifest.source} "
-                              f"(columns: {', '.join(manifest.columns)})")
+            raise SermtlError(
+                f"{column!r} is not a column of {manifest.source} (columns: {', '.join(manifest.columns)})"
+            )
     for fold in folds:
         name = f"fold {fold.fold}"
         sets = {"train": fold.train, "valid": fold.valid, "test": fold.test}
@@ -342,15 +391,16 @@ def check_folds(folds: Sequence[Fold], manifest: Manifest, label_column: str = "
         for a, b in (("train", "valid"), ("train", "test"), ("valid", "test")):
             shared = set(sets[a]) & set(sets[b])
             if shared:
-                raise SermtlError(f"{name}: {len(shared)} utterance(s) in both {a} and {b} "
-                                  f"(e.g. {min(shared)!r})")
+                raise SermtlError(f"{name}: {len(shared)} utterance(s) in both {a} and {b} (e.g. {min(shared)!r})")
         trained = {manifest[u][label_column] for u in fold.train}
         for set_name in ("test", "valid"):
             labels = [manifest[u][label_column] for u in sets[set_name]]
             untrained = sorted(set(labels) - trained, key=natural_key)
             if untrained:
-                raise SermtlError(f"{name}: class {untrained[0]!r} has no training examples "
-                                  f"({labels.count(untrained[0])} in {set_name})")
+                raise SermtlError(
+                    f"{name}: class {untrained[0]!r} has no training examples "
+                    f"({labels.count(untrained[0])} in {set_name})"
+                )
         if group_column:
             seen_groups = {manifest[u][group_column] for u in fold.train + fold.valid}
             leaked = sorted({manifest[u][group_column] for u in fold.test} & seen_groups, key=natural_key)

@@ -15,17 +15,18 @@ from __future__ import annotations
 import copy
 import dataclasses
 import math
-from typing import Any, Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from typing import Any
 
 import numpy as np
 import torch
 from torch.nn import functional as F
 
-from featurestore.version import __version__
 from featurestore.errors import SermtlError, describe_error
 from featurestore.features.base import resolve_device
 from featurestore.progress import progress_bar
 from featurestore.store.reader import FeatureStore
+from featurestore.version import __version__
 from trainer.config import TrainConfig
 from trainer.data import FeatureBank, make_batches
 from trainer.folds import Fold
@@ -68,8 +69,10 @@ def check_columns(store: FeatureStore, config: TrainConfig) -> None:
     before: :meth:`TrainConfig.resolve_aux`), and ``--input-norm speaker`` without a
     speaker for every utterance."""
     if store.attrs.get("frame_rate") == 0:
-        raise SermtlError(f"store {store.path} holds one vector per utterance ({store.attrs.get('feature', {}).get('feature')}), "
-                          "not frames: fit the SVM on it with sermtl baseline, or extract a frame-level feature to train")
+        raise SermtlError(
+            f"store {store.path} holds one vector per utterance ({store.attrs.get('feature', {}).get('feature')}), "
+            "not frames: fit the SVM on it with sermtl baseline, or extract a frame-level feature to train"
+        )
     columns = store.manifest.columns
     for flag, column in (("--label", config.label), ("--aux", config.aux if config.uses_aux else None)):
         if column and column not in columns:
@@ -80,7 +83,9 @@ def check_columns(store: FeatureStore, config: TrainConfig) -> None:
 
 def _autocast(device: torch.device) -> torch.autocast:
     """bf16 autocast on CUDA; a no-op context on the CPU."""
-    return torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else torch.autocast("cpu", enabled=False)
+    return (
+        torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else torch.autocast("cpu", enabled=False)
+    )
 
 
 def build_tasks(store: FeatureStore, fold: Fold, config: TrainConfig) -> tuple[Task, Task | None]:
@@ -158,7 +163,7 @@ class BestEpochs:
         if len(self.kept) < self.k or key > self.kept[-1][0]:
             self.kept.append((key, epoch, copy.deepcopy(network.state_dict())))
             self.kept.sort(key=lambda item: item[0], reverse=True)  # stable: equal keys stay in epoch order
-            del self.kept[self.k:]
+            del self.kept[self.k :]
 
     @property
     def best(self) -> tuple[tuple[float, float], int]:
@@ -172,8 +177,10 @@ class BestEpochs:
     def averaged_state(self) -> dict[str, torch.Tensor]:
         """The element-wise mean of the kept weights (integer buffers from the best epoch)."""
         states = [state for _, _, state in self.kept]
-        return {name: torch.stack([s[name] for s in states]).mean(dim=0) if value.is_floating_point() else value
-                for name, value in states[0].items()}
+        return {
+            name: torch.stack([s[name] for s in states]).mean(dim=0) if value.is_floating_point() else value
+            for name, value in states[0].items()
+        }
 
 
 def _class_weights(targets: dict[str, int], num_classes: int, mode: str, device: torch.device) -> torch.Tensor | None:
@@ -205,16 +212,23 @@ def _lr_schedule(name: str, epochs: int) -> Callable[[int], float]:
     raise SermtlError(f"--lr-schedule must be constant or cosine, got {name!r}")
 
 
-def _training_batches(bank: FeatureBank, ids: Sequence[str], config: TrainConfig, crop_frames: int,
-                      rng: np.random.Generator, limit: int | None = None) -> Iterator[tuple[Any, torch.Tensor, torch.Tensor]]:
+def _training_batches(
+    bank: FeatureBank,
+    ids: Sequence[str],
+    config: TrainConfig,
+    crop_frames: int,
+    rng: np.random.Generator,
+    limit: int | None = None,
+) -> Iterator[tuple[Any, torch.Tensor, torch.Tensor]]:
     """An epoch's shuffled, length-bucketed batches of random crops (the first ``limit`` of them)."""
     crop_lengths = np.minimum(bank.lengths(ids), crop_frames)
     batches = make_batches(list(ids), crop_lengths, config.batch_size, rng)
     return bank.iterate(batches[:limit], crop_frames, rng)
 
 
-def _train_epoch(network, optimizer, bank, ids, emotion_targets, aux_targets, alpha, config, rng, crop_frames,
-                 weights=None) -> float:
+def _train_epoch(
+    network, optimizer, bank, ids, emotion_targets, aux_targets, alpha, config, rng, crop_frames, weights=None
+) -> float:
     network.train()
     total, count = 0.0, 0
     autocast = _autocast(bank.device)
@@ -222,7 +236,9 @@ def _train_epoch(network, optimizer, bank, ids, emotion_targets, aux_targets, al
         y = torch.tensor([emotion_targets[u] for u in batch], device=bank.device)
         with autocast:
             out = network(x, lengths, y)
-            loss = F.cross_entropy(out["emotion_logits"].float(), y, weight=weights, label_smoothing=config.label_smoothing)
+            loss = F.cross_entropy(
+                out["emotion_logits"].float(), y, weight=weights, label_smoothing=config.label_smoothing
+            )
             if aux_targets is not None:
                 a = torch.tensor([aux_targets[u] for u in batch], device=bank.device)
                 if (a != -100).any():
@@ -235,9 +251,15 @@ def _train_epoch(network, optimizer, bank, ids, emotion_targets, aux_targets, al
     return total / max(count, 1)
 
 
-def train_fold(store: FeatureStore, bank: FeatureBank, fold: Fold, config: TrainConfig,
-               progress: bool = True, position: int = 0,
-               on_epoch: Callable[[list[dict[str, Any]]], None] | None = None) -> FoldOutcome:
+def train_fold(
+    store: FeatureStore,
+    bank: FeatureBank,
+    fold: Fold,
+    config: TrainConfig,
+    progress: bool = True,
+    position: int = 0,
+    on_epoch: Callable[[list[dict[str, Any]]], None] | None = None,
+) -> FoldOutcome:
     """Train on ``fold.train``, pick the epoch by ``fold.valid`` UWA, score ``fold.test``;
     ``on_epoch`` gets the history so far after every epoch."""
     config = resolved_config(config, store.manifest)
@@ -246,10 +268,15 @@ def train_fold(store: FeatureStore, bank: FeatureBank, fold: Fold, config: Train
     manifest = store.manifest
     emotion_targets = {u: emotion_task.encode(manifest[u][config.label]) for u in fold.train}
     aux_targets = {u: aux_task.encode(manifest[u][aux_task.column]) for u in fold.train} if aux_task else None
-    network = SERNetwork(NetworkConfig(
-        input_size=bank.dim, num_emotions=len(emotion_task.classes),
-        num_aux=len(aux_task.classes) if aux_task else 0, input_layers=bank.num_layers, options=config.network,
-    )).to(bank.device)
+    network = SERNetwork(
+        NetworkConfig(
+            input_size=bank.dim,
+            num_emotions=len(emotion_task.classes),
+            num_aux=len(aux_task.classes) if aux_task else 0,
+            input_layers=bank.num_layers,
+            options=config.network,
+        )
+    ).to(bank.device)
     network.set_normalisation(*bank.statistics(fold.train))
     network.augment = _augmentation(config.augment)
     optimizer = torch.optim.AdamW(network.parameters(), lr=config.lr, weight_decay=config.weight_decay)
@@ -265,20 +292,25 @@ def train_fold(store: FeatureStore, bank: FeatureBank, fold: Fold, config: Train
     def recalibrate(draw: int) -> None:
         """Precise BatchNorm statistics from training batches drawn by ``(seed, fold, draw)``."""
         rng_draw = np.random.default_rng([config.seed, fold.fold, draw])
-        recalibrate_batchnorm(network, _training_batches(bank, fold.train, config, crop_frames, rng_draw,
-                                                         PRECISE_BATCHNORM_BATCHES))
+        recalibrate_batchnorm(
+            network, _training_batches(bank, fold.train, config, crop_frames, rng_draw, PRECISE_BATCHNORM_BATCHES)
+        )
 
-    bar = progress_bar(range(config.epochs), desc=f"fold {fold.fold}", unit="epoch", enabled=progress, position=position,
-                       leave=False)
+    bar = progress_bar(
+        range(config.epochs), desc=f"fold {fold.fold}", unit="epoch", enabled=progress, position=position, leave=False
+    )
     for epoch in bar:
         alpha = config.alpha(epoch) if aux_task else 0.0
         for group in optimizer.param_groups:
             group["lr"] = config.lr * lr_factor(epoch)
-        loss = _train_epoch(network, optimizer, bank, fold.train, emotion_targets, aux_targets, alpha, config, rng,
-                            crop_frames, weights)
+        loss = _train_epoch(
+            network, optimizer, bank, fold.train, emotion_targets, aux_targets, alpha, config, rng, crop_frames, weights
+        )
         if not math.isfinite(loss):
-            raise SermtlError(f"fold {fold.fold}, epoch {epoch + 1}: the training loss is not finite ({loss}); "
-                              f"the fold is not saved (its history so far is): try a lower --lr than {config.lr:g}")
+            raise SermtlError(
+                f"fold {fold.fold}, epoch {epoch + 1}: the training loss is not finite ({loss}); "
+                f"the fold is not saved (its history so far is): try a lower --lr than {config.lr:g}"
+            )
         if config.batchnorm == "precise":
             recalibrate(draw=epoch)
         record: dict[str, Any] = {"epoch": epoch + 1, "alpha": alpha, "train_loss": loss}
@@ -287,12 +319,16 @@ def train_fold(store: FeatureStore, bank: FeatureBank, fold: Fold, config: Train
             predicted = [emotion_task.classes[i] for i in probs.argmax(axis=1)]
             record["valid_uwa"] = 100.0 * unweighted_accuracy(valid_truth, predicted)
             known = valid_targets >= 0
-            record["valid_loss"] = float(-np.log(np.maximum(probs[known, valid_targets[known]], 1e-12)).mean()) if known.any() else 0.0
+            record["valid_loss"] = (
+                float(-np.log(np.maximum(probs[known, valid_targets[known]], 1e-12)).mean()) if known.any() else 0.0
+            )
             selection.offer((record["valid_uwa"], -record["valid_loss"]), epoch + 1, network)
         history.append(record)
         if on_epoch is not None:
             on_epoch(history)
-        bar.set_postfix(loss=f"{loss:.3f}", valid_uwa=f"{record.get('valid_uwa', float('nan')):.1f}", alpha=f"{alpha:.2f}")
+        bar.set_postfix(
+            loss=f"{loss:.3f}", valid_uwa=f"{record.get('valid_uwa', float('nan')):.1f}", alpha=f"{alpha:.2f}"
+        )
     best_epoch, best_valid_uwa = config.epochs, None
     if selection.kept:
         (best_valid_uwa, _), best_epoch = selection.best
@@ -300,12 +336,19 @@ def train_fold(store: FeatureStore, bank: FeatureBank, fold: Fold, config: Train
         if len(selection.kept) > 1:  # averaged weights need their own BatchNorm statistics
             recalibrate(draw=config.epochs)
     if fold.test:
-        outcome_metrics, predictions, embeddings = score(store, bank, network, fold.test, emotion_task, aux_task,
-                                                         config.batch_size)
+        outcome_metrics, predictions, embeddings = score(
+            store, bank, network, fold.test, emotion_task, aux_task, config.batch_size
+        )
     else:  # a deployable model trained on every row (``train --all-data``): nothing to score
         outcome_metrics, predictions, embeddings = {}, [], np.zeros((0, config.network.embedding_dim), np.float32)
-    outcome_metrics.update({"fold": fold.fold, "best_epoch": best_epoch, "best_valid_uwa": best_valid_uwa,
-                            "averaged_epochs": selection.epochs if len(selection.kept) > 1 else None})
+    outcome_metrics.update(
+        {
+            "fold": fold.fold,
+            "best_epoch": best_epoch,
+            "best_valid_uwa": best_valid_uwa,
+            "averaged_epochs": selection.epochs if len(selection.kept) > 1 else None,
+        }
+    )
     checkpoint = {
         "sermtl_version": __version__,
         "network": dataclasses.asdict(network.config),
@@ -324,8 +367,15 @@ def train_fold(store: FeatureStore, bank: FeatureBank, fold: Fold, config: Train
     return FoldOutcome(fold.fold, outcome_metrics, predictions, history, checkpoint, embeddings)
 
 
-def score(store: FeatureStore, bank: FeatureBank, network: SERNetwork, ids: Sequence[str],
-          emotion_task: Task, aux_task: Task | None, batch_size: int) -> tuple[dict[str, Any], list[dict[str, Any]], np.ndarray]:
+def score(
+    store: FeatureStore,
+    bank: FeatureBank,
+    network: SERNetwork,
+    ids: Sequence[str],
+    emotion_task: Task,
+    aux_task: Task | None,
+    batch_size: int,
+) -> tuple[dict[str, Any], list[dict[str, Any]], np.ndarray]:
     """Metrics (percent), per-utterance predictions and emotion embeddings of ``network`` on ``ids``."""
     manifest = store.manifest
     out = infer(network, bank, ids, batch_size)
@@ -335,18 +385,29 @@ def score(store: FeatureStore, bank: FeatureBank, network: SERNetwork, ids: Sequ
     if aux_task is not None:
         aux_truth = [manifest[u][aux_task.column] for u in ids]
         aux_predicted = [aux_task.classes[i] for i in out["aux"].argmax(axis=1)]
-    subsets = {c: [manifest[u][c] for u in ids] for c in SUBSET_COLUMNS
-               if c in manifest.columns and len({manifest[u][c] for u in ids} - {None}) > 1}
-    metrics = evaluate(truth, predicted, list(emotion_task.classes), subsets=subsets, aux_true=aux_truth, aux_pred=aux_predicted)
+    subsets = {
+        c: [manifest[u][c] for u in ids]
+        for c in SUBSET_COLUMNS
+        if c in manifest.columns and len({manifest[u][c] for u in ids} - {None}) > 1
+    }
+    metrics = evaluate(
+        truth, predicted, list(emotion_task.classes), subsets=subsets, aux_true=aux_truth, aux_pred=aux_predicted
+    )
     metrics["separability"] = {}
     if len(set(truth)) > 1:  # a test set of one class (a tiny leave-one-speaker-out fold) has no pairs
         metrics["separability"]["emotion"] = pattern_separability(out["embedding"], truth)
     if "expression" in manifest.columns and len({manifest[u]["expression"] for u in ids} - {None}) > 1:
-        metrics["separability"]["expression"] = pattern_separability(out["embedding"], [manifest[u]["expression"] for u in ids])
+        metrics["separability"]["expression"] = pattern_separability(
+            out["embedding"], [manifest[u]["expression"] for u in ids]
+        )
     predictions = []
     for i, utt_id in enumerate(ids):
-        row = {"utt_id": utt_id, "true": truth[i], "pred": predicted[i],
-               **{f"p_{c}": float(p) for c, p in zip(emotion_task.classes, out["emotion"][i])}}
+        row = {
+            "utt_id": utt_id,
+            "true": truth[i],
+            "pred": predicted[i],
+            **{f"p_{c}": float(p) for c, p in zip(emotion_task.classes, out["emotion"][i])},
+        }
         if aux_task is not None:
             row.update({"aux_true": aux_truth[i], "aux_pred": aux_predicted[i]})
         predictions.append(row)

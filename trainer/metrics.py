@@ -63,8 +63,9 @@ def weighted_accuracy(y_true: Sequence[Hashable], y_pred: Sequence[Hashable]) ->
     return sum(t == p for t, p in zip(y_true, y_pred)) / len(y_true)
 
 
-def unweighted_accuracy(y_true: Sequence[Hashable], y_pred: Sequence[Hashable],
-                        labels: Sequence[Hashable] | None = None) -> float:
+def unweighted_accuracy(
+    y_true: Sequence[Hashable], y_pred: Sequence[Hashable], labels: Sequence[Hashable] | None = None
+) -> float:
     """Mean per-class recall over the classes present in ``y_true``
     (= ``sklearn.metrics.balanced_accuracy_score``).
 
@@ -77,8 +78,9 @@ def unweighted_accuracy(y_true: Sequence[Hashable], y_pred: Sequence[Hashable],
     return float(np.nanmean(recalls)) if np.isfinite(recalls).any() else float("nan")
 
 
-def per_class_recall(y_true: Sequence[Hashable], y_pred: Sequence[Hashable],
-                     labels: Sequence[Hashable]) -> dict[str, float]:
+def per_class_recall(
+    y_true: Sequence[Hashable], y_pred: Sequence[Hashable], labels: Sequence[Hashable]
+) -> dict[str, float]:
     """Recall (true positive rate) per label, keyed by ``str(label)``
     (= ``recall_score(y_true, y_pred, labels=labels, average=None, zero_division=np.nan)``).
 
@@ -118,9 +120,14 @@ def _take(values: list | None, rows: list[int]) -> list | None:
     return None if values is None else [values[i] for i in rows]
 
 
-def evaluate(y_true: Sequence[Hashable], y_pred: Sequence[Hashable], labels: Sequence[Hashable],
-             subsets: dict[str, Sequence[Hashable]] | None = None,
-             aux_true: Sequence[Hashable] | None = None, aux_pred: Sequence[Hashable] | None = None) -> dict[str, Any]:
+def evaluate(
+    y_true: Sequence[Hashable],
+    y_pred: Sequence[Hashable],
+    labels: Sequence[Hashable],
+    subsets: dict[str, Sequence[Hashable]] | None = None,
+    aux_true: Sequence[Hashable] | None = None,
+    aux_pred: Sequence[Hashable] | None = None,
+) -> dict[str, Any]:
     """All metrics of one test set, JSON-serialisable, accuracies in percent.
 
     Args:
@@ -139,7 +146,7 @@ def evaluate(y_true: Sequence[Hashable], y_pred: Sequence[Hashable], labels: Seq
     known = set(labels)
     unknown = sorted({str(v) for v in y_true + y_pred if v not in known})
     if unknown:
-        raise ValueError(f"label {unknown[0]!r} is not one of labels {[str(l) for l in labels]}")
+        raise ValueError(f"label {unknown[0]!r} is not one of labels {[str(label) for label in labels]}")
     if (aux_true is None) != (aux_pred is None):
         raise ValueError("give both aux_true and aux_pred, or neither")
     if aux_true is not None:
@@ -157,14 +164,16 @@ def evaluate(y_true: Sequence[Hashable], y_pred: Sequence[Hashable], labels: Seq
         result["subsets"][column] = {}
         for value in sorted(set(values), key=natural_key):
             rows = [i for i, v in enumerate(values) if v == value]
-            result["subsets"][column][value] = _summary(_take(y_true, rows), _take(y_pred, rows), labels,
-                                                        _take(aux_true, rows), _take(aux_pred, rows))
+            result["subsets"][column][value] = _summary(
+                _take(y_true, rows), _take(y_pred, rows), labels, _take(aux_true, rows), _take(aux_pred, rows)
+            )
     return result
 
 
 _NOT_AVERAGED = frozenset({"n", "labels", "confusion", "fold"})
-AVERAGING = ("metrics are means over folds (std: population std over folds); "
-             "'pooled' scores all folds' test rows as one set")
+AVERAGING = (
+    "metrics are means over folds (std: population std over folds); 'pooled' scores all folds' test rows as one set"
+)
 
 
 def _is_number(value: Any) -> bool:
@@ -222,8 +231,15 @@ def average_folds(fold_results: list[dict[str, Any]]) -> dict[str, Any]:
     }
     if all("aux_accuracy" in r for r in fold_results):
         pooled["aux_accuracy"] = sum(r["aux_accuracy"] * r["n"] for r in fold_results) / n
-    return {**mean, "std": std, "pooled": pooled, "n_folds": len(fold_results), "n": n, "labels": labels,
-            "averaging": AVERAGING}
+    return {
+        **mean,
+        "std": std,
+        "pooled": pooled,
+        "n_folds": len(fold_results),
+        "n": n,
+        "labels": labels,
+        "averaging": AVERAGING,
+    }
 
 
 # -- pattern separability ------------------------------------------------------------------
@@ -270,35 +286,55 @@ def pattern_separability(embeddings: np.ndarray, labels: Sequence[Hashable]) -> 
     classes = sorted(set(labels))
     if len(classes) < 2:
         raise ValueError(f"pattern separability needs at least 2 classes, got {classes}")
-    ratios = [fisher_ratio(embeddings[labels == x], embeddings[labels == y])
-              for x, y in itertools.combinations(classes, 2)]
+    ratios = [
+        fisher_ratio(embeddings[labels == x], embeddings[labels == y]) for x, y in itertools.combinations(classes, 2)
+    ]
     return float(np.mean(ratios))
 
 
 def summarise_repeats(runs: dict[int, dict[str, Any]]) -> dict[str, Any]:
     """Mean and population standard deviation over seeds of each run's fold-mean WA, UWA and
     aux accuracy and of its pooled WA and UWA (percent), with every seed's own figures."""
+
     def spread(values: list[float]) -> dict[str, float]:
         return {"mean": float(np.mean(values)), "std": float(np.std(values))}
 
-    figures = {seed: {"wa": r["wa"], "uwa": r["uwa"], "aux_accuracy": r.get("aux_accuracy"),
-                      "pooled_wa": r["pooled"]["wa"], "pooled_uwa": r["pooled"]["uwa"]} for seed, r in runs.items()}
-    names = [n for n in ("wa", "uwa", "aux_accuracy", "pooled_wa", "pooled_uwa")
-             if all(f[n] is not None for f in figures.values())]
-    return {"seeds": list(runs), **{n: spread([f[n] for f in figures.values()]) for n in names},
-            "runs": {str(seed): f for seed, f in figures.items()}}
+    figures = {
+        seed: {
+            "wa": r["wa"],
+            "uwa": r["uwa"],
+            "aux_accuracy": r.get("aux_accuracy"),
+            "pooled_wa": r["pooled"]["wa"],
+            "pooled_uwa": r["pooled"]["uwa"],
+        }
+        for seed, r in runs.items()
+    }
+    names = [
+        n
+        for n in ("wa", "uwa", "aux_accuracy", "pooled_wa", "pooled_uwa")
+        if all(f[n] is not None for f in figures.values())
+    ]
+    return {
+        "seeds": list(runs),
+        **{n: spread([f[n] for f in figures.values()]) for n in names},
+        "runs": {str(seed): f for seed, f in figures.items()},
+    }
 
 
 def describe_results(results: dict[str, Any]) -> str:
     """One line of a run's results: fold-mean WA, UWA (and aux accuracy) and the pooled scores."""
     aux = f", aux accuracy {results['aux_accuracy']:.2f}" if results.get("aux_accuracy") is not None else ""
-    return (f"WA {results['wa']:.2f}, UWA {results['uwa']:.2f}{aux} (%, mean over {len(results['folds'])} fold(s); "
-            f"pooled WA {results['pooled']['wa']:.2f}, UWA {results['pooled']['uwa']:.2f})")
+    return (
+        f"WA {results['wa']:.2f}, UWA {results['uwa']:.2f}{aux} (%, mean over {len(results['folds'])} fold(s); "
+        f"pooled WA {results['pooled']['wa']:.2f}, UWA {results['pooled']['uwa']:.2f})"
+    )
 
 
 def describe_repeats(summary: dict[str, Any]) -> str:
     """One line of :func:`summarise_repeats`: mean ± std over seeds."""
-    return (f"over seeds {', '.join(map(str, summary['seeds']))}: "
-            f"WA {summary['wa']['mean']:.2f} ± {summary['wa']['std']:.2f}, "
-            f"UWA {summary['uwa']['mean']:.2f} ± {summary['uwa']['std']:.2f}, "
-            f"pooled UWA {summary['pooled_uwa']['mean']:.2f} ± {summary['pooled_uwa']['std']:.2f} (%, mean ± std)")
+    return (
+        f"over seeds {', '.join(map(str, summary['seeds']))}: "
+        f"WA {summary['wa']['mean']:.2f} ± {summary['wa']['std']:.2f}, "
+        f"UWA {summary['uwa']['mean']:.2f} ± {summary['uwa']['std']:.2f}, "
+        f"pooled UWA {summary['pooled_uwa']['mean']:.2f} ± {summary['pooled_uwa']['std']:.2f} (%, mean ± std)"
+    )

@@ -25,9 +25,9 @@ from torch import nn
 from featurestore.errors import SermtlError, quote
 from featurestore.schema import MapOf, Number, OneOf, Record, Text, check, maybe
 from trainer.config import NetworkOptions
+from trainer.limits import MAX_CLASSES
 from trainer.models.ecapa import ECAPATDNN
 from trainer.models.heads import AAMSoftmax, AuxHead, LayerWeightedSum
-from trainer.limits import MAX_CLASSES
 
 #: The widest input a checkpoint may declare (feature dimensions: 40 MFCCs, 1024 for
 #: wav2vec 2.0 large, a few thousand for the largest self-supervised models).
@@ -40,13 +40,15 @@ _OPTION_NAMES = tuple(field.name for field in dataclasses.fields(NetworkOptions)
 OPTIONS = MapOf(OneOf((Number(), Text(max_length=64))), max_items=64)
 #: A checkpoint's ``network`` entry: the sizes the data decides, and the options (nested,
 #: or flat beside the sizes as older versions wrote them).
-NETWORK = Record({
-    "input_size": Number(1, MAX_INPUT_SIZE, integer=True),
-    "num_emotions": Number(1, MAX_CLASSES, integer=True),
-    "num_aux": Number(0, MAX_CLASSES, integer=True, optional=True),
-    "input_layers": Number(1, MAX_INPUT_LAYERS, integer=True, optional=True),
-    "options": maybe(OPTIONS),
-})
+NETWORK = Record(
+    {
+        "input_size": Number(1, MAX_INPUT_SIZE, integer=True),
+        "num_emotions": Number(1, MAX_CLASSES, integer=True),
+        "num_aux": Number(0, MAX_CLASSES, integer=True, optional=True),
+        "input_layers": Number(1, MAX_INPUT_LAYERS, integer=True, optional=True),
+        "options": maybe(OPTIONS),
+    }
+)
 _SIZES = ("input_size", "num_emotions", "num_aux", "input_layers")
 
 
@@ -62,7 +64,7 @@ class NetworkConfig:
     options: NetworkOptions = dataclasses.field(default_factory=NetworkOptions)
 
     @classmethod
-    def from_dict(cls, values: dict[str, Any], source: str = "checkpoint") -> "NetworkConfig":
+    def from_dict(cls, values: dict[str, Any], source: str = "checkpoint") -> NetworkConfig:
         """A checkpoint's ``network`` entry (``options`` nested, or flat as older versions
         wrote it), checked against :data:`NETWORK` and :class:`NetworkOptions`; one
         :class:`SermtlError` line naming ``source`` (the file) and the key otherwise."""
@@ -102,9 +104,12 @@ class SERNetwork(nn.Module):
         self.register_buffer("feature_std", torch.ones(stats_shape))
         self.layer_sum = LayerWeightedSum(config.input_layers) if config.input_layers > 1 else None
         options = config.options
-        self.encoder = ECAPATDNN(config.input_size, channels=options.channels, embedding_dim=options.embedding_dim,
-                                 dropout=options.dropout)
-        self.emotion_head = AAMSoftmax(options.embedding_dim, config.num_emotions, margin=options.margin, scale=options.scale)
+        self.encoder = ECAPATDNN(
+            config.input_size, channels=options.channels, embedding_dim=options.embedding_dim, dropout=options.dropout
+        )
+        self.emotion_head = AAMSoftmax(
+            options.embedding_dim, config.num_emotions, margin=options.margin, scale=options.scale
+        )
         self.aux_head = AuxHead(self.encoder.pooled_dim, config.num_aux) if config.num_aux else None
         #: Training-time augmentation of the normalised features (set by the trainer; no state).
         self.augment: nn.Module | None = None
@@ -114,8 +119,9 @@ class SERNetwork(nn.Module):
         self.feature_mean.copy_(mean)
         self.feature_std.copy_(std)
 
-    def forward(self, x: torch.Tensor, lengths: torch.Tensor | None = None,
-                emotion: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+    def forward(
+        self, x: torch.Tensor, lengths: torch.Tensor | None = None, emotion: torch.Tensor | None = None
+    ) -> dict[str, torch.Tensor]:
         mean, std = self.feature_mean, self.feature_std
         if self.layer_sum is not None:
             x = (x - mean[None, :, None, :]) / std[None, :, None, :]
@@ -124,7 +130,9 @@ class SERNetwork(nn.Module):
             x = (x - mean) / std
         lengths = lengths if lengths is not None else torch.full((x.shape[0],), x.shape[1], device=x.device)
         mask = (torch.arange(x.shape[1], device=x.device)[None, :] < lengths[:, None])[..., None]
-        if self.config.options.input_norm == "utterance":  # subtract each utterance's own mean (channel, speaker offsets)
+        if (
+            self.config.options.input_norm == "utterance"
+        ):  # subtract each utterance's own mean (channel, speaker offsets)
             x = x - (x * mask).sum(dim=1, keepdim=True) / lengths[:, None, None]
         if self.augment is not None:
             x = self.augment(x, lengths)

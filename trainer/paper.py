@@ -18,14 +18,23 @@ TABLE2 = {
 }
 #: Table III: ``[feature][method][corpus] = (WA, UWA)``.
 TABLE3 = {
-    "mfcc": {"nomtl": {"iemocap": (54.25, 53.78), "baum1": (50.24, 44.12)},
-             "mtl": {"iemocap": (55.43, 55.98), "baum1": (53.08, 46.89)}},
-    "w2v2": {"nomtl": {"iemocap": (67.71, 68.80), "baum1": (50.82, 48.51)},
-             "mtl": {"iemocap": (72.79, 72.82), "baum1": (59.02, 53.92)}},
+    "mfcc": {
+        "nomtl": {"iemocap": (54.25, 53.78), "baum1": (50.24, 44.12)},
+        "mtl": {"iemocap": (55.43, 55.98), "baum1": (53.08, 46.89)},
+    },
+    "w2v2": {
+        "nomtl": {"iemocap": (67.71, 68.80), "baum1": (50.82, 48.51)},
+        "mtl": {"iemocap": (72.79, 72.82), "baum1": (59.02, 53.92)},
+    },
 }
 #: Table IV: IEMOCAP UWA of earlier audio-only 5-fold work, as cited by the paper.
-TABLE4 = {"Peng et al. [28]": 62.60, "Liu et al. [23]": 70.78, "Sajjad et al. [29]": 72.25,
-          "paper, w/o MTL": 68.80, "paper, w. MTL": 72.82}
+TABLE4 = {
+    "Peng et al. [28]": 62.60,
+    "Liu et al. [23]": 70.78,
+    "Sajjad et al. [29]": 72.25,
+    "paper, w/o MTL": 68.80,
+    "paper, w. MTL": 72.82,
+}
 #: Table V: ``[setting] = {"nomtl": (WA, UWA), "mtl": (WA, UWA), "era": ERA}``.
 TABLE5 = {
     "iemocap": {"nomtl": (67.71, 68.80), "mtl": (72.79, 72.82), "era": 88.72},
@@ -36,18 +45,28 @@ TABLE5 = {
 #: Table VI: per-class recall (TPR) ``[corpus][feature][method][emotion]``.
 TABLE6 = {
     "iemocap": {
-        "mfcc": {"nomtl": {"angry": 59.41, "happy": 45.57, "neutral": 55.75, "sad": 54.40},
-                 "mtl": {"angry": 67.07, "happy": 47.26, "neutral": 53.90, "sad": 55.69}},
-        "w2v2": {"nomtl": {"angry": 68.65, "happy": 59.78, "neutral": 75.45, "sad": 71.33},
-                 "mtl": {"angry": 80.59, "happy": 64.67, "neutral": 72.69, "sad": 73.33}},
+        "mfcc": {
+            "nomtl": {"angry": 59.41, "happy": 45.57, "neutral": 55.75, "sad": 54.40},
+            "mtl": {"angry": 67.07, "happy": 47.26, "neutral": 53.90, "sad": 55.69},
+        },
+        "w2v2": {
+            "nomtl": {"angry": 68.65, "happy": 59.78, "neutral": 75.45, "sad": 71.33},
+            "mtl": {"angry": 80.59, "happy": 64.67, "neutral": 72.69, "sad": 73.33},
+        },
     },
     "baum1": {
-        "mfcc": {"nomtl": {"angry": 47.30, "happy": 27.77, "sad": 28.33, "disgust": 61.04, "fear": 35.10, "boredom": 65.19},
-                 "mtl": {"angry": 53.97, "happy": 25.15, "sad": 36.22, "disgust": 64.35, "fear": 36.28, "boredom": 65.37}},
-        "w2v2": {"nomtl": {"angry": 78.57, "happy": 71.43, "sad": 56.86, "disgust": 29.43, "fear": 33.33, "boredom": 21.43},
-                 "mtl": {"angry": 92.86, "happy": 74.51, "sad": 56.50, "disgust": 29.41, "fear": 41.67, "boredom": 28.57}},
+        "mfcc": {
+            "nomtl": {"angry": 47.30, "happy": 27.77, "sad": 28.33, "disgust": 61.04, "fear": 35.10, "boredom": 65.19},
+            "mtl": {"angry": 53.97, "happy": 25.15, "sad": 36.22, "disgust": 64.35, "fear": 36.28, "boredom": 65.37},
+        },
+        "w2v2": {
+            "nomtl": {"angry": 78.57, "happy": 71.43, "sad": 56.86, "disgust": 29.43, "fear": 33.33, "boredom": 21.43},
+            "mtl": {"angry": 92.86, "happy": 74.51, "sad": 56.50, "disgust": 29.41, "fear": 41.67, "boredom": 28.57},
+        },
     },
 }
 #: Fig. 2 gives no numbers; what it shows, for the report.
-FIG2_CLAIM = ("with MTL, emotion embeddings are more separable by emotion and less separable by "
-              "data expression (wav2vec 2.0, evaluation sets of IEMOCAP and BAUM-1)")
+FIG2_CLAIM = (
+    "with MTL, emotion embeddings are more separable by emotion and less separable by "
+    "data expression (wav2vec 2.0, evaluation sets of IEMOCAP and BAUM-1)"
+)

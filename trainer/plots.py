@@ -74,8 +74,13 @@ def plot_confusion(matrix: Sequence[Sequence[int]], labels: Sequence[str], path:
     return _save(figure, path)
 
 
-def plot_training_curves(histories: Sequence[Sequence[Mapping[str, Any]]], path: str | Path, title: str,
-                         labels: Sequence[str] | None = None, chosen: Sequence[int | None] | None = None) -> Path:
+def plot_training_curves(
+    histories: Sequence[Sequence[Mapping[str, Any]]],
+    path: str | Path,
+    title: str,
+    labels: Sequence[str] | None = None,
+    chosen: Sequence[int | None] | None = None,
+) -> Path:
     """Training loss, validation loss, validation UWA and α per epoch, one line per fold
     (``history.json`` records), the epoch each fold kept (``chosen``) marked with a star.
 
@@ -99,10 +104,17 @@ def plot_training_curves(histories: Sequence[Sequence[Mapping[str, Any]]], path:
         for history, label, best in zip(histories, labels, chosen):
             points = dict((r["epoch"], r[key]) for r in history if _finite(r.get(key)))
             if points:
-                line, = ax.plot(list(points), list(points.values()), marker="o", markersize=3, label=label)
+                (line,) = ax.plot(list(points), list(points.values()), marker="o", markersize=3, label=label)
                 if key == "valid_uwa" and best in points:
-                    ax.plot([best], [points[best]], marker="*", markersize=12, color=line.get_color(),
-                            markeredgecolor="black", linestyle="none")
+                    ax.plot(
+                        [best],
+                        [points[best]],
+                        marker="*",
+                        markersize=12,
+                        color=line.get_color(),
+                        markeredgecolor="black",
+                        linestyle="none",
+                    )
         ax.set_ylabel(ylabel)
         ax.grid(alpha=0.3)
     axes[-1, 0].set_xlabel("epoch")
@@ -113,8 +125,9 @@ def plot_training_curves(histories: Sequence[Sequence[Mapping[str, Any]]], path:
     return _save(figure, path)
 
 
-def plot_embeddings(embeddings: np.ndarray, colourings: Mapping[str, Sequence[str]], path: str | Path,
-                    title: str, seed: int = 0) -> Path:
+def plot_embeddings(
+    embeddings: np.ndarray, colourings: Mapping[str, Sequence[str]], path: str | Path, title: str, seed: int = 0
+) -> Path:
     """A 2-D t-SNE map of ``embeddings`` (scikit-learn), one panel per colouring
     (``{"emotion": labels, "expression": labels}``), points coloured by label."""
     from sklearn.manifold import TSNE
@@ -149,7 +162,13 @@ def plot_alpha_schedule(alpha0: float, step: float, alpha_max: float, epochs: in
 
     epoch_numbers = list(range(1, epochs + 1))
     figure, ax = plt.subplots(figsize=(6.0, 3.2))
-    ax.plot(epoch_numbers, [alpha_at(e - 1, alpha0, step, alpha_max) for e in epoch_numbers], marker="o", markersize=3, drawstyle="steps-mid")
+    ax.plot(
+        epoch_numbers,
+        [alpha_at(e - 1, alpha0, step, alpha_max) for e in epoch_numbers],
+        marker="o",
+        markersize=3,
+        drawstyle="steps-mid",
+    )
     ax.axhline(alpha_max, color="grey", linestyle="--", linewidth=1, label=f"α_max = {alpha_max:g}")
     ax.set_ylim(0.0, 1.0)
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
@@ -161,8 +180,12 @@ def plot_alpha_schedule(alpha0: float, step: float, alpha_max: float, epochs: in
     return _save(figure, path)
 
 
-def _grouped_bars(ax: Axes, groups: Sequence[str], series: Sequence[tuple[str, Mapping[str, Any], bool]],
-                  reference_groups: Sequence[str] = ()) -> None:
+def _grouped_bars(
+    ax: Axes,
+    groups: Sequence[str],
+    series: Sequence[tuple[str, Mapping[str, Any], bool]],
+    reference_groups: Sequence[str] = (),
+) -> None:
     """Bars of ``series`` (name, {group: value}, is_reference) side by side within each group.
 
     Bars of a reference series or in a ``reference_groups`` group are hatched; a missing or
@@ -181,7 +204,9 @@ def _grouped_bars(ax: Axes, groups: Sequence[str], series: Sequence[tuple[str, M
     ax.legend(fontsize="small")
 
 
-def plot_bars(groups: Mapping[str, Mapping[str, float | None]], path: str | Path, title: str, ylabel: str = "%") -> Path:
+def plot_bars(
+    groups: Mapping[str, Mapping[str, float | None]], path: str | Path, title: str, ylabel: str = "%"
+) -> Path:
     """Grouped bars: one group per key of ``groups``, one bar per series inside it; series
     whose name starts with ``paper`` are drawn hatched, as references."""
     plt = _pyplot()
@@ -218,8 +243,11 @@ def plot_sweep(summary: Mapping[str, Any], path: str | Path) -> Path:
     return _save(figure, path)
 
 
-def plot_per_class_recall(runs: Mapping[str, Mapping[str, float | None]], path: str | Path,
-                          reference: Mapping[str, Mapping[str, float | None]] | None = None) -> Path:
+def plot_per_class_recall(
+    runs: Mapping[str, Mapping[str, float | None]],
+    path: str | Path,
+    reference: Mapping[str, Mapping[str, float | None]] | None = None,
+) -> Path:
     """Grouped bars of per-class recall (percent), one bar per run within each class;
     ``reference`` (e.g. the paper's Table VI) adds hatched bars."""
     plt = _pyplot()
@@ -233,8 +261,11 @@ def plot_per_class_recall(runs: Mapping[str, Mapping[str, float | None]], path: 
     return _save(figure, path)
 
 
-def plot_separability(values: Mapping[str, Mapping[str, float]], path: str | Path,
-                      reference: Mapping[str, Mapping[str, float]] | None = None) -> Path:
+def plot_separability(
+    values: Mapping[str, Mapping[str, float]],
+    path: str | Path,
+    reference: Mapping[str, Mapping[str, float]] | None = None,
+) -> Path:
     """Emotion and expression pattern separability per run, as bars (the paper's Fig. 2);
     ``reference`` runs are hatched. The y axis is logarithmic when the values span more
     than two orders of magnitude."""

@@ -25,8 +25,9 @@ from __future__ import annotations
 
 import re
 import warnings
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -45,7 +46,9 @@ def audio_files(inputs: Sequence[str | Path]) -> list[Path]:
     files: list[Path] = []
     for item in map(Path, inputs):
         if item.is_dir():
-            files += sorted(p for p in item.rglob("*") if p.suffix.lower() in AUDIO_SUFFIXES and not p.name.startswith("."))
+            files += sorted(
+                p for p in item.rglob("*") if p.suffix.lower() in AUDIO_SUFFIXES and not p.name.startswith(".")
+            )
         else:
             files.append(item)
     if not files:
@@ -62,8 +65,11 @@ def checkpoint_paths(source: str | Path) -> list[Path]:
         return [source]
     if (source / "checkpoint.pt").exists() or (source / "MODEL_CARD.md").exists():  # a model folder (train --all-data)
         return [source / "checkpoint.pt"]
-    folds = {int(match.group(1)): path for path in source.glob("fold_*/checkpoint.pt")
-             if (match := re.fullmatch(r"fold_([1-9][0-9]{0,5})", path.parent.name))}
+    folds = {
+        int(match.group(1)): path
+        for path in source.glob("fold_*/checkpoint.pt")
+        if (match := re.fullmatch(r"fold_([1-9][0-9]{0,5})", path.parent.name))
+    }
     if not folds:
         raise SermtlError(f"{source}: no fold_*/checkpoint.pt (not a run directory with finished folds)")
     return [folds[k] for k in sorted(folds)]
@@ -99,8 +105,11 @@ def _speaker_normalise(features: list[np.ndarray]) -> list[np.ndarray]:
     """``--input-norm speaker`` models: the waves of one call are taken as one speaker's,
     standardised with the mean/std over all their frames (per layer)."""
     if len(features) == 1:
-        warnings.warn("a speaker-normalised model: the statistics of a single recording stand for its speaker's; "
-                      "give several recordings of the same speaker in one call", stacklevel=3)
+        warnings.warn(
+            "a speaker-normalised model: the statistics of a single recording stand for its speaker's; "
+            "give several recordings of the same speaker in one call",
+            stacklevel=3,
+        )
     frames = np.concatenate([f.astype(np.float64) for f in features], axis=-2)
     mean, std = frames.mean(axis=-2, keepdims=True), np.maximum(frames.std(axis=-2, keepdims=True), 1e-5)
     return [((f - mean) / std).astype(np.float32) for f in features]
@@ -111,8 +120,13 @@ class Predictor:
     :meth:`embed` calls. ``source`` names the checkpoint(s) in error lines (refused when the
     features its extractor gives do not fit its network)."""
 
-    def __init__(self, checkpoints: list[dict[str, Any]], device: str = "cpu", dtype: str | None = None,
-                 source: str = "checkpoint") -> None:
+    def __init__(
+        self,
+        checkpoints: list[dict[str, Any]],
+        device: str = "cpu",
+        dtype: str | None = None,
+        source: str = "checkpoint",
+    ) -> None:
         first = checkpoints[0]
         for other in checkpoints[1:]:
             for key in ("feature", "emotions", "aux", "layer"):
@@ -129,14 +143,20 @@ class Predictor:
         self._check_fit(source)
 
     @classmethod
-    def load(cls, source: str | Path, device: str = "cpu", dtype: str | None = None) -> "Predictor":
+    def load(cls, source: str | Path, device: str = "cpu", dtype: str | None = None) -> Predictor:
         """A checkpoint file, a model folder (``train --all-data``) or a run directory (the
         ensemble of its folds)."""
-        return cls([load_checkpoint(path) for path in checkpoint_paths(source)], device=device, dtype=dtype,
-                   source=str(source))
+        return cls(
+            [load_checkpoint(path) for path in checkpoint_paths(source)], device=device, dtype=dtype, source=str(source)
+        )
 
-    def features(self, waves: Sequence[np.ndarray], sample_rate: int = TARGET_SR, names: Sequence[str] | None = None,
-                 max_duration: float | None = DEFAULT_MAX_DURATION) -> list[np.ndarray]:
+    def features(
+        self,
+        waves: Sequence[np.ndarray],
+        sample_rate: int = TARGET_SR,
+        names: Sequence[str] | None = None,
+        max_duration: float | None = DEFAULT_MAX_DURATION,
+    ) -> list[np.ndarray]:
         """The network inputs of 1-D ``waves`` at ``sample_rate``, as the store held them;
         checked as :func:`check_wave` says before any is resampled."""
         names = names or [f"wave {i}" for i in range(len(waves))]
@@ -155,13 +175,18 @@ class Predictor:
     def _check_fit(self, source: str) -> None:
         """One line naming ``source`` when the extractor's features do not fit the network."""
         config, layer, extractor = self.networks[0].config, self.checkpoints[0]["layer"], self.extractor
-        if (isinstance(layer, int) and layer >= extractor.num_layers) \
-                or (layer == "weighted" and extractor.num_layers != config.input_layers):
-            raise SermtlError(f"{source}: layer {layer!r} (network.input_layers {config.input_layers}) does not fit "
-                              f"its {extractor.name} features' {extractor.num_layers} layer(s)")
+        if (isinstance(layer, int) and layer >= extractor.num_layers) or (
+            layer == "weighted" and extractor.num_layers != config.input_layers
+        ):
+            raise SermtlError(
+                f"{source}: layer {layer!r} (network.input_layers {config.input_layers}) does not fit "
+                f"its {extractor.name} features' {extractor.num_layers} layer(s)"
+            )
         if extractor.dim != config.input_size:
-            raise SermtlError(f"{source}: network.input_size {config.input_size} does not fit its {extractor.name} "
-                              f"features ({extractor.dim} values per frame)")
+            raise SermtlError(
+                f"{source}: network.input_size {config.input_size} does not fit its {extractor.name} "
+                f"features ({extractor.dim} values per frame)"
+            )
 
     @torch.no_grad()
     def _outputs(self, features: list[np.ndarray]) -> list[list[dict[str, np.ndarray]]]:
@@ -173,30 +198,41 @@ class Predictor:
             per_network = []
             for network in self.networks:
                 out = network(x, lengths)
-                item = {"emotion": torch.softmax(out["emotion_logits"].float(), -1)[0].cpu().numpy(),
-                        "embedding": out["embedding"].float()[0].cpu().numpy()}
+                item = {
+                    "emotion": torch.softmax(out["emotion_logits"].float(), -1)[0].cpu().numpy(),
+                    "embedding": out["embedding"].float()[0].cpu().numpy(),
+                }
                 if "aux_logits" in out:
                     item["aux"] = torch.softmax(out["aux_logits"].float(), -1)[0].cpu().numpy()
                 per_network.append(item)
             results.append(per_network)
         return results
 
-    def predict(self, waves: Sequence[np.ndarray], sample_rate: int = TARGET_SR,
-                max_duration: float | None = DEFAULT_MAX_DURATION) -> list[dict[str, Any]]:
+    def predict(
+        self,
+        waves: Sequence[np.ndarray],
+        sample_rate: int = TARGET_SR,
+        max_duration: float | None = DEFAULT_MAX_DURATION,
+    ) -> list[dict[str, Any]]:
         """One dict per wave: ``emotion``, ``emotion_probs`` and, with an auxiliary task,
         ``<column>`` and ``<column>_probs`` (the keys of ``sermtl predict --json``)."""
         features = self.features(waves, sample_rate, max_duration=max_duration)
         return [self._row(outputs) for outputs in self._outputs(features)]
 
-    def embed(self, waves: Sequence[np.ndarray], sample_rate: int = TARGET_SR,
-              max_duration: float | None = DEFAULT_MAX_DURATION) -> np.ndarray:
+    def embed(
+        self,
+        waves: Sequence[np.ndarray],
+        sample_rate: int = TARGET_SR,
+        max_duration: float | None = DEFAULT_MAX_DURATION,
+    ) -> np.ndarray:
         """``(len(waves), dim)`` emotion embeddings; for an ensemble of K folds, the folds'
         embeddings side by side (``K · embedding_dim`` values)."""
         outputs = self._outputs(self.features(waves, sample_rate, max_duration=max_duration))
         return np.stack([np.concatenate([item["embedding"] for item in per_network]) for per_network in outputs])
 
-    def predict_files(self, inputs: Sequence[str | Path],
-                      max_duration: float | None = DEFAULT_MAX_DURATION) -> list[dict[str, Any]]:
+    def predict_files(
+        self, inputs: Sequence[str | Path], max_duration: float | None = DEFAULT_MAX_DURATION
+    ) -> list[dict[str, Any]]:
         """:meth:`predict` for audio files and folders (``file`` added to each dict)."""
         files = audio_files(inputs)
         waves = [load_audio(path, max_duration=max_duration) for path in files]
@@ -205,8 +241,10 @@ class Predictor:
 
     def _row(self, per_network: list[dict[str, np.ndarray]]) -> dict[str, Any]:
         emotion = np.mean([item["emotion"] for item in per_network], axis=0)
-        row: dict[str, Any] = {"emotion": self.emotions[int(emotion.argmax())],
-                               "emotion_probs": dict(zip(self.emotions, map(float, emotion)))}
+        row: dict[str, Any] = {
+            "emotion": self.emotions[int(emotion.argmax())],
+            "emotion_probs": dict(zip(self.emotions, map(float, emotion))),
+        }
         if self.aux:
             aux = np.mean([item["aux"] for item in per_network], axis=0)
             column, classes = self.aux["column"], self.aux["classes"]
@@ -214,7 +252,12 @@ class Predictor:
         return row
 
 
-def predict_files(checkpoint_path: str | Path, inputs: Sequence[str | Path], device: str = "cpu",
-                  dtype: str | None = None, max_duration: float | None = DEFAULT_MAX_DURATION) -> list[dict[str, Any]]:
+def predict_files(
+    checkpoint_path: str | Path,
+    inputs: Sequence[str | Path],
+    device: str = "cpu",
+    dtype: str | None = None,
+    max_duration: float | None = DEFAULT_MAX_DURATION,
+) -> list[dict[str, Any]]:
     """:meth:`Predictor.predict_files` of a checkpoint or run directory loaded for this call."""
     return Predictor.load(checkpoint_path, device=device, dtype=dtype).predict_files(inputs, max_duration=max_duration)

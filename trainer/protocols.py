@@ -21,9 +21,15 @@ from trainer.folds import PROTOCOLS, Fold, make_folds, restrict_training
 _VALUES = ListOf(Text(max_length=1000), max_items=10**5)
 #: The types of a protocol's values (``name``, ``folds`` and ``valid_fraction`` are checked,
 #: with their flags' messages, when a :class:`Protocol` is built).
-_PROTOCOL_VALUES = Record({"by": maybe(Text(max_length=1000)), "train_values": maybe(_VALUES),
-                           "test_values": maybe(_VALUES), "train_where": maybe(MapOf(_VALUES, max_items=64)),
-                           "path": maybe(Text())})
+_PROTOCOL_VALUES = Record(
+    {
+        "by": maybe(Text(max_length=1000)),
+        "train_values": maybe(_VALUES),
+        "test_values": maybe(_VALUES),
+        "train_where": maybe(MapOf(_VALUES, max_items=64)),
+        "path": maybe(Text()),
+    }
+)
 
 
 @dataclasses.dataclass
@@ -43,18 +49,23 @@ class Protocol:
     def __post_init__(self) -> None:
         if self.name not in PROTOCOLS:
             near = difflib.get_close_matches(str(self.name), PROTOCOLS, n=1)
-            raise SermtlError(f"--protocol: {quote(self.name)} is not one of {', '.join(PROTOCOLS)}"
-                              + (f" (nearest: {near[0]})" if near else ""))
+            raise SermtlError(
+                f"--protocol: {quote(self.name)} is not one of {', '.join(PROTOCOLS)}"
+                + (f" (nearest: {near[0]})" if near else "")
+            )
         if (self.name == "file") != (self.path is not None):
             raise SermtlError("--folds-file goes with --protocol file (given alone, it sets it)")
         if isinstance(self.folds, bool) or not isinstance(self.folds, int) or self.folds < 2:
             raise SermtlError(f"--folds must be an integer >= 2, got {quote(self.folds)}")
-        if isinstance(self.valid_fraction, bool) or not isinstance(self.valid_fraction, (int, float)) \
-                or not 0.0 <= self.valid_fraction < 1.0:
+        if (
+            isinstance(self.valid_fraction, bool)
+            or not isinstance(self.valid_fraction, (int, float))
+            or not 0.0 <= self.valid_fraction < 1.0
+        ):
             raise SermtlError(f"--valid-fraction must be in [0, 1), got {quote(self.valid_fraction)}")
 
     @classmethod
-    def from_dict(cls, values: dict[str, Any], source: str = "protocol") -> "Protocol":
+    def from_dict(cls, values: dict[str, Any], source: str = "protocol") -> Protocol:
         """A protocol from a dict (a run's ``config.json``, a config file); an unknown key is
         one line naming the nearest valid key, a value of the wrong type one line naming it."""
         if not isinstance(values, dict):
@@ -63,7 +74,9 @@ class Protocol:
         for key in values:
             if key not in names:
                 near = difflib.get_close_matches(str(key), names, n=1)
-                raise SermtlError(f"{source}: unknown protocol key {quote(key)}" + (f" (nearest: {near[0]})" if near else ""))
+                raise SermtlError(
+                    f"{source}: unknown protocol key {quote(key)}" + (f" (nearest: {near[0]})" if near else "")
+                )
         check(values, _PROTOCOL_VALUES, f"{source}: protocol")
         try:
             return cls(**values)
@@ -74,8 +87,16 @@ class Protocol:
         if self.name == "file":
             folds = read_folds_file(self.path, manifest, self.valid_fraction, seed)
             return restrict_training(folds, manifest, self.train_where) if self.train_where else folds
-        folds = make_folds(manifest, self.name, by=self.by, folds=self.folds, valid_fraction=self.valid_fraction,
-                           seed=seed, train_values=self.train_values, test_values=self.test_values)
+        folds = make_folds(
+            manifest,
+            self.name,
+            by=self.by,
+            folds=self.folds,
+            valid_fraction=self.valid_fraction,
+            seed=seed,
+            train_values=self.train_values,
+            test_values=self.test_values,
+        )
         return restrict_training(folds, manifest, self.train_where) if self.train_where else folds
 
 

@@ -24,16 +24,24 @@ from __future__ import annotations
 import re
 import sys
 import warnings
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 
 from featurestore.atomic import write_text
 from featurestore.errors import SermtlError, describe_error
-from trainer.plots import (plot_alpha_schedule, plot_bars, plot_confusion, plot_embeddings, plot_per_class_recall,
-                           plot_separability, plot_sweep, plot_training_curves)
+from trainer.plots import (
+    plot_alpha_schedule,
+    plot_bars,
+    plot_confusion,
+    plot_embeddings,
+    plot_per_class_recall,
+    plot_separability,
+    plot_sweep,
+    plot_training_curves,
+)
 from trainer.runfiles import REPEATS, SWEEP, read_checked, read_embeddings
 from trainer.runs import Run, fold_dirs, learned_layer_weights, load_run
 from trainer.tables import markdown_table, mean_std
@@ -41,9 +49,11 @@ from trainer.tables import markdown_table, mean_std
 FIGURES = "figures"
 #: The fewest distinct embeddings a t-SNE map is drawn of.
 MIN_TSNE_POINTS = 5
-_UNITS = ("Accuracies in percent. WA, UWA, aux accuracy, per-class recall, subsets and separability are means over "
-          "folds (± population std over folds); pooled WA/UWA score all folds' test predictions as one set. "
-          "See docs/metrics.md.")
+_UNITS = (
+    "Accuracies in percent. WA, UWA, aux accuracy, per-class recall, subsets and separability are means over "
+    "folds (± population std over folds); pooled WA/UWA score all folds' test predictions as one set. "
+    "See docs/metrics.md."
+)
 
 
 def _figure_line(plot: Callable[..., Path], alt: str, *args: Any, **kwargs: Any) -> str:
@@ -85,8 +95,11 @@ def _sweep_part(path: Path, figures: Path) -> tuple[list[tuple[Path, str]], list
     summary = read_checked(path / "sweep.json", SWEEP)
     figure = _figure_line(plot_sweep, "sweep", summary, figures / f"{_slug(path.resolve().name)}_sweep.png")
     section = [f"## Sweep `{path}`", "", sweep_table(summary), "", figure, ""]
-    return [(path / row["dir"] / f"seed_{seed}", f"{row['name']} seed {seed}")
-            for row in summary["settings"] for seed in summary["seeds"]], section
+    return [
+        (path / row["dir"] / f"seed_{seed}", f"{row['name']} seed {seed}")
+        for row in summary["settings"]
+        for seed in summary["seeds"]
+    ], section
 
 
 def _repeats_part(path: Path) -> tuple[list[tuple[Path, str]], list[str]]:
@@ -129,17 +142,34 @@ def _summary_section(runs: Sequence[Run], paper: Mapping[str, Any] | None) -> li
     for run in runs:
         r, std, pooled = run.results, run.results.get("std") or {}, run.results.get("pooled") or {}
         store = r.get("store") or run.config.get("store")
-        rows.append([run.name, Path(store).name if store else None, run.protocol, r.get("aux"), len(r.get("folds", [])),
-                     mean_std(r.get("wa"), std.get("wa")), mean_std(r.get("uwa"), std.get("uwa")),
-                     mean_std(r.get("aux_accuracy"), std.get("aux_accuracy")), pooled.get("wa"), pooled.get("uwa")])
+        rows.append(
+            [
+                run.name,
+                Path(store).name if store else None,
+                run.protocol,
+                r.get("aux"),
+                len(r.get("folds", [])),
+                mean_std(r.get("wa"), std.get("wa")),
+                mean_std(r.get("uwa"), std.get("uwa")),
+                mean_std(r.get("aux_accuracy"), std.get("aux_accuracy")),
+                pooled.get("wa"),
+                pooled.get("uwa"),
+            ]
+        )
     if not paper:
         return ["## Summary", "", markdown_table(header, rows), ""]
     paper_rows = paper.get("rows", {})
     keys = [_paper_key(paper, run) for run in runs]
     for row, key in zip(rows, keys):
         row += [paper_rows[key].get("wa"), paper_rows[key].get("uwa")] if key else [None, None]
-    lines = ["## Summary", "", markdown_table([*header, "paper WA", "paper UWA"], rows), "",
-             f"Paper: {paper.get('title', 'reference')} (its rows matched by run name, else by aux task).", ""]
+    lines = [
+        "## Summary",
+        "",
+        markdown_table([*header, "paper WA", "paper UWA"], rows),
+        "",
+        f"Paper: {paper.get('title', 'reference')} (its rows matched by run name, else by aux task).",
+        "",
+    ]
     unmatched = [key for key in paper_rows if key not in keys]
     if unmatched:
         lines += [f"Paper rows without a matching run: {', '.join(unmatched)}.", ""]
@@ -149,8 +179,7 @@ def _summary_section(runs: Sequence[Run], paper: Mapping[str, Any] | None) -> li
 def _per_class_section(runs: Sequence[Run], figure: str) -> list[str]:
     classes = list(dict.fromkeys(c for run in runs for c in run.results.get("per_class_recall") or {}))
     rows = [[run.name, *((run.results.get("per_class_recall") or {}).get(c) for c in classes)] for run in runs]
-    return ["## Per-class recall (%, mean over folds)", "", markdown_table(["run", *classes], rows), "",
-            figure, ""]
+    return ["## Per-class recall (%, mean over folds)", "", markdown_table(["run", *classes], rows), "", figure, ""]
 
 
 def _subset_section(runs: Sequence[Run]) -> list[str]:
@@ -164,25 +193,55 @@ def _subset_section(runs: Sequence[Run]) -> list[str]:
                 rows.append([run.name, column, value, *cells])
     if not rows:
         return []
-    return ["## Subsets of the test sets (%, mean ± std over folds)", "",
-            markdown_table(["run", "column", "value", "WA", "UWA", "aux accuracy"], rows), ""]
+    return [
+        "## Subsets of the test sets (%, mean ± std over folds)",
+        "",
+        markdown_table(["run", "column", "value", "WA", "UWA", "aux accuracy"], rows),
+        "",
+    ]
 
 
 def _separability_section(runs: Sequence[Run], figure: str) -> list[str]:
     kinds = list(dict.fromkeys(k for run in runs for k in run.results.get("separability") or {}))
-    rows = [[run.name, *(mean_std((run.results.get("separability") or {}).get(k),
-                                   ((run.results.get("std") or {}).get("separability") or {}).get(k)) for k in kinds)]
-            for run in runs]
-    return ["## Pattern separability (mean ± std over folds)", "", markdown_table(["run", *kinds], rows), "",
-            figure, ""]
+    rows = [
+        [
+            run.name,
+            *(
+                mean_std(
+                    (run.results.get("separability") or {}).get(k),
+                    ((run.results.get("std") or {}).get("separability") or {}).get(k),
+                )
+                for k in kinds
+            ),
+        ]
+        for run in runs
+    ]
+    return [
+        "## Pattern separability (mean ± std over folds)",
+        "",
+        markdown_table(["run", *kinds], rows),
+        "",
+        figure,
+        "",
+    ]
 
 
 def _fold_table(run: Run) -> str:
     folds = run.results.get("folds", [])
     averaged = any(f.get("averaged_epochs") for f in folds)  # a run with --average-best K > 1
-    rows = [[f.get("fold"), f.get("n"), f.get("wa"), f.get("uwa"), f.get("aux_accuracy"), f.get("best_epoch"),
-             f.get("best_valid_uwa"), *([", ".join(map(str, f.get("averaged_epochs") or []))] if averaged else [])]
-            for f in folds]
+    rows = [
+        [
+            f.get("fold"),
+            f.get("n"),
+            f.get("wa"),
+            f.get("uwa"),
+            f.get("aux_accuracy"),
+            f.get("best_epoch"),
+            f.get("best_valid_uwa"),
+            *([", ".join(map(str, f.get("averaged_epochs") or []))] if averaged else []),
+        ]
+        for f in folds
+    ]
     header = ["fold", "test n", "WA", "UWA", "aux accuracy", "best epoch", "best valid UWA"]
     return markdown_table(header + (["averaged epochs"] if averaged else []), rows)
 
@@ -190,29 +249,62 @@ def _fold_table(run: Run) -> str:
 def _run_section(run: Run, figures: Path) -> list[str]:
     """Per-fold table, pooled confusion matrix and training figures of one run."""
     slug, train = _slug(run.name), run.config.get("train", {})
-    setup = (f"`{run.path}`: store `{run.config.get('store')}`, protocol {run.protocol}, aux `{train.get('aux')}`, "
-             f"{train.get('epochs')} epochs, batch size {train.get('batch_size')}, lr {train.get('lr')}, "
-             f"seed {train.get('seed')}.")
+    setup = (
+        f"`{run.path}`: store `{run.config.get('store')}`, protocol {run.protocol}, aux `{train.get('aux')}`, "
+        f"{train.get('epochs')} epochs, batch size {train.get('batch_size')}, lr {train.get('lr')}, "
+        f"seed {train.get('seed')}."
+    )
     lines = [f"## Run `{run.name}`", "", setup, ""]
     if run.from_folds:
         lines += ["No results.json (unfinished run): the averages are over the finished folds' metrics.json.", ""]
     lines += ["### Per fold (%)", "", _fold_table(run), ""]
     pooled, labels = run.results.get("pooled") or {}, run.results.get("labels", [])
     if pooled.get("confusion"):
-        figure = _figure_line(plot_confusion, "confusion", pooled["confusion"], labels, figures / f"{slug}_confusion.png",
-                              f"{run.name}: confusion, all folds pooled")
+        figure = _figure_line(
+            plot_confusion,
+            "confusion",
+            pooled["confusion"],
+            labels,
+            figures / f"{slug}_confusion.png",
+            f"{run.name}: confusion, all folds pooled",
+        )
         rows = [[label, *counts] for label, counts in zip(labels, pooled["confusion"])]
-        lines += ["### Confusion matrix (all folds pooled; rows true, columns predicted)", "",
-                  markdown_table(["true \\ predicted", *labels], rows), "", figure, ""]
+        lines += [
+            "### Confusion matrix (all folds pooled; rows true, columns predicted)",
+            "",
+            markdown_table(["true \\ predicted", *labels], rows),
+            "",
+            figure,
+            "",
+        ]
     training = []
     if run.histories:
         best = {f.get("fold"): f.get("best_epoch") for f in run.results.get("folds", []) if isinstance(f, dict)}
-        training += [_figure_line(plot_training_curves, "training curves", list(run.histories.values()),
-                                  figures / f"{slug}_training.png", f"{run.name}: training",
-                                  labels=[f"fold {k}" for k in run.histories], chosen=[best.get(k) for k in run.histories]), ""]
+        training += [
+            _figure_line(
+                plot_training_curves,
+                "training curves",
+                list(run.histories.values()),
+                figures / f"{slug}_training.png",
+                f"{run.name}: training",
+                labels=[f"fold {k}" for k in run.histories],
+                chosen=[best.get(k) for k in run.histories],
+            ),
+            "",
+        ]
     if run.uses_aux and {"alpha0", "alpha_step", "alpha_max", "epochs"} <= set(train):
-        training += [_figure_line(plot_alpha_schedule, "alpha schedule", train["alpha0"], train["alpha_step"],
-                                  train["alpha_max"], train["epochs"], figures / f"{slug}_alpha.png"), ""]
+        training += [
+            _figure_line(
+                plot_alpha_schedule,
+                "alpha schedule",
+                train["alpha0"],
+                train["alpha_step"],
+                train["alpha_max"],
+                train["epochs"],
+                figures / f"{slug}_alpha.png",
+            ),
+            "",
+        ]
     if training:
         lines += ["### Training", "", *training]
     lines += _embedding_section(run, figures, slug)
@@ -229,12 +321,24 @@ def _layer_weight_section(run: Run, figures: Path, slug: str) -> list[str]:
         return []
     mean = np.mean(weights, axis=0)
     groups = {name: {"mean over folds": float(value)} for name, value in zip(names, mean)}
-    figure = _figure_line(plot_bars, "layer weights", groups, figures / f"{slug}_layers.png",
-                          f"{run.name}: learned layer weights", ylabel="weight")
+    figure = _figure_line(
+        plot_bars,
+        "layer weights",
+        groups,
+        figures / f"{slug}_layers.png",
+        f"{run.name}: learned layer weights",
+        ylabel="weight",
+    )
     rows = [[layer, *[w[i] for w in weights], mean[i]] for i, layer in enumerate(names)]
     header = ["layer", *[f"fold {k}" for k, d in fold_dirs(run.path) if (d / "checkpoint.pt").is_file()], "mean"]
-    return ["### Learned layer weights (`--layer weighted`)", "", markdown_table(header, rows, floatfmt=".3f"), "",
-            figure, ""]
+    return [
+        "### Learned layer weights (`--layer weighted`)",
+        "",
+        markdown_table(header, rows, floatfmt=".3f"),
+        "",
+        figure,
+        "",
+    ]
 
 
 def _embedding_section(run: Run, figures: Path, slug: str) -> list[str]:
@@ -249,16 +353,33 @@ def _embedding_section(run: Run, figures: Path, slug: str) -> list[str]:
     arrays = read_embeddings(path)
     distinct = len(np.unique(arrays["embeddings"], axis=0))
     if distinct < MIN_TSNE_POINTS:
-        return ["### Embeddings", "", f"No t-SNE map: fold {fold}'s test embeddings hold {distinct} distinct point(s), "
-                f"fewer than {MIN_TSNE_POINTS}.", ""]
+        return [
+            "### Embeddings",
+            "",
+            f"No t-SNE map: fold {fold}'s test embeddings hold {distinct} distinct point(s), "
+            f"fewer than {MIN_TSNE_POINTS}.",
+            "",
+        ]
     colourings = {"emotion": arrays["emotion"]}
     if "aux" in arrays:
         colourings[str(run.config.get("train", {}).get("aux", "aux"))] = arrays["aux"]
-    figure = _figure_line(plot_embeddings, "t-SNE", arrays["embeddings"], colourings, figures / f"{slug}_tsne.png",
-                          f"{run.name}: fold {fold} test embeddings (t-SNE)")
-    return ["### Embeddings", "", f"t-SNE of fold {fold}'s test-utterance emotion embeddings "
-            f"({len(arrays['embeddings'])} utterances; each fold's model has its own embedding space).", "",
-            figure, ""]
+    figure = _figure_line(
+        plot_embeddings,
+        "t-SNE",
+        arrays["embeddings"],
+        colourings,
+        figures / f"{slug}_tsne.png",
+        f"{run.name}: fold {fold} test embeddings (t-SNE)",
+    )
+    return [
+        "### Embeddings",
+        "",
+        f"t-SNE of fold {fold}'s test-utterance emotion embeddings "
+        f"({len(arrays['embeddings'])} utterances; each fold's model has its own embedding space).",
+        "",
+        figure,
+        "",
+    ]
 
 
 def _paper_reference(paper: Mapping[str, Any] | None, key: str) -> dict[str, dict] | None:
@@ -268,8 +389,9 @@ def _paper_reference(paper: Mapping[str, Any] | None, key: str) -> dict[str, dic
 
 
 # -- the report --------------------------------------------------------------------------------
-def write_report(run_dirs: Sequence[str | Path], out: str | Path | None = None,
-                 paper: Mapping[str, Any] | None = None) -> Path:
+def write_report(
+    run_dirs: Sequence[str | Path], out: str | Path | None = None, paper: Mapping[str, Any] | None = None
+) -> Path:
     """Write ``report.md`` and its ``figures/`` for the runs in ``run_dirs``.
 
     Args:
@@ -299,9 +421,13 @@ def write_report(run_dirs: Sequence[str | Path], out: str | Path | None = None,
     paths, names, sections = _expand(paths, figures)
     runs = [load_run(p, name) for p, name in zip(paths, names)]
 
-    recall = _figure_line(plot_per_class_recall, "per-class recall",
-                          {r.name: r.results.get("per_class_recall") or {} for r in runs},
-                          figures / "per_class_recall.png", _paper_reference(paper, "per_class_recall"))
+    recall = _figure_line(
+        plot_per_class_recall,
+        "per-class recall",
+        {r.name: r.results.get("per_class_recall") or {} for r in runs},
+        figures / "per_class_recall.png",
+        _paper_reference(paper, "per_class_recall"),
+    )
     lines = ["# sermtl report", "", f"Runs: {', '.join(f'`{r.name}` ({r.path})' for r in runs)}.", "", _UNITS, ""]
     lines += sections
     lines += _summary_section(runs, paper)
@@ -309,8 +435,13 @@ def write_report(run_dirs: Sequence[str | Path], out: str | Path | None = None,
     lines += _subset_section(runs)
     separability = {r.name: r.results["separability"] for r in runs if r.results.get("separability")}
     if separability:
-        figure = _figure_line(plot_separability, "pattern separability", separability, figures / "separability.png",
-                              _paper_reference(paper, "separability"))
+        figure = _figure_line(
+            plot_separability,
+            "pattern separability",
+            separability,
+            figures / "separability.png",
+            _paper_reference(paper, "separability"),
+        )
         lines += _separability_section(runs, figure)
     for run in runs:
         lines += _run_section(run, figures)

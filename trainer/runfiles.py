@@ -62,73 +62,178 @@ def _square_confusion(value: dict) -> tuple[str, str] | None:
     """The confusion matrices (the fold's, and the pooled one of results) are
     ``len(labels)`` rows of ``len(labels)`` counts."""
     pooled = value.get("pooled") or {}
-    return (_square(value.get("labels"), value.get("confusion"), "confusion")
-            or _square(value.get("labels"), pooled.get("confusion"), "pooled.confusion"))
+    return _square(value.get("labels"), value.get("confusion"), "confusion") or _square(
+        value.get("labels"), pooled.get("confusion"), "pooled.confusion"
+    )
 
 
 CONFUSION = ListOf(ListOf(COUNT, max_items=MAX_CLASSES), max_items=MAX_CLASSES)
-SUBSET_METRICS = Record({"n": maybe(COUNT), "wa": maybe(PERCENT), "uwa": maybe(PERCENT),
-                         "per_class_recall": maybe(RECALLS), "aux_accuracy": maybe(PERCENT)})
+SUBSET_METRICS = Record(
+    {
+        "n": maybe(COUNT),
+        "wa": maybe(PERCENT),
+        "uwa": maybe(PERCENT),
+        "per_class_recall": maybe(RECALLS),
+        "aux_accuracy": maybe(PERCENT),
+    }
+)
 _METRICS = {
-    "n": maybe(COUNT), "wa": PERCENT, "uwa": PERCENT, "per_class_recall": maybe(RECALLS),
-    "aux_accuracy": maybe(PERCENT), "labels": maybe(CLASS_NAMES), "confusion": maybe(CONFUSION),
+    "n": maybe(COUNT),
+    "wa": PERCENT,
+    "uwa": PERCENT,
+    "per_class_recall": maybe(RECALLS),
+    "aux_accuracy": maybe(PERCENT),
+    "labels": maybe(CLASS_NAMES),
+    "confusion": maybe(CONFUSION),
     "subsets": maybe(MapOf(MapOf(SUBSET_METRICS, max_items=MAX_CLASSES), max_items=64)),
-    "separability": maybe(MapOf(maybe(Number()), max_items=64)), "best_valid_uwa": maybe(PERCENT),
+    "separability": maybe(MapOf(maybe(Number()), max_items=64)),
+    "best_valid_uwa": maybe(PERCENT),
 }
 #: ``RUN/fold_<k>/metrics.json`` (and a fold of ``baseline --out``: with its ``seed`` and ``test_digest``).
-FOLD_METRICS = Record({**_METRICS, "fold": maybe(Number(1, MAX_FOLDS, integer=True)), "best_epoch": maybe(EPOCH),
-                       "averaged_epochs": maybe(ListOf(EPOCH, max_items=MAX_EPOCHS)), "seed": maybe(SEED),
-                       "test_digest": maybe(Text(max_length=64))},
-                      rules=(_square_confusion,))
+FOLD_METRICS = Record(
+    {
+        **_METRICS,
+        "fold": maybe(Number(1, MAX_FOLDS, integer=True)),
+        "best_epoch": maybe(EPOCH),
+        "averaged_epochs": maybe(ListOf(EPOCH, max_items=MAX_EPOCHS)),
+        "seed": maybe(SEED),
+        "test_digest": maybe(Text(max_length=64)),
+    },
+    rules=(_square_confusion,),
+)
 SPREAD = Record({"mean": maybe(Number()), "std": maybe(Number(0))})
 #: ``RUN/results.json``: the folds' means (best epochs averaged), their spread and the folds.
-SPREADS = Record({"wa": maybe(Number(0)), "uwa": maybe(Number(0)), "aux_accuracy": maybe(Number(0)),
-                  "per_class_recall": maybe(MapOf(maybe(Number(0)), max_items=MAX_CLASSES)),
-                  "subsets": maybe(MapOf(MapOf(Record({"wa": maybe(Number(0)), "uwa": maybe(Number(0)),
-                                                       "aux_accuracy": maybe(Number(0))}), max_items=MAX_CLASSES),
-                                         max_items=64)),
-                  "separability": maybe(MapOf(maybe(Number(0)), max_items=64))})
-RESULTS = Record({**_METRICS, "best_epoch": maybe(Number(1, MAX_EPOCHS)), "std": maybe(SPREADS),
-                  "pooled": maybe(Record({"wa": PERCENT, "uwa": PERCENT, "per_class_recall": maybe(RECALLS),
-                                          "confusion": maybe(CONFUSION)})),
-                  "folds": ListOf(FOLD_METRICS, min_items=1, max_items=MAX_FOLDS), "n_folds": maybe(COUNT),
-                  "protocol": maybe(NAME), "aux": maybe(NAME), "store": maybe(Text()), "seed": maybe(SEED)},
-                 rules=(_square_confusion,))
+SPREADS = Record(
+    {
+        "wa": maybe(Number(0)),
+        "uwa": maybe(Number(0)),
+        "aux_accuracy": maybe(Number(0)),
+        "per_class_recall": maybe(MapOf(maybe(Number(0)), max_items=MAX_CLASSES)),
+        "subsets": maybe(
+            MapOf(
+                MapOf(
+                    Record({"wa": maybe(Number(0)), "uwa": maybe(Number(0)), "aux_accuracy": maybe(Number(0))}),
+                    max_items=MAX_CLASSES,
+                ),
+                max_items=64,
+            )
+        ),
+        "separability": maybe(MapOf(maybe(Number(0)), max_items=64)),
+    }
+)
+RESULTS = Record(
+    {
+        **_METRICS,
+        "best_epoch": maybe(Number(1, MAX_EPOCHS)),
+        "std": maybe(SPREADS),
+        "pooled": maybe(
+            Record({"wa": PERCENT, "uwa": PERCENT, "per_class_recall": maybe(RECALLS), "confusion": maybe(CONFUSION)})
+        ),
+        "folds": ListOf(FOLD_METRICS, min_items=1, max_items=MAX_FOLDS),
+        "n_folds": maybe(COUNT),
+        "protocol": maybe(NAME),
+        "aux": maybe(NAME),
+        "store": maybe(Text()),
+        "seed": maybe(SEED),
+    },
+    rules=(_square_confusion,),
+)
 #: ``baseline --out`` of several seeds: the mean ± std over seeds and each seed's :data:`RESULTS`.
 SVM_REPEATS = Record({"results": MapOf(RESULTS, max_items=MAX_SEEDS)})
 #: ``baseline --out``: one seed's :data:`RESULTS`, or :data:`SVM_REPEATS`.
 SVM_RESULTS = Record({"results": maybe(MapOf(RESULTS, max_items=MAX_SEEDS))})
 #: ``RUN/config.json``: the run's identity (``protocol`` and ``train`` are then built, and
 #: so checked, by :class:`trainer.protocols.Protocol` and :class:`trainer.config.TrainConfig`).
-RUN_CONFIG = Record({"store": Text(), "store_fingerprint": maybe(Text(max_length=256)), "store_entries": maybe(COUNT),
-                     "store_digest": maybe(Text(max_length=256)), "protocol": MapOf(Anything(), max_items=64),
-                     "train": MapOf(Anything(), max_items=256)})
-FOLD = Record({"fold": Number(1, MAX_FOLDS, integer=True), "train": ListOf(NAME), "valid": ListOf(NAME),
-               "test": ListOf(NAME)})
+RUN_CONFIG = Record(
+    {
+        "store": Text(),
+        "store_fingerprint": maybe(Text(max_length=256)),
+        "store_entries": maybe(COUNT),
+        "store_digest": maybe(Text(max_length=256)),
+        "protocol": MapOf(Anything(), max_items=64),
+        "train": MapOf(Anything(), max_items=256),
+    }
+)
+FOLD = Record(
+    {"fold": Number(1, MAX_FOLDS, integer=True), "train": ListOf(NAME), "valid": ListOf(NAME), "test": ListOf(NAME)}
+)
 #: ``RUN/folds.json``: the header (protocol parameters) and the folds' utterance ids.
 FOLDS = Record({"header": MapOf(Anything(), max_items=256), "folds": ListOf(FOLD, min_items=1, max_items=MAX_FOLDS)})
 #: ``RUN/fold_<k>/history.json``: one record per epoch trained.
-HISTORY = ListOf(Record({"epoch": EPOCH, "alpha": maybe(Number(0, 1)), "train_loss": maybe(Number()),
-                         "valid_loss": maybe(Number()), "valid_uwa": maybe(PERCENT)}), max_items=MAX_EPOCHS)
+HISTORY = ListOf(
+    Record(
+        {
+            "epoch": EPOCH,
+            "alpha": maybe(Number(0, 1)),
+            "train_loss": maybe(Number()),
+            "valid_loss": maybe(Number()),
+            "valid_uwa": maybe(PERCENT),
+        }
+    ),
+    max_items=MAX_EPOCHS,
+)
 SEED_FIGURES = Record({"wa": PERCENT, "uwa": PERCENT, "pooled_uwa": PERCENT, "aux_accuracy": maybe(PERCENT)})
 #: ``RUN/repeats.json`` of ``cv --repeats``: mean ± std over seeds and each seed's figures.
-REPEATS = Record({"seeds": ListOf(SEED, min_items=1, max_items=MAX_SEEDS), "wa": SPREAD, "uwa": SPREAD,
-                  "pooled_uwa": SPREAD, "runs": MapOf(SEED_FIGURES, max_items=MAX_SEEDS)},
-                 rules=(lambda v: None if set(v["runs"]) == {str(s) for s in v["seeds"]}
-                        else ("runs", "expected one entry per seed of 'seeds'"),))
+REPEATS = Record(
+    {
+        "seeds": ListOf(SEED, min_items=1, max_items=MAX_SEEDS),
+        "wa": SPREAD,
+        "uwa": SPREAD,
+        "pooled_uwa": SPREAD,
+        "runs": MapOf(SEED_FIGURES, max_items=MAX_SEEDS),
+    },
+    rules=(
+        lambda v: (
+            None
+            if set(v["runs"]) == {str(s) for s in v["seeds"]}
+            else ("runs", "expected one entry per seed of 'seeds'")
+        ),
+    ),
+)
 _SETTING_DIR = re.compile(r"[A-Za-z0-9._=+-]+")
-PAIRED = Record({"n": COUNT, "mean": maybe(Number()), "ci": maybe(ListOf(Number(), min_items=2, max_items=2)),
-                 "wilcoxon_p": maybe(Number(0, 1))})
+PAIRED = Record(
+    {
+        "n": COUNT,
+        "mean": maybe(Number()),
+        "ci": maybe(ListOf(Number(), min_items=2, max_items=2)),
+        "wilcoxon_p": maybe(Number(0, 1)),
+    }
+)
 INTERVAL = Record({"mean": Number(), "ci": maybe(ListOf(Number(), min_items=2, max_items=2))})
-SWEEP_SETTING = Record({"name": Text(), "dir": Text(max_length=255), "wa": SPREAD, "uwa": SPREAD, "pooled_uwa": SPREAD,
-                        "uwa_interval": INTERVAL, "paired_uwa": maybe(PAIRED)},
-                       rules=(lambda v: None if _SETTING_DIR.fullmatch(v["dir"]) and v["dir"] not in (".", "..")
-                              else ("dir", f"not a setting folder name: {v['dir'][:100]!r}"),))
+SWEEP_SETTING = Record(
+    {
+        "name": Text(),
+        "dir": Text(max_length=255),
+        "wa": SPREAD,
+        "uwa": SPREAD,
+        "pooled_uwa": SPREAD,
+        "uwa_interval": INTERVAL,
+        "paired_uwa": maybe(PAIRED),
+    },
+    rules=(
+        lambda v: (
+            None
+            if _SETTING_DIR.fullmatch(v["dir"]) and v["dir"] not in (".", "..")
+            else ("dir", f"not a setting folder name: {v['dir'][:100]!r}")
+        ),
+    ),
+)
 #: ``SWEEP/sweep.json``: per setting, mean ± std over seeds and the paired difference.
-SWEEP = Record({"baseline": Text(), "seeds": ListOf(SEED, min_items=1, max_items=MAX_SEEDS),
-                "settings": ListOf(SWEEP_SETTING, min_items=1, max_items=10**4)})
-PAPER_ROW = Record({"wa": maybe(PERCENT), "uwa": maybe(PERCENT), "per_class_recall": maybe(RECALLS),
-                    "separability": maybe(MapOf(maybe(Number()), max_items=64))})
+SWEEP = Record(
+    {
+        "baseline": Text(),
+        "seeds": ListOf(SEED, min_items=1, max_items=MAX_SEEDS),
+        "settings": ListOf(SWEEP_SETTING, min_items=1, max_items=10**4),
+    }
+)
+PAPER_ROW = Record(
+    {
+        "wa": maybe(PERCENT),
+        "uwa": maybe(PERCENT),
+        "per_class_recall": maybe(RECALLS),
+        "separability": maybe(MapOf(maybe(Number()), max_items=64)),
+    }
+)
 #: ``report --paper``: a title and reference rows by run name or auxiliary task.
 PAPER = Record({"title": maybe(Text()), "rows": MapOf(PAPER_ROW, max_items=1000)})
 
@@ -182,12 +287,21 @@ def read_embeddings(path: str | Path) -> dict[str, np.ndarray]:
     rows = len(arrays["ids"]) if arrays["ids"].ndim == 1 else -1
     for key in (k for k in EMBEDDING_TEXT if k in arrays):
         if arrays[key].dtype.kind != "U" or arrays[key].shape != (rows,):
-            raise SermtlError(f"{path}: {key}: expected one text label per id ({max(rows, 0)}), "
-                              f"got {arrays[key].dtype} of shape {arrays[key].shape}")
+            raise SermtlError(
+                f"{path}: {key}: expected one text label per id ({max(rows, 0)}), "
+                f"got {arrays[key].dtype} of shape {arrays[key].shape}"
+            )
     matrix = arrays["embeddings"]
-    if matrix.dtype.kind != "f" or matrix.ndim != 2 or matrix.shape[0] != rows or not 1 <= matrix.shape[1] <= MAX_EMBEDDING_DIM:
-        raise SermtlError(f"{path}: embeddings: expected a float matrix of one row per id ({max(rows, 0)} x at most "
-                          f"{MAX_EMBEDDING_DIM}), got {matrix.dtype} of shape {matrix.shape}")
+    if (
+        matrix.dtype.kind != "f"
+        or matrix.ndim != 2
+        or matrix.shape[0] != rows
+        or not 1 <= matrix.shape[1] <= MAX_EMBEDDING_DIM
+    ):
+        raise SermtlError(
+            f"{path}: embeddings: expected a float matrix of one row per id ({max(rows, 0)} x at most "
+            f"{MAX_EMBEDDING_DIM}), got {matrix.dtype} of shape {matrix.shape}"
+        )
     if not np.isfinite(matrix).all():
         raise SermtlError(f"{path}: embeddings: {int((~np.isfinite(matrix)).any(axis=1).sum())} row(s) hold NaN or inf")
     return arrays

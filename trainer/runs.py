@@ -69,9 +69,14 @@ def load_run(path: str | Path, name: str | None = None) -> Run:
         results = read_results(path / "results.json")
     elif folds:
         per_fold = [read_metrics(d / "metrics.json") for _, d in folds]
-        results = {"aux_accuracy": None, **average_folds(per_fold), "folds": per_fold,
-                   "protocol": config["protocol"].get("name"), "aux": config["train"].get("aux"),
-                   "store": config.get("store")}
+        results = {
+            "aux_accuracy": None,
+            **average_folds(per_fold),
+            "folds": per_fold,
+            "protocol": config["protocol"].get("name"),
+            "aux": config["train"].get("aux"),
+            "store": config.get("store"),
+        }
     else:
         raise SermtlError(f"run directory {path} has no results.json and no finished fold (fold_*/metrics.json)")
     histories = {k: read_checked(d / "history.json", HISTORY) for k, d in folds if (d / "history.json").is_file()}

@@ -13,7 +13,8 @@ from __future__ import annotations
 
 import warnings
 from collections import defaultdict
-from typing import Any, Mapping, Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -36,13 +37,16 @@ def speaker_groups(manifest: Any, ids: Sequence[str], column: str = SPEAKER_COLU
         else:
             groups[str(speaker)].append(utt_id)
     if missing:
-        raise SermtlError(f"--input-norm speaker: {len(missing)} utterance(s) have no {column} "
-                          f"(first: {missing[0]}); give every row a speaker or use --input-norm global")
+        raise SermtlError(
+            f"--input-norm speaker: {len(missing)} utterance(s) have no {column} "
+            f"(first: {missing[0]}); give every row a speaker or use --input-norm global"
+        )
     return dict(groups)
 
 
-def warn_if_speakers_do_not_span_the_classes(manifest: Any, ids: Sequence[str], label: str,
-                                             column: str = SPEAKER_COLUMN) -> None:
+def warn_if_speakers_do_not_span_the_classes(
+    manifest: Any, ids: Sequence[str], label: str, column: str = SPEAKER_COLUMN
+) -> None:
     """Warn when most speakers' utterances hold a single class: their statistics then carry
     the class itself, and standardising with them removes it (on URDU, where 26 of 29 speakers
     have one emotion, speaker normalisation cost 20 UWA points; docs/training.md). A
@@ -52,12 +56,17 @@ def warn_if_speakers_do_not_span_the_classes(manifest: Any, ids: Sequence[str], 
         classes[str(manifest[utt_id][column])].add(manifest[utt_id][label])
     single = [speaker for speaker, values in classes.items() if len(values) == 1]
     if classes and len(single) > len(classes) / 2:
-        warnings.warn(f"--input-norm speaker: {len(single)} of {len(classes)} speakers have utterances of a single "
-                      f"{label} only, so their statistics carry the {label} itself and normalising by them removes it; "
-                      "this corpus is likely better served by --input-norm global", stacklevel=2)
+        warnings.warn(
+            f"--input-norm speaker: {len(single)} of {len(classes)} speakers have utterances of a single "
+            f"{label} only, so their statistics carry the {label} itself and normalising by them removes it; "
+            "this corpus is likely better served by --input-norm global",
+            stacklevel=2,
+        )
 
 
-def speaker_normalised_vectors(vectors: Mapping[str, np.ndarray], groups: Mapping[str, Sequence[str]]) -> dict[str, np.ndarray]:
+def speaker_normalised_vectors(
+    vectors: Mapping[str, np.ndarray], groups: Mapping[str, Sequence[str]]
+) -> dict[str, np.ndarray]:
     """Utterance vectors z-scored per speaker (standard deviations below 1e-8 count as 1).
 
     A speaker with a single utterance has no spread of their own: their vector is
@@ -74,8 +83,11 @@ def speaker_normalised_vectors(vectors: Mapping[str, np.ndarray], groups: Mappin
         for utt_id, row in zip(ids, (block - mean) / std):
             out[utt_id] = row
     if alone:
-        warnings.warn(f"--input-norm speaker: {len(alone)} speaker(s) with a single utterance (first: {alone[0]}) "
-                      "are standardised with the statistics of all utterances", stacklevel=2)
+        warnings.warn(
+            f"--input-norm speaker: {len(alone)} speaker(s) with a single utterance (first: {alone[0]}) "
+            "are standardised with the statistics of all utterances",
+            stacklevel=2,
+        )
     return out
 
 

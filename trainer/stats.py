@@ -10,7 +10,8 @@ otherwise).
 from __future__ import annotations
 
 import math
-from typing import Any, Hashable, Mapping, Sequence
+from collections.abc import Hashable, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -56,13 +57,16 @@ def paired_difference(a: Sequence[float], b: Sequence[float], confidence: float 
     return out
 
 
-def paired_over_keys(mine: Mapping[Hashable, float], reference: Mapping[Hashable, float],
-                     confidence: float = 0.95) -> dict[str, Any]:
+def paired_over_keys(
+    mine: Mapping[Hashable, float], reference: Mapping[Hashable, float], confidence: float = 0.95
+) -> dict[str, Any]:
     """:func:`paired_difference` of ``mine - reference`` over the keys both hold (e.g.
     (seed, fold) pairs), with those keys as ``pairs``."""
     pairs = sorted(set(mine) & set(reference))
-    return {**paired_difference([mine[p] for p in pairs], [reference[p] for p in pairs], confidence),
-            "pairs": [list(p) if isinstance(p, tuple) else p for p in pairs]}
+    return {
+        **paired_difference([mine[p] for p in pairs], [reference[p] for p in pairs], confidence),
+        "pairs": [list(p) if isinstance(p, tuple) else p for p in pairs],
+    }
 
 
 def paired_cells(paired: dict[str, Any] | None) -> list[Any]:
@@ -70,6 +74,9 @@ def paired_cells(paired: dict[str, Any] | None) -> list[Any]:
     and blanks for ``None``, "–" where a statistic needs more pairs)."""
     if paired is None:
         return ["baseline", "", "", ""]
-    return [f"{paired['mean']:+.2f}" if paired["mean"] is not None else "–",
-            f"[{paired['ci'][0]:+.2f}, {paired['ci'][1]:+.2f}]" if paired["ci"] else "–",
-            f"{paired['wilcoxon_p']:.3f}" if paired["wilcoxon_p"] is not None else "–", paired["n"]]
+    return [
+        f"{paired['mean']:+.2f}" if paired["mean"] is not None else "–",
+        f"[{paired['ci'][0]:+.2f}, {paired['ci'][1]:+.2f}]" if paired["ci"] else "–",
+        f"{paired['wilcoxon_p']:.3f}" if paired["wilcoxon_p"] is not None else "–",
+        paired["n"],
+    ]

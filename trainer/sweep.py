@@ -26,8 +26,9 @@ import dataclasses
 import itertools
 import math
 import re
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 from featurestore.atomic import read_json, write_json, write_text
 from featurestore.errors import SermtlError, quote
@@ -35,9 +36,9 @@ from featurestore.schema import Anything, ListOf, MapOf, check
 from featurestore.textfile import read_structured_file
 from trainer.config import TrainConfig, parse_value
 from trainer.cv import StoreSession, plan_run, run_cv
-from trainer.protocols import Protocol
 from trainer.metrics import summarise_repeats
 from trainer.plots import plot_sweep
+from trainer.protocols import Protocol
 from trainer.stats import mean_interval, paired_cells, paired_over_keys
 from trainer.tables import markdown_table
 
@@ -86,13 +87,17 @@ def read_grid_file(path: str | Path) -> list[dict[str, Any]]:
     for item in data:
         for key in item:
             _check_key(key, name)
-    return [{key: parse_value(key, value) if isinstance(value, str) else value for key, value in item.items()}
-            for item in data]
+    return [
+        {key: parse_value(key, value) if isinstance(value, str) else value for key, value in item.items()}
+        for item in data
+    ]
 
 
 def _check_key(key: str, source: str = "--grid") -> None:
     if key in NOT_IN_GRID:
-        raise SermtlError(f"{source}: {key} is not a setting to sweep ({'use --repeats' if key == 'seed' else 'give --device'})")
+        raise SermtlError(
+            f"{source}: {key} is not a setting to sweep ({'use --repeats' if key == 'seed' else 'give --device'})"
+        )
 
 
 def setting_name(setting: dict[str, Any]) -> str:
@@ -119,8 +124,9 @@ def find_baseline(settings: list[dict[str, Any]], spec: str | None) -> int:
     matches = [i for i, s in enumerate(settings) if all(k in s and s[k] == v for k, v in wanted.items())]
     if len(matches) != 1:
         found = "no setting" if not matches else f"{len(matches)} settings"
-        raise SermtlError(f"--baseline {spec}: {found} of the grid match; settings: "
-                          + "; ".join(setting_name(s) for s in settings))
+        raise SermtlError(
+            f"--baseline {spec}: {found} of the grid match; settings: " + "; ".join(setting_name(s) for s in settings)
+        )
     return matches[0]
 
 
@@ -155,16 +161,26 @@ def plan_sweep(session: StoreSession, sweep: Sweep) -> dict[str, Any]:
         raise SermtlError("the grid lists a setting twice")
     if sweep.out.exists() and not sweep.out.is_dir():
         raise SermtlError(f"--out {sweep.out} is a file, not a sweep directory")
-    plans = [plan_run(session, sweep.run_dir(setting, seed), sweep.config(setting, seed), sweep.protocol)
-             for setting, seed in sweep.jobs()]
-    identity = {**session.identity, "protocol": plans[0].identity["protocol"], "base": sweep.base.flat(),
-                "settings": sweep.settings, "seeds": sweep.seeds, "baseline": sweep.baseline}
+    plans = [
+        plan_run(session, sweep.run_dir(setting, seed), sweep.config(setting, seed), sweep.protocol)
+        for setting, seed in sweep.jobs()
+    ]
+    identity = {
+        **session.identity,
+        "protocol": plans[0].identity["protocol"],
+        "base": sweep.base.flat(),
+        "settings": sweep.settings,
+        "seeds": sweep.seeds,
+        "baseline": sweep.baseline,
+    }
     grid_path = sweep.out / "grid.json"
     if grid_path.exists():
         saved = read_json(grid_path)
         changed = [key for key in identity if saved.get(key) != identity[key]]
         if changed:
-            raise SermtlError(f"sweep directory {sweep.out} was made with another {', '.join(changed)}; use another --out")
+            raise SermtlError(
+                f"sweep directory {sweep.out} was made with another {', '.join(changed)}; use another --out"
+            )
     return identity
 
 
@@ -176,10 +192,17 @@ def run_sweep(sweep: Sweep, progress: bool = True) -> dict[str, Any]:
         identity = plan_sweep(session, sweep)
         sweep.out.mkdir(parents=True, exist_ok=True)
         write_json(sweep.out / "grid.json", identity)
-        results = {(setting_name(setting), seed): run_cv(sweep.store, sweep.run_dir(setting, seed),
-                                                         sweep.config(setting, seed), sweep.protocol,
-                                                         progress=progress, session=session)
-                   for setting, seed in sweep.jobs()}
+        results = {
+            (setting_name(setting), seed): run_cv(
+                sweep.store,
+                sweep.run_dir(setting, seed),
+                sweep.config(setting, seed),
+                sweep.protocol,
+                progress=progress,
+                session=session,
+            )
+            for setting, seed in sweep.jobs()
+        }
     return write_summary(sweep, results)
 
 
@@ -196,6 +219,7 @@ def summarise_sweep(sweep: Sweep, results: dict[tuple[str, int], dict[str, Any]]
     """Per setting: mean ± std over seeds (:func:`~trainer.metrics.summarise_repeats`), the
     95 % interval of the mean UWA over seeds, and against the baseline the paired
     difference in UWA over (seed, fold) pairs (:func:`~trainer.stats.paired_over_keys`)."""
+
     def fold_uwa(name: str) -> dict[tuple[int, int], float]:
         return {(seed, fold["fold"]): fold["uwa"] for seed in sweep.seeds for fold in results[(name, seed)]["folds"]}
 
@@ -205,26 +229,40 @@ def summarise_sweep(sweep: Sweep, results: dict[tuple[str, int], dict[str, Any]]
     for setting in sweep.settings:
         name = setting_name(setting)
         per_seed = {seed: results[(name, seed)] for seed in sweep.seeds}
-        rows.append({
-            "setting": setting, "name": name, "dir": setting_dir(setting),
-            **summarise_repeats(per_seed),
-            "uwa_interval": mean_interval([r["uwa"] for r in per_seed.values()]),
-            "paired_uwa": None if name == baseline else paired_over_keys(fold_uwa(name), reference),
-        })
+        rows.append(
+            {
+                "setting": setting,
+                "name": name,
+                "dir": setting_dir(setting),
+                **summarise_repeats(per_seed),
+                "uwa_interval": mean_interval([r["uwa"] for r in per_seed.values()]),
+                "paired_uwa": None if name == baseline else paired_over_keys(fold_uwa(name), reference),
+            }
+        )
     return {"baseline": baseline, "seeds": sweep.seeds, "settings": rows}
 
 
 def sweep_table(summary: dict[str, Any]) -> str:
     """The sweep as a Markdown table (percent)."""
+
     def spread(stat: dict[str, float]) -> str:
         return f"{stat['mean']:.2f} ± {stat['std']:.2f}"
 
     rows = []
     for row in summary["settings"]:
-        rows.append([row["name"], spread(row["wa"]), spread(row["uwa"]), spread(row["pooled_uwa"]),
-                     *paired_cells(row["paired_uwa"])])
+        rows.append(
+            [
+                row["name"],
+                spread(row["wa"]),
+                spread(row["uwa"]),
+                spread(row["pooled_uwa"]),
+                *paired_cells(row["paired_uwa"]),
+            ]
+        )
     header = ["setting", "WA", "UWA", "pooled UWA", "Δ UWA vs baseline", "95 % CI", "Wilcoxon p", "pairs"]
     seeds = ", ".join(map(str, summary["seeds"]))
-    return (f"Mean ± std over seeds {seeds} (%). Δ UWA: mean paired difference against `{summary['baseline']}` "
-            f"over (seed, fold) pairs, with its 95 % Student-t interval and the Wilcoxon signed-rank p-value.\n\n"
-            + markdown_table(header, rows))
+    return (
+        f"Mean ± std over seeds {seeds} (%). Δ UWA: mean paired difference against `{summary['baseline']}` "
+        f"over (seed, fold) pairs, with its 95 % Student-t interval and the Wilcoxon signed-rank p-value.\n\n"
+        + markdown_table(header, rows)
+    )

@@ -30,8 +30,7 @@ def markdown_table(header: Sequence[str], rows: Sequence[Sequence[Any]], floatfm
     for row in rows:
         if len(row) != len(header):
             raise ValueError(f"row {list(row)} has {len(row)} cells, the header has {len(header)}")
-    lines = ["| " + " | ".join(_cell(h, floatfmt) for h in header) + " |",
-             "|" + "|".join("---" for _ in header) + "|"]
+    lines = ["| " + " | ".join(_cell(h, floatfmt) for h in header) + " |", "|" + "|".join("---" for _ in header) + "|"]
     lines += ["| " + " | ".join(_cell(c, floatfmt) for c in row) + " |" for row in rows]
     return "\n".join(lines)
 

@@ -11,7 +11,8 @@ model is for. ``--alpha-max`` changes it (any value in [0, 1]).
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 from featurestore.errors import SermtlError
 
@@ -35,7 +36,7 @@ class Task:
     classes: tuple[str, ...]
 
     @classmethod
-    def from_values(cls, column: str, values: Sequence[Any]) -> "Task":
+    def from_values(cls, column: str, values: Sequence[Any]) -> Task:
         """The task whose classes are the distinct non-empty ``values`` (sorted)."""
         classes = tuple(sorted({str(v) for v in values if v is not None}))
         if len(classes) < 2:

@@ -14,7 +14,8 @@ from __future__ import annotations
 import importlib
 import inspect
 import os
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from featurestore.errors import SermtlError
 from featurestore.manifest import Manifest
@@ -32,8 +33,15 @@ CORPORA: dict[str, str] = {
     "lhotse": "featurestore.corpora.lhotse_manifests:prepare_lhotse",
 }
 #: Text values accepted for yes/no options.
-_FLAGS: dict[str, bool | None] = {"true": True, "yes": True, "1": True, "false": False, "no": False, "0": False,
-                                  "auto": None}
+_FLAGS: dict[str, bool | None] = {
+    "true": True,
+    "yes": True,
+    "1": True,
+    "false": False,
+    "no": False,
+    "0": False,
+    "auto": None,
+}
 
 
 def available_corpora() -> list[str]:
@@ -72,9 +80,7 @@ def prepare(name: str, root: str | os.PathLike, **options: Any) -> Manifest:
     parameters = dict(list(inspect.signature(recipe).parameters.items())[1:])
     for option, value in options.items():
         if option not in parameters:
-            raise SermtlError(
-                f"corpus {name!r} has no option {option!r} (options: {', '.join(parameters) or 'none'})"
-            )
+            raise SermtlError(f"corpus {name!r} has no option {option!r} (options: {', '.join(parameters) or 'none'})")
         if isinstance(value, str) and "bool" in str(parameters[option].annotation):
             options[option] = _parse_flag(name, option, value)
     return recipe(root, **options)
@@ -85,4 +91,6 @@ def _parse_flag(corpus: str, option: str, value: str) -> bool | None:
     try:
         return _FLAGS[value.strip().lower()]
     except KeyError:
-        raise SermtlError(f"option {option!r} of corpus {corpus!r} must be true, false or auto, got {value!r}") from None
+        raise SermtlError(
+            f"option {option!r} of corpus {corpus!r} must be true, false or auto, got {value!r}"
+        ) from None

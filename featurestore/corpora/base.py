@@ -25,9 +25,10 @@ import math
 import os
 import re
 import warnings
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterable, Iterator, Mapping, Sequence, TypeVar, Union
+from typing import Any, TypeVar
 
 from featurestore.audio import audio_duration
 from featurestore.errors import SermtlError, quote
@@ -43,7 +44,7 @@ CLASS_SETS: dict[str, tuple[str, ...]] = {
 #: ``classes`` option: ``"all"``, a name from :data:`CLASS_SETS`, a list of emotion
 #: names to keep (or one string of comma-separated names, as given on the command line),
 #: or a mapping ``{emotion: new name}`` (unlisted emotions are dropped).
-Classes = Union[str, Sequence[str], Mapping[str, str], None]
+Classes = str | Sequence[str] | Mapping[str, str] | None
 
 #: What each kind of problem means, in the warning line.
 PROBLEM_KINDS: dict[str, str] = {
@@ -149,7 +150,7 @@ class ClassMap:
         """Sorted emotion names this map produces."""
         return sorted({name for name in self.codes.values() if name is not None})
 
-    def select(self, classes: Classes) -> "ClassMap":
+    def select(self, classes: Classes) -> ClassMap:
         """The map restricted (and optionally renamed) to ``classes``; see :data:`Classes`.
 
         Raises:
@@ -178,9 +179,7 @@ class ClassMap:
             SermtlError: ``code`` is not a label of this corpus; the message names ``source``.
         """
         if code not in self.codes:
-            raise SermtlError(
-                f"{source}: unknown emotion label {code!r} (known: {', '.join(sorted(self.codes))})"
-            )
+            raise SermtlError(f"{source}: unknown emotion label {code!r} (known: {', '.join(sorted(self.codes))})")
         name = self.codes[code]
         if name is None:
             native = self.native[code]
@@ -214,13 +213,14 @@ def find_files(folder: Path, suffixes: Iterable[str] = (".wav",), recursive: boo
     for dirpath, dirnames, filenames in os.walk(folder):
         dirnames[:] = [d for d in dirnames if not d.startswith(".")] if recursive else []
         found.extend(
-            Path(dirpath, name) for name in filenames
+            Path(dirpath, name)
+            for name in filenames
             if not name.startswith(".") and Path(name).suffix.lower() in wanted
         )
     return sorted(found)
 
 
-def named_files(folder: Path, pattern: "re.Pattern[str]", report: "CorpusReport") -> Iterator[tuple[Path, tuple[str, ...]]]:
+def named_files(folder: Path, pattern: re.Pattern[str], report: CorpusReport) -> Iterator[tuple[Path, tuple[str, ...]]]:
     """``(path, groups)`` for each wav under ``folder`` whose stem matches ``pattern``.
 
     Files named otherwise are reported as ``unparsed`` and left out.
@@ -249,7 +249,9 @@ def index_files(paths: Iterable[Path], corpus: str, key: Callable[[Path], str] =
 
 
 def join_labels(
-    audio: Mapping[str, Path], labels: Mapping[str, T], report: CorpusReport,
+    audio: Mapping[str, Path],
+    labels: Mapping[str, T],
+    report: CorpusReport,
     label_source: Mapping[str, str | os.PathLike] | None = None,
 ) -> list[tuple[str, Path, T]]:
     """Pair audio files with labels by key; report the keys that lack one or the other.
@@ -330,7 +332,12 @@ def read_duration(path: str | os.PathLike, report: CorpusReport) -> float | None
 
 
 def make_row(
-    report: CorpusReport, utt: str, path: Path, emotion: str, speaker: str, **fields: Any,
+    report: CorpusReport,
+    utt: str,
+    path: Path,
+    emotion: str,
+    speaker: str,
+    **fields: Any,
 ) -> dict[str, Any]:
     """One manifest row of ``report.corpus``: ``utt_id`` is ``<corpus>-<utt>``, ``duration``
     read from the file header (see :func:`read_duration`).
@@ -339,13 +346,21 @@ def make_row(
     """
     corpus = report.corpus
     return {
-        "utt_id": f"{corpus}-{utt}", "path": str(path), "duration": read_duration(path, report),
-        "emotion": emotion, "speaker": speaker, "corpus": corpus, **fields,
+        "utt_id": f"{corpus}-{utt}",
+        "path": str(path),
+        "duration": read_duration(path, report),
+        "emotion": emotion,
+        "speaker": speaker,
+        "corpus": corpus,
+        **fields,
     }
 
 
 def finish(
-    corpus: str, root: Path, rows: list[dict[str, Any]], report: CorpusReport,
+    corpus: str,
+    root: Path,
+    rows: list[dict[str, Any]],
+    report: CorpusReport,
     check: Callable[[Manifest], list[str]] | None = None,
 ) -> CorpusManifest:
     """Build the manifest, emit the report's warnings, and attach the report.

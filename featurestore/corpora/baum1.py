@@ -25,12 +25,22 @@ from __future__ import annotations
 
 import os
 import re
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 from featurestore.corpora.base import (
-    ClassMap, Classes, CorpusManifest, CorpusReport, check_root, find_files, finish,
-    index_files, join_labels, make_row, normalise_gender,
+    Classes,
+    ClassMap,
+    CorpusManifest,
+    CorpusReport,
+    check_root,
+    find_files,
+    finish,
+    index_files,
+    join_labels,
+    make_row,
+    normalise_gender,
 )
 from featurestore.errors import SermtlError
 
@@ -44,18 +54,42 @@ def _numbered(*names: str) -> dict[str, str]:
 
 #: Emotion code -> annotation emotion name, per part (field notes).
 CODES: dict[str, dict[str, str]] = {
-    "a": _numbered("anger", "boredom", "disgust", "fear", "happiness", "interest", "sadness", "surprise",
-                   "unsure"),
-    "s": _numbered("anger", "boredom", "bothered", "concentrating", "contempt", "disgust", "fear", "happiness",
-                   "neutral", "sadness", "surprise", "thinking", "unsure"),
+    "a": _numbered("anger", "boredom", "disgust", "fear", "happiness", "interest", "sadness", "surprise", "unsure"),
+    "s": _numbered(
+        "anger",
+        "boredom",
+        "bothered",
+        "concentrating",
+        "contempt",
+        "disgust",
+        "fear",
+        "happiness",
+        "neutral",
+        "sadness",
+        "surprise",
+        "thinking",
+        "unsure",
+    ),
 }
 #: Annotation emotion name -> emotion name.
-LABELS = ClassMap({
-    "anger": "angry", "boredom": "boredom", "disgust": "disgust", "fear": "fear", "happiness": "happy",
-    "sadness": "sad", "interest": "interest", "surprise": "surprise", "unsure": "unsure",
-    "bothered": "bothered", "concentrating": "concentrating", "contempt": "contempt", "neutral": "neutral",
-    "thinking": "thinking",
-})
+LABELS = ClassMap(
+    {
+        "anger": "angry",
+        "boredom": "boredom",
+        "disgust": "disgust",
+        "fear": "fear",
+        "happiness": "happy",
+        "sadness": "sad",
+        "interest": "interest",
+        "surprise": "surprise",
+        "unsure": "unsure",
+        "bothered": "bothered",
+        "concentrating": "concentrating",
+        "contempt": "contempt",
+        "neutral": "neutral",
+        "thinking": "thinking",
+    }
+)
 #: The six emotions used in the paper.
 PAPER_CLASSES = ("angry", "boredom", "disgust", "fear", "happy", "sad")
 _CLIP_FOLDER = re.compile(r"^baum1([as])_mp4(?:_all| - all)$", re.IGNORECASE)
@@ -161,10 +195,10 @@ def prepare_baum1(root: str | os.PathLike, classes: Classes = PAPER_CLASSES) -> 
             if note["clip"] in annotations:
                 raise SermtlError(f"{workbook}: clip {note['clip']} has two annotation rows")
             annotations[note["clip"]] = note
-        clips = index_files((p for f in part_folders for p in find_files(f, (".mp4",))), CORPUS,
-                            key=lambda p: p.stem.upper())
-        for clip, path, note in join_labels(clips, annotations, report,
-                                            {clip: workbook for clip in annotations}):
+        clips = index_files(
+            (p for f in part_folders for p in find_files(f, (".mp4",))), CORPUS, key=lambda p: p.stem.upper()
+        )
+        for clip, path, note in join_labels(clips, annotations, report, {clip: workbook for clip in annotations}):
             source = f"{workbook}: clip {clip}"
             code = _code(note["code"], source)
             if code not in CODES[part]:
@@ -180,6 +214,16 @@ def prepare_baum1(root: str | os.PathLike, classes: Classes = PAPER_CLASSES) -> 
             gender = normalise_gender(note.get("gender"))
             if gender is None and note.get("gender") not in (None, ""):
                 report.add("gender", f"{source} (gender {note['gender']!r})")
-            rows.append(make_row(report, f"{part}-{clip}", path, emotion, clip.split("_")[0],
-                                 expression=PARTS[part], gender=gender, original_label=written.strip().lower()))
+            rows.append(
+                make_row(
+                    report,
+                    f"{part}-{clip}",
+                    path,
+                    emotion,
+                    clip.split("_")[0],
+                    expression=PARTS[part],
+                    gender=gender,
+                    original_label=written.strip().lower(),
+                )
+            )
     return finish(CORPUS, root, rows, report)

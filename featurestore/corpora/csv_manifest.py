@@ -22,8 +22,9 @@ from featurestore.errors import SermtlError
 from featurestore.manifest import Manifest
 
 
-def prepare_csv(path: str | os.PathLike, corpus: str | None = None,
-                base_dir: str | os.PathLike | None = None) -> CorpusManifest:
+def prepare_csv(
+    path: str | os.PathLike, corpus: str | None = None, base_dir: str | os.PathLike | None = None
+) -> CorpusManifest:
     """Manifest from a CSV file, with ``duration`` and ``corpus`` filled in.
 
     Args:

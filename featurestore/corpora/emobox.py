@@ -29,8 +29,9 @@ from featurestore.errors import SermtlError, quote
 from featurestore.textfile import iter_jsonl, parse_json, read_text_file
 
 
-def prepare_emobox(root: str | os.PathLike, audio_root: str | os.PathLike | None = None,
-                   speaker_pattern: str | None = None) -> CorpusManifest:
+def prepare_emobox(
+    root: str | os.PathLike, audio_root: str | os.PathLike | None = None, speaker_pattern: str | None = None
+) -> CorpusManifest:
     """Manifest of an EmoBox dataset.
 
     Args:
@@ -52,7 +53,9 @@ def prepare_emobox(root: str | os.PathLike, audio_root: str | os.PathLike | None
     try:
         pattern = re.compile(speaker_pattern) if speaker_pattern else None
     except re.error as exc:
-        raise SermtlError(f"emobox: --option speaker_pattern={speaker_pattern!r} is not a regular expression ({exc})") from None
+        raise SermtlError(
+            f"emobox: --option speaker_pattern={speaker_pattern!r} is not a regular expression ({exc})"
+        ) from None
     if pattern is not None and pattern.groups != 1:
         raise SermtlError(f"emobox: --option speaker_pattern={speaker_pattern!r} needs exactly one group")
     labels = _label_map(folder / "label_map.json")
@@ -66,14 +69,22 @@ def prepare_emobox(root: str | os.PathLike, audio_root: str | os.PathLike | None
             report.add("missing_audio", audio)
             continue
         length = _length(entry.get("length"), where)
-        rows.append({"utt_id": key, "path": str(audio.resolve()),
-                     "duration": length if length is not None else read_duration(audio, report),
-                     "emotion": str(labels.get(emo, emo)).strip().lower(), "speaker": _speaker(key, pattern, where),
-                     "corpus": _dataset(entry.get("dataset"), where) or name})
+        rows.append(
+            {
+                "utt_id": key,
+                "path": str(audio.resolve()),
+                "duration": length if length is not None else read_duration(audio, report),
+                "emotion": str(labels.get(emo, emo)).strip().lower(),
+                "speaker": _speaker(key, pattern, where),
+                "corpus": _dataset(entry.get("dataset"), where) or name,
+            }
+        )
     if not rows and report.problems.get("missing_audio"):
-        raise SermtlError(f"emobox: none of the {len(report.problems['missing_audio'])} audio files of {jsonl} is under "
-                          f"{audio_base} (first: {report.problems['missing_audio'][0]}); "
-                          "give --option audio_root=DIR, EmoBox's data folder")
+        raise SermtlError(
+            f"emobox: none of the {len(report.problems['missing_audio'])} audio files of {jsonl} is under "
+            f"{audio_base} (first: {report.problems['missing_audio'][0]}); "
+            "give --option audio_root=DIR, EmoBox's data folder"
+        )
     return finish(name, folder, rows, report)
 
 
@@ -100,7 +111,9 @@ def _label_map(path: Path) -> dict[str, str]:
 def _lines(jsonl: Path):
     """``(line number, row)`` for each non-empty line, checked for ``key``, ``wav`` and ``emo``."""
     for number, entry in iter_jsonl(jsonl, f"emobox: {jsonl}"):
-        if not isinstance(entry, dict) or not all(isinstance(entry.get(k), str) and entry.get(k) for k in ("key", "wav", "emo")):
+        if not isinstance(entry, dict) or not all(
+            isinstance(entry.get(k), str) and entry.get(k) for k in ("key", "wav", "emo")
+        ):
             raise SermtlError(f"{jsonl}, line {number}: not a JSON object with text 'key', 'wav' and 'emo'")
         yield number, entry
 
@@ -114,17 +127,21 @@ def _length(value: object, where: str) -> float | None:
     return float(value)
 
 
-def _speaker(key: str, pattern: "re.Pattern[str] | None", where: str) -> str:
+def _speaker(key: str, pattern: re.Pattern[str] | None, where: str) -> str:
     """The speaker ``pattern``'s group finds in ``key``; without a pattern, one line (a row
     without a speaker would be refused by ``extract``)."""
     if pattern is None:
-        raise SermtlError(f"emobox: {where}: no speaker (EmoBox's metadata names none); give --option "
-                          "speaker_pattern=REGEX, one group matched against each key (e.g. 'emodb-(\\d\\d)' for EmoDB)")
+        raise SermtlError(
+            f"emobox: {where}: no speaker (EmoBox's metadata names none); give --option "
+            "speaker_pattern=REGEX, one group matched against each key (e.g. 'emodb-(\\d\\d)' for EmoDB)"
+        )
     match = pattern.search(key)
     if match is None:
         raise SermtlError(f"{where}: key {quote(key)} does not match speaker_pattern {quote(pattern.pattern)}")
     if not match.group(1):
-        raise SermtlError(f"{where}: speaker_pattern {quote(pattern.pattern)} finds an empty speaker in key {quote(key)}")
+        raise SermtlError(
+            f"{where}: speaker_pattern {quote(pattern.pattern)} finds an empty speaker in key {quote(key)}"
+        )
     return match.group(1)
 
 

@@ -15,12 +15,18 @@ import os
 import re
 
 from featurestore.corpora.base import (
-    ClassMap, Classes, CorpusManifest, CorpusReport, check_root, finish, named_files, make_row,
+    Classes,
+    ClassMap,
+    CorpusManifest,
+    CorpusReport,
+    check_root,
+    finish,
+    make_row,
+    named_files,
 )
 
 CORPUS = "emodb"
-LABELS = ClassMap({"W": "angry", "L": "boredom", "E": "disgust", "A": "fear", "F": "happy", "T": "sad",
-                   "N": "neutral"})
+LABELS = ClassMap({"W": "angry", "L": "boredom", "E": "disgust", "A": "fear", "F": "happy", "T": "sad", "N": "neutral"})
 MALE_SPEAKERS = frozenset({"03", "10", "11", "12", "15"})
 _NAME = re.compile(r"^(\d\d)([a-z]\d\d)([A-Za-z])([a-z])$")
 
@@ -43,6 +49,16 @@ def prepare_emodb(root: str | os.PathLike, classes: Classes = "all") -> CorpusMa
     for path, (speaker, text, letter, _version) in named_files(wav_dir, _NAME, report):
         emotion = class_map.resolve(letter, path, report)
         if emotion is not None:
-            rows.append(make_row(report, path.stem, path, emotion, speaker, expression="acted",
-                                 gender="M" if speaker in MALE_SPEAKERS else "F", text=text))
+            rows.append(
+                make_row(
+                    report,
+                    path.stem,
+                    path,
+                    emotion,
+                    speaker,
+                    expression="acted",
+                    gender="M" if speaker in MALE_SPEAKERS else "F",
+                    text=text,
+                )
+            )
     return finish(CORPUS, wav_dir, rows, report)

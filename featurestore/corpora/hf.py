@@ -23,8 +23,9 @@ column.
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 from featurestore.corpora.base import CorpusManifest, CorpusReport, finish, label_value, normalise_gender
 from featurestore.errors import SermtlError
@@ -33,8 +34,14 @@ from featurestore.hf_audio import load_dataset_folder, make_reference
 _AUDIO_NAMES = ("audio", "file", "path", "wav")
 
 
-def prepare_hf(root: str | os.PathLike, label: str = "emotion", speaker: str = "speaker", audio: str | None = None,
-               utt_id: str | None = None, split: str | None = None) -> CorpusManifest:
+def prepare_hf(
+    root: str | os.PathLike,
+    label: str = "emotion",
+    speaker: str = "speaker",
+    audio: str | None = None,
+    utt_id: str | None = None,
+    split: str | None = None,
+) -> CorpusManifest:
     """Manifest of a saved ``datasets`` dataset (see the module docstring).
 
     Raises:
@@ -57,12 +64,20 @@ def prepare_hf(root: str | os.PathLike, label: str = "emotion", speaker: str = "
     for split_name, table in splits.items():
         where = f"{folder}" + (f" split {split_name!r}" if split_name else "")
         columns = table.column_names
-        for option, column in (("label", label), ("speaker", speaker if speaker != "none" else None), ("utt_id", utt_id)):
+        for option, column in (
+            ("label", label),
+            ("speaker", speaker if speaker != "none" else None),
+            ("utt_id", utt_id),
+        ):
             if column is not None and column not in columns:
-                raise SermtlError(f"hf: --option {option}={column}: {where} has no such column (columns: {', '.join(columns)})")
+                raise SermtlError(
+                    f"hf: --option {option}={column}: {where} has no such column (columns: {', '.join(columns)})"
+                )
         audio_column = audio or _audio_column(table)
         if audio_column not in columns:
-            raise SermtlError(f"hf: --option audio={audio_column}: {where} has no such column (columns: {', '.join(columns)})")
+            raise SermtlError(
+                f"hf: --option audio={audio_column}: {where} has no such column (columns: {', '.join(columns)})"
+            )
         names = getattr(table.features[label], "names", None)
         keep = [c for c in (label, speaker if speaker != "none" else None, utt_id, "gender") if c and c in columns]
         for row, values in enumerate(table.with_format(None).select_columns(keep)):
@@ -80,10 +95,18 @@ def prepare_hf(root: str | os.PathLike, label: str = "emotion", speaker: str = "
             utt = _text(values[utt_id], f"{at}, column {utt_id!r}") if utt_id else f"{split_name or name}-{row}"
             if utt is None:
                 raise SermtlError(f"{at} has no {utt_id!r}")
-            rows.append({"utt_id": utt, "path": reference, "duration": duration, "emotion": emotion,
-                         "speaker": _text(values[speaker], f"{at}, column {speaker!r}") if speaker != "none" else None,
-                         "gender": normalise_gender(values.get("gender")), "corpus": name,
-                         **({"split": split_name} if split_name else {})})
+            rows.append(
+                {
+                    "utt_id": utt,
+                    "path": reference,
+                    "duration": duration,
+                    "emotion": emotion,
+                    "speaker": _text(values[speaker], f"{at}, column {speaker!r}") if speaker != "none" else None,
+                    "gender": normalise_gender(values.get("gender")),
+                    "corpus": name,
+                    **({"split": split_name} if split_name else {}),
+                }
+            )
     return finish(name, folder, rows, report)
 
 
@@ -103,7 +126,9 @@ def _emotion(value: Any, names: Sequence[str] | None, what: str) -> str | None:
         if value == -1:
             return None
         if not 0 <= value < len(names):
-            raise SermtlError(f"{what}: class index {value} is outside its ClassLabel's {len(names)} names (0..{len(names) - 1})")
+            raise SermtlError(
+                f"{what}: class index {value} is outside its ClassLabel's {len(names)} names (0..{len(names) - 1})"
+            )
         value = names[value]
     return str(value).strip().lower()
 
@@ -116,4 +141,6 @@ def _audio_column(table) -> str:
     for column in _AUDIO_NAMES:
         if column in table.column_names:
             return column
-    raise SermtlError(f"hf: no audio column found (columns: {', '.join(table.column_names)}); give --option audio=COLUMN")
+    raise SermtlError(
+        f"hf: no audio column found (columns: {', '.join(table.column_names)}); give --option audio=COLUMN"
+    )

@@ -26,8 +26,16 @@ import re
 from pathlib import Path
 
 from featurestore.corpora.base import (
-    ClassMap, Classes, CorpusManifest, CorpusReport, check_root, find_files, finish,
-    index_files, join_labels, make_row,
+    Classes,
+    ClassMap,
+    CorpusManifest,
+    CorpusReport,
+    check_root,
+    find_files,
+    finish,
+    index_files,
+    join_labels,
+    make_row,
 )
 from featurestore.errors import SermtlError
 from featurestore.manifest import Manifest
@@ -36,11 +44,21 @@ CORPUS = "iemocap"
 SESSIONS = tuple(f"Session{n}" for n in range(1, 6))
 
 #: Label codes of the release; ``xxx`` (no majority) is never used.
-LABELS = ClassMap({
-    "neu": "neutral", "hap": "happy", "exc": "happy", "ang": "angry", "sad": "sad",
-    "fru": "frustrated", "sur": "surprise", "fea": "fear", "dis": "disgust", "oth": "other",
-    "xxx": None,
-})
+LABELS = ClassMap(
+    {
+        "neu": "neutral",
+        "hap": "happy",
+        "exc": "happy",
+        "ang": "angry",
+        "sad": "sad",
+        "fru": "frustrated",
+        "sur": "surprise",
+        "fea": "fear",
+        "dis": "disgust",
+        "oth": "other",
+        "xxx": None,
+    }
+)
 
 EXPECTED_TOTAL = 5531
 #: Four-class counts of the full release (field notes; SpeechBrain's prep asserts 5531).
@@ -89,8 +107,9 @@ def expression_of(dialog: str, source: Path) -> str:
     raise SermtlError(f"{source}: dialog {dialog!r} is neither scripted nor improvised")
 
 
-def check_counts(manifest: Manifest, expected: dict[str, dict[str, int]] = EXPECTED_COUNTS,
-                 total: int = EXPECTED_TOTAL) -> list[str]:
+def check_counts(
+    manifest: Manifest, expected: dict[str, dict[str, int]] = EXPECTED_COUNTS, total: int = EXPECTED_TOTAL
+) -> list[str]:
     """Differences between ``manifest`` and the full release's four-class counts.
 
     Returns:
@@ -108,8 +127,9 @@ def check_counts(manifest: Manifest, expected: dict[str, dict[str, int]] = EXPEC
     return diffs
 
 
-def prepare_iemocap(root: str | os.PathLike, classes: Classes = "4class",
-                    expect_full_release: bool | None = None) -> CorpusManifest:
+def prepare_iemocap(
+    root: str | os.PathLike, classes: Classes = "4class", expect_full_release: bool | None = None
+) -> CorpusManifest:
     """Manifest of IEMOCAP's labelled utterances.
 
     Args:
@@ -146,11 +166,19 @@ def prepare_iemocap(root: str | os.PathLike, classes: Classes = "4class",
             if emotion is None:
                 continue
             dialog, actor = utt.rsplit("_", 1)
-            rows.append(make_row(
-                report, utt, path, emotion, speaker=utt[:5] + actor[0],
-                expression=expression_of(dialog, label_files[utt]), gender=actor[0],
-                session=session, original_label=code,
-            ))
+            rows.append(
+                make_row(
+                    report,
+                    utt,
+                    path,
+                    emotion,
+                    speaker=utt[:5] + actor[0],
+                    expression=expression_of(dialog, label_files[utt]),
+                    gender=actor[0],
+                    session=session,
+                    original_label=code,
+                )
+            )
     if expect_full_release is None:
         expect_full_release = len(sessions) == len(SESSIONS) and len(rows) >= EXPECTED_TOTAL / 2
     compare = expect_full_release and classes == "4class"

@@ -31,11 +31,11 @@ from __future__ import annotations
 
 import math
 import os
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any, Callable, Iterator, TypeVar
+from typing import Any, TypeVar
 
-from featurestore.corpora.base import (CorpusManifest, CorpusReport, finish, label_value, normalise_gender,
-                                       scalar_value)
+from featurestore.corpora.base import CorpusManifest, CorpusReport, finish, label_value, normalise_gender, scalar_value
 from featurestore.errors import SermtlError, describe_error, quote
 from featurestore.manifest import STANDARD_COLUMNS
 from featurestore.textfile import iter_jsonl
@@ -71,9 +71,18 @@ def _row(supervision, recording, offset: float, path: Path, label: str, corpus: 
     emotion, extras = _custom(supervision.custom, label, what)
     start, end = _span(supervision, recording, offset, what)
     speaker = label_value(supervision.speaker, f"{what}: speaker")
-    return {"utt_id": supervision.id, "path": str(path.resolve()), "start": round(start, 6), "end": round(end, 6),
-            "duration": end - start, "emotion": emotion, "speaker": None if speaker is None else str(speaker),
-            "gender": normalise_gender(supervision.gender), "corpus": corpus, **extras}
+    return {
+        "utt_id": supervision.id,
+        "path": str(path.resolve()),
+        "start": round(start, 6),
+        "end": round(end, 6),
+        "duration": end - start,
+        "emotion": emotion,
+        "speaker": None if speaker is None else str(speaker),
+        "gender": normalise_gender(supervision.gender),
+        "corpus": corpus,
+        **extras,
+    }
 
 
 def _custom(custom: Any, label: str, what: str) -> tuple[str, dict[str, str | None]]:
@@ -89,8 +98,10 @@ def _custom(custom: Any, label: str, what: str) -> tuple[str, dict[str, str | No
         if key == label:
             continue
         if key.strip() in STANDARD_COLUMNS:
-            raise SermtlError(f"{what}: custom field {key!r} is named like the manifest's own column "
-                              f"{key.strip()!r}, which it would replace; rename the field")
+            raise SermtlError(
+                f"{what}: custom field {key!r} is named like the manifest's own column "
+                f"{key.strip()!r}, which it would replace; rename the field"
+            )
         value = scalar_value(value, f"{what}: custom field {key!r}")
         extras[key] = None if value is None else str(value)
     return str(emotion).strip().lower(), extras
@@ -110,8 +121,10 @@ def _span(supervision, recording, offset: float, what: str) -> tuple[float, floa
     start = _seconds(offset, f"{what}: its cut's start") + _seconds(supervision.start, f"{what}: start")
     end = start + _seconds(supervision.duration, f"{what}: duration")
     if start < -SPAN_TOLERANCE or end > length + SPAN_TOLERANCE:
-        raise SermtlError(f"{what} spans {start:.3f}..{end:.3f} s ({end - start:.3f} s), outside its recording "
-                          f"{recording.id} ({length:.3f} s long; tolerance {SPAN_TOLERANCE * 1000:g} ms)")
+        raise SermtlError(
+            f"{what} spans {start:.3f}..{end:.3f} s ({end - start:.3f} s), outside its recording "
+            f"{recording.id} ({length:.3f} s long; tolerance {SPAN_TOLERANCE * 1000:g} ms)"
+        )
     return max(start, 0.0), min(end, length)
 
 
@@ -121,11 +134,15 @@ def _segments(lhotse, root: Path) -> Iterator[tuple[Any, Any, float]]:
         for where, cut in _items(root, lambda data: next(iter(lhotse.CutSet.from_dicts([data])))):
             recording = getattr(cut, "recording", None)
             if recording is None:
-                raise SermtlError(f"lhotse: cut {cut.id} has no recording ({where}); sermtl reads a cut's "
-                                  "audio from its recording's file")
+                raise SermtlError(
+                    f"lhotse: cut {cut.id} has no recording ({where}); sermtl reads a cut's "
+                    "audio from its recording's file"
+                )
             if len(cut.supervisions) > 1:
-                raise SermtlError(f"lhotse: cut {cut.id} in {root} holds {len(cut.supervisions)} (overlapping) "
-                                  "supervisions; give one supervision per cut (e.g. cuts.trim_to_supervisions())")
+                raise SermtlError(
+                    f"lhotse: cut {cut.id} in {root} holds {len(cut.supervisions)} (overlapping) "
+                    "supervisions; give one supervision per cut (e.g. cuts.trim_to_supervisions())"
+                )
             for supervision in cut.supervisions:
                 yield _with_id(supervision, "supervision", where), recording, cut.start
         return
@@ -135,11 +152,13 @@ def _segments(lhotse, root: Path) -> Iterator[tuple[Any, Any, float]]:
         if recording.id in recordings:
             raise SermtlError(f"lhotse: recording {recording.id} is listed twice ({where})")
         recordings[recording.id] = recording
-    for where, supervision in _items(supervisions_file, lhotse.SupervisionSegment.from_dict):
+    for _, supervision in _items(supervisions_file, lhotse.SupervisionSegment.from_dict):
         recording = recordings.get(supervision.recording_id) if isinstance(supervision.recording_id, str) else None
         if recording is None:
-            raise SermtlError(f"lhotse: supervision {supervision.id} names recording {quote(supervision.recording_id)}, "
-                              f"which {recordings_file} does not have")
+            raise SermtlError(
+                f"lhotse: supervision {supervision.id} names recording {quote(supervision.recording_id)}, "
+                f"which {recordings_file} does not have"
+            )
         yield supervision, recording, 0.0
 
 
@@ -167,8 +186,10 @@ def _with_id(item: T, kind: str, where: str) -> T:
 def _find(folder: Path, kind: str) -> Path:
     found = sorted(p for p in folder.glob(f"*{kind}*.jsonl*") if p.is_file())
     if len(found) != 1:
-        raise SermtlError(f"lhotse: {folder} holds {len(found)} {kind} manifests (*{kind}*.jsonl*); "
-                          "give a CutSet file or a folder with one of each")
+        raise SermtlError(
+            f"lhotse: {folder} holds {len(found)} {kind} manifests (*{kind}*.jsonl*); "
+            "give a CutSet file or a folder with one of each"
+        )
     return found[0]
 
 
@@ -176,8 +197,12 @@ def _file_of(recording, supervision_id: str) -> Path:
     sources = [s for s in recording.sources if s.type == "file"]
     if not sources:
         kinds = ", ".join(sorted({str(s.type) for s in recording.sources}))
-        raise SermtlError(f"lhotse: recording {recording.id} (supervision {supervision_id}) has no file source "
-                          f"({kinds}); sermtl reads audio files")
+        raise SermtlError(
+            f"lhotse: recording {recording.id} (supervision {supervision_id}) has no file source "
+            f"({kinds}); sermtl reads audio files"
+        )
     if not isinstance(sources[0].source, str) or not sources[0].source:
-        raise SermtlError(f"lhotse: recording {recording.id}: its file source must be a path, got {quote(sources[0].source)}")
+        raise SermtlError(
+            f"lhotse: recording {recording.id}: its file source must be a path, got {quote(sources[0].source)}"
+        )
     return Path(sources[0].source)

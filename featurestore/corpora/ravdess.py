@@ -26,13 +26,30 @@ from pathlib import Path
 from typing import Any, Literal
 
 from featurestore.corpora.base import (
-    ClassMap, Classes, CorpusManifest, CorpusReport, check_root, finish, named_files, make_row,
+    Classes,
+    ClassMap,
+    CorpusManifest,
+    CorpusReport,
+    check_root,
+    finish,
+    make_row,
+    named_files,
 )
 from featurestore.errors import SermtlError
 
 CORPUS = "ravdess"
-LABELS = ClassMap({"01": "neutral", "02": "calm", "03": "happy", "04": "sad", "05": "angry", "06": "fear",
-                   "07": "disgust", "08": "surprise"})
+LABELS = ClassMap(
+    {
+        "01": "neutral",
+        "02": "calm",
+        "03": "happy",
+        "04": "sad",
+        "05": "angry",
+        "06": "fear",
+        "07": "disgust",
+        "08": "surprise",
+    }
+)
 _NAME = re.compile(r"^(\d\d)-(0[12])-(\d\d)-(0[12])-(\d\d)-(\d\d)-(\d\d)$")
 _FOLDER = re.compile(r"^actor_(\d+)$", re.IGNORECASE)
 
@@ -42,8 +59,9 @@ def _in_own_folder(row: dict[str, Any]) -> bool:
     return bool(match) and f"Actor_{int(match.group(1)):02d}" == row["speaker"]
 
 
-def _drop_duplicates(rows: list[dict[str, Any]], on_duplicate: Literal["fail", "skip"],
-                    report: CorpusReport) -> list[dict[str, Any]]:
+def _drop_duplicates(
+    rows: list[dict[str, Any]], on_duplicate: Literal["fail", "skip"], report: CorpusReport
+) -> list[dict[str, Any]]:
     """Rows with unique ids: ``"fail"`` raises on a repeated id (naming both files),
     ``"skip"`` keeps the copy in its own actor's folder and reports the others.
     """
@@ -55,7 +73,11 @@ def _drop_duplicates(rows: list[dict[str, Any]], on_duplicate: Literal["fail", "
         own = [row for row in copies if _in_own_folder(row)]
         if len(copies) > 1 and (on_duplicate == "fail" or len(own) != 1):
             files = " and ".join(row["path"] for row in copies)
-            hint = "; pass on_duplicate='skip' to keep the copy in its own actor's folder" if on_duplicate == "fail" else ""
+            hint = (
+                "; pass on_duplicate='skip' to keep the copy in its own actor's folder"
+                if on_duplicate == "fail"
+                else ""
+            )
             raise SermtlError(f"{CORPUS}: duplicate utterance id {utt_id!r}: {files}{hint}")
         keep = own[0] if len(copies) > 1 else copies[0]
         kept.append(keep)
@@ -65,8 +87,9 @@ def _drop_duplicates(rows: list[dict[str, Any]], on_duplicate: Literal["fail", "
     return kept
 
 
-def prepare_ravdess(root: str | os.PathLike, classes: Classes = "all",
-                    on_duplicate: Literal["fail", "skip"] = "fail") -> CorpusManifest:
+def prepare_ravdess(
+    root: str | os.PathLike, classes: Classes = "all", on_duplicate: Literal["fail", "skip"] = "fail"
+) -> CorpusManifest:
     """Manifest of RAVDESS audio files.
 
     Args:
@@ -91,11 +114,19 @@ def prepare_ravdess(root: str | os.PathLike, classes: Classes = "all",
         emotion = class_map.resolve(code, path, report)
         if emotion is None:
             continue
-        row = make_row(report, path.stem, path, emotion, f"Actor_{actor}", expression="acted",
-                       gender="M" if int(actor) % 2 else "F",
-                       channel="speech" if channel == "01" else "song",
-                       intensity="normal" if intensity == "01" else "strong",
-                       statement=statement, repetition=repetition)
+        row = make_row(
+            report,
+            path.stem,
+            path,
+            emotion,
+            f"Actor_{actor}",
+            expression="acted",
+            gender="M" if int(actor) % 2 else "F",
+            channel="speech" if channel == "01" else "song",
+            intensity="normal" if intensity == "01" else "strong",
+            statement=statement,
+            repetition=repetition,
+        )
         if not _in_own_folder(row):
             report.add("speaker_mismatch", f"{path} (name says Actor_{actor})")
         rows.append(row)

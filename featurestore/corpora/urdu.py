@@ -16,7 +16,14 @@ import os
 import re
 
 from featurestore.corpora.base import (
-    ClassMap, Classes, CorpusManifest, CorpusReport, check_root, finish, named_files, make_row,
+    Classes,
+    ClassMap,
+    CorpusManifest,
+    CorpusReport,
+    check_root,
+    finish,
+    make_row,
+    named_files,
 )
 
 CORPUS = "urdu"
@@ -46,6 +53,5 @@ def prepare_urdu(root: str | os.PathLike, classes: Classes = "all") -> CorpusMan
         if path.parent.name.lower() != FOLDERS.get(code, "").lower():
             report.add("label_mismatch", f"{path} (code {code}, folder {path.parent.name})")
         elif emotion is not None:
-            rows.append(make_row(report, path.stem, path, emotion, speaker, expression="spontaneous",
-                                 gender=gender))
+            rows.append(make_row(report, path.stem, path, emotion, speaker, expression="spontaneous", gender=gender))
     return finish(CORPUS, root, rows, report)

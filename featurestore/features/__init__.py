@@ -68,8 +68,18 @@ def extractor_from_description(description: dict[str, Any], device: str = "auto"
     rebuilt = {k: v for k, v in extractor.describe().items() if k not in RUNTIME_KEYS}
     differences = config_differences(expected, rebuilt)
     if differences:
-        raise SermtlError("the features cannot be recomputed as stored: " + "; ".join(differences).replace("in the store", "recorded"))
+        raise SermtlError(
+            "the features cannot be recomputed as stored: " + "; ".join(differences).replace("in the store", "recorded")
+        )
     return extractor
 
 
-__all__ = ["FEATURES", "FeatureExtractor", "accepted_options", "build_extractor", "extractor_from_description", "feature_class", "resolve_device"]
+__all__ = [
+    "FEATURES",
+    "FeatureExtractor",
+    "accepted_options",
+    "build_extractor",
+    "extractor_from_description",
+    "feature_class",
+    "resolve_device",
+]

@@ -7,12 +7,12 @@ import dataclasses
 import hashlib
 import json
 import re
-from typing import Any, ClassVar, Sequence
+from collections.abc import Sequence
+from typing import Any, ClassVar
 
 import numpy as np
 
 from featurestore.errors import SermtlError
-
 
 _DEVICE_SPEC = re.compile(r"^(auto|cpu|mps|cuda(:\d+)?)$")
 
@@ -25,7 +25,7 @@ def device_problem(spec: Any) -> str | None:
     return f"{spec!r} is not a device (auto, cpu, cuda, cuda:N, mps)"
 
 
-def resolve_device(spec: str = "auto") -> "torch.device":  # noqa: F821
+def resolve_device(spec: str = "auto") -> torch.device:  # noqa: F821
     """``auto`` → CUDA when available, else CPU; otherwise the named device.
 
     Asking for CUDA on a machine without it falls back to CPU with a warning, so a
@@ -65,7 +65,7 @@ class FeatureExtractor(abc.ABC):
     default_batch_seconds: ClassVar[float] = 600.0
 
     @classmethod
-    def from_description(cls, description: dict[str, Any], device: str = "auto") -> "FeatureExtractor":
+    def from_description(cls, description: dict[str, Any], device: str = "auto") -> FeatureExtractor:
         """The extractor that gives the features a store's ``attrs["feature"]`` describes."""
         raise SermtlError(f"cannot rebuild a feature extractor for feature {cls.name!r}")
 

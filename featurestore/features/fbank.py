@@ -28,5 +28,5 @@ class FbankExtractor(LogMelExtractor):
     def dim(self) -> int:
         return self.config.n_mels
 
-    def from_log_mel(self, log_mel: "torch.Tensor") -> "torch.Tensor":  # noqa: F821
+    def from_log_mel(self, log_mel: torch.Tensor) -> torch.Tensor:  # noqa: F821
         return log_mel

@@ -56,10 +56,10 @@ class MFCCExtractor(LogMelExtractor):
         return self.config.n_mfcc
 
     @functools.cached_property
-    def _dct(self) -> "torch.Tensor":  # noqa: F821
+    def _dct(self) -> torch.Tensor:  # noqa: F821
         import torch
 
         return torch.from_numpy(dct_matrix(self.config.n_mfcc, self.config.n_mels)).to(self._kernels[0])
 
-    def from_log_mel(self, log_mel: "torch.Tensor") -> "torch.Tensor":  # noqa: F821
+    def from_log_mel(self, log_mel: torch.Tensor) -> torch.Tensor:  # noqa: F821
         return log_mel @ self._dct.T

@@ -24,7 +24,8 @@ from __future__ import annotations
 import dataclasses
 import functools
 import warnings
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 
@@ -40,8 +41,9 @@ def _opensmile():
     try:
         import opensmile
     except ImportError:
-        raise SermtlError("the egemaps and compare features need the opensmile package: "
-                          "pip install 'sermtl[opensmile]'") from None
+        raise SermtlError(
+            "the egemaps and compare features need the opensmile package: pip install 'sermtl[opensmile]'"
+        ) from None
     return opensmile
 
 
@@ -64,20 +66,23 @@ class OpenSmileExtractor(FeatureExtractor):
     def __init__(self, device: str = "auto", opensmile_version: str | None = None) -> None:
         installed = _opensmile().__version__
         if opensmile_version not in (None, installed):
-            raise SermtlError(f"the store was made with opensmile {opensmile_version}; "
-                              f"opensmile {installed} is installed")
+            raise SermtlError(
+                f"the store was made with opensmile {opensmile_version}; opensmile {installed} is installed"
+            )
         self.config = OpenSmileConfig(self.feature_set, self.feature_level, installed)
 
     @classmethod
-    def from_description(cls, description: dict[str, Any], device: str = "auto") -> "OpenSmileExtractor":
+    def from_description(cls, description: dict[str, Any], device: str = "auto") -> OpenSmileExtractor:
         return cls(device=device, opensmile_version=description.get("opensmile_version"))
 
     @functools.cached_property
     def smile(self):
         """The ``opensmile.Smile`` of this set and level (built once)."""
         opensmile = _opensmile()
-        return opensmile.Smile(feature_set=getattr(opensmile.FeatureSet, self.feature_set),
-                               feature_level=getattr(opensmile.FeatureLevel, self.feature_level))
+        return opensmile.Smile(
+            feature_set=getattr(opensmile.FeatureSet, self.feature_set),
+            feature_level=getattr(opensmile.FeatureLevel, self.feature_level),
+        )
 
     @property
     def dim(self) -> int:
@@ -91,7 +96,7 @@ class OpenSmileExtractor(FeatureExtractor):
     def min_samples(self) -> int:
         return MIN_SAMPLES
 
-    def process(self, wave: np.ndarray) -> "pandas.DataFrame":  # noqa: F821
+    def process(self, wave: np.ndarray) -> pandas.DataFrame:  # noqa: F821
         """openSMILE's own output for one 16 kHz wave (rows indexed by start and end time)."""
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", UserWarning)  # "segment too short": refused before
@@ -100,7 +105,7 @@ class OpenSmileExtractor(FeatureExtractor):
     def extract_batch(self, waves: Sequence[np.ndarray]) -> list[np.ndarray]:
         return [self.to_frames(self.process(wave), len(wave))[None] for wave in waves]
 
-    def to_frames(self, table: "pandas.DataFrame", num_samples: int) -> np.ndarray:  # noqa: F821
+    def to_frames(self, table: pandas.DataFrame, num_samples: int) -> np.ndarray:  # noqa: F821
         """What is stored of openSMILE's output ``table`` for a wave of ``num_samples``."""
         raise NotImplementedError
 
@@ -114,7 +119,7 @@ class LowLevelDescriptors(OpenSmileExtractor):
         return 1 + num_samples // HOP
 
     @staticmethod
-    def shift(table: "pandas.DataFrame") -> int:  # noqa: F821
+    def shift(table: pandas.DataFrame) -> int:  # noqa: F821
         """Hops from the grid's frame 0 to the centre of openSMILE's first row."""
         start, end = (table.index.get_level_values(level)[0].total_seconds() for level in (0, 1))
         return int(round((start + end) / 2 * 16000 / HOP))

@@ -26,7 +26,8 @@ from __future__ import annotations
 import abc
 import dataclasses
 import functools
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 
@@ -63,7 +64,9 @@ def _hz_to_mel(freq: np.ndarray) -> np.ndarray:
     freq = np.asarray(freq, dtype=np.float64)
     f_sp, min_log_hz = 200.0 / 3, 1000.0
     min_log_mel, logstep = min_log_hz / f_sp, np.log(6.4) / 27.0
-    return np.where(freq >= min_log_hz, min_log_mel + np.log(np.maximum(freq, 1e-10) / min_log_hz) / logstep, freq / f_sp)
+    return np.where(
+        freq >= min_log_hz, min_log_mel + np.log(np.maximum(freq, 1e-10) / min_log_hz) / logstep, freq / f_sp
+    )
 
 
 def _mel_to_hz(mel: np.ndarray) -> np.ndarray:
@@ -95,8 +98,10 @@ def check_spectral_config(config: Any) -> None:
     if config.hop_length < 1:
         raise SermtlError(f"hop_length must be at least 1, got {config.hop_length}")
     if not 0 <= config.fmin < config.fmax <= config.sample_rate / 2:
-        raise SermtlError(f"mel band edges must satisfy 0 <= fmin < fmax <= {config.sample_rate // 2}, "
-                          f"got {config.fmin}..{config.fmax}")
+        raise SermtlError(
+            f"mel band edges must satisfy 0 <= fmin < fmax <= {config.sample_rate // 2}, "
+            f"got {config.fmin}..{config.fmax}"
+        )
 
 
 class LogMelExtractor(FeatureExtractor):
@@ -115,12 +120,12 @@ class LogMelExtractor(FeatureExtractor):
         self._device_spec = device
 
     @classmethod
-    def from_description(cls, description: dict[str, Any], device: str = "auto") -> "LogMelExtractor":
+    def from_description(cls, description: dict[str, Any], device: str = "auto") -> LogMelExtractor:
         fields = cls.config_class.__dataclass_fields__
         return cls(device=device, **{k: v for k, v in description.items() if k in fields})
 
     @functools.cached_property
-    def _kernels(self) -> tuple["torch.device", "torch.Tensor", "torch.Tensor"]:  # noqa: F821
+    def _kernels(self) -> tuple[torch.device, torch.Tensor, torch.Tensor]:  # noqa: F821
         """Device, window and mel matrix, built on first use (torch is imported only then,
         so a resumed run with nothing left to do never loads it)."""
         import torch
@@ -145,7 +150,7 @@ class LogMelExtractor(FeatureExtractor):
         return 1 + num_samples // self.config.hop_length
 
     @abc.abstractmethod
-    def from_log_mel(self, log_mel: "torch.Tensor") -> "torch.Tensor":  # noqa: F821
+    def from_log_mel(self, log_mel: torch.Tensor) -> torch.Tensor:  # noqa: F821
         """What is stored for log-mel frames ``(frames, n_mels)``."""
 
     def extract_batch(self, waves: Sequence[np.ndarray]) -> list[np.ndarray]:
@@ -155,8 +160,7 @@ class LogMelExtractor(FeatureExtractor):
         device, window, mel_matrix = self._kernels
         signal, first_frames, counts = self._frame_layout(waves)
         signal = torch.from_numpy(signal).to(device, non_blocking=True)
-        index = torch.from_numpy(np.concatenate(
-            [np.arange(f, f + n) for f, n in zip(first_frames, counts)])).to(device)
+        index = torch.from_numpy(np.concatenate([np.arange(f, f + n) for f, n in zip(first_frames, counts)])).to(device)
         with torch.inference_mode():
             # the window's non-zero part, centred in n_fft as torch.stft places it
             left = (c.n_fft - c.win_length) // 2
@@ -187,7 +191,7 @@ class LogMelExtractor(FeatureExtractor):
         signal = np.zeros(sum(spans) + c.n_fft, dtype=np.float32)
         first_frames, offset = [], 0
         for wave, span in zip(waves, spans):
-            signal[offset + pad: offset + pad + len(wave)] = wave
+            signal[offset + pad : offset + pad + len(wave)] = wave
             first_frames.append(offset // hop)
             offset += span
         return signal, first_frames, counts

@@ -67,8 +67,9 @@ import hashlib
 import json
 import math
 import warnings
+from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import Any, Iterator, Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -123,9 +124,14 @@ class SSLExtractor(FeatureExtractor):
     default_batch_seconds = 200.0
 
     @classmethod
-    def from_description(cls, description: dict[str, Any], device: str = "auto") -> "SSLExtractor":
-        return cls(model=description["model"], layers=",".join(map(str, description["layers"])), device=device,
-                   chunk_seconds=description["chunk_seconds"], chunk_context_seconds=description["chunk_context_seconds"])
+    def from_description(cls, description: dict[str, Any], device: str = "auto") -> SSLExtractor:
+        return cls(
+            model=description["model"],
+            layers=",".join(map(str, description["layers"])),
+            device=device,
+            chunk_seconds=description["chunk_seconds"],
+            chunk_context_seconds=description["chunk_context_seconds"],
+        )
 
     def __init__(
         self,
@@ -272,9 +278,7 @@ class SSLExtractor(FeatureExtractor):
         ):
             # WavLM hands torch a bool padding mask beside a float position bias: harmless
             warnings.filterwarnings("ignore", message="Support for mismatched key_padding_mask")
-            output = self.model(
-                batch.to(self.device), attention_mask=mask.to(self.device), output_hidden_states=True
-            )
+            output = self.model(batch.to(self.device), attention_mask=mask.to(self.device), output_hidden_states=True)
             hidden = torch.stack([output.hidden_states[layer] for layer in self.config.layers])
             hidden = hidden.float().cpu()
         return [hidden[:, row, : self.num_frames(n)].numpy().copy() for row, n in enumerate(lengths)]

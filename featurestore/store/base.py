@@ -13,10 +13,10 @@ from typing import Any, ClassVar
 
 from featurestore.errors import SermtlError
 
-_BACKENDS: dict[str, type["Backend"]] = {}
+_BACKENDS: dict[str, type[Backend]] = {}
 
 
-def register_backend(cls: type["Backend"]) -> type["Backend"]:
+def register_backend(cls: type[Backend]) -> type[Backend]:
     """Class decorator: make a backend available under ``cls.name``."""
     _BACKENDS[cls.name] = cls
     return cls
@@ -27,7 +27,7 @@ def available_backends() -> list[str]:
     return sorted(_BACKENDS)
 
 
-def get_backend(name: str) -> type["Backend"]:
+def get_backend(name: str) -> type[Backend]:
     """The backend class registered as ``name``; unknown names raise."""
     try:
         return _BACKENDS[name]
@@ -44,7 +44,7 @@ def check_store_path(path: str | Path) -> Path:
     return path
 
 
-def backend_for_path(path: str | Path, format: str | None = None) -> type["Backend"]:
+def backend_for_path(path: str | Path, format: str | None = None) -> type[Backend]:
     """Pick a backend from ``--format`` or else from the path's suffix (``.zarr``, ``.h5``/``.hdf5``)."""
     if format:
         return get_backend(format)
@@ -75,7 +75,7 @@ class Backend(abc.ABC):
 
     @classmethod
     @abc.abstractmethod
-    def open(cls, path: Path, writable: bool, create: bool = False) -> "Backend":
+    def open(cls, path: Path, writable: bool, create: bool = False) -> Backend:
         """Open (or with ``create`` make) the store at ``path``."""
 
     @property
@@ -91,7 +91,9 @@ class Backend(abc.ABC):
     def has_array(self, name: str) -> bool: ...
 
     @abc.abstractmethod
-    def create_array(self, name: str, shape: tuple[int, ...], dtype: str, chunks: tuple[int, ...], fill_value: Any = 0) -> Any:
+    def create_array(
+        self, name: str, shape: tuple[int, ...], dtype: str, chunks: tuple[int, ...], fill_value: Any = 0
+    ) -> Any:
         """Create a growable array; the returned object supports ``[]``, ``.shape`` and ``.resize``."""
 
     @abc.abstractmethod
@@ -122,4 +124,3 @@ class Backend(abc.ABC):
         if self.path.is_file():
             return self.path.stat().st_size
         return sum(p.stat().st_size for p in self.path.rglob("*") if p.is_file())
-

@@ -56,7 +56,7 @@ class HDF5Backend(Backend):
         return path.is_file() and h5py.is_hdf5(str(path))
 
     @classmethod
-    def open(cls, path: Path, writable: bool, create: bool = False) -> "HDF5Backend":
+    def open(cls, path: Path, writable: bool, create: bool = False) -> HDF5Backend:
         import h5py
 
         if create:
@@ -113,7 +113,9 @@ class HDF5Backend(Backend):
     def create_array(self, name, shape, dtype, chunks, fill_value=0):
         maxshape = tuple(None for _ in shape)
         self.reserve(0)
-        return self._file.create_dataset(name, shape=shape, dtype=dtype, chunks=chunks, maxshape=maxshape, fillvalue=fill_value)
+        return self._file.create_dataset(
+            name, shape=shape, dtype=dtype, chunks=chunks, maxshape=maxshape, fillvalue=fill_value
+        )
 
     def array(self, name: str) -> Any:
         return self._file[name]

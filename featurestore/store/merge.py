@@ -9,8 +9,9 @@ refuses to append to a store of another config.
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -32,8 +33,9 @@ def where(**conditions: Sequence[str] | str) -> Selector:
     return lambda row: all(row.get(k) in values for k, values in wanted.items())
 
 
-def merge_stores(sources: Sequence[tuple[str | Path, Selector | None]], out: str | Path,
-                 format: str | None = None, batch: int = 256) -> Path:
+def merge_stores(
+    sources: Sequence[tuple[str | Path, Selector | None]], out: str | Path, format: str | None = None, batch: int = 256
+) -> Path:
     """Copy the rows each selector picks from each source store into the store ``out``.
 
     Raises :class:`SermtlError` when the sources differ in feature config or dtype, or
@@ -57,15 +59,29 @@ def merge_stores(sources: Sequence[tuple[str | Path, Selector | None]], out: str
             raise SermtlError("merge: the selection holds no utterance")
         manifest = Manifest(rows, source=f"merge of {', '.join(str(s.path) for s, _ in opened)}")
         attrs = first.attrs
-        with StoreWriter(out, manifest, attrs["feature"], attrs["dtype"], dim=first.dim, num_layers=first.num_layers,
-                         frame_rate=attrs.get("frame_rate") or 0.0, format=format) as writer:
+        with StoreWriter(
+            out,
+            manifest,
+            attrs["feature"],
+            attrs["dtype"],
+            dim=first.dim,
+            num_layers=first.num_layers,
+            frame_rate=attrs.get("frame_rate") or 0.0,
+            format=format,
+        ) as writer:
             holder = {u: store for store, ids in picked for u in ids}
             copy_entries(writer, holder, writer.pending(list(holder)), batch)
     return Path(out)
 
 
-def copy_entries(writer: StoreWriter, holder: Mapping[str, FeatureStore], ids: Sequence[str], batch: int = 256, *,
-                 on_unusable: Callable[[str, str], None] | None = None) -> int:
+def copy_entries(
+    writer: StoreWriter,
+    holder: Mapping[str, FeatureStore],
+    ids: Sequence[str],
+    batch: int = 256,
+    *,
+    on_unusable: Callable[[str, str], None] | None = None,
+) -> int:
     """Copy the features of ``ids``, each read from the store ``holder[id]``, into ``writer``
     in the order given, committing ``batch`` utterances at a time; returns how many were copied.
 
@@ -76,18 +92,21 @@ def copy_entries(writer: StoreWriter, holder: Mapping[str, FeatureStore], ids: S
     ``(utt_id, reason)`` and left out.
     """
     checksums = {store: store.checksums() for store in set(holder.values())}
-    audio = {u: s for store in set(holder.values()) for u, s in store.audio_signatures().items() if holder.get(u) is store}
+    audio = {
+        u: s for store in set(holder.values()) for u, s in store.audio_signatures().items() if holder.get(u) is store
+    }
     copied = 0
     for start in range(0, len(ids), batch):
         items = []
-        for utt_id in ids[start:start + batch]:
+        for utt_id in ids[start : start + batch]:
             store = holder[utt_id]
             layers, reason = _checked_entry(store, utt_id, checksums[store].get(utt_id))
             if layers is not None:
                 items.append((utt_id, layers))
             elif on_unusable is None:
-                raise SermtlError(f"store {store.path}: utterance {utt_id} {reason}; not copied: "
-                                  "run `sermtl verify` on that store")
+                raise SermtlError(
+                    f"store {store.path}: utterance {utt_id} {reason}; not copied: run `sermtl verify` on that store"
+                )
             else:
                 on_unusable(utt_id, reason)
         writer.write(items, audio)

@@ -15,8 +15,9 @@ from __future__ import annotations
 
 import contextlib
 import json
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import numpy as np
 
@@ -134,8 +135,9 @@ class FeatureStore:
         try:
             return read_rows(self._backend, name)[:, 0]
         except SermtlError as exc:  # the entries stay readable; these rows are unknown
-            self.problems.append(f"{exc}: {name} rows unknown, entries not checked against them "
-                                 "(the next extract rewrites the array)")
+            self.problems.append(
+                f"{exc}: {name} rows unknown, entries not checked against them (the next extract rewrites the array)"
+            )
             return np.zeros(0, np.int64)
 
     # -- the public API -----------------------------------------------------------------
@@ -222,18 +224,20 @@ class FeatureStore:
         """
         spans, entries = _compact_spans(self._entries)
         if spans and (spans[0][0] < 0 or spans[-1][1] > self.stored_frames):
-            raise SermtlError(f"store {self.path} has entries outside its {self.stored_frames} stored frames: run `sermtl verify {self.path}`")
+            raise SermtlError(
+                f"store {self.path} has entries outside its {self.stored_frames} stored frames: run `sermtl verify {self.path}`"
+            )
         layers = slice(None) if layer is None else layer
         total = sum(stop - start for start, stop in spans)
         try:
             if len(spans) == 1:
-                block = np.asarray(self._features[layers, spans[0][0]:spans[0][1]])
+                block = np.asarray(self._features[layers, spans[0][0] : spans[0][1]])
             else:
                 shape = (total, self.dim) if layer is not None else (self.num_layers, total, self.dim)
                 block = np.empty(shape, self.dtype)
                 at = 0
                 for start, stop in spans:
-                    block[..., at:at + stop - start, :] = self._features[layers, start:stop]
+                    block[..., at : at + stop - start, :] = self._features[layers, start:stop]
                     at += stop - start
         except Exception as exc:  # a damaged chunk: zarr and h5py raise many types
             raise damaged_store_error(self.path, "read the frames of", exc) from None
@@ -260,7 +264,7 @@ class FeatureStore:
     def close(self) -> None:
         self._backend.close()
 
-    def __enter__(self) -> "FeatureStore":
+    def __enter__(self) -> FeatureStore:
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -300,4 +304,14 @@ def stored_manifest(path: str | Path, format: str | None = None) -> Manifest:
         return store.manifest
 
 
-__all__ = ["FeatureStore", "open_store", "stored_manifest", "backend_for_path", "damaged_store_error", "describe_error", "read_manifest", "read_rows", "rows_inside"]
+__all__ = [
+    "FeatureStore",
+    "open_store",
+    "stored_manifest",
+    "backend_for_path",
+    "damaged_store_error",
+    "describe_error",
+    "read_manifest",
+    "read_rows",
+    "rows_inside",
+]

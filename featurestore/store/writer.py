@@ -30,17 +30,18 @@ import os
 import shutil
 import warnings
 import zlib
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import Any, Iterable, Iterator, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 
-from featurestore.version import __version__
 from featurestore.errors import SermtlError
 from featurestore.locking import ExclusiveLock
 from featurestore.manifest import Manifest, same_audio
 from featurestore.store.base import backend_for_path, check_store_path
 from featurestore.store.reader import FeatureStore, damaged_store_error, read_manifest, read_rows, rows_inside
+from featurestore.version import __version__
 
 FORMAT_VERSION = 1
 #: What a row of each per-utterance array holds, for messages.
@@ -194,18 +195,20 @@ class StoreWriter:
             for name, width in _ROW_ARRAYS:
                 backend.create_array(name, (len(manifest), width), "int64", (_ROW_CHUNK, width), fill_value=-1)[:] = -1
             now = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
-            backend.set_attrs({
-                "format_version": FORMAT_VERSION,
-                "sermtl_version": __version__,
-                "layout": "concatenated-frames",
-                "created": now,
-                **config,
-                "fingerprint": store_fingerprint(config),
-                "dim": dim,
-                "num_layers": num_layers,
-                "frame_rate": frame_rate,
-                "chunk_frames": chunk,
-            })
+            backend.set_attrs(
+                {
+                    "format_version": FORMAT_VERSION,
+                    "sermtl_version": __version__,
+                    "layout": "concatenated-frames",
+                    "created": now,
+                    **config,
+                    "fingerprint": store_fingerprint(config),
+                    "dim": dim,
+                    "num_layers": num_layers,
+                    "frame_rate": frame_rate,
+                    "chunk_frames": chunk,
+                }
+            )
             backend.write_text("manifest", manifest.to_json())
             backend.flush()
         finally:
@@ -239,8 +242,10 @@ class StoreWriter:
         changed = text != stored.to_json()
         # What opening adds, reserved at once: a full disk refuses the open before the manifest
         # is written, not between it and the per-row arrays grown to its length.
-        self._backend.reserve((len(text.encode()) if changed else 0)
-                              + sum(self._row_bytes(name, width, len(merged)) for name, width in _ROW_ARRAYS))
+        self._backend.reserve(
+            (len(text.encode()) if changed else 0)
+            + sum(self._row_bytes(name, width, len(merged)) for name, width in _ROW_ARRAYS)
+        )
         if changed:
             self._backend.write_text("manifest", text)
         return merged
@@ -276,7 +281,7 @@ class StoreWriter:
         if len(old) != len(rows):
             self._backend.reserve(self._row_bytes(name, width, len(rows)))
             array.resize((len(rows), width))
-            array[len(old):] = rows[len(old):]
+            array[len(old) :] = rows[len(old) :]
         self._backend.flush()
         return rows
 
@@ -347,7 +352,9 @@ class StoreWriter:
         shape = self._features.shape
         for utt_id, feats in items:
             if feats.ndim != 3 or feats.shape[0] != shape[0] or feats.shape[2] != shape[2]:
-                raise SermtlError(f"{utt_id}: features shaped {feats.shape}, store expects (layers={shape[0]}, frames, dim={shape[2]})")
+                raise SermtlError(
+                    f"{utt_id}: features shaped {feats.shape}, store expects (layers={shape[0]}, frames, dim={shape[2]})"
+                )
         block = np.concatenate([feats for _, feats in items], axis=1).astype(self.dtype, copy=False)
         start, stop = self._end, self._end + block.shape[1]
         with store_write(self.path, "write to"):
@@ -403,7 +410,7 @@ class StoreWriter:
             if utt_ids:
                 rows = sorted(self.manifest.position(u) for u in utt_ids)
                 self._index[rows] = -1
-                self._backend.array("index")[rows[0]:rows[-1] + 1] = self._index[rows[0]:rows[-1] + 1]
+                self._backend.array("index")[rows[0] : rows[-1] + 1] = self._index[rows[0] : rows[-1] + 1]
                 self._backend.flush()
 
     def skip(self, utt_id: str, error: str) -> None:
@@ -442,7 +449,7 @@ class StoreWriter:
         finally:
             self._lock.release()
 
-    def __enter__(self) -> "StoreWriter":
+    def __enter__(self) -> StoreWriter:
         return self
 
     def __exit__(self, exc_type: type | None, *exc: object) -> None:

@@ -31,7 +31,7 @@ class ZarrBackend(Backend):
         return (path / "zarr.json").is_file()
 
     @classmethod
-    def open(cls, path: Path, writable: bool, create: bool = False) -> "ZarrBackend":
+    def open(cls, path: Path, writable: bool, create: bool = False) -> ZarrBackend:
         import zarr
 
         try:

@@ -83,15 +83,18 @@ def test_verify_fails_on_missing_and_lists_skipped(tmp_path, csv_corpus) -> None
     assert verify.exit_code == 1 and "missing: u02" in verify.output and "skipped: u02" in verify.output
 
 
-@pytest.mark.parametrize("args,needle", [
-    (["prepare", "--corpus", "nope", "--root", "."], "'nope' is not one of 'baum1', 'csv'"),
-    (["prepare", "--corpus", "iemocap", "--root", "/does/not/exist"], "/does/not/exist"),
-    (["extract", "--corpus", "emodb", "--feature", "mfcc"], "pass --root DIR or set SERMTL_EMODB_ROOT"),
-    (["extract", "--feature", "mfcc"], "--corpus NAME"),
-    (["info", "/nowhere.zarr"], "store not found: /nowhere.zarr"),
-    (["extract", "--manifest", "missing.csv", "--feature", "mfcc"], "manifest not found: missing.csv"),
-    (["prepare", "--corpus", "urdu", "--root", ".", "--option", "bogus"], "--option expects KEY=VALUE"),
-])
+@pytest.mark.parametrize(
+    "args,needle",
+    [
+        (["prepare", "--corpus", "nope", "--root", "."], "'nope' is not one of 'baum1', 'csv'"),
+        (["prepare", "--corpus", "iemocap", "--root", "/does/not/exist"], "/does/not/exist"),
+        (["extract", "--corpus", "emodb", "--feature", "mfcc"], "pass --root DIR or set SERMTL_EMODB_ROOT"),
+        (["extract", "--feature", "mfcc"], "--corpus NAME"),
+        (["info", "/nowhere.zarr"], "store not found: /nowhere.zarr"),
+        (["extract", "--manifest", "missing.csv", "--feature", "mfcc"], "manifest not found: missing.csv"),
+        (["prepare", "--corpus", "urdu", "--root", ".", "--option", "bogus"], "--option expects KEY=VALUE"),
+    ],
+)
 def test_bad_input_is_one_line_and_nonzero(args, needle) -> None:
     result = run(*args, ok=False, env={"SERMTL_EMODB_ROOT": ""})
     assert result.exit_code != 0
@@ -109,7 +112,9 @@ def test_refuses_other_config_and_keeps_store(tmp_path, csv_corpus) -> None:
     store = tmp_path / "s.zarr"
     run("extract", "--manifest", csv_corpus, "--feature", "mfcc", "--store", store)
     before = open_store(store).read("u01")
-    result = run("extract", "--manifest", csv_corpus, "--feature", "mfcc", "--store", store, "--dtype", "float16", ok=False)
+    result = run(
+        "extract", "--manifest", csv_corpus, "--feature", "mfcc", "--store", store, "--dtype", "float16", ok=False
+    )
     assert result.exit_code == 1 and "another feature config" in result.output
     np.testing.assert_array_equal(open_store(store).read("u01"), before)
 
@@ -119,17 +124,46 @@ def test_w2v2_extract_on_a_local_tiny_model(tmp_path, csv_corpus) -> None:
 
     model = save_random_ssl_model(tmp_path / "tiny", size="tiny")
     store = tmp_path / "w.zarr"
-    run("extract", "--manifest", csv_corpus, "--feature", "w2v2", "--model", model, "--layers", "0,2", "--store", store, "--device", "cpu")
+    run(
+        "extract",
+        "--manifest",
+        csv_corpus,
+        "--feature",
+        "w2v2",
+        "--model",
+        model,
+        "--layers",
+        "0,2",
+        "--store",
+        store,
+        "--device",
+        "cpu",
+    )
     opened = open_store(store)
     assert opened.attrs["dtype"] == "float16" and opened.attrs["feature"]["layers"] == [0, 2]
     features = opened.read("u05")
     assert features.shape[0] == 2 and features.shape[2] == 32 and features.dtype == np.float16
-    bad = run("extract", "--manifest", csv_corpus, "--feature", "w2v2", "--model", model, "--layers", "7", "--store", tmp_path / "x.zarr", ok=False)
+    bad = run(
+        "extract",
+        "--manifest",
+        csv_corpus,
+        "--feature",
+        "w2v2",
+        "--model",
+        model,
+        "--layers",
+        "7",
+        "--store",
+        tmp_path / "x.zarr",
+        ok=False,
+    )
     assert bad.exit_code == 1 and "--layers" in bad.output
 
 
 def test_console_script_and_python_cli_py(tmp_path) -> None:
-    by_file = subprocess.run([sys.executable, str(REPO / "cli.py"), "--help"], capture_output=True, text=True, cwd=tmp_path)
+    by_file = subprocess.run(
+        [sys.executable, str(REPO / "cli.py"), "--help"], capture_output=True, text=True, cwd=tmp_path
+    )
     assert by_file.returncode == 0 and "extract" in by_file.stdout and "verify" in by_file.stdout
     script = Path(sys.executable).with_name("sermtl")
     if script.exists():

@@ -28,15 +28,29 @@ def test_a_runs_config_json_reproduces_its_results_exactly(iemocap_mfcc_store, t
 
 def test_a_yaml_file_and_a_preset(iemocap_mfcc_store, tmp_path) -> None:
     config = tmp_path / "small.yaml"
-    config.write_text("epochs: 1\nbatch_size: 8\nnetwork:\n  channels: 8\n  embedding_dim: 8\n"
-                      "protocol:\n  name: group-kfold\n  by: speaker\n  folds: 2\n")
+    config.write_text(
+        "epochs: 1\nbatch_size: 8\nnetwork:\n  channels: 8\n  embedding_dim: 8\n"
+        "protocol:\n  name: group-kfold\n  by: speaker\n  folds: 2\n"
+    )
     out = tmp_path / "run"
     run("train", "--store", iemocap_mfcc_store, "--config", config, "--device", "cpu", "--out", out)
     saved = json.loads((out / "config.json").read_text())
     assert saved["train"]["network"]["channels"] == 8 and saved["protocol"]["name"] == "group-kfold"
     preset = tmp_path / "preset"
-    run("train", "--store", iemocap_mfcc_store, "--config", "tiny", *FOLDS, "--epochs", "1", "--device", "cpu",
-        "--out", preset)
+    run(
+        "train",
+        "--store",
+        iemocap_mfcc_store,
+        "--config",
+        "tiny",
+        *FOLDS,
+        "--epochs",
+        "1",
+        "--device",
+        "cpu",
+        "--out",
+        preset,
+    )
     assert json.loads((preset / "config.json").read_text())["train"]["network"]["channels"] == 32
 
 
@@ -45,27 +59,58 @@ def test_the_small_corpus_preset_resolves_to_its_measured_settings(iemocap_mfcc_
 
     preset = read_config_file("small-corpus")
     config = TrainConfig.from_dict(preset.train)
-    assert (config.network.input_norm, config.batch_size, config.network.channels, config.epochs,
-            config.average_best) == ("speaker", 16, 64, 15, 3)
+    assert (
+        config.network.input_norm,
+        config.batch_size,
+        config.network.channels,
+        config.epochs,
+        config.average_best,
+    ) == ("speaker", 16, 64, 15, 3)
     assert config.aux == "auto" and config.lr_schedule == "constant"  # left as the defaults
     out = tmp_path / "run"
-    run("train", "--store", iemocap_mfcc_store, "--config", "small-corpus", *FOLDS, "--epochs", "3", "--device", "cpu",
-        "--out", out)
+    run(
+        "train",
+        "--store",
+        iemocap_mfcc_store,
+        "--config",
+        "small-corpus",
+        *FOLDS,
+        "--epochs",
+        "3",
+        "--device",
+        "cpu",
+        "--out",
+        out,
+    )
     saved = json.loads((out / "config.json").read_text())["train"]
-    assert (saved["network"]["input_norm"], saved["batch_size"], saved["epochs"], saved["average_best"]) == ("speaker", 16, 3, 3)
+    assert (saved["network"]["input_norm"], saved["batch_size"], saved["epochs"], saved["average_best"]) == (
+        "speaker",
+        16,
+        3,
+        3,
+    )
     assert json.loads((out / "fold_1" / "metrics.json").read_text())["averaged_epochs"] == [1, 2, 3]
 
 
-@pytest.mark.parametrize("text, message", [
-    ("chanels: 128\n", "unknown key 'chanels' (nearest: channels)"),
-    ("network:\n  chanels: 128\n", "unknown option 'chanels' (nearest: channels)"),
-    ("channels: 12\n", "--channels must be in [8, 8192], a multiple of 8, got 12"),
-    ("input_norm: utterence\n", "--input-norm: 'utterence' is not one of global, utterance, speaker (nearest: utterance)"),
-    ("protocol:\n  name: loso\n  bye: speaker\n", "unknown protocol key 'bye' (nearest: by)"),
-    ("protocol:\n  name: lsoo\n", "--protocol: 'lsoo' is not one of loso, kfold, group-kfold, split, file (nearest: loso)"),
-    ("[1, 2", "not valid YAML"),
-    ("- 1\n- 2\n", "expected a mapping of options"),
-])
+@pytest.mark.parametrize(
+    "text, message",
+    [
+        ("chanels: 128\n", "unknown key 'chanels' (nearest: channels)"),
+        ("network:\n  chanels: 128\n", "unknown option 'chanels' (nearest: channels)"),
+        ("channels: 12\n", "--channels must be in [8, 8192], a multiple of 8, got 12"),
+        (
+            "input_norm: utterence\n",
+            "--input-norm: 'utterence' is not one of global, utterance, speaker (nearest: utterance)",
+        ),
+        ("protocol:\n  name: loso\n  bye: speaker\n", "unknown protocol key 'bye' (nearest: by)"),
+        (
+            "protocol:\n  name: lsoo\n",
+            "--protocol: 'lsoo' is not one of loso, kfold, group-kfold, split, file (nearest: loso)",
+        ),
+        ("[1, 2", "not valid YAML"),
+        ("- 1\n- 2\n", "expected a mapping of options"),
+    ],
+)
 def test_a_bad_config_file_is_one_line_and_writes_nothing(iemocap_mfcc_store, tmp_path, text, message) -> None:
     config = tmp_path / "bad.yaml"
     config.write_text(text)

@@ -11,7 +11,20 @@ import pytest
 from tests.cli.test_cli import run
 from tests.conftest import write_tone
 
-TINY = ["--epochs", "1", "--channels", "16", "--embedding-dim", "8", "--batch-size", "8", "--device", "cpu", "--aux", "none"]
+TINY = [
+    "--epochs",
+    "1",
+    "--channels",
+    "16",
+    "--embedding-dim",
+    "8",
+    "--batch-size",
+    "8",
+    "--device",
+    "cpu",
+    "--aux",
+    "none",
+]
 LABELS = {"ang": "Angry", "hap": "Happy", "sad": "Sad"}
 
 
@@ -33,8 +46,18 @@ def emobox(tmp_path_factory) -> dict[str, Path]:
             label = list(LABELS)[i % 3]
             wav = Path("downloads/toy/wav") / f"s{speaker}_{i:02d}.wav"
             write_tone(audio_root / wav, 0.6 + 0.1 * i, freq=150 + 60 * (i % 3), seed=10 * speaker + i)
-            rows.append({"key": f"toy-s{speaker}_{i:02d}", "dataset": "toy", "wav": str(wav), "type": "raw",
-                         "sample_rate": 16000, "length": 0.6 + 0.1 * i, "emo": label, "channel": 1})
+            rows.append(
+                {
+                    "key": f"toy-s{speaker}_{i:02d}",
+                    "dataset": "toy",
+                    "wav": str(wav),
+                    "type": "raw",
+                    "sample_rate": 16000,
+                    "length": 0.6 + 0.1 * i,
+                    "emo": label,
+                    "channel": 1,
+                }
+            )
     write_jsonl(meta / "toy.jsonl", rows)
     (meta / "label_map.json").write_text(json.dumps(LABELS))
     for k in range(1, 4):
@@ -42,8 +65,19 @@ def emobox(tmp_path_factory) -> dict[str, Path]:
         write_jsonl(meta / f"fold_{k}" / f"toy_train_fold_{k}.jsonl", [r for r in rows if r not in test])
         write_jsonl(meta / f"fold_{k}" / f"toy_test_fold_{k}.jsonl", test)
     manifest = base / "toy.csv"
-    result = run("prepare", "--corpus", "emobox", "--root", meta, "--option", f"audio_root={audio_root}",
-                 "--option", r"speaker_pattern=toy-(s\d)_", "--out", manifest)
+    result = run(
+        "prepare",
+        "--corpus",
+        "emobox",
+        "--root",
+        meta,
+        "--option",
+        f"audio_root={audio_root}",
+        "--option",
+        r"speaker_pattern=toy-(s\d)_",
+        "--out",
+        manifest,
+    )
     assert "18 utterances" in result.output
     store = base / "toy_mfcc.zarr"
     run("extract", "--manifest", manifest, "--feature", "mfcc", "--store", store, "--device", "cpu")
@@ -66,8 +100,14 @@ def test_cv_on_emoboxs_folds(emobox, tmp_path) -> None:
     assert len(folds) == 3
     for fold in folds:
         k = fold["fold"]
-        expected_test = [json.loads(line)["key"] for line in (emobox["meta"] / f"fold_{k}" / f"toy_test_fold_{k}.jsonl").read_text().splitlines()]
-        expected_train = [json.loads(line)["key"] for line in (emobox["meta"] / f"fold_{k}" / f"toy_train_fold_{k}.jsonl").read_text().splitlines()]
+        expected_test = [
+            json.loads(line)["key"]
+            for line in (emobox["meta"] / f"fold_{k}" / f"toy_test_fold_{k}.jsonl").read_text().splitlines()
+        ]
+        expected_train = [
+            json.loads(line)["key"]
+            for line in (emobox["meta"] / f"fold_{k}" / f"toy_train_fold_{k}.jsonl").read_text().splitlines()
+        ]
         assert fold["test"] == expected_test
         assert sorted(fold["train"] + fold["valid"]) == sorted(expected_train) and fold["valid"]
     saved = json.loads((out / "config.json").read_text())["protocol"]
@@ -87,7 +127,10 @@ def test_bad_fold_files_are_one_line(emobox, tmp_path) -> None:
     test_file = bad / "fold_2" / "toy_test_fold_2.jsonl"
     test_file.write_text(test_file.read_text() + json.dumps({"key": "toy-nobody"}) + "\n")
     result = run("cv", "--store", emobox["store"], "--folds-file", bad, "--out", tmp_path / "r1", *TINY, ok=False)
-    assert result.exit_code == 1 and f"--folds-file {test_file}: id 'toy-nobody' (fold 2) is not in the store" in result.output
+    assert (
+        result.exit_code == 1
+        and f"--folds-file {test_file}: id 'toy-nobody' (fold 2) is not in the store" in result.output
+    )
     test_file.write_text((bad / "fold_1" / "toy_test_fold_1.jsonl").read_text())
     result = run("cv", "--store", emobox["store"], "--folds-file", bad, "--out", tmp_path / "r2", *TINY, ok=False)
     assert "is tested in folds 1 and 2; test sets must not overlap" in result.output
@@ -102,8 +145,20 @@ def test_bad_emobox_metadata_is_one_line(emobox, tmp_path) -> None:
     broken = write_jsonl(tmp_path / "broken" / "broken.jsonl", [{"key": "a", "wav": "x.wav"}])
     result = run("prepare", "--corpus", "emobox", "--root", broken.parent, "--out", tmp_path / "m.csv", ok=False)
     assert f"{broken}, line 1: not a JSON object with text 'key', 'wav' and 'emo'" in result.output
-    result = run("prepare", "--corpus", "emobox", "--root", emobox["meta"], "--option", "speaker_pattern=(a)(b)",
-                 "--option", f"audio_root={emobox['audio_root']}", "--out", tmp_path / "m.csv", ok=False)
+    result = run(
+        "prepare",
+        "--corpus",
+        "emobox",
+        "--root",
+        emobox["meta"],
+        "--option",
+        "speaker_pattern=(a)(b)",
+        "--option",
+        f"audio_root={emobox['audio_root']}",
+        "--out",
+        tmp_path / "m.csv",
+        ok=False,
+    )
     assert "needs exactly one group" in result.output
 
 
@@ -112,18 +167,42 @@ def test_lengths_and_speakers_are_checked_per_line(emobox, tmp_path) -> None:
     options = ["--option", f"audio_root={emobox['audio_root']}", "--option", r"speaker_pattern=toy-(s\d)_"]
     for length, shown in ((0, "0"), (-1.5, "-1.5"), ("0.7", "'0.7'"), (False, "False"), (float("nan"), "nan")):
         meta = write_jsonl(tmp_path / "bad" / "bad.jsonl", [rows[0], {**rows[1], "length": length}])
-        result = run("prepare", "--corpus", "emobox", "--root", meta.parent, *options, "--out", tmp_path / "m.csv", ok=False)
-        assert result.exit_code == 1 and f"{meta}, line 2: 'length' must be a finite positive number of seconds, got {shown}" in result.output
-    meta = write_jsonl(tmp_path / "ok" / "ok.jsonl", [rows[0], {**rows[1], "length": None}, {k: v for k, v in rows[2].items() if k != "length"}])
+        result = run(
+            "prepare", "--corpus", "emobox", "--root", meta.parent, *options, "--out", tmp_path / "m.csv", ok=False
+        )
+        assert (
+            result.exit_code == 1
+            and f"{meta}, line 2: 'length' must be a finite positive number of seconds, got {shown}" in result.output
+        )
+    meta = write_jsonl(
+        tmp_path / "ok" / "ok.jsonl",
+        [rows[0], {**rows[1], "length": None}, {k: v for k, v in rows[2].items() if k != "length"}],
+    )
     run("prepare", "--corpus", "emobox", "--root", meta.parent, *options, "--out", tmp_path / "m.csv")
     from featurestore.manifest import Manifest
 
-    assert Manifest.read_csv(tmp_path / "m.csv").column("duration") == pytest.approx([0.6, 0.7, 0.8])  # measured when not given
-    result = run("prepare", "--corpus", "emobox", "--root", meta.parent, "--option", f"audio_root={emobox['audio_root']}",
-                 "--option", r"speaker_pattern=toy-(x?)s", "--out", tmp_path / "m2.csv", ok=False)
+    assert Manifest.read_csv(tmp_path / "m.csv").column("duration") == pytest.approx(
+        [0.6, 0.7, 0.8]
+    )  # measured when not given
+    result = run(
+        "prepare",
+        "--corpus",
+        "emobox",
+        "--root",
+        meta.parent,
+        "--option",
+        f"audio_root={emobox['audio_root']}",
+        "--option",
+        r"speaker_pattern=toy-(x?)s",
+        "--out",
+        tmp_path / "m2.csv",
+        ok=False,
+    )
     assert f"{meta}, line 1: speaker_pattern 'toy-(x?)s' finds an empty speaker in key 'toy-s0_00'" in result.output
     meta = write_jsonl(tmp_path / "ds" / "ds.jsonl", [{**rows[0], "dataset": ["toy"]}])
-    result = run("prepare", "--corpus", "emobox", "--root", meta.parent, *options, "--out", tmp_path / "m3.csv", ok=False)
+    result = run(
+        "prepare", "--corpus", "emobox", "--root", meta.parent, *options, "--out", tmp_path / "m3.csv", ok=False
+    )
     assert f"{meta}, line 1: 'dataset' must be text, got ['toy']" in result.output
     assert not (tmp_path / "m2.csv").exists() and not (tmp_path / "m3.csv").exists()
 
@@ -138,13 +217,22 @@ def test_fold_folders_and_files_are_named_strictly(emobox, tmp_path) -> None:
     assert f"--folds-file {folds}: 2 folders for fold 2 (fold_02, fold_2); keep one" in run(*cv, ok=False).output
     shutil.rmtree(folds / "fold_02")
     (folds / "fold_3").rename(folds / "fold_4")
-    assert f"--folds-file {folds}: folds are numbered 1..N without gaps; no fold_3 (the last is fold_4)" in run(*cv, ok=False).output
+    assert (
+        f"--folds-file {folds}: folds are numbered 1..N without gaps; no fold_3 (the last is fold_4)"
+        in run(*cv, ok=False).output
+    )
     (folds / "fold_4").rename(folds / "fold_3")
     shutil.copy(folds / "fold_1" / "toy_train_fold_1.jsonl", folds / "fold_1" / "old_train_fold1.jsonl")
     result = run(*cv, ok=False)
-    assert f"--folds-file {folds / 'fold_1'}: 2 train files for fold 1 (old_train_fold1.jsonl, toy_train_fold_1.jsonl); keep one" in result.output
+    assert (
+        f"--folds-file {folds / 'fold_1'}: 2 train files for fold 1 (old_train_fold1.jsonl, toy_train_fold_1.jsonl); keep one"
+        in result.output
+    )
     (folds / "fold_1" / "old_train_fold1.jsonl").unlink()
     (folds / "fold_1" / "toy_test_fold_1.jsonl").write_text('{"key": 7}\n')
     result = run(*cv, ok=False)
-    assert f"--folds-file {folds / 'fold_1' / 'toy_test_fold_1.jsonl'}, line 1: not a JSON object with a text 'key' (got {{'key': 7}})" in result.output
+    assert (
+        f"--folds-file {folds / 'fold_1' / 'toy_test_fold_1.jsonl'}, line 1: not a JSON object with a text 'key' (got {{'key': 7}})"
+        in result.output
+    )
     assert not (tmp_path / "run").exists()

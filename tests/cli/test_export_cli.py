@@ -46,7 +46,10 @@ def test_torchscript_gives_the_eager_outputs(checkpoint, tmp_path) -> None:
     for ours, theirs in zip(exported, eager_outputs(checkpoint, features, lengths)):
         np.testing.assert_allclose(ours, theirs, atol=1e-5)
     interface = json.loads((tmp_path / "model.pt.json").read_text())
-    assert interface["outputs"] == ["emotion_probs", "embedding", "aux_probs"] and interface["feature"]["feature"] == "mfcc"
+    assert (
+        interface["outputs"] == ["emotion_probs", "embedding", "aux_probs"]
+        and interface["feature"]["feature"] == "mfcc"
+    )
     assert "## Intended use and limits" in (tmp_path / "model.pt.md").read_text()
 
 
@@ -96,16 +99,24 @@ def test_export_never_replaces_another_commands_file_or_its_checkpoint(checkpoin
     (fold / "link.pt").symlink_to(fold / "checkpoint.pt")
     (fold / "notes").write_text("mine\n")
     (fold / "notes.md").write_text("mine\n")
-    refusals = {fold / "metrics": f"--out {fold / 'metrics'}: {fold / 'metrics.json'} already exists and was not "
-                                  "written by an export",
-                fold / "checkpoint.pt": f"--out {fold / 'checkpoint.pt'} is the input checkpoint",
-                fold / "link.pt": f"--out {fold / 'link.pt'} is the input checkpoint",
-                fold / "notes": f"{fold / 'notes'} already exists and was not written by an export"}
+    refusals = {
+        fold / "metrics": f"--out {fold / 'metrics'}: {fold / 'metrics.json'} already exists and was not "
+        "written by an export",
+        fold / "checkpoint.pt": f"--out {fold / 'checkpoint.pt'} is the input checkpoint",
+        fold / "link.pt": f"--out {fold / 'link.pt'} is the input checkpoint",
+        fold / "notes": f"{fold / 'notes'} already exists and was not written by an export",
+    }
     for out, message in refusals.items():
-        result = run("export", "--checkpoint", fold / "checkpoint.pt", "--format", "torchscript", "--out", out, ok=False)
+        result = run(
+            "export", "--checkpoint", fold / "checkpoint.pt", "--format", "torchscript", "--out", out, ok=False
+        )
         assert result.exit_code == 1 and message in result.output and "Traceback" not in result.output, result.output
-    assert _files(run_dir) == {**before, fold / "link.pt": before[fold / "checkpoint.pt"],
-                               fold / "notes": b"mine\n", fold / "notes.md": b"mine\n"}  # nothing written or changed
+    assert _files(run_dir) == {
+        **before,
+        fold / "link.pt": before[fold / "checkpoint.pt"],
+        fold / "notes": b"mine\n",
+        fold / "notes.md": b"mine\n",
+    }  # nothing written or changed
 
 
 def test_exporting_again_to_the_same_out_replaces_the_previous_export(checkpoint, tmp_path) -> None:

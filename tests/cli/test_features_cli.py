@@ -31,7 +31,9 @@ def stores(tmp_path_factory) -> dict[str, Path]:
     stores = {}
     for feature in ("fbank", "egemaps", "egemaps-functionals"):
         stores[feature] = root / f"{feature}.zarr"
-        result = run("extract", "--manifest", manifest, "--feature", feature, "--store", stores[feature], "--device", "cpu")
+        result = run(
+            "extract", "--manifest", manifest, "--feature", feature, "--store", stores[feature], "--device", "cpu"
+        )
         assert "18 stored" in result.output
         assert "0 problem(s), 0 missing" in run("verify", stores[feature]).output
     return stores
@@ -58,14 +60,29 @@ def test_svm_on_egemaps_functionals_and_speaker_normalised(stores, tmp_path) -> 
     assert "SVM on mfcc-stats, speaker-normalised (group-kfold by speaker, 3 folds): WA" in speaker
 
 
-@pytest.mark.parametrize("store, args, message", [
-    ("fbank", ["--functionals", "egemaps"], "--functionals egemaps: store {} holds fbank; make a store of egemaps "
-                                             "functionals with: sermtl extract --feature egemaps-functionals …"),
-    ("egemaps-functionals", ["--functionals", "mfcc-stats"], "--functionals mfcc-stats: store {} holds one "
-                                                             "egemaps-functionals vector per utterance, not frames; "
-                                                             "use --functionals egemaps"),
-    ("egemaps-functionals", ["--functionals", "compare"], "--functionals compare: store {} holds egemaps-functionals"),
-])
+@pytest.mark.parametrize(
+    "store, args, message",
+    [
+        (
+            "fbank",
+            ["--functionals", "egemaps"],
+            "--functionals egemaps: store {} holds fbank; make a store of egemaps "
+            "functionals with: sermtl extract --feature egemaps-functionals …",
+        ),
+        (
+            "egemaps-functionals",
+            ["--functionals", "mfcc-stats"],
+            "--functionals mfcc-stats: store {} holds one "
+            "egemaps-functionals vector per utterance, not frames; "
+            "use --functionals egemaps",
+        ),
+        (
+            "egemaps-functionals",
+            ["--functionals", "compare"],
+            "--functionals compare: store {} holds egemaps-functionals",
+        ),
+    ],
+)
 def test_functionals_that_do_not_match_the_store_are_one_line(stores, store, args, message) -> None:
     result = run("baseline", "--store", stores[store], *args, *FOLDS, ok=False)
     assert result.exit_code == 1 and result.output.count("error:") == 1 and "Traceback" not in result.output
@@ -89,10 +106,14 @@ def test_cv_and_predict_with_speaker_normalisation_on_egemaps(stores, tmp_path) 
 
 def test_audio_shorter_than_opensmiles_window_is_one_line(tmp_path) -> None:
     short = write_tone(tmp_path / "short.wav", 0.05)
-    manifest = write_manifest(tmp_path / "m.csv", [{"utt_id": "x", "path": str(short), "emotion": "sad", "speaker": "a"}])
+    manifest = write_manifest(
+        tmp_path / "m.csv", [{"utt_id": "x", "path": str(short), "emotion": "sad", "speaker": "a"}]
+    )
     result = run("extract", "--manifest", manifest, "--feature", "egemaps", "--store", tmp_path / "s.zarr", ok=False)
     assert result.exit_code == 1 and result.output.count("error:") == 1
-    assert f"x ({short}): 800 samples is shorter than the egemaps receptive field (960 samples = 60 ms)" in result.output
+    assert (
+        f"x ({short}): 800 samples is shorter than the egemaps receptive field (960 samples = 60 ms)" in result.output
+    )
 
 
 def test_values_beyond_float16_are_refused_not_stored_as_infinity(tmp_path) -> None:
@@ -100,9 +121,13 @@ def test_values_beyond_float16_are_refused_not_stored_as_infinity(tmp_path) -> N
 
     loud = tmp_path / "loud.wav"
     sf.write(str(loud), np.clip(np.random.default_rng(0).normal(0, 0.5, 16000), -1, 1).astype(np.float32), 16000)
-    manifest = write_manifest(tmp_path / "m.csv", [{"utt_id": "x", "path": str(loud), "emotion": "sad", "speaker": "a"}])
+    manifest = write_manifest(
+        tmp_path / "m.csv", [{"utt_id": "x", "path": str(loud), "emotion": "sad", "speaker": "a"}]
+    )
     store = tmp_path / "s.zarr"
-    result = run("extract", "--manifest", manifest, "--feature", "compare", "--dtype", "float16", "--store", store, ok=False)
+    result = run(
+        "extract", "--manifest", manifest, "--feature", "compare", "--dtype", "float16", "--store", store, ok=False
+    )
     assert result.exit_code == 1 and result.output.count("error:") == 1
     assert "exceed float16's range; extract with --dtype float32" in result.output
     run("extract", "--manifest", manifest, "--feature", "compare", "--store", tmp_path / "s32.zarr")

@@ -13,7 +13,20 @@ import soundfile as sf
 from tests.cli.test_cli import run
 
 datasets = pytest.importorskip("datasets")
-TINY = ["--epochs", "1", "--channels", "16", "--embedding-dim", "8", "--batch-size", "8", "--device", "cpu", "--aux", "none"]
+TINY = [
+    "--epochs",
+    "1",
+    "--channels",
+    "16",
+    "--embedding-dim",
+    "8",
+    "--batch-size",
+    "8",
+    "--device",
+    "cpu",
+    "--aux",
+    "none",
+]
 EMOTIONS = ["angry", "happy", "sad"]
 
 
@@ -31,29 +44,58 @@ def wav_bytes(wave: np.ndarray, rate: int, format: str = "WAV") -> bytes:
 
 def audio_dataset(n: int, rate: int, offset: int = 0, broken: int | None = None):
     """An ``Audio`` column of encoded bytes (FLAC at ``rate``), ClassLabel emotions, speakers."""
-    audio = [{"bytes": b"not audio at all" if i == broken else wav_bytes(tone(0.6 + 0.05 * i, rate, 140 + 70 * (i % 3), i + offset), rate, "FLAC"),
-              "path": None} for i in range(n)]
+    audio = [
+        {
+            "bytes": b"not audio at all"
+            if i == broken
+            else wav_bytes(tone(0.6 + 0.05 * i, rate, 140 + 70 * (i % 3), i + offset), rate, "FLAC"),
+            "path": None,
+        }
+        for i in range(n)
+    ]
     table = datasets.Dataset.from_dict(
         {"audio": audio, "emotion": [i % 3 for i in range(n)], "speaker": [f"s{(i // 3) % 3}" for i in range(n)]},
-        features=datasets.Features({"audio": {"bytes": datasets.Value("binary"), "path": datasets.Value("string")},
-                                    "emotion": datasets.ClassLabel(names=EMOTIONS), "speaker": datasets.Value("string")}))
+        features=datasets.Features(
+            {
+                "audio": {"bytes": datasets.Value("binary"), "path": datasets.Value("string")},
+                "emotion": datasets.ClassLabel(names=EMOTIONS),
+                "speaker": datasets.Value("string"),
+            }
+        ),
+    )
     return table.cast_column("audio", datasets.Audio())  # an Audio column as save_to_disk stores it
 
 
 @pytest.fixture(scope="module")
 def saved(tmp_path_factory):
     base = tmp_path_factory.mktemp("hf")
-    datasets.DatasetDict({"train": audio_dataset(12, 22050), "test": audio_dataset(6, 44100, offset=50)}).save_to_disk(str(base / "bytes_ds"))
-    arrays = {"wave": [{"array": tone(0.7, 8000, 200 + 40 * i, i).tolist(), "sampling_rate": 8000} for i in range(6)],
-              "label": ["Angry", "Sad", "Happy"] * 2, "who": ["a", "b", "c"] * 2}
+    datasets.DatasetDict({"train": audio_dataset(12, 22050), "test": audio_dataset(6, 44100, offset=50)}).save_to_disk(
+        str(base / "bytes_ds")
+    )
+    arrays = {
+        "wave": [{"array": tone(0.7, 8000, 200 + 40 * i, i).tolist(), "sampling_rate": 8000} for i in range(6)],
+        "label": ["Angry", "Sad", "Happy"] * 2,
+        "who": ["a", "b", "c"] * 2,
+    }
     datasets.Dataset.from_dict(arrays).save_to_disk(str(base / "array_ds"))
     return base
 
 
 def test_prepare_extract_verify_and_cv_on_a_saved_datasetdict(saved, tmp_path) -> None:
     manifest = tmp_path / "m.csv"
-    result = run("prepare", "--corpus", "hf", "--root", saved / "bytes_ds", "--option", "label=emotion",
-                 "--option", "speaker=speaker", "--out", manifest)
+    result = run(
+        "prepare",
+        "--corpus",
+        "hf",
+        "--root",
+        saved / "bytes_ds",
+        "--option",
+        "label=emotion",
+        "--option",
+        "speaker=speaker",
+        "--out",
+        manifest,
+    )
     assert "18 utterances" in result.output
     from featurestore.manifest import Manifest
 
@@ -78,8 +120,21 @@ def test_prepare_extract_verify_and_cv_on_a_saved_datasetdict(saved, tmp_path) -
 
 def test_arrays_at_any_rate_and_named_columns(saved, tmp_path) -> None:
     manifest = tmp_path / "m.csv"
-    run("prepare", "--corpus", "hf", "--root", saved / "array_ds", "--option", "label=label", "--option", "speaker=who",
-        "--option", "audio=wave", "--out", manifest)
+    run(
+        "prepare",
+        "--corpus",
+        "hf",
+        "--root",
+        saved / "array_ds",
+        "--option",
+        "label=label",
+        "--option",
+        "speaker=who",
+        "--option",
+        "audio=wave",
+        "--out",
+        manifest,
+    )
     from featurestore.audio import load_audio
     from featurestore.manifest import Manifest
 
@@ -90,8 +145,23 @@ def test_arrays_at_any_rate_and_named_columns(saved, tmp_path) -> None:
 
 
 def test_bad_datasets_are_one_line(saved, tmp_path) -> None:
-    result = run("prepare", "--corpus", "hf", "--root", saved / "bytes_ds", "--option", "label=mood", "--out", tmp_path / "m.csv", ok=False)
-    assert result.exit_code == 1 and "--option label=mood:" in result.output and "has no such column (columns: audio, emotion, speaker)" in result.output
+    result = run(
+        "prepare",
+        "--corpus",
+        "hf",
+        "--root",
+        saved / "bytes_ds",
+        "--option",
+        "label=mood",
+        "--out",
+        tmp_path / "m.csv",
+        ok=False,
+    )
+    assert (
+        result.exit_code == 1
+        and "--option label=mood:" in result.output
+        and "has no such column (columns: audio, emotion, speaker)" in result.output
+    )
     result = run("prepare", "--corpus", "hf", "--root", tmp_path, "--out", tmp_path / "m.csv", ok=False)
     assert result.exit_code == 1 and "not a dataset saved with save_to_disk" in result.output
     broken = tmp_path / "broken_ds"
@@ -100,8 +170,14 @@ def test_bad_datasets_are_one_line(saved, tmp_path) -> None:
     prepared = run("prepare", "--corpus", "hf", "--root", broken, "--out", manifest)
     assert "1 unreadable audio file(s)" in prepared.output
     failed = run("extract", "--manifest", manifest, "--feature", "mfcc", "--store", tmp_path / "b.zarr", ok=False)
-    assert failed.exit_code == 1 and failed.output.count("error:") == 1 and "cannot decode audio: the audio bytes of hf:" in failed.output
-    skipped = run("extract", "--manifest", manifest, "--feature", "mfcc", "--store", tmp_path / "b.zarr", "--on-error", "skip")
+    assert (
+        failed.exit_code == 1
+        and failed.output.count("error:") == 1
+        and "cannot decode audio: the audio bytes of hf:" in failed.output
+    )
+    skipped = run(
+        "extract", "--manifest", manifest, "--feature", "mfcc", "--store", tmp_path / "b.zarr", "--on-error", "skip"
+    )
     assert "3 stored" in skipped.output and "1 skipped" in skipped.output
 
 
@@ -120,22 +196,46 @@ def test_unlabelled_rows_are_counted_and_any_saved_format_reads_back(tmp_path) -
     assert rows.ids() == [f"train-{i}" for i in range(6)]
     assert rows.column("emotion") == EMOTIONS * 2 and rows.column("speaker") == ["s0"] * 3 + ["s1"] * 3
     assert rows["train-5"]["duration"] == pytest.approx(0.85, abs=1e-3)  # audio bytes read back through the format
-    stored = run("extract", "--manifest", manifest, "--feature", "mfcc", "--store", tmp_path / "s.zarr", "--device", "cpu")
+    stored = run(
+        "extract", "--manifest", manifest, "--feature", "mfcc", "--store", tmp_path / "s.zarr", "--device", "cpu"
+    )
     assert "6 stored" in stored.output
 
 
 def test_bad_labels_and_rates_are_one_line_naming_the_row(tmp_path) -> None:
-    rates = [{"array": tone(0.5, 16000, 200, i).tolist(), "sampling_rate": rate} for i, rate in enumerate([16000, 1_000_000])]
-    datasets.Dataset.from_dict({"audio": rates, "emotion": ["sad", "angry"], "speaker": ["a", "b"]},
-                               features=datasets.Features({"audio": {"array": datasets.Sequence(datasets.Value("float32")),
-                                                                     "sampling_rate": datasets.Value("int64")},
-                                                           "emotion": datasets.Value("string"),
-                                                           "speaker": datasets.Value("string")})).save_to_disk(str(tmp_path / "ds"))
+    rates = [
+        {"array": tone(0.5, 16000, 200, i).tolist(), "sampling_rate": rate} for i, rate in enumerate([16000, 1_000_000])
+    ]
+    datasets.Dataset.from_dict(
+        {"audio": rates, "emotion": ["sad", "angry"], "speaker": ["a", "b"]},
+        features=datasets.Features(
+            {
+                "audio": {
+                    "array": datasets.Sequence(datasets.Value("float32")),
+                    "sampling_rate": datasets.Value("int64"),
+                },
+                "emotion": datasets.Value("string"),
+                "speaker": datasets.Value("string"),
+            }
+        ),
+    ).save_to_disk(str(tmp_path / "ds"))
     manifest = tmp_path / "m.csv"
     prepared = run("prepare", "--corpus", "hf", "--root", tmp_path / "ds", "--out", manifest)
-    assert "1 unreadable audio file(s)" in prepared.output and "sampling_rate 1000000 is not a whole number of Hz in 4000..768000" in prepared.output
+    assert (
+        "1 unreadable audio file(s)" in prepared.output
+        and "sampling_rate 1000000 is not a whole number of Hz in 4000..768000" in prepared.output
+    )
     failed = run("extract", "--manifest", manifest, "--feature", "mfcc", "--store", tmp_path / "s.zarr", ok=False)
-    assert failed.exit_code == 1 and failed.output.count("error:") == 1 and "#-/audio/1: sampling_rate 1000000" in failed.output
-    datasets.Dataset.from_dict({"audio": rates, "emotion": ["sad", "angry"], "speaker": [["a"], ["b"]]}).save_to_disk(str(tmp_path / "ds2"))
+    assert (
+        failed.exit_code == 1
+        and failed.output.count("error:") == 1
+        and "#-/audio/1: sampling_rate 1000000" in failed.output
+    )
+    datasets.Dataset.from_dict({"audio": rates, "emotion": ["sad", "angry"], "speaker": [["a"], ["b"]]}).save_to_disk(
+        str(tmp_path / "ds2")
+    )
     result = run("prepare", "--corpus", "hf", "--root", tmp_path / "ds2", "--out", manifest, ok=False)
-    assert result.exit_code == 1 and f"hf: {tmp_path / 'ds2'} row 0, column 'speaker' must be text or an integer, got ['a']" in result.output
+    assert (
+        result.exit_code == 1
+        and f"hf: {tmp_path / 'ds2'} row 0, column 'speaker' must be text or an integer, got ['a']" in result.output
+    )

@@ -24,10 +24,21 @@ def manifests(tmp_path_factory):
         path = write_tone(base / "audio" / f"rec{r}.wav", 4.0, sr=22050, freq=150 + 50 * r, seed=r)
         recordings.append(lhotse.Recording.from_file(str(path), recording_id=f"rec{r}"))
         for k in range(3):
-            supervisions.append(lhotse.SupervisionSegment(
-                id=f"rec{r}-{k}", recording_id=f"rec{r}", start=0.2 + 1.2 * k, duration=1.0, speaker=f"spk{r}",
-                gender="female" if r % 2 else "male", custom={"emotion": EMOTIONS[k].upper(), "intensity": k + 1}))
-    recording_set, supervision_set = lhotse.RecordingSet.from_recordings(recordings), lhotse.SupervisionSet.from_segments(supervisions)
+            supervisions.append(
+                lhotse.SupervisionSegment(
+                    id=f"rec{r}-{k}",
+                    recording_id=f"rec{r}",
+                    start=0.2 + 1.2 * k,
+                    duration=1.0,
+                    speaker=f"spk{r}",
+                    gender="female" if r % 2 else "male",
+                    custom={"emotion": EMOTIONS[k].upper(), "intensity": k + 1},
+                )
+            )
+    recording_set, supervision_set = (
+        lhotse.RecordingSet.from_recordings(recordings),
+        lhotse.SupervisionSet.from_segments(supervisions),
+    )
     folder = base / "manifests"
     folder.mkdir()
     recording_set.to_file(folder / "toy_recordings.jsonl.gz")
@@ -52,18 +63,26 @@ def test_cuts_and_manifests_give_one_row_per_supervision(manifests, which, tmp_p
     assert row["start"] == pytest.approx(2.6) and row["end"] == pytest.approx(3.6)
     whole = load_audio(row["path"])
     np_segment = load_audio(row["path"], row["start"], row["end"])
-    assert len(np_segment) == 16000 and abs(np_segment - whole[int(2.6 * 16000):int(2.6 * 16000) + 16000]).max() < 0.05
+    assert (
+        len(np_segment) == 16000 and abs(np_segment - whole[int(2.6 * 16000) : int(2.6 * 16000) + 16000]).max() < 0.05
+    )
     store = tmp_path / "s.zarr"
-    assert "9 stored" in run("extract", "--manifest", out, "--feature", "mfcc", "--store", store, "--device", "cpu").output
+    assert (
+        "9 stored" in run("extract", "--manifest", out, "--feature", "mfcc", "--store", store, "--device", "cpu").output
+    )
 
 
 def test_overlapping_supervisions_and_missing_recordings_are_one_line(manifests, tmp_path) -> None:
     base, folder, supervisions = manifests
     recordings = {r.id: r for r in lhotse.RecordingSet.from_file(folder / "toy_recordings.jsonl.gz")}
-    whole = lhotse.CutSet.from_manifests(recordings=lhotse.RecordingSet.from_recordings(recordings.values()),
-                                         supervisions=lhotse.SupervisionSet.from_segments(supervisions))
+    whole = lhotse.CutSet.from_manifests(
+        recordings=lhotse.RecordingSet.from_recordings(recordings.values()),
+        supervisions=lhotse.SupervisionSet.from_segments(supervisions),
+    )
     whole.to_file(tmp_path / "whole.jsonl.gz")  # one cut per recording, three supervisions each
-    result = run("prepare", "--corpus", "lhotse", "--root", tmp_path / "whole.jsonl.gz", "--out", tmp_path / "m.csv", ok=False)
+    result = run(
+        "prepare", "--corpus", "lhotse", "--root", tmp_path / "whole.jsonl.gz", "--out", tmp_path / "m.csv", ok=False
+    )
     assert result.exit_code == 1 and "holds 3 (overlapping) supervisions" in result.output
     odd = tmp_path / "odd"
     odd.mkdir()
@@ -71,10 +90,19 @@ def test_overlapping_supervisions_and_missing_recordings_are_one_line(manifests,
     lhotse.SupervisionSet.from_segments(supervisions[:4]).to_file(odd / "r_supervisions.jsonl.gz")
     result = run("prepare", "--corpus", "lhotse", "--root", odd, "--out", tmp_path / "m.csv", ok=False)
     assert "supervision rec1-0 names recording 'rec1', which" in result.output
-    result = run("prepare", "--corpus", "lhotse", "--root", base / "cuts.jsonl.gz", "--option", "label=mood",
-                 "--out", tmp_path / "m.csv", ok=False)
+    result = run(
+        "prepare",
+        "--corpus",
+        "lhotse",
+        "--root",
+        base / "cuts.jsonl.gz",
+        "--option",
+        "label=mood",
+        "--out",
+        tmp_path / "m.csv",
+        ok=False,
+    )
     assert "has no 'mood' in its custom fields (has: emotion, intensity)" in result.output
-
 
 
 def _folder_with(target: Path, manifests, *supervisions) -> Path:
@@ -97,7 +125,11 @@ def test_spans_are_checked_against_the_recording_within_10_ms(manifests, tmp_pat
     late.supervisions[0] = dataclasses.replace(late.supervisions[0], duration=1.5)  # its cut starts 2.6 s into 4 s
     lhotse.CutSet.from_cuts([late]).to_file(tmp_path / "late.jsonl.gz")
     result = run("prepare", "--corpus", "lhotse", "--root", tmp_path / "late.jsonl.gz", "--out", out, ok=False)
-    assert result.exit_code == 1 and "spans 2.600..4.100 s (1.500 s), outside its recording rec2 (4.000 s long; tolerance 10 ms)" in result.output
+    assert (
+        result.exit_code == 1
+        and "spans 2.600..4.100 s (1.500 s), outside its recording rec2 (4.000 s long; tolerance 10 ms)"
+        in result.output
+    )
 
 
 def test_custom_fields_never_replace_the_manifests_columns(manifests, tmp_path) -> None:
@@ -105,7 +137,10 @@ def test_custom_fields_never_replace_the_manifests_columns(manifests, tmp_path) 
         clash = dataclasses.replace(manifests[2][0], custom={"emotion": "sad", field: "x"})
         target = _folder_with(tmp_path / field, manifests, clash)
         result = run("prepare", "--corpus", "lhotse", "--root", target, "--out", tmp_path / "m.csv", ok=False)
-        assert result.exit_code == 1 and f"supervision rec0-0: custom field {field!r} is named like the manifest's own column" in result.output
+        assert (
+            result.exit_code == 1
+            and f"supervision rec0-0: custom field {field!r} is named like the manifest's own column" in result.output
+        )
     assert not (tmp_path / "m.csv").exists()
 
 
@@ -113,8 +148,11 @@ def test_manifest_lines_are_read_one_at_a_time_and_named(manifests, tmp_path) ->
     target = _folder_with(tmp_path / "m", manifests, *manifests[2][:2])
     supervisions = target / "r_supervisions.jsonl"
     first = supervisions.read_text().splitlines()[0]
-    for second, expected in (('{"id": "x", "recording_id": "rec0"}', "line 2: not a lhotse manifest item (TypeError"),
-                             ("[1, 2]", "line 2: not a JSON object"), ('{"id": ', "line 2: not valid JSON")):
+    for second, expected in (
+        ('{"id": "x", "recording_id": "rec0"}', "line 2: not a lhotse manifest item (TypeError"),
+        ("[1, 2]", "line 2: not a JSON object"),
+        ('{"id": ', "line 2: not valid JSON"),
+    ):
         supervisions.write_text(f"{first}\n{second}\n")
         result = run("prepare", "--corpus", "lhotse", "--root", target, "--out", tmp_path / "m.csv", ok=False)
         assert result.exit_code == 1 and f"lhotse: {supervisions}, {expected}" in result.output

@@ -19,8 +19,22 @@ TINY = ["--epochs", "1", "--channels", "16", "--embedding-dim", "8", "--batch-si
 @pytest.fixture(scope="module")
 def run_dir(iemocap_mfcc_store, tmp_path_factory):
     out = tmp_path_factory.mktemp("predictor") / "run"
-    run("cv", "--store", iemocap_mfcc_store, "--protocol", "group-kfold", "--by", "session", "--folds", "3",
-        "--aux", "expression", "--out", out, *TINY)
+    run(
+        "cv",
+        "--store",
+        iemocap_mfcc_store,
+        "--protocol",
+        "group-kfold",
+        "--by",
+        "session",
+        "--folds",
+        "3",
+        "--aux",
+        "expression",
+        "--out",
+        out,
+        *TINY,
+    )
     return out
 
 
@@ -97,8 +111,22 @@ def test_all_data_model_with_its_card(run_dir, recordings, iemocap_mfcc_store, t
     assert len(rows) == 3 and set(rows[0]) == {"emotion", "emotion_probs", "expression", "expression_probs"}
     again = run("train", "--all-data", "--config", run_dir / "config.json", "--out", model, ok=False)
     assert again.exit_code == 1 and f"--out {model} already holds a model (checkpoint.pt)" in again.output
-    explicit = run("train", "--all-data", "--store", iemocap_mfcc_store, "--epochs", "2", "--average-best", "2",
-                   "--aux", "none", "--out", tmp_path / "m2", *TINY[2:], "--quiet").output
+    explicit = run(
+        "train",
+        "--all-data",
+        "--store",
+        iemocap_mfcc_store,
+        "--epochs",
+        "2",
+        "--average-best",
+        "2",
+        "--aux",
+        "none",
+        "--out",
+        tmp_path / "m2",
+        *TINY[2:],
+        "--quiet",
+    ).output
     card = (tmp_path / "m2" / "MODEL_CARD.md").read_text()
     assert "for 2 epochs" in explicit and "No cross-validation run was named" in card
     assert "no best epochs to average (`average_best=2`): the model keeps its last epoch's weights" in card
@@ -109,14 +137,17 @@ def predictor(run_dir):
     return Predictor.load(run_dir / "fold_1" / "checkpoint.pt")
 
 
-@pytest.mark.parametrize("rate, message", [
-    (0, "wave 0: sampling rate 0 Hz is outside 4000..768000 Hz"),
-    (1, "wave 0: sampling rate 1 Hz is outside 4000..768000 Hz"),
-    (10**9, "wave 0: sampling rate 1000000000 Hz is outside 4000..768000 Hz"),
-    (16000.0, "wave 0: sample_rate must be an integer number of Hz, got 16000.0"),
-    ("16k", "wave 0: sample_rate must be an integer number of Hz, got '16k'"),
-    (True, "wave 0: sample_rate must be an integer number of Hz, got True"),
-])
+@pytest.mark.parametrize(
+    "rate, message",
+    [
+        (0, "wave 0: sampling rate 0 Hz is outside 4000..768000 Hz"),
+        (1, "wave 0: sampling rate 1 Hz is outside 4000..768000 Hz"),
+        (10**9, "wave 0: sampling rate 1000000000 Hz is outside 4000..768000 Hz"),
+        (16000.0, "wave 0: sample_rate must be an integer number of Hz, got 16000.0"),
+        ("16k", "wave 0: sample_rate must be an integer number of Hz, got '16k'"),
+        (True, "wave 0: sample_rate must be an integer number of Hz, got True"),
+    ],
+)
 def test_a_bad_sample_rate_is_one_line_before_any_resampling(predictor, monkeypatch, rate, message) -> None:
     import soxr
 
@@ -155,8 +186,10 @@ def test_a_network_that_does_not_fit_its_features_is_one_line(run_dir, tmp_path)
 
     checkpoint = load_checkpoint(run_dir / "fold_1" / "checkpoint.pt")
     config = dataclasses.replace(NetworkConfig.from_dict(checkpoint["network"]), input_size=41)
-    save_checkpoint(tmp_path / "wide.pt", {**checkpoint, "network": dataclasses.asdict(config),
-                                           "state_dict": SERNetwork(config).state_dict()})
+    save_checkpoint(
+        tmp_path / "wide.pt",
+        {**checkpoint, "network": dataclasses.asdict(config), "state_dict": SERNetwork(config).state_dict()},
+    )
     with pytest.raises(SermtlError, match=r"wide.pt: network.input_size 41 does not fit its mfcc features \(40 values"):
         Predictor.load(tmp_path / "wide.pt")
 

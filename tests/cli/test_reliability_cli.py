@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import os
 import shutil
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 import pytest
@@ -81,7 +81,11 @@ REFUSED: dict[str, tuple[str, Callable[[Path], Path], str]] = {
     "inf samples": ("inf.wav", lambda p: _samples(p, [0.1, np.inf] * 800), "NaN or infinite samples in"),
     "MP4 without an audio stream": ("video.mp4", _video_only_mp4, "no audio stream in"),
     "truncated WAV header": ("cut.wav", _truncated_header, "cannot decode audio"),
-    "text file named .wav": ("notes.wav", lambda p: (p.write_text("not audio, just text\n"), p)[1], "cannot decode audio"),
+    "text file named .wav": (
+        "notes.wav",
+        lambda p: (p.write_text("not audio, just text\n"), p)[1],
+        "cannot decode audio",
+    ),
     "missing file": ("gone.wav", lambda p: p, "audio file not found"),
     "unreadable permissions": ("locked.wav", _unreadable, "not readable (permissions)"),
 }
@@ -91,8 +95,10 @@ REFUSED: dict[str, tuple[str, Callable[[Path], Path], str]] = {
 def good_store(tmp_path_factory) -> tuple[Path, list[dict[str, str]]]:
     """A store holding two good utterances, and their manifest rows."""
     root = tmp_path_factory.mktemp("good")
-    rows = [{"utt_id": u, "path": str(write_tone(root / f"{u}.wav", s, seed=i)), "emotion": "sad", "speaker": "s1"}
-            for i, (u, s) in enumerate(GOOD.items())]
+    rows = [
+        {"utt_id": u, "path": str(write_tone(root / f"{u}.wav", s, seed=i)), "emotion": "sad", "speaker": "s1"}
+        for i, (u, s) in enumerate(GOOD.items())
+    ]
     manifest = write_manifest(root / "good.csv", rows)
     run("extract", "--manifest", manifest, "--feature", "mfcc", "--store", root / "good.zarr")
     return root / "good.zarr", rows
@@ -150,7 +156,19 @@ def test_shorter_than_the_wav2vec2_receptive_field(tmp_path, good_store) -> None
 
     model = save_random_ssl_model(tmp_path / "tiny", size="tiny")
     _, audio, manifest = _with_item(tmp_path, good_store, "short.wav", lambda p: _samples(p, np.full(399, 0.1)))
-    args = ("extract", "--manifest", manifest, "--feature", "w2v2", "--model", model, "--store", tmp_path / "w.zarr", "--device", "cpu")
+    args = (
+        "extract",
+        "--manifest",
+        manifest,
+        "--feature",
+        "w2v2",
+        "--model",
+        model,
+        "--store",
+        tmp_path / "w.zarr",
+        "--device",
+        "cpu",
+    )
     failed = run(*args, ok=False)
     line = failed.output.strip().splitlines()[-1]
     assert failed.exit_code == 1 and "399 samples is shorter than the w2v2 receptive field (400 samples" in line
@@ -160,8 +178,10 @@ def test_shorter_than_the_wav2vec2_receptive_field(tmp_path, good_store) -> None
 
 
 def _duplicate_ids(tmp_path: Path) -> list[str]:
-    rows = [{"utt_id": "same", "path": str(write_tone(tmp_path / f"{n}.wav", 0.5)), "emotion": "sad", "speaker": "s"}
-            for n in ("first", "second")]
+    rows = [
+        {"utt_id": "same", "path": str(write_tone(tmp_path / f"{n}.wav", 0.5)), "emotion": "sad", "speaker": "s"}
+        for n in ("first", "second")
+    ]
     return ["extract", "--manifest", str(write_manifest(tmp_path / "m.csv", rows)), "--feature", "mfcc"]
 
 
@@ -171,10 +191,14 @@ def _label_outside_the_class_map(tmp_path: Path) -> list[str]:
     return ["prepare", "--corpus", "emodb", "--root", str(root), "--out", str(tmp_path / "out.csv")]
 
 
-@pytest.mark.parametrize("make,needles", [
-    (_duplicate_ids, ["duplicate utterance id 'same'", "second.wav", "first.wav"]),
-    (_label_outside_the_class_map, ["03a01Xa.wav", "unknown emotion label 'X'"]),
-], ids=["duplicate utterance ids", "label outside the class map"])
+@pytest.mark.parametrize(
+    "make,needles",
+    [
+        (_duplicate_ids, ["duplicate utterance id 'same'", "second.wav", "first.wav"]),
+        (_label_outside_the_class_map, ["03a01Xa.wav", "unknown emotion label 'X'"]),
+    ],
+    ids=["duplicate utterance ids", "label outside the class map"],
+)
 def test_bad_manifests_fail_in_one_line(tmp_path, monkeypatch, make, needles) -> None:
     monkeypatch.chdir(tmp_path)
     result = run(*make(tmp_path), ok=False)
@@ -194,7 +218,9 @@ def test_one_process_resumes_an_interrupted_torchrun_extraction_from_its_shards(
     assert f"{shards}: 2 entries of an interrupted torchrun run taken in" in result.output
     assert "0 stored, 2 already there" in result.output and not shards.exists()
     for utt_id in GOOD:
-        np.testing.assert_array_equal(open_store(tmp_path / "s.zarr").read(utt_id), open_store(good_store[0]).read(utt_id))
+        np.testing.assert_array_equal(
+            open_store(tmp_path / "s.zarr").read(utt_id), open_store(good_store[0]).read(utt_id)
+        )
     assert "0 problem(s), 0 missing" in run("verify", tmp_path / "s.zarr").output
 
 

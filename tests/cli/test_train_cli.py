@@ -34,8 +34,26 @@ def test_train_exactly_as_documented(store, tmp_path, monkeypatch) -> None:
 
 def test_cv_group_kfold_without_mtl_and_predict(store, tmp_path) -> None:
     out = tmp_path / "run"
-    run("cv", "--store", store, "--protocol", "group-kfold", "--by", "session", "--folds", "3", "--aux", "none", "--out", out,
-        "--augment", "specaugment", "--lr-schedule", "cosine", *TINY)
+    run(
+        "cv",
+        "--store",
+        store,
+        "--protocol",
+        "group-kfold",
+        "--by",
+        "session",
+        "--folds",
+        "3",
+        "--aux",
+        "none",
+        "--out",
+        out,
+        "--augment",
+        "specaugment",
+        "--lr-schedule",
+        "cosine",
+        *TINY,
+    )
     results = json.loads((out / "results.json").read_text())
     config = json.loads((out / "config.json").read_text())["train"]
     assert (config["augment"], config["lr_schedule"]) == ("specaugment", "cosine")
@@ -45,7 +63,9 @@ def test_cv_group_kfold_without_mtl_and_predict(store, tmp_path) -> None:
     wav = write_tone(tmp_path / "audio" / "hello.wav", 1.3, sr=22050)
     table = run("predict", "--checkpoint", out / "fold_1" / "checkpoint.pt", wav).output
     assert "hello.wav" in table and "angry=" in table
-    rows = json.loads(run("predict", "--checkpoint", out / "fold_2" / "checkpoint.pt", tmp_path / "audio", "--json").output)
+    rows = json.loads(
+        run("predict", "--checkpoint", out / "fold_2" / "checkpoint.pt", tmp_path / "audio", "--json").output
+    )
     assert len(rows) == 1 and sum(rows[0]["emotion_probs"].values()) == pytest.approx(1.0, abs=1e-5)
 
 
@@ -65,13 +85,16 @@ def test_predict_gives_the_probabilities_of_training(store, tmp_path) -> None:
         assert value == pytest.approx(float(first[f"p_{name}"]), abs=1e-4)
 
 
-@pytest.mark.parametrize("args,needle", [
-    (["--alpha-max", "1.5"], "--alpha-max must be in [0, 1], got 1.5"),
-    (["--dropout", "1"], "--dropout must be in [0, 1), got 1.0"),
-    (["--weight-decay", "-0.1"], "--weight-decay must be in [0, inf), got -0.1"),
-    (["--aux", "mood"], "has no column 'mood'"),
-    (["--protocol", "loso", "--by", "colour"], "colour"),
-])
+@pytest.mark.parametrize(
+    "args,needle",
+    [
+        (["--alpha-max", "1.5"], "--alpha-max must be in [0, 1], got 1.5"),
+        (["--dropout", "1"], "--dropout must be in [0, 1), got 1.0"),
+        (["--weight-decay", "-0.1"], "--weight-decay must be in [0, inf), got -0.1"),
+        (["--aux", "mood"], "has no column 'mood'"),
+        (["--protocol", "loso", "--by", "colour"], "colour"),
+    ],
+)
 def test_bad_training_flags(store, tmp_path, args, needle) -> None:
     result = run("train", "--store", store, "--out", tmp_path / "r", *TINY, *args, ok=False)
     assert result.exit_code == 1 and needle in result.output and len(result.output.strip().splitlines()) == 1
@@ -85,7 +108,22 @@ def test_predict_refuses_other_weights_and_non_checkpoints(store, tmp_path, csv_
     w2v2 = tmp_path / "w.zarr"
     run("extract", "--manifest", csv_corpus, "--feature", "w2v2", "--model", model, "--store", w2v2, "--device", "cpu")
     out = tmp_path / "run"
-    run("train", "--store", w2v2, "--out", out, "--protocol", "group-kfold", "--by", "speaker", "--folds", "3", "--aux", "none", *TINY)
+    run(
+        "train",
+        "--store",
+        w2v2,
+        "--out",
+        out,
+        "--protocol",
+        "group-kfold",
+        "--by",
+        "speaker",
+        "--folds",
+        "3",
+        "--aux",
+        "none",
+        *TINY,
+    )
     checkpoint = out / "fold_1" / "checkpoint.pt"
     wav = write_tone(tmp_path / "a.wav", 1.0)
     assert "a.wav" in run("predict", "--checkpoint", checkpoint, wav).output
@@ -116,8 +154,26 @@ def test_experiment_command_with_a_given_store(store, tmp_path) -> None:
 
 def test_cv_repeats_over_seeds_writes_each_run_and_their_mean(store, tmp_path) -> None:
     out = tmp_path / "rep"
-    args = ("cv", "--store", store, "--protocol", "group-kfold", "--by", "session", "--folds", "3", "--aux", "none",
-            "--out", out, "--seed", "4", "--repeats", "2", *TINY)
+    args = (
+        "cv",
+        "--store",
+        store,
+        "--protocol",
+        "group-kfold",
+        "--by",
+        "session",
+        "--folds",
+        "3",
+        "--aux",
+        "none",
+        "--out",
+        out,
+        "--seed",
+        "4",
+        "--repeats",
+        "2",
+        *TINY,
+    )
     first = run(*args).output
     runs = {seed: json.loads((out / f"seed_{seed}" / "results.json").read_text()) for seed in (4, 5)}
     assert {json.loads((out / f"seed_{s}" / "config.json").read_text())["train"]["seed"] for s in (4, 5)} == {4, 5}
@@ -127,11 +183,39 @@ def test_cv_repeats_over_seeds_writes_each_run_and_their_mean(store, tmp_path) -
     assert summary["pooled_uwa"]["std"] == pytest.approx(np.std([r["pooled"]["uwa"] for r in runs.values()]))
     assert f"UWA {summary['uwa']['mean']:.2f} ± {summary['uwa']['std']:.2f}" in first
     svm_out = tmp_path / "svm.json"
-    svm = run("baseline", "--store", store, "--protocol", "group-kfold", "--by", "session", "--folds", "3",
-              "--seed", "4", "--repeats", "2", "--out", svm_out).output
+    svm = run(
+        "baseline",
+        "--store",
+        store,
+        "--protocol",
+        "group-kfold",
+        "--by",
+        "session",
+        "--folds",
+        "3",
+        "--seed",
+        "4",
+        "--repeats",
+        "2",
+        "--out",
+        svm_out,
+    ).output
     svm_summary = json.loads(svm_out.read_text())
-    run("baseline", "--store", store, "--protocol", "group-kfold", "--by", "session", "--folds", "3",
-        "--seed", "5", "--out", tmp_path / "svm5.json")
+    run(
+        "baseline",
+        "--store",
+        store,
+        "--protocol",
+        "group-kfold",
+        "--by",
+        "session",
+        "--folds",
+        "3",
+        "--seed",
+        "5",
+        "--out",
+        tmp_path / "svm5.json",
+    )
     single = json.loads((tmp_path / "svm5.json").read_text())
     assert svm_summary["seeds"] == [4, 5] and svm_summary["results"]["5"]["uwa"] == pytest.approx(single["uwa"])
     assert f"over seeds 4, 5: WA {svm_summary['wa']['mean']:.2f} ± {svm_summary['wa']['std']:.2f}" in svm

@@ -35,7 +35,9 @@ def test_history_csv_grows_after_every_epoch(iemocap_mfcc_store, tmp_path, monke
         rows = list(csv.DictReader(handle))
     history = json.loads((out / "fold_1" / "history.json").read_text())
     assert [float(r["valid_uwa"]) for r in rows] == pytest.approx([h["valid_uwa"] for h in history])
-    assert list(rows[0]) == ["epoch", "alpha", "train_loss", "valid_loss", "valid_uwa"] and float(rows[1]["alpha"]) == pytest.approx(0.15)
+    assert list(rows[0]) == ["epoch", "alpha", "train_loss", "valid_loss", "valid_uwa"] and float(
+        rows[1]["alpha"]
+    ) == pytest.approx(0.15)
 
 
 def test_each_fold_saves_its_test_embeddings(iemocap_mfcc_store, tmp_path) -> None:
@@ -61,12 +63,26 @@ def test_logs_get_plain_lines_and_a_line_per_fold(iemocap_mfcc_store, tmp_path) 
 
 
 def test_tqdm_disable_drops_the_bars_and_quiet_drops_everything_but_results(iemocap_mfcc_store, tmp_path) -> None:
-    no_bars = run("cv", "--store", iemocap_mfcc_store, *FOLDS, "--aux", "none", "--out", tmp_path / "a", *TINY,
-                  env={"TQDM_DISABLE": "1"}).output
+    no_bars = run(
+        "cv",
+        "--store",
+        iemocap_mfcc_store,
+        *FOLDS,
+        "--aux",
+        "none",
+        "--out",
+        tmp_path / "a",
+        *TINY,
+        env={"TQDM_DISABLE": "1"},
+    ).output
     assert "epoch/s" not in no_bars and "s/epoch" not in no_bars and "folds:" not in no_bars
     assert f"{tmp_path / 'a'} fold 2: WA" in no_bars
-    quiet = run("cv", "--store", iemocap_mfcc_store, *FOLDS, "--aux", "none", "--out", tmp_path / "b", *TINY, "--quiet").output
-    assert quiet.strip().splitlines() == [line for line in quiet.strip().splitlines() if line.startswith(f"{tmp_path / 'b'}: WA")]
+    quiet = run(
+        "cv", "--store", iemocap_mfcc_store, *FOLDS, "--aux", "none", "--out", tmp_path / "b", *TINY, "--quiet"
+    ).output
+    assert quiet.strip().splitlines() == [
+        line for line in quiet.strip().splitlines() if line.startswith(f"{tmp_path / 'b'}: WA")
+    ]
     assert len(quiet.strip().splitlines()) == 1
 
 
@@ -86,14 +102,21 @@ def test_report_maps_the_embeddings_and_marks_the_epoch_kept(iemocap_mfcc_store,
 def test_training_curves_show_the_validation_loss_and_the_epoch_kept(tmp_path, monkeypatch) -> None:
     import trainer.plots
 
-    history = [{"epoch": e, "train_loss": 1.0 / e, "valid_loss": 1.2 / e, "valid_uwa": 40 + e, "alpha": 0.0} for e in (1, 2, 3)]
+    history = [
+        {"epoch": e, "train_loss": 1.0 / e, "valid_loss": 1.2 / e, "valid_uwa": 40 + e, "alpha": 0.0} for e in (1, 2, 3)
+    ]
     drawn = []
     real_save = trainer.plots._save
 
     def keep(figure, path):
         axes = figure.axes
-        drawn.append(([ax.get_ylabel() for ax in axes], axes[0].get_title(),
-                      [line.get_xydata().tolist() for line in axes[2].lines]))
+        drawn.append(
+            (
+                [ax.get_ylabel() for ax in axes],
+                axes[0].get_title(),
+                [line.get_xydata().tolist() for line in axes[2].lines],
+            )
+        )
         return real_save(figure, path)
 
     monkeypatch.setattr(trainer.plots, "_save", keep)
@@ -109,17 +132,53 @@ def test_report_shows_the_learned_layer_weights_of_a_weighted_run(csv_corpus, tm
 
     model = save_random_ssl_model(tmp_path / "ssl")
     store = tmp_path / "w2v2.zarr"
-    run("extract", "--manifest", csv_corpus, "--feature", "w2v2", "--model", model, "--layers", "all", "--store", store,
-        "--device", "cpu", "--quiet")
+    run(
+        "extract",
+        "--manifest",
+        csv_corpus,
+        "--feature",
+        "w2v2",
+        "--model",
+        model,
+        "--layers",
+        "all",
+        "--store",
+        store,
+        "--device",
+        "cpu",
+        "--quiet",
+    )
     out = tmp_path / "run"
-    run("cv", "--store", store, "--protocol", "group-kfold", "--by", "speaker", "--folds", "3", "--aux", "none",
-        "--layer", "weighted", "--out", out, *TINY[2:], "--epochs", "2", "--quiet")
+    run(
+        "cv",
+        "--store",
+        store,
+        "--protocol",
+        "group-kfold",
+        "--by",
+        "speaker",
+        "--folds",
+        "3",
+        "--aux",
+        "none",
+        "--layer",
+        "weighted",
+        "--out",
+        out,
+        *TINY[2:],
+        "--epochs",
+        "2",
+        "--quiet",
+    )
     names, weights = learned_layer_weights(out)
     assert len(weights) == 3 and all(abs(sum(w) - 1) < 1e-5 for w in weights) and names[0] == "hidden state 0"
     assert any(abs(w[0] - 1 / len(w)) > 1e-6 for w in weights)  # learned: no longer the uniform start
     run("report", out, "--out", tmp_path / "report")
     text = (tmp_path / "report" / "report.md").read_text()
-    assert "### Learned layer weights (`--layer weighted`)" in text and (tmp_path / "report" / "figures" / "run_layers.png").is_file()
+    assert (
+        "### Learned layer weights (`--layer weighted`)" in text
+        and (tmp_path / "report" / "figures" / "run_layers.png").is_file()
+    )
 
 
 def test_tensorboard_logs_every_epoch(iemocap_mfcc_store, tmp_path, monkeypatch) -> None:
@@ -127,7 +186,19 @@ def test_tensorboard_logs_every_epoch(iemocap_mfcc_store, tmp_path, monkeypatch)
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
     out = tmp_path / "run"
-    run("train", "--store", iemocap_mfcc_store, *FOLDS, "--aux", "expression", "--out", out, *TINY, "--tensorboard", "--quiet")
+    run(
+        "train",
+        "--store",
+        iemocap_mfcc_store,
+        *FOLDS,
+        "--aux",
+        "expression",
+        "--out",
+        out,
+        *TINY,
+        "--tensorboard",
+        "--quiet",
+    )
     events = EventAccumulator(str(out / "tensorboard" / "fold_1"))
     events.Reload()
     assert {"train_loss", "valid_uwa", "valid_loss", "alpha"} <= set(events.Tags()["scalars"])
@@ -136,5 +207,7 @@ def test_tensorboard_logs_every_epoch(iemocap_mfcc_store, tmp_path, monkeypatch)
     import sys
 
     monkeypatch.setitem(sys.modules, "torch.utils.tensorboard", None)
-    missing = run("train", "--store", iemocap_mfcc_store, *FOLDS, "--out", tmp_path / "r2", *TINY, "--tensorboard", ok=False)
+    missing = run(
+        "train", "--store", iemocap_mfcc_store, *FOLDS, "--out", tmp_path / "r2", *TINY, "--tensorboard", ok=False
+    )
     assert missing.exit_code == 1 and "pip install 'sermtl[tensorboard]'" in missing.output

@@ -20,14 +20,37 @@ def corpus_rows(root: Path, count: int = 18, speakers: int = 3) -> list[dict[str
     rows = []
     for i in range(count):
         path = write_tone(root / f"u{i:02d}.wav", 0.5 + (i % 6) * 0.2, freq=150 + 40 * (i % 4), seed=i)
-        rows.append({"utt_id": f"u{i:02d}", "path": str(path), "emotion": EMOTIONS[i % 4],
-                     "speaker": f"spk{i % speakers}", "expression": "acted" if i % 2 else "spontaneous"})
+        rows.append(
+            {
+                "utt_id": f"u{i:02d}",
+                "path": str(path),
+                "emotion": EMOTIONS[i % 4],
+                "speaker": f"spk{i % speakers}",
+                "expression": "acted" if i % 2 else "spontaneous",
+            }
+        )
     return rows
 
 
 #: The training flags of every case that trains: tiny and fast, on three speaker folds.
-TRAIN = ("--protocol", "group-kfold", "--by", "speaker", "--folds", "3", "--epochs", "1", "--channels", "8",
-         "--embedding-dim", "8", "--batch-size", "4", "--device", "cpu")
+TRAIN = (
+    "--protocol",
+    "group-kfold",
+    "--by",
+    "speaker",
+    "--folds",
+    "3",
+    "--epochs",
+    "1",
+    "--channels",
+    "8",
+    "--embedding-dim",
+    "8",
+    "--batch-size",
+    "4",
+    "--device",
+    "cpu",
+)
 
 
 @pytest.fixture(scope="session")
@@ -40,8 +63,14 @@ def base(tmp_path_factory, iemocap_mfcc_store) -> dict[str, Path]:
     run("extract", "--manifest", manifest, "--feature", "mfcc", "--store", root / "s.zarr")
     run("extract", "--manifest", manifest, "--feature", "mfcc", "--store", root / "s.h5")
     run("cv", "--store", root / "s.zarr", *TRAIN, "--out", root / "run")
-    return {"root": root, "manifest": manifest, "zarr": root / "s.zarr", "hdf5": root / "s.h5", "run": root / "run",
-            "iemocap": iemocap_mfcc_store}
+    return {
+        "root": root,
+        "manifest": manifest,
+        "zarr": root / "s.zarr",
+        "hdf5": root / "s.h5",
+        "run": root / "run",
+        "iemocap": iemocap_mfcc_store,
+    }
 
 
 class Workspace:

@@ -16,8 +16,9 @@ import os
 import re
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from click.testing import CliRunner
 
@@ -83,10 +84,16 @@ finally:
 def invoke_measured(argv: Argv, cwd: Path, timeout: float = 120) -> tuple[Outcome, float]:
     """``argv`` run by the CLI in a child process; its outcome and peak RSS in MiB."""
     env = {**os.environ, "TQDM_DISABLE": "1", "PYTHONPATH": str(REPO)}
-    proc = subprocess.run([sys.executable, "-c", _MEASURED, *map(str, argv)], cwd=cwd, capture_output=True,
-                          text=True, timeout=timeout, env=env)
+    proc = subprocess.run(
+        [sys.executable, "-c", _MEASURED, *map(str, argv)],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env=env,
+    )
     match = re.search(r"\nRSS (\d+)\n$", proc.stderr)
-    stderr = proc.stderr[:match.start()] if match else proc.stderr
+    stderr = proc.stderr[: match.start()] if match else proc.stderr
     return Outcome(proc.returncode, proc.stdout, stderr), (int(match.group(1)) / 1024 if match else float("inf"))
 
 
@@ -114,8 +121,11 @@ def check_case(case: Case, ws: Workspace) -> None:
     assert result.exit_code == case.code, f"exit {result.exit_code}: {output}\n{result.exception!r}"
     assert result.exception is None or isinstance(result.exception, SystemExit), repr(result.exception)
     if case.code != 0:
-        lines = [line for line in without_progress_bars(result.stderr).splitlines()
-                 if line.strip() and not line.startswith("warning:")]
+        lines = [
+            line
+            for line in without_progress_bars(result.stderr).splitlines()
+            if line.strip() and not line.startswith("warning:")
+        ]
         assert len(lines) == 1 and lines[0].startswith("error: "), output
         assert len(lines[0]) < 1000, f"error line of {len(lines[0])} characters"
         culprit = case.culprit(ws) if callable(case.culprit) else case.culprit

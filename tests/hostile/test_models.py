@@ -64,17 +64,20 @@ def _exported_once(ws: Workspace) -> Argv:
 
 def _unchanged(*names: str) -> Any:
     """``after``: the run's files ``names`` are as in the base run, and no export file appeared."""
+
     def check(ws: Workspace) -> None:
         fold = ws.run / "fold_1"
         for name in names:
             assert (fold / name).read_bytes() == (ws.base["run"] / "fold_1" / name).read_bytes(), f"{name} changed"
         assert sorted(p.name for p in fold.iterdir()) == sorted(p.name for p in (ws.base["run"] / "fold_1").iterdir())
+
     return check
 
 
 def _nothing_written(name: str) -> Any:
     def check(ws: Workspace) -> None:
         assert not list(ws.tmp.glob(name + "*")), f"{name} written"
+
     return check
 
 
@@ -85,50 +88,112 @@ def _marked_export(ws: Workspace) -> None:
 
 CASES = [
     # -- checkpoint metadata -----------------------------------------------------------------
-    Case("models", "a checkpoint declaring a million classes",
-         lambda ws: _predict_with(ws, _edited(ws, network=lambda n: {**n, "num_emotions": 10**6})),
-         culprit="network.num_emotions", max_rss_mib=PREDICT_RSS_MIB),
-    Case("models", "a checkpoint declaring a 10^9-wide input",
-         lambda ws: _predict_with(ws, _edited(ws, network=lambda n: {**n, "input_size": 10**9})),
-         culprit="network.input_size", max_rss_mib=PREDICT_RSS_MIB),
-    Case("models", "a checkpoint declaring the widest channels with small tensors",
-         lambda ws: _predict_with(ws, _edited(ws, network=lambda n: {**n, "options": {**n["options"], "channels": 8192}})),
-         culprit="state_dict.", max_rss_mib=PREDICT_RSS_MIB),
-    Case("models", "class names that are numbers",
-         lambda ws: _predict_with(ws, _edited(ws, emotions=[0, 1, 2, 3])), culprit="emotions[0]: expected text"),
-    Case("models", "fewer class names than the network's outputs",
-         lambda ws: _predict_with(ws, _edited(ws, emotions=lambda e: e[:2])),
-         culprit="emotions: 2 class names, but network.num_emotions is 4"),
-    Case("models", "auxiliary classes that do not match the auxiliary head",
-         lambda ws: _predict_with(ws, _edited(ws, aux=lambda a: {**a, "classes": a["classes"] + ["extra"]})),
-         culprit="aux.classes: 3 class names, but network.num_aux is 2"),
-    Case("models", "no auxiliary classes for a network with an auxiliary head",
-         lambda ws: _predict_with(ws, _edited(ws, aux=None)), culprit="aux.classes: 0 class names"),
-    Case("models", "a state_dict tensor of the wrong shape",
-         lambda ws: _predict_with(ws, _with_tensor(ws, "emotion_head.weight", torch.zeros(4, 9))),
-         culprit="state_dict.emotion_head.weight: expected shape (4, 8), got (4, 9)"),
-    Case("models", "a state_dict tensor holding NaN",
-         lambda ws: _predict_with(ws, _with_tensor(ws, "emotion_head.weight", torch.full((4, 8), float("nan")))),
-         culprit="state_dict.emotion_head.weight: holds NaN"),
-    Case("models", "a class name of a megabyte",
-         lambda ws: _predict_with(ws, _edited(ws, emotions=lambda e: ["x" * 2**20] + e[1:])), culprit="emotions[0]"),
-    Case("models", "a layer index beyond any model's layers",
-         lambda ws: _predict_with(ws, _edited(ws, layer=10**6)), culprit="layer"),
+    Case(
+        "models",
+        "a checkpoint declaring a million classes",
+        lambda ws: _predict_with(ws, _edited(ws, network=lambda n: {**n, "num_emotions": 10**6})),
+        culprit="network.num_emotions",
+        max_rss_mib=PREDICT_RSS_MIB,
+    ),
+    Case(
+        "models",
+        "a checkpoint declaring a 10^9-wide input",
+        lambda ws: _predict_with(ws, _edited(ws, network=lambda n: {**n, "input_size": 10**9})),
+        culprit="network.input_size",
+        max_rss_mib=PREDICT_RSS_MIB,
+    ),
+    Case(
+        "models",
+        "a checkpoint declaring the widest channels with small tensors",
+        lambda ws: _predict_with(
+            ws, _edited(ws, network=lambda n: {**n, "options": {**n["options"], "channels": 8192}})
+        ),
+        culprit="state_dict.",
+        max_rss_mib=PREDICT_RSS_MIB,
+    ),
+    Case(
+        "models",
+        "class names that are numbers",
+        lambda ws: _predict_with(ws, _edited(ws, emotions=[0, 1, 2, 3])),
+        culprit="emotions[0]: expected text",
+    ),
+    Case(
+        "models",
+        "fewer class names than the network's outputs",
+        lambda ws: _predict_with(ws, _edited(ws, emotions=lambda e: e[:2])),
+        culprit="emotions: 2 class names, but network.num_emotions is 4",
+    ),
+    Case(
+        "models",
+        "auxiliary classes that do not match the auxiliary head",
+        lambda ws: _predict_with(ws, _edited(ws, aux=lambda a: {**a, "classes": a["classes"] + ["extra"]})),
+        culprit="aux.classes: 3 class names, but network.num_aux is 2",
+    ),
+    Case(
+        "models",
+        "no auxiliary classes for a network with an auxiliary head",
+        lambda ws: _predict_with(ws, _edited(ws, aux=None)),
+        culprit="aux.classes: 0 class names",
+    ),
+    Case(
+        "models",
+        "a state_dict tensor of the wrong shape",
+        lambda ws: _predict_with(ws, _with_tensor(ws, "emotion_head.weight", torch.zeros(4, 9))),
+        culprit="state_dict.emotion_head.weight: expected shape (4, 8), got (4, 9)",
+    ),
+    Case(
+        "models",
+        "a state_dict tensor holding NaN",
+        lambda ws: _predict_with(ws, _with_tensor(ws, "emotion_head.weight", torch.full((4, 8), float("nan")))),
+        culprit="state_dict.emotion_head.weight: holds NaN",
+    ),
+    Case(
+        "models",
+        "a class name of a megabyte",
+        lambda ws: _predict_with(ws, _edited(ws, emotions=lambda e: ["x" * 2**20] + e[1:])),
+        culprit="emotions[0]",
+    ),
+    Case(
+        "models",
+        "a layer index beyond any model's layers",
+        lambda ws: _predict_with(ws, _edited(ws, layer=10**6)),
+        culprit="layer",
+    ),
     # -- model folders -----------------------------------------------------------------------
-    Case("models", "a model folder whose checkpoint is cut short",
-         lambda ws: _predict_with(ws, _model_folder(ws, ws.checkpoint.read_bytes()[:900])),
-         culprit="model/checkpoint.pt"),
-    Case("models", "a model folder without its checkpoint",
-         lambda ws: _predict_with(ws, _model_folder(ws, None)), culprit="model/checkpoint.pt"),
-    Case("models", "export of a model folder whose checkpoint is damaged",
-         lambda ws: ["export", "--checkpoint", _model_folder(ws, b"\0" * 64), "--out", ws.tmp / "m.onnx"],
-         culprit="model/checkpoint.pt", after=_nothing_written("m.onnx")),
+    Case(
+        "models",
+        "a model folder whose checkpoint is cut short",
+        lambda ws: _predict_with(ws, _model_folder(ws, ws.checkpoint.read_bytes()[:900])),
+        culprit="model/checkpoint.pt",
+    ),
+    Case(
+        "models",
+        "a model folder without its checkpoint",
+        lambda ws: _predict_with(ws, _model_folder(ws, None)),
+        culprit="model/checkpoint.pt",
+    ),
+    Case(
+        "models",
+        "export of a model folder whose checkpoint is damaged",
+        lambda ws: ["export", "--checkpoint", _model_folder(ws, b"\0" * 64), "--out", ws.tmp / "m.onnx"],
+        culprit="model/checkpoint.pt",
+        after=_nothing_written("m.onnx"),
+    ),
     # -- export --out ------------------------------------------------------------------------
-    Case("models", "export --out onto a fold's metrics (metrics.json)",
-         lambda ws: _export(ws, ws.run / "fold_1" / "metrics"), culprit="metrics.json",
-         after=_unchanged("metrics.json", "checkpoint.pt")),
-    Case("models", "export --out naming the input checkpoint",
-         lambda ws: _export(ws, ws.checkpoint), culprit="is the input checkpoint", after=_unchanged("checkpoint.pt")),
+    Case(
+        "models",
+        "export --out onto a fold's metrics (metrics.json)",
+        lambda ws: _export(ws, ws.run / "fold_1" / "metrics"),
+        culprit="metrics.json",
+        after=_unchanged("metrics.json", "checkpoint.pt"),
+    ),
+    Case(
+        "models",
+        "export --out naming the input checkpoint",
+        lambda ws: _export(ws, ws.checkpoint),
+        culprit="is the input checkpoint",
+        after=_unchanged("checkpoint.pt"),
+    ),
     Case("models", "export again to the same --out", _exported_once, code=0, after=_marked_export),
 ]
 

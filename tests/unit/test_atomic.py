@@ -58,20 +58,26 @@ def test_written_files_get_the_usual_permissions(tmp_path) -> None:
 
 
 def test_non_finite_numbers_become_null_so_the_file_is_strict_json(tmp_path) -> None:
-    path = write_json(tmp_path / "history.json", [{"loss": float("nan"), "uwa": np.float32(50.5), "n": np.int64(3),
-                                                   "inf": math.inf, "ok": True}])
+    path = write_json(
+        tmp_path / "history.json",
+        [{"loss": float("nan"), "uwa": np.float32(50.5), "n": np.int64(3), "inf": math.inf, "ok": True}],
+    )
     text = path.read_text()
     assert "NaN" not in text and "Infinity" not in text
     assert json.loads(text, parse_constant=lambda c: pytest.fail(f"non-standard constant {c}")) == [
-        {"loss": None, "uwa": 50.5, "n": 3, "inf": None, "ok": True}]
+        {"loss": None, "uwa": 50.5, "n": 3, "inf": None, "ok": True}
+    ]
     assert finite_json((1, np.bool_(True), {2: np.float64("nan")})) == [1, True, {"2": None}]
 
 
-@pytest.mark.parametrize("content, expect, message", [
-    (b"{not json", dict, "not valid JSON"),
-    (b"\xff\xfe\x00", dict, "not valid JSON"),
-    (b"[1, 2]", dict, "holds a list, expected a dict"),
-])
+@pytest.mark.parametrize(
+    "content, expect, message",
+    [
+        (b"{not json", dict, "not valid JSON"),
+        (b"\xff\xfe\x00", dict, "not valid JSON"),
+        (b"[1, 2]", dict, "holds a list, expected a dict"),
+    ],
+)
 def test_damaged_json_files_are_one_line_naming_the_file(tmp_path, content, expect, message) -> None:
     path = tmp_path / "metrics.json"
     path.write_bytes(content)

@@ -14,7 +14,9 @@ from featurestore.errors import SermtlError
 from tests.conftest import write_av, write_tone
 
 
-@pytest.mark.parametrize("suffix,subtype", [(".wav", "PCM_16"), (".wav", "PCM_U8"), (".flac", "PCM_16"), (".ogg", "VORBIS")])
+@pytest.mark.parametrize(
+    "suffix,subtype", [(".wav", "PCM_16"), (".wav", "PCM_U8"), (".flac", "PCM_16"), (".ogg", "VORBIS")]
+)
 @pytest.mark.parametrize("sr", [8000, 16000, 44100, 48000])
 def test_any_format_and_rate_becomes_16k_mono(tmp_path: Path, suffix: str, subtype: str, sr: int) -> None:
     path = write_tone(tmp_path / f"a{suffix}", 1.5, sr=sr, freq=440.0, channels=2, subtype=subtype)
@@ -34,9 +36,12 @@ def _write_aac_mp4(path: Path, sr: int, seconds: float) -> Path:
 
     def frames():
         for start in range(0, len(tone), 1024):
-            frame = av.AudioFrame.from_ndarray(np.stack([tone[start:start + 1024]] * 2), format="fltp", layout="stereo")
+            frame = av.AudioFrame.from_ndarray(
+                np.stack([tone[start : start + 1024]] * 2), format="fltp", layout="stereo"
+            )
             frame.sample_rate = sr
             yield frame
+
     return write_av(path, "aac", sr, frames(), layout="stereo")
 
 
@@ -60,7 +65,7 @@ def test_encoded_bytes_decode_like_their_file(tmp_path: Path, suffix: str) -> No
     native, native_rate = load_audio_file_native(path)
     assert rate == native_rate and wave.dtype == np.float32 and wave.ndim == 1
     # A file object has no duration for FFmpeg to trim the AAC end padding by.
-    np.testing.assert_allclose(wave[:len(native)], native, atol=1e-6)
+    np.testing.assert_allclose(wave[: len(native)], native, atol=1e-6)
     with pytest.raises(SermtlError, match=r"^cannot decode audio: the bytes of row 3 \("):
         decode_audio_bytes(b"not audio at all", "the bytes of row 3")
 
@@ -74,13 +79,16 @@ def test_segment_start_end(tmp_path: Path) -> None:
     np.testing.assert_array_equal(segment, ramp[sr : sr + sr // 2])
 
 
-@pytest.mark.parametrize("make,needle", [
-    (lambda p: p, "not found"),
-    (lambda p: (p.write_bytes(b""), p)[1], "empty audio file"),
-    (lambda p: (p.write_text("this is not audio"), p)[1], "cannot decode"),
-    (lambda p: (sf.write(str(p), np.zeros(0, np.float32), 16000), p)[1], "no audio samples"),
-    (lambda p: (sf.write(str(p), np.array([0.1, np.nan] * 100, np.float32), 16000, subtype="FLOAT"), p)[1], "NaN"),
-])
+@pytest.mark.parametrize(
+    "make,needle",
+    [
+        (lambda p: p, "not found"),
+        (lambda p: (p.write_bytes(b""), p)[1], "empty audio file"),
+        (lambda p: (p.write_text("this is not audio"), p)[1], "cannot decode"),
+        (lambda p: (sf.write(str(p), np.zeros(0, np.float32), 16000), p)[1], "no audio samples"),
+        (lambda p: (sf.write(str(p), np.array([0.1, np.nan] * 100, np.float32), 16000, subtype="FLOAT"), p)[1], "NaN"),
+    ],
+)
 def test_bad_files_name_the_file(tmp_path: Path, make, needle: str) -> None:
     path = make(tmp_path / "bad file é.wav")
     with pytest.raises(SermtlError) as info:

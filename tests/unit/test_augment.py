@@ -9,9 +9,9 @@ import torch
 
 from featurestore import open_store
 from featurestore.errors import SermtlError
+from trainer.config import TrainConfig
 from trainer.data import FeatureBank
 from trainer.folds import make_folds
-from trainer.config import TrainConfig
 from trainer.loop import train_fold
 from trainer.models import augment
 from trainer.models.augment import SpecAugment
@@ -27,8 +27,8 @@ def test_masks_whole_bands_and_spans_of_valid_frames_only() -> None:
     zero = out == 0
     for row, length in enumerate(lengths.tolist()):
         valid = zero[row, :length]
-        masked_dims = valid.all(dim=0)            # a frequency band is zero at every valid frame
-        masked_frames = valid.all(dim=1)          # a time span is zero in every dimension
+        masked_dims = valid.all(dim=0)  # a frequency band is zero at every valid frame
+        masked_frames = valid.all(dim=1)  # a time span is zero in every dimension
         assert (valid == (masked_dims[None, :] | masked_frames[:, None])).all()
         assert masked_dims.sum() <= 2 * (0.15 * 40 + 1)
         assert masked_frames.sum() <= 2 * (0.1 * length + 1)

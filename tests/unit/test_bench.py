@@ -14,8 +14,14 @@ import pytest
 
 from bench import common, extraction, gpu, report, run, training
 
-REQUIRED = ("mfcc_x_realtime", "w2v2_batched_vs_sequential", "cache_vs_onthefly_mfcc", "cache_vs_onthefly_w2v2",
-            "store_read_utts_per_s_zarr", "store_read_utts_per_s_hdf5")
+REQUIRED = (
+    "mfcc_x_realtime",
+    "w2v2_batched_vs_sequential",
+    "cache_vs_onthefly_mfcc",
+    "cache_vs_onthefly_w2v2",
+    "store_read_utts_per_s_zarr",
+    "store_read_utts_per_s_hdf5",
+)
 
 
 def _positive_finite(value) -> bool:
@@ -26,9 +32,19 @@ def test_quick_run_prints_all_figures_as_the_last_json_line(tmp_path, capsys) ->
     out = run.main(["--tiny", "--workdir", str(tmp_path / "work"), "--json", str(tmp_path / "all.json")])
     last = capsys.readouterr().out.strip().splitlines()[-1]
     assert json.loads(last) == json.loads(json.dumps(out))
-    for key in (*REQUIRED, "store_read_GB_per_s_zarr", "store_read_GB_per_s_hdf5", "cpu_epoch_s_c512",
-                "cpu_epoch_s_c128", "loader_fraction_c512", "mfcc_batched_vs_sequential", "w2v2_bucketed_vs_naive",
-                "scale_extract_time_per_utt_ratio", "mfcc_compute_only_x_realtime", "sweep_ratio"):
+    for key in (
+        *REQUIRED,
+        "store_read_GB_per_s_zarr",
+        "store_read_GB_per_s_hdf5",
+        "cpu_epoch_s_c512",
+        "cpu_epoch_s_c128",
+        "loader_fraction_c512",
+        "mfcc_batched_vs_sequential",
+        "w2v2_bucketed_vs_naive",
+        "scale_extract_time_per_utt_ratio",
+        "mfcc_compute_only_x_realtime",
+        "sweep_ratio",
+    ):
         assert _positive_finite(out[key]), key
     assert out["w2v2_batched_max_abs_diff"] < 1e-2  # float16 storage rounding only: batching is exact
     assert out["scale_factors"] == [1, 4, 16] and all(_positive_finite(s) for s in out["scale_extract_s"])

@@ -14,8 +14,8 @@ import trainer.checkpoint
 from featurestore.errors import SermtlError
 from trainer.checkpoint import expected_shapes, load_checkpoint, save_checkpoint
 from trainer.config import NetworkOptions
-from trainer.network import MAX_INPUT_LAYERS, MAX_INPUT_SIZE, NetworkConfig, SERNetwork
 from trainer.limits import MAX_CLASSES
+from trainer.network import MAX_INPUT_LAYERS, MAX_INPUT_SIZE, NetworkConfig, SERNetwork
 
 
 class WritesAFile:
@@ -31,11 +31,20 @@ class WritesAFile:
 def _checkpoint(**extra) -> dict:
     """A checkpoint laid out as ``train_fold`` writes it, of a tiny real network (2 emotions,
     2 auxiliary classes)."""
-    network = SERNetwork(NetworkConfig(input_size=40, num_emotions=2, num_aux=2,
-                                       options=NetworkOptions(channels=16, embedding_dim=8)))
-    return {"network": dataclasses.asdict(network.config), "state_dict": network.state_dict(),
-            "emotions": ["angry", "sad"], "aux": {"column": "expression", "classes": ["acted", "spont"]},
-            "feature": {"feature": "mfcc"}, "layer": None, "label": "emotion", "store_dtype": "float32", **extra}
+    network = SERNetwork(
+        NetworkConfig(input_size=40, num_emotions=2, num_aux=2, options=NetworkOptions(channels=16, embedding_dim=8))
+    )
+    return {
+        "network": dataclasses.asdict(network.config),
+        "state_dict": network.state_dict(),
+        "emotions": ["angry", "sad"],
+        "aux": {"column": "expression", "classes": ["acted", "spont"]},
+        "feature": {"feature": "mfcc"},
+        "layer": None,
+        "label": "emotion",
+        "store_dtype": "float32",
+        **extra,
+    }
 
 
 def _network(**change) -> dict:
@@ -77,33 +86,52 @@ def test_a_pickle_that_runs_os_system_is_refused_and_runs_nothing(tmp_path) -> N
     assert not marker.exists()
 
 
-@pytest.mark.parametrize("change, message", [
-    ({"state_dict": _tensors(**{"encoder.conv.weight": [1, 2]})}, "state_dict.encoder.conv.weight: expected a tensor"),
-    ({"emotions": []}, "emotions: expected at least 1 item(s), got 0"),
-    ({"emotions": [0, 1]}, "emotions[0]: expected text of at most 256 characters, got 0"),
-    ({"emotions": ["angry"]}, "emotions: 1 class names, but network.num_emotions is 2"),
-    ({"emotions": ["sad", "sad"]}, "emotions: the class name 'sad' appears 2 times"),
-    ({"aux": {"column": 3, "classes": ["acted", "spont"]}}, "aux.column: expected text"),
-    ({"aux": {"column": "expression", "classes": ["acted"]}}, "aux.classes: 1 class names, but network.num_aux is 2"),
-    ({"aux": None}, "aux.classes: 0 class names, but network.num_aux is 2"),
-    ({"network": None}, "network: expected a mapping"),
-    ({"network": _network(num_emotions=10**6)},
-     f"network.num_emotions: expected an integer in [1, {MAX_CLASSES}], got 1000000"),
-    ({"network": _network(num_aux=2.5)}, "network.num_aux: expected an integer"),
-    ({"network": _network(input_size=10**9)}, f"network.input_size: expected an integer in [1, {MAX_INPUT_SIZE}]"),
-    ({"network": _network(input_layers=10**4)}, f"network.input_layers: expected an integer in [1, {MAX_INPUT_LAYERS}]"),
-    ({"network": _options(channels=7)}, "network.options: --channels must be in [8, 8192], a multiple of 8, got 7"),
-    ({"network": _options(bogus=1)}, "network.options: unknown key 'bogus'"),
-    ({"network": _options(input_norm="x" * 10**6)}, "network.options.input_norm: expected a finite number or text"),
-    ({"state_dict": _tensors(**{"emotion_head.weight": torch.zeros(3, 8)})},
-     "state_dict.emotion_head.weight: expected shape (2, 8), got (3, 8)"),
-    ({"state_dict": {k: v for k, v in _tensors().items() if k != "feature_mean"}}, "state_dict.feature_mean: missing"),
-    ({"state_dict": _tensors(**{"extra.weight": torch.zeros(1)})}, "state_dict: unknown key 'extra.weight'"),
-    ({"state_dict": _tensors(feature_std=torch.full((40,), float("nan")))}, "state_dict.feature_std: holds NaN"),
-    ({"layer": 99}, "layer: expected an integer in [0, 63] or one of weighted, got 99"),
-    ({"store_dtype": "int8"}, "store_dtype: expected one of float16, float32, got 'int8'"),
-    ({"feature": {"feature": None}}, "feature.feature: expected text"),
-])
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        (
+            {"state_dict": _tensors(**{"encoder.conv.weight": [1, 2]})},
+            "state_dict.encoder.conv.weight: expected a tensor",
+        ),
+        ({"emotions": []}, "emotions: expected at least 1 item(s), got 0"),
+        ({"emotions": [0, 1]}, "emotions[0]: expected text of at most 256 characters, got 0"),
+        ({"emotions": ["angry"]}, "emotions: 1 class names, but network.num_emotions is 2"),
+        ({"emotions": ["sad", "sad"]}, "emotions: the class name 'sad' appears 2 times"),
+        ({"aux": {"column": 3, "classes": ["acted", "spont"]}}, "aux.column: expected text"),
+        (
+            {"aux": {"column": "expression", "classes": ["acted"]}},
+            "aux.classes: 1 class names, but network.num_aux is 2",
+        ),
+        ({"aux": None}, "aux.classes: 0 class names, but network.num_aux is 2"),
+        ({"network": None}, "network: expected a mapping"),
+        (
+            {"network": _network(num_emotions=10**6)},
+            f"network.num_emotions: expected an integer in [1, {MAX_CLASSES}], got 1000000",
+        ),
+        ({"network": _network(num_aux=2.5)}, "network.num_aux: expected an integer"),
+        ({"network": _network(input_size=10**9)}, f"network.input_size: expected an integer in [1, {MAX_INPUT_SIZE}]"),
+        (
+            {"network": _network(input_layers=10**4)},
+            f"network.input_layers: expected an integer in [1, {MAX_INPUT_LAYERS}]",
+        ),
+        ({"network": _options(channels=7)}, "network.options: --channels must be in [8, 8192], a multiple of 8, got 7"),
+        ({"network": _options(bogus=1)}, "network.options: unknown key 'bogus'"),
+        ({"network": _options(input_norm="x" * 10**6)}, "network.options.input_norm: expected a finite number or text"),
+        (
+            {"state_dict": _tensors(**{"emotion_head.weight": torch.zeros(3, 8)})},
+            "state_dict.emotion_head.weight: expected shape (2, 8), got (3, 8)",
+        ),
+        (
+            {"state_dict": {k: v for k, v in _tensors().items() if k != "feature_mean"}},
+            "state_dict.feature_mean: missing",
+        ),
+        ({"state_dict": _tensors(**{"extra.weight": torch.zeros(1)})}, "state_dict: unknown key 'extra.weight'"),
+        ({"state_dict": _tensors(feature_std=torch.full((40,), float("nan")))}, "state_dict.feature_std: holds NaN"),
+        ({"layer": 99}, "layer: expected an integer in [0, 63] or one of weighted, got 99"),
+        ({"store_dtype": "int8"}, "store_dtype: expected one of float16, float32, got 'int8'"),
+        ({"feature": {"feature": None}}, "feature.feature: expected text"),
+    ],
+)
 def test_a_checkpoint_of_the_wrong_shape_is_one_line_naming_file_and_key(tmp_path, change, message) -> None:
     path = tmp_path / "odd.pt"
     torch.save(_checkpoint(**change), path)
@@ -118,15 +146,17 @@ def test_sizes_are_checked_before_any_network_is_built(tmp_path, monkeypatch) ->
         raise AssertionError("a network was built")
 
     monkeypatch.setattr(trainer.checkpoint, "SERNetwork", refuse)
-    torch.save(_checkpoint(network=_network(num_emotions=10**6), emotions=[str(i) for i in range(10**6)]),
-               tmp_path / "huge.pt")
+    torch.save(
+        _checkpoint(network=_network(num_emotions=10**6), emotions=[str(i) for i in range(10**6)]), tmp_path / "huge.pt"
+    )
     with pytest.raises(SermtlError, match=r"network.num_emotions: expected an integer in \[1, 1000\], got 1000000"):
         load_checkpoint(tmp_path / "huge.pt")
 
 
 def test_expected_shapes_of_the_largest_network_allocate_nothing() -> None:
-    largest = NetworkConfig(MAX_INPUT_SIZE, MAX_CLASSES, MAX_CLASSES, MAX_INPUT_LAYERS,
-                            NetworkOptions(channels=8192, embedding_dim=8192))
+    largest = NetworkConfig(
+        MAX_INPUT_SIZE, MAX_CLASSES, MAX_CLASSES, MAX_INPUT_LAYERS, NetworkOptions(channels=8192, embedding_dim=8192)
+    )
     shapes = expected_shapes(largest)  # several GB if it were allocated
     assert shapes["emotion_head.weight"] == (MAX_CLASSES, 8192) and shapes["feature_mean"] == (64, MAX_INPUT_SIZE)
 

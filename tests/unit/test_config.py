@@ -16,11 +16,31 @@ from trainer.config import TrainConfig, flag, options
 
 #: A value each field refuses (one per field: the test below checks none is missing).
 BAD_VALUES = {
-    "epochs": 0, "batch_size": 1, "lr": float("inf"), "weight_decay": -1.0, "dropout": 1.0, "alpha0": 1.5,
-    "alpha_step": float("nan"), "alpha_max": 2.0, "aux": "", "label": "a\x00b", "layer": "top", "channels": 12,
-    "embedding_dim": 0, "margin": -0.1, "scale": 0.0, "crop_seconds": 0.0, "input_norm": "utterence",
-    "class_weights": "inverse", "label_smoothing": 1.0, "augment": "mixup", "lr_schedule": "step", "batchnorm": "batch",
-    "average_best": 0, "seed": -1, "device": "gpu",
+    "epochs": 0,
+    "batch_size": 1,
+    "lr": float("inf"),
+    "weight_decay": -1.0,
+    "dropout": 1.0,
+    "alpha0": 1.5,
+    "alpha_step": float("nan"),
+    "alpha_max": 2.0,
+    "aux": "",
+    "label": "a\x00b",
+    "layer": "top",
+    "channels": 12,
+    "embedding_dim": 0,
+    "margin": -0.1,
+    "scale": 0.0,
+    "crop_seconds": 0.0,
+    "input_norm": "utterence",
+    "class_weights": "inverse",
+    "label_smoothing": 1.0,
+    "augment": "mixup",
+    "lr_schedule": "step",
+    "batchnorm": "batch",
+    "average_best": 0,
+    "seed": -1,
+    "device": "gpu",
 }
 
 
@@ -43,8 +63,9 @@ def test_each_bad_value_is_refused_from_the_cli_before_anything_is_written(name:
 
     out = tmp_path / "run"
     value = BAD_VALUES[name]
-    result = CliRunner().invoke(main, ["train", "--store", str(tmp_path / "none.zarr"), "--out", str(out),
-                                       flag(name), str(value)])
+    result = CliRunner().invoke(
+        main, ["train", "--store", str(tmp_path / "none.zarr"), "--out", str(out), flag(name), str(value)]
+    )
     assert result.exit_code in (1, 2), result.output
     assert flag(name) in result.output or repr(value) in result.output or str(value) in result.output, result.output
     assert "Traceback" not in result.output and not out.exists()
@@ -55,8 +76,19 @@ def test_the_cli_offers_exactly_the_config_fields(command: str) -> None:
     params = {p.name for p in main.commands[command].params if isinstance(p, click.Option)}
     fields = {field.name for field, _ in options()}
     assert fields <= params
-    protocol = {"store", "config_file", "protocol", "by", "folds", "valid_fraction", "train_values", "test_values",
-                "folds_file", "out", "quiet"}
+    protocol = {
+        "store",
+        "config_file",
+        "protocol",
+        "by",
+        "folds",
+        "valid_fraction",
+        "train_values",
+        "test_values",
+        "folds_file",
+        "out",
+        "quiet",
+    }
     extra = {"train": {"fold", "all_data", "tensorboard"}, "cv": {"repeats", "tensorboard"}}[command]
     assert params - fields == protocol | extra
 

@@ -72,14 +72,19 @@ def test_registry_lists_every_recipe():
 
 
 def test_recipes_are_imported_lazily():
-    code = ("import sys, featurestore.corpora as c; "
-            "print(sorted(m for m in sys.modules if m.startswith('featurestore.corpora.')))")
+    code = (
+        "import sys, featurestore.corpora as c; "
+        "print(sorted(m for m in sys.modules if m.startswith('featurestore.corpora.')))"
+    )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"
 
 
 def test_unknown_corpus_lists_the_choices():
-    with pytest.raises(SermtlError, match=r"unknown corpus 'timit' \(choices: baum1, csv, emobox, emodb, hf, iemocap, lhotse, ravdess, urdu\)"):
+    with pytest.raises(
+        SermtlError,
+        match=r"unknown corpus 'timit' \(choices: baum1, csv, emobox, emodb, hf, iemocap, lhotse, ravdess, urdu\)",
+    ):
         prepare("timit", ".")
 
 
@@ -123,8 +128,17 @@ def test_string_options_as_given_on_the_command_line(iemocap):
 
 # -- class maps ---------------------------------------------------------------------------
 def test_class_map_select_rename_and_unknown_code():
-    full = ClassMap({"neu": "neutral", "hap": "happy", "exc": "happy", "ang": "angry", "sad": "sad",
-                     "fru": "frustrated", "xxx": None})
+    full = ClassMap(
+        {
+            "neu": "neutral",
+            "hap": "happy",
+            "exc": "happy",
+            "ang": "angry",
+            "sad": "sad",
+            "fru": "frustrated",
+            "xxx": None,
+        }
+    )
     report = CorpusReport("x")
     four = full.select("4class")
     assert [four.resolve(c, "f.txt", report) for c in ("neu", "exc", "fru", "xxx")] == ["neutral", "happy", None, None]
@@ -151,8 +165,13 @@ def test_iemocap_rows(iemocap):
     assert m.counts("gender") == {"F": 40, "M": 20}
     assert m.report.excluded == {"fru (frustrated)": 10, "xxx": 10}
     row = m["iemocap-Ses01M_script01_1_M001"]
-    assert (row["emotion"], row["original_label"], row["expression"], row["speaker"], row["corpus"]) == \
-        ("happy", "exc", "acted", "Ses01M", "iemocap")
+    assert (row["emotion"], row["original_label"], row["expression"], row["speaker"], row["corpus"]) == (
+        "happy",
+        "exc",
+        "acted",
+        "Ses01M",
+        "iemocap",
+    )
     assert row["start"] is None and row["end"] is None
     assert row["path"] == str(iemocap / "Session1/sentences/wav/Ses01M_script01_1/Ses01M_script01_1_M001.wav")
     for row in m:
@@ -174,7 +193,8 @@ def test_iemocap_label_without_wav_is_reported(iemocap, tmp_path):
     m, found = run("iemocap", root)
     assert len(m) == 59 and "iemocap-Ses02F_impro01_F002" not in m
     assert found["missing_audio"].items == [
-        f"Ses02F_impro01_F002 (label in {root / 'Session2/dialog/EmoEvaluation/Ses02F_impro01.txt'})"]
+        f"Ses02F_impro01_F002 (label in {root / 'Session2/dialog/EmoEvaluation/Ses02F_impro01.txt'})"
+    ]
 
 
 def test_iemocap_unknown_code_names_the_label_file(iemocap, tmp_path):
@@ -213,11 +233,15 @@ def test_iemocap_count_check_only_on_a_full_release(iemocap, tmp_path):
     assert len(m) == 24 and found == {}
     m, found = run("iemocap", iemocap, expect_full_release=True)
     assert found["counts"].items == check_counts(m)
-    assert found["counts"].items[:2] == ["utterances: expected 5531, found 60", "emotion neutral: expected 1708, found 20"]
+    assert found["counts"].items[:2] == [
+        "utterances: expected 5531, found 60",
+        "emotion neutral: expected 1708, found 20",
+    ]
 
 
 def exact_iemocap_manifest() -> Manifest:
     """In memory, with exactly the full release's four-class counts."""
+
     def spread(table):
         return [value for value, n in table.items() for _ in range(n)]
 
@@ -227,8 +251,17 @@ def exact_iemocap_manifest() -> Manifest:
     rows = []
     for i in range(EXPECTED_TOTAL):
         original = "exc" if emotions[i] == "happy" and i - emotions.index("happy") < 1041 else codes[emotions[i]]
-        rows.append({"utt_id": f"u{i}", "path": f"/x/{i}.wav", "emotion": emotions[i], "speaker": "s",
-                     "expression": expressions[i], "session": sessions[i], "original_label": original})
+        rows.append(
+            {
+                "utt_id": f"u{i}",
+                "path": f"/x/{i}.wav",
+                "emotion": emotions[i],
+                "speaker": "s",
+                "expression": expressions[i],
+                "session": sessions[i],
+                "original_label": original,
+            }
+        )
     return Manifest(rows)
 
 
@@ -257,12 +290,18 @@ def test_baum1_rows_and_problems(baum1):
     assert m.counts("gender") == {"F": 11, "M": 12}
     assert m.report.excluded == {"interest": 2, "neutral": 2, "thinking": 2}
     row = m["baum1-a-S002_005"]
-    assert (row["emotion"], row["original_label"], row["expression"], row["gender"]) == ("happy", "happiness", "acted", "M")
+    assert (row["emotion"], row["original_label"], row["expression"], row["gender"]) == (
+        "happy",
+        "happiness",
+        "acted",
+        "M",
+    )
     assert row["path"] == str(baum1 / "BAUM1a_MP4_all/s002/S002_005.mp4")
     assert m["baum1-s-S001_001"]["path"] == str(baum1 / "BAUM1s_MP4 - All/s001/S001_001.mp4")
     assert set(found) == {"label_mismatch", "unlabelled", "missing_audio"}
     assert found["label_mismatch"].items == [
-        f"{baum1 / 'BAUM1a_MP4_all/s001/S001_001.mp4'} (annotation says 'Sadness' but code 1 = anger)"]
+        f"{baum1 / 'BAUM1a_MP4_all/s001/S001_001.mp4'} (annotation says 'Sadness' but code 1 = anger)"
+    ]
     assert found["unlabelled"].items == [str(baum1 / "BAUM1s_MP4 - All/s002/S002_099.mp4")]
     assert found["missing_audio"].items == [f"S001_098 (label in {baum1 / 'Annotations_BAUM1s.xlsx'})"]
 
@@ -349,7 +388,10 @@ def test_ravdess_duplicate_names_both_files(ravdess):
         prepare("ravdess", ravdess)
     message = str(error.value)
     assert "\n" not in message and "on_duplicate='skip'" in message
-    assert f"{ravdess / 'Actor_02/03-01-05-01-01-01-02.wav'} and {ravdess / 'Actor_03/03-01-05-01-01-01-02.wav'}" in message
+    assert (
+        f"{ravdess / 'Actor_02/03-01-05-01-01-01-02.wav'} and {ravdess / 'Actor_03/03-01-05-01-01-01-02.wav'}"
+        in message
+    )
 
 
 def test_ravdess_skip_keeps_the_file_in_its_actors_folder(ravdess):
@@ -361,8 +403,13 @@ def test_ravdess_skip_keeps_the_file_in_its_actors_folder(ravdess):
     assert found["speaker_mismatch"].items == [f"{stray} (name says Actor_02)"]
     assert m.counts("gender") == {"F": 30, "M": 60}
     row = m["ravdess-03-01-08-02-01-01-03"]
-    assert (row["emotion"], row["intensity"], row["statement"], row["repetition"], row["channel"]) == \
-        ("surprise", "strong", "01", "01", "speech")
+    assert (row["emotion"], row["intensity"], row["statement"], row["repetition"], row["channel"]) == (
+        "surprise",
+        "strong",
+        "01",
+        "01",
+        "speech",
+    )
 
 
 def test_ravdess_four_classes(ravdess):
@@ -461,8 +508,14 @@ def test_label_value_reads_numpy_and_torch_scalars_and_refuses_other_types():
 
     assert [label_value(v, "x") for v in (np.int64(2), torch.tensor(1), 3.0, "sad", None)] == [2, 1, 3, "sad", None]
     assert type(label_value(np.str_("sad"), "x")) is str
-    for bad, shown in ((b"\xff\xfeang", "b'\\xff\\xfeang'"), (["a", "b"], "['a', 'b']"), ({"a": 1}, "{'a': 1}"),
-                       (True, "True"), (1.5, "1.5"), (float("inf"), "inf")):
+    for bad, shown in (
+        (b"\xff\xfeang", "b'\\xff\\xfeang'"),
+        (["a", "b"], "['a', 'b']"),
+        ({"a": 1}, "{'a': 1}"),
+        (True, "True"),
+        (1.5, "1.5"),
+        (float("inf"), "inf"),
+    ):
         with pytest.raises(SermtlError, match=rf"^row 3 must be text or an integer, got {re.escape(shown)}$"):
             label_value(bad, "row 3")
     assert [scalar_value(v, "x") for v in (np.float32(0.5), True, "a", None)] == [0.5, True, "a", None]
@@ -518,10 +571,14 @@ def test_synthetic_audio_follows_the_labels():
         return np.std(np.log(np.argmax(spectrum, axis=1) * 2 + 80))
 
     for seed in range(3):
-        level = {e: np.sqrt(np.mean(synthetic.synth_utterance(e, "acted", 1.0, 16000, seed) ** 2))
-                 for e in ("angry", "happy", "neutral", "sad")}
+        level = {
+            e: np.sqrt(np.mean(synthetic.synth_utterance(e, "acted", 1.0, 16000, seed) ** 2))
+            for e in ("angry", "happy", "neutral", "sad")
+        }
         assert level["angry"] > level["happy"] > level["neutral"] > level["sad"]
-        acted, spontaneous = (synthetic.synth_utterance("neutral", x, 1.5, 16000, seed) for x in ("acted", "spontaneous"))
+        acted, spontaneous = (
+            synthetic.synth_utterance("neutral", x, 1.5, 16000, seed) for x in ("acted", "spontaneous")
+        )
         assert pitch_spread(spontaneous) > 2 * pitch_spread(acted)
 
 

@@ -25,9 +25,9 @@ from featurestore.store.reader import open_store
 from featurestore.store.writer import StoreWriter
 from featurestore.store.zarr_store import ZarrBackend
 from featurestore.verify import verify_store
+from trainer.config import TrainConfig
 from trainer.cv import Protocol, run_cv
 from trainer.distributed import fold_share
-from trainer.config import TrainConfig
 
 REPO = Path(__file__).resolve().parents[2]
 BATCH_SECONDS = "3"  # several batches from the 12 short utterances of `csv_corpus`
@@ -36,19 +36,39 @@ BATCH_SECONDS = "3"  # several batches from the 12 short utterances of `csv_corp
 def torchrun(*args: str | Path, cwd: Path) -> subprocess.CompletedProcess:
     """``torchrun --standalone --nproc-per-node 2 cli.py ARGS`` (a free port; one thread per rank)."""
     env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
-    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
-               str(REPO / "cli.py"), *map(str, args)]
+    command = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nproc-per-node",
+        "2",
+        str(REPO / "cli.py"),
+        *map(str, args),
+    ]
     return subprocess.run(command, cwd=cwd, env=env, capture_output=True, text=True, timeout=300)
 
 
 def extract_args(manifest: Path, store: Path) -> list[str | Path]:
-    return ["extract", "--manifest", manifest, "--feature", "mfcc", "--store", store,
-            "--batch-seconds", BATCH_SECONDS, "--device", "cpu"]
+    return [
+        "extract",
+        "--manifest",
+        manifest,
+        "--feature",
+        "mfcc",
+        "--store",
+        store,
+        "--batch-seconds",
+        BATCH_SECONDS,
+        "--device",
+        "cpu",
+    ]
 
 
 def single_process_store(manifest: Path, path: Path) -> Path:
-    extract_to_store(prepare("csv", manifest), MFCCExtractor(device="cpu"), path,
-                     batch_seconds=float(BATCH_SECONDS), progress=False)
+    extract_to_store(
+        prepare("csv", manifest), MFCCExtractor(device="cpu"), path, batch_seconds=float(BATCH_SECONDS), progress=False
+    )
     return path
 
 
@@ -56,8 +76,15 @@ def open_writer(path: Path, manifest, config_of: Path | None = None) -> StoreWri
     """A writer on the store at ``path`` with the config of the store ``config_of`` (default: its own)."""
     with open_store(config_of or path) as store:
         attrs = store.attrs
-    return StoreWriter(path, manifest, attrs["feature"], attrs["dtype"], dim=attrs["dim"],
-                       num_layers=attrs["num_layers"], frame_rate=attrs["frame_rate"])
+    return StoreWriter(
+        path,
+        manifest,
+        attrs["feature"],
+        attrs["dtype"],
+        dim=attrs["dim"],
+        num_layers=attrs["num_layers"],
+        frame_rate=attrs["frame_rate"],
+    )
 
 
 class OneProcess(Group):
@@ -72,8 +99,14 @@ class OneProcess(Group):
 
 def extract_in_one_process(manifest: Manifest, store: Path):
     """``extract_sharded`` as rank 0 of a one-process group (shard handling without torchrun)."""
-    return extract_sharded(OneProcess(rank=0, world=1, local_rank=0), manifest, MFCCExtractor(device="cpu"), store,
-                           batch_seconds=float(BATCH_SECONDS), progress=False)
+    return extract_sharded(
+        OneProcess(rank=0, world=1, local_rank=0),
+        manifest,
+        MFCCExtractor(device="cpu"),
+        store,
+        batch_seconds=float(BATCH_SECONDS),
+        progress=False,
+    )
 
 
 def assert_same_store(path: Path, reference: Path, except_ids: tuple[str, ...] = ()) -> None:
@@ -95,7 +128,9 @@ def test_batches_and_folds_are_dealt_out_whole_and_balanced(monkeypatch) -> None
     for batch in batches:  # each batch stays on one rank, as a single process would run it
         assert sum(set(batch) <= set(share) for share in shares) == 1
     for share in shares:  # and the rank's own planning makes the same batches again
-        assert plan_batches({u: durations[u] for u in share}, batch_seconds=8.0) == [b for b in batches if b[0] in share]
+        assert plan_batches({u: durations[u] for u in share}, batch_seconds=8.0) == [
+            b for b in batches if b[0] in share
+        ]
     loads = [sum(durations[u] for u in share) for share in shares]
     assert max(loads) - min(loads) <= max(sum(durations[u] for u in b) for b in batches)
     assert [fold_share(range(1, 6), r, 2) for r in range(2)] == [[1, 3, 5], [2, 4]]
@@ -202,7 +237,7 @@ def change_values(store_path: Path, utt_id: str) -> None:
     with open_store(store_path) as store:
         offset, frames = store.entries()[utt_id]
     features = ZarrBackend.open(store_path, writable=True).array("features")
-    features[0, offset:offset + frames] = features[0, offset:offset + frames] + 1.0
+    features[0, offset : offset + frames] = features[0, offset : offset + frames] + 1.0
 
 
 @pytest.mark.parametrize("damage", ["changed values", "torn chunk"])
@@ -271,21 +306,40 @@ def test_cv_folds_over_two_ranks_match_a_single_process(tmp_path, iemocap_mfcc_s
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # as each torchrun rank
     try:
-        single = run_cv(iemocap_mfcc_store, tmp_path / "single", TrainConfig.from_dict(options),
-                        Protocol("group-kfold", by="speaker", folds=3), progress=False)
+        single = run_cv(
+            iemocap_mfcc_store,
+            tmp_path / "single",
+            TrainConfig.from_dict(options),
+            Protocol("group-kfold", by="speaker", folds=3),
+            progress=False,
+        )
     finally:
         torch.set_num_threads(threads)
     flags = [f"--{k.replace('_', '-')}={v}" for k, v in options.items()]
-    result = torchrun("cv", "--store", iemocap_mfcc_store, "--protocol", "group-kfold", "--by", "speaker",
-                      "--folds", "3", "--out", tmp_path / "two", *flags, cwd=tmp_path)
+    result = torchrun(
+        "cv",
+        "--store",
+        iemocap_mfcc_store,
+        "--protocol",
+        "group-kfold",
+        "--by",
+        "speaker",
+        "--folds",
+        "3",
+        "--out",
+        tmp_path / "two",
+        *flags,
+        cwd=tmp_path,
+    )
     assert result.returncode == 0, result.stderr
     two = json.loads((tmp_path / "two" / "results.json").read_text())
     assert len(two["folds"]) == 3
     assert two["folds"] == single["folds"] and (two["wa"], two["uwa"]) == (single["wa"], single["uwa"])
     for fold in range(1, 4):
         for name in ("predictions.csv", "history.json"):
-            assert (tmp_path / "two" / f"fold_{fold}" / name).read_text() == \
-                (tmp_path / "single" / f"fold_{fold}" / name).read_text(), (fold, name)
+            assert (tmp_path / "two" / f"fold_{fold}" / name).read_text() == (
+                tmp_path / "single" / f"fold_{fold}" / name
+            ).read_text(), (fold, name)
 
 
 def test_a_sweep_over_two_ranks_matches_a_single_process_and_resumes(tmp_path, iemocap_mfcc_store) -> None:
@@ -298,12 +352,33 @@ def test_a_sweep_over_two_ranks_matches_a_single_process_and_resumes(tmp_path, i
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # as each torchrun rank
     try:
-        config = TrainConfig.from_dict({"epochs": 1, "channels": 8, "embedding_dim": 8, "batch_size": 8, "device": "cpu"})
-        single = run_sweep(Sweep(iemocap_mfcc_store, tmp_path / "single", config, Protocol("group-kfold", by="speaker", folds=2),
-                                 [{"aux": "none"}, {"aux": "expression"}], [0]), progress=False)
+        config = TrainConfig.from_dict(
+            {"epochs": 1, "channels": 8, "embedding_dim": 8, "batch_size": 8, "device": "cpu"}
+        )
+        single = run_sweep(
+            Sweep(
+                iemocap_mfcc_store,
+                tmp_path / "single",
+                config,
+                Protocol("group-kfold", by="speaker", folds=2),
+                [{"aux": "none"}, {"aux": "expression"}],
+                [0],
+            ),
+            progress=False,
+        )
     finally:
         torch.set_num_threads(threads)
-    args = ["sweep", "--store", iemocap_mfcc_store, *protocol, *flags, "--grid", "aux=none,expression", "--out", tmp_path / "two"]
+    args = [
+        "sweep",
+        "--store",
+        iemocap_mfcc_store,
+        *protocol,
+        *flags,
+        "--grid",
+        "aux=none,expression",
+        "--out",
+        tmp_path / "two",
+    ]
     result = torchrun(*args, cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     two = json.loads((tmp_path / "two" / "sweep.json").read_text())

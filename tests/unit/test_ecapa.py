@@ -29,19 +29,35 @@ def trainable(model: torch.nn.Module) -> int:
     return sum(p.numel() for p in model.parameters() if p.requires_grad)
 
 
-def expected_parameters(input_size: int, channels: int, embedding_dim: int = 192, scale: int = 8,
-                        se: int = 128, attention: int = 128) -> int:
+def expected_parameters(
+    input_size: int, channels: int, embedding_dim: int = 192, scale: int = 8, se: int = 128, attention: int = 128
+) -> int:
     """The count written out block by block from the architecture description."""
+
     def tdnn(i: int, o: int, k: int) -> int:  # conv weight + bias, batch-norm weight + bias
         return i * o * k + o + 2 * o
 
     width = channels // scale
-    se_res2 = (2 * tdnn(channels, channels, 1) + (scale - 1) * tdnn(width, width, 3)
-               + channels * se + se + se * channels + channels)
+    se_res2 = (
+        2 * tdnn(channels, channels, 1)
+        + (scale - 1) * tdnn(width, width, 3)
+        + channels * se
+        + se
+        + se * channels
+        + channels
+    )
     aggregated = 3 * channels
     pooling = tdnn(3 * aggregated, attention, 1) + attention * aggregated + aggregated
-    return (tdnn(input_size, channels, 5) + 3 * se_res2 + tdnn(aggregated, aggregated, 1) + pooling
-            + 2 * 2 * aggregated + 2 * aggregated * embedding_dim + embedding_dim + 2 * embedding_dim)
+    return (
+        tdnn(input_size, channels, 5)
+        + 3 * se_res2
+        + tdnn(aggregated, aggregated, 1)
+        + pooling
+        + 2 * 2 * aggregated
+        + 2 * aggregated * embedding_dim
+        + embedding_dim
+        + 2 * embedding_dim
+    )
 
 
 def randomise_batch_norms(model: torch.nn.Module, seed: int = 0) -> None:
@@ -131,7 +147,9 @@ def test_training_steps_reduce_the_loss_on_a_separable_toy_problem() -> None:
     losses = []
     for _ in range(8):
         embedding, pooled = model(x, lengths)
-        loss = 0.9 * F.cross_entropy(emotion(embedding, labels), labels) + 0.1 * F.cross_entropy(aux(pooled), expression)
+        loss = 0.9 * F.cross_entropy(emotion(embedding, labels), labels) + 0.1 * F.cross_entropy(
+            aux(pooled), expression
+        )
         optimiser.zero_grad()
         loss.backward()
         assert all(p.grad is not None and torch.isfinite(p.grad).all() for p in parameters)

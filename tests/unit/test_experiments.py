@@ -21,11 +21,21 @@ def workspace(tmp_path_factory) -> Workspace:
     from featurestore.features.random_models import save_random_ssl_model
 
     base = tmp_path_factory.mktemp("experiments")
-    roots = {"iemocap": str(make_iemocap(base / "iemocap", utts_per_dialog=8, quirks=False)),
-             "baum1": str(make_baum1(base / "baum1", speakers=5, quirks=False))}
+    roots = {
+        "iemocap": str(make_iemocap(base / "iemocap", utts_per_dialog=8, quirks=False)),
+        "baum1": str(make_baum1(base / "baum1", speakers=5, quirks=False)),
+    }
     model = save_random_ssl_model(base / "tiny-w2v2")
-    return Workspace(out=base / "out", cache=base / "cache", roots=roots, model=str(model), device="cpu",
-                     train=TINY_TRAIN, progress=False, echo=lambda line: None)
+    return Workspace(
+        out=base / "out",
+        cache=base / "cache",
+        roots=roots,
+        model=str(model),
+        device="cpu",
+        train=TINY_TRAIN,
+        progress=False,
+        echo=lambda line: None,
+    )
 
 
 def numbers(tree) -> list[float | int]:
@@ -59,7 +69,10 @@ def check_outputs(folder: Path, expect_png: bool = True) -> dict:
 def test_table1_counts(workspace) -> None:
     results = check_outputs(run_experiment("table1", workspace), expect_png=False)
     assert results["counts"]["test"]["happy"] == [4, 2, 2]
-    assert "| happy | 16 | 8 | 8 | 4 | 2 | 2 | 1194 | 527 | 667 | 442 | 162 | 280 |" in (workspace.out / "table1" / "table.md").read_text()
+    assert (
+        "| happy | 16 | 8 | 8 | 4 | 2 | 2 | 1194 | 527 | 667 | 442 | 162 | 280 |"
+        in (workspace.out / "table1" / "table.md").read_text()
+    )
 
 
 def test_table2_trains_on_each_expression(workspace) -> None:
@@ -71,11 +84,21 @@ def test_table2_trains_on_each_expression(workspace) -> None:
 
 def test_table3_table4_table6_fig2_share_runs(workspace) -> None:
     results = check_outputs(run_experiment("table3", workspace))
-    assert set(results["results"]) == {"mfcc", "w2v2"} and set(results["results"]["mfcc"]["mtl"]) == {"iemocap", "baum1"}
+    assert set(results["results"]) == {"mfcc", "w2v2"} and set(results["results"]["mfcc"]["mtl"]) == {
+        "iemocap",
+        "baum1",
+    }
     runs_before = sorted(p.name for p in (workspace.out / "runs").iterdir())
     check_outputs(run_experiment("table4", workspace), expect_png=False)
     table6 = check_outputs(run_experiment("table6", workspace))
-    assert set(table6["per_class_recall"]["baum1"]["mfcc"]["mtl"]) <= {"angry", "boredom", "disgust", "fear", "happy", "sad"}
+    assert set(table6["per_class_recall"]["baum1"]["mfcc"]["mtl"]) <= {
+        "angry",
+        "boredom",
+        "disgust",
+        "fear",
+        "happy",
+        "sad",
+    }
     fig2 = check_outputs(run_experiment("fig2", workspace))
     assert "expression" in fig2["separability"]["iemocap"]["mtl"]
     assert sorted(p.name for p in (workspace.out / "runs").iterdir()) == runs_before  # nothing retrained
@@ -96,7 +119,10 @@ def test_alpha_sweep_and_restart(workspace) -> None:
     sweep_runs = sorted((workspace.out / "alpha-sweep" / "sweep").glob("aux=expression*/seed_0"))
     assert len(sweep_runs) == 2 and (workspace.out / "alpha-sweep" / "sweep" / "sweep.json").is_file()
     interrupted, untouched = sweep_runs[0], sweep_runs[1]
-    kept = {p: p.stat().st_mtime_ns for p in (interrupted / "fold_1" / "metrics.json", untouched / "fold_2" / "metrics.json")}
+    kept = {
+        p: p.stat().st_mtime_ns
+        for p in (interrupted / "fold_1" / "metrics.json", untouched / "fold_2" / "metrics.json")
+    }
     (interrupted / "fold_2" / "metrics.json").unlink()  # as if killed during fold 2
     run_experiment("alpha-sweep", workspace, feature="mfcc", **grid)
     assert (interrupted / "fold_2" / "metrics.json").exists()

@@ -23,9 +23,11 @@ FUNCTIONAL_FEATURES = {"egemaps-functionals": ("eGeMAPSv02", 88), "compare-funct
 @pytest.fixture(scope="module")
 def speech(shared_data) -> list[np.ndarray]:
     """Three real utterances at 16 kHz: Urdu (44.1 kHz source, resampled) and RAVDESS."""
-    files = [sorted((shared_data / "urdu" / "Angry").glob("*.wav"))[0],
-             sorted((shared_data / "urdu" / "Sad").glob("*.wav"))[1],
-             sorted((shared_data / "ravdess_subset" / "Actor_01").glob("*.wav"))[0]]
+    files = [
+        sorted((shared_data / "urdu" / "Angry").glob("*.wav"))[0],
+        sorted((shared_data / "urdu" / "Sad").glob("*.wav"))[1],
+        sorted((shared_data / "ravdess_subset" / "Actor_01").glob("*.wav"))[0],
+    ]
     return [load_audio(str(path)) for path in files]
 
 
@@ -33,14 +35,29 @@ def speech(shared_data) -> list[np.ndarray]:
 def generated() -> list[np.ndarray]:
     rng = np.random.default_rng(3)
     t = np.arange(23456) / 16000
-    return [(0.3 * np.sin(2 * np.pi * 160 * t) * (1 + np.sin(2 * np.pi * 4 * t))).astype(np.float32),
-            0.1 * rng.standard_normal(961).astype(np.float32), np.zeros(5000, np.float32)]
+    return [
+        (0.3 * np.sin(2 * np.pi * 160 * t) * (1 + np.sin(2 * np.pi * 4 * t))).astype(np.float32),
+        0.1 * rng.standard_normal(961).astype(np.float32),
+        np.zeros(5000, np.float32),
+    ]
 
 
 def librosa_fbank(wave: np.ndarray, c) -> np.ndarray:
     mel = librosa.feature.melspectrogram(
-        y=wave, sr=c.sample_rate, n_fft=c.n_fft, win_length=c.win_length, hop_length=c.hop_length, window=c.window,
-        center=c.center, pad_mode="constant", n_mels=c.n_mels, fmin=c.fmin, fmax=c.fmax, power=c.power, norm="slaney")
+        y=wave,
+        sr=c.sample_rate,
+        n_fft=c.n_fft,
+        win_length=c.win_length,
+        hop_length=c.hop_length,
+        window=c.window,
+        center=c.center,
+        pad_mode="constant",
+        n_mels=c.n_mels,
+        fmin=c.fmin,
+        fmax=c.fmax,
+        power=c.power,
+        norm="slaney",
+    )
     return librosa.power_to_db(mel, ref=1.0, amin=c.log_floor, top_db=None).T
 
 
@@ -55,8 +72,9 @@ def test_fbank_matches_librosa_on_real_speech(speech, generated) -> None:
 
 def test_fbank_other_parameters_match_librosa(speech) -> None:
     extractor = build_extractor("fbank", device="cpu", n_mels=40, window="hann", win_length=512, fmin=50.0, fmax=7000.0)
-    np.testing.assert_allclose(extractor.extract_batch(speech[:1])[0][0], librosa_fbank(speech[0], extractor.config),
-                               atol=2e-3, rtol=1e-4)
+    np.testing.assert_allclose(
+        extractor.extract_batch(speech[:1])[0][0], librosa_fbank(speech[0], extractor.config), atol=2e-3, rtol=1e-4
+    )
 
 
 @pytest.mark.parametrize("name", LLD_FEATURES)
@@ -70,17 +88,20 @@ def test_llds_are_opensmiles_own_values_on_the_mfcc_grid(name, speech, generated
         assert stored.shape[0] == mfcc.extract_batch([wave])[0].shape[1] == 1 + len(wave) // 160
         shift = {"egemaps": 1, "compare": 3}[name]
         assert extractor.shift(table) == shift
-        np.testing.assert_array_equal(stored[shift:shift + len(rows)], rows)
+        np.testing.assert_array_equal(stored[shift : shift + len(rows)], rows)
         np.testing.assert_array_equal(stored[:shift], np.repeat(rows[:1], shift, axis=0))  # edges repeat
-        np.testing.assert_array_equal(stored[shift + len(rows):], np.repeat(rows[-1:], len(stored) - shift - len(rows), axis=0))
+        np.testing.assert_array_equal(
+            stored[shift + len(rows) :], np.repeat(rows[-1:], len(stored) - shift - len(rows), axis=0)
+        )
     assert extractor.dim == {"egemaps": 25, "compare": 65}[name]
 
 
 @pytest.mark.parametrize("name", list(FUNCTIONAL_FEATURES))
 def test_functionals_are_opensmiles_own(name, speech) -> None:
     feature_set, dim = FUNCTIONAL_FEATURES[name]
-    reference = opensmile.Smile(feature_set=getattr(opensmile.FeatureSet, feature_set),
-                                feature_level=opensmile.FeatureLevel.Functionals)
+    reference = opensmile.Smile(
+        feature_set=getattr(opensmile.FeatureSet, feature_set), feature_level=opensmile.FeatureLevel.Functionals
+    )
     extractor = build_extractor(name)
     stored = extractor.extract_batch(speech[:2])
     for wave, ours in zip(speech, stored):
@@ -116,7 +137,9 @@ def test_every_feature_is_one_registered_class_that_rebuilds_from_its_descriptio
 def test_audio_shorter_than_opensmiles_window_is_one_line(name) -> None:
     extractor = build_extractor(name)
     extractor.check_length(960, "ok")
-    with pytest.raises(SermtlError, match=r"^u1: 959 samples is shorter than the .* receptive field \(960 samples = 60 ms\)$"):
+    with pytest.raises(
+        SermtlError, match=r"^u1: 959 samples is shorter than the .* receptive field \(960 samples = 60 ms\)$"
+    ):
         extractor.check_length(959, "u1")
 
 

@@ -30,9 +30,17 @@ def make_manifest(sessions: int = 5, per_speaker=(13, 9, 17, 11, 8, 14, 10, 16, 
         for g, gender in enumerate("FM"):
             speaker = f"Ses{s:02d}{gender}"
             for i in range(per_speaker[(2 * (s - 1) + g) % len(per_speaker)]):
-                rows.append({"utt_id": f"{speaker}_{i:03d}", "path": f"/data/{speaker}_{i:03d}.wav",
-                             "emotion": EMOTIONS[(i + s) % 4], "speaker": speaker, "gender": gender,
-                             "session": f"Session{s}", "expression": "acted" if i % 3 else "spontaneous"})
+                rows.append(
+                    {
+                        "utt_id": f"{speaker}_{i:03d}",
+                        "path": f"/data/{speaker}_{i:03d}.wav",
+                        "emotion": EMOTIONS[(i + s) % 4],
+                        "speaker": speaker,
+                        "gender": gender,
+                        "session": f"Session{s}",
+                        "expression": "acted" if i % 3 else "spontaneous",
+                    }
+                )
     return Manifest(rows)
 
 
@@ -87,8 +95,16 @@ def test_loso_one_fold_per_session_tests_each_row_once(manifest):
 
 
 def test_loso_sorts_values_naturally_and_keeps_a_training_row_per_class():
-    rows = [{"utt_id": f"u{i}", "path": "/x.wav", "emotion": "sad" if i < 6 else "fear",
-             "speaker": "s", "session": ["Session10", "Session2", "Session1"][i % 3]} for i in range(9)]
+    rows = [
+        {
+            "utt_id": f"u{i}",
+            "path": "/x.wav",
+            "emotion": "sad" if i < 6 else "fear",
+            "speaker": "s",
+            "session": ["Session10", "Session2", "Session1"][i % 3],
+        }
+        for i in range(9)
+    ]
     rows[8]["emotion"] = "sad"
     manifest = Manifest(rows)
     folds = make_folds(manifest, "loso", by="session", valid_fraction=0.5)
@@ -163,18 +179,27 @@ def test_split_matches_values_and_80_20(manifest):
 
 
 def test_split_leaves_out_unlisted_values_and_matches_numbers_as_text():
-    manifest = Manifest([{"utt_id": f"u{i}", "path": "/x.wav", "emotion": EMOTIONS[i % 4], "speaker": "s",
-                          "session": i % 3 + 1} for i in range(30)])
+    manifest = Manifest(
+        [
+            {"utt_id": f"u{i}", "path": "/x.wav", "emotion": EMOTIONS[i % 4], "speaker": "s", "session": i % 3 + 1}
+            for i in range(30)
+        ]
+    )
     fold = make_folds(manifest, "split", by="session", train_values=["1"], test_values=[3])[0]
     assert column_of(manifest, fold.train + fold.valid, "session") == {1}
     assert column_of(manifest, fold.test, "session") == {3}
     assert len(fold.train) + len(fold.valid) + len(fold.test) == 20
 
 
-@pytest.mark.parametrize("protocol, options", [
-    ("loso", {"by": "session"}), ("kfold", {}), ("group-kfold", {"by": "speaker"}),
-    ("split", {"by": "session", "test_values": ["Session5"]}),
-])
+@pytest.mark.parametrize(
+    "protocol, options",
+    [
+        ("loso", {"by": "session"}),
+        ("kfold", {}),
+        ("group-kfold", {"by": "speaker"}),
+        ("split", {"by": "session", "test_values": ["Session5"]}),
+    ],
+)
 def test_same_seed_same_folds_other_seed_other_validation(manifest, protocol, options):
     first = make_folds(manifest, protocol, seed=7, **options)
     again = make_folds(manifest, protocol, seed=7, **options)
@@ -204,14 +229,22 @@ def test_save_plain_list_has_empty_header(tmp_path):
     assert header == {} and folds == [Fold(1, ["a"], [], ["b"])]
 
 
-@pytest.mark.parametrize("text, expected", [
-    ("{not json", "is damaged (not valid JSON"),
-    ('{"folds": []}', "bad.json: header: missing"),
-    ('{"header": {}, "folds": [{"fold": 1, "train": []}]}', "bad.json: folds[0].valid: missing"),
-    ('{"header": {}, "folds": [{"fold": 1e400, "train": [], "valid": [], "test": []}]}',
-     "folds[0].fold: expected an integer in [1, 1000], got inf"),
-    ('{"header": {}, "folds": [{"fold": 1, "train": [7], "valid": [], "test": []}]}', "folds[0].train[0]: expected text"),
-])
+@pytest.mark.parametrize(
+    "text, expected",
+    [
+        ("{not json", "is damaged (not valid JSON"),
+        ('{"folds": []}', "bad.json: header: missing"),
+        ('{"header": {}, "folds": [{"fold": 1, "train": []}]}', "bad.json: folds[0].valid: missing"),
+        (
+            '{"header": {}, "folds": [{"fold": 1e400, "train": [], "valid": [], "test": []}]}',
+            "folds[0].fold: expected an integer in [1, 1000], got inf",
+        ),
+        (
+            '{"header": {}, "folds": [{"fold": 1, "train": [7], "valid": [], "test": []}]}',
+            "folds[0].train[0]: expected text",
+        ),
+    ],
+)
 def test_load_refuses_bad_files(tmp_path, text, expected):
     path = tmp_path / "bad.json"
     path.write_text(text)
@@ -222,30 +255,51 @@ def test_load_refuses_bad_files(tmp_path, text, expected):
         load_folds(tmp_path / "missing.json")
 
 
-@pytest.mark.parametrize("protocol, options, expected", [
-    ("lopo", {}, "unknown protocol 'lopo' (--protocol: loso, kfold, group-kfold, split)"),
-    ("loso", {}, "protocol 'loso' needs --by"),
-    ("loso", {"by": "sesion"}, "--by 'sesion' is not a column of manifest (columns: utt_id, path"),
-    ("group-kfold", {"by": "room"}, "--by 'room' is not a column"),
-    ("loso", {"by": "corpus"}, "--by 'corpus': 117 row(s) have no value (e.g. 'Ses01F_000')"),
-    ("loso", {"by": "gender", "stratify": "mood"}, "--stratify 'mood' is not a column"),
-    ("kfold", {"folds": 1}, "--folds must be at least 2, got 1"),
-    ("group-kfold", {"by": "session", "folds": 6}, "--folds 6 is more than the 5 values of --by 'session'"),
-    ("group-kfold", {"by": "gender", "folds": 2}, "group-kfold fold 1 has one training value of --by 'gender'"),
-    ("loso", {"by": "session", "valid_fraction": 1.0}, "--valid-fraction must be in [0, 1), got 1.0"),
-    ("split", {"by": "session", "valid_fraction": -0.1}, "--valid-fraction must be in [0, 1)"),
-    ("loso", {"by": "session", "seed": -1}, "--seed must be a non-negative integer"),
-    ("loso", {"by": "session", "test_values": ["Session5"]},
-     "--train-values/--test-values apply to --protocol split only"),
-    ("split", {"by": "session"}, "protocol 'split' needs --test-values (values of --by 'session': Session1, Session2"),
-    ("split", {"by": "session", "test_values": ["Session6"]},
-     ("--test-values: 'Session6' is not a value of --by 'session' "
-      "(values: Session1, Session2, Session3, Session4, Session5)")),
-    ("split", {"by": "session", "train_values": ["Session0"], "test_values": ["Session5"]},
-     "--train-values: 'Session0' is not a value of --by 'session'"),
-    ("split", {"by": "session", "train_values": ["Session4", "Session5"], "test_values": ["Session5"]},
-     "'Session5' is in both --train-values and --test-values"),
-])
+@pytest.mark.parametrize(
+    "protocol, options, expected",
+    [
+        ("lopo", {}, "unknown protocol 'lopo' (--protocol: loso, kfold, group-kfold, split)"),
+        ("loso", {}, "protocol 'loso' needs --by"),
+        ("loso", {"by": "sesion"}, "--by 'sesion' is not a column of manifest (columns: utt_id, path"),
+        ("group-kfold", {"by": "room"}, "--by 'room' is not a column"),
+        ("loso", {"by": "corpus"}, "--by 'corpus': 117 row(s) have no value (e.g. 'Ses01F_000')"),
+        ("loso", {"by": "gender", "stratify": "mood"}, "--stratify 'mood' is not a column"),
+        ("kfold", {"folds": 1}, "--folds must be at least 2, got 1"),
+        ("group-kfold", {"by": "session", "folds": 6}, "--folds 6 is more than the 5 values of --by 'session'"),
+        ("group-kfold", {"by": "gender", "folds": 2}, "group-kfold fold 1 has one training value of --by 'gender'"),
+        ("loso", {"by": "session", "valid_fraction": 1.0}, "--valid-fraction must be in [0, 1), got 1.0"),
+        ("split", {"by": "session", "valid_fraction": -0.1}, "--valid-fraction must be in [0, 1)"),
+        ("loso", {"by": "session", "seed": -1}, "--seed must be a non-negative integer"),
+        (
+            "loso",
+            {"by": "session", "test_values": ["Session5"]},
+            "--train-values/--test-values apply to --protocol split only",
+        ),
+        (
+            "split",
+            {"by": "session"},
+            "protocol 'split' needs --test-values (values of --by 'session': Session1, Session2",
+        ),
+        (
+            "split",
+            {"by": "session", "test_values": ["Session6"]},
+            (
+                "--test-values: 'Session6' is not a value of --by 'session' "
+                "(values: Session1, Session2, Session3, Session4, Session5)"
+            ),
+        ),
+        (
+            "split",
+            {"by": "session", "train_values": ["Session0"], "test_values": ["Session5"]},
+            "--train-values: 'Session0' is not a value of --by 'session'",
+        ),
+        (
+            "split",
+            {"by": "session", "train_values": ["Session4", "Session5"], "test_values": ["Session5"]},
+            "'Session5' is in both --train-values and --test-values",
+        ),
+    ],
+)
 def test_errors_name_the_flag(manifest, protocol, options, expected):
     with pytest.raises(SermtlError) as info:
         make_folds(manifest, protocol, **options)
@@ -254,8 +308,12 @@ def test_errors_name_the_flag(manifest, protocol, options, expected):
 
 
 def test_errors_on_too_few_values_or_rows():
-    one_session = Manifest([{"utt_id": f"u{i}", "path": "/x.wav", "emotion": "sad", "speaker": "s",
-                             "session": "Session1"} for i in range(6)])
+    one_session = Manifest(
+        [
+            {"utt_id": f"u{i}", "path": "/x.wav", "emotion": "sad", "speaker": "s", "session": "Session1"}
+            for i in range(6)
+        ]
+    )
     with pytest.raises(SermtlError, match="loso needs at least 2 values of --by 'session', found 1: Session1"):
         make_folds(one_session, "loso", by="session")
     with pytest.raises(SermtlError, match="group-kfold needs at least 2 values"):
@@ -271,24 +329,37 @@ def test_errors_on_too_few_values_or_rows():
 @pytest.fixture
 def small() -> Manifest:
     labels = ["angry", "sad", "angry", "sad", "fear", "angry", "sad", "fear"]
-    return Manifest([{"utt_id": f"u{i}", "path": "/x.wav", "emotion": e, "speaker": f"s{i % 4}"}
-                     for i, e in enumerate(labels)])
+    return Manifest(
+        [{"utt_id": f"u{i}", "path": "/x.wav", "emotion": e, "speaker": f"s{i % 4}"} for i, e in enumerate(labels)]
+    )
 
 
 def test_check_folds_accepts_good_folds(small):
     check_folds([Fold(1, ["u0", "u1", "u4"], ["u2"], ["u3", "u7"])], small)
 
 
-@pytest.mark.parametrize("fold, expected", [
-    (Fold(3, ["u0", "u1", "u2"], [], ["u3", "u4", "u7"]), "fold 3: class 'fear' has no training examples (2 in test)"),
-    (Fold(2, ["u0", "u1", "u2", "u3"], ["u4"], ["u5"]), "fold 2: class 'fear' has no training examples (1 in valid)"),
-    (Fold(1, ["u0", "u1", "u4"], ["u2"], ["u2", "u3"]), "fold 1: 1 utterance(s) in both valid and test (e.g. 'u2')"),
-    (Fold(1, ["u0", "u1", "u4", "u3"], [], ["u3"]), "fold 1: 1 utterance(s) in both train and test (e.g. 'u3')"),
-    (Fold(1, ["u0", "u1", "u4"], [], []), "fold 1: the test set is empty"),
-    (Fold(1, [], [], ["u0"]), "fold 1: the train set is empty"),
-    (Fold(1, ["u0", "u1", "u4"], [], ["u9"]), "fold 1: test utterance 'u9' is not in manifest"),
-    (Fold(1, ["u0", "u0", "u1", "u4"], [], ["u3"]), "fold 1: train lists 'u0' twice"),
-])
+@pytest.mark.parametrize(
+    "fold, expected",
+    [
+        (
+            Fold(3, ["u0", "u1", "u2"], [], ["u3", "u4", "u7"]),
+            "fold 3: class 'fear' has no training examples (2 in test)",
+        ),
+        (
+            Fold(2, ["u0", "u1", "u2", "u3"], ["u4"], ["u5"]),
+            "fold 2: class 'fear' has no training examples (1 in valid)",
+        ),
+        (
+            Fold(1, ["u0", "u1", "u4"], ["u2"], ["u2", "u3"]),
+            "fold 1: 1 utterance(s) in both valid and test (e.g. 'u2')",
+        ),
+        (Fold(1, ["u0", "u1", "u4", "u3"], [], ["u3"]), "fold 1: 1 utterance(s) in both train and test (e.g. 'u3')"),
+        (Fold(1, ["u0", "u1", "u4"], [], []), "fold 1: the test set is empty"),
+        (Fold(1, [], [], ["u0"]), "fold 1: the train set is empty"),
+        (Fold(1, ["u0", "u1", "u4"], [], ["u9"]), "fold 1: test utterance 'u9' is not in manifest"),
+        (Fold(1, ["u0", "u0", "u1", "u4"], [], ["u3"]), "fold 1: train lists 'u0' twice"),
+    ],
+)
 def test_check_folds_refuses(small, fold, expected):
     with pytest.raises(SermtlError) as info:
         check_folds([fold], small)

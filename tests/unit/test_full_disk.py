@@ -28,8 +28,14 @@ pytestmark = pytest.mark.slow
 
 
 def sermtl(*args: object, cwd: Path) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, str(REPO / "cli.py"), *map(str, args)], cwd=cwd, env=ENV,
-                          capture_output=True, text=True, timeout=300)
+    return subprocess.run(
+        [sys.executable, str(REPO / "cli.py"), *map(str, args)],
+        cwd=cwd,
+        env=ENV,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
 
 
 def message_lines(stderr: str) -> list[str]:
@@ -69,8 +75,9 @@ def tmpfs(tmp_path: Path):
     def mount(size: int) -> Path:
         point = tmp_path / f"tmpfs{len(mounted)}"
         point.mkdir()
-        done = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size // 1024}k", "tmpfs", str(point)],
-                              capture_output=True, text=True)
+        done = subprocess.run(
+            ["mount", "-t", "tmpfs", "-o", f"size={size // 1024}k", "tmpfs", str(point)], capture_output=True, text=True
+        )
         if done.returncode != 0:
             pytest.skip(f"cannot mount a tmpfs here: {done.stderr.strip()}")
         mounted.append(point)
@@ -105,7 +112,9 @@ def store_sizes(corpus: Path, suffix: str, cwd: Path) -> tuple[int, int]:
     sizes = []
     for manifest, name in ((one, "one"), (corpus, "full")):
         store = cwd / f"{name}{suffix}"
-        done = sermtl("extract", "--manifest", manifest, "--feature", "mfcc", "--store", store, "--max-batch", "1", cwd=cwd)
+        done = sermtl(
+            "extract", "--manifest", manifest, "--feature", "mfcc", "--store", store, "--max-batch", "1", cwd=cwd
+        )
         assert done.returncode == 0, done.stderr
         sizes.append(blocks(store))
     _SIZES[suffix] = sizes[0], sizes[1]

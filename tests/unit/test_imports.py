@@ -40,9 +40,13 @@ def import_graph() -> dict[str, set[str]]:
             elif isinstance(node, ast.ImportFrom):
                 base = node.module or ""
                 if node.level:
-                    base = ".".join([*package.split(".")[: len(package.split(".")) - node.level + 1], *filter(None, [base])])
-                targets |= {owner(f"{base}.{alias.name}") if f"{base}.{alias.name}" in modules else owner(base)
-                            for alias in node.names}
+                    base = ".".join(
+                        [*package.split(".")[: len(package.split(".")) - node.level + 1], *filter(None, [base])]
+                    )
+                targets |= {
+                    owner(f"{base}.{alias.name}") if f"{base}.{alias.name}" in modules else owner(base)
+                    for alias in node.names
+                }
         graph[name] = targets - {None, name}
     return graph
 

@@ -26,8 +26,10 @@ def test_one_holder_at_a_time_and_the_holder_is_named(tmp_path) -> None:
 
 def test_a_held_lock_refuses_another_process(tmp_path) -> None:
     path = tmp_path / "run.lock"
-    code = ("import sys; from featurestore.locking import ExclusiveLock; from featurestore.errors import SermtlError\n"
-            f"try: ExclusiveLock({str(path)!r}, 'run')\nexcept SermtlError as e: print(e); sys.exit(3)")
+    code = (
+        "import sys; from featurestore.locking import ExclusiveLock; from featurestore.errors import SermtlError\n"
+        f"try: ExclusiveLock({str(path)!r}, 'run')\nexcept SermtlError as e: print(e); sys.exit(3)"
+    )
     with ExclusiveLock(path, "run"):
         done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=os.getcwd())
     assert done.returncode == 3 and "another process" in done.stdout
@@ -97,8 +99,10 @@ def test_a_partial_store_left_by_a_killed_writer_is_cleared(tmp_path, suffix) ->
 
 def test_reading_a_store_needs_no_posix_only_module(iemocap_mfcc_store) -> None:
     """``fcntl`` exists on POSIX only: reading a store must not import it (only a writer locks)."""
-    code = ("import sys; sys.modules['fcntl'] = None\n"
-            "from featurestore import open_store\n"
-            f"store = open_store({str(iemocap_mfcc_store)!r}); print(len(store), store.read(store.ids()[0]).shape)")
+    code = (
+        "import sys; sys.modules['fcntl'] = None\n"
+        "from featurestore import open_store\n"
+        f"store = open_store({str(iemocap_mfcc_store)!r}); print(len(store), store.read(store.ids()[0]).shape)"
+    )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert done.returncode == 0 and done.stdout.startswith("60 "), done.stderr

@@ -47,8 +47,9 @@ def test_metrics_match_sklearn(seed):
     assert unweighted_accuracy(y_true, y_pred) == pytest.approx(balanced)
     np.testing.assert_allclose(list(per_class_recall(y_true, y_pred, labels).values()), recall)
     assert list(per_class_recall(y_true, y_pred, labels)) == labels
-    np.testing.assert_array_equal(confusion(y_true, y_pred, labels),
-                                  skm.confusion_matrix(y_true, y_pred, labels=labels))
+    np.testing.assert_array_equal(
+        confusion(y_true, y_pred, labels), skm.confusion_matrix(y_true, y_pred, labels=labels)
+    )
 
 
 @pytest.mark.parametrize("seed", range(20))
@@ -56,8 +57,9 @@ def test_integer_labels_match_sklearn(seed):
     rng = np.random.default_rng(seed)
     y_true, y_pred = rng.integers(0, 4, 50), rng.integers(0, 4, 50)
     assert unweighted_accuracy(y_true, y_pred) == pytest.approx(skm.balanced_accuracy_score(y_true, y_pred))
-    np.testing.assert_array_equal(confusion(y_true, y_pred, [3, 2, 1, 0]),
-                                  skm.confusion_matrix(y_true, y_pred, labels=[3, 2, 1, 0]))
+    np.testing.assert_array_equal(
+        confusion(y_true, y_pred, [3, 2, 1, 0]), skm.confusion_matrix(y_true, y_pred, labels=[3, 2, 1, 0])
+    )
     assert list(per_class_recall(y_true, y_pred, [0, 1])) == ["0", "1"]
 
 
@@ -125,8 +127,10 @@ def test_average_folds_mean_std_and_pooled():
     second_true = ["angry", "happy", "happy", "angry"]
     second_pred = ["angry", "happy", "angry", "happy"]
     second_expr = ["acted", "acted", "acted", "acted"]
-    folds = [evaluate(Y_TRUE, Y_PRED, EMO, {"expression": EXPR}, EXPR, EXPR_PRED),
-             evaluate(second_true, second_pred, EMO, {"expression": second_expr}, second_expr, second_expr)]
+    folds = [
+        evaluate(Y_TRUE, Y_PRED, EMO, {"expression": EXPR}, EXPR, EXPR_PRED),
+        evaluate(second_true, second_pred, EMO, {"expression": second_expr}, second_expr, second_expr),
+    ]
     summary = average_folds(folds)
     json.dumps(summary, allow_nan=False)
     assert summary["n_folds"] == 2 and summary["n"] == 12 and summary["labels"] == EMO
@@ -145,8 +149,9 @@ def test_average_folds_mean_std_and_pooled():
     assert subsets["spont"]["wa"] == pytest.approx(75)
     assert subsets["acted"]["wa"] == pytest.approx((50 + 50) / 2)
     # pooled = one evaluation of all predictions together
-    pooled = evaluate(Y_TRUE + second_true, Y_PRED + second_pred, EMO, aux_true=EXPR + second_expr,
-                      aux_pred=EXPR_PRED + second_expr)
+    pooled = evaluate(
+        Y_TRUE + second_true, Y_PRED + second_pred, EMO, aux_true=EXPR + second_expr, aux_pred=EXPR_PRED + second_expr
+    )
     for key in ("wa", "uwa", "aux_accuracy"):
         assert summary["pooled"][key] == pytest.approx(pooled[key])
     assert summary["pooled"]["confusion"] == pooled["confusion"]

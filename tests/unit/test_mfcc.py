@@ -13,9 +13,20 @@ librosa = pytest.importorskip("librosa")
 
 def librosa_mfcc(wave: np.ndarray, c) -> np.ndarray:
     mel = librosa.feature.melspectrogram(
-        y=wave, sr=c.sample_rate, n_fft=c.n_fft, win_length=c.win_length, hop_length=c.hop_length,
-        window=c.window, center=c.center, pad_mode="constant", n_mels=c.n_mels, fmin=c.fmin,
-        fmax=c.fmax, power=c.power, htk=c.mel_scale == "htk", norm=c.mel_norm,
+        y=wave,
+        sr=c.sample_rate,
+        n_fft=c.n_fft,
+        win_length=c.win_length,
+        hop_length=c.hop_length,
+        window=c.window,
+        center=c.center,
+        pad_mode="constant",
+        n_mels=c.n_mels,
+        fmin=c.fmin,
+        fmax=c.fmax,
+        power=c.power,
+        htk=c.mel_scale == "htk",
+        norm=c.mel_norm,
     )
     log_mel = librosa.power_to_db(mel, ref=1.0, amin=c.log_floor, top_db=None)
     return librosa.feature.mfcc(S=log_mel, n_mfcc=c.n_mfcc, dct_type=c.dct_type, norm=c.dct_norm, lifter=c.lifter).T
@@ -26,8 +37,12 @@ def waves() -> list[np.ndarray]:
     rng = np.random.default_rng(7)
     t = np.arange(40000) / 16000
     speechy = (0.4 * np.sin(2 * np.pi * 180 * t) * (1 + np.sin(2 * np.pi * 3 * t))).astype(np.float32)
-    return [speechy, 0.05 * rng.standard_normal(16000).astype(np.float32),
-            0.2 * rng.standard_normal(8123).astype(np.float32), np.zeros(4000, np.float32)]
+    return [
+        speechy,
+        0.05 * rng.standard_normal(16000).astype(np.float32),
+        0.2 * rng.standard_normal(8123).astype(np.float32),
+        np.zeros(4000, np.float32),
+    ]
 
 
 def test_matches_librosa(waves) -> None:
@@ -56,7 +71,19 @@ def test_100_frames_per_second_and_every_parameter_recorded() -> None:
     extractor = build_extractor("mfcc", device="cpu")
     assert extractor.num_frames(16000 * 7) == 701
     described = extractor.describe()
-    for key in ("n_mfcc", "n_mels", "fmin", "fmax", "log_floor", "dct_type", "dct_norm", "window", "win_length", "hop_length", "normalisation"):
+    for key in (
+        "n_mfcc",
+        "n_mels",
+        "fmin",
+        "fmax",
+        "log_floor",
+        "dct_type",
+        "dct_norm",
+        "window",
+        "win_length",
+        "hop_length",
+        "normalisation",
+    ):
         assert key in described
     assert described["feature"] == "mfcc" and described["win_length"] == 320 and described["hop_length"] == 160
     assert extractor.fingerprint() != MFCCExtractor(device="cpu", n_mels=40).fingerprint()

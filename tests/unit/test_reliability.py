@@ -180,7 +180,12 @@ def test_writing_into_a_damaged_chunk_is_one_line_and_invalidate_moves_past_it(t
         with pytest.raises(SermtlError) as info:
             writer.write([("x1", frames(1, 5))])  # part of the damaged chunk: zarr reads it first
         message = str(info.value)
-        assert "\n" not in message and str(path) in message and f"sermtl verify {path}" in message and "--repair" in message
+        assert (
+            "\n" not in message
+            and str(path) in message
+            and f"sermtl verify {path}" in message
+            and "--repair" in message
+        )
         writer.invalidate([])  # what extract --repair does first: the append point moves past every stored chunk
         writer.write([("x1", frames(1, 5))])
     with toy_writer(path) as writer:
@@ -289,7 +294,9 @@ def test_repair_takes_the_lock_before_it_checks(tmp_path, manifest, monkeypatch)
         return real_scan(store, entries)
 
     monkeypatch.setattr(verify_module, "_value_problems", scan)
-    with StoreWriter(path, manifest, MFCCExtractor(device="cpu").describe(), "float32", dim=40, num_layers=1, frame_rate=100.0):
+    with StoreWriter(
+        path, manifest, MFCCExtractor(device="cpu").describe(), "float32", dim=40, num_layers=1, frame_rate=100.0
+    ):
         with pytest.raises(SermtlError, match="being written by another process"):
             extract(manifest, path, repair=True)
     assert lock_held == []  # refused before any scan
@@ -488,7 +495,7 @@ def test_read_all_and_the_training_bank_read_around_a_repaired_chunk(tmp_path) -
         batch, lengths = bank.batch(store.ids())
         for row, utt_id in enumerate(store.ids()):
             offset, count = entries[utt_id]
-            np.testing.assert_array_equal(block[offset:offset + count], store.read(utt_id))
+            np.testing.assert_array_equal(block[offset : offset + count], store.read(utt_id))
             np.testing.assert_array_equal(batch[row, : lengths[row]].numpy(), store.read(utt_id))
 
 
@@ -519,7 +526,9 @@ def test_a_torn_checksum_chunk_discards_only_its_rows_with_a_warning(tmp_path) -
     group = zarr.open_group(str(path), mode="r+")
     values = group["checksum"][:]
     del group["checksum"]  # the same rows in chunks of 2, so that one chunk can be torn
-    group.create_array("checksum", shape=values.shape, dtype="int64", chunks=(2, 1), fill_value=-1, compressors=None)[:] = values
+    group.create_array("checksum", shape=values.shape, dtype="int64", chunks=(2, 1), fill_value=-1, compressors=None)[
+        :
+    ] = values
     tear(path / "checksum" / "c" / "0" / "0")  # rows 0-1
     with pytest.warns(UserWarning, match=f"^store {path}: 2 of 3 checksums discarded"):
         toy_writer(path).close()

@@ -14,8 +14,8 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 import pytest
@@ -27,8 +27,24 @@ from featurestore.verify import verify_store
 
 REPO = Path(__file__).resolve().parents[2]
 ENV = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
-TINY_CV = ["--protocol", "kfold", "--folds", "3", "--epochs", "2", "--channels", "8", "--embedding-dim", "8",
-           "--batch-size", "16", "--aux", "none", "--device", "cpu"]
+TINY_CV = [
+    "--protocol",
+    "kfold",
+    "--folds",
+    "3",
+    "--epochs",
+    "2",
+    "--channels",
+    "8",
+    "--embedding-dim",
+    "8",
+    "--batch-size",
+    "16",
+    "--aux",
+    "none",
+    "--device",
+    "cpu",
+]
 
 READER = """
 import json, sys, numpy as np
@@ -53,8 +69,14 @@ print(json.dumps(seen))
 
 
 def sermtl(*args: object, cwd: Path) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, str(REPO / "cli.py"), *map(str, args)], cwd=cwd, env=ENV,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    return subprocess.Popen(
+        [sys.executable, str(REPO / "cli.py"), *map(str, args)],
+        cwd=cwd,
+        env=ENV,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
 
 
 def finish(proc: subprocess.Popen) -> str:
@@ -91,8 +113,20 @@ def corpus(tmp_path_factory) -> dict[str, Path]:
     root = tmp_path_factory.mktemp("reliability")
     make_iemocap(root / "iemocap", sessions=2, utts_per_dialog=10, quirks=False)
     finish(sermtl("prepare", "--corpus", "iemocap", "--root", root / "iemocap", "--out", root / "m.csv", cwd=root))
-    finish(sermtl("extract", "--manifest", root / "m.csv", "--feature", "mfcc", "--store", root / "clean.zarr",
-                  "--max-batch", "1", cwd=root))
+    finish(
+        sermtl(
+            "extract",
+            "--manifest",
+            root / "m.csv",
+            "--feature",
+            "mfcc",
+            "--store",
+            root / "clean.zarr",
+            "--max-batch",
+            "1",
+            cwd=root,
+        )
+    )
     return {"root": root, "manifest": root / "m.csv", "clean": root / "clean.zarr"}
 
 
@@ -125,8 +159,10 @@ def test_cv_killed_mid_run_keeps_finished_folds_and_redoes_the_rest(corpus, tmp_
     store = corpus["clean"]
     reference, run_dir = tmp_path / "reference", tmp_path / "run"
     uninterrupted = sermtl("cv", "--store", store, "--out", reference, *TINY_CV, cwd=tmp_path)
-    kill_when(sermtl("cv", "--store", store, "--out", run_dir, *TINY_CV, cwd=tmp_path),
-              lambda: (run_dir / "fold_1" / "metrics.json").exists())
+    kill_when(
+        sermtl("cv", "--store", store, "--out", run_dir, *TINY_CV, cwd=tmp_path),
+        lambda: (run_dir / "fold_1" / "metrics.json").exists(),
+    )
     finish(uninterrupted)
     assert not (run_dir / "fold_2" / "metrics.json").exists() and not (run_dir / "results.json").exists()
     fold_1 = {p.name: (p.read_bytes(), p.stat().st_mtime_ns) for p in (run_dir / "fold_1").iterdir()}
@@ -134,8 +170,9 @@ def test_cv_killed_mid_run_keeps_finished_folds_and_redoes_the_rest(corpus, tmp_
     assert {p.name: (p.read_bytes(), p.stat().st_mtime_ns) for p in (run_dir / "fold_1").iterdir()} == fold_1
     assert not list(run_dir.rglob("*.tmp"))
     for fold in (1, 2, 3):  # the redone folds score exactly like an uninterrupted run
-        assert json.loads((run_dir / f"fold_{fold}" / "metrics.json").read_text()) == \
-            json.loads((reference / f"fold_{fold}" / "metrics.json").read_text())
+        assert json.loads((run_dir / f"fold_{fold}" / "metrics.json").read_text()) == json.loads(
+            (reference / f"fold_{fold}" / "metrics.json").read_text()
+        )
     results = json.loads((run_dir / "results.json").read_text())
     assert [f["fold"] for f in results["folds"]] == [1, 2, 3]
 
@@ -143,18 +180,37 @@ def test_cv_killed_mid_run_keeps_finished_folds_and_redoes_the_rest(corpus, tmp_
 def test_readers_see_whole_utterances_while_one_writer_writes(corpus, tmp_path) -> None:
     path, total = tmp_path / "s.zarr", len(open_store(corpus["clean"]))
     args = ("extract", "--manifest", corpus["manifest"], "--feature", "mfcc", "--store", path, "--max-batch", "1")
-    readers = [subprocess.Popen([sys.executable, "-c", READER, str(path), str(corpus["clean"]), str(total)], cwd=REPO,
-                                env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in range(3)]
+    readers = [
+        subprocess.Popen(
+            [sys.executable, "-c", READER, str(path), str(corpus["clean"]), str(total)],
+            cwd=REPO,
+            env=ENV,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for _ in range(3)
+    ]
     writer = sermtl(*args, cwd=tmp_path)
     while committed(path) < 3:
         assert writer.poll() is None, writer.communicate()
         time.sleep(0.01)
     os.kill(writer.pid, signal.SIGSTOP)  # hold the writer (and its lock) mid-run
     try:
-        second = subprocess.run([sys.executable, str(REPO / "cli.py"), *map(str, args)], cwd=tmp_path, env=ENV,
-                                capture_output=True, text=True, timeout=120)
+        second = subprocess.run(
+            [sys.executable, str(REPO / "cli.py"), *map(str, args)],
+            cwd=tmp_path,
+            env=ENV,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
         assert second.returncode == 1
-        assert second.stderr.strip().splitlines()[-1].startswith(f"error: store {path} is being written by another process (pid {writer.pid})")
+        assert (
+            second.stderr.strip()
+            .splitlines()[-1]
+            .startswith(f"error: store {path} is being written by another process (pid {writer.pid})")
+        )
         time.sleep(0.5)  # the readers keep reading the paused, half-written store
     finally:
         os.kill(writer.pid, signal.SIGCONT)
@@ -175,12 +231,21 @@ def test_many_readers_on_a_finished_hdf5_store(corpus, tmp_path) -> None:
     path, clean = tmp_path / "s.h5", open_store(corpus["clean"])
     attrs = clean.attrs
     rows = Manifest(clean.manifest.to_records())
-    with StoreWriter(path, rows, attrs["feature"], attrs["dtype"], dim=clean.dim, num_layers=1,
-                     frame_rate=attrs["frame_rate"]) as writer:
+    with StoreWriter(
+        path, rows, attrs["feature"], attrs["dtype"], dim=clean.dim, num_layers=1, frame_rate=attrs["frame_rate"]
+    ) as writer:
         writer.write([(u, clean.read(u)[None]) for u in clean.ids()])
-    readers = [subprocess.Popen([sys.executable, "-c", READER, str(path), str(corpus["clean"]), str(len(clean))],
-                                cwd=REPO, env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-               for _ in range(4)]
+    readers = [
+        subprocess.Popen(
+            [sys.executable, "-c", READER, str(path), str(corpus["clean"]), str(len(clean))],
+            cwd=REPO,
+            env=ENV,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for _ in range(4)
+    ]
     for reader in readers:
         out, err = reader.communicate(timeout=120)
         assert reader.returncode == 0 and json.loads(out) == [len(clean)], err

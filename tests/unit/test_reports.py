@@ -16,8 +16,8 @@ from featurestore.errors import SermtlError
 from featurestore.features.mfcc import MFCCExtractor
 from featurestore.pipeline import extract_to_store
 from featurestore.synthetic import make_iemocap
-from trainer.cv import Protocol, run_cv
 from trainer.config import TrainConfig
+from trainer.cv import Protocol, run_cv
 from trainer.metrics import average_folds
 from trainer.plots import (
     plot_alpha_schedule,
@@ -52,7 +52,13 @@ def runs(tmp_path_factory) -> dict[str, Path]:
     torch.set_num_threads(1)
     try:
         for name, aux in (("mtl", "expression"), ("stl", "none")):
-            run_cv(store, out[name], TrainConfig.from_dict({**TINY, "aux": aux}), Protocol("kfold", by=None, folds=2), progress=False)
+            run_cv(
+                store,
+                out[name],
+                TrainConfig.from_dict({**TINY, "aux": aux}),
+                Protocol("kfold", by=None, folds=2),
+                progress=False,
+            )
     finally:
         torch.set_num_threads(threads)
     return out
@@ -93,10 +99,7 @@ def table_row(text: str, first_cell: str) -> list[str]:
 
 def test_markdown_table_formatting() -> None:
     table = markdown_table(["name", "x", "n"], [["a|b", 1.23456, 3], ["c", None, float("nan")]])
-    assert table == ("| name | x | n |\n"
-                     "|---|---|---|\n"
-                     "| a\\|b | 1.23 | 3 |\n"
-                     "| c | – | – |")
+    assert table == ("| name | x | n |\n|---|---|---|\n| a\\|b | 1.23 | 3 |\n| c | – | – |")
     assert markdown_table(["x"], [[2 / 3]], floatfmt=".1f").splitlines()[-1] == "| 0.7 |"
     assert markdown_table(["x"], []) == "| x |\n|---|"
     with pytest.raises(ValueError, match="2 cells"):
@@ -116,8 +119,11 @@ def test_each_plot_writes_a_png_and_closes_its_figure(tmp_path) -> None:
         plot_alpha_schedule(0.1, 0.05, 0.5, 20, tmp_path / "a.png"),
         plot_per_class_recall(recall, tmp_path / "r.png"),
         plot_per_class_recall(recall, tmp_path / "r2.png", reference={"paper": {"angry": 70.0, "sad": 55.0}}),
-        plot_separability({"mtl": {"emotion": 3.2, "expression": 1.1}, "stl": {"emotion": 2.5}}, tmp_path / "s.png",
-                          reference={"paper MTL": {"emotion": 4.0, "expression": 0.5}}),
+        plot_separability(
+            {"mtl": {"emotion": 3.2, "expression": 1.1}, "stl": {"emotion": 2.5}},
+            tmp_path / "s.png",
+            reference={"paper MTL": {"emotion": 4.0, "expression": 0.5}},
+        ),
         plot_separability({"x": {"emotion": 1200.0, "expression": 0.6}}, tmp_path / "s_log.png"),
     ]
     for path in paths:
@@ -133,7 +139,15 @@ def test_report_of_one_run(runs, tmp_path) -> None:
     assert report == run / "report.md"
     text = report.read_text()
     pooled, std = expected["pooled"], expected["std"]
-    shown = (expected["wa"], expected["uwa"], expected["aux_accuracy"], pooled["wa"], pooled["uwa"], std["wa"], std["uwa"])
+    shown = (
+        expected["wa"],
+        expected["uwa"],
+        expected["aux_accuracy"],
+        pooled["wa"],
+        pooled["uwa"],
+        std["wa"],
+        std["uwa"],
+    )
     for value in shown:
         assert f"{value:.2f}" in text
     summary = table_row(text, "mtl")
@@ -149,16 +163,31 @@ def test_report_of_one_run(runs, tmp_path) -> None:
     assert f"| mtl | expression | acted | {acted['wa']:.2f}" in text
     assert f"{expected['separability']['emotion']:.2f}" in text
     names = {p.name for p in linked_pngs(report)}
-    assert names == {"per_class_recall.png", "separability.png",
-                     "mtl_confusion.png", "mtl_training.png", "mtl_alpha.png", "mtl_tsne.png"}
+    assert names == {
+        "per_class_recall.png",
+        "separability.png",
+        "mtl_confusion.png",
+        "mtl_training.png",
+        "mtl_alpha.png",
+        "mtl_tsne.png",
+    }
     assert all(p.parent == run / "figures" for p in linked_pngs(report))
 
 
 def test_report_of_two_runs_with_paper_numbers(runs, tmp_path) -> None:
-    paper = {"title": "Data-expression-aware MTL (2024)",
-             "rows": {"mtl": {"wa": 71.23, "uwa": 72.34, "per_class_recall": {"angry": 80.0, "sad": 60.0},
-                              "separability": {"emotion": 2.5, "expression": 0.8}},
-                      "none": {"wa": 65.43, "uwa": 66.54}, "SVM": {"wa": 50.0, "uwa": 48.0}}}
+    paper = {
+        "title": "Data-expression-aware MTL (2024)",
+        "rows": {
+            "mtl": {
+                "wa": 71.23,
+                "uwa": 72.34,
+                "per_class_recall": {"angry": 80.0, "sad": 60.0},
+                "separability": {"emotion": 2.5, "expression": 0.8},
+            },
+            "none": {"wa": 65.43, "uwa": 66.54},
+            "SVM": {"wa": 50.0, "uwa": 48.0},
+        },
+    }
     report = write_report([runs["mtl"], runs["stl"]], out=tmp_path / "both", paper=paper)
     assert report == tmp_path / "both" / "report.md"
     text = report.read_text()

@@ -25,7 +25,7 @@ def test_each_utterance_is_standardised_with_its_speakers_frames(iemocap_mfcc_st
     groups = speaker_groups(store.manifest, store.ids())
     view = bank.speaker_normalised(groups)
     assert view.frames is bank.frames  # a view: the frames are loaded once
-    for speaker, ids in list(groups.items())[:3]:
+    for ids in list(groups.values())[:3]:
         raw = np.concatenate([store.read(u).astype(np.float64) for u in ids])
         mean, std = raw.mean(0), raw.std(0)
         features, lengths = view.batch(ids)
@@ -69,7 +69,9 @@ def test_a_missing_speaker_is_refused_before_the_run_writes(iemocap_mfcc_store, 
     store = open_store(iemocap_mfcc_store)
     rows = [dict(store.manifest[u]) for u in store.ids()]
     rows[3]["speaker"] = ""
-    with pytest.raises(SermtlError, match=rf"^--input-norm speaker: 1 utterance\(s\) have no speaker \(first: {rows[3]['utt_id']}\)"):
+    with pytest.raises(
+        SermtlError, match=rf"^--input-norm speaker: 1 utterance\(s\) have no speaker \(first: {rows[3]['utt_id']}\)"
+    ):
         speaker_groups(Manifest(rows), [r["utt_id"] for r in rows])
     with pytest.raises(SermtlError, match="the store's manifest has no 'talker' column"):
         speaker_groups(store.manifest, store.ids(), column="talker")
@@ -81,12 +83,23 @@ def test_a_missing_speaker_is_refused_before_the_run_writes(iemocap_mfcc_store, 
         assert session.bank("last", "cpu", "speaker") is not session.bank("last", "cpu")
 
 
-def test_speaker_normalisation_trains_and_predict_normalises_a_call_as_one_speaker(iemocap_mfcc_store, tmp_path) -> None:
+def test_speaker_normalisation_trains_and_predict_normalises_a_call_as_one_speaker(
+    iemocap_mfcc_store, tmp_path
+) -> None:
     from trainer.cv import run_cv
     from trainer.predict import _speaker_normalise
 
-    config = TrainConfig.from_dict({"input_norm": "speaker", "epochs": 1, "channels": 16, "embedding_dim": 8,
-                                    "batch_size": 16, "device": "cpu", "aux": "none"})
+    config = TrainConfig.from_dict(
+        {
+            "input_norm": "speaker",
+            "epochs": 1,
+            "channels": 16,
+            "embedding_dim": 8,
+            "batch_size": 16,
+            "device": "cpu",
+            "aux": "none",
+        }
+    )
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         results = run_cv(iemocap_mfcc_store, tmp_path / "run", config, only_folds=[1], progress=False)
@@ -102,8 +115,10 @@ def test_speaker_normalisation_trains_and_predict_normalises_a_call_as_one_speak
 def test_a_warning_when_speakers_do_not_span_the_classes() -> None:
     from trainer.speakers import warn_if_speakers_do_not_span_the_classes
 
-    rows = [{"utt_id": f"u{i}", "path": "/x.wav", "emotion": ["angry", "sad"][i // 4 % 2], "speaker": f"s{i // 4}"}
-            for i in range(16)]  # every speaker one emotion, as in URDU
+    rows = [
+        {"utt_id": f"u{i}", "path": "/x.wav", "emotion": ["angry", "sad"][i // 4 % 2], "speaker": f"s{i // 4}"}
+        for i in range(16)
+    ]  # every speaker one emotion, as in URDU
     confounded = Manifest(rows)
     with pytest.warns(UserWarning, match="4 of 4 speakers have utterances of a single emotion only"):
         warn_if_speakers_do_not_span_the_classes(confounded, confounded.ids(), "emotion")

@@ -57,7 +57,7 @@ def test_round_trip_matches_direct_extraction(tmp_path, manifest, mfcc, suffix) 
         assert abs(stored.shape[0] - manifest[utt_id]["duration"] * 100) <= 2
     block, entries = store.read_all()
     offset, frames = entries["u05"]
-    np.testing.assert_array_equal(block[offset:offset + frames], store.read("u05"))
+    np.testing.assert_array_equal(block[offset : offset + frames], store.read("u05"))
     assert verify_store(path).ok
 
 
@@ -97,7 +97,7 @@ def test_crash_between_data_and_index_then_resume(tmp_path, manifest, mfcc, monk
         if calls["n"] == 3:  # frames of batch 3 reach the disk, its index rows never do
             shape = self._features.shape
             self._features.resize((shape[0], self._end + 50, shape[2]))
-            self._features[:, self._end:self._end + 50] = np.float32(7.0)
+            self._features[:, self._end : self._end + 50] = np.float32(7.0)
             raise KeyboardInterrupt
         return real_write(self, items, audio)
 
@@ -235,13 +235,17 @@ def test_merge_copies_selected_rows_without_recomputing(tmp_path, manifest, mfcc
     first_half, second_half = manifest.subset(manifest.ids()[:6]), manifest.subset(manifest.ids()[6:])
     extract_to_store(first_half, mfcc, tmp_path / "a.zarr", progress=False)
     extract_to_store(second_half, mfcc, tmp_path / "b.h5", progress=False)
-    out = merge_stores([(tmp_path / "a.zarr", where(expression="acted")), (tmp_path / "b.h5", None)], tmp_path / "m.zarr")
+    out = merge_stores(
+        [(tmp_path / "a.zarr", where(expression="acted")), (tmp_path / "b.h5", None)], tmp_path / "m.zarr"
+    )
     merged, a, b = open_store(out), open_store(tmp_path / "a.zarr"), open_store(tmp_path / "b.h5")
     acted = [u for u in a.ids() if a.manifest[u]["expression"] == "acted"]
     assert merged.ids() == acted + b.ids()
     for utt_id in acted:
         np.testing.assert_array_equal(merged.read(utt_id), a.read(utt_id))
     assert merged.attrs["fingerprint"] == a.attrs["fingerprint"] and verify_store(out).ok
-    extract_to_store(manifest.subset(["u00"]), MFCCExtractor(device="cpu", n_mels=40), tmp_path / "other.zarr", progress=False)
+    extract_to_store(
+        manifest.subset(["u00"]), MFCCExtractor(device="cpu", n_mels=40), tmp_path / "other.zarr", progress=False
+    )
     with pytest.raises(SermtlError, match="hold different features"):
         merge_stores([(tmp_path / "a.zarr", None), (tmp_path / "other.zarr", None)], tmp_path / "x.zarr")

@@ -11,10 +11,10 @@ import torch
 
 from featurestore import open_store
 from featurestore.errors import SermtlError
+from trainer.config import TrainConfig
 from trainer.cv import Protocol, run_cv
 from trainer.data import FeatureBank, make_batches
 from trainer.folds import make_folds
-from trainer.config import TrainConfig
 from trainer.loop import infer, load_network, train_fold
 from trainer.tasks import alpha_at
 
@@ -67,7 +67,9 @@ def test_a_non_finite_loss_stops_the_fold_naming_the_epoch(mfcc_store, tmp_path,
 
     monkeypatch.setattr(trainer.loop, "_train_epoch", diverging)
     with pytest.raises(SermtlError, match=r"fold 1, epoch 2: the training loss is not finite \(nan\)"):
-        run_cv(mfcc_store, tmp_path / "r", TrainConfig.from_dict(TINY), Protocol("loso", by="session"), [1], progress=False)
+        run_cv(
+            mfcc_store, tmp_path / "r", TrainConfig.from_dict(TINY), Protocol("loso", by="session"), [1], progress=False
+        )
     kept = sorted(path.name for path in (tmp_path / "r" / "fold_1").iterdir())
     assert kept == ["history.csv"]  # the epochs before the divergence, to look at; the fold is not finished
 
@@ -80,7 +82,7 @@ def test_feature_bank_batches_crops_and_statistics(mfcc_store) -> None:
     assert x.shape == (5, int(lengths.max()), 40) and x.dtype == torch.float32
     for row, utt_id in enumerate(ids):
         np.testing.assert_array_equal(x[row, : lengths[row]].numpy(), store.read(utt_id))
-        assert not x[row, lengths[row]:].any()
+        assert not x[row, lengths[row] :].any()
     cropped, crop_lengths = bank.batch(ids, crop_frames=30, rng=np.random.default_rng(0))
     assert cropped.shape[1] == 30 and (crop_lengths <= 30).all()
     mean, std = bank.statistics(ids)
@@ -128,7 +130,9 @@ def test_cv_writes_run_dir_and_resumes(mfcc_store, tmp_path) -> None:
     assert json.loads((out / "results.json").read_text())["uwa"] == pytest.approx(results["uwa"])
     assert np.mean([f["uwa"] for f in results["folds"]]) == pytest.approx(results["uwa"])
     for k in range(1, 6):
-        assert {"metrics.json", "predictions.csv", "history.json", "checkpoint.pt"} <= {p.name for p in (out / f"fold_{k}").iterdir()}
+        assert {"metrics.json", "predictions.csv", "history.json", "checkpoint.pt"} <= {
+            p.name for p in (out / f"fold_{k}").iterdir()
+        }
     kept = (out / "fold_1" / "metrics.json").stat().st_mtime_ns
     (out / "fold_3" / "metrics.json").unlink()
     resumed = run_cv(mfcc_store, out, TrainConfig.from_dict(TINY), protocol, progress=False)
@@ -149,14 +153,24 @@ def test_cv_writes_run_dir_and_resumes(mfcc_store, tmp_path) -> None:
         run_cv(mfcc_store, out, TrainConfig.from_dict({**TINY, "augment": "specaugment"}), protocol, progress=False)
 
 
-@pytest.mark.parametrize("config,needle", [
-    ({"aux": "mood"}, "has no column 'mood'"),
-    ({"layer": "3"}, "--layer 3"),
-    ({"layer": "weighted"}, "needs a store with several layers"),
-])
+@pytest.mark.parametrize(
+    "config,needle",
+    [
+        ({"aux": "mood"}, "has no column 'mood'"),
+        ({"layer": "3"}, "--layer 3"),
+        ({"layer": "weighted"}, "needs a store with several layers"),
+    ],
+)
 def test_bad_training_input(mfcc_store, tmp_path, config, needle) -> None:
     with pytest.raises(SermtlError, match=needle):
-        run_cv(mfcc_store, tmp_path / "r", TrainConfig.from_dict({**TINY, **config}), Protocol("loso", by="session"), [1], progress=False)
+        run_cv(
+            mfcc_store,
+            tmp_path / "r",
+            TrainConfig.from_dict({**TINY, **config}),
+            Protocol("loso", by="session"),
+            [1],
+            progress=False,
+        )
 
 
 def test_cv_closes_the_store_after_a_run_and_after_a_refused_one(mfcc_store, tmp_path) -> None:
@@ -203,14 +217,17 @@ def test_streaming_bank_trains_exactly_like_the_in_memory_bank(mfcc_store) -> No
     assert isinstance(streaming, StreamingBank)
     memory = FeatureBank(store)
     ids = store.ids()[:7]
-    for (_, a, la), (_, b, lb) in zip(memory.iterate([ids], 25, np.random.default_rng(3)),
-                                      streaming.iterate([ids], 25, np.random.default_rng(3))):
+    for (_, a, la), (_, b, lb) in zip(
+        memory.iterate([ids], 25, np.random.default_rng(3)), streaming.iterate([ids], 25, np.random.default_rng(3))
+    ):
         assert torch.equal(a, b) and torch.equal(la, lb)
     fold = make_folds(store.manifest, "loso", by="session")[1]
     config = TrainConfig.from_dict(TINY)
     from_memory = train_fold(store, memory, fold, config, progress=False)
     streamed = train_fold(store, streaming, fold, config, progress=False)
-    assert [h["train_loss"] for h in streamed.history] == pytest.approx([h["train_loss"] for h in from_memory.history], rel=1e-6)
+    assert [h["train_loss"] for h in streamed.history] == pytest.approx(
+        [h["train_loss"] for h in from_memory.history], rel=1e-6
+    )
     assert [p["pred"] for p in streamed.predictions] == [p["pred"] for p in from_memory.predictions]
 
 
@@ -225,7 +242,11 @@ def test_utterance_input_norm_removes_per_utterance_offsets() -> None:
     padded = torch.arange(40)[None, :, None] >= lengths[:, None, None]
     shifted = torch.where(padded, x, x + offset)
     for norm, invariant in (("utterance", True), ("global", False)):
-        net = SERNetwork(NetworkConfig(input_size=12, num_emotions=4, options=NetworkOptions(channels=16, embedding_dim=8, input_norm=norm))).eval()
+        net = SERNetwork(
+            NetworkConfig(
+                input_size=12, num_emotions=4, options=NetworkOptions(channels=16, embedding_dim=8, input_norm=norm)
+            )
+        ).eval()
         with torch.no_grad():
             a, b = net(x, lengths)["embedding"], net(shifted, lengths)["embedding"]
         assert torch.allclose(a, b, atol=1e-4) == invariant
@@ -256,8 +277,10 @@ def test_lr_schedules_and_their_use_in_training(mfcc_store) -> None:
     store = open_store(mfcc_store)
     fold = make_folds(store.manifest, "loso", by="session")[0]
     bank = FeatureBank(store)
-    runs = [train_fold(store, bank, fold, TrainConfig.from_dict({**TINY, "epochs": 3, "lr_schedule": s}), progress=False)
-            for s in ("constant", "cosine")]
+    runs = [
+        train_fold(store, bank, fold, TrainConfig.from_dict({**TINY, "epochs": 3, "lr_schedule": s}), progress=False)
+        for s in ("constant", "cosine")
+    ]
     first, later = zip(*[(r.history[0]["train_loss"], r.history[2]["train_loss"]) for r in runs])
     assert first[0] == first[1] and later[0] != later[1]  # epoch 1 runs at the full rate in both
 
@@ -266,9 +289,16 @@ def test_weight_decay_shrinks_the_weights_and_dropout_reaches_the_checkpoint(mfc
     store = open_store(mfcc_store)
     fold = make_folds(store.manifest, "loso", by="session")[0]
     bank = FeatureBank(store)
-    runs = {wd: train_fold(store, bank, fold, TrainConfig.from_dict({**TINY, "weight_decay": wd, "dropout": 0.3}), progress=False)
-            for wd in (0.0, 200.0)}
-    norm = {wd: torch.linalg.vector_norm(run.checkpoint["state_dict"]["encoder.first.conv.weight"]) for wd, run in runs.items()}
+    runs = {
+        wd: train_fold(
+            store, bank, fold, TrainConfig.from_dict({**TINY, "weight_decay": wd, "dropout": 0.3}), progress=False
+        )
+        for wd in (0.0, 200.0)
+    }
+    norm = {
+        wd: torch.linalg.vector_norm(run.checkpoint["state_dict"]["encoder.first.conv.weight"])
+        for wd, run in runs.items()
+    }
     assert norm[200.0] < 0.6 * norm[0.0]  # decoupled decay: every step multiplies the weights by 1 - lr * wd
     assert runs[0.0].checkpoint["network"]["options"]["dropout"] == 0.3
     assert load_network(runs[0.0].checkpoint).encoder.dropout.p == 0.3
@@ -279,7 +309,9 @@ def test_best_epochs_keeps_the_top_k_and_averages_their_weights() -> None:
 
     selection = BestEpochs(2)
     net = torch.nn.BatchNorm1d(3)
-    for epoch, (key, value) in enumerate([((50.0, -1.0), 1.0), ((60.0, -2.0), 2.0), ((60.0, -2.0), 3.0), ((55.0, 0.0), 4.0)], 1):
+    for epoch, (key, value) in enumerate(
+        [((50.0, -1.0), 1.0), ((60.0, -2.0), 2.0), ((60.0, -2.0), 3.0), ((55.0, 0.0), 4.0)], 1
+    ):
         net.weight.data.fill_(value)
         net.num_batches_tracked.fill_(epoch)
         selection.offer(key, epoch, net)
@@ -294,7 +326,9 @@ def test_training_with_average_best_tests_the_mean_of_the_best_epochs(mfcc_store
     fold = make_folds(store.manifest, "loso", by="session")[0]
     bank = FeatureBank(store)
     one = train_fold(store, bank, fold, TrainConfig.from_dict({**TINY, "epochs": 4}), progress=False)
-    three = train_fold(store, bank, fold, TrainConfig.from_dict({**TINY, "epochs": 4, "average_best": 3}), progress=False)
+    three = train_fold(
+        store, bank, fold, TrainConfig.from_dict({**TINY, "epochs": 4, "average_best": 3}), progress=False
+    )
     assert one.history == three.history and one.metrics["averaged_epochs"] is None  # same training, other selection
     ranked = sorted(three.history, key=lambda h: (h["valid_uwa"], -h["valid_loss"]), reverse=True)
     assert three.metrics["averaged_epochs"] == sorted(h["epoch"] for h in ranked[:3])
@@ -306,16 +340,18 @@ def test_training_with_average_best_tests_the_mean_of_the_best_epochs(mfcc_store
 
 
 def test_precise_batchnorm_averages_the_batches_statistics_and_restores_training_state(mfcc_store) -> None:
+    from trainer.config import NetworkOptions
     from trainer.loop import recalibrate_batchnorm
     from trainer.models.augment import SpecAugment
-    from trainer.config import NetworkOptions
     from trainer.network import NetworkConfig, SERNetwork
 
     store = open_store(mfcc_store)
     bank = FeatureBank(store)
     ids = store.ids()
     batches = list(bank.iterate(make_batches(ids, bank.lengths(ids), 8, np.random.default_rng(0))))
-    network = SERNetwork(NetworkConfig(input_size=bank.dim, num_emotions=4, options=NetworkOptions(channels=16, embedding_dim=8)))
+    network = SERNetwork(
+        NetworkConfig(input_size=bank.dim, num_emotions=4, options=NetworkOptions(channels=16, embedding_dim=8))
+    )
     network.set_normalisation(*bank.statistics(ids))
     network.augment = augment = SpecAugment()
     norm = network.encoder.first.norm
@@ -330,11 +366,15 @@ def test_precise_batchnorm_averages_the_batches_statistics_and_restores_training
     assert norm.momentum == 0.1 and network.augment is augment
     assert all(torch.equal(a, b) for a, b in zip(weights, network.parameters()))
     fold = make_folds(store.manifest, "loso", by="session")[0]
-    runs = {mode: train_fold(store, bank, fold, TrainConfig.from_dict({**TINY, "batchnorm": mode}), progress=False)
-            for mode in ("running", "precise")}
+    runs = {
+        mode: train_fold(store, bank, fold, TrainConfig.from_dict({**TINY, "batchnorm": mode}), progress=False)
+        for mode in ("running", "precise")
+    }
     assert runs["running"].history[0]["train_loss"] == runs["precise"].history[0]["train_loss"]  # same steps
-    assert not torch.equal(runs["running"].checkpoint["state_dict"]["encoder.first.norm.running_mean"],
-                           runs["precise"].checkpoint["state_dict"]["encoder.first.norm.running_mean"])
+    assert not torch.equal(
+        runs["running"].checkpoint["state_dict"]["encoder.first.norm.running_mean"],
+        runs["precise"].checkpoint["state_dict"]["encoder.first.norm.running_mean"],
+    )
     with pytest.raises(SermtlError, match="--batchnorm: 'frozen' is not one of running, precise"):
         train_fold(store, bank, fold, TrainConfig.from_dict({**TINY, "batchnorm": "frozen"}), progress=False)
 
@@ -345,8 +385,13 @@ def test_a_test_set_of_one_class_is_scored_without_separability(mfcc_store) -> N
     store = open_store(mfcc_store)
     fold = make_folds(store.manifest, "loso", by="session")[0]
     one_class = [u for u in fold.test if store.manifest[u]["emotion"] == "sad"]
-    outcome = train_fold(store, FeatureBank(store), Fold(1, fold.train, fold.valid, one_class), TrainConfig.from_dict(TINY),
-                         progress=False)
+    outcome = train_fold(
+        store,
+        FeatureBank(store),
+        Fold(1, fold.train, fold.valid, one_class),
+        TrainConfig.from_dict(TINY),
+        progress=False,
+    )
     assert outcome.metrics["n"] == len(one_class) and "emotion" not in outcome.metrics["separability"]
     assert outcome.metrics["per_class_recall"]["sad"] is not None
 
@@ -355,7 +400,15 @@ def test_label_smoothing_enters_the_emotion_loss(mfcc_store) -> None:
     store = open_store(mfcc_store)
     bank = FeatureBank(store)
     fold = make_folds(store.manifest, "loso", by="session")[0]
-    losses = [train_fold(store, bank, fold, TrainConfig.from_dict({**TINY, "epochs": 1, "aux": "none", "label_smoothing": s}),
-                         progress=False).history[0]["train_loss"] for s in (0.0, 0.0, 0.5)]
+    losses = [
+        train_fold(
+            store,
+            bank,
+            fold,
+            TrainConfig.from_dict({**TINY, "epochs": 1, "aux": "none", "label_smoothing": s}),
+            progress=False,
+        ).history[0]["train_loss"]
+        for s in (0.0, 0.0, 0.5)
+    ]
     assert losses[0] == losses[1]  # the same seed: the same loss
     assert abs(losses[2] - losses[0]) > 0.1  # the smoothed target changes the loss the optimiser sees

@@ -25,8 +25,9 @@ class SpecAugment(nn.Module):
     (True, True)
     """
 
-    def __init__(self, freq_masks: int = 2, freq_width: float = 0.15, time_masks: int = 2,
-                 time_fraction: float = 0.1) -> None:
+    def __init__(
+        self, freq_masks: int = 2, freq_width: float = 0.15, time_masks: int = 2, time_fraction: float = 0.1
+    ) -> None:
         super().__init__()
         self.freq_masks, self.freq_width = freq_masks, freq_width
         self.time_masks, self.time_fraction = time_masks, time_fraction

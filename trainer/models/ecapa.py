@@ -199,8 +199,9 @@ class SERes2NetBlock(nn.Module):
     torch.Size([5, 64, 120])
     """
 
-    def __init__(self, channels: int, res2net_scale: int = 8, se_channels: int = 128, kernel_size: int = 3,
-                 dilation: int = 1) -> None:
+    def __init__(
+        self, channels: int, res2net_scale: int = 8, se_channels: int = 128, kernel_size: int = 3, dilation: int = 1
+    ) -> None:
         super().__init__()
         self.tdnn_in = TDNNBlock(channels, channels, kernel_size=1)
         self.res2net = Res2NetBlock(channels, res2net_scale, kernel_size, dilation)
@@ -252,8 +253,9 @@ class AttentiveStatisticsPooling(nn.Module):
         if self.global_context:
             mean, std = _weighted_mean_std(x, _frame_weights(x, mask))
             frames = x.shape[-1]
-            context = torch.cat([x, mean.unsqueeze(-1).expand(-1, -1, frames),
-                                 std.unsqueeze(-1).expand(-1, -1, frames)], dim=1)
+            context = torch.cat(
+                [x, mean.unsqueeze(-1).expand(-1, -1, frames), std.unsqueeze(-1).expand(-1, -1, frames)], dim=1
+            )
         logits = self.attention(torch.tanh(self.tdnn(context, mask)))
         if mask is not None:
             logits = logits.masked_fill(~mask, float("-inf"))
@@ -305,10 +307,19 @@ class ECAPATDNN(nn.Module):
     (torch.Size([5, 192]), torch.Size([5, 3072]))
     """
 
-    def __init__(self, input_size: int, channels: int = 512, embedding_dim: int = 192,
-                 kernel_sizes: Sequence[int] = (5, 3, 3, 3, 1), dilations: Sequence[int] = (1, 2, 3, 4, 1),
-                 res2net_scale: int = 8, se_channels: int = 128, attention_channels: int = 128,
-                 global_context: bool = True, dropout: float = 0.0) -> None:
+    def __init__(
+        self,
+        input_size: int,
+        channels: int = 512,
+        embedding_dim: int = 192,
+        kernel_sizes: Sequence[int] = (5, 3, 3, 3, 1),
+        dilations: Sequence[int] = (1, 2, 3, 4, 1),
+        res2net_scale: int = 8,
+        se_channels: int = 128,
+        attention_channels: int = 128,
+        global_context: bool = True,
+        dropout: float = 0.0,
+    ) -> None:
         super().__init__()
         if len(kernel_sizes) != 5 or len(dilations) != 5:
             raise ValueError("kernel_sizes and dilations need 5 entries: first block, 3 SE-Res2Blocks, aggregation")

@@ -51,8 +51,9 @@ class AAMSoftmax(nn.Module):
     torch.Size([8, 4])
     """
 
-    def __init__(self, embedding_dim: int, num_classes: int, margin: float = 0.2, scale: float = 30.0,
-                 easy_margin: bool = False) -> None:
+    def __init__(
+        self, embedding_dim: int, num_classes: int, margin: float = 0.2, scale: float = 30.0, easy_margin: bool = False
+    ) -> None:
         super().__init__()
         self.weight = nn.Parameter(torch.empty(num_classes, embedding_dim))
         nn.init.xavier_uniform_(self.weight)
