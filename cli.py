@@ -18,7 +18,7 @@ import click
 
 from featurestore.audio import DEFAULT_MAX_DURATION
 from featurestore.corpora import available_corpora
-from featurestore.errors import SermtlError
+from featurestore.errors import ConfigError, SermtlError
 from featurestore.features import FEATURES
 from featurestore.store.base import available_backends
 from trainer.folds import PROTOCOLS
@@ -54,7 +54,7 @@ def corpus_root(corpus: str, root: str | None) -> str:
     variable = f"SERMTL_{corpus.upper()}_ROOT"
     value = root or os.environ.get(variable)
     if not value:
-        raise SermtlError(f"no corpus root for {corpus!r}: pass --root DIR or set {variable}")
+        raise ConfigError(f"no corpus root for {corpus!r}: pass --root DIR or set {variable}")
     return value
 
 
@@ -64,7 +64,7 @@ def parse_pairs(pairs: tuple[str, ...], flag: str) -> dict[str, str]:
     for pair in pairs:
         key, sep, value = pair.partition("=")
         if not sep or not key.strip() or not value.strip():
-            raise SermtlError(f"{flag} expects KEY=VALUE, got {pair!r}")
+            raise ConfigError(f"{flag} expects KEY=VALUE, got {pair!r}")
         parsed[key.strip()] = value.strip()
     return parsed
 
@@ -80,10 +80,10 @@ def load_manifest(corpus: str | None, root: str | None, manifest: str | None, op
 
     if manifest:
         if corpus and corpus != "csv":
-            raise SermtlError("give either --corpus or --manifest, not both")
+            raise ConfigError("give either --corpus or --manifest, not both")
         return prepare("csv", manifest, **options), Path(manifest).stem
     if not corpus:
-        raise SermtlError("give --corpus NAME (with --root DIR) or --manifest CSV")
+        raise ConfigError("give --corpus NAME (with --root DIR) or --manifest CSV")
     return prepare(corpus, corpus_root(corpus, root), **options), corpus
 
 
@@ -136,7 +136,7 @@ def demo(out: str) -> None:
 
     summary = run_demo(out, echo=click.echo)
     if not all(store["verified"] for store in summary["stores"].values()):
-        raise SermtlError(f"demo stores failed verification; see {out}/demo.json")
+        raise ConfigError(f"demo stores failed verification; see {out}/demo.json")
     click.echo(f"demo done: {summary['report']}")
 
 
@@ -434,7 +434,7 @@ def _run_setup(store: str | None, config_file: str | None, params: dict[str, Any
     )
     store = store or file.store
     if not store:
-        raise SermtlError("--store is required (or a --config that names one)")
+        raise ConfigError("--store is required (or a --config that names one)")
     protocol = dict(file.protocol or {})
     for flag_name, key in PROTOCOL_KEYS.items():
         if _given(flag_name):
@@ -444,7 +444,7 @@ def _run_setup(store: str | None, config_file: str | None, params: dict[str, Any
         protocol.setdefault("name", "file")
         protocol.setdefault("by", None)
     if protocol and "name" not in protocol:
-        raise SermtlError(f"--by/--folds/--valid-fraction need --protocol ({', '.join(PROTOCOLS)})")
+        raise ConfigError(f"--by/--folds/--valid-fraction need --protocol ({', '.join(PROTOCOLS)})")
     return store, Protocol.from_dict(protocol, "the protocol flags") if protocol else None, config
 
 
@@ -515,7 +515,7 @@ def _train_all_data(store: str | None, config_file: str | None, out: str | None,
     if run is not None and not _given("epochs"):
         epochs = epochs_from_run(run)
         if epochs is None:
-            raise SermtlError(f"--all-data: {run} has no finished folds to take the epoch count from; give --epochs")
+            raise ConfigError(f"--all-data: {run} has no finished folds to take the epoch count from; give --epochs")
         config = dataclasses.replace(config, epochs=epochs)
     model_dir = Path(out) if out else Path("models") / Path(store).stem
     train_all_data(store, model_dir, config, cv_run=run, progress=not quiet)
@@ -588,7 +588,7 @@ def sweep(
 
     store, protocol, config = _run_setup(store, config_file, params)
     if grids and grid_file:
-        raise SermtlError("give --grid or --grid-file, not both")
+        raise ConfigError("give --grid or --grid-file, not both")
     settings = read_grid_file(grid_file) if grid_file else parse_grid(grids)
     plan = Sweep(
         Path(store),
@@ -727,7 +727,7 @@ def experiment(
     for key, path in parse_pairs(stores, "--store").items():
         corpus, sep, feat = key.partition(":")
         if not sep or feat not in FEATURES:
-            raise SermtlError(
+            raise ConfigError(
                 f"--store expects CORPUS:FEATURE=PATH with FEATURE one of {', '.join(FEATURES)}, got {key!r}"
             )
         store_map[(corpus, feat)] = Path(path)
@@ -736,7 +736,7 @@ def experiment(
     recipes = {c: "csv" for c, r in root_map.items() if str(r).lower().endswith(".csv")}
     unknown = [c for c in root_map if c not in CORPORA and c not in recipes]
     if unknown:
-        raise SermtlError(
+        raise ConfigError(
             f"--root {unknown[0]}=…: not a corpus recipe ({', '.join(sorted(CORPORA))}) nor a .csv manifest"
         )
     workspace = Workspace(
@@ -853,7 +853,7 @@ def export(checkpoint: str, export_format: str, out: str) -> None:
 
     paths = checkpoint_paths(checkpoint)
     if len(paths) > 1:
-        raise SermtlError(
+        raise ConfigError(
             f"--checkpoint {checkpoint}: a run directory holds {len(paths)} folds; export one fold's "
             "checkpoint.pt, or a model of train --all-data"
         )

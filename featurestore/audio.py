@@ -23,7 +23,7 @@ from featurestore.decode import (
     load_audio_file_native,
     read_native,
 )
-from featurestore.errors import SermtlError
+from featurestore.errors import AudioError, SermtlError
 from featurestore.hf_audio import is_reference, read_reference, reference_signature
 
 __all__ = [
@@ -72,18 +72,18 @@ def load_audio(
     holds no samples in the segment, or holds NaN/inf samples.
     """
     if start is not None and start < 0:
-        raise SermtlError(f"segment start {start} < 0 for {path}")
+        raise AudioError(f"segment start {start} < 0 for {path}")
     if start is not None and end is not None and end <= start:
-        raise SermtlError(f"segment end {end} <= start {start} for {path}")
+        raise AudioError(f"segment end {end} <= start {start} for {path}")
     if is_reference(path):
         wave, sr = _read_reference(str(path), start, end, max_duration)
     else:
         path = Path(path)
         wave, sr = read_native(path, start, end, max_duration)
     if wave.size == 0:
-        raise SermtlError(f"no audio samples in {path}" + (f" between {start}s and {end}s" if start or end else ""))
+        raise AudioError(f"no audio samples in {path}" + (f" between {start}s and {end}s" if start or end else ""))
     if not np.isfinite(wave).all():
-        raise SermtlError(f"NaN or infinite samples in {path}")
+        raise AudioError(f"NaN or infinite samples in {path}")
     if sr != target_sr:
         import soxr
 
@@ -118,7 +118,7 @@ def audio_duration(path: str | os.PathLike) -> float:
     try:
         with av.open(str(path)) as container:
             if not container.streams.audio:
-                raise SermtlError(f"no audio stream in {path}")
+                raise AudioError(f"no audio stream in {path}")
             stream = container.streams.audio[0]
             if stream.duration is not None and stream.time_base is not None:
                 return float(stream.duration * stream.time_base)
@@ -127,7 +127,7 @@ def audio_duration(path: str | os.PathLike) -> float:
     except SermtlError:
         raise
     except Exception as exc:
-        raise SermtlError(f"cannot read audio header: {path} ({type(exc).__name__}: {exc})") from None
+        raise AudioError(f"cannot read audio header: {path} ({type(exc).__name__}: {exc})") from None
     return len(load_audio(path)) / TARGET_SR
 
 

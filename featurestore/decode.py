@@ -15,7 +15,7 @@ from typing import BinaryIO
 
 import numpy as np
 
-from featurestore.errors import SermtlError
+from featurestore.errors import AudioError
 
 #: Sampling rates accepted from a file's header; anything outside is refused as not audio
 #: (a header claiming 1 Hz would turn a few kilobytes into hours of samples).
@@ -26,13 +26,13 @@ SOUNDFILE_SUFFIXES = {".wav", ".flac", ".ogg", ".oga", ".mp3", ".aiff", ".aif", 
 
 def check_readable(path: Path) -> None:
     if not path.exists():
-        raise SermtlError(f"audio file not found: {path}")
+        raise AudioError(f"audio file not found: {path}")
     if not path.is_file():
-        raise SermtlError(f"not a file: {path}")
+        raise AudioError(f"not a file: {path}")
     if not os.access(path, os.R_OK):
-        raise SermtlError(f"audio file not readable (permissions): {path}")
+        raise AudioError(f"audio file not readable (permissions): {path}")
     if path.stat().st_size == 0:
-        raise SermtlError(f"empty audio file (0 bytes): {path}")
+        raise AudioError(f"empty audio file (0 bytes): {path}")
 
 
 def check_audio_size(path: Path | str, sr: int, seconds: float | None, max_duration: float | None) -> None:
@@ -41,9 +41,9 @@ def check_audio_size(path: Path | str, sr: int, seconds: float | None, max_durat
     resampled: from a file's header, or from an array's length and rate (``Predictor``)."""
     low, high = SAMPLE_RATE_RANGE
     if not low <= sr <= high:
-        raise SermtlError(f"{path}: sampling rate {sr} Hz is outside {low}..{high} Hz; not decoded")
+        raise AudioError(f"{path}: sampling rate {sr} Hz is outside {low}..{high} Hz; not decoded")
     if max_duration is not None and seconds is not None and seconds > max_duration:
-        raise SermtlError(
+        raise AudioError(
             f"{path}: {seconds:.1f} s of audio is longer than --max-duration {max_duration:g} s; not decoded"
         )
 
@@ -80,10 +80,10 @@ def _read_pyav(
     try:
         container = av.open(source if hasattr(source, "read") else str(source))
     except Exception as exc:  # PyAV raises many FFmpeg error types
-        raise SermtlError(f"cannot decode audio: {label} ({type(exc).__name__}: {exc})") from None
+        raise AudioError(f"cannot decode audio: {label} ({type(exc).__name__}: {exc})") from None
     with container:
         if not container.streams.audio:
-            raise SermtlError(f"no audio stream in {label}")
+            raise AudioError(f"no audio stream in {label}")
         stream = container.streams.audio[0]
         sr = stream.codec_context.sample_rate or stream.rate
         declared = _declared_samples(stream, sr)
@@ -104,7 +104,7 @@ def _read_pyav(
             for out in resampler.resample(None):
                 pieces.append(out.to_ndarray()[0])
         except Exception as exc:
-            raise SermtlError(f"cannot decode audio: {label} ({type(exc).__name__}: {exc})") from None
+            raise AudioError(f"cannot decode audio: {label} ({type(exc).__name__}: {exc})") from None
     wave = np.concatenate(pieces).astype(np.float32) if pieces else np.zeros(0, np.float32)
     if declared is not None:
         wave = wave[:declared]  # drop the codec's end padding (AAC fills its last 1024-sample frame)

@@ -31,7 +31,7 @@ from typing import Any, TypeVar
 
 import numpy as np
 
-from featurestore.errors import SermtlError, describe_error
+from featurestore.errors import ConfigError, SermtlError, StoreError, describe_error
 from featurestore.features.base import FeatureExtractor
 from featurestore.manifest import Manifest, same_audio
 from featurestore.pipeline import ExtractionReport, extract_to_store, plan_batches
@@ -92,7 +92,7 @@ class Group:
                 error = f"rank {self.rank}: {describe_error(exc)}"
         failed = [e for e in self.gather(error) if e]
         if failed:
-            raise SermtlError(failed[0])
+            raise StoreError(failed[0])
         return result
 
 
@@ -112,7 +112,7 @@ def _bind_gpu(device: str, local_rank: int) -> None:
         return
     index = torch.device(device).index if device.startswith("cuda:") else local_rank
     if index >= torch.cuda.device_count():
-        raise SermtlError(
+        raise ConfigError(
             f"--device {device}: rank with LOCAL_RANK {local_rank} needs GPU {index}, "
             f"this node has {torch.cuda.device_count()}; start at most that many processes per node"
         )
@@ -164,7 +164,7 @@ def _check_own_shards(shards: Path) -> None:
     """Refuse a shard folder holding anything sermtl does not put there (a folder of the
     user's that happens to have the name), before anything in it is read or removed."""
     if shards.is_symlink() or any(not _SHARD_ENTRY.match(p.name) for p in shards.iterdir()):
-        raise SermtlError(
+        raise StoreError(
             f"{shards} holds files sermtl did not make (torchrun extraction keeps its rank shards "
             "there): move it away, then run again"
         )
@@ -216,7 +216,7 @@ def _open_shards(shards: Path, fingerprint: str, *, remove_unreadable: bool = Fa
                 shutil.rmtree(path)
                 continue
             if store.attrs.get("fingerprint") != fingerprint:
-                raise SermtlError(f"{store.path} is a shard of another feature config; delete {shards}")
+                raise StoreError(f"{store.path} is a shard of another feature config; delete {shards}")
             stores.append(store)
         yield stores
 
@@ -370,7 +370,7 @@ def extract_sharded(
     on any rank is raised on all of them; finished shard entries are kept for the re-run.
     """
     if repair:
-        raise SermtlError("--repair recomputes a few entries in place: run it in one process, without torchrun")
+        raise ConfigError("--repair recomputes a few entries in place: run it in one process, without torchrun")
     started = time.perf_counter()
     path, shards = Path(store_path), shard_dir(store_path)
     target = group.run(

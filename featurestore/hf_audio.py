@@ -29,7 +29,7 @@ from typing import Any
 import numpy as np
 
 from featurestore.decode import SAMPLE_RATE_RANGE, decode_audio_bytes, file_signature, load_audio_file_native
-from featurestore.errors import SermtlError, describe_error, quote
+from featurestore.errors import AudioError, SermtlError, describe_error, quote
 
 PREFIX = "hf:"
 _LOCK = threading.Lock()
@@ -53,7 +53,7 @@ def parse_reference(reference: str) -> tuple[str, str | None, str, int]:
         split, column, row = rest.split("/")
         return urllib.parse.unquote(folder), None if split == "-" else split, urllib.parse.unquote(column), int(row)
     except ValueError:
-        raise SermtlError(f"{reference!r} is not a dataset reference (hf:<folder>#<split>/<column>/<row>)") from None
+        raise AudioError(f"{reference!r} is not a dataset reference (hf:<folder>#<split>/<column>/<row>)") from None
 
 
 def load_dataset_folder(folder: str | Path):
@@ -66,7 +66,7 @@ def load_dataset_folder(folder: str | Path):
     try:
         return datasets.load_from_disk(str(folder))
     except Exception as exc:  # datasets raises many types for a folder it cannot read
-        raise SermtlError(f"{folder}: not a dataset saved with save_to_disk ({describe_error(exc)})") from None
+        raise AudioError(f"{folder}: not a dataset saved with save_to_disk ({describe_error(exc)})") from None
 
 
 @functools.lru_cache(maxsize=8)
@@ -75,13 +75,13 @@ def _table(folder: str, split: str | None, column: str):
     loaded = load_dataset_folder(folder)
     if split is not None:
         if split not in loaded:
-            raise SermtlError(f"{folder}: no split {split!r} (splits: {', '.join(loaded)})")
+            raise AudioError(f"{folder}: no split {split!r} (splits: {', '.join(loaded)})")
         loaded = loaded[split]
     elif hasattr(loaded, "keys") and not hasattr(loaded, "features"):
-        raise SermtlError(f"{folder} holds splits ({', '.join(loaded)}); the reference names none")
+        raise AudioError(f"{folder} holds splits ({', '.join(loaded)}); the reference names none")
     loaded = loaded.with_format(None)  # saved after set_format("numpy"/"torch"): plain values
     if column not in loaded.column_names:
-        raise SermtlError(f"{folder}: no column {column!r} (columns: {', '.join(loaded.column_names)})")
+        raise AudioError(f"{folder}: no column {column!r} (columns: {', '.join(loaded.column_names)})")
     feature = loaded.features[column]
     if type(feature).__name__ == "Audio" and getattr(feature, "decode", False):
         import datasets
@@ -95,7 +95,7 @@ def _value(reference: str) -> Any:
     with _LOCK:  # the first open of a dataset is not thread-safe; reads after it are cheap
         table = _table(folder, split, column)
     if not 0 <= row < len(table):
-        raise SermtlError(f"{reference}: row {row} is outside the split's {len(table)} rows")
+        raise AudioError(f"{reference}: row {row} is outside the split's {len(table)} rows")
     return table[row][column]
 
 
@@ -106,7 +106,7 @@ def _samples(array: Any, reference: str) -> np.ndarray:
     except (ValueError, TypeError):  # rows of different lengths
         samples = None
     if samples is None or samples.dtype.kind not in "iuf" or samples.ndim not in (1, 2):
-        raise SermtlError(f"{reference}: the audio array is not one or two dimensions of numbers ({quote(array, 80)})")
+        raise AudioError(f"{reference}: the audio array is not one or two dimensions of numbers ({quote(array, 80)})")
     return samples.astype(np.float32)
 
 
@@ -120,7 +120,7 @@ def _sampling_rate(value: Any, reference: str) -> int:
         or value != int(value)
         or not low <= value <= high
     ):
-        raise SermtlError(f"{reference}: sampling_rate {quote(value)} is not a whole number of Hz in {low}..{high}")
+        raise AudioError(f"{reference}: sampling_rate {quote(value)} is not a whole number of Hz in {low}..{high}")
     return int(value)
 
 
@@ -137,7 +137,7 @@ def read_reference(reference: str) -> tuple[np.ndarray, int]:
     path = value.get("path") if isinstance(value, dict) else value
     if isinstance(path, str) and path:
         return load_audio_file_native(Path(path))
-    raise SermtlError(f"{reference}: holds no audio (neither an array, bytes nor a path)")
+    raise AudioError(f"{reference}: holds no audio (neither an array, bytes nor a path)")
 
 
 def reference_signature(reference: str) -> int | None:

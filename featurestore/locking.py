@@ -17,7 +17,7 @@ import re
 import stat
 from pathlib import Path
 
-from featurestore.errors import SermtlError
+from featurestore.errors import StoreError
 
 _PID_FIELD = 16  # bytes: the pid, space-padded, then a newline
 _LOCK_CONTENT = re.compile(rb"^[0-9 ]*\n?$")
@@ -54,14 +54,14 @@ class ExclusiveLock:
             self._fd = os.open(self.path, os.O_RDWR | os.O_CREAT | _NOFOLLOW, 0o644)
         except OSError as exc:
             if self.path.is_symlink():
-                raise SermtlError(f"{self.path} is a symbolic link, not a lock file of {what}: remove it") from None
+                raise StoreError(f"{self.path} is a symbolic link, not a lock file of {what}: remove it") from None
             reason = os.strerror(exc.errno) if exc.errno else str(exc)
-            raise SermtlError(f"cannot lock {what}: cannot open {self.path}: {reason}") from None
+            raise StoreError(f"cannot lock {what}: cannot open {self.path}: {reason}") from None
         try:
             self._check_own_file(what)
             if not _try_lock(self._fd):
                 holder = os.pread(self._fd, _PID_FIELD, 0).decode(errors="replace").strip() or "?"
-                raise SermtlError(f"{what} is being written by another process (pid {holder}); wait for it to finish")
+                raise StoreError(f"{what} is being written by another process (pid {holder}); wait for it to finish")
             with contextlib.suppress(OSError):  # a full disk: the lock holds all the same, unnamed
                 os.pwrite(self._fd, f"{os.getpid():<{_PID_FIELD - 1}}\n".encode(), 0)
         except BaseException:
@@ -71,9 +71,9 @@ class ExclusiveLock:
     def _check_own_file(self, what: str) -> None:
         info = os.fstat(self._fd)
         if not stat.S_ISREG(info.st_mode) or info.st_nlink != 1:
-            raise SermtlError(f"{self.path} is not a lock file of {what} (a link or a special file): remove it")
+            raise StoreError(f"{self.path} is not a lock file of {what} (a link or a special file): remove it")
         if info.st_size > _PID_FIELD or not _LOCK_CONTENT.match(os.pread(self._fd, _PID_FIELD + 1, 0)):
-            raise SermtlError(f"{self.path} is not a lock file of {what} (it holds other data): move it away")
+            raise StoreError(f"{self.path} is not a lock file of {what} (it holds other data): move it away")
 
     def release(self) -> None:
         """Let another writer in (the file stays; it is reused, never truncated)."""

@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from featurestore.atomic import atomic_write
-from featurestore.errors import SermtlError
+from featurestore.errors import CorpusError, SermtlError
 from featurestore.hf_audio import is_reference
 
 STANDARD_COLUMNS: tuple[str, ...] = (
@@ -55,15 +55,15 @@ def _normalise_value(column: str, value: Any) -> Any:
         try:
             seconds = float(value)
         except (TypeError, ValueError):
-            raise SermtlError(f"column {column!r} must be a number of seconds, got {value!r}") from None
+            raise CorpusError(f"column {column!r} must be a number of seconds, got {value!r}") from None
         if not math.isfinite(seconds) or seconds < 0 or (column == "duration" and seconds == 0):
-            raise SermtlError(
+            raise CorpusError(
                 f"column {column!r} must be a finite number of seconds"
                 f"{' > 0' if column == 'duration' else ' >= 0'}, got {value!r}"
             )
         return seconds
     if isinstance(value, str) and "\x00" in value:
-        raise SermtlError(f"column {column!r} holds a NUL byte: {value!r}")
+        raise CorpusError(f"column {column!r} holds a NUL byte: {value!r}")
     return str(value).strip() if isinstance(value, str) else value
 
 
@@ -95,20 +95,20 @@ class Manifest:
     def _append(self, row: dict[str, Any]) -> None:
         missing = [c for c in ("utt_id", "path") if not row.get(c)]
         if missing:
-            raise SermtlError(f"{self.source}: a row has no {missing[0]!r}: {row}")
+            raise CorpusError(f"{self.source}: a row has no {missing[0]!r}: {row}")
         try:
             clean = {k: _normalise_value(k, v) for k, v in row.items()}
         except SermtlError as exc:
-            raise SermtlError(f"{self.source}: utterance {row.get('utt_id')!r}: {exc}") from None
+            raise CorpusError(f"{self.source}: utterance {row.get('utt_id')!r}: {exc}") from None
         if clean.get("start") is not None and clean.get("end") is not None and clean["end"] <= clean["start"]:
-            raise SermtlError(
+            raise CorpusError(
                 f"{self.source}: utterance {clean['utt_id']!r}: end {clean['end']} <= start {clean['start']}"
             )
         utt_id = str(clean["utt_id"])
         clean["utt_id"] = utt_id
         if utt_id in self._index:
             first = self._rows[self._index[utt_id]]["path"]
-            raise SermtlError(f"{self.source}: duplicate utterance id {utt_id!r}: {clean['path']} and {first}")
+            raise CorpusError(f"{self.source}: duplicate utterance id {utt_id!r}: {clean['path']} and {first}")
         self._index[utt_id] = len(self._rows)
         self._rows.append(clean)
 
@@ -139,7 +139,7 @@ class Manifest:
     def column(self, name: str) -> list[Any]:
         """All values of one column, in row order."""
         if name not in self.columns:
-            raise SermtlError(f"{self.source} has no column {name!r} (columns: {', '.join(self.columns)})")
+            raise CorpusError(f"{self.source} has no column {name!r} (columns: {', '.join(self.columns)})")
         return [row[name] for row in self._rows]
 
     def counts(self, name: str) -> dict[str, int]:
@@ -195,14 +195,14 @@ class Manifest:
         """
         path = Path(path)
         if not path.is_file():
-            raise SermtlError(f"manifest not found: {path}")
+            raise CorpusError(f"manifest not found: {path}")
         base = Path(base_dir) if base_dir is not None else path.parent
         try:
             return cls._read_csv_rows(path, base)
         except UnicodeDecodeError as exc:
-            raise SermtlError(f"{path}: not UTF-8 text (byte {exc.start}); save the manifest as UTF-8") from None
+            raise CorpusError(f"{path}: not UTF-8 text (byte {exc.start}); save the manifest as UTF-8") from None
         except csv.Error as exc:
-            raise SermtlError(f"{path}: not a readable CSV file ({exc})") from None
+            raise CorpusError(f"{path}: not a readable CSV file ({exc})") from None
 
     @classmethod
     def _read_csv_rows(cls, path: Path, base: Path) -> Manifest:
@@ -211,7 +211,7 @@ class Manifest:
             header = [h.strip() for h in (reader.fieldnames or [])]
             missing = [c for c in REQUIRED_COLUMNS if c not in header]
             if missing:
-                raise SermtlError(f"{path}: missing required column(s) {', '.join(missing)} (has: {', '.join(header)})")
+                raise CorpusError(f"{path}: missing required column(s) {', '.join(missing)} (has: {', '.join(header)})")
             rows = []
             for raw in reader:
                 line_no = reader.line_num
@@ -219,9 +219,9 @@ class Manifest:
                 row = {k.strip(): v for k, v in raw.items()}
                 for column in REQUIRED_COLUMNS:
                     if not (row.get(column) or "").strip():
-                        raise SermtlError(f"{path}:{line_no}: empty {column!r}")
+                        raise CorpusError(f"{path}:{line_no}: empty {column!r}")
                 if "\x00" in row["path"]:
-                    raise SermtlError(f"{path}:{line_no}: the path holds a NUL byte")
+                    raise CorpusError(f"{path}:{line_no}: the path holds a NUL byte")
                 audio = Path(row["path"].strip())
                 if not is_reference(row["path"].strip()):  # a dataset reference stays as it is
                     row["path"] = str(audio if audio.is_absolute() else (base / audio).resolve())
@@ -235,7 +235,7 @@ def _check_field_count(raw: dict[Any, Any], expected: int, where: str) -> None:
     extra = raw.get(None) or []
     missing = sum(1 for key, value in raw.items() if key is not None and value is None)
     if extra or missing:
-        raise SermtlError(
+        raise CorpusError(
             f"{where}: {expected + len(extra) - missing} fields, but the header has {expected}; "
             "quote values that hold commas"
         )

@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from featurestore.audio import DEFAULT_MAX_DURATION, TARGET_SR, audio_duration, audio_signature, load_audio
-from featurestore.errors import SermtlError
+from featurestore.errors import ConfigError, SermtlError, StoreError
 from featurestore.features.base import FeatureExtractor
 from featurestore.manifest import Manifest
 from featurestore.progress import progress_bar
@@ -149,13 +149,13 @@ def extract_to_store(
     cap) is not decoded: it fails or is skipped like any bad item.
     """
     if on_error not in ON_ERROR_CHOICES:
-        raise SermtlError(f"--on-error must be one of {', '.join(ON_ERROR_CHOICES)}, got {on_error!r}")
+        raise ConfigError(f"--on-error must be one of {', '.join(ON_ERROR_CHOICES)}, got {on_error!r}")
     if max_batch is not None and max_batch < 1:
-        raise SermtlError(f"--max-batch must be at least 1, got {max_batch}")
+        raise ConfigError(f"--max-batch must be at least 1, got {max_batch}")
     if max_duration is not None and not 0 < max_duration < float("inf"):
-        raise SermtlError(f"--max-duration must be a positive number of seconds, got {max_duration}")
+        raise ConfigError(f"--max-duration must be a positive number of seconds, got {max_duration}")
     if not 0 < batch_seconds < float("inf"):
-        raise SermtlError(f"--batch-seconds must be a positive number, got {batch_seconds}")
+        raise ConfigError(f"--batch-seconds must be a positive number, got {batch_seconds}")
     started = time.perf_counter()
     report = ExtractionReport(store=Path(store_path))
     with StoreWriter(
@@ -182,9 +182,10 @@ def extract_to_store(
         batches = plan_batches(durations, batch_seconds, max_batch)
         written: set[str] = set()
 
-        def fail_or_skip(utt_id: str, message: str) -> None:
+        def fail_or_skip(utt_id: str, error: SermtlError) -> None:
             if on_error == "fail":
-                raise SermtlError(message)
+                raise error
+            message = str(error)
             writer.skip(utt_id, message)
             report.skipped.append({"utt_id": utt_id, "error": message})
             if on_item_error is not None:
@@ -206,7 +207,7 @@ def extract_to_store(
                         wave, signatures[utt_id] = future.result()
                         extractor.check_length(len(wave), f"{utt_id} ({manifest[utt_id]['path']})")
                     except SermtlError as exc:
-                        fail_or_skip(utt_id, str(exc))
+                        fail_or_skip(utt_id, exc)
                         continue
                     ids.append(utt_id)
                     waves.append(wave)
@@ -214,7 +215,7 @@ def extract_to_store(
                 for utt_id, feats in zip(ids, extractor.extract_batch(waves) if waves else []):
                     problem = feature_problem(feats, writer.dtype)
                     if problem:
-                        fail_or_skip(utt_id, f"{utt_id}: {problem} ({manifest[utt_id]['path']})")
+                        fail_or_skip(utt_id, ConfigError(f"{utt_id}: {problem} ({manifest[utt_id]['path']})"))
                         continue
                     items.append((utt_id, feats))
                 writer.write(items, {u: s for u, s in signatures.items() if s is not None})
@@ -246,7 +247,7 @@ def _refuse_changed_audio(writer: StoreWriter, manifest: Manifest) -> None:
     changed = audio_changes(view, [u for u in manifest.ids() if u in view])
     if changed:
         utt_id, reason = next(iter(changed.items()))
-        raise SermtlError(
+        raise StoreError(
             f"{len(changed)} stored utterance(s) have stale features ({utt_id}: {reason}); "
             "run the same extract with --repair to recompute them"
         )

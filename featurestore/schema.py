@@ -238,11 +238,11 @@ def maybe(shape: Shape) -> Shape:
     return dataclasses.replace(shape, optional=True)
 
 
-def check(value: Any, shape: Shape, name: str) -> Any:
-    """``value`` itself when it has ``shape``; else one :class:`SermtlError` line naming
-    ``name`` (the file), the key and what was expected."""
+def check(value: Any, shape: Shape, name: str, error: type[SermtlError] = SermtlError) -> Any:
+    """``value`` itself when it has ``shape``; else one line naming ``name`` (the file), the
+    key and what was expected, as an ``error`` (a :class:`SermtlError` of the file's domain)."""
     found = shape.problem(value, "")
     if found:
         where, what = found
-        raise SermtlError(f"{name}: {where + ': ' if where else ''}{what}")
+        raise error(f"{name}: {where + ': ' if where else ''}{what}")
     return value

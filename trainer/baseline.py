@@ -25,7 +25,7 @@ from typing import Any
 
 import numpy as np
 
-from featurestore.errors import SermtlError
+from featurestore.errors import ConfigError, unknown_choice
 from featurestore.manifest import Manifest
 from featurestore.store.reader import FeatureStore, open_store
 from trainer.data import resolve_layer
@@ -69,20 +69,20 @@ def store_feature(store: FeatureStore) -> str:
 def resolve_functionals(store: FeatureStore, functionals: str | None) -> str:
     """``functionals``, or the store's default (its own vectors for a functionals store,
     ``mfcc-stats`` for a frame store); a one-line error when they do not fit the store."""
+    if functionals is not None and functionals not in FUNCTIONALS:
+        raise unknown_choice("--functionals", functionals, FUNCTIONALS)
     feature = store_feature(store)
     per_utterance = store.attrs.get("frame_rate") == 0
     if functionals is None:
         return next((name for name, (needs, _) in FUNCTIONALS.items() if needs == feature), "mfcc-stats")
-    if functionals not in FUNCTIONALS:
-        raise SermtlError(f"--functionals {functionals!r} is not one of {', '.join(FUNCTIONALS)}")
     needs = FUNCTIONALS[functionals][0]
     if needs is None and per_utterance:
-        raise SermtlError(
+        raise ConfigError(
             f"--functionals {functionals}: store {store.path} holds one {feature} vector per utterance, "
             f"not frames; use --functionals {resolve_functionals(store, None)}"
         )
     if needs is not None and needs != feature:
-        raise SermtlError(
+        raise ConfigError(
             f"--functionals {functionals}: store {store.path} holds {feature}; make a store of "
             f"{functionals} functionals with: sermtl extract --feature {needs} …"
         )
@@ -95,7 +95,7 @@ def utterance_vectors(
     """``{utt_id: vector}`` of every stored utterance (speaker-normalised for ``input_norm``
     ``speaker``)."""
     if input_norm not in INPUT_NORMS:
-        raise SermtlError(f"--input-norm {input_norm!r} is not one of {', '.join(INPUT_NORMS)} for the SVM")
+        raise unknown_choice("--input-norm (of the SVM)", input_norm, INPUT_NORMS)
     name = resolve_functionals(store, functionals)
     ids = store.ids()
     vectors = dict(zip(ids, FUNCTIONALS[name][1](store, ids, layer)))
@@ -146,7 +146,7 @@ def svm_repeats(
     seed's results, or for several the mean ± std over seeds
     (:func:`~trainer.metrics.summarise_repeats`) with every seed's results."""
     if repeats < 1:
-        raise SermtlError(f"--repeats must be >= 1, got {repeats}")
+        raise ConfigError(f"--repeats must be >= 1, got {repeats}")
     per_seed = {}
     with open_store(store_path) as store:
         name_of_vectors = resolve_functionals(store, functionals)

@@ -25,7 +25,7 @@ from typing import Any
 import torch
 
 from featurestore.atomic import atomic_write
-from featurestore.errors import SermtlError, describe_error, quote
+from featurestore.errors import ModelError, describe_error, quote
 from featurestore.schema import ListOf, MapOf, Number, OneOf, Record, Shape, Text, check
 from trainer.limits import MAX_CLASSES
 from trainer.network import MAX_INPUT_LAYERS, NETWORK, NetworkConfig, SERNetwork
@@ -105,22 +105,22 @@ def check_state_dict(state_dict: dict[str, torch.Tensor], config: NetworkConfig,
     expected = expected_shapes(config)
     missing = next((key for key in expected if key not in state_dict), None)
     if missing is not None:
-        raise SermtlError(f"{name}: state_dict.{missing}: missing (the network declared needs it)")
+        raise ModelError(f"{name}: state_dict.{missing}: missing (the network declared needs it)")
     extra = next((key for key in state_dict if key not in expected), None)
     if extra is not None:
-        raise SermtlError(f"{name}: state_dict: unknown key {quote(extra)} (not a tensor of the network declared)")
+        raise ModelError(f"{name}: state_dict: unknown key {quote(extra)} (not a tensor of the network declared)")
     for key, shape in expected.items():
         if tuple(state_dict[key].shape) != shape:
-            raise SermtlError(f"{name}: state_dict.{key}: expected shape {shape}, got {tuple(state_dict[key].shape)}")
+            raise ModelError(f"{name}: state_dict.{key}: expected shape {shape}, got {tuple(state_dict[key].shape)}")
     for key, tensor in state_dict.items():  # shapes known, so this reads no more than the network holds
         if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
-            raise SermtlError(f"{name}: state_dict.{key}: holds NaN or infinite values")
+            raise ModelError(f"{name}: state_dict.{key}: holds NaN or infinite values")
 
 
 def _read(path: Path) -> Any:
     """``torch.load`` of ``path`` as data only; one line when it cannot be read."""
     if not path.is_file():
-        raise SermtlError(
+        raise ModelError(
             f"not a sermtl checkpoint: {path}: not a regular file" if path.exists() else f"checkpoint not found: {path}"
         )
     try:
@@ -132,7 +132,7 @@ def _read(path: Path) -> Any:
             if unsafe
             else describe_error(exc)
         )
-        raise SermtlError(f"not a sermtl checkpoint: {path}: {what}") from None
+        raise ModelError(f"not a sermtl checkpoint: {path}: {what}") from None
 
 
 def load_checkpoint(path: str | Path) -> dict[str, Any]:
@@ -143,8 +143,8 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
     path = Path(path)
     checkpoint = _read(path)
     if not isinstance(checkpoint, dict):
-        raise SermtlError(f"not a sermtl checkpoint: {path}: holds a {type(checkpoint).__name__}, not a dict")
+        raise ModelError(f"not a sermtl checkpoint: {path}: holds a {type(checkpoint).__name__}, not a dict")
     name = f"not a sermtl checkpoint: {path}"
-    check(checkpoint, CHECKPOINT, name)
+    check(checkpoint, CHECKPOINT, name, ModelError)
     check_state_dict(checkpoint["state_dict"], NetworkConfig.from_dict(checkpoint["network"], name), name)
     return checkpoint

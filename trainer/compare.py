@@ -20,7 +20,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from featurestore.errors import SermtlError
+from featurestore.errors import ConfigError, RunError
 from featurestore.schema import check
 from trainer.folds import load_folds, natural_key, test_digest
 from trainer.runfiles import RESULTS, SVM_RESULTS, read_checked, read_metrics, read_run_config
@@ -36,7 +36,7 @@ def cv_runs(path: Path) -> list[Path]:
         return [path]
     runs = sorted((p for p in path.glob("seed_*") if (p / "folds.json").is_file()), key=lambda p: natural_key(p.name))
     if not runs:
-        raise SermtlError(f"{path}: neither a cv run (no folds.json) nor a folder of seed_* runs")
+        raise RunError(f"{path}: neither a cv run (no folds.json) nor a folder of seed_* runs")
     return runs
 
 
@@ -50,13 +50,13 @@ class FoldScores:
 
     def add(self, seed: Any, fold: Any, value: Any, digest: Any, where: Path) -> None:
         if isinstance(seed, bool) or not isinstance(seed, int) or not isinstance(digest, str):
-            raise SermtlError(f"{where}: no seed or test-fold digest (made by an older sermtl? run it again)")
+            raise RunError(f"{where}: no seed or test-fold digest (made by an older sermtl? run it again)")
         if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-            raise SermtlError(
+            raise ConfigError(
                 f"--metric {self.metric}: {where} holds no number of that name (e.g. wa, uwa, aux_accuracy)"
             )
         if (seed, fold) in self.values:
-            raise SermtlError(f"{self.source}: seed {seed} fold {fold} appears twice")
+            raise RunError(f"{self.source}: seed {seed} fold {fold} appears twice")
         self.values[(seed, fold)] = float(value)
         self.tests[(seed, fold)] = digest
 
@@ -67,8 +67,8 @@ def _svm_results(path: Path) -> list[dict[str, Any]]:
     if data.get("results") is not None:
         return list(data["results"].values())
     if "folds" not in data:
-        raise SermtlError(f"{path}: not the results of sermtl baseline --out (no folds)")
-    return [check(data, RESULTS, str(path))]
+        raise RunError(f"{path}: not the results of sermtl baseline --out (no folds)")
+    return [check(data, RESULTS, str(path), RunError)]
 
 
 def fold_scores(path: Path, metric: str) -> FoldScores:
@@ -89,7 +89,7 @@ def fold_scores(path: Path, metric: str) -> FoldScores:
                         seed, fold.fold, read_metrics(metrics_path).get(metric), test_digest(fold.test), metrics_path
                     )
     if not scores.values:
-        raise SermtlError(f"{path}: no finished fold (fold_<k>/metrics.json, or the folds of sermtl baseline --out)")
+        raise RunError(f"{path}: no finished fold (fold_<k>/metrics.json, or the folds of sermtl baseline --out)")
     return scores
 
 
@@ -107,12 +107,10 @@ def compare_runs(baseline: Path, others: Sequence[Path], metric: str = "uwa") ->
         mine = fold_scores(other, metric)
         shared = sorted(set(mine.values) & set(reference.values))
         if not shared:
-            raise SermtlError(
-                f"{other} shares no (seed, fold) with {baseline}: compare runs of the same seeds and folds"
-            )
+            raise RunError(f"{other} shares no (seed, fold) with {baseline}: compare runs of the same seeds and folds")
         for seed, fold in shared:
             if mine.tests[(seed, fold)] != reference.tests[(seed, fold)]:
-                raise SermtlError(
+                raise RunError(
                     f"{other}: seed {seed} fold {fold} tests other utterances than {baseline}; "
                     "runs compare only on the same test folds (same protocol, --folds and seed)"
                 )

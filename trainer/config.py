@@ -15,20 +15,19 @@ against the same declarations.
 >>> TrainConfig.from_dict({"input_norm": "utterence"})
 Traceback (most recent call last):
 ...
-featurestore.errors.SermtlError: --input-norm: 'utterence' is not one of global, utterance, speaker (nearest: utterance)
+featurestore.errors.ConfigError: --input-norm: 'utterence' is not one of global, utterance, speaker (nearest: utterance)
 """
 
 from __future__ import annotations
 
 import dataclasses
-import difflib
 import math
 import warnings
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-from featurestore.errors import SermtlError, quote
+from featurestore.errors import ConfigError, SermtlError, nearest, quote, unknown_choice
 from featurestore.features.base import device_problem
 from featurestore.textfile import read_structured_file
 from trainer.limits import MAX_EPOCHS
@@ -185,10 +184,10 @@ class TrainConfig:
 
     def __post_init__(self) -> None:
         if not isinstance(self.network, NetworkOptions):
-            raise SermtlError(f"network: expected NetworkOptions, got {type(self.network).__name__}")
+            raise ConfigError(f"network: expected NetworkOptions, got {type(self.network).__name__}")
         _check_fields(self)
         if self.average_best > self.epochs:
-            raise SermtlError(f"--average-best {self.average_best} is more than --epochs {self.epochs}")
+            raise ConfigError(f"--average-best {self.average_best} is more than --epochs {self.epochs}")
 
     def alpha(self, epoch: int) -> float:
         """The auxiliary loss weight of 0-based ``epoch`` (:func:`trainer.tasks.alpha_at`)."""
@@ -230,22 +229,21 @@ class TrainConfig:
         try:
             return cls._build(values)
         except SermtlError as exc:
-            raise SermtlError(f"{source}: {exc}" if source else str(exc)) from None
+            raise ConfigError(f"{source}: {exc}" if source else str(exc)) from None
 
     @classmethod
     def _build(cls, values: dict[str, Any]) -> TrainConfig:
         if not isinstance(values, dict):
-            raise SermtlError(f"the training config must be a mapping, got {type(values).__name__}")
+            raise ConfigError(f"the training config must be a mapping, got {type(values).__name__}")
         flat = dict(values)
         nested = flat.pop("network", None)
         if nested is not None:
             if not isinstance(nested, dict):
-                raise SermtlError(f"'network' must be a mapping, got {type(nested).__name__}")
+                raise ConfigError(f"'network' must be a mapping, got {type(nested).__name__}")
             flat.update(nested)
         for key in flat:
             if key not in _PATHS:
-                near = difflib.get_close_matches(str(key), list(_PATHS), n=1)
-                raise SermtlError(f"unknown option {quote(key)}" + (f" (nearest: {near[0]})" if near else ""))
+                raise ConfigError(f"unknown option {quote(key)}{nearest(key, _PATHS)}")
         network = NetworkOptions(**{k: v for k, v in flat.items() if _PATHS[k][0] == "network"})
         return cls(network=network, **{k: v for k, v in flat.items() if _PATHS[k][0] != "network"})
 
@@ -274,8 +272,7 @@ def parse_value(name: str, text: str) -> Any:
     or text by the option's type; one line naming the option, its allowed values and, for an
     unknown name, the nearest one."""
     if name not in _FIELDS:
-        near = difflib.get_close_matches(name, list(_FIELDS), n=1)
-        raise SermtlError(f"unknown option {quote(name)}" + (f" (nearest: {near[0]})" if near else ""))
+        raise ConfigError(f"unknown option {quote(name)}{nearest(name, _FIELDS)}")
     kind = {"int": int, "float": float}.get(str(_FIELDS[name].type))
     if kind is None:
         return text
@@ -283,7 +280,7 @@ def parse_value(name: str, text: str) -> Any:
         return kind(text)
     except ValueError:
         allowed = _FIELDS[name].metadata["spec"].describe()
-        raise SermtlError(
+        raise ConfigError(
             f"{flag(name)}: {quote(text)} is not {'an integer' if kind is int else 'a number'}"
             + (f" ({allowed})" if allowed else "")
         ) from None
@@ -301,24 +298,21 @@ def _check_field(field: dataclasses.Field, value: Any) -> None:
     name = flag(field.name)
     kind = field.type if isinstance(field.type, type) else {"int": int, "float": float, "str": str}.get(str(field.type))
     if kind is int and (isinstance(value, bool) or not isinstance(value, int)):
-        raise SermtlError(f"{name}: expected an integer, got {quote(value)}")
+        raise ConfigError(f"{name}: expected an integer, got {quote(value)}")
     if kind is float:
         if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise SermtlError(f"{name}: expected a number, got {quote(value)}")
+            raise ConfigError(f"{name}: expected a number, got {quote(value)}")
         if not math.isfinite(value):
-            raise SermtlError(f"{name}: must be a finite number, got {quote(value)}")
+            raise ConfigError(f"{name}: must be a finite number, got {quote(value)}")
     if spec.check is not None:
         problem = spec.check(value)
         if problem:
-            raise SermtlError(f"{name}: {problem}")
+            raise ConfigError(f"{name}: {problem}")
         return
     if kind is str and not isinstance(value, str):
-        raise SermtlError(f"{name}: expected text, got {quote(value)}")
+        raise ConfigError(f"{name}: expected text, got {quote(value)}")
     if spec.choices is not None and value not in spec.choices:
-        near = difflib.get_close_matches(str(value), spec.choices, n=1)
-        raise SermtlError(
-            f"{name}: {quote(value)} is not {spec.describe()}" + (f" (nearest: {near[0]})" if near else "")
-        )
+        raise unknown_choice(name, value, spec.choices)
     if (
         spec.low is not None
         and (value < spec.low or (spec.open_low and value == spec.low))
@@ -327,7 +321,7 @@ def _check_field(field: dataclasses.Field, value: Any) -> None:
         or spec.multiple_of
         and value % spec.multiple_of
     ):
-        raise SermtlError(f"{name} must be {spec.describe()}, got {quote(value)}")
+        raise ConfigError(f"{name} must be {spec.describe()}, got {quote(value)}")
 
 
 # -- config files ---------------------------------------------------------------------------------
@@ -364,24 +358,23 @@ def read_config_file(spec: str | Path) -> ConfigFile:
     path = Path(spec)
     if not path.exists():
         if path.suffix or str(spec) not in preset_names():
-            raise SermtlError(f"--config {spec}: no such file, nor a preset ({', '.join(preset_names())})")
+            raise unknown_choice("--config (no such file, nor a preset)", str(spec), preset_names())
         path = PRESETS / f"{spec}.yaml"
     source = str(path)
     data = _parse(path)
     known = ["store", "protocol", "train", *_STORE_RECORD, "network", *_PATHS]
     for key in data:
         if key not in known:
-            near = difflib.get_close_matches(str(key), known, n=1)
-            raise SermtlError(f"{source}: unknown key {quote(key)}" + (f" (nearest: {near[0]})" if near else ""))
+            raise ConfigError(f"{source}: unknown key {quote(key)}{nearest(key, known)}")
     train = data.get("train", {})
     if not isinstance(train, dict):
-        raise SermtlError(f"{source}: 'train' must be a mapping, got {type(train).__name__}")
+        raise ConfigError(f"{source}: 'train' must be a mapping, got {type(train).__name__}")
     train = {**train, **{k: v for k, v in data.items() if k in _PATHS or k == "network"}}
     flat = TrainConfig.from_dict(train, source).flat()  # checks every value, naming the file
     given = {name for name in flat if name in train or name in train.get("network", {})}
     store = data.get("store")
     if store is not None and not isinstance(store, str):
-        raise SermtlError(f"{source}: 'store' must be a path, got {quote(store)}")
+        raise ConfigError(f"{source}: 'store' must be a path, got {quote(store)}")
     protocol = data.get("protocol")
     if protocol is not None:
         from trainer.protocols import Protocol
@@ -394,5 +387,5 @@ def _parse(path: Path) -> dict[str, Any]:
     """A YAML or JSON mapping (JSON is YAML too; ``.json`` files are read as JSON)."""
     data = read_structured_file(path, f"--config {path}")
     if not isinstance(data, dict):
-        raise SermtlError(f"--config {path}: expected a mapping of options, got {type(data).__name__}")
+        raise ConfigError(f"--config {path}: expected a mapping of options, got {type(data).__name__}")
     return data

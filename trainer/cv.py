@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from featurestore.atomic import atomic_write, write_json
-from featurestore.errors import SermtlError
+from featurestore.errors import ConfigError, RunError, SermtlError
 from featurestore.features.base import resolve_device
 from featurestore.locking import ExclusiveLock
 from featurestore.progress import note, progress_bar
@@ -183,7 +183,7 @@ def plan_run(
     protocol = protocol or default_protocol(store.manifest)
     identity = {**session.identity, "protocol": dataclasses.asdict(protocol), "train": config.to_dict()}
     if out.exists() and not out.is_dir():
-        raise SermtlError(f"--out {out} is a file, not a run directory")
+        raise ConfigError(f"--out {out} is a file, not a run directory")
     if (out / "config.json").exists():
         _check_same_run(out, _saved_identity(out / "config.json"), identity)
     folds_path = out / "folds.json"
@@ -195,7 +195,7 @@ def plan_run(
     check_tasks(store.manifest, folds, config)
     unknown = sorted(set(only_folds or ()) - {f.fold for f in folds})
     if unknown:
-        raise SermtlError(f"--fold {unknown[0]}: the protocol has folds 1..{len(folds)}")
+        raise ConfigError(f"--fold {unknown[0]}: the protocol has folds 1..{len(folds)}")
     for fold in folds:
         _check_finished_fold(out / f"fold_{fold.fold}")
     return RunPlan(out, identity, protocol, folds, config)
@@ -217,9 +217,7 @@ def prepare_run(
     try:
         out.mkdir(parents=True, exist_ok=True)  # only now: a refused run leaves no directory behind
     except OSError as exc:
-        raise SermtlError(
-            f"cannot create run directory {out}: {os.strerror(exc.errno) if exc.errno else exc}"
-        ) from None
+        raise RunError(f"cannot create run directory {out}: {os.strerror(exc.errno) if exc.errno else exc}") from None
     lock = ExclusiveLock(out / "run.lock", f"run directory {out}") if exclusive else contextlib.nullcontext()
     try:
         if config_path.exists():  # another run may have written it while this one was checking
@@ -262,8 +260,8 @@ def _check_same_run(out: Path, saved: dict[str, Any], identity: dict[str, Any]) 
     if any(key.startswith("store_") for key in changed):
         before, now = saved.get("store_entries"), identity["store_entries"]
         what = f"{before} entries then, {now} now" if before != now else "its entries were extracted again"
-        raise SermtlError(f"run directory {out} was trained on another state of the store ({what}); use another --out")
-    raise SermtlError(f"run directory {out} holds a run with another {', '.join(changed)}; use another --out")
+        raise RunError(f"run directory {out} was trained on another state of the store ({what}); use another --out")
+    raise RunError(f"run directory {out} holds a run with another {', '.join(changed)}; use another --out")
 
 
 #: What a finished fold directory holds; ``metrics.json`` is written last and marks it finished.
@@ -277,14 +275,14 @@ def _check_finished_fold(fold_dir: Path) -> None:
         return
     missing = [name for name in FOLD_FILES if not (fold_dir / name).is_file()]
     if missing:
-        raise SermtlError(
+        raise RunError(
             f"{fold_dir} is marked finished but {', '.join(missing)} is missing; "
             f"delete {fold_dir} to train that fold again"
         )
     try:
         read_metrics(fold_dir / "metrics.json")
     except SermtlError as exc:
-        raise SermtlError(f"{exc}; delete {fold_dir} to train that fold again") from None
+        raise RunError(f"{exc}; delete {fold_dir} to train that fold again") from None
 
 
 def check_tasks(manifest, folds: list[Fold], config: TrainConfig) -> None:
@@ -293,14 +291,14 @@ def check_tasks(manifest, folds: list[Fold], config: TrainConfig) -> None:
     for fold in folds:
         labels = {manifest[u][config.label] for u in fold.train} - {None}
         if len(labels) < 2:
-            raise SermtlError(
+            raise RunError(
                 f"fold {fold.fold}: --label {config.label} has {len(labels)} class(es) in the training rows; "
                 "it needs at least 2"
             )
         if config.uses_aux:
             values = {manifest[u][config.aux] for u in fold.train} - {None}
             if len(values) < 2:
-                raise SermtlError(
+                raise RunError(
                     f"fold {fold.fold}: --aux {config.aux} has {len(values)} class(es) "
                     f"({', '.join(map(str, sorted(values, key=str))) or 'no values'}) in the training rows; "
                     "an auxiliary task needs at least 2: use --aux none"
@@ -481,7 +479,7 @@ def run_repeats(
     Resumes like ``run``; returns ``{"per_seed": {seed: results}, "summary": …}``, or ``None``
     where ``run`` does (torchrun ranks > 0)."""
     if repeats < 1:
-        raise SermtlError(f"--repeats must be >= 1, got {repeats}")
+        raise ConfigError(f"--repeats must be >= 1, got {repeats}")
     out = Path(out_dir)
     runs = {
         seed: run(

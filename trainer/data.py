@@ -26,7 +26,7 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 import torch
 
-from featurestore.errors import SermtlError
+from featurestore.errors import ConfigError
 from featurestore.store.reader import FeatureStore
 
 POOL_BATCHES = 16
@@ -44,14 +44,14 @@ def resolve_layer(store: FeatureStore, layer: str | int | None) -> int | str | N
         return None if count == 1 else count - 1
     if layer == "weighted":
         if count == 1:
-            raise SermtlError(f"--layer weighted needs a store with several layers; {store.path} has one")
+            raise ConfigError(f"--layer weighted needs a store with several layers; {store.path} has one")
         return "weighted"
     try:
         index = int(layer)
     except (TypeError, ValueError):
-        raise SermtlError(f"--layer must be last, weighted or a stored layer index, got {layer!r}") from None
+        raise ConfigError(f"--layer must be last, weighted or a stored layer index, got {layer!r}") from None
     if not 0 <= index < count:
-        raise SermtlError(f"--layer {index}: {store.path} stores {count} layer(s) (indices 0..{count - 1})")
+        raise ConfigError(f"--layer {index}: {store.path} stores {count} layer(s) (indices 0..{count - 1})")
     return index
 
 
@@ -173,7 +173,7 @@ class FeatureBank:
             squares += (block * block).sum(dim=-2)
             count += block.shape[-2]
         if count == 0:
-            raise SermtlError("no training frames to compute normalisation statistics from")
+            raise ConfigError("no training frames to compute normalisation statistics from")
         mean = total / count
         std = (squares / count - mean * mean).clamp_min(1e-10).sqrt()
         return mean.float(), std.float()
@@ -255,7 +255,7 @@ def make_batches(
     [['b', 'c'], ['a']]
     """
     if batch_size < 1:
-        raise SermtlError(f"--batch-size must be at least 1, got {batch_size}")
+        raise ConfigError(f"--batch-size must be at least 1, got {batch_size}")
     lengths = np.asarray(lengths)
     if rng is None:
         order = sorted(range(len(ids)), key=lambda i: (-lengths[i], ids[i]))

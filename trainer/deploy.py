@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from featurestore.atomic import write_text
-from featurestore.errors import SermtlError
+from featurestore.errors import ConfigError
 from trainer.checkpoint import save_checkpoint
 from trainer.config import TrainConfig
 from trainer.cv import StoreSession, check_tasks, write_history_csv
@@ -73,9 +73,9 @@ def train_all_data(
     the same command can run again; ``out_dir`` must not exist or be an empty folder."""
     out = Path(out_dir)
     if (out / "checkpoint.pt").exists():
-        raise SermtlError(f"--out {out} already holds a model (checkpoint.pt); choose another folder")
+        raise ConfigError(f"--out {out} already holds a model (checkpoint.pt); choose another folder")
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
-        raise SermtlError(f"--out {out} exists and is not an empty folder; choose another folder")
+        raise ConfigError(f"--out {out} exists and is not an empty folder; choose another folder")
     estimate = cv_estimate(cv_run)
     with StoreSession(store_path) as session:
         store = session.store
@@ -107,13 +107,13 @@ def _built_aside(out: Path) -> Iterator[Path]:
         out.parent.mkdir(parents=True, exist_ok=True)
         building = Path(tempfile.mkdtemp(prefix=f".{out.name}.partial-", dir=out.parent))
     except OSError as exc:
-        raise SermtlError(f"--out {out}: cannot create it ({os.strerror(exc.errno) if exc.errno else exc})") from None
+        raise ConfigError(f"--out {out}: cannot create it ({os.strerror(exc.errno) if exc.errno else exc})") from None
     try:
         yield building
         try:
             os.rename(building, out)  # onto a missing or empty folder only
         except OSError as exc:
-            raise SermtlError(
+            raise ConfigError(
                 f"--out {out}: cannot move the finished model into place "
                 f"({os.strerror(exc.errno) if exc.errno else exc}); choose another folder"
             ) from None

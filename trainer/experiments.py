@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from featurestore.atomic import write_json, write_text
-from featurestore.errors import SermtlError
+from featurestore.errors import ConfigError, unknown_choice
 from featurestore.store.reader import stored_manifest
 from trainer import paper
 from trainer.config import TrainConfig
@@ -72,7 +72,7 @@ class Workspace:
         if root is None:
             if path.exists():
                 return path
-            raise SermtlError(
+            raise ConfigError(
                 f"no {feature} store for {corpus}: give --root {corpus}=DIR or --store {corpus}:{feature}=PATH"
             )
         from featurestore.features import accepted_options, build_extractor
@@ -161,10 +161,10 @@ def _corpora(ws: Workspace, corpora: Sequence[str] | None, feature: str) -> list
     root), else those of the paper that are available."""
     chosen = list(corpora) if corpora else [c for c in ("iemocap", "baum1") if ws.available(c, feature)]
     if not chosen:
-        raise SermtlError("no corpus to run: give --root iemocap=DIR / --root baum1=DIR or --store CORPUS:FEATURE=PATH")
+        raise ConfigError("no corpus to run: give --root iemocap=DIR / --root baum1=DIR or --store CORPUS:FEATURE=PATH")
     for corpus in chosen:
         if not ws.available(corpus, feature):
-            raise SermtlError(
+            raise ConfigError(
                 f"no {feature} store for {corpus}: give --root {corpus}=DIR or "
                 f"--store {corpus}:{feature}=PATH, or run one feature with --feature"
             )
@@ -282,7 +282,7 @@ def table5(ws: Workspace, corpora: Sequence[str] | None = None, feature: str = "
 
     names = list(corpora) if corpora else ["iemocap", "baum1"]
     if len(names) != 2:
-        raise SermtlError(f"table5 needs two corpora (--corpus A --corpus B), got {names}")
+        raise ConfigError(f"table5 needs two corpora (--corpus A --corpus B), got {names}")
     stores = {c: ws.store(c, feature) for c in names}
     manifests = {c: stored_manifest(s) for c, s in stores.items()}
     results: dict[str, Any] = {}
@@ -495,7 +495,7 @@ EXPERIMENTS: dict[str, Callable[..., dict[str, Any]]] = {
 def run_experiment(name: str, ws: Workspace, **options: Any) -> Path:
     """Run experiment ``name`` and write ``OUT/<name>/{results.json, table.md, *.png}``."""
     if name not in EXPERIMENTS:
-        raise SermtlError(f"unknown experiment {name!r} (choose from: {', '.join(EXPERIMENTS)})")
+        raise unknown_choice("experiment", name, EXPERIMENTS)
     results = EXPERIMENTS[name](ws, **options)
     table, note = results.pop("_table"), results.pop("_note", "")
     return _save(ws, name, results, table, note)

@@ -33,7 +33,7 @@ import torch
 from torch import nn
 
 from featurestore.atomic import atomic_write, write_json, write_text
-from featurestore.errors import SermtlError, describe_error
+from featurestore.errors import ConfigError, ModelError, SermtlError, describe_error, unknown_choice
 from featurestore.textfile import parse_json, read_text_file
 from trainer.checkpoint import load_checkpoint
 from trainer.loop import load_network
@@ -81,7 +81,7 @@ def export_model(checkpoint_path: str | Path, out: str | Path, format: str = "on
     """Export the model of ``checkpoint_path`` to ``out`` (``format``: torchscript or onnx),
     with ``out.json`` (how to feed it) and ``out.md`` (the model card) beside it."""
     if format not in FORMATS:
-        raise SermtlError(f"--format {format!r} is not one of {', '.join(FORMATS)}")
+        raise unknown_choice("--format", format, FORMATS)
     checkpoint = load_checkpoint(checkpoint_path)
     out = Path(out)
     check_outputs(out, Path(checkpoint_path))
@@ -90,7 +90,7 @@ def export_model(checkpoint_path: str | Path, out: str | Path, format: str = "on
     try:
         out.parent.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
-        raise SermtlError(f"--out {out}: cannot make its folder ({describe_error(exc)})") from None
+        raise ConfigError(f"--out {out}: cannot make its folder ({describe_error(exc)})") from None
     try:
         with warnings.catch_warnings(), _quiet_loggers("torch.onnx", "torch.export", "torch._dynamo"):
             warnings.simplefilter("ignore")  # tracer and exporter chatter about shapes the graph handles
@@ -102,7 +102,7 @@ def export_model(checkpoint_path: str | Path, out: str | Path, format: str = "on
     except SermtlError:
         raise
     except Exception as exc:  # exporters raise many types
-        raise SermtlError(f"cannot export {checkpoint_path} as {format} ({describe_error(exc)})") from None
+        raise ModelError(f"cannot export {checkpoint_path} as {format} ({describe_error(exc)})") from None
     with atomic_write(out, "wb") as handle:
         handle.write(data)
     write_json(_side_file(out, ".json"), interface(checkpoint, format))
@@ -132,9 +132,9 @@ def check_outputs(out: Path, checkpoint_path: Path) -> None:
         if not os.path.lexists(target):
             continue
         if os.path.exists(target) and os.path.samefile(target, checkpoint_path):
-            raise SermtlError(f"--out {target} is the input checkpoint; export to another file (nothing written)")
+            raise ConfigError(f"--out {target} is the input checkpoint; export to another file (nothing written)")
         if not (previous and stat.S_ISREG(os.lstat(target).st_mode)):
-            raise SermtlError(
+            raise ConfigError(
                 f"--out {out}: {target} already exists and was not written by an export; "
                 "choose another --out (nothing written)"
             )

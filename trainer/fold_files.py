@@ -22,7 +22,7 @@ import itertools
 import re
 from pathlib import Path
 
-from featurestore.errors import SermtlError, quote
+from featurestore.errors import ConfigError, quote
 from featurestore.manifest import Manifest
 from featurestore.textfile import iter_jsonl
 from trainer.folds import Fold, FoldList, _rng, _stratified_sample, load_folds, natural_key
@@ -39,18 +39,18 @@ def read_folds_file(
     elif path.is_dir():
         folds, sources = _emobox_folds(path, manifest, valid_fraction, seed, stratify)
     else:
-        raise SermtlError(f"--folds-file {path}: no such file or folder")
+        raise ConfigError(f"--folds-file {path}: no such file or folder")
     known = set(manifest.ids())
     tested: dict[str, int] = {}
     for fold in folds:
         for utt_id in (*fold.train, *fold.valid, *fold.test):
             if utt_id not in known:
-                raise SermtlError(
+                raise ConfigError(
                     f"--folds-file {sources[fold.fold]}: id {utt_id!r} (fold {fold.fold}) is not in the store"
                 )
         for utt_id in fold.test:
             if utt_id in tested:
-                raise SermtlError(
+                raise ConfigError(
                     f"--folds-file {sources[fold.fold]}: {utt_id!r} is tested in folds "
                     f"{tested[utt_id]} and {fold.fold}; test sets must not overlap"
                 )
@@ -84,19 +84,19 @@ def _fold_dirs(folder: Path) -> dict[int, Path]:
     if not found and re.fullmatch(r"fold_\d+", folder.name):
         return {_fold_number(folder): folder}
     if not found:
-        raise SermtlError(f"--folds-file {folder}: no fold_<k> folders (EmoBox fold files) and not a .json fold file")
+        raise ConfigError(f"--folds-file {folder}: no fold_<k> folders (EmoBox fold files) and not a .json fold file")
     by_number: dict[int, list[Path]] = {}
     for d in found:
         by_number.setdefault(int(d.name[len("fold_") :]), []).append(d)
     for k, dirs in sorted(by_number.items()):
         if len(dirs) > 1:
-            raise SermtlError(
+            raise ConfigError(
                 f"--folds-file {folder}: {len(dirs)} folders for fold {k} ({', '.join(d.name for d in dirs)}); keep one"
             )
         _fold_number(dirs[0])
     if max(by_number) != len(by_number):  # numbers are distinct and >= 1: a gap
         first = next(k for k in itertools.count(1) if k not in by_number)
-        raise SermtlError(
+        raise ConfigError(
             f"--folds-file {folder}: folds are numbered 1..N without gaps; "
             f"no fold_{first} (the last is fold_{max(by_number)})"
         )
@@ -107,7 +107,7 @@ def _fold_number(folder: Path) -> int:
     """``k`` of a ``fold_<k>`` folder, refused unless written ``fold_1``, ``fold_2``, ..."""
     k = int(folder.name[len("fold_") :])
     if folder.name != f"fold_{k}" or k == 0:
-        raise SermtlError(f"--folds-file {folder}: fold folders are named fold_1, fold_2, ... (no leading zeros)")
+        raise ConfigError(f"--folds-file {folder}: fold folders are named fold_1, fold_2, ... (no leading zeros)")
     return k
 
 
@@ -115,12 +115,12 @@ def _fold_file(folder: Path, part: str, k: int) -> Path:
     """The one ``<dataset>_<part>_fold_<k>.jsonl`` (or ``…_fold<k>.jsonl``) in ``folder``."""
     found = sorted({*folder.glob(f"*_{part}_fold_{k}.jsonl"), *folder.glob(f"*_{part}_fold{k}.jsonl")}, key=natural_key)
     if len(found) > 1:
-        raise SermtlError(
+        raise ConfigError(
             f"--folds-file {folder}: {len(found)} {part} files for fold {k} "
             f"({', '.join(p.name for p in found)}); keep one"
         )
     if not found:
-        raise SermtlError(f"--folds-file {folder}: no {part} file (*_{part}_fold_{k}.jsonl)")
+        raise ConfigError(f"--folds-file {folder}: no {part} file (*_{part}_fold_{k}.jsonl)")
     return found[0]
 
 
@@ -130,7 +130,7 @@ def _keys(path: Path) -> list[str]:
     for number, row in iter_jsonl(path, f"--folds-file {path}"):
         key = row.get("key") if isinstance(row, dict) else None
         if not isinstance(key, str) or not key:
-            raise SermtlError(
+            raise ConfigError(
                 f"--folds-file {path}, line {number}: not a JSON object with a text 'key' (got {quote(row, 80)})"
             )
         keys.append(key)

@@ -53,7 +53,7 @@ from typing import Any
 import numpy as np
 
 from featurestore.atomic import write_json
-from featurestore.errors import SermtlError
+from featurestore.errors import ConfigError
 from featurestore.manifest import Manifest
 from trainer.runfiles import FOLDS, read_checked
 
@@ -106,18 +106,18 @@ def natural_key(value: Any) -> tuple:
 def _column(manifest: Manifest, name: str | None, flag: str, protocol: str) -> list[str]:
     """Values of column ``name`` as strings; every row must have one."""
     if not name:
-        raise SermtlError(
+        raise ConfigError(
             f"protocol {protocol!r} needs {flag} (a column such as session or speaker; "
             f"columns: {', '.join(manifest.columns)})"
         )
     if name not in manifest.columns:
-        raise SermtlError(
+        raise ConfigError(
             f"{flag} {name!r} is not a column of {manifest.source} (columns: {', '.join(manifest.columns)})"
         )
     values = manifest.column(name)
     empty = [u for u, v in zip(manifest.ids(), values) if v is None]
     if empty:
-        raise SermtlError(
+        raise ConfigError(
             f"{flag} {name!r}: {len(empty)} row(s) have no value (e.g. {empty[0]!r}); "
             f"fill them or choose another column"
         )
@@ -127,7 +127,7 @@ def _column(manifest: Manifest, name: str | None, flag: str, protocol: str) -> l
 def _strata(manifest: Manifest, stratify: str) -> list[str]:
     """Stratification labels (``None`` is its own stratum)."""
     if stratify not in manifest.columns:
-        raise SermtlError(
+        raise ConfigError(
             f"--stratify {stratify!r} is not a column of {manifest.source} (columns: {', '.join(manifest.columns)})"
         )
     return ["-" if v is None else str(v) for v in manifest.column(stratify)]
@@ -167,7 +167,7 @@ def _rng(seed: int, k: int) -> np.random.Generator:
 
 def _need_two(groups: dict[str, list[str]], by: str, protocol: str) -> None:
     if len(groups) < 2:
-        raise SermtlError(
+        raise ConfigError(
             f"{protocol} needs at least 2 values of --by {by!r}, found {len(groups)}: {', '.join(groups) or 'none'}"
         )
 
@@ -195,7 +195,7 @@ def _kfold(manifest: Manifest, folds: int, seed: int, stratum: dict[str, str]) -
     ids = manifest.ids()
     parts = 2 * folds
     if len(ids) < parts:
-        raise SermtlError(
+        raise ConfigError(
             f"kfold with --folds {folds} deals the rows into {parts} parts, "
             f"but {manifest.source} has only {len(ids)} rows"
         )
@@ -222,7 +222,7 @@ def _group_kfold(
     groups = _members(ids, _column(manifest, by, "--by", "group-kfold"))
     _need_two(groups, str(by), "group-kfold")
     if folds > len(groups):
-        raise SermtlError(f"--folds {folds} is more than the {len(groups)} values of --by {by!r}")
+        raise ConfigError(f"--folds {folds} is more than the {len(groups)} values of --by {by!r}")
     names = list(groups)
     rng = _rng(seed, 0)
     order = rng.permutation(len(names))
@@ -240,7 +240,7 @@ def _group_kfold(
         chosen: list[str] = []
         if valid_fraction > 0:
             if len(training) < 2:
-                raise SermtlError(
+                raise ConfigError(
                     f"group-kfold fold {k} has one training value of --by {by!r}, none left "
                     f"for validation: use fewer --folds or --valid-fraction 0"
                 )
@@ -266,18 +266,18 @@ def _split(
     groups = _members(manifest.ids(), _column(manifest, by, "--by", "split"))
     available = ", ".join(groups)
     if not test_values:
-        raise SermtlError(f"protocol 'split' needs --test-values (values of --by {by!r}: {available})")
+        raise ConfigError(f"protocol 'split' needs --test-values (values of --by {by!r}: {available})")
     tests = [str(v) for v in test_values]
     trains = [str(v) for v in train_values] if train_values else [g for g in groups if g not in tests]
     for flag, values in (("--train-values", trains), ("--test-values", tests)):
         missing = [v for v in values if v not in groups]
         if missing:
-            raise SermtlError(f"{flag}: {missing[0]!r} is not a value of --by {by!r} (values: {available})")
+            raise ConfigError(f"{flag}: {missing[0]!r} is not a value of --by {by!r} (values: {available})")
     both = [v for v in trains if v in tests]
     if both:
-        raise SermtlError(f"{both[0]!r} is in both --train-values and --test-values")
+        raise ConfigError(f"{both[0]!r} is in both --train-values and --test-values")
     if not trains:
-        raise SermtlError(f"--test-values take every value of --by {by!r}: nothing is left to train on")
+        raise ConfigError(f"--test-values take every value of --by {by!r}: nothing is left to train on")
     pool = [u for g in trains for u in groups[g]]
     valid = _stratified_sample(pool, stratum, valid_fraction, _rng(seed, 1))
     return [(set(pool) - valid, valid, {u for g in tests for u in groups[g]})], trains, tests
@@ -306,17 +306,17 @@ def make_folds(
         SermtlError: a bad flag value, named in a one-line message.
     """
     if protocol not in FOLD_MAKERS:
-        raise SermtlError(f"unknown protocol {protocol!r} (--protocol: {', '.join(FOLD_MAKERS)})")
+        raise ConfigError(f"unknown protocol {protocol!r} (--protocol: {', '.join(FOLD_MAKERS)})")
     if not 0 <= valid_fraction < 1:
-        raise SermtlError(f"--valid-fraction must be in [0, 1), got {valid_fraction}")
+        raise ConfigError(f"--valid-fraction must be in [0, 1), got {valid_fraction}")
     if int(seed) != seed or seed < 0:
-        raise SermtlError(f"--seed must be a non-negative integer, got {seed}")
+        raise ConfigError(f"--seed must be a non-negative integer, got {seed}")
     if protocol in ("kfold", "group-kfold") and folds < 2:
-        raise SermtlError(f"--folds must be at least 2, got {folds}")
+        raise ConfigError(f"--folds must be at least 2, got {folds}")
     if protocol != "split" and (train_values or test_values):
-        raise SermtlError(f"--train-values/--test-values apply to --protocol split only, not {protocol!r}")
+        raise ConfigError(f"--train-values/--test-values apply to --protocol split only, not {protocol!r}")
     if not len(manifest):
-        raise SermtlError(f"{manifest.source} has no rows to split into folds")
+        raise ConfigError(f"{manifest.source} has no rows to split into folds")
     seed = int(seed)
     params: dict[str, Any] = {"protocol": protocol}
     if protocol == "group-kfold":
@@ -365,13 +365,13 @@ def check_folds(
         SermtlError: the first problem, e.g. ``fold 3: class 'fear' has no training examples (4 in test)``.
     """
     if not folds:
-        raise SermtlError("no folds to check")
+        raise ConfigError("no folds to check")
     numbers = [f.fold for f in folds]
     if len(set(numbers)) != len(numbers) or min(numbers) < 1:
-        raise SermtlError(f"fold ids must be distinct and count from 1, got {numbers}")
+        raise ConfigError(f"fold ids must be distinct and count from 1, got {numbers}")
     for column in filter(None, (label_column, group_column)):
         if column not in manifest.columns:
-            raise SermtlError(
+            raise ConfigError(
                 f"{column!r} is not a column of {manifest.source} (columns: {', '.join(manifest.columns)})"
             )
     for fold in folds:
@@ -381,23 +381,23 @@ def check_folds(
             seen: set[str] = set()
             for utt in ids:
                 if utt in seen:
-                    raise SermtlError(f"{name}: {set_name} lists {utt!r} twice")
+                    raise ConfigError(f"{name}: {set_name} lists {utt!r} twice")
                 if utt not in manifest:
-                    raise SermtlError(f"{name}: {set_name} utterance {utt!r} is not in {manifest.source}")
+                    raise ConfigError(f"{name}: {set_name} utterance {utt!r} is not in {manifest.source}")
                 seen.add(utt)
         for set_name in ("train", "test"):
             if not sets[set_name]:
-                raise SermtlError(f"{name}: the {set_name} set is empty")
+                raise ConfigError(f"{name}: the {set_name} set is empty")
         for a, b in (("train", "valid"), ("train", "test"), ("valid", "test")):
             shared = set(sets[a]) & set(sets[b])
             if shared:
-                raise SermtlError(f"{name}: {len(shared)} utterance(s) in both {a} and {b} (e.g. {min(shared)!r})")
+                raise ConfigError(f"{name}: {len(shared)} utterance(s) in both {a} and {b} (e.g. {min(shared)!r})")
         trained = {manifest[u][label_column] for u in fold.train}
         for set_name in ("test", "valid"):
             labels = [manifest[u][label_column] for u in sets[set_name]]
             untrained = sorted(set(labels) - trained, key=natural_key)
             if untrained:
-                raise SermtlError(
+                raise ConfigError(
                     f"{name}: class {untrained[0]!r} has no training examples "
                     f"({labels.count(untrained[0])} in {set_name})"
                 )
@@ -405,7 +405,7 @@ def check_folds(
             seen_groups = {manifest[u][group_column] for u in fold.train + fold.valid}
             leaked = sorted({manifest[u][group_column] for u in fold.test} & seen_groups, key=natural_key)
             if leaked:
-                raise SermtlError(f"{name}: {group_column} {leaked[0]!r} is in test and in train/valid")
+                raise ConfigError(f"{name}: {group_column} {leaked[0]!r} is in test and in train/valid")
 
 
 def save_folds(folds: Sequence[Fold], path: str | Path, header: dict[str, Any] | None = None) -> Path:
@@ -431,7 +431,7 @@ def load_folds(path: str | Path) -> tuple[FoldList, dict[str, Any]]:
     the folds (``params`` = header) and the header."""
     path = Path(path)
     if not path.is_file():
-        raise SermtlError(f"fold file not found: {path}")
+        raise ConfigError(f"fold file not found: {path}")
     data = read_checked(path, FOLDS)
     header = dict(data["header"])
     return FoldList([Fold.from_dict(entry) for entry in data["folds"]], header), header
@@ -445,7 +445,7 @@ def restrict_training(folds: Sequence[Fold], manifest: Manifest, conditions: dic
     """
     for column in conditions:
         if column not in manifest.columns:
-            raise SermtlError(f"--train-where: no column {column!r} (columns: {', '.join(manifest.columns)})")
+            raise ConfigError(f"--train-where: no column {column!r} (columns: {', '.join(manifest.columns)})")
 
     def keep(ids: Sequence[str]) -> list[str]:
         return [u for u in ids if all(str(manifest[u][c]) in set(map(str, v)) for c, v in conditions.items())]

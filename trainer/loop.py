@@ -22,7 +22,7 @@ import numpy as np
 import torch
 from torch.nn import functional as F
 
-from featurestore.errors import SermtlError, describe_error
+from featurestore.errors import ConfigError, describe_error
 from featurestore.features.base import resolve_device
 from featurestore.progress import progress_bar
 from featurestore.store.reader import FeatureStore
@@ -69,14 +69,14 @@ def check_columns(store: FeatureStore, config: TrainConfig) -> None:
     before: :meth:`TrainConfig.resolve_aux`), and ``--input-norm speaker`` without a
     speaker for every utterance."""
     if store.attrs.get("frame_rate") == 0:
-        raise SermtlError(
+        raise ConfigError(
             f"store {store.path} holds one vector per utterance ({store.attrs.get('feature', {}).get('feature')}), "
             "not frames: fit the SVM on it with sermtl baseline, or extract a frame-level feature to train"
         )
     columns = store.manifest.columns
     for flag, column in (("--label", config.label), ("--aux", config.aux if config.uses_aux else None)):
         if column and column not in columns:
-            raise SermtlError(f"{flag}: store {store.path} has no column {column!r} (columns: {', '.join(columns)})")
+            raise ConfigError(f"{flag}: store {store.path} has no column {column!r} (columns: {', '.join(columns)})")
     if config.network.input_norm == "speaker":
         speaker_groups(store.manifest, store.ids())
 
@@ -188,7 +188,7 @@ def _class_weights(targets: dict[str, int], num_classes: int, mode: str, device:
     if mode == "none":
         return None
     if mode != "balanced":
-        raise SermtlError(f"--class-weights must be none or balanced, got {mode!r}")
+        raise ConfigError(f"--class-weights must be none or balanced, got {mode!r}")
     counts = np.bincount([t for t in targets.values() if t >= 0], minlength=num_classes).astype(np.float64)
     weights = len(targets) / (num_classes * np.maximum(counts, 1.0))
     return torch.tensor(weights, dtype=torch.float32, device=device)
@@ -200,7 +200,7 @@ def _augmentation(name: str) -> torch.nn.Module | None:
         return None
     if name == "specaugment":
         return SpecAugment()
-    raise SermtlError(f"--augment must be none or specaugment, got {name!r}")
+    raise ConfigError(f"--augment must be none or specaugment, got {name!r}")
 
 
 def _lr_schedule(name: str, epochs: int) -> Callable[[int], float]:
@@ -209,7 +209,7 @@ def _lr_schedule(name: str, epochs: int) -> Callable[[int], float]:
         return lambda epoch: 1.0
     if name == "cosine":
         return lambda epoch: 0.5 * (1.0 + math.cos(math.pi * epoch / max(epochs, 1)))
-    raise SermtlError(f"--lr-schedule must be constant or cosine, got {name!r}")
+    raise ConfigError(f"--lr-schedule must be constant or cosine, got {name!r}")
 
 
 def _training_batches(
@@ -307,7 +307,7 @@ def train_fold(
             network, optimizer, bank, fold.train, emotion_targets, aux_targets, alpha, config, rng, crop_frames, weights
         )
         if not math.isfinite(loss):
-            raise SermtlError(
+            raise ConfigError(
                 f"fold {fold.fold}, epoch {epoch + 1}: the training loss is not finite ({loss}); "
                 f"the fold is not saved (its history so far is): try a lower --lr than {config.lr:g}"
             )
@@ -420,5 +420,5 @@ def load_network(checkpoint: dict[str, Any], device: str = "cpu") -> SERNetwork:
         network = SERNetwork(NetworkConfig.from_dict(checkpoint["network"]))
         network.load_state_dict(checkpoint["state_dict"])
     except (TypeError, ValueError, RuntimeError, KeyError) as exc:
-        raise SermtlError(f"checkpoint does not fit this version's network ({describe_error(exc)})") from None
+        raise ConfigError(f"checkpoint does not fit this version's network ({describe_error(exc)})") from None
     return network.to(resolve_device(device)).eval()

@@ -22,7 +22,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from featurestore.errors import SermtlError, quote
+from featurestore.errors import ModelError, SermtlError, quote
 from featurestore.schema import MapOf, Number, OneOf, Record, Text, check, maybe
 from trainer.config import NetworkOptions
 from trainer.limits import MAX_CLASSES
@@ -68,17 +68,17 @@ class NetworkConfig:
         """A checkpoint's ``network`` entry (``options`` nested, or flat as older versions
         wrote it), checked against :data:`NETWORK` and :class:`NetworkOptions`; one
         :class:`SermtlError` line naming ``source`` (the file) and the key otherwise."""
-        values = dict(check(values, NETWORK, f"{source}: network"))
+        values = dict(check(values, NETWORK, f"{source}: network", ModelError))
         sizes = {k: values.pop(k) for k in _SIZES if values.get(k) is not None}
         options = {**(values.pop("options", None) or {}), **values}
-        check(options, OPTIONS, f"{source}: network.options")
+        check(options, OPTIONS, f"{source}: network.options", ModelError)
         unknown = next((key for key in options if key not in _OPTION_NAMES), None)
         if unknown is not None:
-            raise SermtlError(f"{source}: network.options: unknown key {quote(unknown)}")
+            raise ModelError(f"{source}: network.options: unknown key {quote(unknown)}")
         try:
             return cls(**sizes, options=NetworkOptions(**options))
         except SermtlError as exc:
-            raise SermtlError(f"{source}: network.options: {exc}") from None
+            raise ModelError(f"{source}: network.options: {exc}") from None
 
 
 class SERNetwork(nn.Module):

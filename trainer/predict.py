@@ -33,7 +33,7 @@ import numpy as np
 import torch
 
 from featurestore.audio import DEFAULT_MAX_DURATION, TARGET_SR, check_audio_size, load_audio
-from featurestore.errors import SermtlError, describe_error, quote
+from featurestore.errors import ModelError, describe_error, quote
 from featurestore.features import extractor_from_description
 from trainer.checkpoint import load_checkpoint
 from trainer.loop import load_network
@@ -52,7 +52,7 @@ def audio_files(inputs: Sequence[str | Path]) -> list[Path]:
         else:
             files.append(item)
     if not files:
-        raise SermtlError(f"no audio files in {', '.join(map(str, inputs))}")
+        raise ModelError(f"no audio files in {', '.join(map(str, inputs))}")
     return files
 
 
@@ -71,7 +71,7 @@ def checkpoint_paths(source: str | Path) -> list[Path]:
         if (match := re.fullmatch(r"fold_([1-9][0-9]{0,5})", path.parent.name))
     }
     if not folds:
-        raise SermtlError(f"{source}: no fold_*/checkpoint.pt (not a run directory with finished folds)")
+        raise ModelError(f"{source}: no fold_*/checkpoint.pt (not a run directory with finished folds)")
     return [folds[k] for k in sorted(folds)]
 
 
@@ -81,15 +81,15 @@ def check_wave(wave: Any, sample_rate: Any, name: str, max_duration: float | Non
     :data:`~featurestore.audio.SAMPLE_RATE_RANGE`, a 1-D array of finite samples, at most
     ``max_duration`` seconds (``None``: no cap). One :class:`SermtlError` line naming ``name`` otherwise."""
     if isinstance(sample_rate, bool) or not isinstance(sample_rate, (int, np.integer)):
-        raise SermtlError(f"{name}: sample_rate must be an integer number of Hz, got {quote(sample_rate)}")
+        raise ModelError(f"{name}: sample_rate must be an integer number of Hz, got {quote(sample_rate)}")
     try:
         wave = np.asarray(wave, dtype=np.float32)
     except (TypeError, ValueError) as exc:
-        raise SermtlError(f"{name}: expected a 1-D array of samples ({describe_error(exc)})") from None
+        raise ModelError(f"{name}: expected a 1-D array of samples ({describe_error(exc)})") from None
     if wave.ndim != 1:
-        raise SermtlError(f"{name}: expected a 1-D array of finite samples, got shape {wave.shape}")
+        raise ModelError(f"{name}: expected a 1-D array of finite samples, got shape {wave.shape}")
     if not np.isfinite(wave).all():
-        raise SermtlError(f"{name}: NaN or infinite samples")
+        raise ModelError(f"{name}: NaN or infinite samples")
     check_audio_size(name, int(sample_rate), len(wave) / sample_rate if sample_rate > 0 else None, max_duration)
     return wave
 
@@ -131,7 +131,7 @@ class Predictor:
         for other in checkpoints[1:]:
             for key in ("feature", "emotions", "aux", "layer"):
                 if other.get(key) != first.get(key):
-                    raise SermtlError(f"the checkpoints differ in {key!r}: they are not folds of one run")
+                    raise ModelError(f"the checkpoints differ in {key!r}: they are not folds of one run")
         self.checkpoints = checkpoints
         self.emotions: list[str] = list(first["emotions"])
         self.aux: dict[str, Any] | None = first.get("aux")
@@ -178,12 +178,12 @@ class Predictor:
         if (isinstance(layer, int) and layer >= extractor.num_layers) or (
             layer == "weighted" and extractor.num_layers != config.input_layers
         ):
-            raise SermtlError(
+            raise ModelError(
                 f"{source}: layer {layer!r} (network.input_layers {config.input_layers}) does not fit "
                 f"its {extractor.name} features' {extractor.num_layers} layer(s)"
             )
         if extractor.dim != config.input_size:
-            raise SermtlError(
+            raise ModelError(
                 f"{source}: network.input_size {config.input_size} does not fit its {extractor.name} "
                 f"features ({extractor.dim} values per frame)"
             )

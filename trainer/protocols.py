@@ -9,10 +9,9 @@ type in one line.
 from __future__ import annotations
 
 import dataclasses
-import difflib
 from typing import Any
 
-from featurestore.errors import SermtlError, quote
+from featurestore.errors import ConfigError, SermtlError, nearest, quote, unknown_choice
 from featurestore.manifest import Manifest
 from featurestore.schema import ListOf, MapOf, Record, Text, check, maybe
 from trainer.fold_files import read_folds_file
@@ -48,40 +47,33 @@ class Protocol:
 
     def __post_init__(self) -> None:
         if self.name not in PROTOCOLS:
-            near = difflib.get_close_matches(str(self.name), PROTOCOLS, n=1)
-            raise SermtlError(
-                f"--protocol: {quote(self.name)} is not one of {', '.join(PROTOCOLS)}"
-                + (f" (nearest: {near[0]})" if near else "")
-            )
+            raise unknown_choice("--protocol", self.name, PROTOCOLS)
         if (self.name == "file") != (self.path is not None):
-            raise SermtlError("--folds-file goes with --protocol file (given alone, it sets it)")
+            raise ConfigError("--folds-file goes with --protocol file (given alone, it sets it)")
         if isinstance(self.folds, bool) or not isinstance(self.folds, int) or self.folds < 2:
-            raise SermtlError(f"--folds must be an integer >= 2, got {quote(self.folds)}")
+            raise ConfigError(f"--folds must be an integer >= 2, got {quote(self.folds)}")
         if (
             isinstance(self.valid_fraction, bool)
             or not isinstance(self.valid_fraction, (int, float))
             or not 0.0 <= self.valid_fraction < 1.0
         ):
-            raise SermtlError(f"--valid-fraction must be in [0, 1), got {quote(self.valid_fraction)}")
+            raise ConfigError(f"--valid-fraction must be in [0, 1), got {quote(self.valid_fraction)}")
 
     @classmethod
     def from_dict(cls, values: dict[str, Any], source: str = "protocol") -> Protocol:
         """A protocol from a dict (a run's ``config.json``, a config file); an unknown key is
         one line naming the nearest valid key, a value of the wrong type one line naming it."""
         if not isinstance(values, dict):
-            raise SermtlError(f"{source}: 'protocol' must be a mapping, got {type(values).__name__}")
+            raise ConfigError(f"{source}: 'protocol' must be a mapping, got {type(values).__name__}")
         names = [f.name for f in dataclasses.fields(cls)]
         for key in values:
             if key not in names:
-                near = difflib.get_close_matches(str(key), names, n=1)
-                raise SermtlError(
-                    f"{source}: unknown protocol key {quote(key)}" + (f" (nearest: {near[0]})" if near else "")
-                )
-        check(values, _PROTOCOL_VALUES, f"{source}: protocol")
+                raise ConfigError(f"{source}: unknown protocol key {quote(key)}{nearest(key, names)}")
+        check(values, _PROTOCOL_VALUES, f"{source}: protocol", ConfigError)
         try:
             return cls(**values)
         except SermtlError as exc:
-            raise SermtlError(f"{source}: {exc}") from None
+            raise ConfigError(f"{source}: {exc}") from None
 
     def make(self, manifest, seed: int) -> list[Fold]:
         if self.name == "file":

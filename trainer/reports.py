@@ -31,7 +31,7 @@ from typing import Any
 import numpy as np
 
 from featurestore.atomic import write_text
-from featurestore.errors import SermtlError, describe_error
+from featurestore.errors import RunError, describe_error
 from trainer.plots import (
     plot_alpha_schedule,
     plot_bars,
@@ -412,9 +412,9 @@ def write_report(
     """
     paths = [Path(p) for p in run_dirs]
     if not paths:
-        raise SermtlError("no run directory to report on")
+        raise RunError("no run directory to report on")
     if out is None and len(paths) > 1:
-        raise SermtlError(f"a report of {len(paths)} runs needs an output folder (--out)")
+        raise RunError(f"a report of {len(paths)} runs needs an output folder (--out)")
     folder = Path(out) if out is not None else paths[0]
     figures = folder / FIGURES
     folder.mkdir(parents=True, exist_ok=True)

@@ -38,7 +38,7 @@ from typing import Any
 import numpy as np
 
 from featurestore.atomic import read_json
-from featurestore.errors import SermtlError, describe_error
+from featurestore.errors import ConfigError, RunError, SermtlError, describe_error
 from featurestore.schema import Anything, ListOf, MapOf, Number, Record, Shape, Text, check, maybe
 from trainer.limits import MAX_CLASSES, MAX_EPOCHS, MAX_FOLDS, MAX_SEEDS
 
@@ -240,7 +240,11 @@ PAPER = Record({"title": maybe(Text()), "rows": MapOf(PAPER_ROW, max_items=1000)
 
 def read_checked(path: str | Path, shape: Shape) -> Any:
     """The JSON file at ``path`` (read as :func:`featurestore.atomic.read_json` does) checked against ``shape``."""
-    return check(read_json(path, expect=list if isinstance(shape, ListOf) else dict), shape, str(path))
+    try:
+        data = read_json(path, expect=list if isinstance(shape, ListOf) else dict)
+    except SermtlError as exc:  # unreadable or not JSON: a damaged run file all the same
+        raise RunError(str(exc)) from None
+    return check(data, shape, str(path), RunError)
 
 
 def read_run_config(path: str | Path) -> dict[str, Any]:
@@ -276,18 +280,18 @@ def read_embeddings(path: str | Path) -> dict[str, np.ndarray]:
             unknown = sorted(set(members) - {*EMBEDDING_TEXT, "embeddings"})
             if unknown or sum(members.values()) > MAX_EMBEDDING_BYTES:
                 what = f"unknown array {unknown[0]!r}" if unknown else f"{sum(members.values())} bytes unpacked"
-                raise SermtlError(f"{path} is damaged ({what})")
+                raise RunError(f"{path} is damaged ({what})")
         with np.load(path, allow_pickle=False) as saved:
             arrays = {key: saved[key] for key in saved.files}
     except (OSError, ValueError, zipfile.BadZipFile, EOFError) as exc:
-        raise SermtlError(f"{path} is damaged ({describe_error(exc)})") from None
+        raise RunError(f"{path} is damaged ({describe_error(exc)})") from None
     for key in ("ids", "emotion", "embeddings"):
         if key not in arrays:
-            raise SermtlError(f"{path}: no {key!r} array")
+            raise RunError(f"{path}: no {key!r} array")
     rows = len(arrays["ids"]) if arrays["ids"].ndim == 1 else -1
     for key in (k for k in EMBEDDING_TEXT if k in arrays):
         if arrays[key].dtype.kind != "U" or arrays[key].shape != (rows,):
-            raise SermtlError(
+            raise RunError(
                 f"{path}: {key}: expected one text label per id ({max(rows, 0)}), "
                 f"got {arrays[key].dtype} of shape {arrays[key].shape}"
             )
@@ -298,12 +302,12 @@ def read_embeddings(path: str | Path) -> dict[str, np.ndarray]:
         or matrix.shape[0] != rows
         or not 1 <= matrix.shape[1] <= MAX_EMBEDDING_DIM
     ):
-        raise SermtlError(
+        raise RunError(
             f"{path}: embeddings: expected a float matrix of one row per id ({max(rows, 0)} x at most "
             f"{MAX_EMBEDDING_DIM}), got {matrix.dtype} of shape {matrix.shape}"
         )
     if not np.isfinite(matrix).all():
-        raise SermtlError(f"{path}: embeddings: {int((~np.isfinite(matrix)).any(axis=1).sum())} row(s) hold NaN or inf")
+        raise RunError(f"{path}: embeddings: {int((~np.isfinite(matrix)).any(axis=1).sum())} row(s) hold NaN or inf")
     return arrays
 
 
@@ -312,4 +316,4 @@ def read_paper(path: str | Path) -> dict[str, Any]:
     from featurestore.textfile import parse_json, read_text_file
 
     name = f"--paper {path}"
-    return check(parse_json(read_text_file(path, name), name), PAPER, name)
+    return check(parse_json(read_text_file(path, name), name), PAPER, name, ConfigError)

@@ -10,7 +10,7 @@ import re
 from pathlib import Path
 from typing import Any
 
-from featurestore.errors import SermtlError
+from featurestore.errors import RunError
 from trainer.config import TrainConfig
 from trainer.metrics import average_folds
 from trainer.runfiles import HISTORY, read_checked, read_metrics, read_results, read_run_config
@@ -60,7 +60,7 @@ def load_run(path: str | Path, name: str | None = None) -> Run:
     """
     path = Path(path)
     if not (path / "config.json").is_file():
-        raise SermtlError(f"{path} is not a run directory of 'sermtl cv' (no config.json)")
+        raise RunError(f"{path} is not a run directory of 'sermtl cv' (no config.json)")
     config = read_run_config(path / "config.json")
     TrainConfig.from_dict(config["train"], str(path / "config.json"))  # epochs, α… in their ranges
     folds = fold_dirs(path)
@@ -78,7 +78,7 @@ def load_run(path: str | Path, name: str | None = None) -> Run:
             "store": config.get("store"),
         }
     else:
-        raise SermtlError(f"run directory {path} has no results.json and no finished fold (fold_*/metrics.json)")
+        raise RunError(f"run directory {path} has no results.json and no finished fold (fold_*/metrics.json)")
     histories = {k: read_checked(d / "history.json", HISTORY) for k, d in folds if (d / "history.json").is_file()}
     return Run(name or path.resolve().name, path, config, results, histories, from_folds)
 

@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from featurestore.errors import SermtlError
+from featurestore.errors import ConfigError
 
 SPEAKER_COLUMN = "speaker"
 
@@ -27,7 +27,7 @@ def speaker_groups(manifest: Any, ids: Sequence[str], column: str = SPEAKER_COLU
     """``{speaker: [utt_id, …]}`` for ``ids``; a one-line error when the manifest has no
     speaker column or an utterance has no speaker."""
     if column not in manifest.columns:
-        raise SermtlError(f"--input-norm speaker: the store's manifest has no {column!r} column")
+        raise ConfigError(f"--input-norm speaker: the store's manifest has no {column!r} column")
     groups: dict[str, list[str]] = defaultdict(list)
     missing = []
     for utt_id in ids:
@@ -37,7 +37,7 @@ def speaker_groups(manifest: Any, ids: Sequence[str], column: str = SPEAKER_COLU
         else:
             groups[str(speaker)].append(utt_id)
     if missing:
-        raise SermtlError(
+        raise ConfigError(
             f"--input-norm speaker: {len(missing)} utterance(s) have no {column} "
             f"(first: {missing[0]}); give every row a speaker or use --input-norm global"
         )

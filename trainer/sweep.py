@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from featurestore.atomic import read_json, write_json, write_text
-from featurestore.errors import SermtlError, quote
+from featurestore.errors import ConfigError, quote
 from featurestore.schema import Anything, ListOf, MapOf, check
 from featurestore.textfile import read_structured_file
 from trainer.config import TrainConfig, parse_value
@@ -63,16 +63,16 @@ def parse_grid(grids: Sequence[str]) -> list[dict[str, Any]]:
         key = key.strip().replace("-", "_")
         texts = [v.strip() for v in values.split(",") if v.strip()]
         if not sep or not key or not texts:
-            raise SermtlError(f"--grid expects KEY=V1,V2,…, got {quote(grid)}")
+            raise ConfigError(f"--grid expects KEY=V1,V2,…, got {quote(grid)}")
         if key in axes:
-            raise SermtlError(f"--grid {key} is given twice")
+            raise ConfigError(f"--grid {key} is given twice")
         _check_key(key)
         axes[key] = [parse_value(key, text) for text in texts]
     if not axes:
-        raise SermtlError("the grid is empty: give --grid KEY=V1,V2 or --grid-file FILE")
+        raise ConfigError("the grid is empty: give --grid KEY=V1,V2 or --grid-file FILE")
     size = math.prod(len(values) for values in axes.values())
     if size > MAX_SETTINGS:
-        raise SermtlError(f"--grid: {size} settings, more than the {MAX_SETTINGS} a sweep may have")
+        raise ConfigError(f"--grid: {size} settings, more than the {MAX_SETTINGS} a sweep may have")
     return [dict(zip(axes, values)) for values in itertools.product(*axes.values())]
 
 
@@ -81,9 +81,9 @@ def read_grid_file(path: str | Path) -> list[dict[str, Any]]:
     product), e.g. ``[{channels: 64}, {channels: 128, batchnorm: precise}]``; at most
     :data:`MAX_SETTINGS`, none of them setting an option of :data:`NOT_IN_GRID`."""
     name = f"--grid-file {path}"
-    data = check(read_structured_file(path, name), GRID_FILE, name)
+    data = check(read_structured_file(path, name), GRID_FILE, name, ConfigError)
     if not all(data):
-        raise SermtlError(f"{name}: setting {[bool(item) for item in data].index(False) + 1} is empty")
+        raise ConfigError(f"{name}: setting {[bool(item) for item in data].index(False) + 1} is empty")
     for item in data:
         for key in item:
             _check_key(key, name)
@@ -95,7 +95,7 @@ def read_grid_file(path: str | Path) -> list[dict[str, Any]]:
 
 def _check_key(key: str, source: str = "--grid") -> None:
     if key in NOT_IN_GRID:
-        raise SermtlError(
+        raise ConfigError(
             f"{source}: {key} is not a setting to sweep ({'use --repeats' if key == 'seed' else 'give --device'})"
         )
 
@@ -119,12 +119,12 @@ def find_baseline(settings: list[dict[str, Any]], spec: str | None) -> int:
     for pair in spec.split(","):
         key, sep, value = pair.partition("=")
         if not sep:
-            raise SermtlError(f"--baseline expects KEY=VALUE,…, got {spec!r}")
+            raise ConfigError(f"--baseline expects KEY=VALUE,…, got {spec!r}")
         wanted[key.strip().replace("-", "_")] = parse_value(key.strip().replace("-", "_"), value.strip())
     matches = [i for i, s in enumerate(settings) if all(k in s and s[k] == v for k, v in wanted.items())]
     if len(matches) != 1:
         found = "no setting" if not matches else f"{len(matches)} settings"
-        raise SermtlError(
+        raise ConfigError(
             f"--baseline {spec}: {found} of the grid match; settings: " + "; ".join(setting_name(s) for s in settings)
         )
     return matches[0]
@@ -158,9 +158,9 @@ def plan_sweep(session: StoreSession, sweep: Sweep) -> dict[str, Any]:
     """Check every setting, seed and fold (writing nothing) and the sweep directory against
     this sweep; returns the identity to record in ``grid.json``."""
     if len({setting_dir(s) for s in sweep.settings}) != len(sweep.settings):
-        raise SermtlError("the grid lists a setting twice")
+        raise ConfigError("the grid lists a setting twice")
     if sweep.out.exists() and not sweep.out.is_dir():
-        raise SermtlError(f"--out {sweep.out} is a file, not a sweep directory")
+        raise ConfigError(f"--out {sweep.out} is a file, not a sweep directory")
     plans = [
         plan_run(session, sweep.run_dir(setting, seed), sweep.config(setting, seed), sweep.protocol)
         for setting, seed in sweep.jobs()
@@ -178,7 +178,7 @@ def plan_sweep(session: StoreSession, sweep: Sweep) -> dict[str, Any]:
         saved = read_json(grid_path)
         changed = [key for key in identity if saved.get(key) != identity[key]]
         if changed:
-            raise SermtlError(
+            raise ConfigError(
                 f"sweep directory {sweep.out} was made with another {', '.join(changed)}; use another --out"
             )
     return identity

@@ -14,7 +14,7 @@ import dataclasses
 from collections.abc import Sequence
 from typing import Any
 
-from featurestore.errors import SermtlError
+from featurestore.errors import ConfigError
 
 DEFAULT_ALPHA_MAX = 0.5
 
@@ -40,7 +40,7 @@ class Task:
         """The task whose classes are the distinct non-empty ``values`` (sorted)."""
         classes = tuple(sorted({str(v) for v in values if v is not None}))
         if len(classes) < 2:
-            raise SermtlError(f"column {column!r} needs at least 2 classes in the training data, found {list(classes)}")
+            raise ConfigError(f"column {column!r} needs at least 2 classes in the training data, found {list(classes)}")
         return cls(column, classes)
 
     def encode(self, value: Any) -> int:

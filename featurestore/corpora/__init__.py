@@ -17,7 +17,7 @@ import os
 from collections.abc import Callable
 from typing import Any
 
-from featurestore.errors import SermtlError
+from featurestore.errors import CorpusError, unknown_choice
 from featurestore.manifest import Manifest
 
 #: Corpus name -> ``"module:function"`` of its recipe.
@@ -56,7 +56,7 @@ def get_recipe(name: str) -> Callable[..., Manifest]:
         SermtlError: ``name`` is not in :data:`CORPORA` (the message lists the choices).
     """
     if name not in CORPORA:
-        raise SermtlError(f"unknown corpus {name!r} (choices: {', '.join(available_corpora())})")
+        raise unknown_choice("--corpus", name, available_corpora())
     module, function = CORPORA[name].split(":")
     return getattr(importlib.import_module(module), function)
 
@@ -80,7 +80,7 @@ def prepare(name: str, root: str | os.PathLike, **options: Any) -> Manifest:
     parameters = dict(list(inspect.signature(recipe).parameters.items())[1:])
     for option, value in options.items():
         if option not in parameters:
-            raise SermtlError(f"corpus {name!r} has no option {option!r} (options: {', '.join(parameters) or 'none'})")
+            raise CorpusError(f"corpus {name!r} has no option {option!r} (options: {', '.join(parameters) or 'none'})")
         if isinstance(value, str) and "bool" in str(parameters[option].annotation):
             options[option] = _parse_flag(name, option, value)
     return recipe(root, **options)
@@ -91,6 +91,6 @@ def _parse_flag(corpus: str, option: str, value: str) -> bool | None:
     try:
         return _FLAGS[value.strip().lower()]
     except KeyError:
-        raise SermtlError(
+        raise CorpusError(
             f"option {option!r} of corpus {corpus!r} must be true, false or auto, got {value!r}"
         ) from None

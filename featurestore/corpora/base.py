@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from featurestore.audio import audio_duration
-from featurestore.errors import SermtlError, quote
+from featurestore.errors import CorpusError, SermtlError, quote
 from featurestore.manifest import Manifest
 
 log = logging.getLogger(__name__)
@@ -163,7 +163,7 @@ class ClassMap:
         rename = dict(classes) if isinstance(classes, Mapping) else {name: name for name in classes}
         unknown = sorted(set(rename) - set(self.emotions()))
         if unknown:
-            raise SermtlError(
+            raise CorpusError(
                 f"option 'classes' names {', '.join(unknown)}, which this corpus does not have "
                 f"(it has: {', '.join(self.emotions())}; sets: {', '.join(['all', *CLASS_SETS])})"
             )
@@ -179,7 +179,7 @@ class ClassMap:
             SermtlError: ``code`` is not a label of this corpus; the message names ``source``.
         """
         if code not in self.codes:
-            raise SermtlError(f"{source}: unknown emotion label {code!r} (known: {', '.join(sorted(self.codes))})")
+            raise CorpusError(f"{source}: unknown emotion label {code!r} (known: {', '.join(sorted(self.codes))})")
         name = self.codes[code]
         if name is None:
             native = self.native[code]
@@ -191,9 +191,9 @@ def check_root(root: str | os.PathLike, corpus: str) -> Path:
     """``root`` as a :class:`Path`, or :class:`SermtlError` if it is not a folder."""
     path = Path(root).expanduser()
     if not path.exists():
-        raise SermtlError(f"{corpus}: corpus folder not found: {path}")
+        raise CorpusError(f"{corpus}: corpus folder not found: {path}")
     if not path.is_dir():
-        raise SermtlError(f"{corpus}: corpus root is not a folder: {path}")
+        raise CorpusError(f"{corpus}: corpus root is not a folder: {path}")
     return path
 
 
@@ -243,7 +243,7 @@ def index_files(paths: Iterable[Path], corpus: str, key: Callable[[Path], str] =
     for path in paths:
         name = key(path)
         if name in index:
-            raise SermtlError(f"{corpus}: two files for {name}: {index[name]} and {path}")
+            raise CorpusError(f"{corpus}: two files for {name}: {index[name]} and {path}")
         index[name] = path
     return index
 
@@ -300,7 +300,7 @@ def label_value(value: Any, what: str) -> str | int | None:
         value = int(value)
     if value is None or isinstance(value, str) or (isinstance(value, int) and not isinstance(value, bool)):
         return value
-    raise SermtlError(f"{what} must be text or an integer, got {quote(value)}")
+    raise CorpusError(f"{what} must be text or an integer, got {quote(value)}")
 
 
 def scalar_value(value: Any, what: str) -> str | int | float | bool | None:
@@ -312,7 +312,7 @@ def scalar_value(value: Any, what: str) -> str | int | float | bool | None:
     value = _plain(value)
     if value is None or isinstance(value, (str, int, float, bool)):
         return value
-    raise SermtlError(f"{what} must be a single value (text or a number), got {quote(value)}")
+    raise CorpusError(f"{what} must be a single value (text or a number), got {quote(value)}")
 
 
 def read_duration(path: str | os.PathLike, report: CorpusReport) -> float | None:
@@ -374,7 +374,7 @@ def finish(
     """
     if not rows:
         hint = f" ({report.summary().replace(chr(10), '; ')})" if report.problems or report.excluded else ""
-        raise SermtlError(f"{corpus}: no utterances found under {root}{hint}")
+        raise CorpusError(f"{corpus}: no utterances found under {root}{hint}")
     manifest = CorpusManifest(rows, source=f"{corpus} corpus at {root}", report=report)
     for line in check(manifest) if check else ():
         report.add("counts", line)

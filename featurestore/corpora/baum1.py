@@ -42,7 +42,7 @@ from featurestore.corpora.base import (
     make_row,
     normalise_gender,
 )
-from featurestore.errors import SermtlError
+from featurestore.errors import CorpusError
 
 CORPUS = "baum1"
 PARTS = {"a": "acted", "s": "spontaneous"}
@@ -137,7 +137,7 @@ def read_annotations(path: Path) -> Iterator[dict[str, Any]]:
             if columns is None:
                 columns = _header(values)
                 if columns is not None and "emotion" not in columns:
-                    raise SermtlError(f"{path}: no emotion name column in the header")
+                    raise CorpusError(f"{path}: no emotion name column in the header")
                 continue
             row = {role: values[index] if index < len(values) else None for role, index in columns.items()}
             clip = str(row["clip"] or "").strip()
@@ -147,7 +147,7 @@ def read_annotations(path: Path) -> Iterator[dict[str, Any]]:
     finally:
         book.close()
     if columns is None:
-        raise SermtlError(f"{path}: no header row with a clip name and an emotion code column")
+        raise CorpusError(f"{path}: no header row with a clip name and an emotion code column")
 
 
 def _find_annotations(root: Path, part: str) -> Path:
@@ -155,14 +155,14 @@ def _find_annotations(root: Path, part: str) -> Path:
     for path in root.iterdir():
         if path.name.lower() == wanted:
             return path
-    raise SermtlError(f"{CORPUS}: annotation file {root / f'Annotations_BAUM1{part}.xlsx'} not found")
+    raise CorpusError(f"{CORPUS}: annotation file {root / f'Annotations_BAUM1{part}.xlsx'} not found")
 
 
 def _code(value: Any, source: str) -> str:
     try:
         return str(int(float(value)))
     except (TypeError, ValueError):
-        raise SermtlError(f"{source}: emotion code {value!r} is not a number") from None
+        raise CorpusError(f"{source}: emotion code {value!r} is not a number") from None
 
 
 def prepare_baum1(root: str | os.PathLike, classes: Classes = PAPER_CLASSES) -> CorpusManifest:
@@ -186,14 +186,14 @@ def prepare_baum1(root: str | os.PathLike, classes: Classes = PAPER_CLASSES) -> 
         if match and path.is_dir():
             folders.setdefault(match.group(1).lower(), []).append(path)
     if not folders:
-        raise SermtlError(f"{CORPUS}: no BAUM1a_MP4_all / 'BAUM1s_MP4 - All' clip folder in {root}")
+        raise CorpusError(f"{CORPUS}: no BAUM1a_MP4_all / 'BAUM1s_MP4 - All' clip folder in {root}")
     rows = []
     for part, part_folders in sorted(folders.items()):
         workbook = _find_annotations(root, part)
         annotations: dict[str, dict[str, Any]] = {}
         for note in read_annotations(workbook):
             if note["clip"] in annotations:
-                raise SermtlError(f"{workbook}: clip {note['clip']} has two annotation rows")
+                raise CorpusError(f"{workbook}: clip {note['clip']} has two annotation rows")
             annotations[note["clip"]] = note
         clips = index_files(
             (p for f in part_folders for p in find_files(f, (".mp4",))), CORPUS, key=lambda p: p.stem.upper()
@@ -203,7 +203,7 @@ def prepare_baum1(root: str | os.PathLike, classes: Classes = PAPER_CLASSES) -> 
             code = _code(note["code"], source)
             if code not in CODES[part]:
                 known = ", ".join(CODES[part])
-                raise SermtlError(f"{source}: unknown BAUM1{part} emotion code {code} (known: {known})")
+                raise CorpusError(f"{source}: unknown BAUM1{part} emotion code {code} (known: {known})")
             canonical, written = CODES[part][code], str(note["emotion"] or "")
             if not _same_emotion(written, canonical):
                 report.add("label_mismatch", f"{path} (annotation says {written!r} but code {code} = {canonical})")

@@ -18,7 +18,7 @@ import os
 from pathlib import Path
 
 from featurestore.corpora.base import CorpusManifest, CorpusReport, finish, read_duration
-from featurestore.errors import SermtlError
+from featurestore.errors import CorpusError
 from featurestore.manifest import Manifest
 
 
@@ -38,9 +38,9 @@ def prepare_csv(
     """
     path = Path(path).expanduser()
     if not path.exists():
-        raise SermtlError(f"csv: manifest not found: {path}")
+        raise CorpusError(f"csv: manifest not found: {path}")
     if not path.is_file():
-        raise SermtlError(f"csv: manifest is not a file: {path}")
+        raise CorpusError(f"csv: manifest is not a file: {path}")
     name = corpus or path.stem
     report = CorpusReport(name)
     rows = []
@@ -51,7 +51,7 @@ def prepare_csv(
         if row["duration"] is None and end is not None:
             row["duration"] = end - (row["start"] or 0.0)
         if row["duration"] is not None and row["duration"] <= 0:
-            raise SermtlError(f"{path}: utterance {row['utt_id']!r} has no audio between start and end")
+            raise CorpusError(f"{path}: utterance {row['utt_id']!r} has no audio between start and end")
         row["corpus"] = row["corpus"] or name
         rows.append(row)
     return finish(name, path, rows, report)

@@ -25,7 +25,7 @@ import re
 from pathlib import Path
 
 from featurestore.corpora.base import CorpusManifest, CorpusReport, check_root, finish, read_duration
-from featurestore.errors import SermtlError, quote
+from featurestore.errors import CorpusError, quote
 from featurestore.textfile import iter_jsonl, parse_json, read_text_file
 
 
@@ -53,11 +53,11 @@ def prepare_emobox(
     try:
         pattern = re.compile(speaker_pattern) if speaker_pattern else None
     except re.error as exc:
-        raise SermtlError(
+        raise CorpusError(
             f"emobox: --option speaker_pattern={speaker_pattern!r} is not a regular expression ({exc})"
         ) from None
     if pattern is not None and pattern.groups != 1:
-        raise SermtlError(f"emobox: --option speaker_pattern={speaker_pattern!r} needs exactly one group")
+        raise CorpusError(f"emobox: --option speaker_pattern={speaker_pattern!r} needs exactly one group")
     labels = _label_map(folder / "label_map.json")
     report = CorpusReport(name)
     rows = []
@@ -80,7 +80,7 @@ def prepare_emobox(
             }
         )
     if not rows and report.problems.get("missing_audio"):
-        raise SermtlError(
+        raise CorpusError(
             f"emobox: none of the {len(report.problems['missing_audio'])} audio files of {jsonl} is under "
             f"{audio_base} (first: {report.problems['missing_audio'][0]}); "
             "give --option audio_root=DIR, EmoBox's data folder"
@@ -95,7 +95,7 @@ def _dataset_file(folder: Path) -> Path:
         return named
     found = sorted(folder.glob("*.jsonl"))
     if len(found) != 1:
-        raise SermtlError(f"emobox: {folder} holds {len(found)} .jsonl files; give the dataset's jsonl as --root")
+        raise CorpusError(f"emobox: {folder} holds {len(found)} .jsonl files; give the dataset's jsonl as --root")
     return found[0]
 
 
@@ -104,7 +104,7 @@ def _label_map(path: Path) -> dict[str, str]:
         return {}
     data = parse_json(read_text_file(path, f"emobox: {path}"), f"emobox: {path}")
     if not isinstance(data, dict) or not all(isinstance(v, str) for v in data.values()):
-        raise SermtlError(f"emobox: {path} is not a mapping of labels to class names")
+        raise CorpusError(f"emobox: {path} is not a mapping of labels to class names")
     return data
 
 
@@ -114,7 +114,7 @@ def _lines(jsonl: Path):
         if not isinstance(entry, dict) or not all(
             isinstance(entry.get(k), str) and entry.get(k) for k in ("key", "wav", "emo")
         ):
-            raise SermtlError(f"{jsonl}, line {number}: not a JSON object with text 'key', 'wav' and 'emo'")
+            raise CorpusError(f"{jsonl}, line {number}: not a JSON object with text 'key', 'wav' and 'emo'")
         yield number, entry
 
 
@@ -123,7 +123,7 @@ def _length(value: object, where: str) -> float | None:
     if value is None:
         return None
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value <= 0:
-        raise SermtlError(f"{where}: 'length' must be a finite positive number of seconds, got {quote(value)}")
+        raise CorpusError(f"{where}: 'length' must be a finite positive number of seconds, got {quote(value)}")
     return float(value)
 
 
@@ -131,15 +131,15 @@ def _speaker(key: str, pattern: re.Pattern[str] | None, where: str) -> str:
     """The speaker ``pattern``'s group finds in ``key``; without a pattern, one line (a row
     without a speaker would be refused by ``extract``)."""
     if pattern is None:
-        raise SermtlError(
+        raise CorpusError(
             f"emobox: {where}: no speaker (EmoBox's metadata names none); give --option "
             "speaker_pattern=REGEX, one group matched against each key (e.g. 'emodb-(\\d\\d)' for EmoDB)"
         )
     match = pattern.search(key)
     if match is None:
-        raise SermtlError(f"{where}: key {quote(key)} does not match speaker_pattern {quote(pattern.pattern)}")
+        raise CorpusError(f"{where}: key {quote(key)} does not match speaker_pattern {quote(pattern.pattern)}")
     if not match.group(1):
-        raise SermtlError(
+        raise CorpusError(
             f"{where}: speaker_pattern {quote(pattern.pattern)} finds an empty speaker in key {quote(key)}"
         )
     return match.group(1)
@@ -150,5 +150,5 @@ def _dataset(value: object, where: str) -> str | None:
     if value is None or value == "":
         return None
     if not isinstance(value, str):
-        raise SermtlError(f"{where}: 'dataset' must be text, got {quote(value)}")
+        raise CorpusError(f"{where}: 'dataset' must be text, got {quote(value)}")
     return value

@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from featurestore.corpora.base import CorpusManifest, CorpusReport, finish, label_value, normalise_gender
-from featurestore.errors import SermtlError
+from featurestore.errors import CorpusError, SermtlError
 from featurestore.hf_audio import load_dataset_folder, make_reference
 
 _AUDIO_NAMES = ("audio", "file", "path", "wav")
@@ -56,7 +56,7 @@ def prepare_hf(
     splits = {None: loaded} if hasattr(loaded, "features") else dict(loaded)
     if split is not None:
         if split not in splits:
-            raise SermtlError(f"hf: {folder} has no split {split!r} (splits: {', '.join(map(str, splits))})")
+            raise CorpusError(f"hf: {folder} has no split {split!r} (splits: {', '.join(map(str, splits))})")
         splits = {split: splits[split]}
     name = folder.name
     report = CorpusReport(name)
@@ -70,12 +70,12 @@ def prepare_hf(
             ("utt_id", utt_id),
         ):
             if column is not None and column not in columns:
-                raise SermtlError(
+                raise CorpusError(
                     f"hf: --option {option}={column}: {where} has no such column (columns: {', '.join(columns)})"
                 )
         audio_column = audio or _audio_column(table)
         if audio_column not in columns:
-            raise SermtlError(
+            raise CorpusError(
                 f"hf: --option audio={audio_column}: {where} has no such column (columns: {', '.join(columns)})"
             )
         names = getattr(table.features[label], "names", None)
@@ -94,7 +94,7 @@ def prepare_hf(
                 duration = None
             utt = _text(values[utt_id], f"{at}, column {utt_id!r}") if utt_id else f"{split_name or name}-{row}"
             if utt is None:
-                raise SermtlError(f"{at} has no {utt_id!r}")
+                raise CorpusError(f"{at} has no {utt_id!r}")
             rows.append(
                 {
                     "utt_id": utt,
@@ -121,12 +121,12 @@ def _emotion(value: Any, names: Sequence[str] | None, what: str) -> str | None:
     the ``ClassLabel`` index -1 ("no label")."""
     value = label_value(value, what)
     if value is None or str(value).strip() == "":
-        raise SermtlError(f"{what}: no label")
+        raise CorpusError(f"{what}: no label")
     if names is not None and isinstance(value, int):
         if value == -1:
             return None
         if not 0 <= value < len(names):
-            raise SermtlError(
+            raise CorpusError(
                 f"{what}: class index {value} is outside its ClassLabel's {len(names)} names (0..{len(names) - 1})"
             )
         value = names[value]
@@ -141,6 +141,6 @@ def _audio_column(table) -> str:
     for column in _AUDIO_NAMES:
         if column in table.column_names:
             return column
-    raise SermtlError(
+    raise CorpusError(
         f"hf: no audio column found (columns: {', '.join(table.column_names)}); give --option audio=COLUMN"
     )

@@ -37,7 +37,7 @@ from featurestore.corpora.base import (
     join_labels,
     make_row,
 )
-from featurestore.errors import SermtlError
+from featurestore.errors import CorpusError
 from featurestore.manifest import Manifest
 
 CORPUS = "iemocap"
@@ -77,7 +77,7 @@ def find_release(root: Path) -> Path:
     for candidate in (root, root / "IEMOCAP_full_release"):
         if any((candidate / s).is_dir() for s in SESSIONS):
             return candidate
-    raise SermtlError(f"{CORPUS}: no Session1..Session5 folder in {root} or {root / 'IEMOCAP_full_release'}")
+    raise CorpusError(f"{CORPUS}: no Session1..Session5 folder in {root} or {root / 'IEMOCAP_full_release'}")
 
 
 def read_labels(path: Path) -> dict[str, str]:
@@ -93,7 +93,7 @@ def read_labels(path: Path) -> dict[str, str]:
                 continue
             match = _LINE.match(line)
             if not match:
-                raise SermtlError(f"{path}:{line_no}: unreadable label line {line.strip()!r}")
+                raise CorpusError(f"{path}:{line_no}: unreadable label line {line.strip()!r}")
             labels[match.group(1)] = match.group(2)
     return labels
 
@@ -104,7 +104,7 @@ def expression_of(dialog: str, source: Path) -> str:
         return "acted"
     if "impro" in dialog:
         return "spontaneous"
-    raise SermtlError(f"{source}: dialog {dialog!r} is neither scripted nor improvised")
+    raise CorpusError(f"{source}: dialog {dialog!r} is neither scripted nor improvised")
 
 
 def check_counts(

@@ -36,7 +36,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from featurestore.corpora.base import CorpusManifest, CorpusReport, finish, label_value, normalise_gender, scalar_value
-from featurestore.errors import SermtlError, describe_error, quote
+from featurestore.errors import CorpusError, SermtlError, describe_error, quote
 from featurestore.manifest import STANDARD_COLUMNS
 from featurestore.textfile import iter_jsonl
 
@@ -89,16 +89,16 @@ def _custom(custom: Any, label: str, what: str) -> tuple[str, dict[str, str | No
     """The emotion and the other custom fields (as text) of a supervision."""
     custom = custom or {}
     if not isinstance(custom, dict):
-        raise SermtlError(f"{what}: 'custom' must be a mapping of fields, got {quote(custom)}")
+        raise CorpusError(f"{what}: 'custom' must be a mapping of fields, got {quote(custom)}")
     emotion = label_value(custom.get(label), f"{what}: custom field {label!r}")
     if emotion is None or str(emotion).strip() == "":
-        raise SermtlError(f"{what} has no {label!r} in its custom fields (has: {', '.join(custom) or 'none'})")
+        raise CorpusError(f"{what} has no {label!r} in its custom fields (has: {', '.join(custom) or 'none'})")
     extras = {}
     for key, value in custom.items():
         if key == label:
             continue
         if key.strip() in STANDARD_COLUMNS:
-            raise SermtlError(
+            raise CorpusError(
                 f"{what}: custom field {key!r} is named like the manifest's own column "
                 f"{key.strip()!r}, which it would replace; rename the field"
             )
@@ -110,7 +110,7 @@ def _custom(custom: Any, label: str, what: str) -> tuple[str, dict[str, str | No
 def _seconds(value: Any, what: str) -> float:
     """A finite number of seconds (not a bool), one line naming ``what`` otherwise."""
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-        raise SermtlError(f"{what} must be a finite number of seconds, got {quote(value)}")
+        raise CorpusError(f"{what} must be a finite number of seconds, got {quote(value)}")
     return float(value)
 
 
@@ -121,7 +121,7 @@ def _span(supervision, recording, offset: float, what: str) -> tuple[float, floa
     start = _seconds(offset, f"{what}: its cut's start") + _seconds(supervision.start, f"{what}: start")
     end = start + _seconds(supervision.duration, f"{what}: duration")
     if start < -SPAN_TOLERANCE or end > length + SPAN_TOLERANCE:
-        raise SermtlError(
+        raise CorpusError(
             f"{what} spans {start:.3f}..{end:.3f} s ({end - start:.3f} s), outside its recording "
             f"{recording.id} ({length:.3f} s long; tolerance {SPAN_TOLERANCE * 1000:g} ms)"
         )
@@ -134,12 +134,12 @@ def _segments(lhotse, root: Path) -> Iterator[tuple[Any, Any, float]]:
         for where, cut in _items(root, lambda data: next(iter(lhotse.CutSet.from_dicts([data])))):
             recording = getattr(cut, "recording", None)
             if recording is None:
-                raise SermtlError(
+                raise CorpusError(
                     f"lhotse: cut {cut.id} has no recording ({where}); sermtl reads a cut's "
                     "audio from its recording's file"
                 )
             if len(cut.supervisions) > 1:
-                raise SermtlError(
+                raise CorpusError(
                     f"lhotse: cut {cut.id} in {root} holds {len(cut.supervisions)} (overlapping) "
                     "supervisions; give one supervision per cut (e.g. cuts.trim_to_supervisions())"
                 )
@@ -150,12 +150,12 @@ def _segments(lhotse, root: Path) -> Iterator[tuple[Any, Any, float]]:
     recordings = {}
     for where, recording in _items(recordings_file, lhotse.Recording.from_dict):
         if recording.id in recordings:
-            raise SermtlError(f"lhotse: recording {recording.id} is listed twice ({where})")
+            raise CorpusError(f"lhotse: recording {recording.id} is listed twice ({where})")
         recordings[recording.id] = recording
     for _, supervision in _items(supervisions_file, lhotse.SupervisionSegment.from_dict):
         recording = recordings.get(supervision.recording_id) if isinstance(supervision.recording_id, str) else None
         if recording is None:
-            raise SermtlError(
+            raise CorpusError(
                 f"lhotse: supervision {supervision.id} names recording {quote(supervision.recording_id)}, "
                 f"which {recordings_file} does not have"
             )
@@ -168,25 +168,25 @@ def _items(path: Path, build: Callable[[dict], T]) -> Iterator[tuple[str, T]]:
     for number, data in iter_jsonl(path, f"lhotse: {path}"):
         where = f"{path}, line {number}"
         if not isinstance(data, dict):
-            raise SermtlError(f"lhotse: {where}: not a JSON object")
+            raise CorpusError(f"lhotse: {where}: not a JSON object")
         try:
             item = build(data)
         except Exception as exc:  # lhotse raises many types for an item it cannot read
-            raise SermtlError(f"lhotse: {where}: not a lhotse manifest item ({describe_error(exc)})") from None
+            raise CorpusError(f"lhotse: {where}: not a lhotse manifest item ({describe_error(exc)})") from None
         yield where, _with_id(item, "item", where)
 
 
 def _with_id(item: T, kind: str, where: str) -> T:
     """``item``, refused in one line when its ``id`` is not text."""
     if not isinstance(item.id, str) or not item.id.strip():
-        raise SermtlError(f"lhotse: {where}: the {kind}'s id must be text, got {quote(item.id)}")
+        raise CorpusError(f"lhotse: {where}: the {kind}'s id must be text, got {quote(item.id)}")
     return item
 
 
 def _find(folder: Path, kind: str) -> Path:
     found = sorted(p for p in folder.glob(f"*{kind}*.jsonl*") if p.is_file())
     if len(found) != 1:
-        raise SermtlError(
+        raise CorpusError(
             f"lhotse: {folder} holds {len(found)} {kind} manifests (*{kind}*.jsonl*); "
             "give a CutSet file or a folder with one of each"
         )
@@ -197,12 +197,12 @@ def _file_of(recording, supervision_id: str) -> Path:
     sources = [s for s in recording.sources if s.type == "file"]
     if not sources:
         kinds = ", ".join(sorted({str(s.type) for s in recording.sources}))
-        raise SermtlError(
+        raise CorpusError(
             f"lhotse: recording {recording.id} (supervision {supervision_id}) has no file source "
             f"({kinds}); sermtl reads audio files"
         )
     if not isinstance(sources[0].source, str) or not sources[0].source:
-        raise SermtlError(
+        raise CorpusError(
             f"lhotse: recording {recording.id}: its file source must be a path, got {quote(sources[0].source)}"
         )
     return Path(sources[0].source)

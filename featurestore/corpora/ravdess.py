@@ -35,7 +35,7 @@ from featurestore.corpora.base import (
     make_row,
     named_files,
 )
-from featurestore.errors import SermtlError
+from featurestore.errors import CorpusError
 
 CORPUS = "ravdess"
 LABELS = ClassMap(
@@ -78,7 +78,7 @@ def _drop_duplicates(
                 if on_duplicate == "fail"
                 else ""
             )
-            raise SermtlError(f"{CORPUS}: duplicate utterance id {utt_id!r}: {files}{hint}")
+            raise CorpusError(f"{CORPUS}: duplicate utterance id {utt_id!r}: {files}{hint}")
         keep = own[0] if len(copies) > 1 else copies[0]
         kept.append(keep)
         for row in copies:
@@ -103,7 +103,7 @@ def prepare_ravdess(
     """
     root = check_root(root, CORPUS)
     if on_duplicate not in ("fail", "skip"):
-        raise SermtlError(f"option 'on_duplicate' must be 'fail' or 'skip', got {on_duplicate!r}")
+        raise CorpusError(f"option 'on_duplicate' must be 'fail' or 'skip', got {on_duplicate!r}")
     class_map = LABELS.select(classes)
     report = CorpusReport(CORPUS)
     rows = []

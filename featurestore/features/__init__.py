@@ -15,7 +15,7 @@ import importlib
 import inspect
 from typing import Any
 
-from featurestore.errors import SermtlError
+from featurestore.errors import ConfigError, unknown_choice
 from featurestore.features.base import FeatureExtractor, resolve_device
 
 #: name -> "module:class"; modules are imported on first use so the CLI starts fast.
@@ -33,7 +33,7 @@ FEATURES: dict[str, str] = {
 def feature_class(name: str) -> type[FeatureExtractor]:
     """The extractor class registered as ``name``."""
     if name not in FEATURES:
-        raise SermtlError(f"unknown feature {name!r} (choose from: {', '.join(FEATURES)})")
+        raise unknown_choice("--feature", name, FEATURES)
     module_name, class_name = FEATURES[name].split(":")
     return getattr(importlib.import_module(module_name), class_name)
 
@@ -68,7 +68,7 @@ def extractor_from_description(description: dict[str, Any], device: str = "auto"
     rebuilt = {k: v for k, v in extractor.describe().items() if k not in RUNTIME_KEYS}
     differences = config_differences(expected, rebuilt)
     if differences:
-        raise SermtlError(
+        raise ConfigError(
             "the features cannot be recomputed as stored: " + "; ".join(differences).replace("in the store", "recorded")
         )
     return extractor

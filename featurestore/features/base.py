@@ -12,7 +12,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from featurestore.errors import SermtlError
+from featurestore.errors import AudioError, ConfigError
 
 _DEVICE_SPEC = re.compile(r"^(auto|cpu|mps|cuda(:\d+)?)$")
 
@@ -37,10 +37,10 @@ def resolve_device(spec: str = "auto") -> torch.device:  # noqa: F821
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     problem = device_problem(spec)
     if problem:
-        raise SermtlError(f"--device: {problem}")
+        raise ConfigError(f"--device: {problem}")
     device = torch.device(spec)
     if device.type == "mps" and not torch.backends.mps.is_available():
-        raise SermtlError(f"--device {spec!r}: MPS is not available on this machine")
+        raise ConfigError(f"--device {spec!r}: MPS is not available on this machine")
     if device.type == "cuda" and not torch.cuda.is_available():
         import warnings
 
@@ -67,7 +67,7 @@ class FeatureExtractor(abc.ABC):
     @classmethod
     def from_description(cls, description: dict[str, Any], device: str = "auto") -> FeatureExtractor:
         """The extractor that gives the features a store's ``attrs["feature"]`` describes."""
-        raise SermtlError(f"cannot rebuild a feature extractor for feature {cls.name!r}")
+        raise ConfigError(f"cannot rebuild a feature extractor for feature {cls.name!r}")
 
     @property
     def frame_rate(self) -> float:
@@ -110,7 +110,7 @@ class FeatureExtractor(abc.ABC):
     def check_length(self, num_samples: int, utt_id: str) -> None:
         """Raise a one-line error when an input is too short for even one frame."""
         if num_samples < self.min_samples:
-            raise SermtlError(
+            raise AudioError(
                 f"{utt_id}: {num_samples} samples is shorter than the {self.name} receptive field "
                 f"({self.min_samples} samples = {self.min_samples / 16000 * 1000:.0f} ms)"
             )

@@ -29,7 +29,7 @@ from typing import Any
 
 import numpy as np
 
-from featurestore.errors import SermtlError
+from featurestore.errors import ConfigError, SermtlError
 from featurestore.features.base import FeatureExtractor
 
 #: openSMILE's longest analysis window (60 ms at 16 kHz): shorter audio gives no frame.
@@ -66,7 +66,7 @@ class OpenSmileExtractor(FeatureExtractor):
     def __init__(self, device: str = "auto", opensmile_version: str | None = None) -> None:
         installed = _opensmile().__version__
         if opensmile_version not in (None, installed):
-            raise SermtlError(
+            raise ConfigError(
                 f"the store was made with opensmile {opensmile_version}; opensmile {installed} is installed"
             )
         self.config = OpenSmileConfig(self.feature_set, self.feature_level, installed)

@@ -29,7 +29,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from featurestore.errors import SermtlError
+from featurestore.errors import ModelError, unknown_choice
 
 KINDS = ("wav2vec2", "hubert", "wavlm")
 SIZES = ("tiny", "large")
@@ -77,7 +77,7 @@ def save_random_ssl_model(
         ("feat_extract_norm", feat_extract_norm, NORMS),
     ):
         if value not in choices:
-            raise SermtlError(f"random SSL model: {flag} {value!r} is not one of {', '.join(choices)}")
+            raise unknown_choice(f"random SSL model: {flag}", value, choices, ModelError)
 
     import torch
     import transformers

@@ -31,7 +31,7 @@ from typing import Any
 
 import numpy as np
 
-from featurestore.errors import SermtlError
+from featurestore.errors import ConfigError, unknown_choice
 from featurestore.features.base import FeatureExtractor, device_problem, resolve_device
 
 WINDOWS = ("hamming", "hann")
@@ -92,13 +92,13 @@ def mel_filterbank(sample_rate: int, n_fft: int, n_mels: int, fmin: float, fmax:
 def check_spectral_config(config: Any) -> None:
     """One-line errors for parameters the log-mel recipe cannot use."""
     if config.window not in WINDOWS:
-        raise SermtlError(f"window {config.window!r} is not one of {', '.join(WINDOWS)}")
+        raise unknown_choice("window", config.window, WINDOWS)
     if not 0 < config.win_length <= config.n_fft:
-        raise SermtlError(f"win_length {config.win_length} must be in 1..n_fft ({config.n_fft})")
+        raise ConfigError(f"win_length {config.win_length} must be in 1..n_fft ({config.n_fft})")
     if config.hop_length < 1:
-        raise SermtlError(f"hop_length must be at least 1, got {config.hop_length}")
+        raise ConfigError(f"hop_length must be at least 1, got {config.hop_length}")
     if not 0 <= config.fmin < config.fmax <= config.sample_rate / 2:
-        raise SermtlError(
+        raise ConfigError(
             f"mel band edges must satisfy 0 <= fmin < fmax <= {config.sample_rate // 2}, "
             f"got {config.fmin}..{config.fmax}"
         )
@@ -116,7 +116,7 @@ class LogMelExtractor(FeatureExtractor):
         check_spectral_config(self.config)
         problem = device_problem(device)
         if problem:
-            raise SermtlError(f"--device: {problem}")
+            raise ConfigError(f"--device: {problem}")
         self._device_spec = device
 
     @classmethod

@@ -75,7 +75,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from featurestore.errors import SermtlError, describe_error
+from featurestore.errors import ConfigError, ModelError, describe_error
 from featurestore.features.base import FeatureExtractor, resolve_device
 
 SAMPLE_RATE = 16000
@@ -142,9 +142,9 @@ class SSLExtractor(FeatureExtractor):
         chunk_context_seconds: float = 2.5,
     ) -> None:
         if chunk_seconds is not None and chunk_seconds < 0:
-            raise SermtlError(f"--chunk-seconds {chunk_seconds}: must be positive (0 = never chunk)")
+            raise ConfigError(f"--chunk-seconds {chunk_seconds}: must be positive (0 = never chunk)")
         if chunk_context_seconds < 0:
-            raise SermtlError(f"--chunk-context-seconds {chunk_context_seconds}: must be >= 0")
+            raise ConfigError(f"--chunk-context-seconds {chunk_context_seconds}: must be >= 0")
         from transformers import AutoModel
         from transformers.utils import logging as hf_logging
 
@@ -154,10 +154,10 @@ class SSLExtractor(FeatureExtractor):
         try:
             hf_model = AutoModel.from_pretrained(model, trust_remote_code=False)
         except Exception as exc:  # transformers raises many types (a weight file holding a pickle: UnpicklingError)
-            raise SermtlError(f"--model {model}: cannot load it ({describe_error(exc)})") from exc
+            raise ModelError(f"--model {model}: cannot load it ({describe_error(exc)})") from exc
         hf_config = hf_model.config
         if not hasattr(hf_model, "feature_extractor") or not hasattr(hf_config, "conv_kernel"):
-            raise SermtlError(
+            raise ModelError(
                 f"--model {model}: {type(hf_model).__name__} is not a wav2vec2-style model "
                 "(needs a conv feature encoder: wav2vec2, HuBERT, WavLM, data2vec-audio...)"
             )
@@ -231,7 +231,7 @@ class SSLExtractor(FeatureExtractor):
         for index, wave in enumerate(waves):
             x = np.asarray(wave, dtype=np.float32)
             if x.ndim != 1:
-                raise SermtlError(f"utterance {index} of the batch: expected a 1-d mono wave, got shape {x.shape}")
+                raise ModelError(f"utterance {index} of the batch: expected a 1-d mono wave, got shape {x.shape}")
             self.check_length(len(x), f"utterance {index} of the batch")
             inputs.append(self._normalize(x))
 
@@ -387,17 +387,17 @@ def parse_layers(spec: str, num_hidden_layers: int) -> list[int]:
     try:
         layers = [int(part) for part in text.split(",")]
     except ValueError:
-        raise SermtlError(
+        raise ConfigError(
             f"--layers {spec!r}: expected 'last', 'all' or comma-separated hidden-state indices 0..{top}"
         ) from None
     bad = [layer for layer in layers if not 0 <= layer <= top]
     if bad:
-        raise SermtlError(
+        raise ConfigError(
             f"--layers {spec!r}: index {bad[0]} is out of range; this model has hidden states 0..{top} "
             "(0 = input to the first transformer layer)"
         )
     if len(set(layers)) != len(layers):
-        raise SermtlError(f"--layers {spec!r}: an index is repeated")
+        raise ConfigError(f"--layers {spec!r}: an index is repeated")
     return layers
 
 
@@ -411,7 +411,7 @@ def _read_do_normalize(model: str) -> bool:
         return True
     rate = getattr(processor, "sampling_rate", SAMPLE_RATE)
     if rate != SAMPLE_RATE:
-        raise SermtlError(f"--model {model}: expects {rate} Hz audio, sermtl feeds {SAMPLE_RATE} Hz")
+        raise ModelError(f"--model {model}: expects {rate} Hz audio, sermtl feeds {SAMPLE_RATE} Hz")
     return bool(getattr(processor, "do_normalize", True))
 
 
@@ -437,7 +437,7 @@ def _weight_files(model: str) -> list[Path]:
         try:
             names = sorted(set(json.loads(path.read_text())["weight_map"].values()))
         except (ValueError, KeyError, TypeError, AttributeError):
-            raise SermtlError(f"--model {model}: {path} is damaged (no weight_map)") from None
+            raise ModelError(f"--model {model}: {path} is damaged (no weight_map)") from None
         shards = [locate(str(name)) for name in names]
         if all(shards):
             return shards  # type: ignore[return-value]

@@ -11,7 +11,7 @@ import abc
 from pathlib import Path
 from typing import Any, ClassVar
 
-from featurestore.errors import SermtlError
+from featurestore.errors import ConfigError, StoreError, unknown_choice
 
 _BACKENDS: dict[str, type[Backend]] = {}
 
@@ -32,7 +32,7 @@ def get_backend(name: str) -> type[Backend]:
     try:
         return _BACKENDS[name]
     except KeyError:
-        raise SermtlError(f"unknown store format {name!r} (choose from: {', '.join(available_backends())})") from None
+        raise unknown_choice("--format", name, available_backends()) from None
 
 
 def check_store_path(path: str | Path) -> Path:
@@ -40,7 +40,7 @@ def check_store_path(path: str | Path) -> Path:
     beside which the store's lock and temporary files go."""
     path = Path(path)
     if path.name in ("", ".", ".."):
-        raise SermtlError(f"--store {path}: a store needs a name of its own, e.g. cache/corpus_mfcc.zarr")
+        raise ConfigError(f"--store {path}: a store needs a name of its own, e.g. cache/corpus_mfcc.zarr")
     return path
 
 
@@ -52,7 +52,7 @@ def backend_for_path(path: str | Path, format: str | None = None) -> type[Backen
     for backend in _BACKENDS.values():
         if suffix in backend.suffixes:
             return backend
-    raise SermtlError(
+    raise StoreError(
         f"cannot tell the store format of {path}: use a .zarr or .h5 suffix, or --format "
         f"({', '.join(available_backends())})"
     )

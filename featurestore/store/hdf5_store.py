@@ -28,7 +28,7 @@ from typing import Any
 
 import numpy as np
 
-from featurestore.errors import SermtlError, describe_error
+from featurestore.errors import StoreError, describe_error
 from featurestore.store.base import Backend, register_backend
 
 _ATTRS = "sermtl_attrs"
@@ -71,7 +71,7 @@ class HDF5Backend(Backend):
             cache = {"rdcc_nbytes": 0} if writable else {}
             handle = h5py.File(str(path), "r+" if writable else "r", locking=writable, **cache)
         except Exception as exc:
-            raise SermtlError(f"cannot open HDF5 store {path}: {describe_error(exc)}") from None
+            raise StoreError(f"cannot open HDF5 store {path}: {describe_error(exc)}") from None
         return cls(path, writable, handle)
 
     def reserve(self, nbytes: int) -> None:

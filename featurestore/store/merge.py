@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from featurestore.errors import SermtlError, describe_error
+from featurestore.errors import StoreError, describe_error
 from featurestore.manifest import Manifest
 from featurestore.store.reader import FeatureStore, open_store
 from featurestore.store.writer import StoreWriter, entry_checksum
@@ -44,11 +44,11 @@ def merge_stores(
     with contextlib.ExitStack() as stack:
         opened = [(stack.enter_context(open_store(path)), select) for path, select in sources]
         if not opened:
-            raise SermtlError("merge: no source stores")
+            raise StoreError("merge: no source stores")
         first = opened[0][0]
         for store, _ in opened[1:]:
             if store.attrs.get("fingerprint") != first.attrs.get("fingerprint"):
-                raise SermtlError(f"merge: {store.path} and {first.path} hold different features (fingerprints differ)")
+                raise StoreError(f"merge: {store.path} and {first.path} hold different features (fingerprints differ)")
         picked: list[tuple[Any, list[str]]] = []
         rows: list[dict[str, Any]] = []
         for store, select in opened:
@@ -56,7 +56,7 @@ def merge_stores(
             picked.append((store, ids))
             rows += [dict(store.manifest[u]) for u in ids]
         if not rows:
-            raise SermtlError("merge: the selection holds no utterance")
+            raise StoreError("merge: the selection holds no utterance")
         manifest = Manifest(rows, source=f"merge of {', '.join(str(s.path) for s, _ in opened)}")
         attrs = first.attrs
         with StoreWriter(
@@ -104,7 +104,7 @@ def copy_entries(
             if layers is not None:
                 items.append((utt_id, layers))
             elif on_unusable is None:
-                raise SermtlError(
+                raise StoreError(
                     f"store {store.path}: utterance {utt_id} {reason}; not copied: run `sermtl verify` on that store"
                 )
             else:

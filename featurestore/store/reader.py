@@ -21,7 +21,7 @@ from typing import Any
 
 import numpy as np
 
-from featurestore.errors import SermtlError, describe_error
+from featurestore.errors import SermtlError, StoreError, describe_error
 from featurestore.manifest import Manifest
 from featurestore.store.base import Backend, available_backends, backend_for_path, get_backend
 
@@ -29,12 +29,12 @@ from featurestore.store.base import Backend, available_backends, backend_for_pat
 def find_backend(path: Path, format: str | None = None) -> type[Backend]:
     """The backend that holds the store at ``path`` (by ``format``, suffix, or by probing)."""
     if not path.exists():
-        raise SermtlError(f"store not found: {path}")
+        raise StoreError(f"store not found: {path}")
     candidates = [get_backend(format)] if format else [get_backend(n) for n in available_backends()]
     for backend in candidates:
         if backend.exists(path):
             return backend
-    raise SermtlError(f"not a feature store: {path}")
+    raise StoreError(f"not a feature store: {path}")
 
 
 def damaged_store_error(path: Path, action: str, exc: BaseException) -> SermtlError:
@@ -75,12 +75,12 @@ def read_manifest(backend: Backend) -> Manifest:
     try:
         text = backend.read_text("manifest")
         if text is None:
-            raise SermtlError(f"store has no manifest: {backend.path}")
+            raise StoreError(f"store has no manifest: {backend.path}")
         return Manifest.from_json(text, source=str(backend.path))
     except SermtlError:
         raise
     except Exception as exc:  # a damaged blob: json, zarr and h5py raise many types
-        raise SermtlError(f"store manifest unreadable: {backend.path} ({describe_error(exc)})") from None
+        raise StoreError(f"store manifest unreadable: {backend.path} ({describe_error(exc)})") from None
 
 
 def read_rows(backend: Backend, name: str) -> np.ndarray:
@@ -89,7 +89,7 @@ def read_rows(backend: Backend, name: str) -> np.ndarray:
     try:
         return np.asarray(backend.array(name)[:], dtype=np.int64)
     except Exception as exc:  # a damaged chunk: zarr and h5py raise many types
-        raise SermtlError(f"store {name} unreadable: {backend.path} ({describe_error(exc)})") from None
+        raise StoreError(f"store {name} unreadable: {backend.path} ({describe_error(exc)})") from None
 
 
 class FeatureStore:
@@ -104,7 +104,7 @@ class FeatureStore:
         self.path = backend.path
         self.attrs: dict[str, Any] = backend.attrs
         if not backend.has_array("features") or not backend.has_array("index"):
-            raise SermtlError(f"not a feature store (no features/index arrays): {self.path}")
+            raise StoreError(f"not a feature store (no features/index arrays): {self.path}")
         self.full_manifest = read_manifest(backend)
         #: Store-level damage found while opening (an unreadable ``checksum`` array), for ``verify``.
         self.problems: list[str] = []
@@ -224,7 +224,7 @@ class FeatureStore:
         """
         spans, entries = _compact_spans(self._entries)
         if spans and (spans[0][0] < 0 or spans[-1][1] > self.stored_frames):
-            raise SermtlError(
+            raise StoreError(
                 f"store {self.path} has entries outside its {self.stored_frames} stored frames: run `sermtl verify {self.path}`"
             )
         layers = slice(None) if layer is None else layer
@@ -255,7 +255,7 @@ class FeatureStore:
             text = self._backend.read_text("report")
             return json.loads(text) if text else []
         except Exception as exc:  # a damaged blob: json and h5py raise many types
-            raise SermtlError(f"store report unreadable: {self.path} ({describe_error(exc)})") from None
+            raise StoreError(f"store report unreadable: {self.path} ({describe_error(exc)})") from None
 
     def size_on_disk(self) -> int:
         """Bytes the store takes on disk."""

@@ -36,7 +36,7 @@ from typing import Any
 
 import numpy as np
 
-from featurestore.errors import SermtlError
+from featurestore.errors import SermtlError, StoreError
 from featurestore.locking import ExclusiveLock
 from featurestore.manifest import Manifest, same_audio
 from featurestore.store.base import backend_for_path, check_store_path
@@ -86,7 +86,7 @@ def store_io(path: Path, action: str) -> Iterator[None]:
         yield
     except OSError as exc:
         reason = os.strerror(exc.errno) if exc.errno else str(exc)
-        raise SermtlError(f"cannot {action} store {path}: {reason}; everything committed before is kept") from None
+        raise StoreError(f"cannot {action} store {path}: {reason}; everything committed before is kept") from None
 
 
 @contextlib.contextmanager
@@ -146,7 +146,7 @@ class StoreWriter:
                 with store_io(self.path, "create"):
                     self._create(backend_cls, config, manifest, dim, num_layers, frame_rate, chunk_frames)
             if not backend_cls.exists(self.path):
-                raise SermtlError(f"{self.path} exists but is not a {backend_cls.name} feature store")
+                raise StoreError(f"{self.path} exists but is not a {backend_cls.name} feature store")
             with store_write(self.path, "open for writing"):
                 self._backend = backend_cls.open(self.path, writable=True)
                 self._check_config(config)
@@ -179,7 +179,7 @@ class StoreWriter:
         marker = partial.with_name(partial.name + ".sermtl")
         if partial.exists() or partial.is_symlink():
             if marker.is_symlink() or not marker.is_file() or partial.is_symlink():
-                raise SermtlError(f"{partial} exists and was not made by sermtl: move it away, then run again")
+                raise StoreError(f"{partial} exists and was not made by sermtl: move it away, then run again")
             if partial.is_dir():
                 shutil.rmtree(partial)  # left by a writer killed while creating the store
             else:
@@ -221,7 +221,7 @@ class StoreWriter:
         stored = {"feature": attrs.get("feature"), "dtype": attrs.get("dtype")}
         diffs = config_differences(stored, config)
         if diffs:
-            raise SermtlError(
+            raise StoreError(
                 f"store {self.path} was made with another feature config ({'; '.join(diffs)}): "
                 "use another --store, or delete this one"
             )
@@ -232,7 +232,7 @@ class StoreWriter:
         for row in manifest:
             old = rows.get(row["utt_id"])
             if old is not None and not same_audio(old, row):
-                raise SermtlError(
+                raise StoreError(
                     f"utterance {row['utt_id']} points to other audio than in store {self.path} "
                     f"({row['path']} [{row['start']}, {row['end']}] vs {old['path']} [{old['start']}, {old['end']}])"
                 )
@@ -352,7 +352,7 @@ class StoreWriter:
         shape = self._features.shape
         for utt_id, feats in items:
             if feats.ndim != 3 or feats.shape[0] != shape[0] or feats.shape[2] != shape[2]:
-                raise SermtlError(
+                raise StoreError(
                     f"{utt_id}: features shaped {feats.shape}, store expects (layers={shape[0]}, frames, dim={shape[2]})"
                 )
         block = np.concatenate([feats for _, feats in items], axis=1).astype(self.dtype, copy=False)

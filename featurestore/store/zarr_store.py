@@ -11,7 +11,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from featurestore.errors import SermtlError
+from featurestore.errors import StoreError
 from featurestore.store.base import Backend, register_backend
 
 _BLOBS = "sermtl_blobs"
@@ -40,7 +40,7 @@ class ZarrBackend(Backend):
             else:
                 group = zarr.open_group(str(path), mode="r+" if writable else "r", zarr_format=3)
         except Exception as exc:
-            raise SermtlError(f"cannot open zarr store {path}: {type(exc).__name__}: {exc}") from None
+            raise StoreError(f"cannot open zarr store {path}: {type(exc).__name__}: {exc}") from None
         return cls(path, writable, group)
 
     @property

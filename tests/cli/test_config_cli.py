@@ -126,4 +126,4 @@ def test_no_store_anywhere_and_no_such_preset(tmp_path) -> None:
     result = run("cv", "--config", config, "--out", tmp_path / "run", ok=False)
     assert "--store is required" in result.output and not (tmp_path / "run").exists()
     result = run("cv", "--store", "x.zarr", "--config", "nosuch", ok=False)
-    assert "no such file, nor a preset (paper, small-corpus, tiny)" in result.output
+    assert "--config (no such file, nor a preset): 'nosuch' is not one of paper, small-corpus, tiny" in result.output

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from featurestore.errors import SermtlError
+from featurestore.errors import ConfigError
 from featurestore.synthetic import make_baum1, make_iemocap
 from trainer.experiments import EXPERIMENTS, Workspace, run_experiment
 
@@ -130,6 +130,6 @@ def test_alpha_sweep_and_restart(workspace) -> None:
 
 
 def test_unknown_experiment(workspace) -> None:
-    with pytest.raises(SermtlError, match="unknown experiment"):
+    with pytest.raises(ConfigError, match="experiment: 'table9' is not one of .* \\(nearest: table6\\)"):
         run_experiment("table9", workspace)
     assert set(EXPERIMENTS) == {"table1", "table2", "table3", "table4", "table5", "table6", "fig2", "alpha-sweep"}
