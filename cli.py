@@ -20,8 +20,10 @@ from featurestore.audio import DEFAULT_MAX_DURATION
 from featurestore.corpora import available_corpora
 from featurestore.errors import ConfigError, SermtlError
 from featurestore.features import FEATURES
+from featurestore.options import declared
 from featurestore.store.base import available_backends
 from trainer.folds import PROTOCOLS
+from trainer.protocols import Protocol
 
 DEFAULT_MODEL = "facebook/wav2vec2-large-960h"
 
@@ -310,34 +312,36 @@ def extract(
     )
 
 
-def _comma_list(value: str | None) -> list[str] | None:
-    return [v.strip() for v in value.split(",") if v.strip()] if value else None
-
-
 def _apply(options: list, command):
     for option in reversed(options):
         command = option(command)
     return command
 
 
-def config_option(name: str):
-    """The click option of :class:`trainer.config.TrainConfig` field ``name``: its flag,
-    default, help and allowed values come from the field's declaration alone."""
+def declared_option(field, spec):
+    """The click option of a declared field (:mod:`featurestore.options`): its flag, default,
+    help and allowed values come from the declaration alone."""
     import dataclasses
 
-    from trainer.config import flag, options
+    from featurestore.options import field_flag
 
-    field, spec = next((f, s) for f, s in options() if f.name == name)
     kind = {"int": click.INT, "float": click.FLOAT}.get(str(field.type), click.STRING)
     allowed = spec.describe()
     return click.option(
-        flag(name),
-        name,
+        field_flag(field),
+        field.name,
         type=click.Choice(spec.choices) if spec.choices else kind,
         default=field.default if field.default is not dataclasses.MISSING else None,
-        show_default=True,
+        show_default=spec.show_default,
         help=spec.help + (f" Allowed: {allowed}." if allowed and not spec.choices else ""),
     )
+
+
+def config_option(name: str):
+    """The click option of :class:`trainer.config.TrainConfig` field ``name``."""
+    from trainer.config import options
+
+    return declared_option(*next((f, s) for f, s in options() if f.name == name))
 
 
 TENSORBOARD_OPTION = click.option(
@@ -346,48 +350,9 @@ TENSORBOARD_OPTION = click.option(
     help="Also log every epoch as TensorBoard scalars under OUT/tensorboard/fold_<k> "
     "(pip install 'sermtl[tensorboard]').",
 )
-PROTOCOL_OPTIONS = [
-    click.option(
-        "--protocol",
-        type=click.Choice(PROTOCOLS),
-        help="Folds. Default: loso --by session when the store has sessions, else kfold (80/10/10, 5 folds).",
-    ),
-    click.option("--by", help="Column the protocol groups by (loso, group-kfold, split), e.g. session or speaker."),
-    click.option(
-        "--folds",
-        type=click.IntRange(min=2),
-        default=5,
-        show_default=True,
-        help="Number of folds (kfold, group-kfold).",
-    ),
-    click.option(
-        "--valid-fraction",
-        type=click.FloatRange(0.0, 1.0, max_open=True),
-        default=0.2,
-        show_default=True,
-        help="Share of training rows held out for validation (loso, split, group-kfold; kfold is 80/10/10).",
-    ),
-    click.option(
-        "--train-values", help="split: comma list of --by values to train on, e.g. Session1,Session2,Session3,Session4."
-    ),
-    click.option("--test-values", help="split: comma list of --by values to test on, e.g. Session5."),
-    click.option(
-        "--folds-file",
-        type=NonEmptyPath(),
-        help="Your own folds: a sermtl folds.json, or EmoBox fold files (the data folder holding fold_<k>/); "
-        "sets --protocol file.",
-    ),
-]
-#: Protocol flags → keys of :class:`trainer.folds.Protocol`.
-PROTOCOL_KEYS = {
-    "protocol": "name",
-    "by": "by",
-    "folds": "folds",
-    "valid_fraction": "valid_fraction",
-    "train_values": "train_values",
-    "test_values": "test_values",
-    "folds_file": "path",
-}
+#: The protocol's fields that have a flag (``--protocol``, ``--by``, ``--folds``, …), by name.
+PROTOCOL_FIELDS = {field.name: (field, spec) for field, spec in declared(Protocol) if spec.cli}
+PROTOCOL_OPTIONS = [declared_option(field, spec) for field, spec in PROTOCOL_FIELDS.values()]
 
 
 def _training_options() -> list:
@@ -426,20 +391,19 @@ def _run_setup(store: str | None, config_file: str | None, params: dict[str, Any
     """The store, the protocol (``None``: the store's default) and the training config that
     ``--config`` and the flags describe; flags given on the command line win."""
     from trainer.config import ConfigFile, TrainConfig, read_config_file
-    from trainer.protocols import Protocol
 
     file = read_config_file(config_file) if config_file else ConfigFile("")
     config = TrainConfig.from_dict(
-        {**file.train, **{k: v for k, v in params.items() if k not in PROTOCOL_KEYS and _given(k)}}
+        {**file.train, **{k: v for k, v in params.items() if k not in PROTOCOL_FIELDS and _given(k)}}
     )
     store = store or file.store
     if not store:
         raise ConfigError("--store is required (or a --config that names one)")
     protocol = dict(file.protocol or {})
-    for flag_name, key in PROTOCOL_KEYS.items():
-        if _given(flag_name):
-            value = params[flag_name]
-            protocol[key] = _comma_list(value) if key in ("train_values", "test_values") else value
+    for key, (_, spec) in PROTOCOL_FIELDS.items():
+        if _given(key):
+            value = params[key]
+            protocol[key] = spec.parse(value) if spec.parse and value is not None else value
     if protocol.get("path") is not None:
         protocol.setdefault("name", "file")
         protocol.setdefault("by", None)

@@ -21,57 +21,17 @@ featurestore.errors.ConfigError: --input-norm: 'utterence' is not one of global,
 from __future__ import annotations
 
 import dataclasses
-import math
 import warnings
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 from featurestore.errors import ConfigError, SermtlError, nearest, quote, unknown_choice
 from featurestore.features.base import device_problem
+from featurestore.options import Spec, check_fields, flag, option
 from featurestore.textfile import read_structured_file
 from trainer.limits import MAX_EPOCHS
-from trainer.tasks import DEFAULT_ALPHA_MAX, alpha_at
-
-
-def flag(name: str) -> str:
-    """The command-line flag of a field: ``batch_size`` → ``--batch-size``."""
-    return "--" + name.replace("_", "-")
-
-
-@dataclasses.dataclass(frozen=True)
-class Spec:
-    """What a field allows: ``choices``, or numeric bounds (``low``/``high``, inclusive unless
-    ``open_low``/``open_high``), or a ``check`` that returns an error text for a bad value;
-    ``multiple_of`` for sizes the network needs divisible."""
-
-    help: str
-    choices: tuple[str, ...] | None = None
-    low: float | None = None
-    high: float | None = None
-    open_low: bool = False
-    open_high: bool = False
-    multiple_of: int | None = None
-    check: Callable[[Any], str | None] | None = None
-
-    def describe(self) -> str:
-        """The allowed values in words (for error messages and ``--help``)."""
-        if self.choices:
-            return "one of " + ", ".join(self.choices)
-        if self.low is None and self.high is None:
-            return ""
-        low = "(-inf" if self.low is None else f"{'(' if self.open_low else '['}{_number(self.low)}"
-        high = "inf)" if self.high is None else f"{_number(self.high)}{')' if self.open_high else ']'}"
-        return f"in {low}, {high}" + (f", a multiple of {self.multiple_of}" if self.multiple_of else "")
-
-
-def _number(value: float) -> str:
-    return str(value) if isinstance(value, int) else f"{value:g}"
-
-
-def option(default: Any, help: str, **spec: Any) -> Any:
-    """A config field with its :class:`Spec`."""
-    return dataclasses.field(default=default, metadata={"spec": Spec(help, **spec)})
+from trainer.tasks import alpha_at
 
 
 def _check_layer(value: Any) -> str | None:
@@ -88,13 +48,6 @@ def _check_column(value: Any) -> str | None:
         if isinstance(value, str) and value.strip() and "\x00" not in value
         else f"{quote(value)} is not a column name"
     )
-
-
-def _check_fields(config: Any) -> None:
-    """Check every declared field of a config dataclass (nested configs check themselves)."""
-    for field in dataclasses.fields(config):
-        if "spec" in field.metadata:
-            _check_field(field, getattr(config, field.name))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -120,7 +73,7 @@ class NetworkOptions:
     )
 
     def __post_init__(self) -> None:
-        _check_fields(self)
+        check_fields(self)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -139,7 +92,7 @@ class TrainConfig:
     weight_decay: float = option(0.0, "Decoupled weight decay (AdamW); 0 is plain Adam, as in the paper.", low=0)
     alpha0: float = option(0.1, "Auxiliary loss weight at epoch 1.", low=0, high=1)
     alpha_step: float = option(0.05, "Added to alpha every epoch.", low=-1, high=1)
-    alpha_max: float = option(DEFAULT_ALPHA_MAX, "Cap of alpha.", low=0, high=1)
+    alpha_max: float = option(0.5, "Cap of alpha (the paper gives none; see trainer/tasks.py).", low=0, high=1)
     aux: str = option(
         "auto",
         "Auxiliary task: a column (expression, gender, corpus, …), none, or auto (expression "
@@ -185,7 +138,7 @@ class TrainConfig:
     def __post_init__(self) -> None:
         if not isinstance(self.network, NetworkOptions):
             raise ConfigError(f"network: expected NetworkOptions, got {type(self.network).__name__}")
-        _check_fields(self)
+        check_fields(self)
         if self.average_best > self.epochs:
             raise ConfigError(f"--average-best {self.average_best} is more than --epochs {self.epochs}")
 
@@ -291,37 +244,6 @@ def options() -> Iterator[tuple[dataclasses.Field, Spec]]:
     its :class:`Spec`, in declaration order."""
     for field in _FIELDS.values():
         yield field, field.metadata["spec"]
-
-
-def _check_field(field: dataclasses.Field, value: Any) -> None:
-    spec: Spec = field.metadata["spec"]
-    name = flag(field.name)
-    kind = field.type if isinstance(field.type, type) else {"int": int, "float": float, "str": str}.get(str(field.type))
-    if kind is int and (isinstance(value, bool) or not isinstance(value, int)):
-        raise ConfigError(f"{name}: expected an integer, got {quote(value)}")
-    if kind is float:
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise ConfigError(f"{name}: expected a number, got {quote(value)}")
-        if not math.isfinite(value):
-            raise ConfigError(f"{name}: must be a finite number, got {quote(value)}")
-    if spec.check is not None:
-        problem = spec.check(value)
-        if problem:
-            raise ConfigError(f"{name}: {problem}")
-        return
-    if kind is str and not isinstance(value, str):
-        raise ConfigError(f"{name}: expected text, got {quote(value)}")
-    if spec.choices is not None and value not in spec.choices:
-        raise unknown_choice(name, value, spec.choices)
-    if (
-        spec.low is not None
-        and (value < spec.low or (spec.open_low and value == spec.low))
-        or spec.high is not None
-        and (value > spec.high or (spec.open_high and value == spec.high))
-        or spec.multiple_of
-        and value % spec.multiple_of
-    ):
-        raise ConfigError(f"{name} must be {spec.describe()}, got {quote(value)}")
 
 
 # -- config files ---------------------------------------------------------------------------------

@@ -30,19 +30,13 @@ from featurestore.features.random_models import save_random_ssl_model
 from featurestore.pipeline import extract_to_store
 from featurestore.synthetic import make_iemocap
 from featurestore.verify import verify_store
-from trainer.config import TrainConfig
+from trainer.config import TrainConfig, read_config_file
 from trainer.cv import Protocol, run_cv
 from trainer.reports import write_report
 
-#: Small enough for 2 CPU cores in a few minutes, large enough to learn the demo corpus.
-DEMO_TRAINING = {
-    "epochs": 16,
-    "channels": 32,
-    "embedding_dim": 32,
-    "batch_size": 16,
-    "crop_seconds": 2.0,
-    "device": "cpu",
-}
+#: The preset the demo trains with: small enough for 2 CPU cores in a few minutes, large
+#: enough to learn the demo corpus.
+DEMO_PRESET = "tiny"
 NOTE = (
     "This is the demo on a generated corpus in the IEMOCAP layout. The `w2v2` store holds the hidden states "
     "of a tiny wav2vec2 with random weights built on the spot (2 layers, 32 dims), standing in for "
@@ -98,7 +92,7 @@ def run_demo(
             results = run_cv(
                 store,
                 run_dir,
-                TrainConfig.from_dict({**DEMO_TRAINING, "aux": aux}),
+                TrainConfig.from_dict({**read_config_file(DEMO_PRESET).train, "device": "cpu", "aux": aux}),
                 Protocol("loso", by="session"),
                 progress=progress,
             )

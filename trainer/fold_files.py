@@ -25,11 +25,15 @@ from pathlib import Path
 from featurestore.errors import ConfigError, quote
 from featurestore.manifest import Manifest
 from featurestore.textfile import iter_jsonl
-from trainer.folds import Fold, FoldList, _rng, _stratified_sample, load_folds, natural_key
+from trainer.folds import DEFAULT_VALID_FRACTION, Fold, FoldList, fold_rng, load_folds, natural_key, stratified_sample
 
 
 def read_folds_file(
-    path: str | Path, manifest: Manifest, valid_fraction: float = 0.2, seed: int = 0, stratify: str = "emotion"
+    path: str | Path,
+    manifest: Manifest,
+    valid_fraction: float = DEFAULT_VALID_FRACTION,
+    seed: int = 0,
+    stratify: str = "emotion",
 ) -> FoldList:
     """The folds ``path`` describes (module docstring), checked against ``manifest``."""
     path = Path(path)
@@ -68,7 +72,7 @@ def _emobox_folds(
         train_file, test_file = (_fold_file(fold_dirs[k], part, k) for part in ("train", "test"))
         train, test = _keys(train_file), _keys(test_file)
         known_train = [u for u in train if u in stratum]
-        valid = _stratified_sample(known_train, stratum, valid_fraction, _rng(seed, k)) if valid_fraction else set()
+        valid = stratified_sample(known_train, stratum, valid_fraction, fold_rng(seed, k)) if valid_fraction else set()
         folds.append(Fold(k, [u for u in train if u not in valid], [u for u in train if u in valid], test))
         sources[k] = test_file
     return folds, sources

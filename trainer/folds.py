@@ -60,6 +60,8 @@ from trainer.runfiles import FOLDS, read_checked
 #: Protocols :func:`make_folds` draws folds for; ``file`` reads them (:mod:`trainer.fold_files`).
 FOLD_MAKERS: tuple[str, ...] = ("loso", "kfold", "group-kfold", "split")
 PROTOCOLS: tuple[str, ...] = (*FOLD_MAKERS, "file")
+#: Share of the training rows held out for validation (``--valid-fraction``).
+DEFAULT_VALID_FRACTION = 0.2
 
 
 @dataclasses.dataclass
@@ -141,7 +143,7 @@ def _members(ids: Sequence[str], keys: Sequence[str]) -> dict[str, list[str]]:
     return {k: out[k] for k in sorted(out, key=natural_key)}
 
 
-def _stratified_sample(
+def stratified_sample(
     ids: Sequence[str], stratum: dict[str, str], fraction: float, rng: np.random.Generator
 ) -> set[str]:
     """A random ``fraction`` of ``ids`` keeping class proportions (largest-remainder quotas);
@@ -161,7 +163,8 @@ def _stratified_sample(
     return chosen
 
 
-def _rng(seed: int, k: int) -> np.random.Generator:
+def fold_rng(seed: int, k: int) -> np.random.Generator:
+    """The random generator of fold ``k`` at ``seed`` (so each fold's draw is its own)."""
     return np.random.default_rng([seed, k])
 
 
@@ -186,7 +189,7 @@ def _loso(
     for k, members in enumerate(groups.values(), start=1):
         test = set(members)
         rest = [u for u in ids if u not in test]
-        valid = _stratified_sample(rest, stratum, valid_fraction, _rng(seed, k))
+        valid = stratified_sample(rest, stratum, valid_fraction, fold_rng(seed, k))
         sets.append((set(rest) - valid, valid, test))
     return sets, [[g] for g in groups]
 
@@ -199,7 +202,7 @@ def _kfold(manifest: Manifest, folds: int, seed: int, stratum: dict[str, str]) -
             f"kfold with --folds {folds} deals the rows into {parts} parts, "
             f"but {manifest.source} has only {len(ids)} rows"
         )
-    rng = _rng(seed, 0)
+    rng = fold_rng(seed, 0)
     dealt = [
         members[i]
         for members in _members(ids, [stratum[u] for u in ids]).values()
@@ -224,7 +227,7 @@ def _group_kfold(
     if folds > len(groups):
         raise ConfigError(f"--folds {folds} is more than the {len(groups)} values of --by {by!r}")
     names = list(groups)
-    rng = _rng(seed, 0)
+    rng = fold_rng(seed, 0)
     order = rng.permutation(len(names))
     order = order[np.argsort([-len(groups[names[i]]) for i in order], kind="stable")]
     loads = np.zeros(folds, dtype=int)
@@ -244,7 +247,7 @@ def _group_kfold(
                     f"group-kfold fold {k} has one training value of --by {by!r}, none left "
                     f"for validation: use fewer --folds or --valid-fraction 0"
                 )
-            shuffled = [training[i] for i in _rng(seed, k).permutation(len(training))]
+            shuffled = [training[i] for i in fold_rng(seed, k).permutation(len(training))]
             sizes = np.cumsum([len(groups[g]) for g in shuffled])
             count = 1 + int(np.argmin(np.abs(sizes[:-1] - valid_fraction * sizes[-1])))
             chosen = shuffled[:count]
@@ -279,7 +282,7 @@ def _split(
     if not trains:
         raise ConfigError(f"--test-values take every value of --by {by!r}: nothing is left to train on")
     pool = [u for g in trains for u in groups[g]]
-    valid = _stratified_sample(pool, stratum, valid_fraction, _rng(seed, 1))
+    valid = stratified_sample(pool, stratum, valid_fraction, fold_rng(seed, 1))
     return [(set(pool) - valid, valid, {u for g in tests for u in groups[g]})], trains, tests
 
 
@@ -289,7 +292,7 @@ def make_folds(
     *,
     by: str | None = None,
     folds: int = 5,
-    valid_fraction: float = 0.2,
+    valid_fraction: float = DEFAULT_VALID_FRACTION,
     seed: int = 0,
     train_values: Sequence[str] | None = None,
     test_values: Sequence[str] | None = None,

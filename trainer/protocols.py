@@ -9,55 +9,88 @@ type in one line.
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable
 from typing import Any
 
-from featurestore.errors import ConfigError, SermtlError, nearest, quote, unknown_choice
+from featurestore.errors import ConfigError, SermtlError, nearest, quote
 from featurestore.manifest import Manifest
-from featurestore.schema import ListOf, MapOf, Record, Text, check, maybe
+from featurestore.options import check_fields, comma_list, option
+from featurestore.schema import ListOf, MapOf, Shape, Text, maybe
 from trainer.fold_files import read_folds_file
-from trainer.folds import PROTOCOLS, Fold, make_folds, restrict_training
+from trainer.folds import DEFAULT_VALID_FRACTION, PROTOCOLS, Fold, make_folds, restrict_training
+from trainer.limits import MAX_FOLDS
 
 _VALUES = ListOf(Text(max_length=1000), max_items=10**5)
-#: The types of a protocol's values (``name``, ``folds`` and ``valid_fraction`` are checked,
-#: with their flags' messages, when a :class:`Protocol` is built).
-_PROTOCOL_VALUES = Record(
-    {
-        "by": maybe(Text(max_length=1000)),
-        "train_values": maybe(_VALUES),
-        "test_values": maybe(_VALUES),
-        "train_where": maybe(MapOf(_VALUES, max_items=64)),
-        "path": maybe(Text()),
-    }
-)
+
+
+def _shaped(shape: Shape) -> Callable[[Any], str | None]:
+    """A :class:`~featurestore.options.Spec` check from a declared shape."""
+
+    def problem(value: Any) -> str | None:
+        found = shape.problem(value, "")
+        return None if found is None else found[1]
+
+    return problem
 
 
 @dataclasses.dataclass
 class Protocol:
-    """How folds are made (see :func:`make_folds`); checked when built."""
+    """How folds are made (see :func:`make_folds`): every field an option declared once
+    (:mod:`featurestore.options`), its flag generated from the declaration; checked when built."""
 
-    name: str = "loso"
-    by: str | None = "session"
-    folds: int = 5
-    valid_fraction: float = 0.2
-    train_values: list[str] | None = None
-    test_values: list[str] | None = None
-    train_where: dict[str, list[str]] | None = None
-    #: ``file``: the fold file or folder (:mod:`trainer.fold_files`)
-    path: str | None = None
+    name: str = option(
+        "loso",
+        "Folds: leave one --by group out (loso), 80/10/10 k-fold (kfold), k-fold over --by groups (group-kfold), "
+        "a fixed split of --by values (split), or your own (file). "
+        "Default: loso --by session when the store has sessions, else kfold.",
+        choices=PROTOCOLS,
+        flag="--protocol",
+        show_default=False,
+    )
+    by: str | None = option(
+        "session",
+        "Column the protocol groups by (loso, group-kfold, split), e.g. session or speaker.",
+        check=_shaped(maybe(Text(max_length=1000))),
+        show_default=False,
+    )
+    folds: int = option(5, "Number of folds (kfold, group-kfold).", low=2, high=MAX_FOLDS)
+    valid_fraction: float = option(
+        DEFAULT_VALID_FRACTION,
+        "Share of training rows held out for validation (loso, split, group-kfold; kfold is 80/10/10).",
+        low=0,
+        high=1,
+        open_high=True,
+    )
+    train_values: list[str] | None = option(
+        None,
+        "split: comma list of --by values to train on, e.g. Session1,Session2,Session3,Session4.",
+        check=_shaped(maybe(_VALUES)),
+        parse=comma_list,
+    )
+    test_values: list[str] | None = option(
+        None,
+        "split: comma list of --by values to test on, e.g. Session5.",
+        check=_shaped(maybe(_VALUES)),
+        parse=comma_list,
+    )
+    train_where: dict[str, list[str]] | None = option(
+        None,
+        "Train (and validate) only on rows whose columns take these values; the test rows stay (Table II).",
+        check=_shaped(maybe(MapOf(_VALUES, max_items=64))),
+        cli=False,
+    )
+    path: str | None = option(
+        None,
+        "Your own folds: a sermtl folds.json, or EmoBox fold files (the data folder holding fold_<k>/); "
+        "sets --protocol file.",
+        check=_shaped(maybe(Text())),
+        flag="--folds-file",
+    )
 
     def __post_init__(self) -> None:
-        if self.name not in PROTOCOLS:
-            raise unknown_choice("--protocol", self.name, PROTOCOLS)
+        check_fields(self)
         if (self.name == "file") != (self.path is not None):
             raise ConfigError("--folds-file goes with --protocol file (given alone, it sets it)")
-        if isinstance(self.folds, bool) or not isinstance(self.folds, int) or self.folds < 2:
-            raise ConfigError(f"--folds must be an integer >= 2, got {quote(self.folds)}")
-        if (
-            isinstance(self.valid_fraction, bool)
-            or not isinstance(self.valid_fraction, (int, float))
-            or not 0.0 <= self.valid_fraction < 1.0
-        ):
-            raise ConfigError(f"--valid-fraction must be in [0, 1), got {quote(self.valid_fraction)}")
 
     @classmethod
     def from_dict(cls, values: dict[str, Any], source: str = "protocol") -> Protocol:
@@ -69,7 +102,6 @@ class Protocol:
         for key in values:
             if key not in names:
                 raise ConfigError(f"{source}: unknown protocol key {quote(key)}{nearest(key, names)}")
-        check(values, _PROTOCOL_VALUES, f"{source}: protocol", ConfigError)
         try:
             return cls(**values)
         except SermtlError as exc:

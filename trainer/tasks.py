@@ -16,11 +16,11 @@ from typing import Any
 
 from featurestore.errors import ConfigError
 
-DEFAULT_ALPHA_MAX = 0.5
 
-
-def alpha_at(epoch: int, alpha0: float = 0.1, step: float = 0.05, alpha_max: float = DEFAULT_ALPHA_MAX) -> float:
-    """``α_e = min(alpha0 + step·e, alpha_max)`` at 0-based epoch ``e`` (never below 0).
+def alpha_at(epoch: int, alpha0: float, step: float, alpha_max: float) -> float:
+    """``α_e = min(alpha0 + step·e, alpha_max)`` at 0-based epoch ``e`` (never below 0); the
+    defaults are the options ``--alpha0``, ``--alpha-step`` and ``--alpha-max`` of
+    :class:`trainer.config.TrainConfig`.
 
     >>> [round(alpha_at(e, 0.1, 0.05, 0.5), 2) for e in (0, 1, 8, 30)]
     [0.1, 0.15, 0.5, 0.5]

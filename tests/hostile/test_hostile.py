@@ -280,6 +280,8 @@ BAD_TRAINING_VALUES = [
     ("--embedding-dim", "0"),
     ("--device", "bogus"),
     ("--layer", "foo"),
+    ("--folds", "1"),
+    ("--valid-fraction", "1.5"),
     ("--aux", "no_such_column"),
     ("--label", "no_such_column"),
 ]
@@ -288,8 +290,6 @@ UNPARSABLE_FLAGS = [
     ("train", "--input-norm", "utterence"),
     ("train", "--augment", "mixup"),
     ("cv", "--repeats", "0"),
-    ("cv", "--folds", "1"),
-    ("cv", "--valid-fraction", "1.5"),
 ]
 BAD_EXTRACT_VALUES = [
     ("--batch-seconds", "nan", "--batch-seconds"),

@@ -195,7 +195,7 @@ CASES: list[Case] = [
             "--out",
             ws.tmp / "new_run",
         ],
-        culprit="c.yaml: protocol: by",
+        culprit="c.yaml: --by: expected text",
         after=_no("new_run"),
     ),
     Case(

@@ -12,7 +12,9 @@ import pytest
 import trainer.config
 from cli import main
 from featurestore.errors import SermtlError
+from featurestore.options import declared, field_flag
 from trainer.config import TrainConfig, flag, options
+from trainer.protocols import Protocol
 
 #: A value each field refuses (one per field: the test below checks none is missing).
 BAD_VALUES = {
@@ -76,29 +78,24 @@ def test_the_cli_offers_exactly_the_config_fields(command: str) -> None:
     params = {p.name for p in main.commands[command].params if isinstance(p, click.Option)}
     fields = {field.name for field, _ in options()}
     assert fields <= params
-    protocol = {
-        "store",
-        "config_file",
-        "protocol",
-        "by",
-        "folds",
-        "valid_fraction",
-        "train_values",
-        "test_values",
-        "folds_file",
-        "out",
-        "quiet",
-    }
+    protocol = {field.name for field, spec in declared(Protocol) if spec.cli}
+    assert protocol == {"name", "by", "folds", "valid_fraction", "train_values", "test_values", "path"}
+    protocol |= {"store", "config_file", "out", "quiet"}
     extra = {"train": {"fold", "all_data", "tensorboard"}, "cv": {"repeats", "tensorboard"}}[command]
     assert params - fields == protocol | extra
 
 
-def test_cli_defaults_and_choices_come_from_the_fields() -> None:
-    params = {p.name: p for p in main.commands["cv"].params}
-    for field, spec in options():
-        assert params[field.name].default == field.default
+@pytest.mark.parametrize("command", ["train", "cv", "sweep", "baseline"])
+def test_cli_flags_defaults_help_and_choices_come_from_the_declarations(command: str) -> None:
+    params = {p.name: p for p in main.commands[command].params if isinstance(p, click.Option)}
+    training = [(f, s) for f, s in options() if command != "baseline" or f.name in ("label", "seed")]
+    for field, spec in [*training, *((f, s) for f, s in declared(Protocol) if s.cli)]:
+        param = params[field.name]
+        assert param.opts == [field_flag(field)] and param.default == field.default
+        assert param.help.startswith(spec.help) and param.show_default == spec.show_default
         if spec.choices:
-            assert tuple(params[field.name].type.choices) == spec.choices
+            assert tuple(param.type.choices) == spec.choices
+    assert {field.name for field, spec in declared(Protocol) if spec.cli} <= set(params)
 
 
 def test_defaults_are_the_papers_and_valid() -> None:
