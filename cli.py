@@ -19,13 +19,15 @@ import click
 from featurestore.audio import DEFAULT_MAX_DURATION
 from featurestore.corpora import available_corpora
 from featurestore.errors import ConfigError, SermtlError
-from featurestore.features import FEATURES
+from featurestore.features import DEFAULT_SSL_MODEL, FEATURES
 from featurestore.options import declared
-from featurestore.store.base import available_backends
+from featurestore.pipeline import ON_ERROR_CHOICES
+from featurestore.store.base import STORE_DTYPES, available_backends
+from trainer.baseline import FUNCTIONALS
+from trainer.baseline import INPUT_NORMS as SVM_INPUT_NORMS
 from trainer.folds import PROTOCOLS
+from trainer.paper import EXPERIMENTS
 from trainer.protocols import Protocol
-
-DEFAULT_MODEL = "facebook/wav2vec2-large-960h"
 
 
 class NonEmptyPath(click.Path):
@@ -190,7 +192,7 @@ def prepare(corpus: str, root: str | None, out: str | None, options: tuple[str, 
 @click.option("--feature", required=True, type=click.Choice(list(FEATURES)), help="Feature to extract.")
 @click.option(
     "--model",
-    default=DEFAULT_MODEL,
+    default=DEFAULT_SSL_MODEL,
     show_default=True,
     help="w2v2: Hugging Face model name or local folder (wav2vec2, HuBERT, WavLM).",
 )
@@ -216,7 +218,7 @@ def prepare(corpus: str, root: str | None, out: str | None, options: tuple[str, 
 @click.option("--max-batch", type=int, help="At most this many utterances per batch (1 = one by one).")
 @click.option(
     "--dtype",
-    type=click.Choice(["float16", "float32"]),
+    type=click.Choice(STORE_DTYPES),
     help="Stored dtype. Default: float16 for w2v2, float32 for the others.",
 )
 @click.option(
@@ -226,7 +228,7 @@ def prepare(corpus: str, root: str | None, out: str | None, options: tuple[str, 
 )
 @click.option(
     "--on-error",
-    type=click.Choice(["fail", "skip"]),
+    type=click.Choice(ON_ERROR_CHOICES),
     default="fail",
     show_default=True,
     help="Bad item: stop, or skip it and list it in the store's report.",
@@ -591,14 +593,14 @@ def sweep(
 )
 @click.option(
     "--functionals",
-    type=click.Choice(["mfcc-stats", "egemaps", "compare"]),
+    type=click.Choice(list(FUNCTIONALS)),
     help="Utterance vectors: mean/std of the stored frames (mfcc-stats, the default for frame stores), or "
     "openSMILE's eGeMAPS/ComParE functionals (from a store of --feature egemaps-functionals or "
     "compare-functionals, their default).",
 )
 @click.option(
     "--input-norm",
-    type=click.Choice(["global", "speaker"]),
+    type=click.Choice(SVM_INPUT_NORMS),
     default="global",
     show_default=True,
     help="Standardise the vectors on the training rows (global), or first per speaker over each "
@@ -638,9 +640,7 @@ def baseline(
 
 
 @main.command()
-@click.argument(
-    "name", type=click.Choice(["table1", "table2", "table3", "table4", "table5", "table6", "fig2", "alpha-sweep"])
-)
+@click.argument("name", type=click.Choice(EXPERIMENTS.names()))
 @click.option(
     "--out",
     type=NonEmptyPath(file_okay=False),
@@ -673,7 +673,9 @@ def baseline(
     type=click.Choice(list(FEATURES)),
     help="Restrict to one feature (default: the paper's for the experiment).",
 )
-@click.option("--model", default=DEFAULT_MODEL, show_default=True, help="w2v2 model for stores that must be extracted.")
+@click.option(
+    "--model", default=DEFAULT_SSL_MODEL, show_default=True, help="w2v2 model for stores that must be extracted."
+)
 @click.option("--layers", default="last", show_default=True, help="w2v2 layers to extract.")
 @functools.partial(
     _apply, [config_option(name) for name in ("epochs", "channels", "batch_size", "alpha_max", "seed", "device")]

@@ -100,6 +100,8 @@ def check_fields(config: Any) -> None:
 
 
 def check_field(field: dataclasses.Field, value: Any) -> None:
+    """One :class:`~featurestore.errors.ConfigError` line naming the field's flag unless
+    ``value`` has the field's type and its :class:`Spec` allows it."""
     spec: Spec = field.metadata["spec"]
     name = field_flag(field)
     kind = field.type if isinstance(field.type, type) else {"int": int, "float": float, "str": str}.get(str(field.type))

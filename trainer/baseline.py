@@ -28,7 +28,6 @@ import numpy as np
 from featurestore.errors import ConfigError, unknown_choice
 from featurestore.manifest import Manifest
 from featurestore.store.reader import FeatureStore, open_store
-from trainer.data import resolve_layer
 from trainer.folds import Fold, check_folds, test_digest
 from trainer.metrics import average_folds, evaluate, summarise_repeats
 from trainer.protocols import Protocol, default_protocol
@@ -39,6 +38,8 @@ INPUT_NORMS = ("global", "speaker")
 
 def utterance_statistics(store: FeatureStore, ids: Sequence[str], layer: str | int | None = None) -> np.ndarray:
     """``(len(ids), 2·dim)``: mean and standard deviation over each utterance's frames."""
+    from trainer.data import resolve_layer  # torch: only when vectors are computed
+
     index = resolve_layer(store, layer)
     if index == "weighted":
         index = None

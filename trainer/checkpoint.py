@@ -27,6 +27,7 @@ import torch
 from featurestore.atomic import atomic_write
 from featurestore.errors import ModelError, describe_error, quote
 from featurestore.schema import ListOf, MapOf, Number, OneOf, Record, Shape, Text, check
+from featurestore.store.base import STORE_DTYPES
 from trainer.limits import MAX_CLASSES
 from trainer.network import MAX_INPUT_LAYERS, NETWORK, NetworkConfig, SERNetwork
 
@@ -79,7 +80,7 @@ CHECKPOINT = Record(
         "feature": Record({"feature": Text(max_length=64)}),
         "layer": OneOf((Number(0, MAX_INPUT_LAYERS - 1, integer=True), Text(choices=("weighted",))), optional=True),
         "label": Text(max_length=256),
-        "store_dtype": Text(choices=("float16", "float32"), optional=True),
+        "store_dtype": Text(choices=STORE_DTYPES, optional=True),
     },
     rules=(_as_many_classes, _distinct_classes),
 )

@@ -25,11 +25,13 @@ from pathlib import Path
 from typing import Any
 
 from featurestore.atomic import write_json, write_text
-from featurestore.errors import ConfigError, unknown_choice
+from featurestore.errors import ConfigError
+from featurestore.features import DEFAULT_SSL_MODEL
 from featurestore.store.reader import stored_manifest
 from trainer import paper
 from trainer.config import TrainConfig
 from trainer.cv import Protocol, default_protocol, run_cv
+from trainer.paper import EXPERIMENTS
 from trainer.plots import plot_bars
 from trainer.sweep import Sweep, run_sweep
 from trainer.tables import markdown_table
@@ -55,7 +57,7 @@ class Workspace:
     roots: dict[str, str] = dataclasses.field(default_factory=dict)
     recipes: dict[str, str] = dataclasses.field(default_factory=dict)
     stores: dict[tuple[str, str], Path] = dataclasses.field(default_factory=dict)
-    model: str = "facebook/wav2vec2-large-960h"
+    model: str = DEFAULT_SSL_MODEL
     layers: str = "last"
     device: str = "auto"
     train: dict[str, Any] = dataclasses.field(default_factory=dict)
@@ -480,22 +482,8 @@ def alpha_sweep(
     }
 
 
-EXPERIMENTS: dict[str, Callable[..., dict[str, Any]]] = {
-    "table1": table1,
-    "table2": table2,
-    "table3": table3,
-    "table4": table4,
-    "table5": table5,
-    "table6": table6,
-    "fig2": fig2,
-    "alpha-sweep": alpha_sweep,
-}
-
-
 def run_experiment(name: str, ws: Workspace, **options: Any) -> Path:
     """Run experiment ``name`` and write ``OUT/<name>/{results.json, table.md, *.png}``."""
-    if name not in EXPERIMENTS:
-        raise unknown_choice("experiment", name, EXPERIMENTS)
-    results = EXPERIMENTS[name](ws, **options)
+    results = EXPERIMENTS.load(name)(ws, **options)
     table, note = results.pop("_table"), results.pop("_note", "")
     return _save(ws, name, results, table, note)

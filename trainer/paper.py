@@ -1,10 +1,28 @@
-"""The paper's published numbers (Kumawat & Routray), for reports that put ours beside them.
+"""The paper's published numbers (Kumawat & Routray), for reports that put ours beside them,
+and the experiment that reproduces each table and figure (:data:`EXPERIMENTS`).
 
 All accuracies in percent. Keys follow sermtl's names: corpora ``iemocap``/``baum1``,
 features ``mfcc``/``w2v2``, methods ``nomtl``/``mtl`` (``--aux none``/``--aux expression``).
 """
 
 from __future__ import annotations
+
+from featurestore.registry import Registry
+
+#: ``sermtl experiment NAME``: the function of :mod:`trainer.experiments` that reproduces it.
+EXPERIMENTS = Registry(
+    "experiment",
+    {
+        "table1": "trainer.experiments:table1",
+        "table2": "trainer.experiments:table2",
+        "table3": "trainer.experiments:table3",
+        "table4": "trainer.experiments:table4",
+        "table5": "trainer.experiments:table5",
+        "table6": "trainer.experiments:table6",
+        "fig2": "trainer.experiments:fig2",
+        "alpha-sweep": "trainer.experiments:alpha_sweep",
+    },
+)
 
 #: Table I: utterances per emotion in the preliminary split (IEMOCAP sessions 1-4 / 5).
 TABLE1 = {

@@ -11,27 +11,30 @@ listed in :data:`CORPORA` and imported only when used. Helpers they share live i
 
 from __future__ import annotations
 
-import importlib
 import inspect
 import os
 from collections.abc import Callable
 from typing import Any
 
-from featurestore.errors import CorpusError, unknown_choice
+from featurestore.errors import CorpusError
 from featurestore.manifest import Manifest
+from featurestore.registry import Registry
 
-#: Corpus name -> ``"module:function"`` of its recipe.
-CORPORA: dict[str, str] = {
-    "iemocap": "featurestore.corpora.iemocap:prepare_iemocap",
-    "baum1": "featurestore.corpora.baum1:prepare_baum1",
-    "emodb": "featurestore.corpora.emodb:prepare_emodb",
-    "ravdess": "featurestore.corpora.ravdess:prepare_ravdess",
-    "urdu": "featurestore.corpora.urdu:prepare_urdu",
-    "csv": "featurestore.corpora.csv_manifest:prepare_csv",
-    "emobox": "featurestore.corpora.emobox:prepare_emobox",
-    "hf": "featurestore.corpora.hf:prepare_hf",
-    "lhotse": "featurestore.corpora.lhotse_manifests:prepare_lhotse",
-}
+#: Corpus name -> ``"module:function"`` of its recipe (alphabetical, as the choices are listed).
+CORPORA = Registry(
+    "--corpus",
+    {
+        "baum1": "featurestore.corpora.baum1:prepare_baum1",
+        "csv": "featurestore.corpora.csv_manifest:prepare_csv",
+        "emobox": "featurestore.corpora.emobox:prepare_emobox",
+        "emodb": "featurestore.corpora.emodb:prepare_emodb",
+        "hf": "featurestore.corpora.hf:prepare_hf",
+        "iemocap": "featurestore.corpora.iemocap:prepare_iemocap",
+        "lhotse": "featurestore.corpora.lhotse_manifests:prepare_lhotse",
+        "ravdess": "featurestore.corpora.ravdess:prepare_ravdess",
+        "urdu": "featurestore.corpora.urdu:prepare_urdu",
+    },
+)
 #: Text values accepted for yes/no options.
 _FLAGS: dict[str, bool | None] = {
     "true": True,
@@ -46,19 +49,16 @@ _FLAGS: dict[str, bool | None] = {
 
 def available_corpora() -> list[str]:
     """Names accepted by :func:`prepare`, sorted."""
-    return sorted(CORPORA)
+    return sorted(CORPORA.names())
 
 
 def get_recipe(name: str) -> Callable[..., Manifest]:
     """The recipe function of corpus ``name``.
 
     Raises:
-        SermtlError: ``name`` is not in :data:`CORPORA` (the message lists the choices).
+        ConfigError: ``name`` is not in :data:`CORPORA` (the message lists the choices).
     """
-    if name not in CORPORA:
-        raise unknown_choice("--corpus", name, available_corpora())
-    module, function = CORPORA[name].split(":")
-    return getattr(importlib.import_module(module), function)
+    return CORPORA.load(name)
 
 
 def prepare(name: str, root: str | os.PathLike, **options: Any) -> Manifest:

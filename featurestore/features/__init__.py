@@ -11,31 +11,33 @@
 
 from __future__ import annotations
 
-import importlib
 import inspect
 from typing import Any
 
-from featurestore.errors import ConfigError, unknown_choice
+from featurestore.errors import ConfigError
 from featurestore.features.base import FeatureExtractor, resolve_device
+from featurestore.registry import Registry
 
+#: The self-supervised model ``--feature w2v2`` uses unless ``--model`` names another (the paper's).
+DEFAULT_SSL_MODEL = "facebook/wav2vec2-large-960h"
 #: name -> "module:class"; modules are imported on first use so the CLI starts fast.
-FEATURES: dict[str, str] = {
-    "mfcc": "featurestore.features.mfcc:MFCCExtractor",
-    "fbank": "featurestore.features.fbank:FbankExtractor",
-    "w2v2": "featurestore.features.wav2vec2:SSLExtractor",
-    "egemaps": "featurestore.features.opensmile_sets:EGeMAPS",
-    "compare": "featurestore.features.opensmile_sets:ComParE",
-    "egemaps-functionals": "featurestore.features.opensmile_sets:EGeMAPSFunctionals",
-    "compare-functionals": "featurestore.features.opensmile_sets:ComParEFunctionals",
-}
+FEATURES = Registry(
+    "--feature",
+    {
+        "mfcc": "featurestore.features.mfcc:MFCCExtractor",
+        "fbank": "featurestore.features.fbank:FbankExtractor",
+        "w2v2": "featurestore.features.wav2vec2:SSLExtractor",
+        "egemaps": "featurestore.features.opensmile_sets:EGeMAPS",
+        "compare": "featurestore.features.opensmile_sets:ComParE",
+        "egemaps-functionals": "featurestore.features.opensmile_sets:EGeMAPSFunctionals",
+        "compare-functionals": "featurestore.features.opensmile_sets:ComParEFunctionals",
+    },
+)
 
 
 def feature_class(name: str) -> type[FeatureExtractor]:
     """The extractor class registered as ``name``."""
-    if name not in FEATURES:
-        raise unknown_choice("--feature", name, FEATURES)
-    module_name, class_name = FEATURES[name].split(":")
-    return getattr(importlib.import_module(module_name), class_name)
+    return FEATURES.load(name)
 
 
 def build_extractor(name: str, **options: Any) -> FeatureExtractor:

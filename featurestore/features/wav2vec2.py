@@ -76,10 +76,10 @@ import torch
 from torch import nn
 
 from featurestore.errors import ConfigError, ModelError, describe_error
+from featurestore.features import DEFAULT_SSL_MODEL
 from featurestore.features.base import FeatureExtractor, resolve_device
 
 SAMPLE_RATE = 16000
-DEFAULT_MODEL = "facebook/wav2vec2-large-960h"
 #: Variance floor of the per-utterance input normalisation (as in transformers).
 NORMALIZE_EPS = 1e-7
 #: Block length (samples) for the whole-utterance group-norm statistics of long waves.
@@ -135,7 +135,7 @@ class SSLExtractor(FeatureExtractor):
 
     def __init__(
         self,
-        model: str = DEFAULT_MODEL,
+        model: str = DEFAULT_SSL_MODEL,
         layers: str = "last",
         device: str = "auto",
         chunk_seconds: float | None = 40.0,

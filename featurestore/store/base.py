@@ -13,6 +13,9 @@ from typing import Any, ClassVar
 
 from featurestore.errors import ConfigError, StoreError, unknown_choice
 
+#: The dtypes a store may hold its features in (``--dtype``).
+STORE_DTYPES = ("float16", "float32")
+
 _BACKENDS: dict[str, type[Backend]] = {}
 
 
