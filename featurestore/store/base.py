@@ -11,31 +11,29 @@ import abc
 from pathlib import Path
 from typing import Any, ClassVar
 
-from featurestore.errors import ConfigError, StoreError, unknown_choice
+from featurestore.errors import ConfigError, StoreError
+from featurestore.registry import Registry
 
 #: The dtypes a store may hold its features in (``--dtype``).
 STORE_DTYPES = ("float16", "float32")
 
-_BACKENDS: dict[str, type[Backend]] = {}
-
-
-def register_backend(cls: type[Backend]) -> type[Backend]:
-    """Class decorator: make a backend available under ``cls.name``."""
-    _BACKENDS[cls.name] = cls
-    return cls
+#: Store formats (``--format``): name -> ``"module:class"`` of its backend, imported on first use.
+BACKENDS = Registry(
+    "--format",
+    {"hdf5": "featurestore.store.hdf5_store:HDF5Backend", "zarr": "featurestore.store.zarr_store:ZarrBackend"},
+)
+#: The path suffixes that pick a format when ``--format`` is not given.
+SUFFIXES = {".zarr": "zarr", ".h5": "hdf5", ".hdf5": "hdf5"}
 
 
 def available_backends() -> list[str]:
-    """Names of the registered backends (``zarr``, ``hdf5``)."""
-    return sorted(_BACKENDS)
+    """Names of the store formats (``hdf5``, ``zarr``)."""
+    return BACKENDS.names()
 
 
 def get_backend(name: str) -> type[Backend]:
-    """The backend class registered as ``name``; unknown names raise."""
-    try:
-        return _BACKENDS[name]
-    except KeyError:
-        raise unknown_choice("--format", name, available_backends()) from None
+    """The backend class of format ``name``; another name is a one-line ``ConfigError``."""
+    return BACKENDS.load(name)
 
 
 def check_store_path(path: str | Path) -> Path:
@@ -52,9 +50,8 @@ def backend_for_path(path: str | Path, format: str | None = None) -> type[Backen
     if format:
         return get_backend(format)
     suffix = Path(path).suffix.lower()
-    for backend in _BACKENDS.values():
-        if suffix in backend.suffixes:
-            return backend
+    if suffix in SUFFIXES:
+        return get_backend(SUFFIXES[suffix])
     raise StoreError(
         f"cannot tell the store format of {path}: use a .zarr or .h5 suffix, or --format "
         f"({', '.join(available_backends())})"
@@ -65,7 +62,6 @@ class Backend(abc.ABC):
     """One store on disk, opened read-only or for writing."""
 
     name: ClassVar[str]
-    suffixes: ClassVar[tuple[str, ...]]
 
     def __init__(self, path: Path, writable: bool) -> None:
         self.path = path

@@ -29,7 +29,7 @@ from typing import Any
 import numpy as np
 
 from featurestore.errors import StoreError, describe_error
-from featurestore.store.base import Backend, register_backend
+from featurestore.store.base import Backend
 
 _ATTRS = "sermtl_attrs"
 _BLOB_GROUP = "blobs"
@@ -38,10 +38,8 @@ _BLOB_GROUP = "blobs"
 _METADATA_MARGIN = 64 * 1024
 
 
-@register_backend
 class HDF5Backend(Backend):
     name = "hdf5"
-    suffixes = (".h5", ".hdf5")
 
     def __init__(self, path: Path, writable: bool, handle: Any, image: io.BytesIO | None = None) -> None:
         super().__init__(path, writable)

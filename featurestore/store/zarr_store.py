@@ -12,15 +12,13 @@ from pathlib import Path
 from typing import Any
 
 from featurestore.errors import StoreError
-from featurestore.store.base import Backend, register_backend
+from featurestore.store.base import Backend
 
 _BLOBS = "sermtl_blobs"
 
 
-@register_backend
 class ZarrBackend(Backend):
     name = "zarr"
-    suffixes = (".zarr",)
 
     def __init__(self, path: Path, writable: bool, group: Any) -> None:
         super().__init__(path, writable)
