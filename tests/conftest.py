@@ -10,6 +10,9 @@ import pytest
 import soundfile as sf
 
 SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+#: Training flags of the CLI tests that only need a run to exist: one epoch of a tiny network
+#: on the CPU, without the auxiliary task.
+TINY_TRAINING = "--epochs 1 --channels 16 --embedding-dim 8 --batch-size 8 --device cpu --aux none".split()
 
 
 @pytest.fixture(scope="session")

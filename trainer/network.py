@@ -22,7 +22,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from featurestore.errors import ModelError, SermtlError, quote
+from featurestore.errors import ModelError, SermtlError, nearest, quote
 from featurestore.schema import MapOf, Number, OneOf, Record, Text, check, maybe
 from trainer.config import NetworkOptions
 from trainer.limits import MAX_CLASSES
@@ -74,7 +74,9 @@ class NetworkConfig:
         check(options, OPTIONS, f"{source}: network.options", ModelError)
         unknown = next((key for key in options if key not in _OPTION_NAMES), None)
         if unknown is not None:
-            raise ModelError(f"{source}: network.options: unknown key {quote(unknown)}")
+            raise ModelError(
+                f"{source}: network.options: unknown key {quote(unknown)}{nearest(unknown, _OPTION_NAMES)}"
+            )
         try:
             return cls(**sizes, options=NetworkOptions(**options))
         except SermtlError as exc:
@@ -130,9 +132,8 @@ class SERNetwork(nn.Module):
             x = (x - mean) / std
         lengths = lengths if lengths is not None else torch.full((x.shape[0],), x.shape[1], device=x.device)
         mask = (torch.arange(x.shape[1], device=x.device)[None, :] < lengths[:, None])[..., None]
-        if (
-            self.config.options.input_norm == "utterance"
-        ):  # subtract each utterance's own mean (channel, speaker offsets)
+        if self.config.options.input_norm == "utterance":
+            # subtract each utterance's own mean (channel, speaker offsets)
             x = x - (x * mask).sum(dim=1, keepdim=True) / lengths[:, None, None]
         if self.augment is not None:
             x = self.augment(x, lengths)

@@ -9,22 +9,9 @@ from pathlib import Path
 import pytest
 
 from tests.cli.test_cli import run
+from tests.conftest import TINY_TRAINING as TINY
 from tests.conftest import write_tone
 
-TINY = [
-    "--epochs",
-    "1",
-    "--channels",
-    "16",
-    "--embedding-dim",
-    "8",
-    "--batch-size",
-    "8",
-    "--device",
-    "cpu",
-    "--aux",
-    "none",
-]
 LABELS = {"ang": "Angry", "hap": "Happy", "sad": "Sad"}
 
 

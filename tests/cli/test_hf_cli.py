@@ -11,22 +11,9 @@ import pytest
 import soundfile as sf
 
 from tests.cli.test_cli import run
+from tests.conftest import TINY_TRAINING as TINY
 
 datasets = pytest.importorskip("datasets")
-TINY = [
-    "--epochs",
-    "1",
-    "--channels",
-    "16",
-    "--embedding-dim",
-    "8",
-    "--batch-size",
-    "8",
-    "--device",
-    "cpu",
-    "--aux",
-    "none",
-]
 EMOTIONS = ["angry", "happy", "sad"]
 
 

@@ -8,22 +8,8 @@ import json
 import shutil
 
 from tests.cli.test_cli import run
+from tests.conftest import TINY_TRAINING as TINY
 from tests.conftest import write_manifest, write_tone
-
-TINY = [
-    "--epochs",
-    "1",
-    "--channels",
-    "16",
-    "--embedding-dim",
-    "8",
-    "--batch-size",
-    "8",
-    "--device",
-    "cpu",
-    "--aux",
-    "none",
-]
 
 
 def test_a_relative_manifest_and_its_store_move_with_the_corpus(tmp_path) -> None:

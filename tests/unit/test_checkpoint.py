@@ -116,6 +116,7 @@ def test_a_pickle_that_runs_os_system_is_refused_and_runs_nothing(tmp_path) -> N
         ),
         ({"network": _options(channels=7)}, "network.options: --channels must be in [8, 8192], a multiple of 8, got 7"),
         ({"network": _options(bogus=1)}, "network.options: unknown key 'bogus'"),
+        ({"network": _options(chanels=64)}, "network.options: unknown key 'chanels' (nearest: channels)"),
         ({"network": _options(input_norm="x" * 10**6)}, "network.options.input_norm: expected a finite number or text"),
         (
             {"state_dict": _tensors(**{"emotion_head.weight": torch.zeros(3, 8)})},
