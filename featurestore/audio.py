@@ -47,7 +47,8 @@ DEFAULT_MAX_DURATION = 600.0
 def _read_reference(
     reference: str, start: float | None, end: float | None, max_duration: float | None
 ) -> tuple[np.ndarray, int]:
-    """A dataset reference's samples (:mod:`featurestore.hf_audio`), cut to the segment."""
+    """A dataset reference's samples ``(samples,)`` (:mod:`featurestore.hf_audio`), cut to the
+    segment, and their sampling rate."""
     wave, sr = read_reference(reference)
     check_audio_size(Path(reference), sr, len(wave) / sr if sr else None, None)
     first = int(round((start or 0.0) * sr))
@@ -66,10 +67,20 @@ def load_audio(
     """Load ``path`` (optionally the segment ``start``..``end`` seconds) as mono float32 at ``target_sr``.
 
     ``path`` is a file, or audio inside a saved Hugging Face dataset
-    (:mod:`featurestore.hf_audio` references). Raises :class:`SermtlError` naming the file
-    when it is missing, unreadable, empty, not audio, declares a sampling rate outside
-    :data:`SAMPLE_RATE_RANGE`, is longer than ``max_duration`` seconds (``None``: no cap),
-    holds no samples in the segment, or holds NaN/inf samples.
+    (:mod:`featurestore.hf_audio` references).
+
+    Returns
+    -------
+    numpy.ndarray, shape (samples,)
+        Contiguous float32 samples at ``target_sr``.
+
+    Raises
+    ------
+    SermtlError
+        Naming the file, when it is missing, unreadable, empty, not audio, declares a
+        sampling rate outside :data:`SAMPLE_RATE_RANGE`, is longer than ``max_duration``
+        seconds (``None``: no cap), holds no samples in the segment, or holds NaN/inf
+        samples.
     """
     if start is not None and start < 0:
         raise AudioError(f"segment start {start} < 0 for {path}")

@@ -74,7 +74,8 @@ def _declared_samples(stream, sr: int) -> int | None:
 def _read_pyav(
     source: Path | BinaryIO, label: str, start: float | None, end: float | None, max_duration: float | None
 ) -> tuple[np.ndarray, int]:
-    """Decode ``source`` (a path or a file object; ``label`` names it in errors) with FFmpeg."""
+    """Decode ``source`` (a path or a file object; ``label`` names it in errors) with FFmpeg:
+    mono float32 samples ``(samples,)`` of the segment, and the sampling rate."""
     import av
 
     try:
@@ -114,8 +115,9 @@ def _read_pyav(
 
 
 def decode_audio_bytes(data: bytes, label: str) -> tuple[np.ndarray, int]:
-    """Encoded audio held in memory (a dataset's bytes) as mono float32 at its own rate:
-    libsndfile first, FFmpeg for anything it refuses. ``label`` names the source in errors."""
+    """Encoded audio held in memory (a dataset's bytes) as mono float32 samples ``(samples,)``
+    and its own rate: libsndfile first, FFmpeg for anything it refuses. ``label`` names the
+    source in errors."""
     import soundfile as sf
 
     try:
@@ -129,7 +131,8 @@ def decode_audio_bytes(data: bytes, label: str) -> tuple[np.ndarray, int]:
 def read_native(
     path: Path, start: float | None, end: float | None, max_duration: float | None
 ) -> tuple[np.ndarray, int]:
-    """The file's samples (the segment ``start``..``end``), mono, at its own rate."""
+    """The file's samples ``(samples,)`` (the segment ``start``..``end``), mono float32, and
+    its own rate."""
     check_readable(path)
     wave = sr = None
     if path.suffix.lower() in SOUNDFILE_SUFFIXES:
@@ -145,7 +148,8 @@ def read_native(
 
 
 def load_audio_file_native(path: Path) -> tuple[np.ndarray, int]:
-    """A whole file's samples, mono, at its own rate (for audio a dataset names by path)."""
+    """A whole file's samples ``(samples,)``, mono float32, and its own rate (for audio a
+    dataset names by path)."""
     return read_native(Path(path), None, None, None)
 
 

@@ -35,9 +35,10 @@ from featurestore.errors import ConfigError, SermtlError, StoreError, describe_e
 from featurestore.features.base import FeatureExtractor
 from featurestore.manifest import Manifest, same_audio
 from featurestore.pipeline import ExtractionReport, extract_to_store, plan_batches
+from featurestore.store.creation import store_fingerprint
 from featurestore.store.merge import copy_entries
 from featurestore.store.reader import FeatureStore, open_store
-from featurestore.store.writer import StoreWriter, store_fingerprint
+from featurestore.store.writer import StoreWriter
 
 #: The environment variables ``torchrun`` sets for every process it starts.
 TORCHRUN_VARIABLES = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR")

@@ -125,7 +125,8 @@ def _sampling_rate(value: Any, reference: str) -> int:
 
 
 def read_reference(reference: str) -> tuple[np.ndarray, int]:
-    """``(wave, sampling rate)`` of a reference: mono float32 at the stored rate."""
+    """``(wave, sampling rate)`` of a reference: ``wave`` mono float32 ``(samples,)`` at the
+    stored rate."""
     value = _value(reference)
     if isinstance(value, dict) and value.get("array") is not None:
         wave = _samples(value["array"], reference)

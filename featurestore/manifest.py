@@ -72,6 +72,8 @@ class Manifest:
 
     Rows are plain dicts with every column of :attr:`columns` present.
 
+    Examples
+    --------
     >>> m = Manifest([{"utt_id": "a", "path": "/x/a.wav", "emotion": "sad", "speaker": "s1"}])
     >>> len(m), m["a"]["emotion"], m.columns[:3]
     (1, 'sad', ('utt_id', 'path', 'start'))

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from featurestore.errors import ConfigError, quote, unknown_choice
@@ -38,7 +38,10 @@ class Spec:
     ``multiple_of`` for sizes the network needs divisible. On the command line: ``flag``
     when it is not ``--<field name>``, ``parse`` turning the flag's text into the value
     (e.g. a comma list), ``show_default=False`` where the help says what the default
-    depends on, and ``cli=False`` for an option that has no flag."""
+    depends on, and ``cli=False`` for an option that has no flag. A ``bool`` field is an
+    on/off flag, a ``tuple[str, ...]`` field a repeatable one; ``path`` (``"file"``,
+    ``"dir"`` or ``"any"``) makes the flag a non-empty path (``exists``: one that exists);
+    ``metavar``, ``short`` (e.g. ``"-q"``) and ``required`` shape the flag only."""
 
     help: str
     choices: tuple[str, ...] | None = None
@@ -52,6 +55,11 @@ class Spec:
     parse: Callable[[str], Any] | None = None
     cli: bool = True
     show_default: bool = True
+    path: str | None = None
+    exists: bool = False
+    metavar: str | None = None
+    short: str | None = None
+    required: bool = False
 
     def describe(self) -> str:
         """The allowed values in words (for error messages and ``--help``)."""
@@ -92,6 +100,39 @@ def comma_list(text: str) -> list[str]:
     return [value.strip() for value in text.split(",") if value.strip()]
 
 
+def key_values(pairs: Sequence[str], flag: str) -> dict[str, str]:
+    """Repeated ``KEY=VALUE`` flag values → a dict (one line naming ``flag`` for a bad one).
+
+    >>> key_values(["iemocap=/data/IEMOCAP", "baum1 = /data/BAUM1"], "--root")
+    {'iemocap': '/data/IEMOCAP', 'baum1': '/data/BAUM1'}
+    """
+    parsed = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key.strip() or not value.strip():
+            raise ConfigError(f"{flag} expects KEY=VALUE, got {quote(pair)}")
+        parsed[key.strip()] = value.strip()
+    return parsed
+
+
+def kind(field: dataclasses.Field) -> tuple[type | None, bool]:
+    """The plain type of a declared field (``int``, ``float``, ``str``, ``bool``, ``tuple``
+    or ``None`` for others) and whether ``None`` is allowed (``float | None``)."""
+    parts = [part.strip() for part in str(field.type).split("|")]
+    optional = "None" in parts
+    names = [part for part in parts if part != "None"]
+    plain = {"int": int, "float": float, "str": str, "bool": bool}
+    if len(names) == 1 and names[0].startswith("tuple["):
+        return tuple, optional
+    return (plain.get(names[0]) if len(names) == 1 else None), optional
+
+
+def values_of(cls: type, values: dict[str, Any]) -> Any:
+    """An instance of declaration ``cls`` from the values of its fields in ``values`` (other
+    keys ignored: e.g. every parameter of a command)."""
+    return cls(**{field.name: values[field.name] for field in dataclasses.fields(cls) if field.name in values})
+
+
 def check_fields(config: Any) -> None:
     """Check every declared field of a config dataclass (nested configs check themselves)."""
     for field in dataclasses.fields(config):
@@ -104,10 +145,16 @@ def check_field(field: dataclasses.Field, value: Any) -> None:
     ``value`` has the field's type and its :class:`Spec` allows it."""
     spec: Spec = field.metadata["spec"]
     name = field_flag(field)
-    kind = field.type if isinstance(field.type, type) else {"int": int, "float": float, "str": str}.get(str(field.type))
-    if kind is int and (isinstance(value, bool) or not isinstance(value, int)):
+    plain, optional = kind(field)
+    if value is None and optional:
+        return
+    if plain is bool and not isinstance(value, bool):
+        raise ConfigError(f"{name}: expected true or false, got {quote(value)}")
+    if plain is tuple and (not isinstance(value, tuple) or not all(isinstance(v, str) for v in value)):
+        raise ConfigError(f"{name}: expected a list of texts, got {quote(value)}")
+    if plain is int and (isinstance(value, bool) or not isinstance(value, int)):
         raise ConfigError(f"{name}: expected an integer, got {quote(value)}")
-    if kind is float:
+    if plain is float:
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise ConfigError(f"{name}: expected a number, got {quote(value)}")
         if not math.isfinite(value):
@@ -117,7 +164,7 @@ def check_field(field: dataclasses.Field, value: Any) -> None:
         if problem:
             raise ConfigError(f"{name}: {problem}")
         return
-    if kind is str and not isinstance(value, str):
+    if plain is str and not isinstance(value, str):
         raise ConfigError(f"{name}: expected text, got {quote(value)}")
     if spec.choices is not None and value not in spec.choices:
         raise unknown_choice(name, value, spec.choices)
@@ -130,3 +177,19 @@ def check_field(field: dataclasses.Field, value: Any) -> None:
         and value % spec.multiple_of
     ):
         raise ConfigError(f"{name} must be {spec.describe()}, got {quote(value)}")
+
+
+def check_value(cls: type, name: str, value: Any) -> None:
+    """Check ``value`` against the declaration of field ``name`` of ``cls`` (for a library
+    function that takes the option as a plain argument).
+
+    >>> import dataclasses
+    >>> @dataclasses.dataclass
+    ... class Example:
+    ...     workers: int = option(2, "Threads.", low=1)
+    >>> check_value(Example, "workers", 0)
+    Traceback (most recent call last):
+    ...
+    featurestore.errors.ConfigError: --workers must be in [1, inf), got 0
+    """
+    check_field(next(f for f in dataclasses.fields(cls) if f.name == name), value)

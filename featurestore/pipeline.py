@@ -20,14 +20,14 @@ from pathlib import Path
 
 import numpy as np
 
-from featurestore.audio import DEFAULT_MAX_DURATION, TARGET_SR, audio_duration, audio_signature, load_audio
+from featurestore.audio import TARGET_SR, audio_duration, audio_signature, load_audio
 from featurestore.errors import ConfigError, SermtlError, StoreError
+from featurestore.extract_options import ExtractOptions
 from featurestore.features.base import FeatureExtractor
 from featurestore.manifest import Manifest
+from featurestore.options import check_value
 from featurestore.progress import progress_bar
 from featurestore.store.writer import StoreWriter
-
-ON_ERROR_CHOICES = ("fail", "skip")
 
 
 @dataclasses.dataclass
@@ -93,7 +93,7 @@ def planned_durations(manifest: Manifest, ids: Sequence[str], batch_seconds: flo
 
 
 def _load_row(row: dict, max_duration: float | None) -> tuple[np.ndarray, int | None]:
-    """A row's decoded wave and the signature of its file."""
+    """A row's decoded wave, ``(samples,)`` float32 at 16 kHz, and the signature of its file."""
     wave = load_audio(row["path"], row["start"], row["end"], target_sr=TARGET_SR, max_duration=max_duration)
     return wave, audio_signature(row["path"])
 
@@ -101,8 +101,8 @@ def _load_row(row: dict, max_duration: float | None) -> tuple[np.ndarray, int | 
 def _prefetch(
     manifest: Manifest, batches: Sequence[list[str]], workers: int, max_duration: float | None, ahead: int = 2
 ) -> Iterator[tuple[list[str], list[Future]]]:
-    """Yield each batch with futures of its decoded waves and file signatures, decoding
-    ``ahead`` batches early."""
+    """Yield each batch with futures of its decoded waves and file signatures (see
+    :func:`_load_row`), decoding ``ahead`` batches early."""
     with ThreadPoolExecutor(max_workers=max(1, workers), thread_name_prefix="sermtl-audio") as pool:
         queue: list[tuple[list[str], list[Future]]] = []
         try:
@@ -127,37 +127,64 @@ def extract_to_store(
     dtype: str = "float32",
     batch_seconds: float = 200.0,
     max_batch: int | None = None,
-    on_error: str = "fail",
-    workers: int = 2,
+    on_error: str = ExtractOptions.on_error,
+    workers: int = ExtractOptions.workers,
     progress: bool = True,
     on_item_error: Callable[[str], None] | None = None,
     repair: bool = False,
-    max_duration: float | None = DEFAULT_MAX_DURATION,
+    max_duration: float | None = ExtractOptions.max_duration,
 ) -> ExtractionReport:
     """Compute ``extractor`` features for every manifest row missing from the store.
 
-    ``on_error="fail"`` stops at the first bad item with a :class:`SermtlError` naming
-    it (everything committed before stays); ``"skip"`` records the item in the store's
-    report and goes on. Re-running with the same arguments only does what is missing.
-    ``repair`` first checks the store like :func:`~featurestore.verify.verify_store`, once
-    the writer holds its lock, and recomputes the manifest's entries whose stored features
-    it finds wrong (the ones rewritten are listed in ``report.repaired``); entries whose
-    only finding is a frame count against the duration, and whose checksum is known and
-    matches, are reported by ``verify`` but left, since recomputing gives the same count.
-    Entries whose audio file changed since they were extracted are refused in one line
-    (``repair`` recomputes them). Audio longer than ``max_duration`` seconds (``None``: no
-    cap) is not decoded: it fails or is skipped like any bad item.
+    Re-running with the same arguments only does what is missing. Entries whose audio file
+    changed since they were extracted are refused in one line (``repair`` recomputes them).
+
+    Parameters
+    ----------
+    manifest : Manifest
+        The utterances to extract.
+    extractor : FeatureExtractor
+        Computes the features; its ``describe()`` must match the store's, if it exists.
+    store_path : str or Path
+        The store, created or resumed.
+    format : str or None
+        Backend of a new store (``zarr``, ``hdf5``); ``None``: from the path's suffix.
+    dtype : str
+        Storage dtype of the features.
+    batch_seconds : float
+        Most padded audio seconds per batch (see :func:`plan_batches`).
+    max_batch : int or None
+        Most utterances per batch; ``None``: no cap.
+    on_error : str
+        ``"fail"`` stops at the first bad item with a :class:`SermtlError` naming it
+        (everything committed before stays); ``"skip"`` records the item in the store's
+        report and goes on.
+    workers : int
+        Threads decoding audio ahead of the extractor.
+    progress : bool
+        Show a progress bar in audio seconds.
+    on_item_error : Callable[[str], None] or None
+        Gets a line for each skipped item.
+    repair : bool
+        First check the store like :func:`~featurestore.verify.verify_store`, once the
+        writer holds its lock, and recompute the manifest's entries whose stored features it
+        finds wrong (the ones rewritten are listed in ``report.repaired``); entries whose
+        only finding is a frame count against the duration, and whose checksum is known and
+        matches, are reported by ``verify`` but left, since recomputing gives the same count.
+    max_duration : float or None
+        Audio longer than this many seconds is not decoded: it fails or is skipped like any
+        bad item; ``None``: no cap.
+
+    Returns
+    -------
+    ExtractionReport
+        What the run stored, found done, skipped and repaired.
     """
-    if on_error not in ON_ERROR_CHOICES:
-        raise ConfigError(f"--on-error must be one of {', '.join(ON_ERROR_CHOICES)}, got {on_error!r}")
-    if max_batch is not None and max_batch < 1:
-        raise ConfigError(f"--max-batch must be at least 1, got {max_batch}")
-    if max_duration is not None and not 0 < max_duration < float("inf"):
-        raise ConfigError(f"--max-duration must be a positive number of seconds, got {max_duration}")
-    if not 0 < batch_seconds < float("inf"):
-        raise ConfigError(f"--batch-seconds must be a positive number, got {batch_seconds}")
+    _check_options(on_error, max_batch, max_duration, batch_seconds)
     started = time.perf_counter()
     report = ExtractionReport(store=Path(store_path))
+    # Opened here, not in a helper, so that the warnings about damage it repairs on opening
+    # point at this call and at its caller.
     with StoreWriter(
         store_path,
         manifest,
@@ -168,65 +195,140 @@ def extract_to_store(
         frame_rate=extractor.frame_rate,
         format=format,
     ) as writer:
-        to_repair = _entries_to_repair(writer, manifest) if repair else []
-        if repair:
-            writer.invalidate(to_repair)
-        else:
-            _refuse_changed_audio(writer, manifest)
+        to_repair = _forget_or_refuse_stale(writer, manifest, repair)
         todo = writer.pending(manifest.ids())
         report.already_done = len(manifest) - len(todo)
         if not todo:
             report.elapsed = time.perf_counter() - started
             return report
-        durations = planned_durations(manifest, todo, batch_seconds)
-        batches = plan_batches(durations, batch_seconds, max_batch)
-        written: set[str] = set()
-
-        def fail_or_skip(utt_id: str, error: SermtlError) -> None:
-            if on_error == "fail":
-                raise error
-            message = str(error)
-            writer.skip(utt_id, message)
-            report.skipped.append({"utt_id": utt_id, "error": message})
-            if on_item_error is not None:
-                on_item_error(f"skipped {utt_id}: {message}")
-
-        bar = progress_bar(
-            total=sum(durations.values()),
-            unit="s",
-            unit_scale=False,
-            desc=f"{extractor.name} → {Path(store_path).name}",
-            enabled=progress,
-            bar_format="{l_bar}{bar}| {n:.0f}/{total:.0f} audio s [{elapsed}<{remaining}, {rate_fmt}]",
+        run = _ExtractionRun(writer, extractor, manifest, report, on_error, on_item_error)
+        _extract_pending(
+            run,
+            todo,
+            batch_seconds=batch_seconds,
+            max_batch=max_batch,
+            workers=workers,
+            max_duration=max_duration,
+            progress=progress,
         )
-        with bar:
-            for batch, futures in _prefetch(writer.manifest, batches, workers, max_duration):
-                ids, waves, signatures = [], [], {}
-                for utt_id, future in zip(batch, futures):
-                    try:
-                        wave, signatures[utt_id] = future.result()
-                        extractor.check_length(len(wave), f"{utt_id} ({manifest[utt_id]['path']})")
-                    except SermtlError as exc:
-                        fail_or_skip(utt_id, exc)
-                        continue
-                    ids.append(utt_id)
-                    waves.append(wave)
-                items = []
-                for utt_id, feats in zip(ids, extractor.extract_batch(waves) if waves else []):
-                    problem = feature_problem(feats, writer.dtype)
-                    if problem:
-                        fail_or_skip(utt_id, ConfigError(f"{utt_id}: {problem} ({manifest[utt_id]['path']})"))
-                        continue
-                    items.append((utt_id, feats))
-                writer.write(items, {u: s for u, s in signatures.items() if s is not None})
-                written.update(u for u, _ in items)
-                seconds = sum(len(w) for w in waves) / TARGET_SR
-                report.stored += len(items)
-                report.audio_seconds += seconds
-                bar.update(sum(durations[u] for u in batch))
-    report.repaired = [u for u in to_repair if u in written]
+    report.repaired = [u for u in to_repair if u in run.written]
     report.elapsed = time.perf_counter() - started
     return report
+
+
+def _check_options(on_error: str, max_batch: int | None, max_duration: float | None, batch_seconds: float) -> None:
+    """Refuse an option value of :func:`extract_to_store` that its declaration
+    (:class:`~featurestore.extract_options.ExtractOptions`) does not allow, naming the flag."""
+    for name, value in (
+        ("on_error", on_error),
+        ("max_batch", max_batch),
+        ("max_duration", max_duration),
+        ("batch_seconds", batch_seconds),
+    ):
+        check_value(ExtractOptions, name, value)
+
+
+def _forget_or_refuse_stale(writer: StoreWriter, manifest: Manifest, repair: bool) -> list[str]:
+    """With ``repair``, forget the entries of ``manifest`` that ``verify`` finds wrong (they
+    become pending) and return their ids; without, refuse entries whose audio changed."""
+    if not repair:
+        _refuse_changed_audio(writer, manifest)
+        return []
+    to_repair = _entries_to_repair(writer, manifest)
+    writer.invalidate(to_repair)
+    return to_repair
+
+
+@dataclasses.dataclass
+class _ExtractionRun:
+    """One run's batches into an open writer: decoded, extracted, checked and committed,
+    each bad item failing the run or skipped (``on_error``), counted in ``report``."""
+
+    writer: StoreWriter
+    extractor: FeatureExtractor
+    manifest: Manifest
+    report: ExtractionReport
+    on_error: str
+    on_item_error: Callable[[str], None] | None
+    #: Ids committed by this run.
+    written: set[str] = dataclasses.field(default_factory=set)
+
+    def extract_batch(self, batch: list[str], futures: Sequence[Future]) -> None:
+        """Commit the features of ``batch``, whose decoded audio ``futures`` give (see
+        :func:`_prefetch`)."""
+        ids, waves, signatures = self._decoded(batch, futures)
+        items = self._checked_features(ids, waves)
+        self.writer.write(items, {u: s for u, s in signatures.items() if s is not None})
+        self.written.update(u for u, _ in items)
+        self.report.stored += len(items)
+        self.report.audio_seconds += sum(len(w) for w in waves) / TARGET_SR
+
+    def _decoded(
+        self, batch: list[str], futures: Sequence[Future]
+    ) -> tuple[list[str], list[np.ndarray], dict[str, int | None]]:
+        """The ids whose audio decoded and is long enough, their ``(samples,)`` waves, and
+        the file signature of every id whose audio decoded."""
+        ids, waves, signatures = [], [], {}
+        for utt_id, future in zip(batch, futures):
+            try:
+                wave, signatures[utt_id] = future.result()
+                self.extractor.check_length(len(wave), f"{utt_id} ({self.manifest[utt_id]['path']})")
+            except SermtlError as exc:
+                self._fail_or_skip(utt_id, exc)
+                continue
+            ids.append(utt_id)
+            waves.append(wave)
+        return ids, waves, signatures
+
+    def _checked_features(self, ids: list[str], waves: list[np.ndarray]) -> list[tuple[str, np.ndarray]]:
+        """``(utt_id, features (layers, frames, dim))`` of the ``waves`` whose features the
+        store can hold (:func:`feature_problem`)."""
+        items = []
+        for utt_id, feats in zip(ids, self.extractor.extract_batch(waves) if waves else []):
+            problem = feature_problem(feats, self.writer.dtype)
+            if problem:
+                self._fail_or_skip(utt_id, ConfigError(f"{utt_id}: {problem} ({self.manifest[utt_id]['path']})"))
+                continue
+            items.append((utt_id, feats))
+        return items
+
+    def _fail_or_skip(self, utt_id: str, error: SermtlError) -> None:
+        """Raise ``error``, or with ``on_error="skip"`` record it in the store and the report."""
+        if self.on_error == "fail":
+            raise error
+        message = str(error)
+        self.writer.skip(utt_id, message)
+        self.report.skipped.append({"utt_id": utt_id, "error": message})
+        if self.on_item_error is not None:
+            self.on_item_error(f"skipped {utt_id}: {message}")
+
+
+def _extract_pending(
+    run: _ExtractionRun,
+    todo: Sequence[str],
+    *,
+    batch_seconds: float,
+    max_batch: int | None,
+    workers: int,
+    max_duration: float | None,
+    progress: bool,
+) -> None:
+    """Plan ``todo`` into batches and extract them one by one, decoding ahead, with a
+    progress bar in audio seconds."""
+    durations = planned_durations(run.manifest, todo, batch_seconds)
+    batches = plan_batches(durations, batch_seconds, max_batch)
+    bar = progress_bar(
+        total=sum(durations.values()),
+        unit="s",
+        unit_scale=False,
+        desc=f"{run.extractor.name} → {run.report.store.name}",
+        enabled=progress,
+        bar_format="{l_bar}{bar}| {n:.0f}/{total:.0f} audio s [{elapsed}<{remaining}, {rate_fmt}]",
+    )
+    with bar:
+        for batch, futures in _prefetch(run.writer.manifest, batches, workers, max_duration):
+            run.extract_batch(batch, futures)
+            bar.update(sum(durations[u] for u in batch))
 
 
 def _entries_to_repair(writer: StoreWriter, manifest: Manifest) -> list[str]:
@@ -254,8 +356,8 @@ def _refuse_changed_audio(writer: StoreWriter, manifest: Manifest) -> None:
 
 
 def feature_problem(features: np.ndarray, dtype: np.dtype) -> str | None:
-    """Why ``features`` cannot be stored as ``dtype`` (non-finite values, or values beyond
-    its range, as ComParE energies are for float16), or ``None``."""
+    """Why ``features`` (``(layers, frames, dim)``) cannot be stored as ``dtype`` (non-finite
+    values, or values beyond its range, as ComParE energies are for float16), or ``None``."""
     if not np.isfinite(features).all():
         return "non-finite features"
     largest = float(np.abs(features).max()) if features.size else 0.0

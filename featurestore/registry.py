@@ -14,19 +14,32 @@ featurestore.errors.ConfigError: --function: 'sqr' is not one of sqrt, floor (ne
 from __future__ import annotations
 
 import importlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from featurestore.errors import unknown_choice
 
 
-class Registry:
-    """Names (in declaration order) of things imported on first use; ``flag`` names the
-    choice in the one-line error for a name that is not registered."""
+def import_attribute(entry: str) -> Any:
+    """The object that ``"module:attribute"`` names, its module imported now."""
+    module, attribute = entry.split(":")
+    return getattr(importlib.import_module(module), attribute)
 
-    def __init__(self, flag: str, entries: dict[str, str]) -> None:
+
+class Registry:
+    """Names (in declaration order) of things found on first use; ``flag`` names the
+    choice in the one-line error for a name that is not registered. Entries are
+    ``"module:attribute"`` texts, imported by :meth:`load`, unless ``find`` says how an
+    entry becomes the thing (e.g. ``Path`` for files found by name).
+
+    >>> Registry("--unit", {"ms": 0.001, "s": 1.0}, find=lambda value: value).load("ms")
+    0.001
+    """
+
+    def __init__(self, flag: str, entries: dict[str, Any], find: Callable[[Any], Any] = import_attribute) -> None:
         self.flag = flag
         self._entries = dict(entries)
+        self._find = find
 
     def names(self) -> list[str]:
         """The registered names, in declaration order."""
@@ -37,8 +50,7 @@ class Registry:
         naming the choices and the nearest one for another name."""
         if name not in self._entries:
             raise unknown_choice(self.flag, name, self._entries)
-        module, attribute = self._entries[name].split(":")
-        return getattr(importlib.import_module(module), attribute)
+        return self._find(self._entries[name])
 
     def __contains__(self, name: object) -> bool:
         return name in self._entries

@@ -38,8 +38,10 @@ _JUNK = b"\x00\x05\x16\x07\x00\x02\x00\x00Mac OS X        " + bytes(64)
 
 
 def synth_utterance(emotion: str, expression: str, seconds: float, sr: int, seed: int, gender: str = "M") -> np.ndarray:
-    """A mono float32 signal of ``seconds`` whose acoustics follow the labels.
+    """A mono float32 signal ``(round(seconds * sr),)`` whose acoustics follow the labels.
 
+    Examples
+    --------
     >>> synth_utterance("angry", "acted", 0.5, 16000, seed=1).shape
     (8000,)
     """

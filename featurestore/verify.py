@@ -12,8 +12,9 @@ import numpy as np
 
 from featurestore.audio import audio_exists, audio_signature
 from featurestore.errors import describe_error
+from featurestore.store.creation import store_fingerprint
 from featurestore.store.reader import FeatureStore, open_store, rows_inside
-from featurestore.store.writer import frames_checksum, store_fingerprint
+from featurestore.store.writer import frames_checksum
 
 _BLOCK_FRAMES = 1 << 16
 #: Frames an entry may differ from ``duration × frame_rate`` (edge rounding of the framing).
@@ -222,3 +223,37 @@ def store_summary(path: str | Path) -> dict[str, Any]:
             "counts": {c: manifest.counts(c) for c in label_columns},
             "config": store.attrs,
         }
+
+
+def format_summary(summary: dict[str, Any]) -> str:
+    """``sermtl info``'s table of a :func:`store_summary`."""
+    frames = summary["frames"]
+    feature = summary["config"].get("feature", {})
+    lines = [
+        f"store     {summary['path']} ({summary['format']}, {summary['size_bytes'] / 2**20:.1f} MiB)",
+        f"feature   {feature.get('feature')} {feature.get('model', '')}".rstrip(),
+        f"shape     {summary['layers']} layer(s) x {summary['dim']} dims, {summary['dtype']}",
+        f"entries   {summary['utterances']} of {summary['manifest_rows']} manifest rows "
+        f"({summary['missing']} missing, {len(summary['skipped'])} skipped), {summary['audio_hours']:.2f} h",
+        f"frames    total {frames['total']}, min {frames['min']}, mean {frames['mean']:.1f}, max {frames['max']}",
+    ]
+    for column, counts in summary["counts"].items():
+        lines.append(f"{column:<9} " + ", ".join(f"{k} {v}" for k, v in counts.items()))
+    for item in summary["skipped"]:
+        lines.append(f"skipped   {item['utt_id']}: {item['error']}")
+    lines.append(
+        f"fingerprint {summary['config'].get('fingerprint')}, sermtl {summary['config'].get('sermtl_version')}"
+    )
+    return "\n".join(lines)
+
+
+def describe_verification(result: VerifyResult) -> str:
+    """``sermtl verify``'s lines: each problem, missing and skipped entry, then the counts."""
+    lines = [
+        *(f"problem: {problem}" for problem in result.problems),
+        *(f"missing: {utt_id}" for utt_id in result.missing),
+        *(f"skipped: {item['utt_id']}: {item['error']}" for item in result.skipped),
+        f"{result.path}: {result.checked} entries checked, {len(result.problems)} problem(s), "
+        f"{len(result.missing)} missing",
+    ]
+    return "\n".join(lines)

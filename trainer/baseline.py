@@ -19,18 +19,23 @@ its speaker's vectors (:mod:`trainer.speakers`).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+import dataclasses
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from featurestore.errors import ConfigError, unknown_choice
+from featurestore.atomic import write_json
+from featurestore.errors import ConfigError
 from featurestore.manifest import Manifest
+from featurestore.options import check_fields, check_value, option
+from featurestore.registry import Registry
 from featurestore.store.reader import FeatureStore, open_store
 from trainer.folds import Fold, check_folds, test_digest
-from trainer.metrics import average_folds, evaluate, summarise_repeats
+from trainer.metrics import average_folds, describe_repeats, describe_results, evaluate, summarise_repeats
 from trainer.protocols import Protocol, default_protocol
+from trainer.run_options import ResolvedRun, RunOptions
 from trainer.speakers import speaker_groups, speaker_normalised_vectors, warn_if_speakers_do_not_span_the_classes
 
 INPUT_NORMS = ("global", "speaker")
@@ -56,11 +61,40 @@ def stored_functionals(store: FeatureStore, ids: Sequence[str], layer: str | int
 
 
 #: ``--functionals`` name → (the store feature it needs, None for any frame feature; its vectors).
-FUNCTIONALS: dict[str, tuple[str | None, Callable[..., np.ndarray]]] = {
-    "mfcc-stats": (None, utterance_statistics),
-    "egemaps": ("egemaps-functionals", stored_functionals),
-    "compare": ("compare-functionals", stored_functionals),
-}
+FUNCTIONALS = Registry(
+    "--functionals",
+    {
+        "mfcc-stats": (None, utterance_statistics),
+        "egemaps": ("egemaps-functionals", stored_functionals),
+        "compare": ("compare-functionals", stored_functionals),
+    },
+    find=lambda entry: entry,
+)
+
+
+@dataclasses.dataclass(frozen=True)
+class SvmOptions:
+    """The SVM baseline's own options (declared once; the store, protocol, label, seed and
+    repeats are those of ``cv``)."""
+
+    c: float = option(1.0, "SVM regularisation C.", low=0, open_low=True)
+    functionals: str | None = option(
+        None,
+        "Utterance vectors: mean/std of the stored frames (mfcc-stats, the default for frame stores), or "
+        "openSMILE's eGeMAPS/ComParE functionals (from a store of --feature egemaps-functionals or "
+        "compare-functionals, their default).",
+        choices=tuple(FUNCTIONALS),
+    )
+    input_norm: str = option(
+        "global",
+        "Standardise the vectors on the training rows (global), or first per speaker over each "
+        "speaker's utterances, test speakers' unlabelled ones included (speaker).",
+        choices=INPUT_NORMS,
+    )
+    out: str | None = option(None, "Write the results as JSON here.", path="file")
+
+    def __post_init__(self) -> None:
+        check_fields(self)
 
 
 def store_feature(store: FeatureStore) -> str:
@@ -70,13 +104,11 @@ def store_feature(store: FeatureStore) -> str:
 def resolve_functionals(store: FeatureStore, functionals: str | None) -> str:
     """``functionals``, or the store's default (its own vectors for a functionals store,
     ``mfcc-stats`` for a frame store); a one-line error when they do not fit the store."""
-    if functionals is not None and functionals not in FUNCTIONALS:
-        raise unknown_choice("--functionals", functionals, FUNCTIONALS)
+    needs = None if functionals is None else FUNCTIONALS.load(functionals)[0]  # a bogus name: the nearest
     feature = store_feature(store)
     per_utterance = store.attrs.get("frame_rate") == 0
     if functionals is None:
-        return next((name for name, (needs, _) in FUNCTIONALS.items() if needs == feature), "mfcc-stats")
-    needs = FUNCTIONALS[functionals][0]
+        return next((name for name in FUNCTIONALS if FUNCTIONALS.load(name)[0] == feature), "mfcc-stats")
     if needs is None and per_utterance:
         raise ConfigError(
             f"--functionals {functionals}: store {store.path} holds one {feature} vector per utterance, "
@@ -95,11 +127,10 @@ def utterance_vectors(
 ) -> dict[str, np.ndarray]:
     """``{utt_id: vector}`` of every stored utterance (speaker-normalised for ``input_norm``
     ``speaker``)."""
-    if input_norm not in INPUT_NORMS:
-        raise unknown_choice("--input-norm (of the SVM)", input_norm, INPUT_NORMS)
+    check_value(SvmOptions, "input_norm", input_norm)
     name = resolve_functionals(store, functionals)
     ids = store.ids()
-    vectors = dict(zip(ids, FUNCTIONALS[name][1](store, ids, layer)))
+    vectors = dict(zip(ids, FUNCTIONALS.load(name)[1](store, ids, layer)))
     if input_norm == "speaker":
         vectors = speaker_normalised_vectors(vectors, speaker_groups(store.manifest, ids))
     return vectors
@@ -146,8 +177,7 @@ def svm_repeats(
     do not depend on the seed and are computed once. Returns ``{"name", "results"}``: one
     seed's results, or for several the mean ± std over seeds
     (:func:`~trainer.metrics.summarise_repeats`) with every seed's results."""
-    if repeats < 1:
-        raise ConfigError(f"--repeats must be >= 1, got {repeats}")
+    check_value(RunOptions, "repeats", repeats)
     per_seed = {}
     with open_store(store_path) as store:
         name_of_vectors = resolve_functionals(store, functionals)
@@ -173,3 +203,27 @@ def svm_repeats(
         "name": name,
         "results": {**summarise_repeats(per_seed), "results": {str(s): r for s, r in per_seed.items()}},
     }
+
+
+def run_baseline(run: ResolvedRun, svm: SvmOptions, repeats: int = 1) -> dict[str, Any]:
+    """``sermtl baseline``: :func:`svm_repeats` on ``run``'s store, protocol, label and seed,
+    the results written to ``svm.out`` when given; returns ``{"name", "results"}``."""
+    outcome = svm_repeats(
+        run.store,
+        run.protocol,
+        label=run.config.label,
+        c=svm.c,
+        seed=run.config.seed,
+        repeats=repeats,
+        functionals=svm.functionals,
+        input_norm=svm.input_norm,
+    )
+    if svm.out:
+        write_json(svm.out, outcome["results"])
+    return outcome
+
+
+def describe_baseline(outcome: dict[str, Any]) -> str:
+    """The line ``sermtl baseline`` prints: the model and its results (mean ± std over seeds)."""
+    results = outcome["results"]
+    return f"{outcome['name']}: {describe_repeats(results) if 'seeds' in results else describe_results(results)}"

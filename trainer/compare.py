@@ -14,6 +14,7 @@ its 95 % interval and Wilcoxon p-value (:func:`trainer.stats.paired_over_keys`).
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import statistics
 from collections.abc import Sequence
@@ -21,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from featurestore.errors import ConfigError, RunError
+from featurestore.options import option
 from featurestore.schema import check
 from trainer.folds import load_folds, natural_key, test_digest
 from trainer.runfiles import RESULTS, SVM_RESULTS, read_checked, read_metrics, read_run_config
@@ -97,6 +99,13 @@ def _summary(scores: dict[Pair, float]) -> dict[str, Any]:
     seeds = sorted({seed for seed, _ in scores})
     per_seed = [statistics.mean(v for (s, _), v in scores.items() if s == seed) for seed in seeds]
     return {"mean": statistics.mean(per_seed), "std": statistics.pstdev(per_seed), "seeds": seeds, "folds": len(scores)}
+
+
+@dataclasses.dataclass(frozen=True)
+class CompareOptions:
+    """What ``sermtl compare`` pairs (declared options)."""
+
+    metric: str = option("uwa", "A number of each fold's metrics.json: wa, uwa, aux_accuracy, …")
 
 
 def compare_runs(baseline: Path, others: Sequence[Path], metric: str = "uwa") -> dict[str, Any]:

@@ -29,6 +29,7 @@ from typing import Any
 from featurestore.errors import ConfigError, SermtlError, nearest, quote, unknown_choice
 from featurestore.features.base import device_problem
 from featurestore.options import Spec, check_fields, flag, option
+from featurestore.registry import Registry
 from featurestore.textfile import read_structured_file
 from trainer.limits import MAX_EPOCHS
 from trainer.tasks import alpha_at
@@ -74,6 +75,11 @@ class NetworkOptions:
 
     def __post_init__(self) -> None:
         check_fields(self)
+
+    @property
+    def speaker_normalised(self) -> bool:
+        """Whether inputs are standardised per speaker first (``input_norm`` ``speaker``)."""
+        return self.input_norm == "speaker"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -247,8 +253,12 @@ def options() -> Iterator[tuple[dataclasses.Field, Spec]]:
 
 
 # -- config files ---------------------------------------------------------------------------------
-#: Presets that ship with sermtl, found by name (``--config paper``).
-PRESETS = Path(__file__).with_name("presets")
+#: Presets that ship with sermtl, found by name (``--config paper``): their YAML files.
+PRESETS = Registry(
+    "--config (no such file, nor a preset)",
+    {path.stem: path for path in sorted(Path(__file__).with_name("presets").glob("*.yaml"))},
+    find=Path,
+)
 #: Keys a run's ``config.json`` records about its store; read back, they are not options.
 _STORE_RECORD = ("store_fingerprint", "store_entries", "store_digest")
 
@@ -266,7 +276,7 @@ class ConfigFile:
 
 def preset_names() -> list[str]:
     """Names of the presets that ship with sermtl."""
-    return sorted(p.stem for p in PRESETS.glob("*.yaml"))
+    return PRESETS.names()
 
 
 def read_config_file(spec: str | Path) -> ConfigFile:
@@ -279,9 +289,9 @@ def read_config_file(spec: str | Path) -> ConfigFile:
     """
     path = Path(spec)
     if not path.exists():
-        if path.suffix or str(spec) not in preset_names():
-            raise unknown_choice("--config (no such file, nor a preset)", str(spec), preset_names())
-        path = PRESETS / f"{spec}.yaml"
+        if path.suffix:
+            raise unknown_choice(PRESETS.flag, str(spec), preset_names())
+        path = PRESETS.load(str(spec))
     source = str(path)
     data = _parse(path)
     known = ["store", "protocol", "train", *_STORE_RECORD, "network", *_PATHS]

@@ -34,6 +34,7 @@ from featurestore.atomic import atomic_write, write_json
 from featurestore.errors import ConfigError, RunError, SermtlError
 from featurestore.features.base import resolve_device
 from featurestore.locking import ExclusiveLock
+from featurestore.options import check_value
 from featurestore.progress import note, progress_bar
 from featurestore.store.reader import open_store
 from trainer.checkpoint import save_checkpoint
@@ -43,6 +44,7 @@ from trainer.folds import Fold, check_folds, load_folds, save_folds
 from trainer.loop import check_columns, resolved_config, train_fold
 from trainer.metrics import average_folds, summarise_repeats
 from trainer.protocols import Protocol, default_protocol
+from trainer.run_options import RunOptions
 from trainer.runfiles import read_metrics, read_run_config
 from trainer.speakers import speaker_groups, warn_if_speakers_do_not_span_the_classes
 
@@ -177,7 +179,7 @@ def plan_run(
     store, out = session.store, Path(out_dir)
     config = resolved_config(config, store.manifest)
     check_columns(store, config)
-    if config.network.input_norm == "speaker":
+    if config.network.speaker_normalised:
         warn_if_speakers_do_not_span_the_classes(store.manifest, store.ids(), config.label)
     resolve_layer(store, config.layer)
     protocol = protocol or default_protocol(store.manifest)
@@ -478,8 +480,7 @@ def run_repeats(
     drawn from that seed too), and write ``OUT/repeats.json`` (:func:`summarise_repeats`).
     Resumes like ``run``; returns ``{"per_seed": {seed: results}, "summary": …}``, or ``None``
     where ``run`` does (torchrun ranks > 0)."""
-    if repeats < 1:
-        raise ConfigError(f"--repeats must be >= 1, got {repeats}")
+    check_value(RunOptions, "repeats", repeats)
     out = Path(out_dir)
     runs = {
         seed: run(

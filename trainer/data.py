@@ -91,8 +91,8 @@ class FeatureBank:
         return self.frames[:, offset : offset + count] if self.multi_layer else self.frames[offset : offset + count]
 
     def _read(self, utt_id: str, start: int, count: int) -> torch.Tensor:
-        """:meth:`_frames`, standardised with the utterance's own statistics when this bank
-        is :meth:`speaker_normalised`."""
+        """:meth:`_frames` ``([layers,] count, dim)``, standardised with the utterance's own
+        statistics when this bank is :meth:`speaker_normalised`."""
         block = self._frames(utt_id, start, count)
         if self._utterance_norm is None:
             return block
@@ -112,7 +112,7 @@ class FeatureBank:
         return view
 
     def lengths(self, ids: Sequence[str]) -> np.ndarray:
-        """Frame counts of ``ids``."""
+        """Frame counts of ``ids``, int64 ``(len(ids),)``."""
         return np.array([self.entries[u][1] for u in ids], dtype=np.int64)
 
     def spans(
@@ -143,20 +143,22 @@ class FeatureBank:
     def batch(
         self, ids: Sequence[str], crop_frames: int | None = None, rng: np.random.Generator | None = None
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """:meth:`gather` of :meth:`spans`: one padded batch."""
+        """:meth:`gather` of :meth:`spans`: one padded batch, features ``(B, [layers,] T, dim)``
+        and lengths ``(B,)``."""
         return self.gather(ids, self.spans(ids, crop_frames, rng))
 
     def iterate(
         self, batches: Sequence[Sequence[str]], crop_frames: int | None = None, rng: np.random.Generator | None = None
     ) -> Iterator[tuple[Sequence[str], torch.Tensor, torch.Tensor]]:
-        """``(ids, features, lengths)`` for each batch; crops are drawn from ``rng`` in batch order."""
+        """``(ids, features, lengths)`` for each batch, shaped as :meth:`batch` gives them; crops
+        are drawn from ``rng`` in batch order."""
         for ids in batches:
             yield (ids, *self.batch(ids, crop_frames, rng))
 
     def statistics(self, ids: Sequence[str]) -> tuple[torch.Tensor, torch.Tensor]:
-        """Per-dimension mean and standard deviation over every frame of ``ids`` (float32;
-        per layer for a multi-layer bank), accumulated in float64; computed once per set of
-        ids (the runs of a sweep share their folds' training sets)."""
+        """Per-dimension mean and standard deviation over every frame of ``ids`` (float32,
+        ``(dim,)`` each, or ``(layers, dim)`` for a multi-layer bank), accumulated in float64;
+        computed once per set of ids (the runs of a sweep share their folds' training sets)."""
         key = tuple(ids)
         if key not in self._statistics_cache:
             self._statistics_cache[key] = self._compute_statistics(ids)
@@ -251,6 +253,8 @@ def make_batches(
     (BatchNorm cannot train on a batch of one). Without (evaluation): sorted by length,
     longest first.
 
+    Examples
+    --------
     >>> make_batches(["a", "b", "c"], [5, 9, 7], batch_size=2)
     [['b', 'c'], ['a']]
     """

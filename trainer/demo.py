@@ -25,6 +25,7 @@ from typing import Any
 
 from featurestore.atomic import write_json, write_text
 from featurestore.corpora import prepare
+from featurestore.errors import StoreError
 from featurestore.features import build_extractor
 from featurestore.features.random_models import save_random_ssl_model
 from featurestore.pipeline import extract_to_store
@@ -111,4 +112,7 @@ def run_demo(
     write_text(report_path, f"{report_path.read_text()}\n## About this demo\n\n{NOTE}\n")
     summary["report"] = str(report_path)
     write_json(out / "demo.json", summary)
+    failed = [feature for feature, store in summary["stores"].items() if not store["verified"]]
+    if failed:
+        raise StoreError(f"demo stores failed verification ({', '.join(failed)}); see {out / 'demo.json'}")
     return summary

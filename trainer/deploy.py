@@ -30,17 +30,8 @@ from trainer.config import TrainConfig
 from trainer.cv import StoreSession, check_tasks, write_history_csv
 from trainer.folds import Fold
 from trainer.loop import check_columns, resolved_config, train_fold
+from trainer.run_options import ResolvedRun
 from trainer.runfiles import read_results, read_run_config
-
-
-def epochs_from_run(run_dir: Path) -> int | None:
-    """The median of the epochs a finished run's folds kept (``best_epoch``, each checked to
-    lie in the range of ``--epochs``), or ``None``."""
-    results = run_dir / "results.json"
-    if not results.is_file():
-        return None
-    kept = [f["best_epoch"] for f in read_results(results)["folds"] if f.get("best_epoch") is not None]
-    return int(round(statistics.median(kept))) if kept else None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -50,6 +41,12 @@ class CvEstimate:
     run: Path
     results: dict[str, Any]
     protocol: dict[str, Any]
+
+    def median_epochs(self) -> int | None:
+        """The median of the epochs the run's folds kept (``best_epoch``, each checked when
+        read to lie in the range of ``--epochs``), or ``None`` when no fold recorded one."""
+        kept = [f["best_epoch"] for f in self.results["folds"] if f.get("best_epoch") is not None]
+        return int(round(statistics.median(kept))) if kept else None
 
 
 def cv_estimate(cv_run: Path | None) -> CvEstimate | None:
@@ -62,12 +59,16 @@ def cv_estimate(cv_run: Path | None) -> CvEstimate | None:
 
 
 def train_all_data(
-    store_path: str | Path, out_dir: str | Path, config: TrainConfig, cv_run: Path | None = None, progress: bool = True
+    store_path: str | Path,
+    out_dir: str | Path,
+    config: TrainConfig,
+    estimate: CvEstimate | None = None,
+    progress: bool = True,
 ) -> dict[str, Any]:
-    """Train on every row of the store and write the model and its card (module docstring);
-    returns the checkpoint.
+    """Train on every row of the store and write the model and its card (module docstring),
+    quoting ``estimate`` (:func:`cv_estimate`); returns the checkpoint.
 
-    Every file read (the store, ``cv_run``'s ``results.json`` and ``config.json``) is read
+    Every file read (the store; the cv run's files, read by :func:`cv_estimate`) is read
     and checked before training starts. The model folder is built aside (a hidden folder
     beside ``out_dir``) and renamed into place whole, so a failure leaves nothing behind and
     the same command can run again; ``out_dir`` must not exist or be an empty folder."""
@@ -76,7 +77,6 @@ def train_all_data(
         raise ConfigError(f"--out {out} already holds a model (checkpoint.pt); choose another folder")
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise ConfigError(f"--out {out} exists and is not an empty folder; choose another folder")
-    estimate = cv_estimate(cv_run)
     with StoreSession(store_path) as session:
         store = session.store
         config = resolved_config(config, store.manifest)
@@ -188,10 +188,29 @@ def model_card(store, config: TrainConfig, identity: dict[str, Any], estimate: C
         "- Emotion corpora are small and narrow (few speakers, one language, one setting); accuracy drops across "
         "corpora, languages, channels and between acted and spontaneous speech.",
     ]
-    if config.network.input_norm == "speaker":
+    if config.network.speaker_normalised:
         lines.append(
             "- Trained with speaker normalisation: give `predict` several recordings of one speaker per call "
             "(their statistics stand for the speaker's)."
         )
     lines += ["", "## Config", "", "```json", json.dumps(config.to_dict(), indent=2, sort_keys=True), "```", ""]
     return "\n".join(lines)
+
+
+def deploy_model(
+    run: ResolvedRun, out: str | Path | None, cv_run: Path | None, epochs_given: bool, progress: bool = True
+) -> tuple[Path, TrainConfig]:
+    """``sermtl train --all-data``: train ``run`` on every row into ``out`` (default
+    ``models/<store>``). With ``cv_run`` (the folder of a ``--config RUN/config.json``) the
+    card quotes that run's results and, unless ``epochs_given``, training lasts the median
+    of the epochs its folds kept. Returns the model folder and the config trained with."""
+    estimate = cv_estimate(cv_run)
+    config = run.config
+    if cv_run is not None and not epochs_given:
+        epochs = estimate.median_epochs() if estimate is not None else None
+        if epochs is None:
+            raise ConfigError(f"--all-data: {cv_run} has no finished folds to take the epoch count from; give --epochs")
+        config = dataclasses.replace(config, epochs=epochs)
+    model_dir = Path(out) if out else Path("models") / Path(run.store).stem
+    train_all_data(run.store, model_dir, config, estimate, progress=progress)
+    return model_dir, config

@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from featurestore.atomic import write_json, write_text
+from featurestore.corpora.source import cache_dir
 from featurestore.errors import ConfigError
 from featurestore.features import DEFAULT_SSL_MODEL
 from featurestore.store.reader import stored_manifest
@@ -33,6 +34,7 @@ from trainer.config import TrainConfig
 from trainer.cv import Protocol, default_protocol, run_cv
 from trainer.paper import EXPERIMENTS
 from trainer.plots import plot_bars
+from trainer.run_options import ExperimentOptions
 from trainer.sweep import Sweep, run_sweep
 from trainer.tables import markdown_table
 
@@ -63,6 +65,41 @@ class Workspace:
     train: dict[str, Any] = dataclasses.field(default_factory=dict)
     progress: bool = True
     echo: Callable[[str], None] = print
+
+    @classmethod
+    def from_options(
+        cls,
+        options: ExperimentOptions,
+        train: dict[str, Any],
+        *,
+        model: str = DEFAULT_SSL_MODEL,
+        layers: str = "last",
+        echo: Callable[[str], None] = print,
+    ) -> Workspace:
+        """The workspace of ``sermtl experiment``'s options: ``train`` holds training options
+        (``device`` among them), checked here, before any store is extracted."""
+        from featurestore.corpora import CORPORA
+
+        TrainConfig.from_dict(train)
+        roots = options.root_map()
+        recipes = {c: "csv" for c, r in roots.items() if str(r).lower().endswith(".csv")}
+        unknown = [c for c in roots if c not in CORPORA and c not in recipes]
+        if unknown:
+            raise ConfigError(
+                f"--root {unknown[0]}=…: not a corpus recipe ({', '.join(sorted(CORPORA))}) nor a .csv manifest"
+            )
+        return cls(
+            out=Path(options.out),
+            cache=cache_dir(),
+            roots=roots,
+            recipes=recipes,
+            stores=options.store_map(),
+            model=model,
+            layers=layers,
+            device=train.get("device", "auto"),
+            echo=echo,
+            train={k: v for k, v in train.items() if k != "device"},
+        )
 
     def store(self, corpus: str, feature: str) -> Path:
         """A complete store of ``feature`` for ``corpus``; extracts what is missing."""
@@ -482,8 +519,14 @@ def alpha_sweep(
     }
 
 
-def run_experiment(name: str, ws: Workspace, **options: Any) -> Path:
-    """Run experiment ``name`` and write ``OUT/<name>/{results.json, table.md, *.png}``."""
-    results = EXPERIMENTS.load(name)(ws, **options)
+def run_experiment(
+    name: str, ws: Workspace, corpora: Sequence[str] | None = None, feature: str | None = None, **options: Any
+) -> Path:
+    """Run experiment ``name`` on ``corpora`` (empty or ``None``: those available) with
+    ``feature`` (``None``: the paper's for it) and ``options`` (e.g. an α sweep's grid), and
+    write ``OUT/<name>/{results.json, table.md, *.png}``."""
+    if feature is not None:
+        options["feature"] = feature
+    results = EXPERIMENTS.load(name)(ws, corpora=list(corpora or []) or None, **options)
     table, note = results.pop("_table"), results.pop("_note", "")
     return _save(ws, name, results, table, note)

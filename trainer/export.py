@@ -33,13 +33,15 @@ import torch
 from torch import nn
 
 from featurestore.atomic import atomic_write, write_json, write_text
-from featurestore.errors import ConfigError, ModelError, SermtlError, describe_error, unknown_choice
+from featurestore.errors import ConfigError, ModelError, SermtlError, describe_error
+from featurestore.options import check_value
 from featurestore.textfile import parse_json, read_text_file
 from trainer.checkpoint import load_checkpoint
 from trainer.loop import load_network
+from trainer.model_options import ExportOptions, ModelSource
 from trainer.network import SERNetwork
+from trainer.predict import checkpoint_paths
 
-FORMATS = ("torchscript", "onnx")
 #: The ``written_by`` value of an export's ``FILE.json``: what a later export may replace.
 EXPORT_MARKER = "sermtl export"
 #: The largest ``FILE.json`` read to look for the marker (an export's is a few KiB).
@@ -80,8 +82,7 @@ def example_inputs(network: SERNetwork, frames: int = 200) -> tuple[torch.Tensor
 def export_model(checkpoint_path: str | Path, out: str | Path, format: str = "onnx") -> Path:
     """Export the model of ``checkpoint_path`` to ``out`` (``format``: torchscript or onnx),
     with ``out.json`` (how to feed it) and ``out.md`` (the model card) beside it."""
-    if format not in FORMATS:
-        raise unknown_choice("--format", format, FORMATS)
+    check_value(ExportOptions, "format", format)
     checkpoint = load_checkpoint(checkpoint_path)
     out = Path(out)
     check_outputs(out, Path(checkpoint_path))
@@ -108,6 +109,23 @@ def export_model(checkpoint_path: str | Path, out: str | Path, format: str = "on
     write_json(_side_file(out, ".json"), interface(checkpoint, format))
     write_text(_side_file(out, ".md"), export_card(checkpoint, out, format))
     return out
+
+
+def export_checkpoint(source: ModelSource, options: ExportOptions) -> Path:
+    """``sermtl export``: the one model of ``source`` (a fold's ``checkpoint.pt`` or a model
+    folder; a run directory of several folds is refused) exported as ``options`` say."""
+    paths = checkpoint_paths(source.checkpoint)
+    if len(paths) > 1:
+        raise ConfigError(
+            f"--checkpoint {source.checkpoint}: a run directory holds {len(paths)} folds; export one fold's "
+            "checkpoint.pt, or a model of train --all-data"
+        )
+    return export_model(paths[0], options.out, options.format)
+
+
+def describe_export(path: Path, format: str) -> str:
+    """The line ``sermtl export`` prints: the file, its format and size, its side files."""
+    return f"{path} ({format}, {path.stat().st_size / 2**20:.1f} MiB); {path.name}.json, {path.name}.md"
 
 
 def _side_file(out: Path, suffix: str) -> Path:

@@ -55,11 +55,20 @@ import numpy as np
 from featurestore.atomic import write_json
 from featurestore.errors import ConfigError
 from featurestore.manifest import Manifest
+from featurestore.registry import Registry
 from trainer.runfiles import FOLDS, read_checked
 
-#: Protocols :func:`make_folds` draws folds for; ``file`` reads them (:mod:`trainer.fold_files`).
-FOLD_MAKERS: tuple[str, ...] = ("loso", "kfold", "group-kfold", "split")
-PROTOCOLS: tuple[str, ...] = (*FOLD_MAKERS, "file")
+_MAKERS = {
+    "loso": "trainer.folds:loso_sets",
+    "kfold": "trainer.folds:kfold_sets",
+    "group-kfold": "trainer.folds:group_kfold_sets",
+    "split": "trainer.folds:split_sets",
+}
+#: Protocols :func:`make_folds` draws folds for: name → a function ``(manifest, FoldRequest)
+#: → (sets per fold, the parameters to record)``.
+FOLD_MAKERS = Registry("--protocol", _MAKERS)
+#: Every protocol: those drawn, and ``file``, your own folds read back (:mod:`trainer.fold_files`).
+PROTOCOLS = Registry("--protocol", {**_MAKERS, "file": "trainer.fold_files:read_folds_file"})
 #: Share of the training rows held out for validation (``--valid-fraction``).
 DEFAULT_VALID_FRACTION = 0.2
 
@@ -177,6 +186,73 @@ def _need_two(groups: dict[str, list[str]], by: str, protocol: str) -> None:
 
 # -- protocols: each returns (train, valid, test) id sets per fold and the test groups --------
 Sets = tuple[set[str], set[str], set[str]]
+
+
+@dataclasses.dataclass(frozen=True)
+class FoldRequest:
+    """The arguments of :func:`make_folds` a fold maker may use."""
+
+    by: str | None
+    folds: int
+    valid_fraction: float
+    seed: int
+    train_values: Sequence[str] | None
+    test_values: Sequence[str] | None
+    stratify: str
+
+
+def _stratum(manifest: Manifest, stratify: str) -> dict[str, str]:
+    return dict(zip(manifest.ids(), _strata(manifest, stratify)))
+
+
+def loso_sets(manifest: Manifest, request: FoldRequest) -> tuple[list[Sets], dict[str, Any]]:
+    """``loso``: one fold per value of ``by``."""
+    r = request
+    sets, groups = _loso(manifest, r.by, r.valid_fraction, r.seed, _stratum(manifest, r.stratify))
+    return sets, {
+        "by": r.by,
+        "valid_fraction": r.valid_fraction,
+        "stratify": r.stratify,
+        "seed": r.seed,
+        "test_groups": groups,
+    }
+
+
+def kfold_sets(manifest: Manifest, request: FoldRequest) -> tuple[list[Sets], dict[str, Any]]:
+    """``kfold``: 80/10/10 per fold, stratified."""
+    r = request
+    sets = _kfold(manifest, r.folds, r.seed, _stratum(manifest, r.stratify))
+    return sets, {"folds": r.folds, "stratify": r.stratify, "seed": r.seed}
+
+
+def group_kfold_sets(manifest: Manifest, request: FoldRequest) -> tuple[list[Sets], dict[str, Any]]:
+    """``group-kfold``: k folds of whole ``by`` groups."""
+    r = request
+    sets, groups = _group_kfold(manifest, r.by, r.folds, r.valid_fraction, r.seed)
+    return sets, {
+        "by": r.by,
+        "folds": r.folds,
+        "valid_fraction": r.valid_fraction,
+        "seed": r.seed,
+        "test_groups": groups,
+    }
+
+
+def split_sets(manifest: Manifest, request: FoldRequest) -> tuple[list[Sets], dict[str, Any]]:
+    """``split``: one fold, testing on the rows whose ``by`` value is in ``test_values``."""
+    r = request
+    sets, trains, tests = _split(
+        manifest, r.by, r.train_values, r.test_values, r.valid_fraction, r.seed, _stratum(manifest, r.stratify)
+    )
+    return sets, {
+        "by": r.by,
+        "train_values": trains,
+        "test_values": tests,
+        "valid_fraction": r.valid_fraction,
+        "stratify": r.stratify,
+        "seed": r.seed,
+        "test_groups": [tests],
+    }
 
 
 def _loso(
@@ -305,11 +381,12 @@ def make_folds(
     ``valid_fraction`` by ``kfold`` (use ``group-kfold`` to keep groups apart), ``stratify``
     by ``group-kfold``.
 
-    Raises:
-        SermtlError: a bad flag value, named in a one-line message.
+    Raises
+    ------
+    ConfigError
+        A bad flag value, named in a one-line message.
     """
-    if protocol not in FOLD_MAKERS:
-        raise ConfigError(f"unknown protocol {protocol!r} (--protocol: {', '.join(FOLD_MAKERS)})")
+    FOLD_MAKERS.load(protocol)  # a bogus name: one line naming the nearest
     if not 0 <= valid_fraction < 1:
         raise ConfigError(f"--valid-fraction must be in [0, 1), got {valid_fraction}")
     if int(seed) != seed or seed < 0:
@@ -320,30 +397,9 @@ def make_folds(
         raise ConfigError(f"--train-values/--test-values apply to --protocol split only, not {protocol!r}")
     if not len(manifest):
         raise ConfigError(f"{manifest.source} has no rows to split into folds")
-    seed = int(seed)
-    params: dict[str, Any] = {"protocol": protocol}
-    if protocol == "group-kfold":
-        sets, groups = _group_kfold(manifest, by, folds, valid_fraction, seed)
-        params.update(by=by, folds=folds, valid_fraction=valid_fraction, seed=seed, test_groups=groups)
-    else:
-        stratum = dict(zip(manifest.ids(), _strata(manifest, stratify)))
-        if protocol == "loso":
-            sets, groups = _loso(manifest, by, valid_fraction, seed, stratum)
-            params.update(by=by, valid_fraction=valid_fraction, stratify=stratify, seed=seed, test_groups=groups)
-        elif protocol == "kfold":
-            sets = _kfold(manifest, folds, seed, stratum)
-            params.update(folds=folds, stratify=stratify, seed=seed)
-        else:
-            sets, trains, tests = _split(manifest, by, train_values, test_values, valid_fraction, seed, stratum)
-            params.update(
-                by=by,
-                train_values=trains,
-                test_values=tests,
-                valid_fraction=valid_fraction,
-                stratify=stratify,
-                seed=seed,
-                test_groups=[tests],
-            )
+    request = FoldRequest(by, folds, valid_fraction, int(seed), train_values, test_values, stratify)
+    sets, params = FOLD_MAKERS.load(protocol)(manifest, request)
+    params = {"protocol": protocol, **params}
     ids = manifest.ids()
     return FoldList(
         [
@@ -364,8 +420,10 @@ def check_folds(
     disjoint, every class of valid and test present in train, and (with ``group_column``)
     no value of that column in both test and train/valid.
 
-    Raises:
-        SermtlError: the first problem, e.g. ``fold 3: class 'fear' has no training examples (4 in test)``.
+    Raises
+    ------
+    SermtlError
+        The first problem, e.g. ``fold 3: class 'fear' has no training examples (4 in test)``.
     """
     if not folds:
         raise ConfigError("no folds to check")

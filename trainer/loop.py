@@ -77,7 +77,7 @@ def check_columns(store: FeatureStore, config: TrainConfig) -> None:
     for flag, column in (("--label", config.label), ("--aux", config.aux if config.uses_aux else None)):
         if column and column not in columns:
             raise ConfigError(f"{flag}: store {store.path} has no column {column!r} (columns: {', '.join(columns)})")
-    if config.network.input_norm == "speaker":
+    if config.network.speaker_normalised:
         speaker_groups(store.manifest, store.ids())
 
 
@@ -99,7 +99,26 @@ def build_tasks(store: FeatureStore, fold: Fold, config: TrainConfig) -> tuple[T
 
 @torch.no_grad()
 def infer(network: SERNetwork, bank: FeatureBank, ids: Sequence[str], batch_size: int) -> dict[str, np.ndarray]:
-    """Emotion probabilities, auxiliary probabilities and embeddings of ``ids``, in order."""
+    """Emotion probabilities, auxiliary probabilities and embeddings of ``ids``, in order.
+
+    Parameters
+    ----------
+    network : SERNetwork
+        Put in eval mode.
+    bank : FeatureBank
+        The features of ``ids``.
+    ids : Sequence[str]
+        The utterances, each scored whole.
+    batch_size : int
+        Utterances per forward pass.
+
+    Returns
+    -------
+    dict[str, np.ndarray]
+        ``emotion`` ``(len(ids), num_emotions)``, ``aux`` ``(len(ids), num_aux)`` (``None``
+        without an auxiliary head) and ``embedding`` ``(len(ids), embedding_dim)``, float32;
+        ``(0, 0)`` arrays (``aux`` ``None``) when ``ids`` is empty.
+    """
     network.eval()
     position = {u: i for i, u in enumerate(ids)}
     results: dict[str, list] = {"emotion": [None] * len(ids), "aux": [None] * len(ids), "embedding": [None] * len(ids)}
@@ -184,7 +203,8 @@ class BestEpochs:
 
 
 def _class_weights(targets: dict[str, int], num_classes: int, mode: str, device: torch.device) -> torch.Tensor | None:
-    """``balanced``: weights ``n / (classes · n_c)`` (scikit-learn's ``class_weight="balanced"``)."""
+    """``balanced``: ``(num_classes,)`` weights ``n / (classes · n_c)`` (scikit-learn's
+    ``class_weight="balanced"``) of the training ``targets`` (-100: no label); ``none``: ``None``."""
     if mode == "none":
         return None
     if mode != "balanced":
@@ -220,7 +240,8 @@ def _training_batches(
     rng: np.random.Generator,
     limit: int | None = None,
 ) -> Iterator[tuple[Any, torch.Tensor, torch.Tensor]]:
-    """An epoch's shuffled, length-bucketed batches of random crops (the first ``limit`` of them)."""
+    """An epoch's shuffled, length-bucketed batches of random crops (the first ``limit`` of them):
+    ``(ids, features (B, [layers,] T, dim), lengths (B,))`` with ``T ≤ crop_frames``."""
     crop_lengths = np.minimum(bank.lengths(ids), crop_frames)
     batches = make_batches(list(ids), crop_lengths, config.batch_size, rng)
     return bank.iterate(batches[:limit], crop_frames, rng)
@@ -229,6 +250,9 @@ def _training_batches(
 def _train_epoch(
     network, optimizer, bank, ids, emotion_targets, aux_targets, alpha, config, rng, crop_frames, weights=None
 ) -> float:
+    """One epoch of optimiser steps over the batches of ``ids`` (:func:`_training_batches`);
+    the mean training loss per utterance, ``(1 − alpha)·emotion + alpha·aux`` where a batch has
+    auxiliary labels."""
     network.train()
     total, count = 0.0, 0
     autocast = _autocast(bank.device)
@@ -260,88 +284,39 @@ def train_fold(
     position: int = 0,
     on_epoch: Callable[[list[dict[str, Any]]], None] | None = None,
 ) -> FoldOutcome:
-    """Train on ``fold.train``, pick the epoch by ``fold.valid`` UWA, score ``fold.test``;
-    ``on_epoch`` gets the history so far after every epoch."""
+    """Train on ``fold.train``, pick the epoch by ``fold.valid`` UWA, score ``fold.test``.
+
+    Parameters
+    ----------
+    store : FeatureStore
+        The store ``bank`` reads; its manifest gives the labels.
+    bank : FeatureBank
+        The features, on the training device.
+    fold : Fold
+        The ids to train on, pick the epoch by (may be empty: the last epoch is kept) and
+        score (may be empty: nothing is scored).
+    config : TrainConfig
+        The training options; ``aux="auto"`` is resolved for this store.
+    progress : bool
+        Show a progress bar over the epochs.
+    position : int
+        Line of the progress bar (folds trained side by side).
+    on_epoch : Callable[[list[dict[str, Any]]], None] or None
+        Gets the history so far after every epoch.
+
+    Returns
+    -------
+    FoldOutcome
+        Test metrics, predictions and embeddings, the history and the checkpoint.
+    """
     config = resolved_config(config, store.manifest)
     rng = _seed_everything(config.seed + fold.fold)
-    emotion_task, aux_task = build_tasks(store, fold, config)
-    manifest = store.manifest
-    emotion_targets = {u: emotion_task.encode(manifest[u][config.label]) for u in fold.train}
-    aux_targets = {u: aux_task.encode(manifest[u][aux_task.column]) for u in fold.train} if aux_task else None
-    network = SERNetwork(
-        NetworkConfig(
-            input_size=bank.dim,
-            num_emotions=len(emotion_task.classes),
-            num_aux=len(aux_task.classes) if aux_task else 0,
-            input_layers=bank.num_layers,
-            options=config.network,
-        )
-    ).to(bank.device)
-    network.set_normalisation(*bank.statistics(fold.train))
-    network.augment = _augmentation(config.augment)
-    optimizer = torch.optim.AdamW(network.parameters(), lr=config.lr, weight_decay=config.weight_decay)
-    lr_factor = _lr_schedule(config.lr_schedule, config.epochs)
-    weights = _class_weights(emotion_targets, len(emotion_task.classes), config.class_weights, bank.device)
-    frame_rate = float(store.attrs.get("frame_rate") or 100.0)
-    crop_frames = max(1, int(round(config.crop_seconds * frame_rate)))
-    valid_truth = [manifest[u][config.label] for u in fold.valid]
-    valid_targets = np.array([emotion_task.encode(v) for v in valid_truth], dtype=np.int64)
-    history: list[dict[str, Any]] = []
-    selection = BestEpochs(config.average_best)
-
-    def recalibrate(draw: int) -> None:
-        """Precise BatchNorm statistics from training batches drawn by ``(seed, fold, draw)``."""
-        rng_draw = np.random.default_rng([config.seed, fold.fold, draw])
-        recalibrate_batchnorm(
-            network, _training_batches(bank, fold.train, config, crop_frames, rng_draw, PRECISE_BATCHNORM_BATCHES)
-        )
-
-    bar = progress_bar(
-        range(config.epochs), desc=f"fold {fold.fold}", unit="epoch", enabled=progress, position=position, leave=False
-    )
-    for epoch in bar:
-        alpha = config.alpha(epoch) if aux_task else 0.0
-        for group in optimizer.param_groups:
-            group["lr"] = config.lr * lr_factor(epoch)
-        loss = _train_epoch(
-            network, optimizer, bank, fold.train, emotion_targets, aux_targets, alpha, config, rng, crop_frames, weights
-        )
-        if not math.isfinite(loss):
-            raise ConfigError(
-                f"fold {fold.fold}, epoch {epoch + 1}: the training loss is not finite ({loss}); "
-                f"the fold is not saved (its history so far is): try a lower --lr than {config.lr:g}"
-            )
-        if config.batchnorm == "precise":
-            recalibrate(draw=epoch)
-        record: dict[str, Any] = {"epoch": epoch + 1, "alpha": alpha, "train_loss": loss}
-        if fold.valid:
-            probs = infer(network, bank, fold.valid, config.batch_size)["emotion"]
-            predicted = [emotion_task.classes[i] for i in probs.argmax(axis=1)]
-            record["valid_uwa"] = 100.0 * unweighted_accuracy(valid_truth, predicted)
-            known = valid_targets >= 0
-            record["valid_loss"] = (
-                float(-np.log(np.maximum(probs[known, valid_targets[known]], 1e-12)).mean()) if known.any() else 0.0
-            )
-            selection.offer((record["valid_uwa"], -record["valid_loss"]), epoch + 1, network)
-        history.append(record)
-        if on_epoch is not None:
-            on_epoch(history)
-        bar.set_postfix(
-            loss=f"{loss:.3f}", valid_uwa=f"{record.get('valid_uwa', float('nan')):.1f}", alpha=f"{alpha:.2f}"
-        )
-    best_epoch, best_valid_uwa = config.epochs, None
-    if selection.kept:
-        (best_valid_uwa, _), best_epoch = selection.best
-        network.load_state_dict(selection.averaged_state())
-        if len(selection.kept) > 1:  # averaged weights need their own BatchNorm statistics
-            recalibrate(draw=config.epochs)
-    if fold.test:
-        outcome_metrics, predictions, embeddings = score(
-            store, bank, network, fold.test, emotion_task, aux_task, config.batch_size
-        )
-    else:  # a deployable model trained on every row (``train --all-data``): nothing to score
-        outcome_metrics, predictions, embeddings = {}, [], np.zeros((0, config.network.embedding_dim), np.float32)
-    outcome_metrics.update(
+    data = _fold_data(store, bank, fold, config)
+    model = _build_model(data)
+    history, selection = _train_epochs(data, model, rng, progress, position, on_epoch)
+    best_epoch, best_valid_uwa = _keep_selected_weights(data, model.network, selection)
+    metrics, predictions, embeddings = _test_scores(data, model.network)
+    metrics.update(
         {
             "fold": fold.fold,
             "best_epoch": best_epoch,
@@ -349,22 +324,228 @@ def train_fold(
             "averaged_epochs": selection.epochs if len(selection.kept) > 1 else None,
         }
     )
-    checkpoint = {
+    return FoldOutcome(
+        fold.fold, metrics, predictions, history, _checkpoint(data, model.network, best_epoch), embeddings
+    )
+
+
+@dataclasses.dataclass
+class _FoldData:
+    """What one fold trains on and is scored with, under its resolved config."""
+
+    store: FeatureStore
+    bank: FeatureBank
+    fold: Fold
+    config: TrainConfig
+    emotion_task: Task
+    aux_task: Task | None
+    #: Class index of each training row (-100: no label), per task.
+    emotion_targets: dict[str, int]
+    aux_targets: dict[str, int] | None
+    #: The validation rows' labels, and their class indices ``(len(fold.valid),)`` int64.
+    valid_truth: list[Any]
+    valid_targets: np.ndarray
+    #: Frames of a random training crop.
+    crop_frames: int
+
+
+def _fold_data(store: FeatureStore, bank: FeatureBank, fold: Fold, config: TrainConfig) -> _FoldData:
+    """The tasks (classes from the training rows), targets and crop length of ``fold``."""
+    emotion_task, aux_task = build_tasks(store, fold, config)
+    manifest = store.manifest
+    frame_rate = float(store.attrs.get("frame_rate") or 100.0)
+    valid_truth = [manifest[u][config.label] for u in fold.valid]
+    return _FoldData(
+        store=store,
+        bank=bank,
+        fold=fold,
+        config=config,
+        emotion_task=emotion_task,
+        aux_task=aux_task,
+        emotion_targets={u: emotion_task.encode(manifest[u][config.label]) for u in fold.train},
+        aux_targets={u: aux_task.encode(manifest[u][aux_task.column]) for u in fold.train} if aux_task else None,
+        valid_truth=valid_truth,
+        valid_targets=np.array([emotion_task.encode(v) for v in valid_truth], dtype=np.int64),
+        crop_frames=max(1, int(round(config.crop_seconds * frame_rate))),
+    )
+
+
+@dataclasses.dataclass
+class _FoldModel:
+    """A fold's network and what trains it."""
+
+    network: SERNetwork
+    optimizer: torch.optim.Optimizer
+    #: Learning-rate factor of each epoch (:func:`_lr_schedule`).
+    lr_factor: Callable[[int], float]
+    #: ``(num_emotions,)`` weights of the emotion loss, or ``None``.
+    class_weights: torch.Tensor | None
+
+
+def _build_model(data: _FoldData) -> _FoldModel:
+    """A fresh network (its initial weights drawn from torch's seeded RNG), standardising
+    with the training rows' statistics, and its optimiser."""
+    bank, config = data.bank, data.config
+    network = SERNetwork(
+        NetworkConfig(
+            input_size=bank.dim,
+            num_emotions=len(data.emotion_task.classes),
+            num_aux=len(data.aux_task.classes) if data.aux_task else 0,
+            input_layers=bank.num_layers,
+            options=config.network,
+        )
+    ).to(bank.device)
+    network.set_normalisation(*bank.statistics(data.fold.train))
+    network.augment = _augmentation(config.augment)
+    optimizer = torch.optim.AdamW(network.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+    return _FoldModel(
+        network=network,
+        optimizer=optimizer,
+        lr_factor=_lr_schedule(config.lr_schedule, config.epochs),
+        class_weights=_class_weights(
+            data.emotion_targets, len(data.emotion_task.classes), config.class_weights, bank.device
+        ),
+    )
+
+
+def _train_epochs(
+    data: _FoldData,
+    model: _FoldModel,
+    rng: np.random.Generator,
+    progress: bool,
+    position: int,
+    on_epoch: Callable[[list[dict[str, Any]]], None] | None,
+) -> tuple[list[dict[str, Any]], BestEpochs]:
+    """Every epoch of the fold: its history (one record per epoch, given to ``on_epoch`` as it
+    grows) and the best epochs by validation."""
+    config = data.config
+    history: list[dict[str, Any]] = []
+    selection = BestEpochs(config.average_best)
+    bar = progress_bar(
+        range(config.epochs),
+        desc=f"fold {data.fold.fold}",
+        unit="epoch",
+        enabled=progress,
+        position=position,
+        leave=False,
+    )
+    for epoch in bar:
+        record = _run_epoch(data, model, epoch, rng, selection)
+        history.append(record)
+        if on_epoch is not None:
+            on_epoch(history)
+        bar.set_postfix(
+            loss=f"{record['train_loss']:.3f}",
+            valid_uwa=f"{record.get('valid_uwa', float('nan')):.1f}",
+            alpha=f"{record['alpha']:.2f}",
+        )
+    return history, selection
+
+
+def _run_epoch(
+    data: _FoldData, model: _FoldModel, epoch: int, rng: np.random.Generator, selection: BestEpochs
+) -> dict[str, Any]:
+    """Train epoch ``epoch`` (from 0), validate, offer the weights to ``selection``; the
+    epoch's record. A non-finite training loss is a :class:`ConfigError`."""
+    config, fold = data.config, data.fold
+    alpha = config.alpha(epoch) if data.aux_task else 0.0
+    for group in model.optimizer.param_groups:
+        group["lr"] = config.lr * model.lr_factor(epoch)
+    loss = _train_epoch(
+        model.network,
+        model.optimizer,
+        data.bank,
+        fold.train,
+        data.emotion_targets,
+        data.aux_targets,
+        alpha,
+        config,
+        rng,
+        data.crop_frames,
+        model.class_weights,
+    )
+    if not math.isfinite(loss):
+        raise ConfigError(
+            f"fold {fold.fold}, epoch {epoch + 1}: the training loss is not finite ({loss}); "
+            f"the fold is not saved (its history so far is): try a lower --lr than {config.lr:g}"
+        )
+    if config.batchnorm == "precise":
+        _recalibrate(data, model.network, draw=epoch)
+    record: dict[str, Any] = {"epoch": epoch + 1, "alpha": alpha, "train_loss": loss}
+    if fold.valid:
+        record.update(_validation_scores(data, model.network))
+        selection.offer((record["valid_uwa"], -record["valid_loss"]), epoch + 1, model.network)
+    return record
+
+
+def _validation_scores(data: _FoldData, network: SERNetwork) -> dict[str, float]:
+    """``valid_uwa`` (percent) and ``valid_loss`` (the emotion cross-entropy of the margin-free
+    logits over the labelled rows) of ``network`` on ``fold.valid``."""
+    probs = infer(network, data.bank, data.fold.valid, data.config.batch_size)["emotion"]
+    predicted = [data.emotion_task.classes[i] for i in probs.argmax(axis=1)]
+    known = data.valid_targets >= 0
+    return {
+        "valid_uwa": 100.0 * unweighted_accuracy(data.valid_truth, predicted),
+        "valid_loss": (
+            float(-np.log(np.maximum(probs[known, data.valid_targets[known]], 1e-12)).mean()) if known.any() else 0.0
+        ),
+    }
+
+
+def _recalibrate(data: _FoldData, network: SERNetwork, draw: int) -> None:
+    """Precise BatchNorm statistics from training batches drawn by ``(seed, fold, draw)``."""
+    rng_draw = np.random.default_rng([data.config.seed, data.fold.fold, draw])
+    recalibrate_batchnorm(
+        network,
+        _training_batches(
+            data.bank, data.fold.train, data.config, data.crop_frames, rng_draw, PRECISE_BATCHNORM_BATCHES
+        ),
+    )
+
+
+def _keep_selected_weights(data: _FoldData, network: SERNetwork, selection: BestEpochs) -> tuple[int, float | None]:
+    """Load the weights of the best epoch (or the mean of the ``average_best`` best) into
+    ``network``; the best epoch and its validation UWA, or the last epoch and ``None``
+    without a validation set."""
+    if not selection.kept:
+        return data.config.epochs, None
+    (best_valid_uwa, _), best_epoch = selection.best
+    network.load_state_dict(selection.averaged_state())
+    if len(selection.kept) > 1:  # averaged weights need their own BatchNorm statistics
+        _recalibrate(data, network, draw=data.config.epochs)
+    return best_epoch, best_valid_uwa
+
+
+def _test_scores(data: _FoldData, network: SERNetwork) -> tuple[dict[str, Any], list[dict[str, Any]], np.ndarray]:
+    """:func:`score` on ``fold.test``; for a fold without one, no metrics, no predictions and
+    ``(0, embedding_dim)`` embeddings."""
+    if data.fold.test:
+        return score(
+            data.store, data.bank, network, data.fold.test, data.emotion_task, data.aux_task, data.config.batch_size
+        )
+    # a deployable model trained on every row (``train --all-data``): nothing to score
+    return {}, [], np.zeros((0, data.config.network.embedding_dim), np.float32)
+
+
+def _checkpoint(data: _FoldData, network: SERNetwork, best_epoch: int) -> dict[str, Any]:
+    """The fold's checkpoint: ``network``'s weights on the CPU, what rebuilds it and where its
+    features came from."""
+    store, config, aux_task = data.store, data.config, data.aux_task
+    return {
         "sermtl_version": __version__,
         "network": dataclasses.asdict(network.config),
         "state_dict": {k: v.detach().cpu() for k, v in network.state_dict().items()},
-        "emotions": list(emotion_task.classes),
+        "emotions": list(data.emotion_task.classes),
         "aux": {"column": aux_task.column, "classes": list(aux_task.classes)} if aux_task else None,
         "label": config.label,
-        "layer": bank.layer,
+        "layer": data.bank.layer,
         "feature": store.attrs.get("feature"),
         "store_fingerprint": store.attrs.get("fingerprint"),
         "store_dtype": store.attrs.get("dtype"),
         "train_config": config.to_dict(),
-        "fold": fold.fold,
+        "fold": data.fold.fold,
         "best_epoch": best_epoch,
     }
-    return FoldOutcome(fold.fold, outcome_metrics, predictions, history, checkpoint, embeddings)
 
 
 def score(
@@ -376,7 +557,29 @@ def score(
     aux_task: Task | None,
     batch_size: int,
 ) -> tuple[dict[str, Any], list[dict[str, Any]], np.ndarray]:
-    """Metrics (percent), per-utterance predictions and emotion embeddings of ``network`` on ``ids``."""
+    """Metrics (percent), per-utterance predictions and emotion embeddings of ``network`` on ``ids``.
+
+    Parameters
+    ----------
+    store : FeatureStore
+        Its manifest gives the labels and the subsets (:data:`SUBSET_COLUMNS`).
+    bank : FeatureBank
+        The features of ``ids``.
+    network : SERNetwork
+        The trained network.
+    ids : Sequence[str]
+        The utterances to score.
+    emotion_task, aux_task : Task, Task or None
+        The classes the network's heads predict.
+    batch_size : int
+        Utterances per forward pass.
+
+    Returns
+    -------
+    tuple[dict[str, Any], list[dict[str, Any]], np.ndarray]
+        The metrics, one prediction row per id, and the ``(len(ids), embedding_dim)``
+        embeddings, in ``ids`` order.
+    """
     manifest = store.manifest
     out = infer(network, bank, ids, batch_size)
     truth = [manifest[u][emotion_task.column] for u in ids]

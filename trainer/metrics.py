@@ -51,7 +51,8 @@ def _counts(y_true: Sequence[Hashable], y_pred: Sequence[Hashable], labels: Sequ
 
 
 def _recalls(counts: np.ndarray) -> np.ndarray:
-    """Per-row recall of a counts matrix (rows = true labels); NaN for an empty row."""
+    """Per-row recall ``(L,)`` of a counts matrix ``(L, K)`` (rows = true labels, the first
+    ``L`` columns the same labels predicted); NaN for an empty row."""
     support = counts.sum(axis=1)
     hits = np.diagonal(counts)
     return np.divide(hits, support, out=np.full(len(support), np.nan), where=support > 0)
@@ -130,16 +131,24 @@ def evaluate(
 ) -> dict[str, Any]:
     """All metrics of one test set, JSON-serialisable, accuracies in percent.
 
-    Args:
-        y_true, y_pred: emotion labels per test row; every one must be in ``labels``.
-        labels: the class order of ``confusion`` and ``per_class_recall``.
-        subsets: per-row values of other columns, e.g. ``{"expression": [...]}``; each value
-            gets its own ``wa``/``uwa``/``per_class_recall``/``n`` (and ``aux_accuracy``).
-        aux_true, aux_pred: auxiliary-task labels per row (expression), for ``aux_accuracy`` (ERA).
+    Parameters
+    ----------
+    y_true, y_pred : sequence of hashable, length N
+        Emotion labels per test row; every one must be in ``labels``.
+    labels : sequence of hashable, length L
+        The class order of ``confusion`` and ``per_class_recall``.
+    subsets : dict of str to sequence, optional
+        Per-row values (N each) of other columns, e.g. ``{"expression": [...]}``; each
+        value gets its own ``wa``/``uwa``/``per_class_recall``/``n`` (and ``aux_accuracy``).
+    aux_true, aux_pred : sequence of hashable, length N, optional
+        Auxiliary-task labels per row (expression), for ``aux_accuracy`` (ERA).
 
-    Returns:
+    Returns
+    -------
+    dict
         ``{"n", "labels", "wa", "uwa", "per_class_recall", "confusion", ["aux_accuracy"],
-        "subsets": {column: {value: {...}}}}``; a recall of a class absent from the rows is ``None``.
+        "subsets": {column: {value: {...}}}}``, ``confusion`` an (L, L) list of lists; a
+        recall of a class absent from the rows is ``None``.
     """
     y_true, y_pred = _pair(y_true, y_pred)
     labels = list(labels)
@@ -203,7 +212,9 @@ def _mean_std(trees: list[dict[str, Any]]) -> tuple[dict[str, Any], dict[str, An
 def average_folds(fold_results: list[dict[str, Any]]) -> dict[str, Any]:
     """Combine per-fold :func:`evaluate` results.
 
-    Returns:
+    Returns
+    -------
+    dict
         The keys of one fold (``wa``, ``uwa``, ``per_class_recall``, ``aux_accuracy``,
         ``subsets``, and any other numeric entry a caller added, e.g. ``separability``; not
         ``fold``) holding their **mean over folds** (macro over folds, as the paper reports;
@@ -257,8 +268,12 @@ def fisher_ratio(a: np.ndarray, b: np.ndarray) -> float:
     within-class variance is floored at ``1e-6 ×`` the variance of both classes pooled on
     that dimension, so the ratio stays finite and fold averages stay defined.
 
-    Args:
-        a, b: (N_a, D) and (N_b, D) embeddings of the two classes, N ≥ 1; a 1-D array is (N, 1).
+    Parameters
+    ----------
+    a : numpy.ndarray, shape (N_a, D)
+        Embeddings of one class, N_a ≥ 1; a 1-D array is taken as (N_a, 1).
+    b : numpy.ndarray, shape (N_b, D)
+        Embeddings of the other class, N_b ≥ 1; a 1-D array is taken as (N_b, 1).
     """
     a, b = np.asarray(a, dtype=float), np.asarray(b, dtype=float)
     a, b = (x[:, None] if x.ndim == 1 else x for x in (a, b))
@@ -275,9 +290,12 @@ def pattern_separability(embeddings: np.ndarray, labels: Sequence[Hashable]) -> 
     """Mean :func:`fisher_ratio` over all C(N, 2) pairs of the N classes in ``labels``
     (paper IV-C, Fig. 2).
 
-    Args:
-        embeddings: (M, D) embeddings, one row per utterance.
-        labels: M class labels (emotions, or expressions for expression separability).
+    Parameters
+    ----------
+    embeddings : numpy.ndarray, shape (M, D)
+        Embeddings, one row per utterance.
+    labels : sequence of hashable, length M
+        Class labels (emotions, or expressions for expression separability).
     """
     embeddings = np.asarray(embeddings, dtype=float)
     labels = np.asarray([str(label) for label in labels])

@@ -91,6 +91,8 @@ class SERNetwork(nn.Module):
     ``emotion_logits`` (margin applied when ``emotion`` labels are given),
     ``aux_logits`` (when the network has an auxiliary head) and ``embedding``.
 
+    Examples
+    --------
     >>> options = NetworkOptions(channels=16, embedding_dim=8)
     >>> net = SERNetwork(NetworkConfig(input_size=40, num_emotions=4, num_aux=2, options=options)).eval()
     >>> out = net(torch.randn(3, 50, 40), torch.tensor([50, 40, 30]))
@@ -117,13 +119,32 @@ class SERNetwork(nn.Module):
         self.augment: nn.Module | None = None
 
     def set_normalisation(self, mean: torch.Tensor, std: torch.Tensor) -> None:
-        """Use these per-dimension statistics (of the training frames) to normalise inputs."""
+        """Use these per-dimension statistics (of the training frames) to normalise inputs:
+        ``mean`` and ``std`` ``(input_size,)``, or ``(input_layers, input_size)`` when
+        ``input_layers > 1``."""
         self.feature_mean.copy_(mean)
         self.feature_std.copy_(std)
 
     def forward(
         self, x: torch.Tensor, lengths: torch.Tensor | None = None, emotion: torch.Tensor | None = None
     ) -> dict[str, torch.Tensor]:
+        """Normalise, (mix the layers,) encode and classify a padded batch.
+
+        Parameters
+        ----------
+        x : torch.Tensor, shape (B, T, F), or (B, layers, T, F) when ``input_layers > 1``
+            Features, padded at the end; normalised here with the training statistics.
+        lengths : torch.Tensor, shape (B,), optional
+            int64 valid frames per utterance; None when none is padded.
+        emotion : torch.Tensor, shape (B,), optional
+            int64 emotion labels; given (training), the AAM margin is applied to them.
+
+        Returns
+        -------
+        dict of str to torch.Tensor
+            ``emotion_logits`` (B, num_emotions), ``embedding`` (B, embedding_dim) and, with
+            an auxiliary head, ``aux_logits`` (B, num_aux).
+        """
         mean, std = self.feature_mean, self.feature_std
         if self.layer_sum is not None:
             x = (x - mean[None, :, None, :]) / std[None, :, None, :]

@@ -33,7 +33,7 @@ import numpy as np
 import torch
 
 from featurestore.audio import DEFAULT_MAX_DURATION, TARGET_SR, check_audio_size, load_audio
-from featurestore.errors import ModelError, describe_error, quote
+from featurestore.errors import AudioError, ModelError, describe_error, quote
 from featurestore.features import extractor_from_description
 from trainer.checkpoint import load_checkpoint
 from trainer.loop import load_network
@@ -52,7 +52,7 @@ def audio_files(inputs: Sequence[str | Path]) -> list[Path]:
         else:
             files.append(item)
     if not files:
-        raise ModelError(f"no audio files in {', '.join(map(str, inputs))}")
+        raise AudioError(f"no audio files in {', '.join(map(str, inputs))}")
     return files
 
 
@@ -79,17 +79,17 @@ def check_wave(wave: Any, sample_rate: Any, name: str, max_duration: float | Non
     """``wave`` as float32, checked as the CLI checks an audio file's header and samples
     (:func:`featurestore.audio.load_audio`): ``sample_rate`` an integer in
     :data:`~featurestore.audio.SAMPLE_RATE_RANGE`, a 1-D array of finite samples, at most
-    ``max_duration`` seconds (``None``: no cap). One :class:`SermtlError` line naming ``name`` otherwise."""
+    ``max_duration`` seconds (``None``: no cap). One :class:`~featurestore.errors.AudioError` line naming ``name`` otherwise."""
     if isinstance(sample_rate, bool) or not isinstance(sample_rate, (int, np.integer)):
-        raise ModelError(f"{name}: sample_rate must be an integer number of Hz, got {quote(sample_rate)}")
+        raise AudioError(f"{name}: sample_rate must be an integer number of Hz, got {quote(sample_rate)}")
     try:
         wave = np.asarray(wave, dtype=np.float32)
     except (TypeError, ValueError) as exc:
-        raise ModelError(f"{name}: expected a 1-D array of samples ({describe_error(exc)})") from None
+        raise AudioError(f"{name}: expected a 1-D array of samples ({describe_error(exc)})") from None
     if wave.ndim != 1:
-        raise ModelError(f"{name}: expected a 1-D array of finite samples, got shape {wave.shape}")
+        raise AudioError(f"{name}: expected a 1-D array of finite samples, got shape {wave.shape}")
     if not np.isfinite(wave).all():
-        raise ModelError(f"{name}: NaN or infinite samples")
+        raise AudioError(f"{name}: NaN or infinite samples")
     check_audio_size(name, int(sample_rate), len(wave) / sample_rate if sample_rate > 0 else None, max_duration)
     return wave
 
@@ -117,7 +117,7 @@ def _speaker_normalise(features: list[np.ndarray]) -> list[np.ndarray]:
 
 class Predictor:
     """A trained model loaded once (:meth:`load`), for any number of :meth:`predict` and
-    :meth:`embed` calls. ``source`` names the checkpoint(s) in error lines (refused when the
+    :meth:`embed` calls. ``source`` names the checkpoint(s) in error lines, ``names`` each checkpoint's file (refused when the
     features its extractor gives do not fit its network)."""
 
     def __init__(
@@ -126,12 +126,14 @@ class Predictor:
         device: str = "cpu",
         dtype: str | None = None,
         source: str = "checkpoint",
+        names: Sequence[str] | None = None,
     ) -> None:
         first = checkpoints[0]
-        for other in checkpoints[1:]:
+        names = list(names) if names is not None else [f"{source} #{k}" for k in range(1, len(checkpoints) + 1)]
+        for name, other in zip(names[1:], checkpoints[1:]):
             for key in ("feature", "emotions", "aux", "layer"):
                 if other.get(key) != first.get(key):
-                    raise ModelError(f"the checkpoints differ in {key!r}: they are not folds of one run")
+                    raise ModelError(f"{name} and {names[0]} differ in {key!r}: they are not folds of one run")
         self.checkpoints = checkpoints
         self.emotions: list[str] = list(first["emotions"])
         self.aux: dict[str, Any] | None = first.get("aux")
@@ -139,16 +141,16 @@ class Predictor:
         self.networks = [load_network(c, device) for c in checkpoints]
         self.device = next(self.networks[0].parameters()).device
         self.dtype = np.dtype(dtype or first.get("store_dtype") or "float32")
-        self.speaker_normalised = self.networks[0].config.options.input_norm == "speaker"
+        self.speaker_normalised = self.networks[0].config.options.speaker_normalised
         self._check_fit(source)
 
     @classmethod
     def load(cls, source: str | Path, device: str = "cpu", dtype: str | None = None) -> Predictor:
         """A checkpoint file, a model folder (``train --all-data``) or a run directory (the
         ensemble of its folds)."""
-        return cls(
-            [load_checkpoint(path) for path in checkpoint_paths(source)], device=device, dtype=dtype, source=str(source)
-        )
+        paths = checkpoint_paths(source)
+        checkpoints = [load_checkpoint(path) for path in paths]
+        return cls(checkpoints, device=device, dtype=dtype, source=str(source), names=[str(p) for p in paths])
 
     def features(
         self,
@@ -261,3 +263,18 @@ def predict_files(
 ) -> list[dict[str, Any]]:
     """:meth:`Predictor.predict_files` of a checkpoint or run directory loaded for this call."""
     return Predictor.load(checkpoint_path, device=device, dtype=dtype).predict_files(inputs, max_duration=max_duration)
+
+
+def format_predictions(rows: list[dict[str, Any]]) -> str:
+    """``sermtl predict``'s table: per file, the emotion, its probabilities and the auxiliary
+    task's answer, tab-separated."""
+    lines = []
+    for row in rows:
+        probs = " ".join(f"{k}={v:.2f}" for k, v in row["emotion_probs"].items())
+        extra = "".join(
+            f"  {k}={v}"
+            for k, v in row.items()
+            if k not in ("file", "emotion", "emotion_probs") and not k.endswith("_probs")
+        )
+        lines.append(f"{row['file']}\t{row['emotion']}\t{probs}{extra}")
+    return "\n".join(lines)

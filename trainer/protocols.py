@@ -43,7 +43,7 @@ class Protocol:
         "Folds: leave one --by group out (loso), 80/10/10 k-fold (kfold), k-fold over --by groups (group-kfold), "
         "a fixed split of --by values (split), or your own (file). "
         "Default: loso --by session when the store has sessions, else kfold.",
-        choices=PROTOCOLS,
+        choices=tuple(PROTOCOLS),
         flag="--protocol",
         show_default=False,
     )

@@ -21,6 +21,7 @@ The runs are read by :mod:`trainer.runs`, drawn by :mod:`trainer.plots` and tabu
 
 from __future__ import annotations
 
+import dataclasses
 import re
 import sys
 import warnings
@@ -32,6 +33,7 @@ import numpy as np
 
 from featurestore.atomic import write_text
 from featurestore.errors import RunError, describe_error
+from featurestore.options import option
 from trainer.plots import (
     plot_alpha_schedule,
     plot_bars,
@@ -42,7 +44,7 @@ from trainer.plots import (
     plot_sweep,
     plot_training_curves,
 )
-from trainer.runfiles import REPEATS, SWEEP, read_checked, read_embeddings
+from trainer.runfiles import REPEATS, SWEEP, read_checked, read_embeddings, read_paper
 from trainer.runs import Run, fold_dirs, learned_layer_weights, load_run
 from trainer.tables import markdown_table, mean_std
 
@@ -394,21 +396,29 @@ def write_report(
 ) -> Path:
     """Write ``report.md`` and its ``figures/`` for the runs in ``run_dirs``.
 
-    Args:
-        run_dirs: run directories of ``sermtl cv`` (each run named by its directory name),
-            ``cv --repeats`` directories (their seeds' runs, and a table over seeds) or
-            ``sermtl sweep`` directories (every setting and seed, and the sweep's table).
-        out: folder for ``report.md`` and ``figures/``; default the run directory when
-            there is one run (required for several).
-        paper: ``{"title": str, "rows": {run name or aux task: {"wa": x, "uwa": y, ...}}}``:
-            the paper's WA/UWA are shown beside ours; a row's ``per_class_recall`` and
-            ``separability`` dicts, when given, are drawn as reference bars.
+    Parameters
+    ----------
+    run_dirs : sequence of paths
+        Run directories of ``sermtl cv`` (each run named by its directory name),
+        ``cv --repeats`` directories (their seeds' runs, and a table over seeds) or
+        ``sermtl sweep`` directories (every setting and seed, and the sweep's table).
+    out : path, optional
+        Folder for ``report.md`` and ``figures/``; default the run directory when there is
+        one run (required for several).
+    paper : mapping, optional
+        ``{"title": str, "rows": {run name or aux task: {"wa": x, "uwa": y, ...}}}``: the
+        paper's WA/UWA are shown beside ours; a row's ``per_class_recall`` and
+        ``separability`` dicts, when given, are drawn as reference bars.
 
-    Returns:
+    Returns
+    -------
+    Path
         The path of ``report.md``.
 
-    Raises:
-        SermtlError: a directory is not a run, or several runs and no ``out``.
+    Raises
+    ------
+    RunError
+        A directory is not a run, or several runs and no ``out``.
     """
     paths = [Path(p) for p in run_dirs]
     if not paths:
@@ -448,3 +458,20 @@ def write_report(
     report = folder / "report.md"
     write_text(report, "\n".join(lines))
     return report
+
+
+@dataclasses.dataclass(frozen=True)
+class ReportOptions:
+    """Where ``sermtl report`` writes and what it shows beside the runs (declared options)."""
+
+    out: str | None = option(
+        None, "Report folder (needed for several runs; default: the run's own folder).", path="dir"
+    )
+    paper: str | None = option(
+        None, 'JSON {"title": …, "rows": {run: {"wa": …, "uwa": …}}} shown beside ours.', path="file"
+    )
+
+
+def report_runs(run_dirs: Sequence[str | Path], options: ReportOptions) -> Path:
+    """``sermtl report``: :func:`write_report` with the ``--paper`` file read and checked."""
+    return write_report(run_dirs, options.out, read_paper(options.paper) if options.paper else None)

@@ -54,9 +54,11 @@ def load_run(path: str | Path, name: str | None = None) -> Run:
     checked against its declared shape (:mod:`trainer.runfiles`), the training options
     against their ranges.
 
-    Raises:
-        SermtlError: ``path`` is not a run directory, no fold of it has finished, or a file
-            of it is damaged.
+    Raises
+    ------
+    RunError
+        ``path`` is not a run directory, no fold of it has finished, or a file of it is
+        damaged.
     """
     path = Path(path)
     if not (path / "config.json").is_file():

@@ -43,6 +43,8 @@ def paired_difference(a: Sequence[float], b: Sequence[float], confidence: float 
     """Statistics of ``a - b`` over pairs: :func:`mean_interval` of the differences, and
     ``wilcoxon_p`` (``None`` below 2 pairs; 1.0 when every difference is 0).
 
+    Examples
+    --------
     >>> stats = paired_difference([3, 4, 5, 6, 7], [2, 2, 2, 2, 2])
     >>> stats["mean"], [round(x, 4) for x in stats["ci"]], stats["wilcoxon_p"]
     (3.0, [1.0368, 4.9632], 0.0625)

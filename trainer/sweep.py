@@ -39,6 +39,7 @@ from trainer.cv import StoreSession, plan_run, run_cv
 from trainer.metrics import summarise_repeats
 from trainer.plots import plot_sweep
 from trainer.protocols import Protocol
+from trainer.run_options import ResolvedRun, SweepOptions
 from trainer.stats import mean_interval, paired_cells, paired_over_keys
 from trainer.tables import markdown_table
 
@@ -152,6 +153,23 @@ class Sweep:
     def jobs(self) -> list[tuple[dict[str, Any], int]]:
         """Every (setting, seed), settings first."""
         return [(setting, seed) for setting in self.settings for seed in self.seeds]
+
+    @classmethod
+    def from_options(
+        cls, run: ResolvedRun, grid: SweepOptions, out: str | Path | None = None, repeats: int = 1
+    ) -> Sweep:
+        """The sweep of ``grid`` over ``run`` (its config the base of every setting), seeds
+        ``config.seed`` … ``+repeats−1``, into ``out`` (default ``sweeps/<store>``)."""
+        settings = read_grid_file(grid.grid_file) if grid.grid_file else parse_grid(grid.grids)
+        return cls(
+            Path(run.store),
+            Path(out) if out else Path("sweeps") / Path(run.store).stem,
+            run.config,
+            run.protocol,
+            settings,
+            list(range(run.config.seed, run.config.seed + repeats)),
+            find_baseline(settings, grid.baseline),
+        )
 
 
 def plan_sweep(session: StoreSession, sweep: Sweep) -> dict[str, Any]:

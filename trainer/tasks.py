@@ -22,6 +22,8 @@ def alpha_at(epoch: int, alpha0: float, step: float, alpha_max: float) -> float:
     defaults are the options ``--alpha0``, ``--alpha-step`` and ``--alpha-max`` of
     :class:`trainer.config.TrainConfig`.
 
+    Examples
+    --------
     >>> [round(alpha_at(e, 0.1, 0.05, 0.5), 2) for e in (0, 1, 8, 30)]
     [0.1, 0.15, 0.5, 0.5]
     """

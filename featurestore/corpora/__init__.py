@@ -5,6 +5,8 @@ listed in :data:`CORPORA` and imported only when used. Helpers they share live i
 :mod:`featurestore.corpora.base`, which also describes how problems are reported
 (``manifest.report`` and :class:`~featurestore.corpora.base.CorpusWarning`).
 
+Examples
+--------
 >>> available_corpora()
 ['baum1', 'csv', 'emobox', 'emodb', 'hf', 'iemocap', 'lhotse', 'ravdess', 'urdu']
 """
@@ -55,8 +57,10 @@ def available_corpora() -> list[str]:
 def get_recipe(name: str) -> Callable[..., Manifest]:
     """The recipe function of corpus ``name``.
 
-    Raises:
-        ConfigError: ``name`` is not in :data:`CORPORA` (the message lists the choices).
+    Raises
+    ------
+    ConfigError
+        ``name`` is not in :data:`CORPORA` (the message lists the choices).
     """
     return CORPORA.load(name)
 
@@ -64,17 +68,25 @@ def get_recipe(name: str) -> Callable[..., Manifest]:
 def prepare(name: str, root: str | os.PathLike, **options: Any) -> Manifest:
     """Build the manifest of corpus ``name`` found at ``root``.
 
-    Args:
-        name: one of :func:`available_corpora`.
-        root: the corpus folder; for ``csv``, the CSV file.
-        **options: recipe options, e.g. ``classes="4class"`` or ``on_duplicate="skip"``;
-            yes/no options may be given as text (``"true"``, ``"false"``, ``"auto"``).
+    Parameters
+    ----------
+    name : str
+        One of :func:`available_corpora`.
+    root : str or os.PathLike
+        The corpus folder; for ``csv``, the CSV file.
+    **options
+        Recipe options, e.g. ``classes="4class"`` or ``on_duplicate="skip"``; yes/no
+        options may be given as text (``"true"``, ``"false"``, ``"auto"``).
 
-    Returns:
+    Returns
+    -------
+    Manifest
         The manifest; its ``report`` attribute lists what was left out and why.
 
-    Raises:
-        SermtlError: unknown corpus or option, a bad root, or a recipe error.
+    Raises
+    ------
+    SermtlError
+        Unknown corpus or option, a bad root, or a recipe error.
     """
     recipe = get_recipe(name)
     parameters = dict(list(inspect.signature(recipe).parameters.items())[1:])

@@ -67,10 +67,14 @@ T = TypeVar("T")
 class CorpusWarning(UserWarning):
     """One kind of problem met while preparing a corpus.
 
-    Attributes:
-        corpus: corpus name.
-        kind: a key of :data:`PROBLEM_KINDS`.
-        items: every file (or count) concerned, not just the few in the message.
+    Attributes
+    ----------
+    corpus : str
+        Corpus name.
+    kind : str
+        A key of :data:`PROBLEM_KINDS`.
+    items : list of str
+        Every file (or count) concerned, not just the few in the message.
     """
 
     def __init__(self, corpus: str, kind: str, items: Sequence[str]) -> None:
@@ -85,10 +89,14 @@ class CorpusWarning(UserWarning):
 class CorpusReport:
     """What a recipe left out and why.
 
-    Attributes:
-        corpus: corpus name.
-        problems: kind (see :data:`PROBLEM_KINDS`) -> files or messages, in the order met.
-        excluded: label (or reason) -> number of utterances left out by design.
+    Attributes
+    ----------
+    corpus : str
+        Corpus name.
+    problems : dict of str to list of str
+        Kind (see :data:`PROBLEM_KINDS`) -> files or messages, in the order met.
+    excluded : collections.Counter
+        Label (or reason) -> number of utterances left out by design.
     """
 
     corpus: str
@@ -137,6 +145,8 @@ class ClassMap:
     A code mapped to ``None`` is a label left out by design; a code missing from the map
     is an error. :meth:`select` narrows the map to the classes a user asks for.
 
+    Examples
+    --------
     >>> m = ClassMap({"neu": "neutral", "exc": "happy", "fru": "frustrated"}).select(["happy", "neutral"])
     >>> m.codes
     {'neu': 'neutral', 'exc': 'happy', 'fru': None}
@@ -153,8 +163,10 @@ class ClassMap:
     def select(self, classes: Classes) -> ClassMap:
         """The map restricted (and optionally renamed) to ``classes``; see :data:`Classes`.
 
-        Raises:
-            SermtlError: a class in ``classes`` that this corpus does not have.
+        Raises
+        ------
+        SermtlError
+            A class in ``classes`` that this corpus does not have.
         """
         if classes is None or classes == "all":
             return self
@@ -175,8 +187,10 @@ class ClassMap:
         Left-out codes are counted in ``report.excluded`` as ``"<code> (<corpus's name>)"``,
         e.g. ``"fru (frustrated)"``, or as the bare code when it is the name.
 
-        Raises:
-            SermtlError: ``code`` is not a label of this corpus; the message names ``source``.
+        Raises
+        ------
+        SermtlError
+            ``code`` is not a label of this corpus; the message names ``source``.
         """
         if code not in self.codes:
             raise CorpusError(f"{source}: unknown emotion label {code!r} (known: {', '.join(sorted(self.codes))})")
@@ -236,8 +250,10 @@ def named_files(folder: Path, pattern: re.Pattern[str], report: CorpusReport) ->
 def index_files(paths: Iterable[Path], corpus: str, key: Callable[[Path], str] = lambda p: p.stem) -> dict[str, Path]:
     """``key(path) -> path`` for each path (by default the file name without suffix).
 
-    Raises:
-        SermtlError: two paths with the same key; the message names both.
+    Raises
+    ------
+    SermtlError
+        Two paths with the same key; the message names both.
     """
     index: dict[str, Path] = {}
     for path in paths:
@@ -256,13 +272,20 @@ def join_labels(
 ) -> list[tuple[str, Path, T]]:
     """Pair audio files with labels by key; report the keys that lack one or the other.
 
-    Args:
-        audio: key -> audio file.
-        labels: key -> label record.
-        report: gets ``unlabelled`` (audio without label) and ``missing_audio`` problems.
-        label_source: key -> where the label came from, named in ``missing_audio`` items.
+    Parameters
+    ----------
+    audio : Mapping of str to Path
+        Key -> audio file.
+    labels : Mapping of str to T
+        Key -> label record.
+    report : CorpusReport
+        Gets ``unlabelled`` (audio without label) and ``missing_audio`` problems.
+    label_source : Mapping of str to str or os.PathLike, optional
+        Key -> where the label came from, named in ``missing_audio`` items.
 
-    Returns:
+    Returns
+    -------
+    list of tuple of (str, Path, T)
         ``(key, path, label)`` for keys with both, in the order of ``labels``.
     """
     for key, path in audio.items():
@@ -291,9 +314,11 @@ def label_value(value: Any, what: str) -> str | int | None:
     scalar is read back as its Python value, a float that is a whole number as that integer,
     ``None`` stays ``None``.
 
-    Raises:
-        SermtlError: anything else (bytes, a list, a dict, a bool, a fractional or infinite
-            float), naming ``what`` (e.g. ``"data row 3, column 'emotion'"``).
+    Raises
+    ------
+    SermtlError
+        Anything else (bytes, a list, a dict, a bool, a fractional or infinite float),
+        naming ``what`` (e.g. ``"data row 3, column 'emotion'"``).
     """
     value = _plain(value)
     if isinstance(value, float) and math.isfinite(value) and value.is_integer():
@@ -306,8 +331,10 @@ def label_value(value: Any, what: str) -> str | int | None:
 def scalar_value(value: Any, what: str) -> str | int | float | bool | None:
     """``value`` as a plain scalar (text, number, bool or ``None``), for extra columns.
 
-    Raises:
-        SermtlError: a list, a dict, bytes or any other non-scalar, naming ``what``.
+    Raises
+    ------
+    SermtlError
+        A list, a dict, bytes or any other non-scalar, naming ``what``.
     """
     value = _plain(value)
     if value is None or isinstance(value, (str, int, float, bool)):
@@ -368,9 +395,11 @@ def finish(
     ``check``, if given, returns lines about the finished manifest (count differences),
     reported as ``counts`` problems.
 
-    Raises:
-        SermtlError: no utterance was found, or two rows share an utterance id (the
-            message names both files).
+    Raises
+    ------
+    SermtlError
+        No utterance was found, or two rows share an utterance id (the message names
+        both files).
     """
     if not rows:
         hint = f" ({report.summary().replace(chr(10), '; ')})" if report.problems or report.excluded else ""

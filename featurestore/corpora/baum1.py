@@ -125,8 +125,10 @@ def read_annotations(path: Path) -> Iterator[dict[str, Any]]:
     """Rows of an annotation workbook's first sheet as dicts with keys ``clip`` (upper case,
     no suffix), ``emotion``, ``code`` and ``gender`` (``None`` when there is no such column).
 
-    Raises:
-        SermtlError: no header row with a clip and a code column, or no emotion column.
+    Raises
+    ------
+    SermtlError
+        No header row with a clip and a code column, or no emotion column.
     """
     import openpyxl
 
@@ -168,14 +170,19 @@ def _code(value: Any, source: str) -> str:
 def prepare_baum1(root: str | os.PathLike, classes: Classes = PAPER_CLASSES) -> CorpusManifest:
     """Manifest of BAUM-1's annotated clips (both parts, or the one present).
 
-    Args:
-        root: the folder holding the clip folders and the two annotation workbooks.
-        classes: emotions to keep (default the paper's six).
+    Parameters
+    ----------
+    root : str or os.PathLike
+        The folder holding the clip folders and the two annotation workbooks.
+    classes : Classes
+        Emotions to keep (default the paper's six).
 
-    Raises:
-        SermtlError: bad root, no clip folder, a missing annotation workbook, a clip in
-            two folders (names both) or with two annotation rows, or an emotion code
-            outside the part's table (names the workbook and clip).
+    Raises
+    ------
+    SermtlError
+        Bad root, no clip folder, a missing annotation workbook, a clip in two folders
+        (names both) or with two annotation rows, or an emotion code outside the part's
+        table (names the workbook and clip).
     """
     root = check_root(root, CORPUS)
     class_map = LABELS.select(classes)

@@ -27,14 +27,20 @@ def prepare_csv(
 ) -> CorpusManifest:
     """Manifest from a CSV file, with ``duration`` and ``corpus`` filled in.
 
-    Args:
-        path: the CSV file.
-        corpus: value for rows whose ``corpus`` is empty (default: the CSV file's stem).
-        base_dir: folder that relative paths start from (default: the CSV's folder).
+    Parameters
+    ----------
+    path : str or os.PathLike
+        The CSV file.
+    corpus : str, optional
+        Value for rows whose ``corpus`` is empty (default: the CSV file's stem).
+    base_dir : str or os.PathLike, optional
+        Folder that relative paths start from (default: the CSV's folder).
 
-    Raises:
-        SermtlError: missing file, missing required column (names it), empty required
-            value, a segment with no audio, or a duplicate id (names both files).
+    Raises
+    ------
+    SermtlError
+        Missing file, missing required column (names it), empty required value, a
+        segment with no audio, or a duplicate id (names both files).
     """
     path = Path(path).expanduser()
     if not path.exists():

@@ -34,16 +34,22 @@ def prepare_emobox(
 ) -> CorpusManifest:
     """Manifest of an EmoBox dataset.
 
-    Args:
-        root: the dataset's metadata folder (holding ``<dataset>.jsonl``) or the jsonl file.
-        audio_root: the folder ``wav`` paths start from (default: the current directory,
-            where EmoBox's scripts run).
-        speaker_pattern: regular expression with one group, matched against ``key`` (required).
+    Parameters
+    ----------
+    root : str or os.PathLike
+        The dataset's metadata folder (holding ``<dataset>.jsonl``) or the jsonl file.
+    audio_root : str or os.PathLike, optional
+        The folder ``wav`` paths start from (default: the current directory, where
+        EmoBox's scripts run).
+    speaker_pattern : str
+        Regular expression with one group, matched against ``key`` (required).
 
-    Raises:
-        SermtlError: no jsonl, a line that is not a JSON object with ``key``, ``wav`` and
-            ``emo`` or whose ``length`` or ``dataset`` is of the wrong type (names the file and
-            line), no or a bad ``speaker_pattern``, a key it does not match, no audio found.
+    Raises
+    ------
+    SermtlError
+        No jsonl, a line that is not a JSON object with ``key``, ``wav`` and ``emo`` or
+        whose ``length`` or ``dataset`` is of the wrong type (names the file and line), no
+        or a bad ``speaker_pattern``, a key it does not match, no audio found.
     """
     path = Path(root).expanduser()
     jsonl = path if path.is_file() else _dataset_file(check_root(root, "emobox"))

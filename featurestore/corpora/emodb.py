@@ -34,12 +34,17 @@ _NAME = re.compile(r"^(\d\d)([a-z]\d\d)([A-Za-z])([a-z])$")
 def prepare_emodb(root: str | os.PathLike, classes: Classes = "all") -> CorpusManifest:
     """Manifest of EmoDB.
 
-    Args:
-        root: the EmoDB folder (holding ``wav/``) or its ``wav`` folder.
-        classes: emotions to keep (default all seven).
+    Parameters
+    ----------
+    root : str or os.PathLike
+        The EmoDB folder (holding ``wav/``) or its ``wav`` folder.
+    classes : Classes
+        Emotions to keep (default all seven).
 
-    Raises:
-        SermtlError: bad root, or an emotion letter EmoDB does not define (names the file).
+    Raises
+    ------
+    SermtlError
+        Bad root, or an emotion letter EmoDB does not define (names the file).
     """
     root = check_root(root, CORPUS)
     wav_dir = root / "wav" if (root / "wav").is_dir() else root

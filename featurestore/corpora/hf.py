@@ -44,10 +44,12 @@ def prepare_hf(
 ) -> CorpusManifest:
     """Manifest of a saved ``datasets`` dataset (see the module docstring).
 
-    Raises:
-        SermtlError: not a saved dataset, a named column or split it does not have (the
-            message lists what it has), an empty or missing label, a label, speaker or id
-            that is not text or an integer, a ``ClassLabel`` index outside its names (-1 aside).
+    Raises
+    ------
+    SermtlError
+        Not a saved dataset, a named column or split it does not have (the message lists
+        what it has), an empty or missing label, a label, speaker or id that is not text
+        or an integer, a ``ClassLabel`` index outside its names (-1 aside).
     """
     from featurestore.audio import audio_duration
 

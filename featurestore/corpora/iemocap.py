@@ -83,8 +83,10 @@ def find_release(root: Path) -> Path:
 def read_labels(path: Path) -> dict[str, str]:
     """Utterance id -> label code from one ``EmoEvaluation/<dialog>.txt`` file.
 
-    Raises:
-        SermtlError: a line starting with ``[`` that does not parse (names file and line).
+    Raises
+    ------
+    SermtlError
+        A line starting with ``[`` that does not parse (names file and line).
     """
     labels = {}
     with open(path, encoding="utf-8", errors="replace") as handle:
@@ -112,9 +114,11 @@ def check_counts(
 ) -> list[str]:
     """Differences between ``manifest`` and the full release's four-class counts.
 
-    Returns:
-        One ``"<column> <value>: expected N, found M"`` line per differing count (the total
-        first, as ``"utterances: ..."``); empty when every count matches.
+    Returns
+    -------
+    list of str
+        One ``"<column> <value>: expected N, found M"`` line per differing count (the
+        total first, as ``"utterances: ..."``); empty when every count matches.
     """
     diffs = []
     if len(manifest) != total:
@@ -132,22 +136,30 @@ def prepare_iemocap(
 ) -> CorpusManifest:
     """Manifest of IEMOCAP's labelled utterances.
 
-    Args:
-        root: ``IEMOCAP_full_release`` or its parent folder.
-        classes: emotions to keep (default the paper's four; see
-            :data:`featurestore.corpora.base.Classes`).
-        expect_full_release: compare the counts with :data:`EXPECTED_COUNTS` (``True``),
-            never (``False``), or when the copy looks like a full release (``None``, the
-            default: all five sessions present and at least half the expected
-            utterances found, so that samples and test fixtures are not compared).
-            Never compared when ``classes`` is not ``"4class"``.
+    Parameters
+    ----------
+    root : str or os.PathLike
+        ``IEMOCAP_full_release`` or its parent folder.
+    classes : Classes
+        Emotions to keep (default the paper's four; see
+        :data:`featurestore.corpora.base.Classes`).
+    expect_full_release : bool or None
+        Compare the counts with :data:`EXPECTED_COUNTS` (``True``), never (``False``), or
+        when the copy looks like a full release (``None``, the default: all five sessions
+        present and at least half the expected utterances found, so that samples and
+        test fixtures are not compared). Never compared when ``classes`` is not
+        ``"4class"``.
 
-    Returns:
+    Returns
+    -------
+    CorpusManifest
         The manifest; ``manifest.report`` lists wavs without a label line, label lines
         without a wav, excluded codes and, on a full release, count differences.
 
-    Raises:
-        SermtlError: bad root, an unreadable label line, or an unknown label code.
+    Raises
+    ------
+    SermtlError
+        Bad root, an unreadable label line, or an unknown label code.
     """
     release = find_release(check_root(root, CORPUS))
     class_map = LABELS.select(classes)

@@ -92,14 +92,20 @@ def prepare_ravdess(
 ) -> CorpusManifest:
     """Manifest of RAVDESS audio files.
 
-    Args:
-        root: the folder holding ``Actor_01/``, ``Actor_02/``, ...
-        classes: emotions to keep (default all eight; ``"4class"`` for the paper's four).
-        on_duplicate: ``"fail"`` (default) or ``"skip"``; see the module docstring.
+    Parameters
+    ----------
+    root : str or os.PathLike
+        The folder holding ``Actor_01/``, ``Actor_02/``, ...
+    classes : Classes
+        Emotions to keep (default all eight; ``"4class"`` for the paper's four).
+    on_duplicate : {"fail", "skip"}
+        ``"fail"`` (default) or ``"skip"``; see the module docstring.
 
-    Raises:
-        SermtlError: bad root, an emotion code RAVDESS does not define (names the file),
-            or a duplicate file name (names both files).
+    Raises
+    ------
+    SermtlError
+        Bad root, an emotion code RAVDESS does not define (names the file), or a
+        duplicate file name (names both files).
     """
     root = check_root(root, CORPUS)
     if on_duplicate not in ("fail", "skip"):

@@ -36,12 +36,17 @@ _NAME = re.compile(r"^(S([MF])\d+)_F\d+_([A-Z])\d+$", re.IGNORECASE)
 def prepare_urdu(root: str | os.PathLike, classes: Classes = "all") -> CorpusManifest:
     """Manifest of the URDU corpus.
 
-    Args:
-        root: the folder holding ``Angry/``, ``Happy/``, ``Neutral/``, ``Sad/``.
-        classes: emotions to keep (default all four).
+    Parameters
+    ----------
+    root : str or os.PathLike
+        The folder holding ``Angry/``, ``Happy/``, ``Neutral/``, ``Sad/``.
+    classes : Classes
+        Emotions to keep (default all four).
 
-    Raises:
-        SermtlError: bad root, or an emotion code URDU does not define (names the file).
+    Raises
+    ------
+    SermtlError
+        Bad root, or an emotion code URDU does not define (names the file).
     """
     root = check_root(root, CORPUS)
     class_map = LABELS.select(classes)

@@ -63,7 +63,7 @@ def extractor_from_description(description: dict[str, Any], device: str = "auto"
     Raises :class:`SermtlError` naming the differences when the rebuilt extractor would
     not give the same features (e.g. other model weights).
     """
-    from featurestore.store.writer import config_differences
+    from featurestore.store.creation import config_differences
 
     extractor = feature_class(str(description.get("feature"))).from_description(description, device=device)
     expected = {k: v for k, v in description.items() if k not in RUNTIME_KEYS}

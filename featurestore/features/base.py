@@ -96,7 +96,18 @@ class FeatureExtractor(abc.ABC):
 
     @abc.abstractmethod
     def extract_batch(self, waves: Sequence[np.ndarray]) -> list[np.ndarray]:
-        """Features of each wave, float32, shaped ``(layers, frames, dim)``."""
+        """Features of each wave.
+
+        Parameters
+        ----------
+        waves : sequence of numpy.ndarray, each shape (samples,)
+            16 kHz mono float32 waves, of any lengths.
+
+        Returns
+        -------
+        list of numpy.ndarray, each shape (layers, frames, dim)
+            float32 features, one array per wave, ``frames = num_frames(samples)``.
+        """
 
     def describe(self) -> dict[str, Any]:
         """JSON-serialisable record of everything that decides the features."""

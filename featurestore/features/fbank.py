@@ -17,6 +17,8 @@ from featurestore.features.spectral import LogMelExtractor
 class FbankExtractor(LogMelExtractor):
     """80-band log-mel filterbank; see the module docstring.
 
+    Examples
+    --------
     >>> import numpy as np
     >>> FbankExtractor(device="cpu").extract_batch([np.zeros(16000, np.float32)])[0].shape
     (1, 101, 80)
@@ -29,4 +31,5 @@ class FbankExtractor(LogMelExtractor):
         return self.config.n_mels
 
     def from_log_mel(self, log_mel: torch.Tensor) -> torch.Tensor:  # noqa: F821
+        """The log-mel frames ``(frames, n_mels)`` themselves."""
         return log_mel

@@ -42,6 +42,8 @@ def dct_matrix(n_mfcc: int, n_mels: int) -> np.ndarray:
 class MFCCExtractor(LogMelExtractor):
     """Batched torch MFCC; see the module docstring for the exact recipe.
 
+    Examples
+    --------
     >>> import numpy as np
     >>> ex = MFCCExtractor(device="cpu")
     >>> ex.extract_batch([np.zeros(16000, np.float32)])[0].shape
@@ -62,4 +64,5 @@ class MFCCExtractor(LogMelExtractor):
         return torch.from_numpy(dct_matrix(self.config.n_mfcc, self.config.n_mels)).to(self._kernels[0])
 
     def from_log_mel(self, log_mel: torch.Tensor) -> torch.Tensor:  # noqa: F821
+        """Cepstra ``(frames, n_mfcc)`` of log-mel frames ``(frames, n_mels)``."""
         return log_mel @ self._dct.T

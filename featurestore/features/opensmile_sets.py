@@ -97,16 +97,19 @@ class OpenSmileExtractor(FeatureExtractor):
         return MIN_SAMPLES
 
     def process(self, wave: np.ndarray) -> pandas.DataFrame:  # noqa: F821
-        """openSMILE's own output for one 16 kHz wave (rows indexed by start and end time)."""
+        """openSMILE's own output for one 16 kHz wave ``(samples,)``: a ``(rows, dim)`` table
+        indexed by start and end time."""
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", UserWarning)  # "segment too short": refused before
             return self.smile.process_signal(np.asarray(wave, dtype=np.float32), self.config.sample_rate)
 
     def extract_batch(self, waves: Sequence[np.ndarray]) -> list[np.ndarray]:
+        """Features of each wave ``(samples,)``, float32 ``(1, frames, dim)``."""
         return [self.to_frames(self.process(wave), len(wave))[None] for wave in waves]
 
     def to_frames(self, table: pandas.DataFrame, num_samples: int) -> np.ndarray:  # noqa: F821
-        """What is stored of openSMILE's output ``table`` for a wave of ``num_samples``."""
+        """What is stored, float32 ``(frames, dim)``, of openSMILE's output ``table`` for a
+        wave of ``num_samples``."""
         raise NotImplementedError
 
 

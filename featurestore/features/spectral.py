@@ -126,8 +126,9 @@ class LogMelExtractor(FeatureExtractor):
 
     @functools.cached_property
     def _kernels(self) -> tuple[torch.device, torch.Tensor, torch.Tensor]:  # noqa: F821
-        """Device, window and mel matrix, built on first use (torch is imported only then,
-        so a resumed run with nothing left to do never loads it)."""
+        """Device, window ``(win_length,)`` and mel matrix ``(n_mels, n_fft // 2 + 1)``, built
+        on first use (torch is imported only then, so a resumed run with nothing left to do
+        never loads it)."""
         import torch
 
         c = self.config
@@ -151,9 +152,10 @@ class LogMelExtractor(FeatureExtractor):
 
     @abc.abstractmethod
     def from_log_mel(self, log_mel: torch.Tensor) -> torch.Tensor:  # noqa: F821
-        """What is stored for log-mel frames ``(frames, n_mels)``."""
+        """What is stored, ``(frames, dim)``, for log-mel frames ``(frames, n_mels)``."""
 
     def extract_batch(self, waves: Sequence[np.ndarray]) -> list[np.ndarray]:
+        """Features of each wave ``(samples,)``, float32 ``(1, frames, dim)``."""
         import torch
 
         c = self.config
@@ -182,6 +184,21 @@ class LogMelExtractor(FeatureExtractor):
         Each wave gets its centring zeros and is padded to a multiple of the hop, so the
         signal's frame ``first_frames[i] + k`` is frame ``k`` of wave ``i`` alone; the
         frames of a batch are computed together without padding them to the longest wave.
+
+        Parameters
+        ----------
+        waves : sequence of numpy.ndarray, each shape (samples,)
+            The batch's waves.
+
+        Returns
+        -------
+        signal : numpy.ndarray, shape (total_samples,)
+            float32: each wave in its own whole-hop span, with its centring zeros, then
+            ``n_fft`` zeros.
+        first_frames : list of int
+            Index of each wave's first frame in the signal's frame grid.
+        counts : list of int
+            Frames of each wave.
         """
         c = self.config
         pad = c.n_fft // 2 if c.center else 0

@@ -222,10 +222,20 @@ class SSLExtractor(FeatureExtractor):
     # -- extraction -----------------------------------------------------------------
 
     def extract_batch(self, waves: Sequence[np.ndarray]) -> list[np.ndarray]:
-        """Features of each wave, float32 ``(layers, frames, dim)``.
+        """Features of each wave.
 
         Waves up to ``chunk_seconds`` go through the model together as one padded batch;
         longer ones are processed alone in overlapping windows.
+
+        Parameters
+        ----------
+        waves : sequence of numpy.ndarray, each shape (samples,)
+            16 kHz mono waves, each at least :attr:`min_samples` long.
+
+        Returns
+        -------
+        list of numpy.ndarray, each shape (layers, frames, dim)
+            float32 hidden states of the selected layers, ``frames = num_frames(samples)``.
         """
         inputs = []
         for index, wave in enumerate(waves):
@@ -248,6 +258,7 @@ class SSLExtractor(FeatureExtractor):
         return results  # type: ignore[return-value]
 
     def _normalize(self, x: np.ndarray) -> np.ndarray:
+        """``x`` (samples,) scaled to zero mean and unit variance when ``do_normalize``."""
         if not self.config.do_normalize:
             return x
         x64 = x.astype(np.float64)
@@ -261,7 +272,9 @@ class SSLExtractor(FeatureExtractor):
     def _forward(
         self, inputs: Sequence[np.ndarray], stats: tuple[torch.Tensor, torch.Tensor] | None = None
     ) -> list[np.ndarray]:
-        """Run normalised waves as one zero-padded batch; ``stats`` fixes the group norm."""
+        """Run normalised waves ``(samples,)`` as one zero-padded batch, giving
+        ``(layers, frames, dim)`` per wave; ``stats`` (mean and variance, ``(batch, groups)``
+        each) fixes the group norm."""
         lengths = [len(x) for x in inputs]
         batch = torch.zeros(len(inputs), max(lengths))
         for row, x in enumerate(inputs):
@@ -300,7 +313,8 @@ class SSLExtractor(FeatureExtractor):
             conv_layers[0] = original
 
     def _extract_chunked(self, x: np.ndarray) -> np.ndarray:
-        """Features of one long normalised wave from overlapping windows (see module doc)."""
+        """Features ``(layers, frames, dim)`` of one long normalised wave ``(samples,)`` from
+        overlapping windows (see module doc)."""
         stride, field = self.total_stride, self.min_samples
         frames = self.num_frames(len(x))
         core = max(1, round(self.config.chunk_seconds * SAMPLE_RATE / stride))
@@ -358,6 +372,7 @@ class _UtteranceGroupNormConv(nn.Module):
         self.stats = stats
 
     def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
+        """``hidden_states`` (B, 1, samples) → (B, channels, frames)."""
         norm: nn.GroupNorm = self.layer.layer_norm
         y = self.layer.conv(hidden_states).float()
         batch, channels, frames = y.shape

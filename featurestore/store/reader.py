@@ -37,10 +37,10 @@ def find_backend(path: Path, format: str | None = None) -> type[Backend]:
     raise StoreError(f"not a feature store: {path}")
 
 
-def damaged_store_error(path: Path, action: str, exc: BaseException) -> SermtlError:
+def damaged_store_error(path: Path, action: str, exc: BaseException) -> StoreError:
     """The one-line error for a backend failure on damaged data: names the store and the
     commands that deal with it."""
-    return SermtlError(
+    return StoreError(
         f"cannot {action} store {path} ({describe_error(exc)}): it may be damaged; "
         f"run `sermtl verify {path}`, then `sermtl extract … --repair`"
     )

@@ -1,4 +1,4 @@
-"""Writing a feature store: create or resume, append committed batches, record skips.
+"""Writing a feature store: open it (created or resumed), append committed batches, record skips.
 
 Commit order, which makes a killed writer harmless:
 
@@ -8,12 +8,13 @@ Commit order, which makes a killed writer harmless:
 
 An utterance exists for readers only once its index row is written, so a crash leaves
 at worst some unreferenced frames past the committed end, which the next writer
-overwrites. A new store is built under ``<store>.partial`` and renamed into place once
-its arrays, attributes and manifest exist, so a writer killed while creating it leaves
-no half-made store. One writer at a time: a lock file beside the store (``<store>.lock``,
-an ``flock`` that the OS drops when the process dies) refuses a second one at once.
-A failed write (disk full, read-only store, a damaged chunk) is a one-line
-:class:`SermtlError`; what was committed before stays.
+overwrites. A new store is made by :mod:`featurestore.store.creation` (under
+``<store>.partial``, renamed into place once whole), which also checks an existing store's
+config; damage found on opening is repaired by :mod:`featurestore.store.recovery`. One
+writer at a time: a lock file beside the store (``<store>.lock``, an ``flock`` that the OS
+drops when the process dies) refuses a second one at once. A failed write (disk full,
+read-only store, a damaged chunk) is a one-line :class:`SermtlError`; what was committed
+before stays.
 
 ``extract --repair`` moves the append point past every frame stored so far, to a chunk
 boundary, and saves it in the store (attribute ``write_from``) before it forgets any entry
@@ -23,12 +24,8 @@ boundary, and saves it in the store (attribute ``write_from``) before it forgets
 from __future__ import annotations
 
 import contextlib
-import datetime
-import hashlib
 import json
 import os
-import shutil
-import warnings
 import zlib
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
@@ -38,28 +35,12 @@ import numpy as np
 
 from featurestore.errors import SermtlError, StoreError
 from featurestore.locking import ExclusiveLock
-from featurestore.manifest import Manifest, same_audio
+from featurestore.manifest import Manifest
 from featurestore.store.base import backend_for_path, check_store_path
-from featurestore.store.reader import FeatureStore, damaged_store_error, read_manifest, read_rows, rows_inside
-from featurestore.version import __version__
-
-FORMAT_VERSION = 1
-#: What a row of each per-utterance array holds, for messages.
-_ROW_NAMES = {"checksum": "checksums", "audio": "audio signatures"}
-_CHUNK_BYTES = 512 * 1024
-_ROW_CHUNK = 65536  # rows per chunk of the per-row arrays
-_ROW_ARRAYS = (("index", 2), ("checksum", 1), ("audio", 1))  # (name, width) of the per-row arrays
-
-
-def store_fingerprint(config: dict[str, Any]) -> str:
-    """Hash of the store-level config (feature description + storage dtype)."""
-    return hashlib.sha256(json.dumps(config, sort_keys=True).encode()).hexdigest()[:16]
-
-
-def default_chunk_frames(dim: int, dtype: str) -> int:
-    """Frames per chunk so that a chunk holds about 512 KiB (a power of two in 64..8192)."""
-    frames = _CHUNK_BYTES // (dim * np.dtype(dtype).itemsize)
-    return int(min(8192, max(64, 1 << (max(1, frames).bit_length() - 1))))
+from featurestore.store.creation import check_config, create_store, merge_manifest
+from featurestore.store.reader import FeatureStore, damaged_store_error
+from featurestore.store.recovery import forget_damaged_rows
+from featurestore.store.row_arrays import load_rows
 
 
 def frames_checksum(frames: np.ndarray, crc: int = 0) -> int:
@@ -102,23 +83,34 @@ def store_write(path: Path, action: str) -> Iterator[None]:
         raise damaged_store_error(path, action, exc) from None
 
 
-def config_differences(old: Any, new: Any, prefix: str = "") -> list[str]:
-    """``"key: old in the store, new now"`` for every leaf where two nested dicts differ."""
-    if isinstance(old, dict) and isinstance(new, dict):
-        out = []
-        for key in sorted(set(old) | set(new)):
-            out += config_differences(old.get(key), new.get(key), f"{prefix}{key}.")
-        return out
-    return [] if old == new else [f"{prefix.rstrip('.')}: {old!r} in the store, {new!r} now"]
-
-
 class StoreWriter:
     """Create a store, or reopen one made with the same config, and append utterances.
 
-    ``config`` is what decides the features (the extractor's ``describe()`` plus the
+    The config is what decides the features (the extractor's ``describe()`` plus the
     storage dtype); reopening with a different one is refused, naming the difference.
     The manifest is merged: new rows are appended, known rows must point to the same
-    audio (file name, start, end).
+    audio (file name, start, end). See :mod:`featurestore.store.creation`.
+
+    Parameters
+    ----------
+    path : str or Path
+        The store; its lock file goes beside it.
+    manifest : Manifest
+        The utterances to extract (merged into the store's manifest).
+    feature : dict[str, Any]
+        The extractor's ``describe()``.
+    dtype : str
+        Storage dtype of the features (``float32``, ``float16``, ...).
+    dim : int
+        Values per frame.
+    num_layers : int
+        Layers stored per frame; the store's ``features`` are ``(num_layers, frames, dim)``.
+    frame_rate : float
+        Frames per second (0 for one vector per utterance).
+    format : str or None
+        Backend name (``zarr``, ``hdf5``); ``None``: from the path's suffix.
+    chunk_frames : int or None
+        Frames per chunk of a new store; ``None``: about 512 KiB per chunk.
     """
 
     def __init__(
@@ -144,18 +136,27 @@ class StoreWriter:
             config = {"feature": feature, "dtype": self.dtype.name}
             if not self.path.exists():
                 with store_io(self.path, "create"):
-                    self._create(backend_cls, config, manifest, dim, num_layers, frame_rate, chunk_frames)
+                    create_store(
+                        self.path,
+                        backend_cls,
+                        config,
+                        manifest,
+                        dim=dim,
+                        num_layers=num_layers,
+                        frame_rate=frame_rate,
+                        chunk_frames=chunk_frames,
+                    )
             if not backend_cls.exists(self.path):
                 raise StoreError(f"{self.path} exists but is not a {backend_cls.name} feature store")
             with store_write(self.path, "open for writing"):
                 self._backend = backend_cls.open(self.path, writable=True)
-                self._check_config(config)
+                check_config(self._backend, config)
                 self._features = self._backend.array("features")
-                self.manifest = self._merge_manifest(manifest)
-                self._index = self._load_rows("index", 2)
-                self._forget_damaged_rows()
-                self._checksums = self._load_rows("checksum", 1)[:, 0]
-                self._audio = self._load_rows("audio", 1)[:, 0]
+                self.manifest = merge_manifest(self._backend, manifest)
+                self._index = load_rows(self._backend, "index", 2, len(self.manifest))
+                forget_damaged_rows(self._index, int(self._features.shape[1]), self.manifest, self.path)
+                self._checksums = load_rows(self._backend, "checksum", 1, len(self.manifest))[:, 0]
+                self._audio = load_rows(self._backend, "audio", 1, len(self.manifest))[:, 0]
                 self._report = {r["utt_id"]: r for r in json.loads(self._backend.read_text("report") or "[]")}
             self._end = max(self.committed_end(), int(self._backend.attrs.get("write_from") or 0))
         except BaseException:
@@ -167,164 +168,9 @@ class StoreWriter:
                 self._lock.release()
             raise
 
-    # -- opening ------------------------------------------------------------------------
-    def _create(self, backend_cls, config, manifest, dim, num_layers, frame_rate, chunk_frames) -> None:
-        """Build the empty store under ``<store>.partial``, then rename it into place.
-
-        A marker ``<store>.partial.sermtl`` is made (exclusively) before the partial store
-        and removed after the rename, so a ``.partial`` left by a killed writer is known to
-        be ours and cleared, while one without the marker (the user's) is refused, untouched.
-        """
-        partial = self.path.with_name(self.path.name + ".partial")
-        marker = partial.with_name(partial.name + ".sermtl")
-        if partial.exists() or partial.is_symlink():
-            if marker.is_symlink() or not marker.is_file() or partial.is_symlink():
-                raise StoreError(f"{partial} exists and was not made by sermtl: move it away, then run again")
-            if partial.is_dir():
-                shutil.rmtree(partial)  # left by a writer killed while creating the store
-            else:
-                partial.unlink()
-        marker.unlink(missing_ok=True)
-        os.close(os.open(marker, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0), 0o644))
-        backend = backend_cls.open(partial, writable=True, create=True)
-        try:
-            chunk = chunk_frames or default_chunk_frames(dim, self.dtype.name)
-            backend.create_array("features", (num_layers, 0, dim), self.dtype.name, (1, chunk, dim))
-            # The per-row arrays are made as long as the manifest (every row -1, pending), so that
-            # a store whose first open is refused (a full disk) is whole as it stands.
-            for name, width in _ROW_ARRAYS:
-                backend.create_array(name, (len(manifest), width), "int64", (_ROW_CHUNK, width), fill_value=-1)[:] = -1
-            now = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
-            backend.set_attrs(
-                {
-                    "format_version": FORMAT_VERSION,
-                    "sermtl_version": __version__,
-                    "layout": "concatenated-frames",
-                    "created": now,
-                    **config,
-                    "fingerprint": store_fingerprint(config),
-                    "dim": dim,
-                    "num_layers": num_layers,
-                    "frame_rate": frame_rate,
-                    "chunk_frames": chunk,
-                }
-            )
-            backend.write_text("manifest", manifest.to_json())
-            backend.flush()
-        finally:
-            backend.close()
-        partial.rename(self.path)
-        marker.unlink()
-
-    def _check_config(self, config: dict[str, Any]) -> None:
-        attrs = self._backend.attrs
-        stored = {"feature": attrs.get("feature"), "dtype": attrs.get("dtype")}
-        diffs = config_differences(stored, config)
-        if diffs:
-            raise StoreError(
-                f"store {self.path} was made with another feature config ({'; '.join(diffs)}): "
-                "use another --store, or delete this one"
-            )
-
-    def _merge_manifest(self, manifest: Manifest) -> Manifest:
-        stored = read_manifest(self._backend)
-        rows = {u: dict(stored[u]) for u in stored.ids()}
-        for row in manifest:
-            old = rows.get(row["utt_id"])
-            if old is not None and not same_audio(old, row):
-                raise StoreError(
-                    f"utterance {row['utt_id']} points to other audio than in store {self.path} "
-                    f"({row['path']} [{row['start']}, {row['end']}] vs {old['path']} [{old['start']}, {old['end']}])"
-                )
-            rows[row["utt_id"]] = dict(row)
-        merged = Manifest(rows.values(), source=str(self.path))
-        text = merged.to_json()
-        changed = text != stored.to_json()
-        # What opening adds, reserved at once: a full disk refuses the open before the manifest
-        # is written, not between it and the per-row arrays grown to its length.
-        self._backend.reserve(
-            (len(text.encode()) if changed else 0)
-            + sum(self._row_bytes(name, width, len(merged)) for name, width in _ROW_ARRAYS)
-        )
-        if changed:
-            self._backend.write_text("manifest", text)
-        return merged
-
-    def _row_bytes(self, name: str, width: int, rows: int) -> int:
-        """Bytes of the chunks that growing the per-row array ``name`` to ``rows`` rows adds."""
-        array = self._backend.array(name) if self._backend.has_array(name) else None
-        chunk = int(array.chunks[0]) if array is not None else _ROW_CHUNK
-        have = int(array.shape[0]) if array is not None else 0
-        return (-(-rows // chunk) - -(-have // chunk)) * chunk * width * 8
-
-    def _load_rows(self, name: str, width: int) -> np.ndarray:
-        """A per-manifest-row array (``index``, ``checksum`` or ``audio``), grown to the
-        manifest's length.
-
-        ``checksum`` and ``audio`` are created on first use in stores written before they
-        existed (their rows stay -1, unknown, for utterances committed then); their chunks
-        that damage made unreadable are rewritten, their rows unknown (see
-        :meth:`_reset_unreadable_chunks`).
-        An unreadable ``index`` is a :class:`SermtlError`.
-        """
-        if not self._backend.has_array(name):
-            self._backend.create_array(name, (0, width), "int64", (_ROW_CHUNK, width), fill_value=-1)
-        array = self._backend.array(name)
-        rows = np.full((len(self.manifest), width), -1, dtype=np.int64)
-        try:
-            old = read_rows(self._backend, name)
-        except SermtlError:
-            if name == "index":
-                raise
-            old = self._reset_unreadable_chunks(array)
-        rows[: len(old)] = old
-        if len(old) != len(rows):
-            self._backend.reserve(self._row_bytes(name, width, len(rows)))
-            array.resize((len(rows), width))
-            array[len(old) :] = rows[len(old) :]
-        self._backend.flush()
-        return rows
-
-    def _forget_damaged_rows(self) -> None:
-        """Treat index rows that cannot be right (an entry of no frames, or outside the frames
-        stored on disk) as not committed: they are never written at nor counted for the
-        append point, and the next commit of their utterance replaces them."""
-        offset, frames = self._index[:, 0], self._index[:, 1]
-        stored = int(self._features.shape[1])
-        damaged = (frames >= 0) & ~rows_inside(offset, frames, stored)
-        if damaged.any():
-            ids = self.manifest.ids()
-            names = ", ".join(ids[i] for i in np.flatnonzero(damaged)[:3])
-            warnings.warn(
-                f"store {self.path}: {int(damaged.sum())} damaged index row(s) ({names}{', …' if damaged.sum() > 3 else ''}) "
-                "point outside the stored frames; their utterances are extracted again",
-                stacklevel=4,
-            )
-            self._index[damaged] = -1
-
-    def _reset_unreadable_chunks(self, array: Any) -> np.ndarray:
-        """The rows of a damaged per-row array, read chunk by chunk; each unreadable chunk is
-        rewritten as -1 (unknown), with a warning naming the store and the rows discarded."""
-        rows = np.full(array.shape, -1, dtype=np.int64)
-        step = int(array.chunks[0])
-        lost = 0
-        for lo in range(0, len(rows), step):
-            hi = min(lo + step, len(rows))
-            try:
-                rows[lo:hi] = array[lo:hi]
-            except Exception:  # a damaged chunk: zarr and h5py raise many types
-                array[lo:hi] = rows[lo:hi]
-                lost += hi - lo
-        if lost:
-            warnings.warn(
-                f"store {self.path}: {lost} of {len(rows)} {_ROW_NAMES[array.name.strip('/')]} discarded (unreadable "
-                "chunks, rewritten as unknown); those entries are verified without them",
-                stacklevel=4,
-            )
-        return rows
-
     # -- state --------------------------------------------------------------------------
     def is_done(self, utt_id: str) -> bool:
+        """Whether ``utt_id`` has committed features."""
         return self._index[self.manifest.position(utt_id), 1] >= 0
 
     def pending(self, utt_ids: Iterable[str] | None = None) -> list[str]:
@@ -344,9 +190,17 @@ class StoreWriter:
 
     # -- writing ------------------------------------------------------------------------
     def write(self, items: Sequence[tuple[str, np.ndarray]], audio: Mapping[str, int] | None = None) -> None:
-        """Append ``(utt_id, features (layers, frames, dim))`` pairs and commit them, with the
-        signature of the audio each was computed from (:func:`featurestore.audio.audio_signature`)
-        where ``audio`` gives one."""
+        """Append utterances' features after the committed frames and commit them.
+
+        Parameters
+        ----------
+        items : Sequence[tuple[str, np.ndarray]]
+            ``(utt_id, features)`` pairs, features ``(layers, frames, dim)`` (cast to the
+            store's dtype).
+        audio : Mapping[str, int] or None
+            The signature of the audio each was computed from
+            (:func:`featurestore.audio.audio_signature`), where known; others are stored as -1.
+        """
         if not items:
             return
         shape = self._features.shape

@@ -14,6 +14,7 @@ from click.testing import CliRunner
 
 from cli import main
 from featurestore import open_store
+from featurestore.store.base import BACKENDS, SUFFIXES
 from featurestore.synthetic import make_iemocap
 
 REPO = Path(__file__).resolve().parents[2]
@@ -55,7 +56,7 @@ def test_extract_with_env_root_exactly_as_documented(tmp_path, iemocap_root, mon
     assert "0 stored, 16 already there" in second.output
 
 
-@pytest.mark.parametrize("fmt,suffix", [("zarr", ".zarr"), ("hdf5", ".h5")])
+@pytest.mark.parametrize("fmt,suffix", [(fmt, next(s for s, f in SUFFIXES.items() if f == fmt)) for fmt in BACKENDS])
 def test_manifest_extract_info_verify(tmp_path, csv_corpus, fmt, suffix) -> None:
     store = tmp_path / f"feats{suffix}"
     run("extract", "--manifest", csv_corpus, "--feature", "mfcc", "--store", store, "--format", fmt, "--max-batch", "3")

@@ -4,12 +4,13 @@
 from __future__ import annotations
 
 import json
+import re
 
 import numpy as np
 import pytest
 import soundfile as sf
 
-from featurestore.errors import SermtlError
+from featurestore.errors import AudioError, ModelError
 from tests.cli.test_cli import run
 from trainer.predict import Predictor
 
@@ -84,12 +85,12 @@ def test_a_run_directory_is_the_mean_of_its_folds(run_dir, recordings) -> None:
 
 def test_bad_input_is_one_line(run_dir, tmp_path) -> None:
     predictor = Predictor.load(run_dir / "fold_1" / "checkpoint.pt")
-    with pytest.raises(SermtlError, match=r"^wave 0: expected a 1-D array of finite samples, got shape \(2, 100\)$"):
+    with pytest.raises(AudioError, match=r"^wave 0:.*got shape \(2, 100\)$"):
         predictor.predict([np.zeros((2, 100), np.float32)])
-    with pytest.raises(SermtlError, match="wave 1: .* shorter than the mfcc receptive field"):
+    with pytest.raises(AudioError, match=r"^wave 1: 100 samples\b.*\bmfcc receptive field"):
         predictor.predict([np.zeros(1600, np.float32), np.zeros(100, np.float32)])
     (tmp_path / "empty_run").mkdir()
-    with pytest.raises(SermtlError, match="no fold_\\*/checkpoint.pt"):
+    with pytest.raises(ModelError, match=rf"^{re.escape(str(tmp_path / 'empty_run'))}: no fold_\*/checkpoint\.pt"):
         Predictor.load(tmp_path / "empty_run")
 
 
@@ -140,12 +141,12 @@ def predictor(run_dir):
 @pytest.mark.parametrize(
     "rate, message",
     [
-        (0, "wave 0: sampling rate 0 Hz is outside 4000..768000 Hz"),
-        (1, "wave 0: sampling rate 1 Hz is outside 4000..768000 Hz"),
-        (10**9, "wave 0: sampling rate 1000000000 Hz is outside 4000..768000 Hz"),
-        (16000.0, "wave 0: sample_rate must be an integer number of Hz, got 16000.0"),
-        ("16k", "wave 0: sample_rate must be an integer number of Hz, got '16k'"),
-        (True, "wave 0: sample_rate must be an integer number of Hz, got True"),
+        (0, r"^wave 0:.* 0 Hz\b.*\b4000\.\.768000 Hz"),
+        (1, r"^wave 0:.* 1 Hz\b.*\b4000\.\.768000 Hz"),
+        (10**9, r"^wave 0:.* 1000000000 Hz\b.*\b4000\.\.768000 Hz"),
+        (16000.0, r"^wave 0: sample_rate\b.*\binteger\b.*got 16000\.0$"),
+        ("16k", r"^wave 0: sample_rate\b.*\binteger\b.*got '16k'$"),
+        (True, r"^wave 0: sample_rate\b.*\binteger\b.*got True$"),
     ],
 )
 def test_a_bad_sample_rate_is_one_line_before_any_resampling(predictor, monkeypatch, rate, message) -> None:
@@ -155,25 +156,25 @@ def test_a_bad_sample_rate_is_one_line_before_any_resampling(predictor, monkeypa
         raise AssertionError("resampled")  # 1 Hz → 16 kHz would allocate gigabytes
 
     monkeypatch.setattr(soxr, "resample", refuse)
-    with pytest.raises(SermtlError) as error:
+    with pytest.raises(AudioError, match=message) as info:
         predictor.predict([np.zeros(48000, np.float32)], sample_rate=rate)
-    assert str(error.value).startswith(message) and "\n" not in str(error.value)
+    assert "\n" not in str(info.value)
 
 
 def test_bad_waves_are_one_line_as_in_the_cli(predictor) -> None:
     nan = np.zeros(16000, np.float32)
     nan[5] = np.nan
-    with pytest.raises(SermtlError, match=r"^wave 1: NaN or infinite samples$"):
+    with pytest.raises(AudioError, match=r"^wave 1: NaN or infinite\b"):
         predictor.predict([np.zeros(16000, np.float32), nan])
-    with pytest.raises(SermtlError, match=r"^wave 0: expected a 1-D array of samples \(ValueError: could not convert"):
+    with pytest.raises(AudioError, match=r"^wave 0:.*\(ValueError: could not convert"):
         predictor.predict([["a", "b"]])
-    with pytest.raises(SermtlError, match=r"^wave 0: 2.0 s of audio is longer than --max-duration 1 s; not decoded$"):
+    with pytest.raises(AudioError, match=r"^wave 0: 2\.0 s\b.*--max-duration 1 s\b"):
         predictor.predict([np.zeros(8000, np.float32)], sample_rate=4000, max_duration=1)
     default_cap = np.zeros(4000 * 601, np.float32)  # 601 s at 4 kHz: over the CLI's 600 s
-    with pytest.raises(SermtlError, match=r"^wave 0: 601.0 s of audio is longer than --max-duration 600 s"):
+    with pytest.raises(AudioError, match=r"^wave 0: 601\.0 s\b.*--max-duration 600 s\b"):
         predictor.embed([default_cap], sample_rate=4000)
     for short in (np.zeros(1, np.float32), np.zeros(0, np.float32)):
-        with pytest.raises(SermtlError, match=r"^wave 0: [01] samples is shorter than the mfcc receptive field"):
+        with pytest.raises(AudioError, match=r"^wave 0: [01] samples\b.*\bmfcc receptive field"):
             predictor.predict([short], sample_rate=22050)
     assert len(predictor.predict([np.zeros(8000, np.float32)], sample_rate=4000, max_duration=None)) == 1
 
@@ -190,7 +191,9 @@ def test_a_network_that_does_not_fit_its_features_is_one_line(run_dir, tmp_path)
         tmp_path / "wide.pt",
         {**checkpoint, "network": dataclasses.asdict(config), "state_dict": SERNetwork(config).state_dict()},
     )
-    with pytest.raises(SermtlError, match=r"wide.pt: network.input_size 41 does not fit its mfcc features \(40 values"):
+    with pytest.raises(
+        ModelError, match=rf"^{re.escape(str(tmp_path / 'wide.pt'))}: network\.input_size 41\b.*\bmfcc\b.*\(40 values"
+    ):
         Predictor.load(tmp_path / "wide.pt")
 
 
@@ -198,10 +201,10 @@ def test_model_folders_and_run_directories_with_damage_are_one_line(run_dir, tmp
     model = tmp_path / "model"
     model.mkdir()
     (model / "MODEL_CARD.md").write_text("# Model card\n")
-    with pytest.raises(SermtlError, match=f"^checkpoint not found: {model / 'checkpoint.pt'}$"):
+    with pytest.raises(ModelError, match=rf"not found: {re.escape(str(model / 'checkpoint.pt'))}$"):
         Predictor.load(model)
     (model / "checkpoint.pt").write_bytes((run_dir / "fold_1" / "checkpoint.pt").read_bytes()[:700])
-    with pytest.raises(SermtlError, match=f"^not a sermtl checkpoint: {model / 'checkpoint.pt'}: "):
+    with pytest.raises(ModelError, match=rf"not a sermtl checkpoint: {re.escape(str(model / 'checkpoint.pt'))}: "):
         Predictor.load(model)
     result = run("predict", "--checkpoint", model, tmp_path, ok=False)
     assert result.exit_code == 1 and "Traceback" not in result.output and "not a sermtl checkpoint" in result.output

@@ -4,11 +4,13 @@ input refused before anything is written."""
 from __future__ import annotations
 
 import json
+import re
 import shutil
 
 import pytest
 import scipy.stats
 
+from featurestore.errors import ConfigError
 from tests.cli.test_cli import run
 from trainer.stats import paired_difference
 from trainer.sweep import parse_grid
@@ -187,7 +189,9 @@ def test_grid_files_and_parsing(tmp_path) -> None:
 
     assert read_grid_file(path) == [{"channels": 8}, {"channels": 16, "batchnorm": "precise"}]
     path.write_text("channels: 8\n")
-    with pytest.raises(Exception, match=r"expected a list \(a mapping each\)"):
+    with pytest.raises(
+        ConfigError, match=rf"^--grid-file {re.escape(str(path))}: expected a list\b.*\{{'channels': 8\}}"
+    ):
         read_grid_file(path)
 
 

@@ -285,11 +285,12 @@ BAD_TRAINING_VALUES = [
     ("--aux", "no_such_column"),
     ("--label", "no_such_column"),
 ]
+#: Values outside a declared range, refused like the training options' (a ConfigError, exit 1).
+BAD_RUN_VALUES = [("cv", "--repeats", "0"), ("sweep", "--repeats", "0"), ("train", "--fold", "0")]
 UNPARSABLE_FLAGS = [
     ("train", "--epochs", "ten"),
     ("train", "--input-norm", "utterence"),
     ("train", "--augment", "mixup"),
-    ("cv", "--repeats", "0"),
 ]
 BAD_EXTRACT_VALUES = [
     ("--batch-seconds", "nan", "--batch-seconds"),
@@ -676,14 +677,12 @@ CASES: list[Case] = [
         "extraction values",
         "--max-duration 0",
         lambda ws: _extract(ws, "--max-duration", "0"),
-        code=2,
         culprit="--max-duration",
     ),
     Case(
         "extraction values",
         "--chunk-seconds -1",
         lambda ws: _extract(ws, "--chunk-seconds", "-1"),
-        code=2,
         culprit="--chunk-seconds",
     ),
     # -- training values ---------------------------------------------------------------------
@@ -707,6 +706,16 @@ CASES: list[Case] = [
             after=_no_run_dir("new_run"),
         )
         for command, flag, value in UNPARSABLE_FLAGS
+    ],
+    *[
+        Case(
+            "training values",
+            f"{command} {flag} {value}",
+            lambda ws, c=command, f=flag, v=value: _train(ws, f, v, command=c),
+            culprit=flag,
+            after=_no_run_dir("new_run"),
+        )
+        for command, flag, value in BAD_RUN_VALUES
     ],
     Case(
         "training values",

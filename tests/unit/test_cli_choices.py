@@ -32,8 +32,8 @@ def _cli_choices() -> dict:
 
 def test_the_choice_lists_come_from_the_library_without_torch() -> None:
     from featurestore.corpora import available_corpora
+    from featurestore.extract_options import ON_ERROR_CHOICES
     from featurestore.features import FEATURES
-    from featurestore.pipeline import ON_ERROR_CHOICES
     from featurestore.store.base import STORE_DTYPES, available_backends
     from trainer.baseline import FUNCTIONALS, INPUT_NORMS
     from trainer.config import options
@@ -65,6 +65,6 @@ def test_the_choice_lists_come_from_the_library_without_torch() -> None:
     for field, spec in options():  # the training options' choices come from their declarations
         if spec.choices:
             assert found["choices"][f"cv --{field.name.replace('_', '-')}"] == list(spec.choices)
-    from trainer.export import FORMATS  # beside the exporters, which need torch: the CLI repeats them (issue 22)
+    from trainer.model_options import EXPORT_FORMATS
 
-    assert found["choices"]["export --format"] == list(FORMATS)
+    assert found["choices"]["export --format"] == list(EXPORT_FORMATS)

@@ -11,7 +11,7 @@ import pytest
 
 import trainer.config
 from cli import main
-from featurestore.errors import SermtlError
+from featurestore.errors import ConfigError
 from featurestore.options import declared, field_flag
 from trainer.config import TrainConfig, flag, options
 from trainer.protocols import Protocol
@@ -54,7 +54,7 @@ def test_every_field_has_help_and_a_refused_value() -> None:
 
 @pytest.mark.parametrize("name", sorted(BAD_VALUES))
 def test_each_bad_value_is_refused_from_python_naming_the_flag(name: str) -> None:
-    with pytest.raises(SermtlError, match=flag(name)) as error:
+    with pytest.raises(ConfigError, match=flag(name)) as error:
         TrainConfig.from_dict({name: BAD_VALUES[name]})
     assert "\n" not in str(error.value)
 
@@ -117,17 +117,17 @@ def test_the_config_is_immutable_and_replace_is_checked() -> None:
     config = TrainConfig()
     with pytest.raises(dataclasses.FrozenInstanceError):
         config.lr = 1.0  # type: ignore[misc]
-    with pytest.raises(SermtlError, match="--lr"):
+    with pytest.raises(ConfigError, match=r"^--lr\b.*got -1\.0$"):
         dataclasses.replace(config, lr=-1.0)
 
 
 def test_cross_field_checks() -> None:
-    with pytest.raises(SermtlError, match="--average-best 5 is more than --epochs 3"):
+    with pytest.raises(ConfigError, match=r"--average-best 5\b.*--epochs 3\b"):
         TrainConfig(epochs=3, average_best=5)
 
 
 def test_from_dict_names_the_nearest_key() -> None:
-    with pytest.raises(SermtlError, match=r"unknown option 'alpah0' \(nearest: alpha0\)"):
+    with pytest.raises(ConfigError, match=r"'alpah0' \(nearest: alpha0\)"):
         TrainConfig.from_dict({"alpah0": 0.2})
     assert TrainConfig.from_dict({"alpha0": 0.2}).alpha0 == 0.2
 

@@ -20,7 +20,7 @@ from featurestore.audio import load_audio
 from featurestore.corpora import CORPORA, available_corpora, get_recipe, prepare
 from featurestore.corpora.base import ClassMap, CorpusReport, CorpusWarning
 from featurestore.corpora.iemocap import EXPECTED_COUNTS, EXPECTED_TOTAL, check_counts
-from featurestore.errors import ConfigError, SermtlError
+from featurestore.errors import ConfigError, CorpusError, SermtlError
 from featurestore.manifest import Manifest
 
 
@@ -83,37 +83,37 @@ def test_recipes_are_imported_lazily():
 def test_unknown_corpus_lists_the_choices():
     with pytest.raises(
         ConfigError,
-        match=r"--corpus: 'timit' is not one of baum1, csv, emobox, emodb, hf, iemocap, lhotse, ravdess, urdu",
+        match=r"^--corpus: 'timit'.*\bbaum1, csv, emobox, emodb, hf, iemocap, lhotse, ravdess, urdu\b",
     ):
         prepare("timit", ".")
 
 
 def test_unknown_option_is_named(urdu):
-    with pytest.raises(SermtlError, match="corpus 'urdu' has no option 'on_duplicate'"):
+    with pytest.raises(CorpusError, match=r"'urdu'.*'on_duplicate'"):
         prepare("urdu", urdu, on_duplicate="skip")
 
 
 @pytest.mark.parametrize("name", ["iemocap", "baum1", "emodb", "ravdess", "urdu"])
 def test_wrong_root_names_root_and_corpus(name, tmp_path):
     missing = tmp_path / "nowhere"
-    with pytest.raises(SermtlError, match=rf"^{name}: corpus folder not found: {missing}$"):
+    with pytest.raises(CorpusError, match=rf"^{name}:.*not found.*{re.escape(str(missing))}$"):
         prepare(name, missing)
     a_file = tmp_path / "file.txt"
     a_file.write_text("x")
-    with pytest.raises(SermtlError, match=rf"^{name}: corpus root is not a folder: {a_file}$"):
+    with pytest.raises(CorpusError, match=rf"^{name}:.*not a folder.*{re.escape(str(a_file))}$"):
         prepare(name, a_file)
 
 
 @pytest.mark.parametrize("name", ["iemocap", "baum1", "emodb", "ravdess", "urdu"])
 def test_empty_folder_is_an_error(name, tmp_path):
-    with pytest.raises(SermtlError, match=name):
+    with pytest.raises(CorpusError, match=rf"^{name}:.*{re.escape(str(tmp_path))}"):
         prepare(name, tmp_path)
 
 
 def test_csv_root_must_be_a_file(tmp_path):
-    with pytest.raises(SermtlError, match=f"^csv: manifest is not a file: {tmp_path}$"):
+    with pytest.raises(CorpusError, match=rf"^csv:.*not a file.*{re.escape(str(tmp_path))}$"):
         prepare("csv", tmp_path)
-    with pytest.raises(SermtlError, match=f"^csv: manifest not found: {tmp_path / 'x.csv'}$"):
+    with pytest.raises(CorpusError, match=rf"^csv:.*not found.*{re.escape(str(tmp_path / 'x.csv'))}$"):
         prepare("csv", tmp_path / "x.csv")
 
 
@@ -122,7 +122,7 @@ def test_string_options_as_given_on_the_command_line(iemocap):
     assert m.counts("emotion") == {"angry": 10, "sad": 10} and "counts" not in found  # only with 4class
     assert "counts" in run("iemocap", iemocap, expect_full_release="yes")[1]
     assert "counts" not in run("iemocap", iemocap, expect_full_release="auto")[1]
-    with pytest.raises(SermtlError, match="option 'expect_full_release' of corpus 'iemocap' must be"):
+    with pytest.raises(CorpusError, match=r"'expect_full_release'.*'iemocap'.*'maybe'"):
         prepare("iemocap", iemocap, expect_full_release="maybe")
 
 
@@ -145,11 +145,11 @@ def test_class_map_select_rename_and_unknown_code():
     assert report.excluded == {"fru (frustrated)": 1, "xxx": 1}
     merged = full.select({"happy": "positive", "frustrated": "negative"})
     assert [merged.resolve(c, "f.txt", report) for c in ("hap", "fru", "neu")] == ["positive", "negative", None]
-    with pytest.raises(SermtlError, match=r"^f\.txt: unknown emotion label 'sur'"):
+    with pytest.raises(CorpusError, match=r"^f\.txt:.*'sur'"):
         full.resolve("sur", "f.txt", report)
-    with pytest.raises(SermtlError, match="option 'classes' names calm"):
+    with pytest.raises(CorpusError, match=r"'classes'.*\bcalm\b"):
         full.select(["calm"])
-    with pytest.raises(SermtlError, match=r"names 7class, .*; sets: all, 4class\)"):
+    with pytest.raises(CorpusError, match=r"'classes'.*\b7class\b.*sets: all, 4class\)"):
         full.select("7class")
 
 
@@ -201,7 +201,7 @@ def test_iemocap_unknown_code_names_the_label_file(iemocap, tmp_path):
     root = copy_tree(iemocap, tmp_path)
     label_file = root / "Session3/dialog/EmoEvaluation/Ses03M_script01_1.txt"
     label_file.write_text(label_file.read_text().replace("\tsad\t", "\tbored\t"))
-    with pytest.raises(SermtlError, match=rf"^{label_file}: unknown emotion label 'bored'"):
+    with pytest.raises(CorpusError, match=rf"^{re.escape(str(label_file))}:.*'bored'"):
         prepare("iemocap", root)
 
 
@@ -209,7 +209,7 @@ def test_iemocap_bad_label_line_names_file_and_line(iemocap, tmp_path):
     root = copy_tree(iemocap, tmp_path)
     label_file = root / "Session1/dialog/EmoEvaluation/Ses01F_impro01.txt"
     label_file.write_text(label_file.read_text() + "[1.0 - oops]\n")
-    with pytest.raises(SermtlError, match=rf"^{label_file}:\d+: unreadable label line"):
+    with pytest.raises(CorpusError, match=rf"^{re.escape(str(label_file))}:\d+:.*{re.escape(repr('[1.0 - oops]'))}"):
         prepare("iemocap", root)
 
 
@@ -326,7 +326,7 @@ def test_baum1_clip_in_two_folders_names_both(baum1, tmp_path):
     stray = root / "BAUM1a_MP4 - All/s001/s001_002.mp4"
     stray.parent.mkdir(parents=True)
     shutil.copy(root / "BAUM1a_MP4_all/s001/S001_002.mp4", stray)
-    with pytest.raises(SermtlError, match="^baum1: two files for S001_002: ") as error:
+    with pytest.raises(CorpusError, match=r"^baum1:.*\bS001_002\b") as error:
         prepare("baum1", root)
     assert f"{stray} and {root / 'BAUM1a_MP4_all/s001/S001_002.mp4'}" in str(error.value)
 
@@ -337,7 +337,7 @@ def test_baum1_unknown_code_names_workbook_and_clip(baum1, tmp_path):
     book = openpyxl.load_workbook(workbook)
     book.active.cell(row=3, column=3).value = 14  # S001_002's code
     book.save(workbook)
-    with pytest.raises(SermtlError, match=rf"^{workbook}: clip S001_002: unknown BAUM1s emotion code 14"):
+    with pytest.raises(CorpusError, match=rf"^{re.escape(str(workbook))}:.*\bS001_002\b.*code 14\b"):
         prepare("baum1", root)
 
 
@@ -347,14 +347,14 @@ def test_baum1_clip_annotated_twice_is_an_error(baum1, tmp_path):
     book = openpyxl.load_workbook(workbook)
     book.active.append([2, "S002_003", "Disgust", 3, "Male"])
     book.save(workbook)
-    with pytest.raises(SermtlError, match=rf"^{workbook}: clip S002_003 has two annotation rows$"):
+    with pytest.raises(CorpusError, match=rf"^{re.escape(str(workbook))}:.*\bS002_003 has two\b"):
         prepare("baum1", root)
 
 
 def test_baum1_missing_workbook_is_named(baum1, tmp_path):
     root = copy_tree(baum1, tmp_path)
     (root / "Annotations_BAUM1a.xlsx").unlink()
-    with pytest.raises(SermtlError, match=r"annotation file .*Annotations_BAUM1a\.xlsx not found"):
+    with pytest.raises(CorpusError, match=rf"{re.escape(str(root / 'Annotations_BAUM1a.xlsx'))} not found"):
         prepare("baum1", root)
 
 
@@ -378,13 +378,13 @@ def test_emodb_unknown_letter_and_stray_names(emodb, tmp_path):
     assert len(m) == 56 and found["unparsed"].items == [str(root / "wav/notes.wav")]
     bad = root / "wav/03a01Xa.wav"
     shutil.copy(root / "wav/03a01Wa.wav", bad)
-    with pytest.raises(SermtlError, match=rf"^{bad}: unknown emotion label 'X'"):
+    with pytest.raises(CorpusError, match=rf"^{re.escape(str(bad))}:.*'X'"):
         prepare("emodb", root)
 
 
 # -- RAVDESS ------------------------------------------------------------------------------
 def test_ravdess_duplicate_names_both_files(ravdess):
-    with pytest.raises(SermtlError) as error:
+    with pytest.raises(CorpusError) as error:
         prepare("ravdess", ravdess)
     message = str(error.value)
     assert "\n" not in message and "on_duplicate='skip'" in message
@@ -427,9 +427,9 @@ def test_ravdess_moved_file_and_unknown_code(tmp_path):
     assert found["speaker_mismatch"].items == [f"{moved} (name says Actor_01)"]
     bad = root / "Actor_01/03-01-09-01-01-01-01.wav"
     shutil.copy(moved, bad)
-    with pytest.raises(SermtlError, match=rf"^{bad}: unknown emotion label '09'"):
+    with pytest.raises(CorpusError, match=rf"^{re.escape(str(bad))}:.*'09'"):
         prepare("ravdess", root)
-    with pytest.raises(SermtlError, match="option 'on_duplicate' must be 'fail' or 'skip'"):
+    with pytest.raises(CorpusError, match=r"'on_duplicate'.*'fail' or 'skip'.*'keep'"):
         prepare("ravdess", root, on_duplicate="keep")
 
 
@@ -453,7 +453,7 @@ def test_urdu_folder_and_code_must_agree(urdu, tmp_path):
     assert len(m) == 18 and found["label_mismatch"].items == [f"{wrong} (code A, folder Happy)"]
     bad = root / "Angry/SM1_F9_X09.wav"
     shutil.copy(root / "Angry/SM1_F1_A01.wav", bad)
-    with pytest.raises(SermtlError, match=rf"^{bad}: unknown emotion label 'X'"):
+    with pytest.raises(CorpusError, match=rf"^{re.escape(str(bad))}:.*'X'"):
         prepare("urdu", root)
 
 
@@ -485,7 +485,7 @@ def test_csv_keeps_a_given_corpus_and_names_a_missing_column(tmp_path):
     path.write_text(text.replace(",\n", ",given\n"))
     assert run("csv", path)[0].counts("corpus") == {"given": 5}
     path.write_text(text.replace("speaker,", "talker,"))
-    with pytest.raises(SermtlError, match=r"missing required column\(s\) speaker"):
+    with pytest.raises(CorpusError, match=rf"^{re.escape(str(path))}:.*column\(s\) speaker\b"):
         prepare("csv", path)
 
 
@@ -494,7 +494,7 @@ def test_csv_rows_with_more_or_fewer_fields_than_the_header_name_the_line(tmp_pa
     lines = path.read_text().splitlines()
     for row, expected in ((lines[2] + ",surplus", 11), (lines[2].rsplit(",", 2)[0], 8)):
         path.write_text("\n".join([*lines[:2], "", row, *lines[3:]]) + "\n")  # a blank line before: line 4
-        with pytest.raises(SermtlError, match=rf"^{path}:4: {expected} fields, but the header has 10; quote values"):
+        with pytest.raises(CorpusError, match=rf"^{re.escape(str(path))}:4: {expected} fields.*header has 10"):
             Manifest.read_csv(path)
     path.write_text("\n".join([*lines[:2], '"u2",audio/clip2.wav,sad,"spk1, a",acted,0.0,0.4,,en,'] + lines[3:]) + "\n")
     assert Manifest.read_csv(path)["u2"]["speaker"] == "spk1, a"  # a quoted comma is one field
@@ -516,10 +516,10 @@ def test_label_value_reads_numpy_and_torch_scalars_and_refuses_other_types():
         (1.5, "1.5"),
         (float("inf"), "inf"),
     ):
-        with pytest.raises(SermtlError, match=rf"^row 3 must be text or an integer, got {re.escape(shown)}$"):
+        with pytest.raises(CorpusError, match=rf"^row 3\b.*got {re.escape(shown)}$"):
             label_value(bad, "row 3")
     assert [scalar_value(v, "x") for v in (np.float32(0.5), True, "a", None)] == [0.5, True, "a", None]
-    with pytest.raises(SermtlError, match=r"^field 'x' must be a single value \(text or a number\), got \[1, 2\]$"):
+    with pytest.raises(CorpusError, match=r"^field 'x'.*got \[1, 2\]$"):
         scalar_value([1, 2], "field 'x'")
 
 
@@ -537,20 +537,20 @@ def test_iter_jsonl_reads_plain_and_gzip_lines_and_bounds_them(tmp_path):
     (tmp_path / "long.jsonl").write_text("1\n" + "2" * 99 + "\n" + "3" * 100 + "\n")
     assert [n for n, _ in iter_lines(tmp_path / "long.jsonl", "f", max_line_bytes=100)] == [1, 2, 3]
     (tmp_path / "long.jsonl").write_text("1\n" + "2" * 101 + "\n")
-    with pytest.raises(SermtlError, match=r"^f, line 2: longer than the 100 bytes a line may hold$"):
+    with pytest.raises(SermtlError, match=r"^f, line 2:.*\b100 bytes\b"):
         list(iter_lines(tmp_path / "long.jsonl", "f", max_line_bytes=100))
-    with pytest.raises(SermtlError, match=r"^f: more than the 50 bytes of text such a file may hold$"):
+    with pytest.raises(SermtlError, match=r"^f:.*\b50 bytes\b"):
         list(iter_lines(tmp_path / "long.jsonl", "f", max_bytes=50))
     (tmp_path / "bad.jsonl").write_text('{"a": 1}\n{"a": \n')
-    with pytest.raises(SermtlError, match=r"^m, line 2: not valid JSON \(JSONDecodeError"):
+    with pytest.raises(SermtlError, match=r"^m, line 2:.*JSON\b.*\(JSONDecodeError"):
         list(iter_jsonl(tmp_path / "bad.jsonl", "m"))
     (tmp_path / "cut.jsonl.gz").write_bytes(gzip.compress(b'{"a": 1}\n' * 1000)[:-30])
-    with pytest.raises(SermtlError, match=r"^g: damaged or truncated gzip data near line \d+ \(EOFError"):
+    with pytest.raises(SermtlError, match=r"^g:.*gzip.*line \d+ \(EOFError"):
         list(iter_lines(tmp_path / "cut.jsonl.gz", "g"))
     (tmp_path / "latin.jsonl").write_bytes(b'"ok"\n"\xe9"\n')
-    with pytest.raises(SermtlError, match=r"^l, line 2: not UTF-8 text \(byte 1\)$"):
+    with pytest.raises(SermtlError, match=r"^l, line 2:.*UTF-8.*\(byte 1\)"):
         list(iter_lines(tmp_path / "latin.jsonl", "l"))
-    with pytest.raises(SermtlError, match=r"^d: not a regular file"):
+    with pytest.raises(SermtlError, match=r"^d:.*regular file"):
         list(iter_lines(tmp_path, "d"))
 
 
@@ -599,7 +599,9 @@ def test_real_urdu(shared_data):
 def test_real_ravdess_subset(shared_data):
     root = shared_data / "ravdess_subset"
     stray, real = root / "Actor_05/03-01-05-01-01-01-02.wav", root / "Actor_02/03-01-05-01-01-01-02.wav"
-    with pytest.raises(SermtlError, match=f"duplicate utterance id 'ravdess-03-01-05-01-01-01-02': {real} and {stray}"):
+    with pytest.raises(
+        CorpusError, match=rf"'ravdess-03-01-05-01-01-01-02': {re.escape(str(real))} and {re.escape(str(stray))}"
+    ):
         prepare("ravdess", root)
     m, found = run("ravdess", root, on_duplicate="skip")
     assert len(m) == 480 and m.counts("speaker") == {f"Actor_0{a}": 60 for a in range(1, 9)}

@@ -16,7 +16,7 @@ import torch
 
 from featurestore.corpora import prepare
 from featurestore.distributed import Group, deal_batches, extract_sharded, launched_by_torchrun, shard_dir
-from featurestore.errors import SermtlError
+from featurestore.errors import StoreError
 from featurestore.features.mfcc import MFCCExtractor
 from featurestore.manifest import Manifest
 from featurestore.pipeline import extract_to_store, plan_batches
@@ -259,7 +259,7 @@ def test_damaged_shard_entries_are_recomputed_and_refused_by_merge_stores(tmp_pa
         chunk.write_bytes(chunk.read_bytes()[:7])
         reason, recomputed = r"does not read \(", [ids[2], ids[3]]
 
-    with pytest.raises(SermtlError, match=f"store {shard}: utterance {recomputed[0]} {reason}") as error:
+    with pytest.raises(StoreError, match=rf"{re.escape(str(shard))}: .*\b{recomputed[0]} {reason}") as error:
         merge_stores([(shard, None)], tmp_path / "merged.zarr")
     assert "\n" not in str(error.value)
 
@@ -277,7 +277,7 @@ def test_damaged_shard_entries_are_recomputed_and_refused_by_merge_stores(tmp_pa
 
 def test_an_unexpected_error_on_a_rank_becomes_a_one_line_error(capsys) -> None:
     group = OneProcess(rank=0, world=1, local_rank=0)
-    with pytest.raises(SermtlError, match=r"^rank 0: ValueError: invalid literal for int\(\) with base 10: 'x'$"):
+    with pytest.raises(StoreError, match=r"^rank 0: ValueError: .*'x'$"):
         group.run(int, "x")
     assert "Traceback" in capsys.readouterr().err  # the failing rank keeps the traceback for debugging
     with pytest.raises(KeyboardInterrupt):

@@ -104,6 +104,28 @@ def test_a_bogus_registry_name_is_a_config_error_naming_the_nearest(lookup, bogu
         lookup(bogus)
 
 
+@pytest.mark.parametrize(
+    "title", ["corpora", "features", "store formats", "protocols", "presets", "experiments", "functionals"]
+)
+def test_every_registry_refuses_a_bogus_name_naming_the_nearest(title: str) -> None:
+    from trainer.registries import REGISTRIES
+
+    registry = REGISTRIES[title]
+    name = registry.names()[-1]
+    bogus = name[:-1]  # one letter short of a registered name
+    with pytest.raises(ConfigError, match=rf"^{registry.flag.split()[0]}.*'{bogus}'.*\(nearest: {name}\)"):
+        registry.load(bogus)
+    assert registry.load(name) is not None
+
+
+def test_the_registries_listed_are_all_there_are() -> None:
+    from trainer.registries import REGISTRIES
+
+    assert sorted(REGISTRIES) == sorted(
+        ["corpora", "features", "store formats", "protocols", "presets", "experiments", "functionals"]
+    )
+
+
 def test_each_domain_refuses_with_its_own_type(tmp_path: Path) -> None:
     from featurestore.audio import load_audio
     from featurestore.manifest import Manifest

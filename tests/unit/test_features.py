@@ -4,13 +4,14 @@ rebuilding from a store's description, and the one-line errors."""
 
 from __future__ import annotations
 
+import re
 import sys
 
 import numpy as np
 import pytest
 
 from featurestore.audio import load_audio
-from featurestore.errors import SermtlError
+from featurestore.errors import AudioError, ConfigError, SermtlError
 from featurestore.features import FEATURES, build_extractor, extractor_from_description, feature_class
 
 librosa = pytest.importorskip("librosa")
@@ -119,7 +120,7 @@ def test_opensmile_fingerprint_records_version_and_set(name) -> None:
     assert described["feature_level"] in ("LowLevelDescriptors", "Functionals")
     assert len({build_extractor(n).fingerprint() for n in (*LLD_FEATURES, *FUNCTIONAL_FEATURES)}) == 4
     assert extractor_from_description(described).fingerprint() == extractor.fingerprint()
-    with pytest.raises(SermtlError, match="made with opensmile 0.0.1"):
+    with pytest.raises(ConfigError, match=rf"opensmile 0\.0\.1\b.*\b{re.escape(opensmile.__version__)}\b"):
         extractor_from_description({**described, "opensmile_version": "0.0.1"})
 
 
@@ -137,9 +138,7 @@ def test_every_feature_is_one_registered_class_that_rebuilds_from_its_descriptio
 def test_audio_shorter_than_opensmiles_window_is_one_line(name) -> None:
     extractor = build_extractor(name)
     extractor.check_length(960, "ok")
-    with pytest.raises(
-        SermtlError, match=r"^u1: 959 samples is shorter than the .* receptive field \(960 samples = 60 ms\)$"
-    ):
+    with pytest.raises(AudioError, match=r"^u1: 959 samples\b.*\(960 samples = 60 ms\)$"):
         extractor.check_length(959, "u1")
 
 

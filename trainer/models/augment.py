@@ -18,6 +18,8 @@ class SpecAugment(nn.Module):
 
     ``x`` is ``(B, T, F)``; every utterance gets its own masks.
 
+    Examples
+    --------
     >>> augment = SpecAugment().train()
     >>> x = torch.ones(2, 100, 40)
     >>> out = augment(x, torch.tensor([100, 60]))
@@ -47,6 +49,7 @@ class SpecAugment(nn.Module):
         return masked
 
     def forward(self, x: Tensor, lengths: Tensor) -> Tensor:
+        """``x`` (B, T, F), ``lengths`` (B,) int64 → (B, T, F), masked in training mode only."""
         if not self.training:
             return x
         batch, frames, dims = x.shape

@@ -33,6 +33,8 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor, nn
 
+from trainer.config import NetworkOptions
+
 __all__ = [
     "ECAPATDNN",
     "AttentiveStatisticsPooling",
@@ -54,9 +56,14 @@ def _exporting() -> bool:
 def frame_mask(lengths: Tensor, num_frames: int) -> Tensor:
     """Valid-frame mask ``(B, 1, T)`` (bool, on ``lengths``' device) from frame counts ``(B,)``.
 
-    Raises ``ValueError`` when a length is outside ``[1, num_frames]`` (an empty utterance
-    would make the attention softmax undefined).
+    Raises
+    ------
+    ValueError
+        A length is outside ``[1, num_frames]`` (an empty utterance would make the
+        attention softmax undefined).
 
+    Examples
+    --------
     >>> frame_mask(torch.tensor([3, 1]), 4).int().squeeze(1)
     tensor([[1, 1, 1, 0],
             [1, 0, 0, 0]], dtype=torch.int32)
@@ -97,11 +104,13 @@ class TDNNBlock(nn.Module):
 
     Parameters
     ----------
-    in_ch, out_ch : input and output channels.
-    kernel_size, dilation : of the convolution (odd kernel sizes; 'same' output length).
+    in_ch, out_ch : int
+        Input and output channels.
+    kernel_size, dilation : int
+        Of the convolution (odd kernel sizes; 'same' output length).
 
-    Example
-    -------
+    Examples
+    --------
     >>> TDNNBlock(80, 64, kernel_size=5, dilation=1)(torch.randn(5, 80, 120)).shape
     torch.Size([5, 64, 120])
     """
@@ -125,12 +134,15 @@ class Res2NetBlock(nn.Module):
 
     Parameters
     ----------
-    channels : input and output channels, divisible by ``scale``.
-    scale : number of groups.
-    kernel_size, dilation : of each group's TDNN block.
+    channels : int
+        Input and output channels, divisible by ``scale``.
+    scale : int
+        Number of groups.
+    kernel_size, dilation : int
+        Of each group's TDNN block.
 
-    Example
-    -------
+    Examples
+    --------
     >>> Res2NetBlock(64, scale=8, kernel_size=3, dilation=2)(torch.randn(5, 64, 120)).shape
     torch.Size([5, 64, 120])
     """
@@ -159,12 +171,15 @@ class SEBlock(nn.Module):
 
     Parameters
     ----------
-    in_ch : channels of the input.
-    se_channels : bottleneck width.
-    out_ch : channels of the gate; equal to ``in_ch`` when the block rescales its own input.
+    in_ch : int
+        Channels of the input.
+    se_channels : int
+        Bottleneck width.
+    out_ch : int
+        Channels of the gate; equal to ``in_ch`` when the block rescales its own input.
 
-    Example
-    -------
+    Examples
+    --------
     >>> x = torch.randn(2, 64, 50)
     >>> SEBlock(64, 16, 64)(x, frame_mask(torch.tensor([50, 20]), 50)).shape
     torch.Size([2, 64, 50])
@@ -188,13 +203,17 @@ class SERes2NetBlock(nn.Module):
 
     Parameters
     ----------
-    channels : input and output channels.
-    res2net_scale : Res2Net groups.
-    se_channels : SE bottleneck width.
-    kernel_size, dilation : of the Res2Net convolutions.
+    channels : int
+        Input and output channels.
+    res2net_scale : int
+        Res2Net groups.
+    se_channels : int
+        SE bottleneck width.
+    kernel_size, dilation : int
+        Of the Res2Net convolutions.
 
-    Example
-    -------
+    Examples
+    --------
     >>> SERes2NetBlock(64, res2net_scale=8, se_channels=16, kernel_size=3, dilation=2)(torch.randn(5, 64, 120)).shape
     torch.Size([5, 64, 120])
     """
@@ -224,16 +243,20 @@ class AttentiveStatisticsPooling(nn.Module):
 
     Parameters
     ----------
-    channels : channels of the input.
-    attention_channels : width of the attention's hidden layer.
-    global_context : append the utterance mean and std to each frame before attention.
+    channels : int
+        Channels of the input.
+    attention_channels : int
+        Width of the attention's hidden layer.
+    global_context : bool
+        Append the utterance mean and std to each frame before attention.
 
     Returns
     -------
-    ``(B, 2 * channels)``: weighted mean then weighted std.
+    torch.Tensor, shape (B, 2 * channels)
+        Weighted mean then weighted std.
 
-    Example
-    -------
+    Examples
+    --------
     >>> x = torch.randn(2, 96, 50)
     >>> AttentiveStatisticsPooling(96, 32)(x, frame_mask(torch.tensor([50, 20]), 50)).shape
     torch.Size([2, 192])
@@ -287,20 +310,32 @@ class ECAPATDNN(nn.Module):
 
     Parameters
     ----------
-    input_size : feature dimension F.
-    channels : C, the width of the frame layers.
-    embedding_dim : size of the embedding.
-    kernel_sizes, dilations : of the first TDNN block, the three SE-Res2Blocks and the aggregation block.
-    res2net_scale, se_channels : of the SE-Res2Blocks.
-    attention_channels, global_context : of the attentive statistics pooling.
+    input_size : int
+        Feature dimension F.
+    channels : int
+        C, the width of the frame layers.
+    embedding_dim : int
+        Size of the embedding.
+    kernel_sizes, dilations : sequence of int
+        Of the first TDNN block, the three SE-Res2Blocks and the aggregation block (5 each).
+    res2net_scale, se_channels : int
+        Of the SE-Res2Blocks.
+    attention_channels : int
+        Of the attentive statistics pooling.
+    global_context : bool
+        Of the attentive statistics pooling.
+    dropout : float
+        Dropout on ``pooled`` before the Linear layer.
 
     Attributes
     ----------
-    pooled_dim : ``2 * 3 * channels`` (3072 for C = 512).
-    embedding_dim : size of the embedding.
+    pooled_dim : int
+        ``2 * 3 * channels`` (3072 for C = 512).
+    embedding_dim : int
+        Size of the embedding.
 
-    Example
-    -------
+    Examples
+    --------
     >>> model = ECAPATDNN(input_size=80).eval()
     >>> embedding, pooled = model(torch.randn(5, 120, 80), torch.tensor([120, 100, 80, 60, 40]))
     >>> embedding.shape, pooled.shape
@@ -310,15 +345,15 @@ class ECAPATDNN(nn.Module):
     def __init__(
         self,
         input_size: int,
-        channels: int = 512,
-        embedding_dim: int = 192,
+        channels: int = NetworkOptions.channels,
+        embedding_dim: int = NetworkOptions.embedding_dim,
         kernel_sizes: Sequence[int] = (5, 3, 3, 3, 1),
         dilations: Sequence[int] = (1, 2, 3, 4, 1),
         res2net_scale: int = 8,
         se_channels: int = 128,
         attention_channels: int = 128,
         global_context: bool = True,
-        dropout: float = 0.0,
+        dropout: float = NetworkOptions.dropout,
     ) -> None:
         super().__init__()
         if len(kernel_sizes) != 5 or len(dilations) != 5:
@@ -343,13 +378,17 @@ class ECAPATDNN(nn.Module):
 
         Parameters
         ----------
-        x : (B, T, F) float features, padded at the end.
-        lengths : (B,) int64 valid frames per utterance, or None when none is padded.
+        x : torch.Tensor, shape (B, T, F)
+            Float features, padded at the end.
+        lengths : torch.Tensor, shape (B,), optional
+            int64 valid frames per utterance, or None when none is padded.
 
         Returns
         -------
-        embedding : (B, embedding_dim)
-        pooled : (B, pooled_dim), the batch-normed attentive-pooling output.
+        embedding : torch.Tensor, shape (B, embedding_dim)
+            The utterance embedding.
+        pooled : torch.Tensor, shape (B, pooled_dim)
+            The batch-normed attentive-pooling output.
         """
         if lengths is None:
             mask = None

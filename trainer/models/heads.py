@@ -17,6 +17,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from trainer.config import NetworkOptions
+
 __all__ = ["AAMSoftmax", "AuxHead", "LayerWeightedSum"]
 
 
@@ -36,14 +38,19 @@ class AAMSoftmax(nn.Module):
 
     Parameters
     ----------
-    embedding_dim : size of the input embedding.
-    num_classes : number of classes.
-    margin : m, in radians (0.2 is the usual value).
-    scale : s (30 is the usual value).
-    easy_margin : see above.
+    embedding_dim : int
+        Size of the input embedding.
+    num_classes : int
+        Number of classes.
+    margin : float
+        m, in radians (0.2 is the usual value).
+    scale : float
+        s (30 is the usual value).
+    easy_margin : bool
+        See above.
 
-    Example
-    -------
+    Examples
+    --------
     >>> head = AAMSoftmax(192, 4)
     >>> embedding, labels = torch.randn(8, 192), torch.randint(0, 4, (8,))
     >>> loss = F.cross_entropy(head(embedding, labels), labels)
@@ -52,7 +59,12 @@ class AAMSoftmax(nn.Module):
     """
 
     def __init__(
-        self, embedding_dim: int, num_classes: int, margin: float = 0.2, scale: float = 30.0, easy_margin: bool = False
+        self,
+        embedding_dim: int,
+        num_classes: int,
+        margin: float = NetworkOptions.margin,
+        scale: float = NetworkOptions.scale,
+        easy_margin: bool = False,
     ) -> None:
         super().__init__()
         self.weight = nn.Parameter(torch.empty(num_classes, embedding_dim))
@@ -82,8 +94,8 @@ class AAMSoftmax(nn.Module):
 class AuxHead(nn.Module):
     """An auxiliary task's "fully connected layer and softmax": a Linear layer returning logits.
 
-    Example
-    -------
+    Examples
+    --------
     >>> AuxHead(3072, 2)(torch.randn(8, 3072)).shape
     torch.Size([8, 2])
     """
@@ -100,8 +112,8 @@ class AuxHead(nn.Module):
 class LayerWeightedSum(nn.Module):
     """A weighted sum over layers with learned, softmax-normalised weights (equal at start).
 
-    Example
-    -------
+    Examples
+    --------
     >>> mix = LayerWeightedSum(25)
     >>> mix(torch.randn(2, 25, 50, 1024)).shape
     torch.Size([2, 50, 1024])
