@@ -18,8 +18,9 @@ from featurestore.decode import (
     SOUNDFILE_SUFFIXES,
     check_audio_size,
     check_readable,
+    current_stat_key,
     decode_audio_bytes,
-    file_signature,
+    file_identity,
     load_audio_file_native,
     read_native,
 )
@@ -32,7 +33,9 @@ __all__ = [
     "TARGET_SR",
     "audio_duration",
     "audio_exists",
+    "audio_identity",
     "audio_signature",
+    "audio_stat_key",
     "check_audio_size",
     "decode_audio_bytes",
     "load_audio",
@@ -142,8 +145,27 @@ def audio_duration(path: str | os.PathLike) -> float:
     return len(load_audio(path)) / TARGET_SR
 
 
+def audio_identity(path: str | os.PathLike) -> tuple[int | None, int | None]:
+    """The content signature of audio (:func:`audio_signature`) and, for a file, the
+    :func:`featurestore.decode.stat_key` of the state it was signed in (``None`` for a
+    dataset reference, for a file changed within the last seconds, and when unreadable).
+
+    A store records both for each entry, so that a later run sees with one ``stat`` that
+    the file was not written since, and hashes it only when its key differs.
+    """
+    if is_reference(path):
+        return reference_signature(str(path)), None
+    return file_identity(path)
+
+
 def audio_signature(path: str | os.PathLike) -> int | None:
     """A fast content signature of audio: of a file, :func:`featurestore.decode.file_signature`
     (its size and first and last 4 KiB); of a dataset reference, a hash of the referenced
     audio itself. ``None`` when it cannot be read."""
-    return reference_signature(str(path)) if is_reference(path) else file_signature(path)
+    return audio_identity(path)[0]
+
+
+def audio_stat_key(path: str | os.PathLike) -> int | None:
+    """The :func:`featurestore.decode.stat_key` of an audio file now (one ``stat``, nothing
+    read); ``None`` for a dataset reference and for a file that is absent or not a file."""
+    return None if is_reference(path) else current_stat_key(path)

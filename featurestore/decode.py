@@ -10,6 +10,8 @@ from __future__ import annotations
 import hashlib
 import io
 import os
+import stat
+import time
 from pathlib import Path
 from typing import BinaryIO
 
@@ -21,6 +23,9 @@ from featurestore.errors import AudioError
 #: (a header claiming 1 Hz would turn a few kilobytes into hours of samples).
 SAMPLE_RATE_RANGE = (4000, 768000)
 _SIGNATURE_BYTES = 4096
+#: How long (ns) a file must have been left unchanged before its :func:`stat_key` is recorded
+#: (:func:`settled`): well above any file system's timestamp granularity.
+SETTLED_NS = 2_000_000_000
 SOUNDFILE_SUFFIXES = {".wav", ".flac", ".ogg", ".oga", ".mp3", ".aiff", ".aif", ".au"}
 
 
@@ -153,18 +158,70 @@ def load_audio_file_native(path: Path) -> tuple[np.ndarray, int]:
     return read_native(Path(path), None, None, None)
 
 
+def stat_key(info: os.stat_result) -> int:
+    """A 63-bit hash of what the file system says about a file's state: its size,
+    modification and change times (nanoseconds) and inode.
+
+    Any write to the file moves its change time (``st_ctime_ns``), which no user call can
+    set back (``touch -d`` and ``cp -p`` set the modification time only, and move the
+    change time too), and a file put in its place by a rename has another inode; so while
+    the key stays the same, the content has not been written to since.
+    """
+    fields = (info.st_size, info.st_mtime_ns, info.st_ctime_ns, info.st_ino)
+    digest = hashlib.blake2b(repr(fields).encode(), digest_size=8)
+    return int.from_bytes(digest.digest(), "little") & (2**63 - 1)
+
+
+def current_stat_key(path: str | os.PathLike) -> int | None:
+    """:func:`stat_key` of the file at ``path`` now (one ``stat`` call, nothing read);
+    ``None`` when it is not a regular file that can be looked at."""
+    try:
+        info = os.stat(path)
+    except (OSError, ValueError):
+        return None
+    return stat_key(info) if stat.S_ISREG(info.st_mode) else None
+
+
+def settled(info: os.stat_result, now_ns: int | None = None) -> bool:
+    """Whether the file has not been changed for :data:`SETTLED_NS` (by its modification
+    and change times): only then does its :func:`stat_key` vouch for its content. A file
+    written twice within one tick of the file system's clock keeps the times of the first
+    write, so the key of a file changed just now could also name the content of a write
+    still to come in that tick."""
+    now_ns = time.time_ns() if now_ns is None else now_ns
+    return now_ns - max(info.st_mtime_ns, info.st_ctime_ns) >= SETTLED_NS
+
+
+def _signature_of_open_file(handle: BinaryIO, size: int) -> int:
+    digest = hashlib.blake2b(str(size).encode(), digest_size=8)
+    digest.update(handle.read(_SIGNATURE_BYTES))
+    if size > 2 * _SIGNATURE_BYTES:
+        handle.seek(size - _SIGNATURE_BYTES)
+    digest.update(handle.read(_SIGNATURE_BYTES))
+    return int.from_bytes(digest.digest(), "little") & (2**63 - 1)
+
+
+def file_identity(path: str | os.PathLike) -> tuple[int | None, int | None]:
+    """The file's content signature (:func:`file_signature`) and the :func:`stat_key` of
+    the state it was read in, both from one open file.
+
+    Returns
+    -------
+    tuple[int | None, int | None]
+        ``(signature, key)``; the key is ``None`` while the file is not :func:`settled`
+        (it is then not worth recording), both are ``None`` when the file cannot be read.
+    """
+    try:
+        with open(path, "rb") as handle:
+            info = os.fstat(handle.fileno())
+            signature = _signature_of_open_file(handle, info.st_size)
+    except (OSError, ValueError):
+        return None, None
+    return signature, stat_key(info) if settled(info) else None
+
+
 def file_signature(path: str | os.PathLike) -> int | None:
     """A fast content signature of an audio file: a 63-bit hash of its size and its first
     and last 4 KiB (a header holds the data size, so a re-recorded or re-encoded file
     with the same name almost surely differs). ``None`` when the file cannot be read."""
-    try:
-        with open(path, "rb") as handle:
-            size = os.fstat(handle.fileno()).st_size
-            digest = hashlib.blake2b(str(size).encode(), digest_size=8)
-            digest.update(handle.read(_SIGNATURE_BYTES))
-            if size > 2 * _SIGNATURE_BYTES:
-                handle.seek(size - _SIGNATURE_BYTES)
-            digest.update(handle.read(_SIGNATURE_BYTES))
-    except OSError:
-        return None
-    return int.from_bytes(digest.digest(), "little") & (2**63 - 1)
+    return file_identity(path)[0]

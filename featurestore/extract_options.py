@@ -49,7 +49,7 @@ class ExtractOptions:
     on_error: str = option(
         "fail", "Bad item: stop, or skip it and list it in the store's report.", choices=ON_ERROR_CHOICES
     )
-    workers: int = option(2, "Audio decoding threads.", low=1)
+    workers: int = option(2, "Audio decoding threads; openSMILE features also compute in this many processes.", low=1)
     repair: bool = option(False, "First recompute the entries that `sermtl verify` finds wrong.")
     max_duration: float | None = option(
         DEFAULT_MAX_DURATION,

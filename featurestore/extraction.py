@@ -61,7 +61,7 @@ def extract_corpus(
 def _extractor(options: ExtractOptions) -> FeatureExtractor:
     from featurestore.features import accepted_options, build_extractor
 
-    wanted = {"device": options.device, "model": options.model, "layers": options.layers}
+    wanted = {"device": options.device, "model": options.model, "layers": options.layers, "workers": options.workers}
     return build_extractor(
         options.feature, **accepted_options(options.feature, {**wanted, "chunk_seconds": options.chunk_seconds})
     )

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-from featurestore.audio import TARGET_SR, audio_duration, audio_signature, load_audio
+from featurestore.audio import TARGET_SR, audio_duration, audio_identity, load_audio
 from featurestore.errors import ConfigError, SermtlError, StoreError
 from featurestore.extract_options import ExtractOptions
 from featurestore.features.base import FeatureExtractor
@@ -92,16 +92,19 @@ def planned_durations(manifest: Manifest, ids: Sequence[str], batch_seconds: flo
     return durations
 
 
-def _load_row(row: dict, max_duration: float | None) -> tuple[np.ndarray, int | None]:
-    """A row's decoded wave, ``(samples,)`` float32 at 16 kHz, and the signature of its file."""
+def _load_row(row: dict, max_duration: float | None) -> tuple[np.ndarray, tuple[int | None, int | None]]:
+    """A row's decoded wave, ``(samples,)`` float32 at 16 kHz, and its file's signature and
+    state (:func:`~featurestore.audio.audio_identity`), taken before decoding: a file
+    changed in between is then refused by the next run, never recorded as what it became."""
+    identity = audio_identity(row["path"])
     wave = load_audio(row["path"], row["start"], row["end"], target_sr=TARGET_SR, max_duration=max_duration)
-    return wave, audio_signature(row["path"])
+    return wave, identity
 
 
 def _prefetch(
     manifest: Manifest, batches: Sequence[list[str]], workers: int, max_duration: float | None, ahead: int = 2
 ) -> Iterator[tuple[list[str], list[Future]]]:
-    """Yield each batch with futures of its decoded waves and file signatures (see
+    """Yield each batch with futures of its decoded waves and file signatures and states (see
     :func:`_load_row`), decoding ``ahead`` batches early."""
     with ThreadPoolExecutor(max_workers=max(1, workers), thread_name_prefix="sermtl-audio") as pool:
         queue: list[tuple[list[str], list[Future]]] = []
@@ -256,29 +259,33 @@ class _ExtractionRun:
     def extract_batch(self, batch: list[str], futures: Sequence[Future]) -> None:
         """Commit the features of ``batch``, whose decoded audio ``futures`` give (see
         :func:`_prefetch`)."""
-        ids, waves, signatures = self._decoded(batch, futures)
+        ids, waves, identities = self._decoded(batch, futures)
         items = self._checked_features(ids, waves)
-        self.writer.write(items, {u: s for u, s in signatures.items() if s is not None})
+        self.writer.write(
+            items,
+            {u: signature for u, (signature, _) in identities.items() if signature is not None},
+            {u: key for u, (_, key) in identities.items() if key is not None},
+        )
         self.written.update(u for u, _ in items)
         self.report.stored += len(items)
         self.report.audio_seconds += sum(len(w) for w in waves) / TARGET_SR
 
     def _decoded(
         self, batch: list[str], futures: Sequence[Future]
-    ) -> tuple[list[str], list[np.ndarray], dict[str, int | None]]:
+    ) -> tuple[list[str], list[np.ndarray], dict[str, tuple[int | None, int | None]]]:
         """The ids whose audio decoded and is long enough, their ``(samples,)`` waves, and
-        the file signature of every id whose audio decoded."""
-        ids, waves, signatures = [], [], {}
+        the file signature and state of every id whose audio decoded."""
+        ids, waves, identities = [], [], {}
         for utt_id, future in zip(batch, futures):
             try:
-                wave, signatures[utt_id] = future.result()
+                wave, identities[utt_id] = future.result()
                 self.extractor.check_length(len(wave), f"{utt_id} ({self.manifest[utt_id]['path']})")
             except SermtlError as exc:
                 self._fail_or_skip(utt_id, exc)
                 continue
             ids.append(utt_id)
             waves.append(wave)
-        return ids, waves, signatures
+        return ids, waves, identities
 
     def _checked_features(self, ids: list[str], waves: list[np.ndarray]) -> list[tuple[str, np.ndarray]]:
         """``(utt_id, features (layers, frames, dim))`` of the ``waves`` whose features the
@@ -342,17 +349,23 @@ def _entries_to_repair(writer: StoreWriter, manifest: Manifest) -> list[str]:
 
 def _refuse_changed_audio(writer: StoreWriter, manifest: Manifest) -> None:
     """One line when entries of ``manifest`` were computed from audio files that have
-    changed since (same name, other content): their features would be silently stale."""
-    from featurestore.verify import audio_changes
+    changed since (same name, other content): their features would be silently stale.
+
+    Files whose state (one ``stat``) is the one recorded are not read; those that had to be
+    hashed and were found unchanged get their current state recorded, so that the next run
+    does not hash them again (:func:`featurestore.verify.check_audio`).
+    """
+    from featurestore.verify import check_audio
 
     view = writer.read_view()
-    changed = audio_changes(view, [u for u in manifest.ids() if u in view])
-    if changed:
-        utt_id, reason = next(iter(changed.items()))
+    check = check_audio(view, [u for u in manifest.ids() if u in view])
+    if check.changed:
+        utt_id, reason = next(iter(check.changed.items()))
         raise StoreError(
-            f"{len(changed)} stored utterance(s) have stale features ({utt_id}: {reason}); "
+            f"{len(check.changed)} stored utterance(s) have stale features ({utt_id}: {reason}); "
             "run the same extract with --repair to recompute them"
         )
+    writer.record_audio_stat(check.confirmed)
 
 
 def feature_problem(features: np.ndarray, dtype: np.dtype) -> str | None:

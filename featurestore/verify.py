@@ -10,7 +10,7 @@ from typing import Any
 
 import numpy as np
 
-from featurestore.audio import audio_exists, audio_signature
+from featurestore.audio import audio_exists, audio_identity, audio_stat_key
 from featurestore.errors import describe_error
 from featurestore.store.creation import store_fingerprint
 from featurestore.store.reader import FeatureStore, open_store, rows_inside
@@ -81,7 +81,7 @@ def _duration_problems(store: FeatureStore, entries: list[tuple[int, int, str]])
     found: dict[str, str] = {}
     frame_rate = float(store.attrs.get("frame_rate") or 0.0)
     for _, frames, utt_id in entries:
-        duration = store.manifest[utt_id]["duration"]
+        duration = store.full_manifest[utt_id]["duration"]
         expected = (duration or 0.0) * frame_rate
         if expected and abs(frames - expected) > FRAME_TOLERANCE + 1e-3 * expected:
             found[utt_id] = f"{frames} frames for {duration:.2f} s (expected about {expected:.0f})"
@@ -111,6 +111,8 @@ def _value_problems(store: FeatureStore, entries: list[tuple[int, int, str]]) ->
         for start in range(0, end, _BLOCK_FRAMES):
             stop = min(end, start + _BLOCK_FRAMES)
             block = _read_part(store, layer, start, stop)
+            # one test for the whole block; each entry's own only when the block holds a NaN/inf
+            finite = isinstance(block, np.ndarray) and bool(np.isfinite(block).all())
             first = bisect.bisect_left(offsets, start - longest)
             for offset, frames, utt_id in entries[first : bisect.bisect_left(offsets, stop)]:
                 lo, hi = max(offset, start), min(offset + frames, stop)
@@ -123,7 +125,7 @@ def _value_problems(store: FeatureStore, entries: list[tuple[int, int, str]]) ->
                 )
                 if isinstance(part, str):
                     found[utt_id] = part
-                elif not np.isfinite(part).all():
+                elif not finite and not np.isfinite(part).all():
                     found[utt_id] = "NaN or infinite values"
                 elif utt_id in crc:
                     crc[utt_id] = frames_checksum(part, crc[utt_id])
@@ -133,22 +135,65 @@ def _value_problems(store: FeatureStore, entries: list[tuple[int, int, str]]) ->
     return found
 
 
+@dataclasses.dataclass
+class AudioCheck:
+    """Outcome of :func:`check_audio`.
+
+    ``changed``: ``{utt_id: reason}`` of the entries whose audio file differs from the one
+    their features were computed from; ``confirmed``: ``{utt_id: stat key}`` of the entries
+    whose file had to be hashed (its state differed from the recorded one, or none was
+    recorded) and matched its signature, with the file's current
+    :func:`~featurestore.decode.stat_key` where it is settled, for a writer to record
+    (:meth:`~featurestore.store.writer.StoreWriter.record_audio_stat`).
+    """
+
+    changed: dict[str, str]
+    confirmed: dict[str, int]
+
+
+def check_audio(store: FeatureStore, utt_ids: Iterable[str] | None = None) -> AudioCheck:
+    """Check the audio files of entries (of ``utt_ids``, default all) against the signatures
+    recorded when their features were computed.
+
+    A file whose :func:`~featurestore.audio.audio_stat_key` (size, modification and change
+    times, inode: one ``stat``) equals the one recorded when its signature was last found
+    right has not been written since, and is not read. Any other file is hashed
+    (:func:`~featurestore.audio.audio_identity`: its size and first and last 4 KiB) and
+    compared with the signature. Entries without a recorded signature, or whose file is
+    absent, are not judged. Each file is looked at once, however many entries it holds.
+    """
+    recorded = store.audio_signatures()
+    known = store.audio_stat_keys()
+    rows = store.full_manifest
+    stats: dict[str, int | None] = {}
+    hashed: dict[str, tuple[int | None, int | None]] = {}
+    check = AudioCheck({}, {})
+    for utt_id in store.ids() if utt_ids is None else utt_ids:
+        signature = recorded.get(utt_id)
+        if signature is None:
+            continue
+        path = rows[utt_id]["path"]
+        if path not in stats:
+            stats[path] = audio_stat_key(path)
+        if stats[path] is not None and stats[path] == known.get(utt_id):
+            continue  # not written since its signature was last found right
+        if path not in hashed:
+            exists = stats[path] is not None or audio_exists(path)
+            hashed[path] = audio_identity(path) if exists else (None, None)
+        current, key = hashed[path]
+        if current is None:
+            continue
+        if current != signature:
+            check.changed[utt_id] = f"its audio {path} changed since its features were extracted"
+        elif key is not None:
+            check.confirmed[utt_id] = key
+    return check
+
+
 def audio_changes(store: FeatureStore, utt_ids: Iterable[str] | None = None) -> dict[str, str]:
     """Entries (of ``utt_ids``, default all) whose audio file is present but differs from the
-    one their features were computed from (by :func:`~featurestore.audio.audio_signature`;
-    entries without a recorded signature, or whose file is absent, are not judged)."""
-    recorded = store.audio_signatures()
-    current: dict[str, int | None] = {}
-    found: dict[str, str] = {}
-    for utt_id in store.ids() if utt_ids is None else utt_ids:
-        if utt_id not in recorded:
-            continue
-        path = store.manifest[utt_id]["path"]
-        if path not in current:
-            current[path] = audio_signature(path) if audio_exists(path) else None
-        if current[path] is not None and current[path] != recorded[utt_id]:
-            found[utt_id] = f"its audio {path} changed since its features were extracted"
-    return found
+    one their features were computed from (:func:`check_audio`'s ``changed``)."""
+    return check_audio(store, utt_ids).changed
 
 
 def verify_store(path: str | Path) -> VerifyResult:

@@ -109,6 +109,12 @@ class TrainConfig:
     layer: str = option("last", "Stored layer: last, an index, or weighted (learned sum).", check=_check_layer)
     network: NetworkOptions = dataclasses.field(default_factory=NetworkOptions)
     crop_seconds: float = option(3.0, "Random training crop length in seconds.", low=0, high=3600, open_low=True)
+    batching: str = option(
+        "bucketed",
+        "Training batches: bucketed (similar crop lengths together: shuffled, sorted inside pools of "
+        "16 batches, batches shuffled; little padding) or random (shuffled and cut in order).",
+        choices=("bucketed", "random"),
+    )
     class_weights: str = option(
         "none", "Weight the emotion loss by inverse class frequency (balanced).", choices=("none", "balanced")
     )

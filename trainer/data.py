@@ -4,32 +4,44 @@ The trainer never touches audio. :class:`FeatureBank` reads a store's frames in 
 sequential read (``store.read_all``) into a tensor (on the GPU when training there), so
 every fold, epoch and α setting of a process batches from memory. When the frames do not
 fit (:func:`open_bank` compares them with 60 % of the free memory), a
-:class:`StreamingBank` reads each batch's utterances from the store instead, a few batches
-ahead of the model in background threads.
+:class:`StreamingBank` reads each batch's frames from the store instead: only the frames
+the batch uses (a crop, not its whole utterance), in storage order, with the ranges that
+share or touch a chunk merged into one read (:func:`coalesce_reads`), by two background
+threads that make at most four batches ahead of the model, so memory stays bounded
+(:func:`read_ahead`). Both banks draw every crop in the calling thread before the first
+batch, so a seed gives the same batches, bit for bit, from memory and from the store.
 
-Batching (:func:`make_batches`): training batches hold ``batch_size`` utterances (64, as
-the paper), each randomly cropped to at most ``crop_frames`` frames (3 s by default: long
-utterances contribute a different 3 s every epoch, and a batch's cost is bounded), and are
-length-bucketed: utterances are shuffled, cut into pools of 16 batches, sorted by length
-inside a pool and cut into batches, and the batches are shuffled, so padding stays small
-while batch composition stays random. Evaluation uses whole utterances, sorted by length.
-Padding is zeros; the model masks it by ``lengths``.
+Batching (:func:`make_batches`, ``--batching``): training batches hold ``batch_size``
+utterances (64, as the paper), each randomly cropped to at most ``crop_frames`` frames (3 s
+by default: long utterances contribute a different 3 s every epoch, and a batch's cost is
+bounded). ``bucketed`` (the default) groups utterances of similar length: shuffled, cut
+into pools of 16 batches, sorted by length inside a pool and cut into batches, and the
+batches are shuffled, so padding stays small while batch composition stays random;
+``random`` cuts the shuffled order as it comes. Evaluation uses whole utterances, sorted by
+length. Padding is zeros; the model masks it by ``lengths``.
 """
 
 from __future__ import annotations
 
 import copy
 import os
-from collections.abc import Iterator, Sequence
-from concurrent.futures import ThreadPoolExecutor
+import threading
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from typing import Any, TypeVar
 
 import numpy as np
 import torch
 
-from featurestore.errors import ConfigError
-from featurestore.store.reader import FeatureStore
+from featurestore.errors import ConfigError, SermtlError, StoreError, unknown_choice
+from featurestore.store.reader import FeatureStore, damaged_store_error
 
 POOL_BATCHES = 16
+#: The values of ``--batching`` (:func:`make_batches`).
+BATCHING = ("bucketed", "random")
+#: Frames per chunk assumed for a store whose attributes do not say (``chunk_frames``).
+DEFAULT_CHUNK_FRAMES = 256
+
+T = TypeVar("T")
 
 
 def resolve_layer(store: FeatureStore, layer: str | int | None) -> int | str | None:
@@ -56,6 +68,8 @@ def resolve_layer(store: FeatureStore, layer: str | int | None) -> int | str | N
 
 
 Span = tuple[int, int]  # (first frame relative to the utterance, frame count)
+#: One batch before it is read: its ids and the span of each utterance it uses.
+Planned = tuple[Sequence[str], list[Span]]
 
 
 class FeatureBank:
@@ -90,14 +104,22 @@ class FeatureBank:
         offset = self.entries[utt_id][0] + start
         return self.frames[:, offset : offset + count] if self.multi_layer else self.frames[offset : offset + count]
 
-    def _read(self, utt_id: str, start: int, count: int) -> torch.Tensor:
-        """:meth:`_frames` ``([layers,] count, dim)``, standardised with the utterance's own
-        statistics when this bank is :meth:`speaker_normalised`."""
-        block = self._frames(utt_id, start, count)
+    def _normalise(self, utt_id: str, block: torch.Tensor) -> torch.Tensor:
+        """``block`` ``([layers,] count, dim)`` of ``utt_id`` standardised with the utterance's
+        own statistics when this bank is :meth:`speaker_normalised`, else as it is."""
         if self._utterance_norm is None:
             return block
         mean, std = self._utterance_norm[utt_id]
         return (block.float() - mean.unsqueeze(-2)) / std.unsqueeze(-2)
+
+    def _read(self, utt_id: str, start: int, count: int) -> torch.Tensor:
+        """:meth:`_frames` ``([layers,] count, dim)``, :meth:`_normalise`\\ d."""
+        return self._normalise(utt_id, self._frames(utt_id, start, count))
+
+    def _whole(self, ids: Sequence[str]) -> Iterator[torch.Tensor]:
+        """Every frame of each of ``ids`` in turn, :meth:`_read`: ``([layers,] frames, dim)``."""
+        for utt_id in ids:
+            yield self._read(utt_id, 0, self.entries[utt_id][1])
 
     def speaker_normalised(self, groups: dict[str, list[str]]) -> FeatureBank:
         """A view of this bank (sharing its frames) in which each utterance is standardised
@@ -128,17 +150,34 @@ class FeatureBank:
                 spans.append((0, int(frames)))
         return spans
 
-    def gather(self, ids: Sequence[str], spans: Sequence[Span]) -> tuple[torch.Tensor, torch.Tensor]:
-        """Padded float32 features ``(B, [layers,] T, dim)`` and lengths ``(B,)`` on the bank's device."""
+    def plan(
+        self,
+        batches: Iterable[Sequence[str]],
+        crop_frames: int | None = None,
+        rng: np.random.Generator | None = None,
+    ) -> list[Planned]:
+        """:meth:`spans` of every batch, drawn from ``rng`` in batch order, at once: the draws
+        (and the state ``rng`` is left in) do not depend on how far the batches are read."""
+        return [(ids, self.spans(ids, crop_frames, rng)) for ids in batches]
+
+    def _assemble(
+        self, ids: Sequence[str], spans: Sequence[Span], blocks: Iterable[torch.Tensor]
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """One padded float32 batch ``(B, [layers,] T, dim)`` and its lengths ``(B,)`` from each
+        utterance's raw frames ``blocks`` (``([layers,] count, dim)``, in batch order)."""
         longest = max(count for _, count in spans)
         shape = (len(ids), self.num_layers, longest, self.dim) if self.multi_layer else (len(ids), longest, self.dim)
         out = torch.zeros(shape, dtype=torch.float32, device=self.device)
-        for row, (utt_id, (start, count)) in enumerate(zip(ids, spans)):
+        for row, (utt_id, (_, count), block) in enumerate(zip(ids, spans, blocks)):
             if self.multi_layer:
-                out[row, :, :count] = self._read(utt_id, start, count)
+                out[row, :, :count] = self._normalise(utt_id, block)
             else:
-                out[row, :count] = self._read(utt_id, start, count)
+                out[row, :count] = self._normalise(utt_id, block)
         return out, torch.tensor([c for _, c in spans], dtype=torch.long, device=self.device)
+
+    def gather(self, ids: Sequence[str], spans: Sequence[Span]) -> tuple[torch.Tensor, torch.Tensor]:
+        """Padded float32 features ``(B, [layers,] T, dim)`` and lengths ``(B,)`` on the bank's device."""
+        return self._assemble(ids, spans, (self._frames(u, start, count) for u, (start, count) in zip(ids, spans)))
 
     def batch(
         self, ids: Sequence[str], crop_frames: int | None = None, rng: np.random.Generator | None = None
@@ -148,12 +187,19 @@ class FeatureBank:
         return self.gather(ids, self.spans(ids, crop_frames, rng))
 
     def iterate(
-        self, batches: Sequence[Sequence[str]], crop_frames: int | None = None, rng: np.random.Generator | None = None
+        self,
+        batches: Sequence[Sequence[str]],
+        crop_frames: int | None = None,
+        rng: np.random.Generator | None = None,
     ) -> Iterator[tuple[Sequence[str], torch.Tensor, torch.Tensor]]:
-        """``(ids, features, lengths)`` for each batch, shaped as :meth:`batch` gives them; crops
-        are drawn from ``rng`` in batch order."""
-        for ids in batches:
-            yield (ids, *self.batch(ids, crop_frames, rng))
+        """``(ids, features, lengths)`` for each batch, shaped as :meth:`batch` gives them
+        (``(B, [layers,] T, dim)`` and ``(B,)``); every crop is drawn from ``rng`` in batch
+        order when this is called (:meth:`plan`)."""
+        return self._batches(self.plan(batches, crop_frames, rng))
+
+    def _batches(self, planned: list[Planned]) -> Iterator[tuple[Sequence[str], torch.Tensor, torch.Tensor]]:
+        for ids, spans in planned:
+            yield (ids, *self.gather(ids, spans))
 
     def statistics(self, ids: Sequence[str]) -> tuple[torch.Tensor, torch.Tensor]:
         """Per-dimension mean and standard deviation over every frame of ``ids`` (float32,
@@ -169,8 +215,8 @@ class FeatureBank:
         total = torch.zeros(axis_shape, dtype=torch.float64, device=self.device)
         squares = torch.zeros_like(total)
         count = 0
-        for utt_id in ids:
-            block = self._read(utt_id, 0, self.entries[utt_id][1]).double()
+        for block in self._whole(ids):  # in the order of ids, whatever the bank: the same sums
+            block = block.double()
             total += block.sum(dim=-2)
             squares += (block * block).sum(dim=-2)
             count += block.shape[-2]
@@ -181,35 +227,215 @@ class FeatureBank:
         return mean.float(), std.float()
 
 
+def coalesce_reads(ranges: Sequence[tuple[int, int]], chunk_frames: int) -> list[tuple[int, int, list[int]]]:
+    """Group frame ranges into as few reads as possible without reading an extra chunk.
+
+    Ranges are taken in storage order; a range joins the read before it when it starts in
+    the chunk where that read ends or in the next one (every chunk the joined read spans
+    is read anyway: a chunk is the unit a store reads), so each chunk is read at most once.
+
+    Parameters
+    ----------
+    ranges : sequence of (int, int)
+        ``(start, stop)`` frame ranges of the concatenated frame array, in any order, ``(N,)``.
+    chunk_frames : int
+        Frames per stored chunk (``store.attrs["chunk_frames"]``).
+
+    Returns
+    -------
+    list of (int, int, list of int)
+        ``(start, stop, members)`` per read, in storage order; ``members`` index ``ranges``.
+
+    Examples
+    --------
+    >>> coalesce_reads([(600, 700), (0, 100), (90, 300), (1200, 1250)], chunk_frames=256)
+    [(0, 700, [1, 2, 0]), (1200, 1250, [3])]
+    """
+    reads: list[tuple[int, int, list[int]]] = []
+    for i in sorted(range(len(ranges)), key=lambda i: ranges[i]):
+        start, stop = ranges[i]
+        if reads and start // chunk_frames <= (reads[-1][1] - 1) // chunk_frames + 1:
+            first, last, members = reads[-1]
+            reads[-1] = (first, max(last, stop), [*members, i])
+        else:
+            reads.append((start, stop, [i]))
+    return reads
+
+
 class StreamingBank(FeatureBank):
     """The :class:`FeatureBank` interface for stores larger than memory.
 
-    Utterances are read from the store when a batch needs them; :meth:`iterate` reads the
-    next ``PREFETCH_BATCHES`` batches in background threads while the current one trains,
-    so the model is not kept waiting by the disk. Crops are drawn in the calling thread,
-    so a seed gives the same batches as the in-memory bank.
+    A batch reads only the frames it uses (a crop, not its whole utterance), in storage
+    order, one read per group of ranges that share or touch a chunk
+    (:func:`coalesce_reads`). :meth:`iterate` reads and assembles batches in
+    ``READ_WORKERS`` background threads (:func:`read_ahead`), at most ``PREFETCH_BATCHES``
+    batches ahead of the model, so memory stays bounded whatever the epoch's length. Crops are drawn in the
+    calling thread before the first read (:meth:`plan`), and batches are assembled by the
+    same code from the same float16 frames, so a seed gives the in-memory bank's batches
+    bit for bit. A store that cannot be read raises :class:`~featurestore.errors.StoreError`
+    in the thread iterating, where the batch would have come.
     """
 
     streaming = True
+    #: Batches made or kept ready ahead of the model.
     PREFETCH_BATCHES = 4
+    #: Threads reading and assembling batches (two batches at once).
+    READ_WORKERS = 2
+    #: Whole utterances read at once when computing statistics.
+    STATISTICS_GROUP = 64
 
     def _load(self, store: FeatureStore) -> None:
         self.store = store
         self.entries = store.entries()
-        self._read_layer = None if self.layer in (None, "weighted") else self.layer
+        read_layer = None if self.layer in (None, "weighted") else self.layer
+        self._layers = list(range(store.num_layers)) if read_layer is None else [int(read_layer)]
+        self.chunk_frames = max(1, int(store.attrs.get("chunk_frames") or DEFAULT_CHUNK_FRAMES))
+
+    def _read_range(self, start: int, stop: int) -> np.ndarray:
+        """Frames ``start:stop`` of the store's frame array: ``([layers,] stop − start, dim)``."""
+        try:
+            parts = [self.store.read_frames(layer, start, stop) for layer in self._layers]
+        except SermtlError:
+            raise
+        except Exception as exc:  # a damaged chunk: zarr and h5py raise many types
+            raise damaged_store_error(self.store.path, "read the frames of", exc) from None
+        if parts[0].shape[0] != stop - start:
+            raise StoreError(
+                f"store {self.store.path} has entries outside its {self.store.stored_frames} stored frames: "
+                f"run `sermtl verify {self.store.path}`"
+            )
+        return np.stack(parts) if self.multi_layer else parts[0]
+
+    def fetch(self, ids: Sequence[str], spans: Sequence[Span]) -> list[np.ndarray]:
+        """The raw frames of each utterance's span, ``([layers,] count, dim)`` in the store's
+        dtype and in batch order, read in storage order with :func:`coalesce_reads`."""
+        ranges = []
+        for utt_id, (start, count) in zip(ids, spans):
+            first = self.entries[utt_id][0] + start
+            ranges.append((first, first + count))
+        blocks: list[np.ndarray] = [np.empty(0)] * len(ranges)
+        for first, last, members in coalesce_reads(ranges, self.chunk_frames):
+            frames = self._read_range(first, last)
+            if not frames.flags.writeable:  # torch.from_numpy wants a writeable array
+                frames = frames.copy()
+            for i in members:
+                start, stop = ranges[i]
+                blocks[i] = frames[..., start - first : stop - first, :]
+        return blocks
+
+    def _tensors(self, blocks: Sequence[np.ndarray]) -> list[torch.Tensor]:
+        """``blocks`` as tensors on the bank's device (one transfer per batch off the CPU)."""
+        if self.device.type == "cpu":
+            return [torch.from_numpy(block) for block in blocks]
+        counts = [block.shape[-2] for block in blocks]
+        flat = torch.from_numpy(np.concatenate(blocks, axis=-2)).to(self.device)
+        return list(torch.split(flat, counts, dim=-2))
 
     def _frames(self, utt_id: str, start: int, count: int) -> torch.Tensor:
-        frames = self.store.read(utt_id, layer=self._read_layer)
-        return torch.from_numpy(np.ascontiguousarray(frames[..., start : start + count, :])).to(self.device)
+        return self._tensors(self.fetch([utt_id], [(start, count)]))[0]
 
-    def iterate(self, batches, crop_frames=None, rng=None):
-        planned = [(ids, self.spans(ids, crop_frames, rng)) for ids in batches]
-        with ThreadPoolExecutor(max_workers=2, thread_name_prefix="sermtl-bank") as pool:
-            pending = [pool.submit(self.gather, ids, spans) for ids, spans in planned[: self.PREFETCH_BATCHES]]
-            for i, (ids, _) in enumerate(planned):
-                if i + self.PREFETCH_BATCHES < len(planned):
-                    pending.append(pool.submit(self.gather, *planned[i + self.PREFETCH_BATCHES]))
-                yield (ids, *pending[i].result())
+    def gather(self, ids: Sequence[str], spans: Sequence[Span]) -> tuple[torch.Tensor, torch.Tensor]:
+        return self._assemble(ids, spans, self._tensors(self.fetch(ids, spans)))
+
+    def _whole(self, ids: Sequence[str]) -> Iterator[torch.Tensor]:
+        for at in range(0, len(ids), self.STATISTICS_GROUP):
+            group = ids[at : at + self.STATISTICS_GROUP]
+            blocks = self._tensors(self.fetch(group, [(0, self.entries[u][1]) for u in group]))
+            for utt_id, block in zip(group, blocks):
+                yield self._normalise(utt_id, block)
+
+    def _batches(self, planned: list[Planned]) -> Iterator[tuple[Sequence[str], torch.Tensor, torch.Tensor]]:
+        def make(i: int) -> tuple[Sequence[str], torch.Tensor, torch.Tensor]:
+            ids, spans = planned[i]
+            return (ids, *self.gather(ids, spans))
+
+        return read_ahead(make, len(planned), self.PREFETCH_BATCHES, "sermtl-batches", self.READ_WORKERS)
+
+
+def read_ahead(make: Callable[[int], T], count: int, depth: int, name: str, workers: int = 1) -> Iterator[T]:
+    """``make(0)``, ``make(1)``, … ``make(count − 1)`` in order, made by ``workers`` background
+    threads at most ``depth`` items ahead of the caller.
+
+    The threads start at the first ``next``. An exception raised by ``make(i)`` is raised
+    again, the same object, where item ``i`` would have been returned. Closing the returned
+    generator (or dropping it: CPython closes it at once) stops and joins the threads, so
+    an epoch abandoned midway leaves no thread running. At most ``depth`` items are made or
+    waiting at once, besides the one the caller holds.
+
+    Parameters
+    ----------
+    make : callable
+        ``make(i)`` returns item ``i``; called from the threads, several at once when
+        ``workers > 1``.
+    count : int
+        Items to make.
+    depth : int
+        Most items made or being made ahead of the caller (at least 1).
+    name : str
+        The threads' name (``name-0``, ``name-1``, …).
+    workers : int
+        Threads making items.
+
+    Examples
+    --------
+    >>> list(read_ahead(lambda i: i * i, 5, depth=2, name="example", workers=2))
+    [0, 1, 4, 9, 16]
+    """
+    made: dict[int, tuple[bool, Any]] = {}  # index -> (failed, item or exception)
+    ready = threading.Condition()
+    room = threading.Semaphore(max(1, depth))
+    stop = threading.Event()
+    indices = iter(range(count))
+    threads = [
+        threading.Thread(target=_work, args=(make, indices, made, ready, room, stop), name=f"{name}-{k}", daemon=True)
+        for k in range(max(1, min(workers, count)))
+    ]
+    for thread in threads:
+        thread.start()
+    try:
+        for index in range(count):
+            with ready:
+                while index not in made:
+                    ready.wait()
+                failed, item = made.pop(index)
+            room.release()
+            if failed:
+                raise item
+            yield item
+    finally:
+        stop.set()
+        for _ in threads:
+            room.release()  # wakes a thread waiting for room; it sees `stop` next
+        for thread in threads:
+            thread.join()
+        made.clear()
+
+
+def _work(
+    make: Callable[[int], T],
+    indices: Iterator[int],
+    made: dict[int, tuple[bool, Any]],
+    ready: threading.Condition,
+    room: threading.Semaphore,
+    stop: threading.Event,
+) -> None:
+    """A :func:`read_ahead` thread: take the next index when there is room, make its item.
+    Holds no reference to the caller's generator, so a dropped generator is collected and
+    stops it."""
+    while True:
+        room.acquire()
+        with ready:
+            index = None if stop.is_set() else next(indices, None)
+        if index is None:
+            room.release()  # the others see the end (or the stop) too
+            return
+        try:
+            result: tuple[bool, Any] = (False, make(index))
+        except BaseException as exc:  # handed to the caller, whatever it is
+            result = (True, exc)
+        with ready:
+            made[index] = result
+            ready.notify_all()
 
 
 def memory_budget(device: torch.device) -> int:
@@ -244,27 +470,65 @@ def open_bank(
 
 
 def make_batches(
-    ids: Sequence[str], lengths: Sequence[int], batch_size: int, rng: np.random.Generator | None = None
+    ids: Sequence[str],
+    lengths: Sequence[int],
+    batch_size: int,
+    rng: np.random.Generator | None = None,
+    batching: str = "bucketed",
 ) -> list[list[str]]:
     """Cut ``ids`` into batches of at most ``batch_size``.
 
-    With ``rng`` (training): shuffle, sort by length inside pools of ``16 × batch_size``,
-    cut, shuffle the batches; a last piece of one utterance joins the batch before it
-    (BatchNorm cannot train on a batch of one). Without (evaluation): sorted by length,
-    longest first.
+    With ``rng`` (training), ``batching`` (``--batching``) decides who shares a batch:
+
+    - ``bucketed`` (the default): shuffle, sort by length inside pools of
+      ``POOL_BATCHES × batch_size``, cut, shuffle the batches: utterances of similar length
+      share a batch, so little is padded (:func:`padding_fraction`), while which utterances
+      meet still changes every epoch;
+    - ``random``: shuffle and cut in that order, as a plain data loader does.
+
+    Either way a last piece of one utterance joins the batch before it (BatchNorm cannot
+    train on a batch of one), and the same ``rng`` state gives the same batches. Without
+    ``rng`` (evaluation): sorted by length, longest first.
+
+    Parameters
+    ----------
+    ids : sequence of str
+        Utterance ids, ``(N,)``.
+    lengths : sequence of int
+        Their frame counts as batched (training: after cropping), ``(N,)``.
+    batch_size : int
+        Most utterances in a batch, at least 1.
+    rng : numpy.random.Generator, optional
+        The shuffling generator (training); ``None`` for evaluation order.
+    batching : {"bucketed", "random"}
+        How training batches are composed.
+
+    Returns
+    -------
+    list of list of str
+        The batches, every id exactly once.
 
     Examples
     --------
     >>> make_batches(["a", "b", "c"], [5, 9, 7], batch_size=2)
     [['b', 'c'], ['a']]
+    >>> sorted(map(len, make_batches(list("abcde"), [1] * 5, 2, np.random.default_rng(0), "random")))
+    [2, 3]
     """
     if batch_size < 1:
         raise ConfigError(f"--batch-size must be at least 1, got {batch_size}")
+    if batching not in BATCHING:
+        raise unknown_choice("--batching", batching, BATCHING)
     lengths = np.asarray(lengths)
     if rng is None:
         order = sorted(range(len(ids)), key=lambda i: (-lengths[i], ids[i]))
         return [[ids[i] for i in order[s : s + batch_size]] for s in range(0, len(order), batch_size)]
     order = rng.permutation(len(ids))
+    if batching == "random":
+        batches = [[ids[i] for i in order[s : s + batch_size]] for s in range(0, len(order), batch_size)]
+        if len(batches) > 1 and len(batches[-1]) == 1:
+            batches[-2].append(batches.pop()[0])
+        return batches
     pool = batch_size * POOL_BATCHES
     batches = []
     for start in range(0, len(order), pool):
@@ -274,3 +538,21 @@ def make_batches(
             (pieces[-2] if len(pieces) > 1 else batches[-1]).append(pieces.pop()[0])
         batches += pieces
     return [batches[i] for i in rng.permutation(len(batches))]
+
+
+def padding_fraction(batches: Sequence[Sequence[str]], lengths: Mapping[str, int]) -> float:
+    """The share of a set of padded batches that is padding: ``Σ (B·T_max − Σ T) / Σ B·T_max``
+    over ``batches`` (each padded to its longest utterance), with ``lengths`` ``{utt_id:
+    frames as batched}``; 0.0 for no frames.
+
+    Examples
+    --------
+    >>> padding_fraction([["a", "b"], ["c"]], {"a": 3, "b": 1, "c": 4})
+    0.2
+    """
+    padded = used = 0
+    for batch in batches:
+        counts = [int(lengths[u]) for u in batch]
+        padded += len(counts) * max(counts, default=0)
+        used += sum(counts)
+    return (padded - used) / padded if padded else 0.0

@@ -205,10 +205,8 @@ class BestEpochs:
 def _class_weights(targets: dict[str, int], num_classes: int, mode: str, device: torch.device) -> torch.Tensor | None:
     """``balanced``: ``(num_classes,)`` weights ``n / (classes · n_c)`` (scikit-learn's
     ``class_weight="balanced"``) of the training ``targets`` (-100: no label); ``none``: ``None``."""
-    if mode == "none":
+    if mode == "none":  # else "balanced", the one other value TrainConfig allows
         return None
-    if mode != "balanced":
-        raise ConfigError(f"--class-weights must be none or balanced, got {mode!r}")
     counts = np.bincount([t for t in targets.values() if t >= 0], minlength=num_classes).astype(np.float64)
     weights = len(targets) / (num_classes * np.maximum(counts, 1.0))
     return torch.tensor(weights, dtype=torch.float32, device=device)
@@ -216,20 +214,16 @@ def _class_weights(targets: dict[str, int], num_classes: int, mode: str, device:
 
 def _augmentation(name: str) -> torch.nn.Module | None:
     """``specaugment``: time and feature-band masking of the training inputs; ``none``: no augmentation."""
-    if name == "none":
-        return None
-    if name == "specaugment":
-        return SpecAugment()
-    raise ConfigError(f"--augment must be none or specaugment, got {name!r}")
+    return SpecAugment() if name == "specaugment" else None  # "none": the other value TrainConfig allows
 
 
 def _lr_schedule(name: str, epochs: int) -> Callable[[int], float]:
     """Learning-rate factor of epoch ``e``: ``constant`` 1, or ``cosine`` from 1 down towards 0."""
-    if name == "constant":
-        return lambda epoch: 1.0
-    if name == "cosine":
-        return lambda epoch: 0.5 * (1.0 + math.cos(math.pi * epoch / max(epochs, 1)))
-    raise ConfigError(f"--lr-schedule must be constant or cosine, got {name!r}")
+    schedules: dict[str, Callable[[int], float]] = {  # the values TrainConfig allows
+        "constant": lambda epoch: 1.0,
+        "cosine": lambda epoch: 0.5 * (1.0 + math.cos(math.pi * epoch / max(epochs, 1))),
+    }
+    return schedules[name]
 
 
 def _training_batches(
@@ -243,7 +237,7 @@ def _training_batches(
     """An epoch's shuffled, length-bucketed batches of random crops (the first ``limit`` of them):
     ``(ids, features (B, [layers,] T, dim), lengths (B,))`` with ``T ≤ crop_frames``."""
     crop_lengths = np.minimum(bank.lengths(ids), crop_frames)
-    batches = make_batches(list(ids), crop_lengths, config.batch_size, rng)
+    batches = make_batches(list(ids), crop_lengths, config.batch_size, rng, config.batching)
     return bank.iterate(batches[:limit], crop_frames, rng)
 
 

@@ -6,7 +6,9 @@ import abc
 import dataclasses
 import hashlib
 import json
+import os
 import re
+import sys
 from collections.abc import Sequence
 from typing import Any, ClassVar
 
@@ -23,6 +25,19 @@ def device_problem(spec: Any) -> str | None:
     if isinstance(spec, str) and _DEVICE_SPEC.match(spec):
         return None
     return f"{spec!r} is not a device (auto, cpu, cuda, cuda:N, mps)"
+
+
+def gpu_absent(spec: str) -> bool:
+    """Whether ``spec`` means the CPU on this machine, told without importing torch: ``cpu``,
+    or ``auto`` where no GPU driver is present (no NVIDIA device node on Linux; macOS may
+    have MPS, so there only ``cpu`` counts)."""
+    if spec == "cpu":
+        return True
+    return (
+        spec == "auto"
+        and sys.platform.startswith("linux")
+        and not any(os.path.exists(node) for node in ("/dev/nvidiactl", "/dev/nvidia0", "/dev/dxg", "/dev/kfd"))
+    )
 
 
 def resolve_device(spec: str = "auto") -> torch.device:  # noqa: F821

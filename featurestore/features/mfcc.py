@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+from typing import Any
 
 import numpy as np
 
@@ -58,11 +59,16 @@ class MFCCExtractor(LogMelExtractor):
         return self.config.n_mfcc
 
     @functools.cached_property
-    def _dct(self) -> torch.Tensor:  # noqa: F821
+    def _dct(self) -> np.ndarray:
+        """The DCT-II basis ``(n_mfcc, n_mels)``."""
+        return dct_matrix(self.config.n_mfcc, self.config.n_mels)
+
+    @functools.cached_property
+    def _dct_tensor(self) -> torch.Tensor:  # noqa: F821
         import torch
 
-        return torch.from_numpy(dct_matrix(self.config.n_mfcc, self.config.n_mels)).to(self._kernels[0])
+        return torch.from_numpy(self._dct).to(self._kernels[0])
 
-    def from_log_mel(self, log_mel: torch.Tensor) -> torch.Tensor:  # noqa: F821
-        """Cepstra ``(frames, n_mfcc)`` of log-mel frames ``(frames, n_mels)``."""
-        return log_mel @ self._dct.T
+    def from_log_mel(self, log_mel: Any) -> Any:
+        """Cepstra ``(frames, n_mfcc)`` of log-mel frames ``(frames, n_mels)`` (numpy or torch)."""
+        return log_mel @ (self._dct if isinstance(log_mel, np.ndarray) else self._dct_tensor).T

@@ -26,15 +26,43 @@ from __future__ import annotations
 import abc
 import dataclasses
 import functools
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 import numpy as np
 
 from featurestore.errors import ConfigError, unknown_choice
-from featurestore.features.base import FeatureExtractor, device_problem, resolve_device
+from featurestore.features.base import FeatureExtractor, device_problem, gpu_absent, resolve_device
 
 WINDOWS = ("hamming", "hann")
+#: Frames transformed at once (:func:`frame_slices`): with 400-sample windows in a 512-point
+#: FFT, about 15 MB of intermediates, whatever ``--batch-seconds`` is.
+SLICE_FRAMES = 4096
+
+
+def frame_slices(total: int, size: int = SLICE_FRAMES) -> list[tuple[int, int]]:
+    """``(start, stop)`` of the slices ``total`` frames are transformed in: ``size`` frames
+    each, the last taking in a remainder shorter than half a slice. No slice is ever short
+    (unless the whole batch is), because matrix products of a few rows take another kernel
+    path with other rounding: so slicing leaves every value as one product of all rows gives.
+
+    >>> frame_slices(10000, 4096)
+    [(0, 4096), (4096, 10000)]
+    >>> frame_slices(12000, 4096)
+    [(0, 4096), (4096, 8192), (8192, 12000)]
+    """
+    starts = list(range(0, total, size)) or [0]
+    if len(starts) > 1 and total - starts[-1] < size // 2:
+        starts.pop()
+    return [(lo, hi) for lo, hi in zip(starts, [*starts[1:], total])]
+
+
+def periodic_window(name: str, length: int) -> np.ndarray:
+    """A periodic ``hamming`` or ``hann`` window of ``length`` samples, float32 (as torch's
+    ``*_window(periodic=True)`` and librosa's ``get_window`` give)."""
+    n = np.arange(length, dtype=np.float64)
+    alpha = 0.54 if name == "hamming" else 0.5
+    return (alpha - (1.0 - alpha) * np.cos(2.0 * np.pi * n / length)).astype(np.float32)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -125,18 +153,25 @@ class LogMelExtractor(FeatureExtractor):
         return cls(device=device, **{k: v for k, v in description.items() if k in fields})
 
     @functools.cached_property
-    def _kernels(self) -> tuple[torch.device, torch.Tensor, torch.Tensor]:  # noqa: F821
-        """Device, window ``(win_length,)`` and mel matrix ``(n_mels, n_fft // 2 + 1)``, built
-        on first use (torch is imported only then, so a resumed run with nothing left to do
-        never loads it)."""
+    def _on_numpy(self) -> bool:
+        """Whether this extractor computes with numpy: on the CPU, where numpy's FFT and
+        matrix product are as fast as torch's and a process need not load torch at all."""
+        return gpu_absent(self._device_spec)
+
+    @functools.cached_property
+    def _kernels(self) -> tuple[Any, Any, Any]:
+        """Device (``None`` for numpy), window ``(win_length,)`` and mel matrix
+        ``(n_mels, n_fft // 2 + 1)``, built on first use (torch is imported only for a GPU, so
+        a CPU run, or a resumed run with nothing left to do, never loads it)."""
+        c = self.config
+        mel = mel_filterbank(c.sample_rate, c.n_fft, c.n_mels, c.fmin, c.fmax)
+        window = periodic_window(c.window, c.win_length)
+        if self._on_numpy:
+            return None, window, mel
         import torch
 
-        c = self.config
         device = resolve_device(self._device_spec)
-        window_fn = torch.hamming_window if c.window == "hamming" else torch.hann_window
-        window = window_fn(c.win_length, periodic=True, device=device)
-        mel = torch.from_numpy(mel_filterbank(c.sample_rate, c.n_fft, c.n_mels, c.fmin, c.fmax)).to(device)
-        return device, window, mel
+        return device, torch.from_numpy(window).to(device), torch.from_numpy(mel).to(device)
 
     @property
     def num_layers(self) -> int:
@@ -151,32 +186,63 @@ class LogMelExtractor(FeatureExtractor):
         return 1 + num_samples // self.config.hop_length
 
     @abc.abstractmethod
-    def from_log_mel(self, log_mel: torch.Tensor) -> torch.Tensor:  # noqa: F821
-        """What is stored, ``(frames, dim)``, for log-mel frames ``(frames, n_mels)``."""
+    def from_log_mel(self, log_mel: Any) -> Any:
+        """What is stored, ``(frames, dim)``, for log-mel frames ``(frames, n_mels)`` (a numpy
+        array on the CPU, a torch tensor on a GPU; the result of the same kind)."""
 
     def extract_batch(self, waves: Sequence[np.ndarray]) -> list[np.ndarray]:
-        """Features of each wave ``(samples,)``, float32 ``(1, frames, dim)``."""
+        """Features of each wave ``(samples,)``, float32 ``(1, frames, dim)``.
+
+        The frames are transformed :data:`SLICE_FRAMES` at a time, so the working set stays
+        bounded however long the batch; slicing changes no value (:func:`frame_slices`)."""
+        signal, first_frames, counts = self._frame_layout(waves)
+        index = np.concatenate([np.arange(f, f + n) for f, n in zip(first_frames, counts)]).astype(np.int64)
+        out = np.empty((len(index), self.dim), dtype=np.float32)
+        transform = self._numpy_slices if self._on_numpy else self._torch_slices
+        for (lo, hi), features in zip(frame_slices(len(index)), transform(signal, index)):
+            out[lo:hi] = features
+        bounds = np.cumsum([0, *counts])
+        return [out[lo:hi][None] for lo, hi in zip(bounds[:-1], bounds[1:])]
+
+    def _numpy_slices(self, signal: np.ndarray, index: np.ndarray) -> Iterator[np.ndarray]:
+        """Stored features ``(frames, dim)`` of each slice of frame numbers ``index``, in numpy."""
+        import scipy.fft  # batched float32 FFTs, 10x numpy's
+
+        c = self.config
+        _, window, mel_matrix = self._kernels
+        left = (c.n_fft - c.win_length) // 2  # the window's non-zero part, centred in n_fft
+        grid = np.lib.stride_tricks.sliding_window_view(signal[left:], c.win_length)[:: c.hop_length]
+        for lo, hi in frame_slices(len(index)):
+            frames = grid[index[lo:hi]]  # a copy: windowed and transformed in place
+            frames *= window
+            spec = scipy.fft.rfft(frames, n=c.n_fft, overwrite_x=True)  # a shift inside n_fft leaves |spec|
+            if c.power == 2.0:  # re² + im²: no square root
+                power = np.square(spec.real)
+                power += np.square(spec.imag)
+            else:
+                power = np.abs(spec) ** c.power
+            del spec
+            mel = power @ mel_matrix.T  # (frames, n_mels)
+            np.log10(np.maximum(mel, np.float32(c.log_floor), out=mel), out=mel)
+            mel *= 10.0
+            yield self.from_log_mel(mel)
+
+    def _torch_slices(self, signal: np.ndarray, index: np.ndarray) -> Iterator[np.ndarray]:
+        """As :meth:`_numpy_slices`, in torch on the extractor's device (a GPU)."""
         import torch
 
         c = self.config
         device, window, mel_matrix = self._kernels
-        signal, first_frames, counts = self._frame_layout(waves)
-        signal = torch.from_numpy(signal).to(device, non_blocking=True)
-        index = torch.from_numpy(np.concatenate([np.arange(f, f + n) for f, n in zip(first_frames, counts)])).to(device)
+        signal_t = torch.from_numpy(signal).to(device, non_blocking=True)
+        index_t = torch.from_numpy(index).to(device)
+        left = (c.n_fft - c.win_length) // 2
         with torch.inference_mode():
-            # the window's non-zero part, centred in n_fft as torch.stft places it
-            left = (c.n_fft - c.win_length) // 2
-            frames = signal[left:].unfold(0, c.win_length, c.hop_length).index_select(0, index) * window
-            spec = torch.fft.rfft(frames, n=c.n_fft)  # a shift inside n_fft leaves |spec| as it is
-            if c.power == 2.0:  # re² + im²: half the cost of |z|², no square root
-                power = spec.real.square() + spec.imag.square()  # (frames, freq)
-            else:
-                power = spec.abs().pow(c.power)
-            mel = power @ mel_matrix.T  # (frames, n_mels)
-            log_mel = 10.0 * torch.log10(torch.clamp(mel, min=c.log_floor))
-            out = self.from_log_mel(log_mel).float().cpu().numpy()
-        bounds = np.cumsum([0, *counts])
-        return [out[lo:hi][None] for lo, hi in zip(bounds[:-1], bounds[1:])]
+            grid = signal_t[left:].unfold(0, c.win_length, c.hop_length)
+            for lo, hi in frame_slices(len(index)):
+                spec = torch.fft.rfft(grid.index_select(0, index_t[lo:hi]) * window, n=c.n_fft)
+                power = spec.real.square() + spec.imag.square() if c.power == 2.0 else spec.abs().pow(c.power)
+                log_mel = 10.0 * torch.log10(torch.clamp(power @ mel_matrix.T, min=c.log_floor))
+                yield self.from_log_mel(log_mel).float().cpu().numpy()
 
     def _frame_layout(self, waves: Sequence[np.ndarray]) -> tuple[np.ndarray, list[int], list[int]]:
         """All waves in one zero-separated signal whose frame grid is every utterance's own.

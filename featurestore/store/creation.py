@@ -10,6 +10,7 @@ the same audio (file name, start, end).
 
 from __future__ import annotations
 
+import copy
 import datetime
 import hashlib
 import json
@@ -177,6 +178,9 @@ def merge_manifest(backend: Backend, manifest: Manifest) -> Manifest:
     Manifest
         The merged manifest, the store's rows first.
     """
+    same = _stored_unchanged(backend, manifest)
+    if same is not None:
+        return same
     stored = read_manifest(backend)
     rows = {u: dict(stored[u]) for u in stored.ids()}
     for row in manifest:
@@ -197,3 +201,29 @@ def merge_manifest(backend: Backend, manifest: Manifest) -> Manifest:
     if changed:
         backend.write_text("manifest", text)
     return merged
+
+
+def _stored_unchanged(backend: Backend, manifest: Manifest) -> Manifest | None:
+    """``manifest`` as the store's merged manifest when the store holds exactly it (the same
+    JSON text: every row, column and order), as a resumed run finds it; else ``None``.
+
+    Merging such a manifest changes nothing, and parsing the stored copy again (each of its
+    values checked, as for any manifest) is what opening a large store would cost most.
+    Only the growth of per-row arrays that older stores lack is reserved.
+    """
+    try:
+        text = backend.read_text("manifest")
+    except Exception:  # a damaged blob: read_manifest, called next, names it
+        return None
+    if text is None or text != manifest.to_json():
+        return None
+    backend.reserve(sum(growth_bytes(backend, name, width, len(manifest)) for name, width in ROW_ARRAYS))
+    return as_stored(manifest, backend)
+
+
+def as_stored(manifest: Manifest, backend: Backend) -> Manifest:
+    """``manifest`` as the manifest of the store ``backend`` holds, which is exactly it (a
+    store just made from it, or one found unchanged): its rows, named by the store."""
+    same = copy.copy(manifest)  # shares the rows, which a Manifest never changes once built
+    same.source = str(backend.path)
+    return same

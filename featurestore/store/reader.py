@@ -7,6 +7,8 @@ Layout (both backends; see docs/architecture.md):
 - ``index``: ``(rows, 2)`` int64, ``(offset, frames)`` of manifest row *i*, ``(-1, -1)``
   until that utterance is committed;
 - ``checksum``: ``(rows, 1)`` int64, CRC-32 of row *i*'s stored bytes, -1 when unknown;
+- ``audio``, ``audio_stat``: ``(rows, 1)`` int64, the signature of row *i*'s audio file and
+  the file's state when that was last checked (:mod:`featurestore.store.row_arrays`);
 - text blobs ``manifest`` (the manifest as JSON) and ``report`` (skipped items);
 - attributes: feature config, dtype, fingerprint, versions.
 """
@@ -14,6 +16,7 @@ Layout (both backends; see docs/architecture.md):
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 from collections.abc import Iterator
 from pathlib import Path
@@ -99,13 +102,24 @@ class FeatureStore:
     writer, reads as the utterances finished so far.
     """
 
-    def __init__(self, backend: Backend) -> None:
+    def __init__(self, backend: Backend, manifest: Manifest | None = None) -> None:
+        """Read the committed entries of the store ``backend`` holds open.
+
+        Parameters
+        ----------
+        backend : Backend
+            The open store.
+        manifest : Manifest or None
+            The store's manifest, when the caller holds it already (a writer that has just
+            merged it into the store: parsing it again is what opening costs most); ``None``:
+            read from the store.
+        """
         self._backend = backend
         self.path = backend.path
         self.attrs: dict[str, Any] = backend.attrs
         if not backend.has_array("features") or not backend.has_array("index"):
             raise StoreError(f"not a feature store (no features/index arrays): {self.path}")
-        self.full_manifest = read_manifest(backend)
+        self.full_manifest = read_manifest(backend) if manifest is None else manifest
         #: Store-level damage found while opening (an unreadable ``checksum`` array), for ``verify``.
         self.problems: list[str] = []
         # The index is read before the frame array's shape and the checksums: a writer
@@ -114,21 +128,36 @@ class FeatureStore:
         index = read_rows(backend, "index")
         self.index_rows = len(index)
         self._features = backend.array("features")
-        checksums, audio = self._optional_rows("checksum"), self._optional_rows("audio")
-        self._entries: dict[str, tuple[int, int]] = {}
-        self._checksums: dict[str, int] = {}
-        self._audio: dict[str, int] = {}
-        for row, (utt_id, (offset, frames)) in enumerate(zip(self.full_manifest.ids(), index)):
-            if frames >= 0:
-                self._entries[utt_id] = (int(offset), int(frames))
-                if row < len(checksums) and checksums[row] >= 0:
-                    self._checksums[utt_id] = int(checksums[row])
-                if row < len(audio) and audio[row] >= 0:
-                    self._audio[utt_id] = int(audio[row])
-        self.manifest = self.full_manifest.subset(list(self._entries))
+        ids = self.full_manifest.ids()
+        index = index[: len(ids)]
+        rows = np.flatnonzero(index[:, 1] >= 0)
+        committed = [ids[row] for row in rows.tolist()]
+        self._entries: dict[str, tuple[int, int]] = dict(
+            zip(committed, zip(index[rows, 0].tolist(), index[rows, 1].tolist()))
+        )
+        self._checksums = self._known(committed, rows, self._optional_rows("checksum"))
+        self._audio = self._known(committed, rows, self._optional_rows("audio"))
+        self._audio_stat = self._known(committed, rows, self._optional_rows("audio_stat"))
+
+    @staticmethod
+    def _known(ids: list[str], rows: np.ndarray, values: np.ndarray) -> dict[str, int]:
+        """``{id: value}`` of the committed ``ids`` (at manifest ``rows``) whose row of a per-row
+        array's column ``values`` holds a known value (not -1, and not past its end)."""
+        padded = np.full(len(rows), -1, dtype=np.int64)
+        inside = rows < len(values)
+        padded[inside] = values[rows[inside]]
+        known = np.flatnonzero(padded >= 0)
+        return dict(zip([ids[i] for i in known.tolist()], padded[known].tolist()))
+
+    @functools.cached_property
+    def manifest(self) -> Manifest:
+        """The manifest rows of the committed utterances, in manifest order (made when first
+        asked for: ``verify`` and ``extract`` look rows up in :attr:`full_manifest`)."""
+        return self.full_manifest.subset(list(self._entries))
 
     def _optional_rows(self, name: str) -> np.ndarray:
-        """Column 0 of a per-row array that older stores lack (``checksum``, ``audio``); empty
+        """Column 0 of a per-row array that older stores lack (``checksum``, ``audio``,
+        ``audio_stat``); empty
         when absent, and when unreadable (noted in :attr:`problems`: those rows are unknown)."""
         if not self._backend.has_array(name):
             return np.zeros(0, np.int64)
@@ -195,6 +224,11 @@ class FeatureStore:
         """``{utt_id: signature}`` of the audio each committed utterance was computed from
         (:func:`featurestore.audio.audio_signature`), where the store recorded it."""
         return dict(self._audio)
+
+    def audio_stat_keys(self) -> dict[str, int]:
+        """``{utt_id: key}``: the :func:`featurestore.decode.stat_key` of each committed
+        utterance's audio file when its signature was last found right, where recorded."""
+        return dict(self._audio_stat)
 
     def read_frames(self, layer: int, start: int, stop: int) -> np.ndarray:
         """Raw frames ``start:stop`` of one layer of the concatenated frame array."""

@@ -5,7 +5,7 @@ interrupted write inside a backend, a damaged disk or a torn copy can leave inde
 point outside the stored frames, or per-row chunks that cannot be read. Opening for writing
 repairs both, with a warning naming the store: such index rows are forgotten (their
 utterances become pending and are extracted again), and unreadable chunks of ``checksum``
-or ``audio`` are rewritten as unknown (-1).
+``audio`` or ``audio_stat`` are rewritten as unknown (-1).
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from featurestore.manifest import Manifest
 from featurestore.store.reader import rows_inside
 
 #: What a row of each repairable per-row array holds, for messages.
-_ROW_NAMES = {"checksum": "checksums", "audio": "audio signatures"}
+_ROW_NAMES = {"checksum": "checksums", "audio": "audio signatures", "audio_stat": "audio file states"}
 
 
 def forget_damaged_rows(index: np.ndarray, stored_frames: int, manifest: Manifest, path: Path) -> None:
@@ -56,7 +56,7 @@ def forget_damaged_rows(index: np.ndarray, stored_frames: int, manifest: Manifes
 
 
 def reset_unreadable_chunks(array: Any, path: Path) -> np.ndarray:
-    """The rows of a damaged per-row array (``checksum`` or ``audio``), read chunk by chunk;
+    """The rows of a damaged per-row array (``checksum``, ``audio`` or ``audio_stat``), read chunk by chunk;
     each unreadable chunk is rewritten as -1 (unknown), with a warning naming the store and
     the rows discarded.
 

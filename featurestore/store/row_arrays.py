@@ -1,9 +1,12 @@
-"""The per-manifest-row arrays of a store: ``index``, ``checksum`` and ``audio``.
+"""The per-manifest-row arrays of a store: ``index``, ``checksum``, ``audio`` and ``audio_stat``.
 
 Row ``i`` of each belongs to the manifest's row ``i``: ``index`` holds ``(offset, frames)`` of
-the utterance's run in ``features``, ``checksum`` its CRC-32 (for ``verify``) and ``audio``
-the signature of the audio file it was computed from. ``-1`` means pending or unknown. Each
-is int64, grown to the manifest's length when a writer opens the store.
+the utterance's run in ``features``, ``checksum`` its CRC-32 (for ``verify``), ``audio``
+the signature of the audio file it was computed from and ``audio_stat`` the
+:func:`~featurestore.decode.stat_key` of that file when its signature was last checked (so
+that an unchanged file is known by one ``stat``). ``-1`` means pending or unknown. Each is
+int64, grown to the manifest's length when a writer opens the store; stores written before
+an array existed get it, all unknown, from their next writer.
 """
 
 from __future__ import annotations
@@ -18,7 +21,7 @@ from featurestore.store.recovery import reset_unreadable_chunks
 #: Rows per chunk of the per-row arrays.
 ROW_CHUNK = 65536
 #: ``(name, width)`` of each per-row array.
-ROW_ARRAYS = (("index", 2), ("checksum", 1), ("audio", 1))
+ROW_ARRAYS = (("index", 2), ("checksum", 1), ("audio", 1), ("audio_stat", 1))
 
 
 def growth_bytes(backend: Backend, name: str, width: int, rows: int) -> int:
@@ -29,7 +32,7 @@ def growth_bytes(backend: Backend, name: str, width: int, rows: int) -> int:
     backend : Backend
         The store, open for writing.
     name : str
-        ``index``, ``checksum`` or ``audio``; an array the store lacks counts from 0 rows.
+        One of :data:`ROW_ARRAYS`; an array the store lacks counts from 0 rows.
     width : int
         Columns of the array (see :data:`ROW_ARRAYS`).
     rows : int
@@ -49,8 +52,8 @@ def growth_bytes(backend: Backend, name: str, width: int, rows: int) -> int:
 def load_rows(backend: Backend, name: str, width: int, rows: int) -> np.ndarray:
     """The per-row array ``name``, grown (on disk too) to ``rows`` rows.
 
-    ``checksum`` and ``audio`` are created on first use in stores written before they
-    existed (their rows stay -1, unknown, for utterances committed then); their chunks that
+    ``checksum``, ``audio`` and ``audio_stat`` are created on first use in stores written
+    before they existed (their rows stay -1, unknown, for utterances committed then); their chunks that
     damage made unreadable are rewritten, their rows unknown
     (:func:`~featurestore.store.recovery.reset_unreadable_chunks`). An unreadable ``index``
     is a :class:`SermtlError`.
@@ -60,7 +63,7 @@ def load_rows(backend: Backend, name: str, width: int, rows: int) -> np.ndarray:
     backend : Backend
         The store, open for writing.
     name : str
-        ``index``, ``checksum`` or ``audio``.
+        One of :data:`ROW_ARRAYS`.
     width : int
         Columns of the array (see :data:`ROW_ARRAYS`).
     rows : int

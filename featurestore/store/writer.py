@@ -37,10 +37,10 @@ from featurestore.errors import SermtlError, StoreError
 from featurestore.locking import ExclusiveLock
 from featurestore.manifest import Manifest
 from featurestore.store.base import backend_for_path, check_store_path
-from featurestore.store.creation import check_config, create_store, merge_manifest
+from featurestore.store.creation import as_stored, check_config, create_store, merge_manifest
 from featurestore.store.reader import FeatureStore, damaged_store_error
 from featurestore.store.recovery import forget_damaged_rows
-from featurestore.store.row_arrays import load_rows
+from featurestore.store.row_arrays import ROW_ARRAYS, load_rows
 
 
 def frames_checksum(frames: np.ndarray, crc: int = 0) -> int:
@@ -134,7 +134,8 @@ class StoreWriter:
         self._backend = None
         try:
             config = {"feature": feature, "dtype": self.dtype.name}
-            if not self.path.exists():
+            created = not self.path.exists()
+            if created:
                 with store_io(self.path, "create"):
                     create_store(
                         self.path,
@@ -152,12 +153,20 @@ class StoreWriter:
                 self._backend = backend_cls.open(self.path, writable=True)
                 check_config(self._backend, config)
                 self._features = self._backend.array("features")
-                self.manifest = merge_manifest(self._backend, manifest)
+                # A store made just now holds exactly ``manifest``: nothing to merge or compare.
+                self.manifest = (
+                    as_stored(manifest, self._backend) if created else merge_manifest(self._backend, manifest)
+                )
                 self._index = load_rows(self._backend, "index", 2, len(self.manifest))
                 forget_damaged_rows(self._index, int(self._features.shape[1]), self.manifest, self.path)
                 self._checksums = load_rows(self._backend, "checksum", 1, len(self.manifest))[:, 0]
                 self._audio = load_rows(self._backend, "audio", 1, len(self.manifest))[:, 0]
+                self._audio_stat = load_rows(self._backend, "audio_stat", 1, len(self.manifest))[:, 0]
+                # Opened once: each lookup reads the array's metadata again (Zarr: a file).
+                self._rows = {name: self._backend.array(name) for name, _ in ROW_ARRAYS}
                 self._report = {r["utt_id"]: r for r in json.loads(self._backend.read_text("report") or "[]")}
+                self._report_changed = False
+                self._stat_rows = (len(self._audio_stat), 0)  # rows of audio_stat not saved yet: none
             self._end = max(self.committed_end(), int(self._backend.attrs.get("write_from") or 0))
         except BaseException:
             try:
@@ -185,12 +194,21 @@ class StoreWriter:
 
     def read_view(self) -> FeatureStore:
         """The committed entries, read through this writer's open store (for checks made
-        while the lock is held). Closing the writer closes it; do not close it yourself."""
-        return FeatureStore(self._backend)
+        while the lock is held), with the manifest this writer merged into it (not read and
+        parsed again). Closing the writer closes it; do not close it yourself."""
+        return FeatureStore(self._backend, manifest=self.manifest)
 
     # -- writing ------------------------------------------------------------------------
-    def write(self, items: Sequence[tuple[str, np.ndarray]], audio: Mapping[str, int] | None = None) -> None:
+    def write(
+        self,
+        items: Sequence[tuple[str, np.ndarray]],
+        audio: Mapping[str, int] | None = None,
+        audio_stat: Mapping[str, int] | None = None,
+    ) -> None:
         """Append utterances' features after the committed frames and commit them.
+
+        Items recorded as skipped since the last write (:meth:`skip`) are saved in the store's
+        report at the same time, so a batch costs one report write however many it skips.
 
         Parameters
         ----------
@@ -200,8 +218,13 @@ class StoreWriter:
         audio : Mapping[str, int] or None
             The signature of the audio each was computed from
             (:func:`featurestore.audio.audio_signature`), where known; others are stored as -1.
+        audio_stat : Mapping[str, int] or None
+            The :func:`featurestore.decode.stat_key` of each one's audio file as it was signed
+            (:func:`featurestore.audio.audio_identity`), where known; others are stored as -1
+            (their file is then hashed when a later run checks it).
         """
         if not items:
+            self._save_report_if_changed()
             return
         shape = self._features.shape
         for utt_id, feats in items:
@@ -226,20 +249,63 @@ class StoreWriter:
                 self._index[row] = (offset, feats.shape[1])
                 self._checksums[row] = entry_checksum(block[:, offset - start : offset - start + feats.shape[1]])
                 self._audio[row] = (audio or {}).get(utt_id, -1)
+                self._audio_stat[row] = (audio_stat or {}).get(utt_id, -1)
                 offset += feats.shape[1]
                 rows.append(row)
             self._commit_rows(min(rows), max(rows) + 1)
+            self._unsaved_stat(min(rows), max(rows) + 1)
         for utt_id, _ in items:
-            self._report.pop(utt_id, None)
+            if self._report.pop(utt_id, None) is not None:
+                self._report_changed = True
         self._end = stop
+        self._save_report_if_changed()
 
     def _commit_rows(self, lo: int, hi: int) -> None:
         """Write rows ``lo:hi`` of the checksums and audio signatures, then of the index (which
-        makes them visible)."""
-        self._backend.array("checksum")[lo:hi] = self._checksums[lo:hi, None]
-        self._backend.array("audio")[lo:hi] = self._audio[lo:hi, None]
-        self._backend.array("index")[lo:hi] = self._index[lo:hi]
+        makes them visible).
+
+        The audio files' states (``audio_stat``) are saved once, by :meth:`close`: a batch's
+        rows lie all over the manifest, so each per-row array written per batch costs a write
+        of every chunk, and a state is only a shortcut. One lost with a killed writer leaves
+        its row unknown or holding an earlier state of the file, which the file cannot be in
+        again (its change time has moved on), so the file is hashed: never wrongly trusted.
+        """
+        self._rows["checksum"][lo:hi] = self._checksums[lo:hi, None]
+        self._rows["audio"][lo:hi] = self._audio[lo:hi, None]
+        self._rows["index"][lo:hi] = self._index[lo:hi]
         self._backend.flush()
+
+    def _unsaved_stat(self, lo: int, hi: int) -> None:
+        """Note that rows ``lo:hi`` of ``audio_stat`` changed in memory."""
+        self._stat_rows = (min(lo, self._stat_rows[0]), max(hi, self._stat_rows[1]))
+
+    def _save_audio_stat(self) -> None:
+        """Write the ``audio_stat`` rows changed since the last save."""
+        lo, hi = self._stat_rows
+        if lo < hi:
+            with store_write(self.path, "write to"):
+                self._rows["audio_stat"][lo:hi] = self._audio_stat[lo:hi, None]
+                self._backend.flush()
+            self._stat_rows = (len(self._audio_stat), 0)
+
+    def record_audio_stat(self, keys: Mapping[str, int]) -> None:
+        """Record the :func:`featurestore.decode.stat_key` of committed entries' audio files
+        whose signature was just found unchanged, so that the next run knows them by a ``stat``.
+
+        Parameters
+        ----------
+        keys : Mapping[str, int]
+            ``{utt_id: key}``; ids that are not committed are left out.
+        """
+        rows = []
+        for utt_id, key in keys.items():
+            row = self.manifest.position(utt_id)
+            if self._index[row, 1] >= 0 and self._audio_stat[row] != key:
+                self._audio_stat[row] = key
+                rows.append(row)
+        if rows:
+            self._unsaved_stat(min(rows), max(rows) + 1)
+            self._save_audio_stat()
 
     def invalidate(self, utt_ids: Sequence[str]) -> None:
         """Forget the features of ``utt_ids`` (they become pending, for ``extract --repair``).
@@ -268,23 +334,36 @@ class StoreWriter:
                 self._backend.flush()
 
     def skip(self, utt_id: str, error: str) -> None:
-        """Record that ``utt_id`` was skipped because of ``error`` (listed by ``info``/``verify``)."""
+        """Record that ``utt_id`` was skipped because of ``error`` (listed by ``info``/``verify``).
+
+        Saved in the store by the next :meth:`write` (the end of the batch) or :meth:`close`:
+        saving rewrites the report, and in Zarr the attributes that hold the manifest too, so
+        saving once per skipped item would cost a corpus-sized write each. A run killed
+        before then loses the record only; the item stays pending and is tried again.
+        """
         self._report[utt_id] = {"utt_id": utt_id, "path": self.manifest[utt_id]["path"], "error": error}
-        self._save_report()
+        self._report_changed = True
+
+    def _save_report_if_changed(self) -> None:
+        if self._report_changed:
+            self._save_report()
 
     def _save_report(self) -> None:
         with store_write(self.path, "write the report of"):
             self._backend.write_text("report", json.dumps(list(self._report.values()), ensure_ascii=False))
             self._backend.flush()
+        self._report_changed = False
 
     def close(self) -> None:
-        """Trim spare capacity, save the report, release the store and its lock."""
+        """Trim spare capacity, save the audio files' states and the report if they changed,
+        release the store and its lock."""
         try:
             shape = self._features.shape
             with store_write(self.path, "close"):
                 if shape[1] > self._end:
                     self._features.resize((shape[0], self._end, shape[2]))
-            self._save_report()
+            self._save_audio_stat()
+            self._save_report_if_changed()
         except BaseException:
             self._release()
             raise

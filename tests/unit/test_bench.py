@@ -36,8 +36,6 @@ def test_quick_run_prints_all_figures_as_the_last_json_line(tmp_path, capsys) ->
         *REQUIRED,
         "store_read_GB_per_s_zarr",
         "store_read_GB_per_s_hdf5",
-        "cpu_epoch_s_c512",
-        "cpu_epoch_s_c128",
         "loader_fraction_c512",
         "mfcc_batched_vs_sequential",
         "w2v2_bucketed_vs_naive",
@@ -46,6 +44,8 @@ def test_quick_run_prints_all_figures_as_the_last_json_line(tmp_path, capsys) ->
         "sweep_ratio",
     ):
         assert _positive_finite(out[key]), key
+    for key in ("cpu_epoch_s_c512", "cpu_epoch_s_c128"):  # a difference of two timings: at toy size, noise
+        assert isinstance(out[key], float) and math.isfinite(out[key]), key
     assert out["w2v2_batched_max_abs_diff"] < 1e-2  # float16 storage rounding only: batching is exact
     assert out["scale_factors"] == [1, 4, 16] and all(_positive_finite(s) for s in out["scale_extract_s"])
     sections = json.loads((tmp_path / "all.json").read_text())

@@ -34,6 +34,7 @@ BAD_VALUES = {
     "margin": -0.1,
     "scale": 0.0,
     "crop_seconds": 0.0,
+    "batching": "sorted",
     "input_norm": "utterence",
     "class_weights": "inverse",
     "label_smoothing": 1.0,

@@ -94,14 +94,14 @@ def test_crash_between_data_and_index_then_resume(tmp_path, manifest, mfcc, monk
     calls = {"n": 0}
     real_write = StoreWriter.write
 
-    def write_then_die(self, items, audio=None):
+    def write_then_die(self, items, *audio):
         calls["n"] += 1
         if calls["n"] == 3:  # frames of batch 3 reach the disk, its index rows never do
             shape = self._features.shape
             self._features.resize((shape[0], self._end + 50, shape[2]))
             self._features[:, self._end : self._end + 50] = np.float32(7.0)
             raise KeyboardInterrupt
-        return real_write(self, items, audio)
+        return real_write(self, items, *audio)
 
     monkeypatch.setattr(StoreWriter, "write", write_then_die)
     with pytest.raises(KeyboardInterrupt):
