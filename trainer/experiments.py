@@ -27,7 +27,7 @@ from typing import Any
 from featurestore.atomic import write_json, write_text
 from featurestore.corpora.source import cache_dir
 from featurestore.errors import ConfigError
-from featurestore.features import DEFAULT_SSL_MODEL
+from featurestore.extract_options import ExtractOptions
 from featurestore.store.reader import stored_manifest
 from trainer import paper
 from trainer.config import TrainConfig
@@ -59,8 +59,8 @@ class Workspace:
     roots: dict[str, str] = dataclasses.field(default_factory=dict)
     recipes: dict[str, str] = dataclasses.field(default_factory=dict)
     stores: dict[tuple[str, str], Path] = dataclasses.field(default_factory=dict)
-    model: str = DEFAULT_SSL_MODEL
-    layers: str = "last"
+    model: str = ExtractOptions.model
+    layers: str = ExtractOptions.layers
     device: str = "auto"
     train: dict[str, Any] = dataclasses.field(default_factory=dict)
     progress: bool = True
@@ -72,8 +72,8 @@ class Workspace:
         options: ExperimentOptions,
         train: dict[str, Any],
         *,
-        model: str = DEFAULT_SSL_MODEL,
-        layers: str = "last",
+        model: str = ExtractOptions.model,
+        layers: str = ExtractOptions.layers,
         echo: Callable[[str], None] = print,
     ) -> Workspace:
         """The workspace of ``sermtl experiment``'s options: ``train`` holds training options
