@@ -43,7 +43,7 @@ def config_options(*names: str) -> list:
 #: The options of train, cv and sweep: the store, a config file, the protocol's, the run
 #: directory, and one per training option.
 TRAINING = [
-    *click_options(RunOptions, "store", "config_file"),
+    *click_options(RunOptions, "stores", "config_file"),
     *click_options(Protocol),
     *click_options(RunOptions, "out"),
     *click_options(Output, "quiet"),
@@ -104,42 +104,48 @@ def _echo_err(line: str) -> None:
 
 
 @main.command()
-@with_options(click_options(RunOptions, "fold", "all_data"), TRAINING, click_options(RunOptions, "tensorboard"))
-def train(fold, all_data, tensorboard, store, config_file, out, quiet, **flags) -> None:
+@with_options(
+    click_options(RunOptions, "fold", "all_data"), TRAINING, click_options(RunOptions, "repeats", "tensorboard")
+)
+def train(fold, all_data, repeats, tensorboard, stores, config_file, out, quiet, **flags) -> None:
     """Train and test one fold of a protocol from a feature store (or, with --all-data, the
-    deployable model on all of it)."""
-    run = resolve_run(store, config_file, given(flags))
+    deployable model on all of it; with --repeats N, an ensemble of N seeds)."""
+    run = resolve_run(stores, config_file, given(flags))
     if not all_data:
         from trainer.runner import run_training
 
-        _echo_lines(run_training(run, out, only_folds=[fold], progress=not quiet, tensorboard=tensorboard))
+        outcome = run_training(
+            run, out, only_folds=[fold], repeats=repeats, progress=not quiet, tensorboard=tensorboard
+        )
+        _echo_lines(outcome)
         return
-    from trainer.deploy import deploy_model
+    from trainer.deploy import deploy_model, describe_model
 
-    model_dir, config = deploy_model(run, out, cv_run_of(config_file), "epochs" in given(flags), not quiet)
-    files = f"{model_dir / 'checkpoint.pt'}, {model_dir / 'MODEL_CARD.md'}"
-    click.echo(f"{model_dir}: trained on every row for {config.epochs} epochs; {files}")
+    model_dir, config = deploy_model(
+        run, out, cv_run_of(config_file), "epochs" in given(flags), not quiet, repeats=repeats
+    )
+    click.echo(describe_model(model_dir, config, repeats))
 
 
 @main.command()
 @with_options(TRAINING, click_options(RunOptions, "repeats", "tensorboard"))
-def cv(repeats, tensorboard, store, config_file, out, quiet, **flags) -> None:
+def cv(repeats, tensorboard, stores, config_file, out, quiet, **flags) -> None:
     """Run every fold of a protocol; write results.json, predictions and checkpoints (resumable)."""
     from trainer.runner import run_training
 
-    run = resolve_run(store, config_file, given(flags))
+    run = resolve_run(stores, config_file, given(flags))
     _echo_lines(run_training(run, out, repeats=repeats, progress=not quiet, tensorboard=tensorboard))
 
 
 @main.command()
 @with_options(TRAINING, click_options(SweepOptions), click_options(RunOptions, "repeats"))
-def sweep(store, config_file, out, quiet, grids, grid_file, baseline, repeats, **flags) -> None:
+def sweep(stores, config_file, out, quiet, grids, grid_file, baseline, repeats, **flags) -> None:
     """Run cv for every setting of an option grid and seed, and compare the settings with
     paired statistics (DIR/sweep.json, sweep.md, sweep.png; resumable, torchrun too)."""
     from trainer.runner import run_sweep_command
     from trainer.sweep import Sweep, sweep_table
 
-    run = resolve_run(store, config_file, given(flags))
+    run = resolve_run(stores, config_file, given(flags))
     plan = Sweep.from_options(run, SweepOptions(grids, grid_file, baseline), out, repeats)
     summary = run_sweep_command(plan, progress=not quiet)
     if summary is not None:  # None on torchrun ranks other than 0
@@ -148,17 +154,17 @@ def sweep(store, config_file, out, quiet, grids, grid_file, baseline, repeats, *
 
 @main.command()
 @with_options(
-    click_options(RunOptions, "store"),
+    click_options(RunOptions, "stores"),
     click_options(Protocol),
     config_options("label", "seed"),
     click_options(SvmOptions),
     click_options(RunOptions, "repeats"),
 )
-def baseline(store, c, functionals, input_norm, out, repeats, **flags) -> None:
+def baseline(stores, c, functionals, input_norm, out, repeats, **flags) -> None:
     """RBF-SVM on one vector per utterance (functionals), on the same folds as train/cv."""
     from trainer.baseline import describe_baseline, run_baseline
 
-    run = resolve_run(store, None, given(flags))
+    run = resolve_run(stores, None, given(flags))
     click.echo(describe_baseline(run_baseline(run, SvmOptions(c, functionals, input_norm, out), repeats)))
 
 
@@ -184,7 +190,8 @@ def experiment(name, out, roots, stores, corpora, feature, model, layers, **trai
 @click.argument("runs", nargs=-1, required=True, type=NonEmptyPath(exists=True))
 @with_options(click_options(CompareOptions), click_options(Output, "as_json"))
 def compare(baseline_run: str, runs: tuple[str, ...], metric: str, as_json: bool) -> None:
-    """Finished runs (cv runs, --repeats or sweep setting folders, baseline --out JSON) against
+    """Finished runs (cv runs, --repeats or sweep setting folders, a --repeats run's ensemble.json,
+    baseline --out JSON) against
     BASELINE_RUN, paired by (seed, fold) on the same test folds: mean difference, 95 % interval, Wilcoxon p."""
     from pathlib import Path
 

@@ -31,7 +31,8 @@ from featurestore.errors import ConfigError
 from featurestore.manifest import Manifest
 from featurestore.options import check_fields, check_value, option
 from featurestore.registry import Registry
-from featurestore.store.reader import FeatureStore, open_store
+from featurestore.store.fusion import open_stores
+from featurestore.store.reader import FeatureStore
 from trainer.folds import Fold, check_folds, test_digest
 from trainer.metrics import average_folds, describe_repeats, describe_results, evaluate, summarise_repeats
 from trainer.protocols import Protocol, default_protocol
@@ -179,7 +180,7 @@ def svm_repeats(
     (:func:`~trainer.metrics.summarise_repeats`) with every seed's results."""
     check_value(RunOptions, "repeats", repeats)
     per_seed = {}
-    with open_store(store_path) as store:
+    with open_stores(store_path) as store:
         name_of_vectors = resolve_functionals(store, functionals)
         if input_norm == "speaker":
             warn_if_speakers_do_not_span_the_classes(store.manifest, store.ids(), label)

@@ -1,8 +1,10 @@
 """Paired comparison of finished runs: ``sermtl compare BASELINE RUN…``.
 
 A run is a ``cv`` directory (``config.json``, ``folds.json``, ``fold_<k>/metrics.json``), a
-folder of them, one per seed (``cv --repeats``, a sweep's setting folder), or the JSON file
-of ``sermtl baseline --out`` (the SVM on the folds of the same seeds). Two runs are
+folder of them, one per seed (``cv --repeats``, a sweep's setting folder), the JSON file
+of ``sermtl baseline --out`` (the SVM on the folds of the same seeds), or the
+``ensemble.json`` of ``cv --repeats`` (the seeds' mean probabilities, scored on each seed's
+folds: :mod:`trainer.ensembles`; its folder, given instead, is the seeds' runs). Two runs are
 paired by (seed, fold), and only where both folds test the same utterances, so runs from
 different sweeps, code versions or protocol options that share their test folds (e.g.
 ``--valid-fraction 0`` against the default, which moves only validation rows) compare
@@ -25,7 +27,7 @@ from featurestore.errors import ConfigError, RunError
 from featurestore.options import option
 from featurestore.schema import check
 from trainer.folds import load_folds, natural_key, test_digest
-from trainer.runfiles import RESULTS, SVM_RESULTS, read_checked, read_metrics, read_run_config
+from trainer.runfiles import ENSEMBLE, RESULTS, SVM_RESULTS, read_checked, read_metrics, read_run_config
 from trainer.stats import paired_cells, paired_over_keys
 from trainer.tables import markdown_table
 
@@ -63,9 +65,12 @@ class FoldScores:
         self.tests[(seed, fold)] = digest
 
 
-def _svm_results(path: Path) -> list[dict[str, Any]]:
-    """Each seed's results in ``sermtl baseline --out`` JSON (one seed's, or several under ``results``)."""
+def _file_results(path: Path) -> list[dict[str, Any]]:
+    """Each seed's results in ``sermtl baseline --out`` JSON (one seed's, or several under
+    ``results``) or in a seed ensemble's ``ensemble.json`` (checked whole: :data:`ENSEMBLE`)."""
     data = read_checked(path, SVM_RESULTS)
+    if data.get("ensemble") is not None:
+        return list(check(data, ENSEMBLE, str(path), RunError)["results"].values())
     if data.get("results") is not None:
         return list(data["results"].values())
     if "folds" not in data:
@@ -76,8 +81,8 @@ def _svm_results(path: Path) -> list[dict[str, Any]]:
 def fold_scores(path: Path, metric: str) -> FoldScores:
     """``metric`` of every finished fold of the run(s) or SVM results at ``path``."""
     scores = FoldScores(path, metric)
-    if path.is_file():  # sermtl baseline --out
-        for results in _svm_results(path):
+    if path.is_file():  # sermtl baseline --out, or ensemble.json
+        for results in _file_results(path):
             for fold in results["folds"]:
                 scores.add(results.get("seed"), fold.get("fold"), fold.get(metric), fold.get("test_digest"), path)
     else:
@@ -91,7 +96,9 @@ def fold_scores(path: Path, metric: str) -> FoldScores:
                         seed, fold.fold, read_metrics(metrics_path).get(metric), test_digest(fold.test), metrics_path
                     )
     if not scores.values:
-        raise RunError(f"{path}: no finished fold (fold_<k>/metrics.json, or the folds of sermtl baseline --out)")
+        raise RunError(
+            f"{path}: no finished fold (fold_<k>/metrics.json, or the folds of sermtl baseline --out or ensemble.json)"
+        )
     return scores
 
 

@@ -15,7 +15,7 @@ against the same declarations.
 >>> TrainConfig.from_dict({"input_norm": "utterence"})
 Traceback (most recent call last):
 ...
-featurestore.errors.ConfigError: --input-norm: 'utterence' is not one of global, utterance, speaker (nearest: utterance)
+featurestore.errors.ConfigError: --input-norm: 'utterence' is not one of auto, global, utterance, speaker (nearest: utterance)
 """
 
 from __future__ import annotations
@@ -62,12 +62,14 @@ class NetworkOptions:
     margin: float = option(0.2, "AAM-softmax margin (radians).", low=0, high=1)
     scale: float = option(30.0, "AAM-softmax scale.", low=0, high=1000, open_low=True)
     input_norm: str = option(
-        "global",
+        "auto",
         "Input normalisation: training-set mean/std (global); also subtract each "
-        "utterance's own mean (utterance); or first standardise each utterance with "
+        "utterance's own mean (utterance); first standardise each utterance with "
         "the mean/std of all its speaker's utterances, test speakers' from their "
-        "unlabelled test utterances (speaker).",
-        choices=("global", "utterance", "speaker"),
+        "unlabelled test utterances (speaker); or auto: speaker where most training "
+        "speakers speak most classes, else global (decided from the training rows' labels "
+        "and speakers, recorded with its reason in the run's config.json).",
+        choices=("auto", "global", "utterance", "speaker"),
     )
     dropout: float = option(
         0.0, "Dropout on the pooled statistics before the embedding layer.", low=0, high=1, open_high=True
@@ -78,7 +80,8 @@ class NetworkOptions:
 
     @property
     def speaker_normalised(self) -> bool:
-        """Whether inputs are standardised per speaker first (``input_norm`` ``speaker``)."""
+        """Whether inputs are standardised per speaker first (``input_norm`` ``speaker``;
+        ``auto`` is resolved before training: :func:`trainer.speakers.resolve_input_norm`)."""
         return self.input_norm == "speaker"
 
 
@@ -265,17 +268,18 @@ PRESETS = Registry(
     {path.stem: path for path in sorted(Path(__file__).with_name("presets").glob("*.yaml"))},
     find=Path,
 )
-#: Keys a run's ``config.json`` records about its store; read back, they are not options.
-_STORE_RECORD = ("store_fingerprint", "store_entries", "store_digest")
+#: Keys a run's ``config.json`` records about its store and the choices made for it (``auto``
+#: options); read back, they are not options.
+_RUN_RECORD = ("store_fingerprint", "store_entries", "store_digest", "decisions")
 
 
 @dataclasses.dataclass(frozen=True)
 class ConfigFile:
-    """What a config file gives: a store, a protocol (as a dict) and training options (by
-    their own names), each possibly absent."""
+    """What a config file gives: a store (or the stores of a fusion), a protocol (as a dict)
+    and training options (by their own names), each possibly absent."""
 
     source: str
-    store: str | None = None
+    store: str | tuple[str, ...] | None = None
     protocol: dict[str, Any] | None = None
     train: dict[str, Any] = dataclasses.field(default_factory=dict)
 
@@ -300,7 +304,7 @@ def read_config_file(spec: str | Path) -> ConfigFile:
         path = PRESETS.load(str(spec))
     source = str(path)
     data = _parse(path)
-    known = ["store", "protocol", "train", *_STORE_RECORD, "network", *_PATHS]
+    known = ["store", "protocol", "train", *_RUN_RECORD, "network", *_PATHS]
     for key in data:
         if key not in known:
             raise ConfigError(f"{source}: unknown key {quote(key)}{nearest(key, known)}")
@@ -311,8 +315,10 @@ def read_config_file(spec: str | Path) -> ConfigFile:
     flat = TrainConfig.from_dict(train, source).flat()  # checks every value, naming the file
     given = {name for name in flat if name in train or name in train.get("network", {})}
     store = data.get("store")
-    if store is not None and not isinstance(store, str):
-        raise ConfigError(f"{source}: 'store' must be a path, got {quote(store)}")
+    if isinstance(store, list) and 2 <= len(store) <= 16 and all(isinstance(p, str) for p in store):
+        store = tuple(store)  # the stores of a fusion
+    elif store is not None and not isinstance(store, str):
+        raise ConfigError(f"{source}: 'store' must be a path or a list of paths, got {quote(store)}")
     protocol = data.get("protocol")
     if protocol is not None:
         from trainer.protocols import Protocol

@@ -36,12 +36,12 @@ from featurestore.features.base import resolve_device
 from featurestore.locking import ExclusiveLock
 from featurestore.options import check_value
 from featurestore.progress import note, progress_bar
-from featurestore.store.reader import open_store
+from featurestore.store.fusion import StoreSpec, open_stores, store_record
 from trainer.checkpoint import save_checkpoint
 from trainer.config import TrainConfig
 from trainer.data import FeatureBank, open_bank, resolve_layer
 from trainer.folds import Fold, check_folds, load_folds, save_folds
-from trainer.loop import check_columns, resolved_config, train_fold
+from trainer.loop import check_columns, resolve_config, resolved_aux, train_fold
 from trainer.metrics import average_folds, summarise_repeats
 from trainer.protocols import Protocol, default_protocol
 from trainer.run_options import RunOptions
@@ -83,9 +83,11 @@ class StoreSession:
     statistics kept per training set), shared by every run made through it: the folds of
     a run, the seeds of ``--repeats``, the settings of a sweep."""
 
-    def __init__(self, store_path: str | Path) -> None:
-        self.path = Path(store_path)
-        self.store = open_store(store_path)
+    def __init__(self, store_path: StoreSpec) -> None:
+        self.spec = store_path
+        self.store = open_stores(store_path)
+        #: the store's path (for a fusion of several stores, their paths joined by ``+``)
+        self.path = Path(self.store.path)
         self._banks: dict[tuple[str, str, str], FeatureBank] = {}
         self._folds: dict[tuple[str, int, str], list[Fold]] = {}
 
@@ -100,7 +102,7 @@ class StoreSession:
         for utt_id in self.store.ids():
             digest.update(f"{utt_id}\t{self.store.num_frames(utt_id)}\t{checksums.get(utt_id, -1)}\n".encode())
         return {
-            "store": str(self.path.resolve()),
+            "store": store_record(self.spec),
             "store_fingerprint": self.store.attrs.get("fingerprint"),
             "store_entries": len(self.store),
             "store_digest": digest.hexdigest()[:16],
@@ -177,13 +179,18 @@ def plan_run(
     finished folds), the folds (``only_folds`` among them) and the classes of each task in
     every fold."""
     store, out = session.store, Path(out_dir)
-    config = resolved_config(config, store.manifest)
-    check_columns(store, config)
-    if config.network.speaker_normalised:
+    protocol = protocol or default_protocol(store.manifest)
+    explicit = config.network.input_norm != "auto"
+    config = resolved_aux(config, store.manifest)
+    check_columns(store, config)  # before the folds are drawn by the label
+    drawn = session.folds(protocol, config.seed, config.label)
+    config, decisions = resolve_config(config, store.manifest, sorted({u for fold in drawn for u in fold.train}))
+    if explicit and config.network.speaker_normalised:
         warn_if_speakers_do_not_span_the_classes(store.manifest, store.ids(), config.label)
     resolve_layer(store, config.layer)
-    protocol = protocol or default_protocol(store.manifest)
     identity = {**session.identity, "protocol": dataclasses.asdict(protocol), "train": config.to_dict()}
+    if decisions:
+        identity["decisions"] = decisions
     if out.exists() and not out.is_dir():
         raise ConfigError(f"--out {out} is a file, not a run directory")
     if (out / "config.json").exists():
@@ -193,7 +200,7 @@ def plan_run(
         folds = load_folds(folds_path)[0]
         _check_folds(folds, store.manifest, protocol, config.label)
     else:
-        folds = session.folds(protocol, config.seed, config.label)
+        folds = drawn
     check_tasks(store.manifest, folds, config)
     unknown = sorted(set(only_folds or ()) - {f.fold for f in folds})
     if unknown:
@@ -459,7 +466,7 @@ def _run_prepared(
             "folds": per_fold,
             "protocol": protocol.name,
             "aux": config.aux,
-            "store": str(session.path.resolve()),
+            "store": store_record(session.spec),
         }
         if write_results:
             write_json(out / "results.json", results)
@@ -477,9 +484,13 @@ def run_repeats(
 ) -> dict[str, Any] | None:
     """Run ``run`` (:func:`run_cv`, or its torchrun form) once per seed ``config.seed`` …
     ``config.seed + repeats − 1``, each into its own run directory ``OUT/seed_<s>`` (its folds
-    drawn from that seed too), and write ``OUT/repeats.json`` (:func:`summarise_repeats`).
-    Resumes like ``run``; returns ``{"per_seed": {seed: results}, "summary": …}``, or ``None``
-    where ``run`` does (torchrun ranks > 0)."""
+    drawn from that seed too), and write ``OUT/repeats.json`` (:func:`summarise_repeats`) and,
+    once every fold of every seed is finished, the seed ensemble (``OUT/ensemble.json``,
+    :func:`trainer.ensembles.seed_ensemble`). Resumes like ``run``; returns ``{"per_seed":
+    {seed: results}, "summary": …, "ensemble": … or None}``, or ``None`` where ``run`` does
+    (torchrun ranks > 0)."""
+    from trainer.ensembles import seed_ensemble
+
     check_value(RunOptions, "repeats", repeats)
     out = Path(out_dir)
     runs = {
@@ -492,4 +503,4 @@ def run_repeats(
         return None
     summary = summarise_repeats(runs)
     write_json(out / "repeats.json", summary)
-    return {"per_seed": runs, "summary": summary}
+    return {"per_seed": runs, "summary": summary, "ensemble": seed_ensemble(out, list(runs))}

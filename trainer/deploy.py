@@ -7,6 +7,13 @@ writes ``MODEL/checkpoint.pt`` (for ``sermtl predict --checkpoint MODEL`` and
 :class:`trainer.predict.Predictor`), ``MODEL/history.csv`` and ``MODEL/MODEL_CARD.md``:
 data, protocol, the cross-validated metrics that estimate how the model does on unseen
 speakers, the config, intended use and limits.
+
+With ``--repeats N`` (N > 1) it trains N networks on the same rows, with seeds ``--seed`` …
+``--seed`` + N − 1 (initialisation, batches and augmentation drawn anew), and writes
+``MODEL/seed_<s>/checkpoint.pt`` and ``MODEL/seed_<s>/history.csv`` for each seed beside
+one ``MODEL/MODEL_CARD.md``: a seed ensemble, whose prediction is the mean of the
+networks' emotion (and auxiliary) probabilities (:func:`trainer.predict.checkpoint_paths`
+finds its members, ``sermtl export`` writes them as one graph).
 """
 
 from __future__ import annotations
@@ -25,12 +32,14 @@ from typing import Any
 
 from featurestore.atomic import write_text
 from featurestore.errors import ConfigError
+from featurestore.options import check_value
+from featurestore.store.fusion import store_name
 from trainer.checkpoint import save_checkpoint
 from trainer.config import TrainConfig
 from trainer.cv import StoreSession, check_tasks, write_history_csv
 from trainer.folds import Fold
 from trainer.loop import check_columns, resolved_config, train_fold
-from trainer.run_options import ResolvedRun
+from trainer.run_options import ResolvedRun, RunOptions
 from trainer.runfiles import read_results, read_run_config
 
 
@@ -64,17 +73,21 @@ def train_all_data(
     config: TrainConfig,
     estimate: CvEstimate | None = None,
     progress: bool = True,
-) -> dict[str, Any]:
+    repeats: int = 1,
+) -> list[dict[str, Any]]:
     """Train on every row of the store and write the model and its card (module docstring),
-    quoting ``estimate`` (:func:`cv_estimate`); returns the checkpoint.
+    quoting ``estimate`` (:func:`cv_estimate`); with ``repeats`` N > 1, N networks of seeds
+    ``config.seed`` … ``+N−1`` in ``seed_<s>`` folders. Returns the checkpoints, one per seed.
 
     Every file read (the store; the cv run's files, read by :func:`cv_estimate`) is read
     and checked before training starts. The model folder is built aside (a hidden folder
     beside ``out_dir``) and renamed into place whole, so a failure leaves nothing behind and
     the same command can run again; ``out_dir`` must not exist or be an empty folder."""
+    check_value(RunOptions, "repeats", repeats)
     out = Path(out_dir)
-    if (out / "checkpoint.pt").exists():
-        raise ConfigError(f"--out {out} already holds a model (checkpoint.pt); choose another folder")
+    held = next((p for p in (out / "checkpoint.pt", *sorted(out.glob("seed_*/checkpoint.pt"))) if p.exists()), None)
+    if held is not None:
+        raise ConfigError(f"--out {out} already holds a model ({held.relative_to(out)}); choose another folder")
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise ConfigError(f"--out {out} exists and is not an empty folder; choose another folder")
     with StoreSession(store_path) as session:
@@ -83,20 +96,26 @@ def train_all_data(
         check_columns(store, config)
         everything = Fold(1, [u for u in store.ids()], [], [])
         check_tasks(store.manifest, [everything], config)
+        seeds = list(range(config.seed, config.seed + repeats))
+        checkpoints = []
         with _built_aside(out) as building:
             bank = session.bank(config.layer, config.device, config.network.input_norm)
-            outcome = train_fold(
-                store,
-                bank,
-                everything,
-                config,
-                progress=progress,
-                on_epoch=lambda history: write_history_csv(building / "history.csv", history),
-            )
-            checkpoint = {**outcome.checkpoint, "fold": 0, "trained_on": "all rows"}
-            save_checkpoint(building / "checkpoint.pt", checkpoint)
-            write_text(building / "MODEL_CARD.md", model_card(store, config, session.identity, estimate))
-    return checkpoint
+            for seed in seeds:
+                member = building if repeats == 1 else building / f"seed_{seed}"
+                member.mkdir(exist_ok=True)
+                outcome = train_fold(
+                    store,
+                    bank,
+                    everything,
+                    dataclasses.replace(config, seed=seed),
+                    progress=progress,
+                    on_epoch=lambda history, member=member: write_history_csv(member / "history.csv", history),
+                )
+                checkpoints.append({**outcome.checkpoint, "fold": 0, "trained_on": "all rows"})
+                save_checkpoint(member / "checkpoint.pt", checkpoints[-1])
+            card = model_card(store, config, session.identity, estimate, seeds if repeats > 1 else None)
+            write_text(building / "MODEL_CARD.md", card)
+    return checkpoints
 
 
 @contextlib.contextmanager
@@ -122,8 +141,15 @@ def _built_aside(out: Path) -> Iterator[Path]:
         raise
 
 
-def model_card(store, config: TrainConfig, identity: dict[str, Any], estimate: CvEstimate | None) -> str:
-    """The model card (Markdown) of a model trained on all of ``store``."""
+def model_card(
+    store,
+    config: TrainConfig,
+    identity: dict[str, Any],
+    estimate: CvEstimate | None,
+    seeds: list[int] | None = None,
+) -> str:
+    """The model card (Markdown) of a model trained on all of ``store`` (with ``seeds``, of
+    the ensemble of one network per seed)."""
     manifest = store.manifest
     feature = store.attrs.get("feature") or {}
     counts = Counter(manifest[u][config.label] for u in store.ids())
@@ -137,6 +163,17 @@ def model_card(store, config: TrainConfig, identity: dict[str, Any], estimate: C
         f"ECAPA-TDNN speech emotion classifier (sermtl) on `{feature.get('feature')}` features"
         + (f" of `{feature['model']}`" if feature.get("model") else "")
         + ", trained on every utterance of one store.",
+        *(
+            [
+                "",
+                f"An ensemble of {len(seeds)} seeds ({', '.join(map(str, seeds))}): {len(seeds)} networks trained "
+                "alike on the same rows, each with its own seed (initialisation, batches, augmentation), in "
+                "`seed_<s>/checkpoint.pt`; its prediction is the mean of their emotion (and auxiliary) "
+                "probabilities.",
+            ]
+            if seeds
+            else []
+        ),
         "",
         "## Data",
         "",
@@ -175,6 +212,11 @@ def model_card(store, config: TrainConfig, identity: dict[str, Any], estimate: C
             "(%, mean ± std over folds)" + (f"; recall per class: {recall}." if recall else "."),
             "This model is trained on all of those folds' data; expect figures like these on speakers, "
             "recording conditions and languages like the training data's, and lower elsewhere.",
+            *(
+                ["These are one network's figures; `cv --repeats N` scores the ensemble of N seeds (`ensemble.json`)."]
+                if seeds
+                else []
+            ),
             "",
         ]
     else:
@@ -198,12 +240,18 @@ def model_card(store, config: TrainConfig, identity: dict[str, Any], estimate: C
 
 
 def deploy_model(
-    run: ResolvedRun, out: str | Path | None, cv_run: Path | None, epochs_given: bool, progress: bool = True
+    run: ResolvedRun,
+    out: str | Path | None,
+    cv_run: Path | None,
+    epochs_given: bool,
+    progress: bool = True,
+    repeats: int = 1,
 ) -> tuple[Path, TrainConfig]:
-    """``sermtl train --all-data``: train ``run`` on every row into ``out`` (default
-    ``models/<store>``). With ``cv_run`` (the folder of a ``--config RUN/config.json``) the
-    card quotes that run's results and, unless ``epochs_given``, training lasts the median
-    of the epochs its folds kept. Returns the model folder and the config trained with."""
+    """``sermtl train --all-data [--repeats N]``: train ``run`` on every row into ``out``
+    (default ``models/<store>``), N networks of seeds ``--seed`` … ``+N−1`` with ``repeats``
+    N > 1. With ``cv_run`` (the folder of a ``--config RUN/config.json``) the card quotes
+    that run's results and, unless ``epochs_given``, training lasts the median of the
+    epochs its folds kept. Returns the model folder and the config trained with."""
     estimate = cv_estimate(cv_run)
     config = run.config
     if cv_run is not None and not epochs_given:
@@ -211,6 +259,19 @@ def deploy_model(
         if epochs is None:
             raise ConfigError(f"--all-data: {cv_run} has no finished folds to take the epoch count from; give --epochs")
         config = dataclasses.replace(config, epochs=epochs)
-    model_dir = Path(out) if out else Path("models") / Path(run.store).stem
-    train_all_data(run.store, model_dir, config, estimate, progress=progress)
+    model_dir = Path(out) if out else Path("models") / store_name(run.store)
+    train_all_data(run.store, model_dir, config, estimate, progress=progress, repeats=repeats)
     return model_dir, config
+
+
+def describe_model(model_dir: Path, config: TrainConfig, repeats: int = 1) -> str:
+    """The line ``sermtl train --all-data`` prints: the epochs and the files written."""
+    if repeats == 1:
+        files = f"{model_dir / 'checkpoint.pt'}, {model_dir / 'MODEL_CARD.md'}"
+        return f"{model_dir}: trained on every row for {config.epochs} epochs; {files}"
+    last = config.seed + repeats - 1
+    return (
+        f"{model_dir}: {repeats} networks (seeds {config.seed}…{last}) trained on every row for {config.epochs} "
+        f"epochs, their probabilities averaged; {model_dir / 'seed_<s>' / 'checkpoint.pt'}, "
+        f"{model_dir / 'MODEL_CARD.md'}"
+    )

@@ -157,7 +157,8 @@ class Workspace:
         )
 
     def config(self, **overrides: Any) -> TrainConfig:
-        return TrainConfig.from_dict({"device": self.device, **self.train, **overrides})
+        # the paper's method normalises by the training set's statistics (global), not auto
+        return TrainConfig.from_dict({"device": self.device, "input_norm": "global", **self.train, **overrides})
 
     def run(self, store: Path, label: str, protocol: Protocol | None = None, **overrides: Any) -> dict[str, Any]:
         """Results of a cross-validation run, reusing its directory when it exists."""

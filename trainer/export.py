@@ -10,6 +10,14 @@ inputs must be speaker-normalised first, and ``FILE.md`` is the model card. The 
 normalisation of the training set is inside the graph. A test checks the export against
 the eager model on a batch of utterances of different lengths.
 
+A seed ensemble's model folder (``train --all-data --repeats N``) exports as one graph
+(:class:`EnsembleGraph`) with the same inputs and outputs: ``emotion_probs`` and
+``aux_probs`` the mean of the N networks' probabilities (as
+:class:`trainer.predict.Predictor` averages them), ``embedding`` the N networks'
+embeddings side by side, ``(B, N·D)`` in seed order (as ``Predictor.embed`` gives them);
+``FILE.json`` adds an ``ensemble`` entry saying so. A run directory's folds are not one
+model and are refused.
+
 An export never clobbers: before anything is written, it refuses (one line naming the file)
 when ``FILE``, ``FILE.json`` or ``FILE.md`` would replace an existing file that is not a
 previous export's own output, or when ``FILE`` is the input checkpoint. A previous export is
@@ -26,6 +34,7 @@ import logging
 import os
 import stat
 import warnings
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -40,7 +49,7 @@ from trainer.checkpoint import load_checkpoint
 from trainer.loop import load_network
 from trainer.model_options import ExportOptions, ModelSource
 from trainer.network import SERNetwork
-from trainer.predict import checkpoint_paths
+from trainer.predict import checkpoint_paths, seed_members
 
 #: The ``written_by`` value of an export's ``FILE.json``: what a later export may replace.
 EXPORT_MARKER = "sermtl export"
@@ -63,6 +72,44 @@ class InferenceGraph(nn.Module):
         return outputs
 
 
+class EnsembleGraph(nn.Module):
+    """Several networks' :class:`InferenceGraph` outputs as one: the mean of their emotion
+    (and auxiliary) probabilities and their embeddings concatenated, in member order."""
+
+    def __init__(self, networks: Sequence[SERNetwork]) -> None:
+        super().__init__()
+        self.members = nn.ModuleList(InferenceGraph(network) for network in networks)
+
+    def forward(self, features: torch.Tensor, lengths: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        outputs = [member(features, lengths) for member in self.members]
+        emotion = torch.stack([out[0] for out in outputs]).mean(dim=0)
+        embedding = torch.cat([out[1] for out in outputs], dim=-1)
+        if len(outputs[0]) > 2:
+            return emotion, embedding, torch.stack([out[2] for out in outputs]).mean(dim=0)
+        return emotion, embedding
+
+
+#: What the members of an ensemble must share to be one graph (the checkpoint's entries,
+#: and the network's input sizes and normalisation).
+_SHARED = ("feature", "emotions", "aux", "layer", "label", "store_dtype")
+
+
+def check_members(checkpoints: Sequence[dict[str, Any]], paths: Sequence[Path]) -> None:
+    """One line naming two members of an ensemble that differ in what its graph shares
+    (:data:`_SHARED`, the network's input size, layers and normalisation)."""
+
+    def inputs(checkpoint: dict[str, Any]) -> tuple[Any, ...]:
+        network = checkpoint["network"]
+        options = network.get("options") or network
+        return network["input_size"], network.get("input_layers", 1), options.get("input_norm")
+
+    for path, other in zip(paths[1:], checkpoints[1:]):
+        differs = [key for key in _SHARED if other.get(key) != checkpoints[0].get(key)]
+        differs += ["network inputs"] if inputs(other) != inputs(checkpoints[0]) else []
+        if differs:
+            raise ModelError(f"{path} and {paths[0]} differ in {differs[0]}: they are not members of one ensemble")
+
+
 def output_names(checkpoint: dict[str, Any]) -> list[str]:
     return ["emotion_probs", "embedding"] + (["aux_probs"] if checkpoint.get("aux") else [])
 
@@ -79,15 +126,23 @@ def example_inputs(network: SERNetwork, frames: int = 200) -> tuple[torch.Tensor
     return torch.randn(shape, generator=generator), torch.tensor([frames, frames // 2])
 
 
-def export_model(checkpoint_path: str | Path, out: str | Path, format: str = "onnx") -> Path:
+def export_model(checkpoint_path: str | Path | Sequence[str | Path], out: str | Path, format: str = "onnx") -> Path:
     """Export the model of ``checkpoint_path`` to ``out`` (``format``: torchscript or onnx),
-    with ``out.json`` (how to feed it) and ``out.md`` (the model card) beside it."""
+    with ``out.json`` (how to feed it) and ``out.md`` (the model card) beside it; given a
+    list of checkpoints (a seed ensemble's members), one :class:`EnsembleGraph` of them."""
     check_value(ExportOptions, "format", format)
-    checkpoint = load_checkpoint(checkpoint_path)
+    single = isinstance(checkpoint_path, (str, os.PathLike))
+    paths = [Path(checkpoint_path)] if single else [Path(p) for p in checkpoint_path]
+    checkpoints = [load_checkpoint(path) for path in paths]
+    check_members(checkpoints, paths)
+    checkpoint = checkpoints[0]
     out = Path(out)
-    check_outputs(out, Path(checkpoint_path))
-    graph = InferenceGraph(load_network(checkpoint, "cpu"))
-    inputs = example_inputs(graph.network)
+    for path in paths:
+        check_outputs(out, path)
+    networks = [load_network(c, "cpu") for c in checkpoints]
+    graph = InferenceGraph(networks[0]) if len(networks) == 1 else EnsembleGraph(networks)
+    inputs = example_inputs(networks[0])
+    name = str(paths[0]) if len(paths) == 1 else f"the {len(paths)} members of {paths[0].parent.parent}"
     try:
         out.parent.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
@@ -103,18 +158,24 @@ def export_model(checkpoint_path: str | Path, out: str | Path, format: str = "on
     except SermtlError:
         raise
     except Exception as exc:  # exporters raise many types
-        raise ModelError(f"cannot export {checkpoint_path} as {format} ({describe_error(exc)})") from None
+        raise ModelError(f"cannot export {name} as {format} ({describe_error(exc)})") from None
     with atomic_write(out, "wb") as handle:
         handle.write(data)
-    write_json(_side_file(out, ".json"), interface(checkpoint, format))
-    write_text(_side_file(out, ".md"), export_card(checkpoint, out, format))
+    description = interface(checkpoint, format)
+    if len(checkpoints) > 1:
+        description["ensemble"] = ensemble_interface(checkpoints)
+    write_json(_side_file(out, ".json"), description)
+    write_text(_side_file(out, ".md"), export_card(checkpoint, out, format, members=len(checkpoints)))
     return out
 
 
 def export_checkpoint(source: ModelSource, options: ExportOptions) -> Path:
     """``sermtl export``: the one model of ``source`` (a fold's ``checkpoint.pt`` or a model
-    folder; a run directory of several folds is refused) exported as ``options`` say."""
+    folder, a seed ensemble's as one graph; a run directory of several folds is refused)
+    exported as ``options`` say."""
     paths = checkpoint_paths(source.checkpoint)
+    if len(paths) > 1 and seed_members(Path(source.checkpoint)) == paths:
+        return export_model(paths, options.out, options.format)
     if len(paths) > 1:
         raise ConfigError(
             f"--checkpoint {source.checkpoint}: a run directory holds {len(paths)} folds; export one fold's "
@@ -219,13 +280,26 @@ def interface(checkpoint: dict[str, Any], format: str) -> dict[str, Any]:
         "store_dtype": checkpoint.get("store_dtype"),
         "layer": checkpoint.get("layer"),
         "speaker_normalised_inputs": options.get("input_norm") == "speaker",
+        # a fusion with utterance-level stores: the last utterance_dims values of every frame are
+        # the utterance's vector, repeated (featurestore/store/fusion.py)
+        "utterance_dims": network.get("utterance_size") or 0,
         "written_by": EXPORT_MARKER,
     }
 
 
-def export_card(checkpoint: dict[str, Any], out: Path, format: str) -> str:
+def ensemble_interface(checkpoints: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    """``FILE.json``'s ``ensemble`` entry: the members' seeds and how the outputs combine them."""
+    return {
+        "members": len(checkpoints),
+        "seeds": [(c.get("train_config") or {}).get("seed") for c in checkpoints],
+        "emotion_probs": "the mean of the members' probabilities (aux_probs too)",
+        "embedding": f"the members' embeddings side by side, in seed order ({len(checkpoints)} x the embedding size)",
+    }
+
+
+def export_card(checkpoint: dict[str, Any], out: Path, format: str, members: int = 1) -> str:
     """A short model card for an exported model (the training card, when the checkpoint's
-    folder has one, is the fuller one)."""
+    folder has one, is the fuller one); ``members`` > 1: a seed ensemble's."""
     feature = checkpoint["feature"]
     lines = [
         "# Model card",
@@ -248,7 +322,13 @@ def export_card(checkpoint: dict[str, Any], out: Path, format: str) -> str:
         "",
         f"Fold {checkpoint.get('fold')} of a cross-validation run, best epoch {checkpoint.get('best_epoch')}"
         if checkpoint.get("fold")
-        else "Trained on every row of its store.",
+        else "Trained on every row of its store."
+        + (
+            f" An ensemble of {members} networks trained alike with their own seeds: `emotion_probs` (and "
+            "`aux_probs`) are the mean of theirs, `embedding` their embeddings side by side."
+            if members > 1
+            else ""
+        ),
         "",
         "## Intended use and limits",
         "",

@@ -33,7 +33,7 @@ from trainer.folds import Fold
 from trainer.metrics import evaluate, pattern_separability, unweighted_accuracy
 from trainer.models.augment import SpecAugment
 from trainer.network import NetworkConfig, SERNetwork
-from trainer.speakers import speaker_groups
+from trainer.speakers import choose_input_norm, speaker_groups
 from trainer.tasks import Task
 
 #: Manifest columns whose values split the test set into reported subsets.
@@ -58,9 +58,30 @@ def _seed_everything(seed: int) -> np.random.Generator:
     return np.random.default_rng(seed)
 
 
-def resolved_config(config: TrainConfig, manifest) -> TrainConfig:
-    """``config`` with ``aux="auto"`` made concrete for a store of this ``manifest``."""
+def resolved_aux(config: TrainConfig, manifest) -> TrainConfig:
+    """``config`` with ``aux="auto"`` made concrete (:meth:`TrainConfig.resolve_aux`)."""
     return config.resolve_aux({c: set(manifest.column(c)) for c in ("expression",) if c in manifest.columns})
+
+
+def resolve_config(
+    config: TrainConfig, manifest, train_ids: Sequence[str] | None = None
+) -> tuple[TrainConfig, dict[str, Any]]:
+    """``config`` with its ``auto`` options made concrete for a store of this ``manifest``,
+    and what was decided: ``aux`` from the store's expression classes
+    (:meth:`TrainConfig.resolve_aux`), ``input_norm`` from the labels and speakers of the
+    rows trained on, ``train_ids`` (default: every row; :func:`trainer.speakers.choose_input_norm`).
+    The decisions are ``{"input_norm": {"auto": choice, "reason": text}}``, or empty."""
+    config = resolved_aux(config, manifest)
+    if config.network.input_norm != "auto":
+        return config, {}
+    choice, reason = choose_input_norm(manifest, manifest.ids() if train_ids is None else train_ids, config.label)
+    network = dataclasses.replace(config.network, input_norm=choice)
+    return dataclasses.replace(config, network=network), {"input_norm": {"auto": choice, "reason": reason}}
+
+
+def resolved_config(config: TrainConfig, manifest, train_ids: Sequence[str] | None = None) -> TrainConfig:
+    """:func:`resolve_config` without the record of its decisions."""
+    return resolve_config(config, manifest, train_ids)[0]
 
 
 def check_columns(store: FeatureStore, config: TrainConfig) -> None:
@@ -303,7 +324,7 @@ def train_fold(
     FoldOutcome
         Test metrics, predictions and embeddings, the history and the checkpoint.
     """
-    config = resolved_config(config, store.manifest)
+    config = resolved_config(config, store.manifest, fold.train)
     rng = _seed_everything(config.seed + fold.fold)
     data = _fold_data(store, bank, fold, config)
     model = _build_model(data)
@@ -386,6 +407,7 @@ def _build_model(data: _FoldData) -> _FoldModel:
             num_emotions=len(data.emotion_task.classes),
             num_aux=len(data.aux_task.classes) if data.aux_task else 0,
             input_layers=bank.num_layers,
+            utterance_size=int(data.store.attrs.get("utterance_dim") or 0),
             options=config.network,
         )
     ).to(bank.device)

@@ -18,8 +18,8 @@ class ModelSource:
 
     checkpoint: str | None = option(
         None,
-        "checkpoint.pt of a trained fold, a model folder of train --all-data, or (predict) a cv run "
-        "directory, whose folds vote as an ensemble (mean probabilities).",
+        "checkpoint.pt of a trained fold, a model folder of train --all-data (with --repeats N: its seeds "
+        "vote, mean probabilities), or (predict) a cv run directory, whose folds vote as an ensemble.",
         path="any",
         required=True,
     )

@@ -38,6 +38,15 @@ _OPTION_NAMES = tuple(field.name for field in dataclasses.fields(NetworkOptions)
 #: A network's options: a few numbers or short words (their names and ranges are
 #: :class:`NetworkOptions`' own, checked when it is built).
 OPTIONS = MapOf(OneOf((Number(), Text(max_length=64))), max_items=64)
+
+
+def _frames_left(value: dict) -> tuple[str, str] | None:
+    """Some of the input must be frame features: ``utterance_size < input_size``."""
+    if (value.get("utterance_size") or 0) >= value["input_size"]:
+        return "utterance_size", f"must be less than input_size {value['input_size']}"
+    return None
+
+
 #: A checkpoint's ``network`` entry: the sizes the data decides, and the options (nested,
 #: or flat beside the sizes as older versions wrote them).
 NETWORK = Record(
@@ -46,10 +55,12 @@ NETWORK = Record(
         "num_emotions": Number(1, MAX_CLASSES, integer=True),
         "num_aux": Number(0, MAX_CLASSES, integer=True, optional=True),
         "input_layers": Number(1, MAX_INPUT_LAYERS, integer=True, optional=True),
+        "utterance_size": Number(0, MAX_INPUT_SIZE - 1, integer=True, optional=True),
         "options": maybe(OPTIONS),
-    }
+    },
+    rules=(_frames_left,),
 )
-_SIZES = ("input_size", "num_emotions", "num_aux", "input_layers")
+_SIZES = ("input_size", "num_emotions", "num_aux", "input_layers", "utterance_size")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -62,6 +73,9 @@ class NetworkConfig:
     num_aux: int = 0
     input_layers: int = 1
     options: NetworkOptions = dataclasses.field(default_factory=NetworkOptions)
+    #: The last ``utterance_size`` input values of every frame are one utterance-level vector
+    #: (late fusion, :mod:`featurestore.store.fusion`), joined to the pooled statistics.
+    utterance_size: int = 0
 
     @classmethod
     def from_dict(cls, values: dict[str, Any], source: str = "checkpoint") -> NetworkConfig:
@@ -109,7 +123,11 @@ class SERNetwork(nn.Module):
         self.layer_sum = LayerWeightedSum(config.input_layers) if config.input_layers > 1 else None
         options = config.options
         self.encoder = ECAPATDNN(
-            config.input_size, channels=options.channels, embedding_dim=options.embedding_dim, dropout=options.dropout
+            config.input_size - config.utterance_size,
+            channels=options.channels,
+            embedding_dim=options.embedding_dim,
+            dropout=options.dropout,
+            utterance_size=config.utterance_size,
         )
         self.emotion_head = AAMSoftmax(
             options.embedding_dim, config.num_emotions, margin=options.margin, scale=options.scale
@@ -133,7 +151,8 @@ class SERNetwork(nn.Module):
         Parameters
         ----------
         x : torch.Tensor, shape (B, T, F), or (B, layers, T, F) when ``input_layers > 1``
-            Features, padded at the end; normalised here with the training statistics.
+            Features, padded at the end; normalised here with the training statistics. With
+            ``utterance_size`` U, the last U values of each frame are the utterance's vector.
         lengths : torch.Tensor, shape (B,), optional
             int64 valid frames per utterance; None when none is padded.
         emotion : torch.Tensor, shape (B,), optional
@@ -151,6 +170,10 @@ class SERNetwork(nn.Module):
             x = self.layer_sum(x)
         else:
             x = (x - mean) / std
+        utterance = None
+        if self.config.utterance_size:  # late fusion: the same vector on every frame; its first copy
+            utterance = x[:, 0, -self.config.utterance_size :]
+            x = x[..., : -self.config.utterance_size]
         lengths = lengths if lengths is not None else torch.full((x.shape[0],), x.shape[1], device=x.device)
         mask = (torch.arange(x.shape[1], device=x.device)[None, :] < lengths[:, None])[..., None]
         if self.config.options.input_norm == "utterance":
@@ -159,7 +182,7 @@ class SERNetwork(nn.Module):
         if self.augment is not None:
             x = self.augment(x, lengths)
         x = x * mask  # padded frames stay exactly zero
-        embedding, pooled = self.encoder(x, lengths)
+        embedding, pooled = self.encoder(x, lengths, utterance)
         out = {"emotion_logits": self.emotion_head(embedding, emotion), "embedding": embedding}
         if self.aux_head is not None:
             out["aux_logits"] = self.aux_head(pooled)

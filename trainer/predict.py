@@ -56,13 +56,34 @@ def audio_files(inputs: Sequence[str | Path]) -> list[Path]:
     return files
 
 
+def seed_members(source: Path) -> list[Path]:
+    """The ``seed_<s>/checkpoint.pt`` of a seed ensemble's model folder (``train --all-data
+    --repeats N``), in natural order of the seeds; none for a folder without any (a
+    ``cv --repeats`` folder's ``seed_<s>`` hold runs). Where some ``seed_<s>`` holds one,
+    a ``seed_<s>`` without it is one line (a member lost)."""
+    seeds = {
+        int(match.group(1)): path
+        for path in source.glob("seed_*")
+        if path.is_dir() and (match := re.fullmatch(r"seed_(0|[1-9][0-9]{0,9})", path.name))
+    }
+    if not any((path / "checkpoint.pt").exists() for path in seeds.values()):
+        return []
+    missing = next((path for _, path in sorted(seeds.items()) if not (path / "checkpoint.pt").is_file()), None)
+    if missing is not None:
+        raise ModelError(f"{source}: {missing.name} holds no checkpoint.pt (a member of the seed ensemble is missing)")
+    return [seeds[s] / "checkpoint.pt" for s in sorted(seeds)]
+
+
 def checkpoint_paths(source: str | Path) -> list[Path]:
     """``source`` itself for a checkpoint file; for a model folder (one holding
-    ``checkpoint.pt`` or ``MODEL_CARD.md``) its ``checkpoint.pt``; for a run directory its
-    folds' checkpoints (``fold_<k>`` folders)."""
+    ``checkpoint.pt`` or ``MODEL_CARD.md``) its ``checkpoint.pt``, or for a seed ensemble's
+    (``train --all-data --repeats N``) every ``seed_<s>/checkpoint.pt`` (:func:`seed_members`);
+    for a run directory its folds' checkpoints (``fold_<k>`` folders)."""
     source = Path(source)
     if not source.is_dir():
         return [source]
+    if not (source / "checkpoint.pt").exists() and (members := seed_members(source)):
+        return members
     if (source / "checkpoint.pt").exists() or (source / "MODEL_CARD.md").exists():  # a model folder (train --all-data)
         return [source / "checkpoint.pt"]
     folds = {
@@ -133,7 +154,9 @@ class Predictor:
         for name, other in zip(names[1:], checkpoints[1:]):
             for key in ("feature", "emotions", "aux", "layer"):
                 if other.get(key) != first.get(key):
-                    raise ModelError(f"{name} and {names[0]} differ in {key!r}: they are not folds of one run")
+                    raise ModelError(
+                        f"{name} and {names[0]} differ in {key!r}: they are not folds or seeds of one model"
+                    )
         self.checkpoints = checkpoints
         self.emotions: list[str] = list(first["emotions"])
         self.aux: dict[str, Any] | None = first.get("aux")
@@ -146,8 +169,8 @@ class Predictor:
 
     @classmethod
     def load(cls, source: str | Path, device: str = "cpu", dtype: str | None = None) -> Predictor:
-        """A checkpoint file, a model folder (``train --all-data``) or a run directory (the
-        ensemble of its folds)."""
+        """A checkpoint file, a model folder (``train --all-data``; with ``--repeats N`` the
+        ensemble of its seeds) or a run directory (the ensemble of its folds)."""
         paths = checkpoint_paths(source)
         checkpoints = [load_checkpoint(path) for path in paths]
         return cls(checkpoints, device=device, dtype=dtype, source=str(source), names=[str(p) for p in paths])

@@ -34,6 +34,7 @@ import numpy as np
 from featurestore.atomic import write_text
 from featurestore.errors import RunError, describe_error
 from featurestore.options import option
+from featurestore.store.fusion import store_name
 from trainer.plots import (
     plot_alpha_schedule,
     plot_bars,
@@ -147,7 +148,7 @@ def _summary_section(runs: Sequence[Run], paper: Mapping[str, Any] | None) -> li
         rows.append(
             [
                 run.name,
-                Path(store).name if store else None,
+                store_name(store) if store else None,
                 run.protocol,
                 r.get("aux"),
                 len(r.get("folds", [])),

@@ -7,6 +7,7 @@ store, protocol and training config of a run. Torch-free.
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +24,14 @@ from trainer.protocols import Protocol
 class RunOptions:
     """Where a run reads and writes, and how many seeds it runs (declared options)."""
 
-    store: str | None = option(None, "Feature store to train on (or the one --config names).", path="any")
+    stores: tuple[str, ...] = option(
+        (),
+        "Feature store to train on (or the one --config names). Repeat to fuse stores of the same "
+        "utterances: frame-level ones side by side on their common frame grid, utterance-level ones "
+        "(functionals) joined to the pooled statistics.",
+        flag="--store",
+        path="any",
+    )
     config_file: str | None = option(
         None,
         f"Options from a YAML/JSON file (a run's config.json too) or a preset ({', '.join(preset_names())}); "
@@ -40,8 +48,10 @@ class RunOptions:
     repeats: int = option(
         1,
         "Seeds --seed … --seed+N−1, the folds drawn anew for each: cv runs into OUT/seed_<s> and writes "
-        "OUT/repeats.json (mean ± std over seeds); sweep runs every setting on the same folds of each seed; "
-        "baseline fits on the same folds as cv.",
+        "OUT/repeats.json (mean ± std over seeds) and OUT/ensemble.json (the seeds' mean probabilities, "
+        "scored on each seed's folds); train --all-data makes a model of the N seeds (their mean "
+        "probabilities); sweep runs every setting on the same folds of each seed; baseline fits on the same "
+        "folds as cv.",
         low=1,
         high=MAX_SEEDS,
     )
@@ -135,20 +145,22 @@ PROTOCOL_FLAGS = {field.name: spec for field, spec in declared(Protocol) if spec
 
 @dataclasses.dataclass(frozen=True)
 class ResolvedRun:
-    """What a run trains on: the store, the protocol (``None``: the store's default) and the config."""
+    """What a run trains on: the store (a path, or the paths of the stores it fuses), the
+    protocol (``None``: the store's default) and the config."""
 
-    store: str
+    store: str | tuple[str, ...]
     protocol: Protocol | None
     config: TrainConfig
 
 
-def resolve_run(store: str | None, config_file: str | None, flags: dict[str, Any]) -> ResolvedRun:
+def resolve_run(store: str | Sequence[str] | None, config_file: str | None, flags: dict[str, Any]) -> ResolvedRun:
     """The run that ``--config`` (a file or preset) and the ``flags`` given on the command
     line describe; the flags (training and protocol options, by field name, as given) win
-    over the file."""
+    over the file. ``store``: the ``--store`` given (one, several to fuse, or none)."""
     file = read_config_file(config_file) if config_file else ConfigFile("")
     config = TrainConfig.from_dict({**file.train, **{k: v for k, v in flags.items() if k not in PROTOCOL_FLAGS}})
-    store = store or file.store
+    given = (store,) if isinstance(store, str) else tuple(store or ())
+    store = (given[0] if len(given) == 1 else given) if given else file.store
     if not store:
         raise ConfigError("--store is required (or a --config that names one)")
     protocol = dict(file.protocol or {})

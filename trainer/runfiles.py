@@ -14,9 +14,11 @@ file                          shape                  read by
 ``RUN/repeats.json``          :data:`REPEATS`        ``report``
 ``SWEEP/sweep.json``          :data:`SWEEP`          ``report``
 ``baseline --out`` JSON       :data:`SVM_RESULTS`    ``compare``
+``RUN/ensemble.json``         :data:`ENSEMBLE`       ``compare``
 ``report --paper`` JSON       :data:`PAPER`          ``report``
 ============================  =====================  ==================================
 
+A fold's ``predictions.csv`` is read back (for the seed ensemble) by :func:`read_predictions`.
 Accuracies are percentages in [0, 100]; epochs lie in the range of ``--epochs``
 (:data:`trainer.limits.MAX_EPOCHS`); class lists hold at most
 :data:`~trainer.limits.MAX_CLASSES` names and fold lists at most
@@ -30,6 +32,9 @@ featurestore.errors.SermtlError: fold_1/metrics.json: uwa: expected a finite num
 
 from __future__ import annotations
 
+import csv
+import dataclasses
+import io
 import re
 import zipfile
 from pathlib import Path
@@ -39,7 +44,7 @@ import numpy as np
 
 from featurestore.atomic import read_json
 from featurestore.errors import ConfigError, RunError, SermtlError, describe_error
-from featurestore.schema import Anything, ListOf, MapOf, Number, Record, Shape, Text, check, maybe
+from featurestore.schema import Anything, ListOf, MapOf, Number, OneOf, Record, Shape, Text, check, maybe
 from trainer.limits import MAX_CLASSES, MAX_EPOCHS, MAX_FOLDS, MAX_SEEDS
 
 PERCENT = Number(0, 100)
@@ -102,6 +107,8 @@ FOLD_METRICS = Record(
     rules=(_square_confusion,),
 )
 SPREAD = Record({"mean": maybe(Number()), "std": maybe(Number(0))})
+#: A run's store: its path, or the paths of the stores it fused (``--store A --store B``).
+STORE = OneOf((Text(), ListOf(Text(), min_items=2, max_items=16)))
 #: ``RUN/results.json``: the folds' means (best epochs averaged), their spread and the folds.
 SPREADS = Record(
     {
@@ -133,7 +140,7 @@ RESULTS = Record(
         "n_folds": maybe(COUNT),
         "protocol": maybe(NAME),
         "aux": maybe(NAME),
-        "store": maybe(Text()),
+        "store": maybe(STORE),
         "seed": maybe(SEED),
     },
     rules=(_square_confusion,),
@@ -146,7 +153,7 @@ SVM_RESULTS = Record({"results": maybe(MapOf(RESULTS, max_items=MAX_SEEDS))})
 #: so checked, by :class:`trainer.protocols.Protocol` and :class:`trainer.config.TrainConfig`).
 RUN_CONFIG = Record(
     {
-        "store": Text(),
+        "store": STORE,
         "store_fingerprint": maybe(Text(max_length=256)),
         "store_entries": maybe(COUNT),
         "store_digest": maybe(Text(max_length=256)),
@@ -189,6 +196,54 @@ REPEATS = Record(
             else ("runs", "expected one entry per seed of 'seeds'")
         ),
     ),
+)
+#: ``RUN/ensemble.json``'s all-utterance scores: every test utterance's ensemble prediction as one set.
+POOLED_METRICS = Record(
+    {
+        "n": COUNT,
+        "wa": PERCENT,
+        "uwa": PERCENT,
+        "per_class_recall": maybe(RECALLS),
+        "labels": CLASS_NAMES,
+        "confusion": maybe(CONFUSION),
+    },
+    rules=(_square_confusion,),
+)
+
+
+def _one_entry_per_seed(value: dict) -> tuple[str, str] | None:
+    """Rule of :data:`ENSEMBLE`: ``runs`` and ``results`` hold the seeds of ``seeds``, each
+    result and each of its folds names its seed and its folds their test digests."""
+    seeds = {str(seed) for seed in value["seeds"]}
+    if value["ensemble"]["members"] != len(value["seeds"]):
+        return "ensemble.members", f"expected {len(value['seeds'])} (one per seed of 'seeds')"
+    for key in ("runs", "results"):
+        if set(value[key]) != seeds:
+            return key, "expected one entry per seed of 'seeds'"
+    for seed, result in value["results"].items():
+        if str(result.get("seed")) != seed:
+            return f"results.{seed}.seed", f"expected {seed}"
+        for index, fold in enumerate(result["folds"]):
+            if str(fold.get("seed")) != seed or not fold.get("test_digest") or fold.get("fold") is None:
+                return f"results.{seed}.folds[{index}]", f"expected its fold, seed {seed} and test_digest"
+    return None
+
+
+#: ``RUN/ensemble.json`` of ``cv --repeats``: the seed ensemble (mean probabilities) scored
+#: on each seed's folds (``results``, one :data:`RESULTS` per seed, their folds with seed and
+#: test digest), the mean ± std over seeds (as :data:`REPEATS`) and over all utterances.
+ENSEMBLE = Record(
+    {
+        "ensemble": Record({"members": Number(1, MAX_SEEDS, integer=True), "combination": Text()}),
+        "seeds": ListOf(SEED, min_items=1, max_items=MAX_SEEDS),
+        "wa": SPREAD,
+        "uwa": SPREAD,
+        "pooled_uwa": SPREAD,
+        "runs": MapOf(SEED_FIGURES, max_items=MAX_SEEDS),
+        "pooled": POOLED_METRICS,
+        "results": MapOf(RESULTS, max_items=MAX_SEEDS),
+    },
+    rules=(_one_entry_per_seed,),
 )
 _SETTING_DIR = re.compile(r"[A-Za-z0-9._=+-]+")
 PAIRED = Record(
@@ -260,6 +315,68 @@ def read_metrics(path: str | Path) -> dict[str, Any]:
 def read_results(path: str | Path) -> dict[str, Any]:
     """A run's ``results.json`` (:data:`RESULTS`)."""
     return read_checked(path, RESULTS)
+
+
+def read_ensemble(path: str | Path) -> dict[str, Any]:
+    """A ``cv --repeats`` run's ``ensemble.json`` (:data:`ENSEMBLE`)."""
+    return read_checked(path, ENSEMBLE)
+
+
+@dataclasses.dataclass(frozen=True)
+class FoldPredictions:
+    """A fold's ``predictions.csv``: the test ids, their true labels and, per id, the
+    probability of each of ``classes`` (the file's ``p_<class>`` columns, in order)."""
+
+    ids: list[str]
+    truth: list[str]
+    classes: list[str]
+    probabilities: np.ndarray
+
+
+def read_predictions(path: str | Path) -> FoldPredictions:
+    """A finished fold's ``predictions.csv``, checked before use: the columns ``utt_id``,
+    ``true`` and at least two ``p_<class>`` (each name once), every row a new non-empty id, a
+    true label and a probability in [0, 1] per class; one :class:`RunError` line naming the
+    file (and the line) otherwise."""
+    from featurestore.textfile import read_text_file
+
+    path = Path(path)
+    try:
+        text = read_text_file(path, str(path))
+    except SermtlError as exc:
+        raise RunError(str(exc)) from None
+    try:
+        reader = csv.reader(io.StringIO(text, newline=""))
+        header = next(reader, [])
+        columns = {name: index for index, name in enumerate(header)}
+        classes = [name[2:] for name in header if name.startswith("p_")]
+        missing = next((name for name in ("utt_id", "true") if name not in columns), None)
+        if missing or len(classes) < 2 or len(columns) != len(header):
+            what = f"no {missing!r} column" if missing else "fewer than 2 p_<class> columns or a column twice"
+            raise RunError(f"{path} is damaged ({what})")
+        ids, truth, seen, rows = [], [], set(), []
+        for line, row in enumerate(reader, start=2):
+            if len(row) != len(header):
+                raise RunError(f"{path}, line {line}: {len(row)} values, the header has {len(header)}")
+            utt_id, label = row[columns["utt_id"]], row[columns["true"]]
+            if not utt_id or utt_id in seen or not label:
+                what = "an utterance listed twice" if utt_id in seen else "no utterance id or true label"
+                raise RunError(f"{path}, line {line}: {what}")
+            seen.add(utt_id)
+            ids.append(utt_id)
+            truth.append(label)
+            try:
+                rows.append([float(row[columns[f"p_{name}"]]) for name in classes])
+            except ValueError:
+                raise RunError(f"{path}, line {line}: a probability that is not a number in [0, 1]") from None
+        probabilities = np.array(rows, dtype=np.float64).reshape(len(rows), len(classes))
+    except csv.Error as exc:
+        raise RunError(f"{path} is damaged ({describe_error(exc)})") from None
+    within = ((probabilities >= 0) & (probabilities <= 1)).all(axis=1)  # NaN fails both
+    if not within.all():
+        bad = int(np.flatnonzero(~within)[0])
+        raise RunError(f"{path}, line {bad + 2}: a probability that is not a number in [0, 1]")
+    return FoldPredictions(ids, truth, classes, probabilities)
 
 
 #: The arrays of ``RUN/fold_<k>/embeddings.npz``: the test rows' ids and labels (text, one

@@ -11,10 +11,11 @@ from pathlib import Path
 from typing import Any
 
 from featurestore.distributed import process_group
-from featurestore.store.reader import stored_manifest
+from featurestore.store.fusion import spec_manifest, store_name
 from trainer.cv import run_cv, run_repeats
 from trainer.distributed import run_cv_distributed, run_sweep_distributed
-from trainer.loop import resolved_config
+from trainer.ensembles import describe_ensemble
+from trainer.loop import resolved_aux
 from trainer.metrics import describe_repeats, describe_results
 from trainer.run_options import ResolvedRun
 from trainer.sweep import Sweep, run_sweep
@@ -23,25 +24,33 @@ from trainer.sweep import Sweep, run_sweep
 def default_run_dir(run: ResolvedRun) -> Path:
     """``runs/<store>-<aux>-<protocol>`` (``--aux auto`` resolved from the store first)."""
     aux = "nomtl" if run.config.aux in ("none", "") else run.config.aux
-    return Path("runs") / f"{Path(run.store).stem}-{aux}-{run.protocol.name if run.protocol else 'default'}"
+    return Path("runs") / f"{store_name(run.store)}-{aux}-{run.protocol.name if run.protocol else 'default'}"
 
 
 @dataclasses.dataclass(frozen=True)
 class TrainingOutcome:
     """A finished ``train``/``cv``: its folder, the results (one seed) or the per-seed
-    results and their summary (``--repeats``)."""
+    results, their summary and the seed ensemble (``--repeats``; ``None`` while a fold of a
+    seed is unfinished, e.g. ``train --fold``)."""
 
     run_dir: Path
     results: dict[str, Any] | None = None
     per_seed: dict[int, dict[str, Any]] | None = None
     summary: dict[str, Any] | None = None
+    ensemble: dict[str, Any] | None = None
 
     def lines(self) -> list[str]:
-        """What the command prints: one line per seed and the summary, or the results."""
+        """What the command prints: one line per seed, the summary and the ensemble (or a
+        note that it waits for the unfinished folds), or the results."""
         if self.per_seed is None:
             return [f"{self.run_dir}: {describe_results(self.results or {})}"]
         seeds = [f"{self.run_dir / f'seed_{seed}'}: {describe_results(r)}" for seed, r in self.per_seed.items()]
-        return [*seeds, f"{self.run_dir}: {describe_repeats(self.summary or {})}"]
+        ensemble = (
+            describe_ensemble(self.ensemble)
+            if self.ensemble is not None
+            else "no seed ensemble until every fold of every seed is finished"
+        )
+        return [*seeds, f"{self.run_dir}: {describe_repeats(self.summary or {})}", f"{self.run_dir}: {ensemble}"]
 
 
 def run_training(
@@ -58,8 +67,8 @@ def run_training(
 
     Under ``torchrun`` the ranks share the folds; every rank calls this, rank 0 returns the
     outcome and the others ``None``."""
-    run = dataclasses.replace(run, config=resolved_config(run.config, stored_manifest(run.store)))
-    run_dir = Path(out) if out else default_run_dir(run)
+    named = dataclasses.replace(run, config=resolved_aux(run.config, spec_manifest(run.store)))
+    run_dir = Path(out) if out else default_run_dir(named)
     with process_group(run.config.device) as group:  # None outside torchrun
         runner = functools.partial(run_cv_distributed, group) if group else run_cv
         runner = functools.partial(runner, progress=progress, tensorboard=tensorboard)
@@ -67,7 +76,9 @@ def run_training(
             found = run_repeats(runner, run.store, run_dir, run.config, run.protocol, repeats, only_folds=only_folds)
             if found is None:
                 return None
-            return TrainingOutcome(run_dir, per_seed=found["per_seed"], summary=found["summary"])
+            return TrainingOutcome(
+                run_dir, per_seed=found["per_seed"], summary=found["summary"], ensemble=found["ensemble"]
+            )
         results = runner(run.store, run_dir, run.config, run.protocol, only_folds=only_folds)
     return None if results is None else TrainingOutcome(run_dir, results=results)
 

@@ -64,6 +64,34 @@ def warn_if_speakers_do_not_span_the_classes(
         )
 
 
+def choose_input_norm(manifest: Any, ids: Sequence[str], label: str, column: str = SPEAKER_COLUMN) -> tuple[str, str]:
+    """What ``--input-norm auto`` becomes for a run training on ``ids``: ``speaker`` when more
+    than half of the speakers have utterances of more than half of the ``label`` classes
+    (their statistics then describe the voice, not the class), else ``global``; with the
+    reason, in words. Of the labels, only the training rows' are read; every row needs a
+    speaker (test speakers are normalised with their own statistics), else ``global``.
+    """
+    if column not in manifest.columns or label not in manifest.columns:
+        return "global", f"the manifest has no {column if column not in manifest.columns else label!r} column"
+    unknown = sum(speaker in (None, "") for speaker in manifest.column(column))
+    if unknown:
+        return "global", f"{unknown} utterance(s) have no {column}"
+    classes: dict[str, set] = defaultdict(set)
+    labels = set()
+    for utt_id in ids:
+        row = manifest[utt_id]
+        if row[label] is not None:
+            classes[str(row[column])].add(row[label])
+            labels.add(row[label])
+    covering = sum(2 * len(values) > len(labels) for values in classes.values())
+    counts = (
+        f"{covering} of {len(classes)} speakers have utterances of more than half of the {len(labels)} {label} classes"
+    )
+    if classes and 2 * covering > len(classes):
+        return "speaker", counts
+    return "global", f"only {counts}, so speaker statistics would carry the {label} itself"
+
+
 def speaker_normalised_vectors(
     vectors: Mapping[str, np.ndarray], groups: Mapping[str, Sequence[str]]
 ) -> dict[str, np.ndarray]:

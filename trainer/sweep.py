@@ -33,6 +33,7 @@ from typing import Any
 from featurestore.atomic import read_json, write_json, write_text
 from featurestore.errors import ConfigError, quote
 from featurestore.schema import Anything, ListOf, MapOf, check
+from featurestore.store.fusion import StoreSpec, store_name
 from featurestore.textfile import read_structured_file
 from trainer.config import TrainConfig, parse_value
 from trainer.cv import StoreSession, plan_run, run_cv
@@ -135,7 +136,7 @@ def find_baseline(settings: list[dict[str, Any]], spec: str | None) -> int:
 class Sweep:
     """A planned sweep: where, on what, and which settings and seeds."""
 
-    store: Path
+    store: StoreSpec
     out: Path
     base: TrainConfig
     protocol: Protocol | None
@@ -162,8 +163,8 @@ class Sweep:
         ``config.seed`` … ``+repeats−1``, into ``out`` (default ``sweeps/<store>``)."""
         settings = read_grid_file(grid.grid_file) if grid.grid_file else parse_grid(grid.grids)
         return cls(
-            Path(run.store),
-            Path(out) if out else Path("sweeps") / Path(run.store).stem,
+            run.store,
+            Path(out) if out else Path("sweeps") / store_name(run.store),
             run.config,
             run.protocol,
             settings,

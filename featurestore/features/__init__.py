@@ -65,6 +65,15 @@ def extractor_from_description(description: dict[str, Any], device: str = "auto"
     """
     from featurestore.store.creation import config_differences
 
+    if description.get("feature") == "fusion":  # a fused store's parts, each rebuilt and checked
+        from featurestore.features.fusion import FusedExtractor, fusion_parts
+
+        return FusedExtractor(
+            [
+                (extractor_from_description(part["feature"], device=device), part["dtype"], part["layer"])
+                for part in fusion_parts(description)
+            ]
+        )
     extractor = feature_class(str(description.get("feature"))).from_description(description, device=device)
     expected = {k: v for k, v in description.items() if k not in RUNTIME_KEYS}
     rebuilt = {k: v for k, v in extractor.describe().items() if k not in RUNTIME_KEYS}

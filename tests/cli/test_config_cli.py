@@ -19,7 +19,13 @@ def test_a_runs_config_json_reproduces_its_results_exactly(iemocap_mfcc_store, t
     again = tmp_path / "again"
     run("cv", "--config", first / "config.json", "--out", again)
     assert json.loads((again / "results.json").read_text()) == json.loads((first / "results.json").read_text())
-    assert json.loads((again / "config.json").read_text()) == json.loads((first / "config.json").read_text())
+    saved, again_saved = (
+        json.loads((first / "config.json").read_text()),
+        json.loads((again / "config.json").read_text()),
+    )
+    # the first run chose its input normalisation (auto) and says why; the second was given that choice
+    assert saved.pop("decisions")["input_norm"]["auto"] == saved["train"]["network"]["input_norm"]
+    assert again_saved == saved
     # flags override the file: another alpha0 is another run
     third = tmp_path / "third"
     run("cv", "--config", first / "config.json", "--alpha0", "0.3", "--out", third)
@@ -65,7 +71,7 @@ def test_the_small_corpus_preset_resolves_to_its_measured_settings(iemocap_mfcc_
         config.network.channels,
         config.epochs,
         config.average_best,
-    ) == ("speaker", 16, 64, 15, 3)
+    ) == ("auto", 16, 64, 15, 3)
     assert config.aux == "auto" and config.lr_schedule == "constant"  # left as the defaults
     out = tmp_path / "run"
     run(
@@ -82,9 +88,12 @@ def test_the_small_corpus_preset_resolves_to_its_measured_settings(iemocap_mfcc_
         "--out",
         out,
     )
-    saved = json.loads((out / "config.json").read_text())["train"]
+    identity = json.loads((out / "config.json").read_text())
+    saved = identity["train"]
+    # auto: half of this synthetic corpus's speakers speak most emotions, not more than half
+    assert identity["decisions"]["input_norm"]["auto"] == "global"
     assert (saved["network"]["input_norm"], saved["batch_size"], saved["epochs"], saved["average_best"]) == (
-        "speaker",
+        "global",
         16,
         3,
         3,
@@ -100,7 +109,7 @@ def test_the_small_corpus_preset_resolves_to_its_measured_settings(iemocap_mfcc_
         ("channels: 12\n", "--channels must be in [8, 8192], a multiple of 8, got 12"),
         (
             "input_norm: utterence\n",
-            "--input-norm: 'utterence' is not one of global, utterance, speaker (nearest: utterance)",
+            "--input-norm: 'utterence' is not one of auto, global, utterance, speaker (nearest: utterance)",
         ),
         ("protocol:\n  name: loso\n  bye: speaker\n", "unknown protocol key 'bye' (nearest: by)"),
         (

@@ -127,3 +127,58 @@ def test_a_warning_when_speakers_do_not_span_the_classes() -> None:
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         warn_if_speakers_do_not_span_the_classes(spanning, spanning.ids(), "emotion")
+
+
+def _manifest(emotion_of, speakers: int = 4, each: int = 4) -> Manifest:
+    return Manifest(
+        [
+            {"utt_id": f"u{i}", "path": "/x.wav", "emotion": emotion_of(i), "speaker": f"s{i // each}"}
+            for i in range(speakers * each)
+        ]
+    )
+
+
+def test_auto_picks_global_where_each_speaker_has_one_class_and_speaker_where_each_has_all() -> None:
+    from trainer.speakers import choose_input_norm
+
+    classes = ["angry", "happy", "neutral", "sad"]
+    one_each = _manifest(lambda i: classes[i // 4])  # URDU-like: a speaker speaks one emotion
+    choice, reason = choose_input_norm(one_each, one_each.ids(), "emotion")
+    assert choice == "global" and reason.startswith("only 0 of 4 speakers") and "carry the emotion" in reason
+    all_each = _manifest(lambda i: classes[i % 4])  # acted: every speaker speaks every emotion
+    assert choose_input_norm(all_each, all_each.ids(), "emotion") == (
+        "speaker",
+        "4 of 4 speakers have utterances of more than half of the 4 emotion classes",
+    )
+    # only the training rows' labels count: the same store, trained on one emotion a speaker
+    first = [u for u in all_each.ids() if int(u[1:]) % 4 == int(u[1:]) // 4]
+    assert choose_input_norm(all_each, first, "emotion")[0] == "global"
+    no_speaker = Manifest(
+        [{**dict(all_each[u]), "speaker": "" if u == "u3" else all_each[u]["speaker"]} for u in all_each.ids()]
+    )
+    assert choose_input_norm(no_speaker, no_speaker.ids(), "emotion") == ("global", "1 utterance(s) have no speaker")
+    assert choose_input_norm(all_each, all_each.ids(), "emotion", column="talker")[0] == "global"
+
+
+def test_auto_is_resolved_before_the_run_and_recorded_with_its_reason(iemocap_mfcc_store, tmp_path) -> None:
+    from trainer.loop import resolve_config
+
+    config = TrainConfig.from_dict({"epochs": 1, "device": "cpu", "aux": "none"})
+    assert config.network.input_norm == "auto"
+    with StoreSession(iemocap_mfcc_store) as session:
+        manifest = session.store.manifest
+        resolved, decisions = resolve_config(config, manifest)
+        plan = plan_run(session, tmp_path / "run", config)
+        assert plan.config.network.input_norm == resolved.network.input_norm == decisions["input_norm"]["auto"]
+        assert plan.identity["decisions"] == decisions and plan.identity["train"]["network"]["input_norm"] != "auto"
+        # a store where every speaker speaks every emotion: speaker
+        seen: dict[str, int] = {}
+        rows = []
+        for u in manifest.ids():
+            k = seen[manifest[u]["speaker"]] = seen.get(manifest[u]["speaker"], -1) + 1
+            rows.append({**dict(manifest[u]), "emotion": ["angry", "happy", "neutral", "sad"][k % 4]})
+        spanning = Manifest(rows)
+        assert resolve_config(config, spanning)[0].network.input_norm == "speaker"
+        # given explicitly, nothing is decided
+        explicit = TrainConfig.from_dict({"input_norm": "global", "aux": "none"})
+        assert resolve_config(explicit, spanning) == (explicit, {})

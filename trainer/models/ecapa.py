@@ -326,6 +326,8 @@ class ECAPATDNN(nn.Module):
         Of the attentive statistics pooling.
     dropout : float
         Dropout on ``pooled`` before the Linear layer.
+    utterance_size : int
+        Size of an utterance-level vector joined to ``pooled`` before the Linear layer (0: none).
 
     Attributes
     ----------
@@ -354,6 +356,7 @@ class ECAPATDNN(nn.Module):
         attention_channels: int = 128,
         global_context: bool = True,
         dropout: float = NetworkOptions.dropout,
+        utterance_size: int = 0,
     ) -> None:
         super().__init__()
         if len(kernel_sizes) != 5 or len(dilations) != 5:
@@ -370,10 +373,12 @@ class ECAPATDNN(nn.Module):
         self.pooling = AttentiveStatisticsPooling(aggregated, attention_channels, global_context)
         self.pooled_norm = nn.BatchNorm1d(self.pooled_dim)
         self.dropout = nn.Dropout(dropout)
-        self.fc = nn.Linear(self.pooled_dim, embedding_dim)
+        self.fc = nn.Linear(self.pooled_dim + utterance_size, embedding_dim)
         self.embedding_norm = nn.BatchNorm1d(embedding_dim)
 
-    def forward(self, x: Tensor, lengths: Tensor | None = None) -> tuple[Tensor, Tensor]:
+    def forward(
+        self, x: Tensor, lengths: Tensor | None = None, utterance: Tensor | None = None
+    ) -> tuple[Tensor, Tensor]:
         """Embed a padded batch.
 
         Parameters
@@ -382,6 +387,9 @@ class ECAPATDNN(nn.Module):
             Float features, padded at the end.
         lengths : torch.Tensor, shape (B,), optional
             int64 valid frames per utterance, or None when none is padded.
+        utterance : torch.Tensor, shape (B, utterance_size), optional
+            Utterance-level features joined to the pooled statistics before the Linear layer
+            (late fusion); required when ``utterance_size`` > 0.
 
         Returns
         -------
@@ -405,4 +413,5 @@ class ECAPATDNN(nn.Module):
             block_outputs.append(h)
         h = self.aggregation(torch.cat(block_outputs, dim=1), mask)
         pooled = self.pooled_norm(self.pooling(h, mask))
-        return self.embedding_norm(self.fc(self.dropout(pooled))), pooled
+        joined = pooled if utterance is None else torch.cat([pooled, utterance.to(pooled.dtype)], dim=1)
+        return self.embedding_norm(self.fc(self.dropout(joined))), pooled
