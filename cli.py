@@ -43,7 +43,7 @@ def config_options(*names: str) -> list:
 #: The options of train, cv and sweep: the store, a config file, the protocol's, the run
 #: directory, and one per training option.
 TRAINING = [
-    *click_options(RunOptions, "stores", "config_file"),
+    *click_options(RunOptions, "stores", "fuse", "config_file"),
     *click_options(Protocol),
     *click_options(RunOptions, "out"),
     *click_options(Output, "quiet"),
@@ -107,10 +107,10 @@ def _echo_err(line: str) -> None:
 @with_options(
     click_options(RunOptions, "fold", "all_data"), TRAINING, click_options(RunOptions, "repeats", "tensorboard")
 )
-def train(fold, all_data, repeats, tensorboard, stores, config_file, out, quiet, **flags) -> None:
+def train(fold, all_data, repeats, tensorboard, stores, fuse, config_file, out, quiet, **flags) -> None:
     """Train and test one fold of a protocol from a feature store (or, with --all-data, the
     deployable model on all of it; with --repeats N, an ensemble of N seeds)."""
-    run = resolve_run(stores, config_file, given(flags))
+    run = resolve_run(stores, config_file, given(flags), fuse)
     if not all_data:
         from trainer.runner import run_training
 
@@ -129,23 +129,23 @@ def train(fold, all_data, repeats, tensorboard, stores, config_file, out, quiet,
 
 @main.command()
 @with_options(TRAINING, click_options(RunOptions, "repeats", "tensorboard"))
-def cv(repeats, tensorboard, stores, config_file, out, quiet, **flags) -> None:
+def cv(repeats, tensorboard, stores, fuse, config_file, out, quiet, **flags) -> None:
     """Run every fold of a protocol; write results.json, predictions and checkpoints (resumable)."""
     from trainer.runner import run_training
 
-    run = resolve_run(stores, config_file, given(flags))
+    run = resolve_run(stores, config_file, given(flags), fuse)
     _echo_lines(run_training(run, out, repeats=repeats, progress=not quiet, tensorboard=tensorboard))
 
 
 @main.command()
 @with_options(TRAINING, click_options(SweepOptions), click_options(RunOptions, "repeats"))
-def sweep(stores, config_file, out, quiet, grids, grid_file, baseline, repeats, **flags) -> None:
+def sweep(stores, fuse, config_file, out, quiet, grids, grid_file, baseline, repeats, **flags) -> None:
     """Run cv for every setting of an option grid and seed, and compare the settings with
     paired statistics (DIR/sweep.json, sweep.md, sweep.png; resumable, torchrun too)."""
     from trainer.runner import run_sweep_command
     from trainer.sweep import Sweep, sweep_table
 
-    run = resolve_run(stores, config_file, given(flags))
+    run = resolve_run(stores, config_file, given(flags), fuse)
     plan = Sweep.from_options(run, SweepOptions(grids, grid_file, baseline), out, repeats)
     summary = run_sweep_command(plan, progress=not quiet)
     if summary is not None:  # None on torchrun ranks other than 0

@@ -166,8 +166,10 @@ def check_field(field: dataclasses.Field, value: Any) -> None:
         return
     if plain is str and not isinstance(value, str):
         raise ConfigError(f"{name}: expected text, got {quote(value)}")
-    if spec.choices is not None and value not in spec.choices:
-        raise unknown_choice(name, value, spec.choices)
+    if spec.choices is not None:
+        for item in value if plain is tuple else (value,):  # a repeatable option: each value given
+            if item not in spec.choices:
+                raise unknown_choice(name, item, spec.choices)
     if (
         spec.low is not None
         and (value < spec.low or (spec.open_low and value == spec.low))

@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from featurestore.errors import ConfigError, SermtlError, nearest, quote, unknown_choice
+from featurestore.features import FEATURES
 from featurestore.features.base import device_problem
 from featurestore.options import Spec, check_fields, flag, option
 from featurestore.registry import Registry
@@ -282,6 +283,8 @@ class ConfigFile:
     store: str | tuple[str, ...] | None = None
     protocol: dict[str, Any] | None = None
     train: dict[str, Any] = dataclasses.field(default_factory=dict)
+    #: features whose stores beside ``--store`` are fused with it (``--fuse``)
+    fuse: tuple[str, ...] = ()
 
 
 def preset_names() -> list[str]:
@@ -304,7 +307,7 @@ def read_config_file(spec: str | Path) -> ConfigFile:
         path = PRESETS.load(str(spec))
     source = str(path)
     data = _parse(path)
-    known = ["store", "protocol", "train", *_RUN_RECORD, "network", *_PATHS]
+    known = ["store", "fuse", "protocol", "train", *_RUN_RECORD, "network", *_PATHS]
     for key in data:
         if key not in known:
             raise ConfigError(f"{source}: unknown key {quote(key)}{nearest(key, known)}")
@@ -319,12 +322,16 @@ def read_config_file(spec: str | Path) -> ConfigFile:
         store = tuple(store)  # the stores of a fusion
     elif store is not None and not isinstance(store, str):
         raise ConfigError(f"{source}: 'store' must be a path or a list of paths, got {quote(store)}")
+    fuse = data.get("fuse") or []
+    fusable = ("none", *FEATURES.names())
+    if not isinstance(fuse, list) or len(fuse) > 16 or any(f not in fusable for f in fuse):
+        raise ConfigError(f"{source}: 'fuse' must be a list of {', '.join(fusable)}; got {quote(fuse)}")
     protocol = data.get("protocol")
     if protocol is not None:
         from trainer.protocols import Protocol
 
         Protocol.from_dict(protocol, source)
-    return ConfigFile(source, store, protocol, {name: flat[name] for name in given})
+    return ConfigFile(source, store, protocol, {name: flat[name] for name in given}, tuple(fuse))
 
 
 def _parse(path: Path) -> dict[str, Any]:

@@ -207,6 +207,11 @@ class Predictor:
                 f"{source}: layer {layer!r} (network.input_layers {config.input_layers}) does not fit "
                 f"its {extractor.name} features' {extractor.num_layers} layer(s)"
             )
+        if extractor.utterance_dim != config.utterance_size:
+            raise ModelError(
+                f"{source}: network.utterance_size {config.utterance_size} does not fit its {extractor.name} "
+                f"features ({extractor.utterance_dim} utterance-level values per frame)"
+            )
         if extractor.dim != config.input_size:
             raise ModelError(
                 f"{source}: network.input_size {config.input_size} does not fit its {extractor.name} "

@@ -14,6 +14,7 @@ from typing import Any
 from featurestore.errors import ConfigError
 from featurestore.features import FEATURES
 from featurestore.options import check_fields, declared, key_values, option
+from featurestore.store.fusion import sibling_stores
 from trainer.config import ConfigFile, TrainConfig, preset_names, read_config_file
 from trainer.folds import PROTOCOLS
 from trainer.limits import MAX_SEEDS
@@ -31,6 +32,13 @@ class RunOptions:
         "(functionals) joined to the pooled statistics.",
         flag="--store",
         path="any",
+    )
+    fuse: tuple[str, ...] = option(
+        (),
+        "Also fuse the stores of these features beside --store, named as extract names them "
+        "(cache/x_egemaps.zarr with fbank: cache/x_fbank.zarr); none: no fusion (a --config may name some).",
+        choices=("none", *FEATURES.names()),
+        metavar="FEATURE",
     )
     config_file: str | None = option(
         None,
@@ -153,16 +161,31 @@ class ResolvedRun:
     config: TrainConfig
 
 
-def resolve_run(store: str | Sequence[str] | None, config_file: str | None, flags: dict[str, Any]) -> ResolvedRun:
+def resolve_run(
+    store: str | Sequence[str] | None,
+    config_file: str | None,
+    flags: dict[str, Any],
+    fuse: Sequence[str] = (),
+) -> ResolvedRun:
     """The run that ``--config`` (a file or preset) and the ``flags`` given on the command
     line describe; the flags (training and protocol options, by field name, as given) win
-    over the file. ``store``: the ``--store`` given (one, several to fuse, or none)."""
+    over the file. ``store``: the ``--store`` given (one, several to fuse, or none);
+    ``fuse``: the ``--fuse`` features given, else the file's
+    (:func:`~featurestore.store.fusion.sibling_stores`; stores given one by one win over
+    the file's)."""
     file = read_config_file(config_file) if config_file else ConfigFile("")
     config = TrainConfig.from_dict({**file.train, **{k: v for k, v in flags.items() if k not in PROTOCOL_FLAGS}})
     given = (store,) if isinstance(store, str) else tuple(store or ())
     store = (given[0] if len(given) == 1 else given) if given else file.store
     if not store:
         raise ConfigError("--store is required (or a --config that names one)")
+    features = [f for f in (fuse or file.fuse) if f != "none"]
+    if features and not isinstance(store, str):
+        if fuse:
+            raise ConfigError("--fuse: give one --store (its siblings are found by name), not several")
+        features = []  # the stores given one by one are the fusion; the file's fuse gives way
+    if features:
+        store = sibling_stores(store, features)
     protocol = dict(file.protocol or {})
     for key, spec in PROTOCOL_FLAGS.items():
         if key in flags:

@@ -101,6 +101,12 @@ class FeatureExtractor(abc.ABC):
         """Number of stored layers (1 for MFCC)."""
 
     @property
+    def utterance_dim(self) -> int:
+        """How many of the last values of each frame are one utterance-level vector, repeated
+        (a fusion's functionals, :mod:`featurestore.features.fusion`); 0 for every single feature."""
+        return 0
+
+    @property
     @abc.abstractmethod
     def min_samples(self) -> int:
         """Shortest input (in samples) that gives at least one frame."""

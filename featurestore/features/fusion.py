@@ -55,7 +55,16 @@ class FusedExtractor(FeatureExtractor):
         self.parts = list(parts)
         self._framed = [extractor.frame_rate != 0 for extractor, _, _ in self.parts]
         if not any(self._framed):
-            raise ConfigError("a fusion needs a frame-level part")
+            raise ConfigError("feature: a fusion needs a frame-level part")
+        for extractor, _, layer in self.parts:
+            if layer is not None and layer >= extractor.num_layers:
+                raise ConfigError(
+                    f"feature: a part takes layer {layer} of {extractor.name}, which has {extractor.num_layers}"
+                )
+
+    @property
+    def utterance_dim(self) -> int:
+        return sum(e.dim for (e, _, _), framed in zip(self.parts, self._framed) if not framed)
 
     def describe(self) -> dict[str, Any]:
         return {

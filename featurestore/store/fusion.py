@@ -65,6 +65,30 @@ def store_record(spec: StoreSpec) -> str | list[str]:
     return paths[0] if len(paths) == 1 else paths
 
 
+def sibling_stores(store: str | os.PathLike, features: Sequence[str]) -> tuple[str, ...]:
+    """``store`` and the stores of ``features`` beside it, named as ``sermtl extract`` names
+    them: ``cache/x_egemaps.zarr`` with ``fbank`` → ``cache/x_fbank.zarr`` (the store's own
+    feature, read from it, swapped in its name). One line when the name does not end in its
+    feature or a sibling does not exist, saying how to make it."""
+    path = Path(store)
+    with open_store(path) as opened:
+        own = str((opened.attrs.get("feature") or {}).get("feature"))
+    if not path.stem.endswith(f"_{own}"):
+        raise ConfigError(
+            f"--fuse: the name of {path} does not end in _{own} (its feature), so its siblings cannot be "
+            "found; give each store with --store, or --fuse none"
+        )
+    prefix = path.stem[: -len(own) - 1]
+    siblings = [path.with_name(f"{prefix}_{feature}{path.suffix}") for feature in features if feature != own]
+    for sibling, feature in zip(siblings, [f for f in features if f != own]):
+        if not sibling.exists():
+            raise ConfigError(
+                f"--fuse {feature}: no store {sibling} beside {path}; extract it "
+                f"(sermtl extract … --feature {feature} --store {sibling}) or give --fuse none"
+            )
+    return (str(path), *map(str, siblings))
+
+
 def open_stores(spec: StoreSpec) -> FeatureStore:
     """One store (:func:`~featurestore.store.reader.open_store`), or the :class:`FusedStore` of several."""
     paths = store_paths(spec)
@@ -124,7 +148,7 @@ class FusedStore(FeatureStore):
             if rate is None or other is None or abs(float(rate) - float(other)) > 0.01 * float(rate):
                 raise ConfigError(
                     f"--store: {framed[0].path} has {rate} frames a second and {store.path} {other}: "
-                    "frame-level fusion needs one frame grid"
+                    "frame-level fusion needs one frame grid (--fuse none: no fusion)"
                 )
 
     def _check_same_utterances(self) -> None:

@@ -81,7 +81,7 @@ def test_the_cli_offers_exactly_the_config_fields(command: str) -> None:
     assert fields <= params
     protocol = {field.name for field, spec in declared(Protocol) if spec.cli}
     assert protocol == {"name", "by", "folds", "valid_fraction", "train_values", "test_values", "path"}
-    protocol |= {"stores", "config_file", "out", "quiet"}
+    protocol |= {"stores", "fuse", "config_file", "out", "quiet"}
     extra = {"train": {"fold", "all_data", "repeats", "tensorboard"}, "cv": {"repeats", "tensorboard"}}[command]
     assert params - fields == protocol | extra
 

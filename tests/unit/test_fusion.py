@@ -44,10 +44,6 @@ def _toy_store(path: Path, manifest: Manifest, arrays: dict[str, np.ndarray], fr
     return path
 
 
-def _rows(store_path: Path) -> list[dict]:
-    return [dict(row) for row in open_store(store_path).manifest.rows()]
-
-
 def test_the_fused_frames_are_the_parts_side_by_side(iemocap_mfcc_store, fbank_store) -> None:
     mfcc, fbank = open_store(iemocap_mfcc_store), open_store(fbank_store)
     with open_stores([iemocap_mfcc_store, fbank_store]) as fused:
@@ -187,3 +183,97 @@ def test_an_utterance_level_store_is_joined_to_the_pooled_statistics(iemocap_mfc
         eager = torch.softmax(network(x, lengths)["emotion_logits"], dim=-1)
     torch.testing.assert_close(exported, eager, atol=1e-5, rtol=0)
     assert json.loads((tmp_path / "late.pt.json").read_text())["utterance_dims"] == 6
+
+
+def test_a_crafted_fusion_in_a_checkpoint_is_one_line(iemocap_mfcc_store, fbank_store, tmp_path) -> None:
+    from featurestore.errors import SermtlError
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        run_cv(
+            [iemocap_mfcc_store, fbank_store],
+            tmp_path / "run",
+            TrainConfig.from_dict(TINY),
+            only_folds=[1],
+            progress=False,
+        )
+    checkpoint = load_checkpoint(tmp_path / "run/fold_1/checkpoint.pt")
+    parts = checkpoint["feature"]["parts"]
+    crafted = {**checkpoint, "feature": {**checkpoint["feature"], "parts": [{**parts[0], "layer": 5}, parts[1]]}}
+    with pytest.raises(ConfigError, match=r"^feature: a part takes layer 5 of mfcc, which has 1$"):
+        Predictor([crafted])
+    with pytest.raises(ConfigError, match=r"^feature: parts\[1\]\.dtype: expected one of float16, float32"):
+        Predictor(
+            [{**checkpoint, "feature": {**checkpoint["feature"], "parts": [parts[0], {**parts[1], "dtype": "int8"}]}}]
+        )
+    pytest.importorskip("opensmile")
+    from featurestore.features.opensmile_sets import EGeMAPSFunctionals
+
+    functionals = {"feature": EGeMAPSFunctionals().describe(), "dtype": "float32", "layer": None}
+    swapped = {**checkpoint, "feature": {**checkpoint["feature"], "parts": [parts[0], functionals]}}
+    with pytest.raises(
+        SermtlError, match=r"network\.utterance_size 0 does not fit its fusion features \(88 utterance-level"
+    ):
+        Predictor([swapped])
+
+
+def test_fuse_finds_the_stores_of_other_features_beside_the_store(iemocap_mfcc_store, tmp_path) -> None:
+    import shutil
+
+    from tests.cli.test_cli import run
+    from trainer.run_options import resolve_run
+
+    store = tmp_path / "x_mfcc.zarr"
+    shutil.copytree(iemocap_mfcc_store, store)
+    sibling = tmp_path / "x_fbank.zarr"
+    extract_to_store(open_store(store).full_manifest, FbankExtractor(device="cpu"), sibling, progress=False)
+    assert resolve_run(str(store), None, {}, fuse=("fbank",)).store == (str(store), str(sibling))
+    assert resolve_run(str(store), None, {}, fuse=("mfcc",)).store == (str(store),)  # its own feature
+    with pytest.raises(
+        ConfigError, match=rf"^--fuse egemaps: no store {tmp_path / 'x_egemaps.zarr'} beside .*extract it"
+    ):
+        resolve_run(str(store), None, {}, fuse=("egemaps",))
+    preset = tmp_path / "fused.yaml"
+    preset.write_text("fuse: [fbank]\nepochs: 1\n")
+    assert resolve_run(str(store), str(preset), {}).store == (str(store), str(sibling))
+    assert resolve_run(str(store), str(preset), {}, fuse=("none",)).store == str(store)
+    assert resolve_run([str(store), str(sibling)], str(preset), {}).store == (str(store), str(sibling))
+    with pytest.raises(ConfigError, match=r"^--fuse: give one --store"):
+        resolve_run([str(store), str(sibling)], None, {}, fuse=("fbank",))
+    renamed = tmp_path / "renamed.zarr"
+    shutil.copytree(store, renamed)
+    with pytest.raises(ConfigError, match=r"^--fuse: the name of .*renamed.zarr does not end in _mfcc"):
+        resolve_run(str(renamed), None, {}, fuse=("fbank",))
+    preset.write_text("fuse: [fbnak]\n")
+    with pytest.raises(ConfigError, match=r"fused.yaml: 'fuse' must be a list of none, mfcc, fbank"):
+        resolve_run(str(store), str(preset), {})
+    out = tmp_path / "run"
+    run(
+        "train",
+        "--store",
+        store,
+        "--fuse",
+        "fbank",
+        *"--epochs 1 --channels 8 --embedding-dim 8 --device cpu".split(),
+        "--out",
+        out,
+    )
+    assert json.loads((out / "config.json").read_text())["store"] == [str(store.resolve()), str(sibling.resolve())]
+
+
+def test_sweep_and_a_deployable_model_on_a_fusion(iemocap_mfcc_store, fbank_store, tmp_path) -> None:
+    from tests.cli.test_cli import run
+
+    stores = ["--store", iemocap_mfcc_store, "--store", fbank_store]
+    tiny = "--epochs 1 --channels 8 --embedding-dim 8 --device cpu --aux none".split()
+    folds = "--protocol group-kfold --by speaker --folds 2".split()
+    run("sweep", *stores, *folds, *tiny, "--grid", "lr=0.001,0.002", "--out", tmp_path / "sweep", "-q")
+    grid = json.loads((tmp_path / "sweep/grid.json").read_text())
+    assert grid["store"] == [str(Path(iemocap_mfcc_store).resolve()), str(Path(fbank_store).resolve())]
+    run("train", "--all-data", *stores, *tiny, "--out", tmp_path / "model", "-q")
+    checkpoint = load_checkpoint(tmp_path / "model/checkpoint.pt")
+    assert checkpoint["feature"]["feature"] == "fusion" and checkpoint["network"]["input_size"] == 120
+    manifest = open_store(iemocap_mfcc_store).manifest
+    wav = manifest[manifest.ids()[0]]["path"]
+    printed = run("predict", "--checkpoint", tmp_path / "model", wav).output
+    assert printed.startswith(wav) and any(f"{c}=" in printed for c in checkpoint["emotions"])
