@@ -14,7 +14,7 @@
 4. The same 5 folds trained at once, one ``torchrun`` process each sharing the GPU, against
    ``sermtl cv`` training them one after another (both timed as whole commands).
 
-The last line of stdout is one JSON object; ``target_*`` keys say whether the issue's
+The last line of stdout is one JSON object; ``target_*`` keys say whether the GPU
 targets (≥ 500× real time extraction, the full training run under 3 minutes) are met.
 ``--part extract`` and ``--part train`` (same ``--workdir``) run the halves separately.
 ``--device cpu --tiny`` runs the same code on a CPU at toy size (a smoke test).

@@ -10,7 +10,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-#: (figure, summary key, unit or baseline measured in the same run, target from the issue)
+#: (figure, summary key, unit or baseline measured in the same run, target)
 ROWS: tuple[tuple[str, str, str, str], ...] = (
     ("MFCC extraction, decoding and store writing included", "mfcc_x_realtime", "× real time", "≥ 1000×"),
     ("MFCC features alone (audio decoded beforehand)", "mfcc_compute_only_x_realtime", "× real time", ""),

@@ -43,7 +43,7 @@ from featurestore.atomic import write_json  # noqa: E402
 
 #: Training utterances of one IEMOCAP leave-one-session-out fold (4 of 5 sessions, 20 % of them for validation).
 IEMOCAP_TRAIN_UTTS = round(IEMOCAP_UTTERANCES * 0.8 * 0.8)
-#: ECAPA channels of the sweep runs (the issue's small-corpus setting).
+#: ECAPA channels of the sweep runs.
 SWEEP_CHANNELS = 128
 
 

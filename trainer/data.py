@@ -95,14 +95,27 @@ class FeatureBank:
         self._load(store)
 
     def _load(self, store: FeatureStore) -> None:
-        """Set ``entries`` (``{utt_id: (offset, frames)}``) and whatever ``_frames`` reads."""
-        block, self.entries = store.read_all(layer=None if self.layer in (None, "weighted") else self.layer)
+        """Set ``entries`` (``{utt_id: (offset, frames)}``) and whatever ``_frames`` reads. A
+        fusion's utterance-level vectors (:mod:`featurestore.store.fusion`) are kept once per
+        utterance and joined to each read, not repeated on every frame in memory."""
+        self._vectors: torch.Tensor | None = None
+        if store.attrs.get("utterance_dim"):
+            block, self.entries = store.read_all(utterance_columns=False)
+            self._vectors = torch.from_numpy(store.utterance_vectors()).to(self.device)
+            self._vector_row = {utt_id: row for row, utt_id in enumerate(self.entries)}
+        else:
+            block, self.entries = store.read_all(layer=None if self.layer in (None, "weighted") else self.layer)
         self.frames = torch.from_numpy(np.ascontiguousarray(block)).to(self.device)
 
     def _frames(self, utt_id: str, start: int, count: int) -> torch.Tensor:
         """Frames ``start:start+count`` of one utterance, ``([layers,] count, dim)``."""
         offset = self.entries[utt_id][0] + start
-        return self.frames[:, offset : offset + count] if self.multi_layer else self.frames[offset : offset + count]
+        if self.multi_layer:
+            return self.frames[:, offset : offset + count]
+        block = self.frames[offset : offset + count]
+        if self._vectors is None:
+            return block
+        return torch.cat([block, self._vectors[self._vector_row[utt_id]].expand(count, -1)], dim=-1)
 
     def _normalise(self, utt_id: str, block: torch.Tensor) -> torch.Tensor:
         """``block`` ``([layers,] count, dim)`` of ``utt_id`` standardised with the utterance's

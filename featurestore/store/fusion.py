@@ -299,11 +299,17 @@ class FusedStore(FeatureStore):
     def read(self, utt_id: str, layer: int | None = None) -> np.ndarray:
         return self._joined(utt_id, 0, self._entry(utt_id)[1])
 
-    def read_all(self, layer: int | None = None) -> tuple[np.ndarray, dict[str, tuple[int, int]]]:
-        """Every utterance's joined frames at once, ``(frames, dim)``, with ``{utt_id: (offset, frames)}``."""
-        out = np.empty((self.committed_frames, self.dim), self.dtype)
+    def read_all(
+        self, layer: int | None = None, utterance_columns: bool = True
+    ) -> tuple[np.ndarray, dict[str, tuple[int, int]]]:
+        """Every utterance's joined frames at once, ``(frames, dim)``, with ``{utt_id: (offset,
+        frames)}``; without ``utterance_columns``, only the frame parts' columns
+        (:meth:`utterance_vectors` has the rest once per utterance)."""
+        parts = [i for i, framed in enumerate(self._framed) if framed or utterance_columns]
+        width = sum(self.parts[i].dim for i in parts)
+        out = np.empty((self.committed_frames, width), self.dtype)
         column = 0
-        for store, layer_, framed in zip(self.parts, self._layers, self._framed):
+        for store, layer_, framed in [(self.parts[i], self._layers[i], self._framed[i]) for i in parts]:
             block, offsets = store.read_all(layer=layer_)
             rows = np.concatenate(
                 [
@@ -314,6 +320,19 @@ class FusedStore(FeatureStore):
             out[:, column : column + store.dim] = block[rows]
             column += store.dim
         return out, dict(self._entries)
+
+    def utterance_vectors(self) -> np.ndarray:
+        """The utterance-level parts' vectors side by side, ``(utterances, utterance_dim)`` in
+        entry order, in :attr:`dtype`."""
+        out = np.empty((len(self._ids), self.attrs["utterance_dim"]), self.dtype)
+        column = 0
+        for store, layer, framed in zip(self.parts, self._layers, self._framed):
+            if framed:
+                continue
+            block, offsets = store.read_all(layer=layer)
+            out[:, column : column + store.dim] = block[[offsets[u][0] for u in self._ids]]
+            column += store.dim
+        return out
 
     def pending_ids(self) -> list[str]:
         return []

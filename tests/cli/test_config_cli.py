@@ -73,6 +73,7 @@ def test_the_small_corpus_preset_resolves_to_its_measured_settings(iemocap_mfcc_
         config.average_best,
     ) == ("auto", 16, 64, 15, 3)
     assert config.aux == "auto" and config.lr_schedule == "constant"  # left as the defaults
+    assert preset.fuse == ("fbank", "egemaps-functionals")  # the store's siblings, fused
     out = tmp_path / "run"
     run(
         "train",
@@ -80,6 +81,8 @@ def test_the_small_corpus_preset_resolves_to_its_measured_settings(iemocap_mfcc_
         iemocap_mfcc_store,
         "--config",
         "small-corpus",
+        "--fuse",
+        "none",  # this store has no fbank and functionals beside it
         *FOLDS,
         "--epochs",
         "3",

@@ -157,6 +157,17 @@ def test_an_utterance_level_store_is_joined_to_the_pooled_statistics(iemocap_mfc
         assert isinstance(streaming, StreamingBank)
         x, _ = streaming.batch([utt_id])
         np.testing.assert_array_equal(x[0].numpy(), row)
+        # in memory, the vectors are held once per utterance and joined to each read: the same batches
+        in_memory = open_bank(fused)
+        assert not in_memory.streaming and tuple(in_memory.frames.shape) == (fused.committed_frames, 40)
+        batch_ids = fused.ids()[5:12]
+        for bank in (in_memory, in_memory.speaker_normalised({"all": fused.ids()})):
+            rng = np.random.default_rng(1)
+            ours = bank.batch(batch_ids, crop_frames=50, rng=rng)
+            rng = np.random.default_rng(1)
+            view = streaming if bank is in_memory else streaming.speaker_normalised({"all": fused.ids()})
+            theirs = view.batch(batch_ids, crop_frames=50, rng=rng)
+            assert torch.equal(ours[0], theirs[0]) and torch.equal(ours[1], theirs[1])
     config = TrainConfig.from_dict(TINY)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")

@@ -98,3 +98,24 @@ def test_frame_slices_cover_every_frame_once_and_none_is_short() -> None:
         assert slices[0][0] == 0 and slices[-1][1] == total
         assert all(a[1] == b[0] for a, b in zip(slices, slices[1:]))
         assert all(hi - lo >= 2048 for lo, hi in slices) or len(slices) == 1
+
+
+def test_the_fft_kernel_gives_scipy_fft_bit_for_bit_and_falls_back_to_it(monkeypatch) -> None:
+    import importlib.util
+
+    import scipy.fft
+
+    from featurestore.features.spectral import real_fft
+
+    frames = np.random.default_rng(3).standard_normal((300, 512)).astype(np.float32)
+    frames[:, 400:] = 0.0  # windowed frames zero-padded to n_fft, as the extractor gives them
+    expected = scipy.fft.rfft(frames[:, :400], n=512, axis=-1)
+    ours = real_fft()(frames.copy())
+    assert ours.dtype == expected.dtype == np.complex64 and np.array_equal(ours, expected)
+
+    def no_scipy(name: str, *args: object) -> None:
+        raise ImportError(name)
+
+    monkeypatch.setattr(importlib.util, "find_spec", no_scipy)
+    fallback = real_fft.__wrapped__()  # another layout: the public function
+    assert np.array_equal(fallback(frames.copy()), expected)
