@@ -3,7 +3,8 @@
 Utterances still missing from the store are sorted by duration (longest first, so a
 batch that does not fit in memory fails at once, not after hours) and cut into batches
 of at most ``batch_seconds`` of padded audio and ``max_batch`` utterances. Audio is decoded
-by a thread pool a few batches ahead of the extractor. Each batch is committed to the
+by a thread pool ahead of the extractor: the next batch, and more while the batches
+decoded ahead hold at most 600 s of audio (:data:`AHEAD_SECONDS`). Each batch is committed to the
 store as soon as it is computed, so an interrupted run loses at most one batch and the
 next run goes on from there. With ``repair=True`` the entries of the manifest that
 ``verify`` finds wrong are forgotten first (under the writer's lock) and recomputed with
@@ -12,9 +13,11 @@ the missing ones.
 
 from __future__ import annotations
 
+import collections
 import dataclasses
+import itertools
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 
@@ -101,22 +104,36 @@ def _load_row(row: dict, max_duration: float | None) -> tuple[np.ndarray, tuple[
     return wave, identity
 
 
+#: Audio seconds decoded ahead of the batch being extracted (38 MB of 16 kHz float32), beyond
+#: the next batch, which is always decoded while one is extracted.
+AHEAD_SECONDS = 600.0
+
+
 def _prefetch(
-    manifest: Manifest, batches: Sequence[list[str]], workers: int, max_duration: float | None, ahead: int = 2
+    manifest: Manifest,
+    batches: Sequence[list[str]],
+    seconds: Mapping[str, float],
+    workers: int,
+    max_duration: float | None,
+    ahead_seconds: float = AHEAD_SECONDS,
 ) -> Iterator[tuple[list[str], list[Future]]]:
     """Yield each batch with futures of its decoded waves and file signatures and states (see
-    :func:`_load_row`), decoding ``ahead`` batches early."""
+    :func:`_load_row`), decoding early the next batch and more while the batches decoded
+    ahead hold at most ``ahead_seconds`` of audio (``seconds``: each utterance's), so the
+    audio held stays bounded however long the batches."""
     with ThreadPoolExecutor(max_workers=max(1, workers), thread_name_prefix="sermtl-audio") as pool:
-        queue: list[tuple[list[str], list[Future]]] = []
+        queue: collections.deque[tuple[list[str], list[Future], float]] = collections.deque()
         try:
             for batch in batches:
-                queue.append((batch, [pool.submit(_load_row, manifest[u], max_duration) for u in batch]))
-                if len(queue) > ahead:
-                    yield queue.pop(0)
+                size = sum(seconds[u] for u in batch)
+                # queue[0] is the next to extract; the rest, and this batch, are decoded ahead of it
+                while len(queue) > 1 and sum(s for _, _, s in itertools.islice(queue, 1, None)) + size > ahead_seconds:
+                    yield queue.popleft()[:2]
+                queue.append((batch, [pool.submit(_load_row, manifest[u], max_duration) for u in batch], size))
             while queue:
-                yield queue.pop(0)
+                yield queue.popleft()[:2]
         finally:
-            for _, futures in queue:
+            for _, futures, _ in queue:
                 for future in futures:
                     future.cancel()
 
@@ -333,7 +350,7 @@ def _extract_pending(
         bar_format="{l_bar}{bar}| {n:.0f}/{total:.0f} audio s [{elapsed}<{remaining}, {rate_fmt}]",
     )
     with bar:
-        for batch, futures in _prefetch(run.writer.manifest, batches, workers, max_duration):
+        for batch, futures in _prefetch(run.writer.manifest, batches, durations, workers, max_duration):
             run.extract_batch(batch, futures)
             bar.update(sum(durations[u] for u in batch))
 
