@@ -33,7 +33,7 @@ from typing import Any
 from featurestore.atomic import write_text
 from featurestore.errors import ConfigError
 from featurestore.options import check_value
-from featurestore.store.fusion import store_name
+from featurestore.store.fusion import store_name, store_paths
 from trainer.checkpoint import save_checkpoint
 from trainer.config import TrainConfig
 from trainer.cv import StoreSession, check_tasks, write_history_csv
@@ -141,6 +141,13 @@ def _built_aside(out: Path) -> Iterator[Path]:
         raise
 
 
+def _feature_name(feature: dict[str, Any]) -> str:
+    """``fbank``; for a fusion its parts, ``egemaps + fbank + egemaps-functionals``."""
+    if feature.get("feature") == "fusion":
+        return " + ".join(str((part.get("feature") or {}).get("feature")) for part in feature.get("parts") or [])
+    return str(feature.get("feature"))
+
+
 def model_card(
     store,
     config: TrainConfig,
@@ -160,9 +167,13 @@ def model_card(
     lines = [
         "# Model card",
         "",
-        f"ECAPA-TDNN speech emotion classifier (sermtl) on `{feature.get('feature')}` features"
+        f"ECAPA-TDNN speech emotion classifier (sermtl) on `{_feature_name(feature)}` features"
         + (f" of `{feature['model']}`" if feature.get("model") else "")
-        + ", trained on every utterance of one store.",
+        + (
+            ", trained on every utterance of one store."
+            if len(store_paths(identity["store"])) == 1
+            else ", trained on every utterance of the fused stores."
+        ),
         *(
             [
                 "",
@@ -177,7 +188,7 @@ def model_card(
         "",
         "## Data",
         "",
-        f"- Store: `{identity['store']}` (fingerprint `{identity['store_fingerprint']}`, digest `{identity['store_digest']}`).",
+        f"- Store: `{'`, `'.join(map(str, store_paths(identity['store'])))}` (fingerprint `{identity['store_fingerprint']}`, digest `{identity['store_digest']}`).",
         f"- Corpora: {', '.join(corpora) or 'unnamed'}; {len(store)} utterances, {len(speakers)} speakers.",
         f"- Classes (`{config.label}`): " + ", ".join(f"{k} {v}" for k, v in sorted(counts.items())) + ".",
         f"- Auxiliary task: `{config.aux}`.",

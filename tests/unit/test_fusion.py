@@ -284,6 +284,8 @@ def test_sweep_and_a_deployable_model_on_a_fusion(iemocap_mfcc_store, fbank_stor
     run("train", "--all-data", *stores, *tiny, "--out", tmp_path / "model", "-q")
     checkpoint = load_checkpoint(tmp_path / "model/checkpoint.pt")
     assert checkpoint["feature"]["feature"] == "fusion" and checkpoint["network"]["input_size"] == 120
+    card = (tmp_path / "model/MODEL_CARD.md").read_text()
+    assert "on `mfcc + fbank` features" in card and "the fused stores" in card and "`, `" in card
     manifest = open_store(iemocap_mfcc_store).manifest
     wav = manifest[manifest.ids()[0]]["path"]
     printed = run("predict", "--checkpoint", tmp_path / "model", wav).output
