@@ -198,25 +198,29 @@ class Predictor:
         return _speaker_normalise(out) if self.speaker_normalised else out
 
     def _check_fit(self, source: str) -> None:
-        """One line naming ``source`` when the extractor's features do not fit the network."""
-        config, layer, extractor = self.networks[0].config, self.checkpoints[0]["layer"], self.extractor
-        if (isinstance(layer, int) and layer >= extractor.num_layers) or (
-            layer == "weighted" and extractor.num_layers != config.input_layers
-        ):
-            raise ModelError(
-                f"{source}: layer {layer!r} (network.input_layers {config.input_layers}) does not fit "
-                f"its {extractor.name} features' {extractor.num_layers} layer(s)"
-            )
-        if extractor.utterance_dim != config.utterance_size:
-            raise ModelError(
-                f"{source}: network.utterance_size {config.utterance_size} does not fit its {extractor.name} "
-                f"features ({extractor.utterance_dim} utterance-level values per frame)"
-            )
-        if extractor.dim != config.input_size:
-            raise ModelError(
-                f"{source}: network.input_size {config.input_size} does not fit its {extractor.name} "
-                f"features ({extractor.dim} values per frame)"
-            )
+        """One line naming ``source`` (and the member) when the extractor's features do not
+        fit a network: every member of an ensemble is checked."""
+        layer, extractor = self.checkpoints[0]["layer"], self.extractor
+        for k, network in enumerate(self.networks):
+            config = network.config
+            where = source if len(self.networks) == 1 else f"{source} (member {k + 1})"
+            if (isinstance(layer, int) and layer >= extractor.num_layers) or (
+                layer == "weighted" and extractor.num_layers != config.input_layers
+            ):
+                raise ModelError(
+                    f"{where}: layer {layer!r} (network.input_layers {config.input_layers}) does not fit "
+                    f"its {extractor.name} features' {extractor.num_layers} layer(s)"
+                )
+            if extractor.utterance_dim != config.utterance_size:
+                raise ModelError(
+                    f"{where}: network.utterance_size {config.utterance_size} does not fit its {extractor.name} "
+                    f"features ({extractor.utterance_dim} utterance-level values per frame)"
+                )
+            if extractor.dim != config.input_size:
+                raise ModelError(
+                    f"{where}: network.input_size {config.input_size} does not fit its {extractor.name} "
+                    f"features ({extractor.dim} values per frame)"
+                )
 
     @torch.no_grad()
     def _outputs(self, features: list[np.ndarray]) -> list[list[dict[str, np.ndarray]]]:

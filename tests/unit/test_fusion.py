@@ -217,6 +217,14 @@ def test_a_crafted_fusion_in_a_checkpoint_is_one_line(iemocap_mfcc_store, fbank_
         Predictor(
             [{**checkpoint, "feature": {**checkpoint["feature"], "parts": [parts[0], {**parts[1], "dtype": "int8"}]}}]
         )
+    # an ensemble whose second member's network takes other features than its recorded fusion
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        run_cv(iemocap_mfcc_store, tmp_path / "mfcc", TrainConfig.from_dict(TINY), only_folds=[1], progress=False)
+    narrow = {**load_checkpoint(tmp_path / "mfcc/fold_1/checkpoint.pt"), "feature": checkpoint["feature"]}
+    narrow["store_dtype"] = checkpoint.get("store_dtype")
+    with pytest.raises(SermtlError, match=r"^ensemble \(member 2\): network\.input_size 40 does not fit its fusion"):
+        Predictor([checkpoint, narrow], source="ensemble")
     pytest.importorskip("opensmile")
     from featurestore.features.opensmile_sets import EGeMAPSFunctionals
 
