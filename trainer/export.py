@@ -101,7 +101,8 @@ def check_members(checkpoints: Sequence[dict[str, Any]], paths: Sequence[Path]) 
     def inputs(checkpoint: dict[str, Any]) -> tuple[Any, ...]:
         network = checkpoint["network"]
         options = network.get("options") or network
-        return network["input_size"], network.get("input_layers", 1), options.get("input_norm")
+        sizes = network["input_size"], network.get("input_layers", 1), network.get("utterance_size") or 0
+        return (*sizes, options.get("input_norm"))
 
     for path, other in zip(paths[1:], checkpoints[1:]):
         differs = [key for key in _SHARED if other.get(key) != checkpoints[0].get(key)]
