@@ -476,7 +476,8 @@ def open_bank(
     device = torch.device(device)
     resolved = resolve_layer(store, layer)
     layers = store.num_layers if resolved == "weighted" else 1
-    needed = store.committed_frames * store.dim * store.dtype.itemsize * layers
+    vectors = int(store.attrs.get("utterance_dim") or 0)  # a fusion's, held once per utterance
+    needed = (store.committed_frames * (store.dim - vectors) + len(store) * vectors) * store.dtype.itemsize * layers
     budget = memory_budget(device) if budget_bytes is None else budget_bytes
     cls = FeatureBank if needed <= budget else StreamingBank
     return cls(store, layer, device)
