@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import collections
 import dataclasses
-import itertools
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -123,12 +122,15 @@ def _prefetch(
     audio held stays bounded however long the batches."""
     with ThreadPoolExecutor(max_workers=max(1, workers), thread_name_prefix="sermtl-audio") as pool:
         queue: collections.deque[tuple[list[str], list[Future], float]] = collections.deque()
+        ahead = 0.0  # seconds of the queued batches after queue[0]
         try:
             for batch in batches:
                 size = sum(seconds[u] for u in batch)
-                # queue[0] is the next to extract; the rest, and this batch, are decoded ahead of it
-                while len(queue) > 1 and sum(s for _, _, s in itertools.islice(queue, 1, None)) + size > ahead_seconds:
+                # queue[0] is the next to extract; the rest (``ahead`` s), and this batch, are decoded ahead of it
+                while len(queue) > 1 and ahead + size > ahead_seconds:
                     yield queue.popleft()[:2]
+                    ahead -= queue[0][2]  # the new next one is no longer ahead
+                ahead += size if queue else 0.0
                 queue.append((batch, [pool.submit(_load_row, manifest[u], max_duration) for u in batch], size))
             while queue:
                 yield queue.popleft()[:2]

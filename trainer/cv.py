@@ -45,15 +45,8 @@ from trainer.loop import check_columns, resolve_config, resolved_aux, train_fold
 from trainer.metrics import average_folds, summarise_repeats
 from trainer.protocols import Protocol, default_protocol
 from trainer.run_options import RunOptions
-from trainer.runfiles import read_metrics, read_run_config
+from trainer.runfiles import read_metrics, read_run_config, write_predictions
 from trainer.speakers import speaker_groups, warn_if_speakers_do_not_span_the_classes
-
-
-def _write_predictions(path: Path, rows: list[dict[str, Any]]) -> None:
-    with atomic_write(path, newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=list(rows[0]) if rows else ["utt_id"])
-        writer.writeheader()
-        writer.writerows(rows)
 
 
 def _comparable(identity: dict[str, Any], source: str) -> dict[str, Any]:
@@ -340,7 +333,7 @@ def _train_folds(
                 on_epoch=functools.partial(_notify, watchers),
             )
         save_checkpoint(fold_dir / "checkpoint.pt", outcome.checkpoint)
-        _write_predictions(fold_dir / "predictions.csv", outcome.predictions)
+        write_predictions(fold_dir / "predictions.csv", outcome.predictions)
         _write_embeddings(fold_dir / "embeddings.npz", session.store.manifest, outcome, config)
         write_json(fold_dir / "history.json", outcome.history)
         write_json(fold_dir / "metrics.json", outcome.metrics)

@@ -32,6 +32,7 @@ from typing import Any
 
 from featurestore.atomic import write_text
 from featurestore.errors import ConfigError
+from featurestore.features.fusion import feature_name
 from featurestore.options import check_value
 from featurestore.store.fusion import store_name, store_paths
 from trainer.checkpoint import save_checkpoint
@@ -141,13 +142,6 @@ def _built_aside(out: Path) -> Iterator[Path]:
         raise
 
 
-def _feature_name(feature: dict[str, Any]) -> str:
-    """``fbank``; for a fusion its parts, ``egemaps + fbank + egemaps-functionals``."""
-    if feature.get("feature") == "fusion":
-        return " + ".join(str((part.get("feature") or {}).get("feature")) for part in feature.get("parts") or [])
-    return str(feature.get("feature"))
-
-
 def model_card(
     store,
     config: TrainConfig,
@@ -167,7 +161,7 @@ def model_card(
     lines = [
         "# Model card",
         "",
-        f"ECAPA-TDNN speech emotion classifier (sermtl) on `{_feature_name(feature)}` features"
+        f"ECAPA-TDNN speech emotion classifier (sermtl) on `{feature_name(feature)}` features"
         + (f" of `{feature['model']}`" if feature.get("model") else "")
         + (
             ", trained on every utterance of one store."

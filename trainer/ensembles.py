@@ -32,7 +32,6 @@ Files (written atomically, only when every fold of every seed is finished)::
 
 from __future__ import annotations
 
-import csv
 import dataclasses
 from collections.abc import Sequence
 from pathlib import Path
@@ -40,11 +39,11 @@ from typing import Any
 
 import numpy as np
 
-from featurestore.atomic import atomic_write, write_json
+from featurestore.atomic import write_json
 from featurestore.errors import RunError
 from trainer.folds import Fold, load_folds, test_digest
 from trainer.metrics import average_folds, evaluate, summarise_repeats
-from trainer.runfiles import FoldPredictions, read_predictions, read_run_config
+from trainer.runfiles import FoldPredictions, read_predictions, read_run_config, write_predictions
 
 #: The ensemble's scores and predictions, in ``OUT``.
 ENSEMBLE_FILE, PREDICTIONS_FILE = "ensemble.json", "ensemble_predictions.csv"
@@ -194,11 +193,7 @@ def seed_ensemble(out: str | Path, seeds: Sequence[int]) -> dict[str, Any] | Non
         raise RunError(f"{out}: the seeds' runs were trained on different states of the store; run them again")
     ensemble = mean_probabilities(runs)
     summary = score_ensemble(ensemble, runs)
-    rows = ensemble.rows()
-    with atomic_write(out / PREDICTIONS_FILE, newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=list(rows[0]) if rows else ["utt_id"])
-        writer.writeheader()
-        writer.writerows(rows)
+    write_predictions(out / PREDICTIONS_FILE, ensemble.rows())
     write_json(out / ENSEMBLE_FILE, summary)
     return summary
 

@@ -43,6 +43,7 @@ from torch import nn
 
 from featurestore.atomic import atomic_write, write_json, write_text
 from featurestore.errors import ConfigError, ModelError, SermtlError, describe_error
+from featurestore.features.fusion import feature_name
 from featurestore.options import check_value
 from featurestore.textfile import parse_json, read_text_file
 from trainer.checkpoint import load_checkpoint
@@ -309,7 +310,7 @@ def export_card(checkpoint: dict[str, Any], out: Path, format: str, members: int
         "",
         "## Use",
         "",
-        f"Inputs and outputs: `{out.name}.json`. Features: `{feature.get('feature')}` computed as "
+        f"Inputs and outputs: `{out.name}.json`. Features: `{feature_name(feature)}` computed as "
         "that file's `feature` entry says (sermtl's extractors compute exactly these), rounded to "
         f"`{checkpoint.get('store_dtype')}`.",
         f"Classes: {', '.join(checkpoint['emotions'])}."

@@ -42,7 +42,7 @@ from typing import Any
 
 import numpy as np
 
-from featurestore.atomic import read_json
+from featurestore.atomic import atomic_write, read_json
 from featurestore.errors import ConfigError, RunError, SermtlError, describe_error
 from featurestore.schema import Anything, ListOf, MapOf, Number, OneOf, Record, Shape, Text, check, maybe
 from trainer.limits import MAX_CLASSES, MAX_EPOCHS, MAX_FOLDS, MAX_SEEDS
@@ -331,6 +331,15 @@ class FoldPredictions:
     truth: list[str]
     classes: list[str]
     probabilities: np.ndarray
+
+
+def write_predictions(path: str | Path, rows: list[dict[str, Any]]) -> None:
+    """Per-utterance predictions (``utt_id``, ``true``, ``pred``, ``p_<class>``…, as a fold's
+    ``predictions.csv`` and a seed ensemble's hold them), written atomically."""
+    with atomic_write(path, newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=list(rows[0]) if rows else ["utt_id"])
+        writer.writeheader()
+        writer.writerows(rows)
 
 
 def read_predictions(path: str | Path) -> FoldPredictions:

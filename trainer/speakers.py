@@ -44,6 +44,15 @@ def speaker_groups(manifest: Any, ids: Sequence[str], column: str = SPEAKER_COLU
     return dict(groups)
 
 
+def classes_per_speaker(manifest: Any, ids: Sequence[str], label: str, column: str = SPEAKER_COLUMN) -> dict[str, set]:
+    """``{speaker: the values of label among their utterances}`` over ``ids`` (``None`` for
+    an unlabelled row)."""
+    classes: dict[str, set] = defaultdict(set)
+    for utt_id in ids:
+        classes[str(manifest[utt_id][column])].add(manifest[utt_id][label])
+    return dict(classes)
+
+
 def warn_if_speakers_do_not_span_the_classes(
     manifest: Any, ids: Sequence[str], label: str, column: str = SPEAKER_COLUMN
 ) -> None:
@@ -51,9 +60,7 @@ def warn_if_speakers_do_not_span_the_classes(
     the class itself, and standardising with them removes it (on URDU, where 26 of 29 speakers
     have one emotion, speaker normalisation cost 20 UWA points; docs/training.md). A
     diagnostic of the corpus before training; it changes nothing the model sees."""
-    classes: dict[str, set] = defaultdict(set)
-    for utt_id in ids:
-        classes[str(manifest[utt_id][column])].add(manifest[utt_id][label])
+    classes = classes_per_speaker(manifest, ids, label, column)
     single = [speaker for speaker, values in classes.items() if len(values) == 1]
     if classes and len(single) > len(classes) / 2:
         warnings.warn(
@@ -76,13 +83,11 @@ def choose_input_norm(manifest: Any, ids: Sequence[str], label: str, column: str
     unknown = sum(speaker in (None, "") for speaker in manifest.column(column))
     if unknown:
         return "global", f"{unknown} utterance(s) have no {column}"
-    classes: dict[str, set] = defaultdict(set)
-    labels = set()
-    for utt_id in ids:
-        row = manifest[utt_id]
-        if row[label] is not None:
-            classes[str(row[column])].add(row[label])
-            labels.add(row[label])
+    labelled = {
+        speaker: values - {None} for speaker, values in classes_per_speaker(manifest, ids, label, column).items()
+    }
+    classes = {speaker: values for speaker, values in labelled.items() if values}
+    labels = set().union(*classes.values())
     covering = sum(2 * len(values) > len(labels) for values in classes.values())
     counts = (
         f"{covering} of {len(classes)} speakers have utterances of more than half of the {len(labels)} {label} classes"

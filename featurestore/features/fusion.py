@@ -37,6 +37,15 @@ FUSION = Record(
 )
 
 
+def feature_name(description: dict[str, Any]) -> str:
+    """The name of the features a store's (or checkpoint's) ``feature`` entry describes:
+    ``fbank``; for a fusion its parts, ``egemaps + fbank + egemaps-functionals``."""
+    if description.get("feature") == "fusion":
+        parts = description.get("parts") or []
+        return " + ".join(str((part.get("feature") or {}).get("feature")) for part in parts)
+    return str(description.get("feature"))
+
+
 def fusion_parts(description: dict[str, Any]) -> list[dict[str, Any]]:
     """The parts of a fused store's ``attrs["feature"]``, checked against :data:`FUSION`
     (each part's own description is checked when its extractor is rebuilt:

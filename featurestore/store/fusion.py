@@ -32,7 +32,7 @@ import numpy as np
 
 from featurestore.errors import ConfigError, StoreError
 from featurestore.manifest import Manifest
-from featurestore.store.reader import FeatureStore, open_store
+from featurestore.store.reader import FeatureStore, open_store, stored_attrs
 
 #: Most frames by which the parts of one utterance may differ; longer parts are cut to the shortest.
 FRAME_TOLERANCE = 2
@@ -71,8 +71,7 @@ def sibling_stores(store: str | os.PathLike, features: Sequence[str]) -> tuple[s
     feature, read from it, swapped in its name). One line when the name does not end in its
     feature or a sibling does not exist, saying how to make it."""
     path = Path(store)
-    with open_store(path) as opened:
-        own = str((opened.attrs.get("feature") or {}).get("feature"))
+    own = str((stored_attrs(path).get("feature") or {}).get("feature"))
     if not path.stem.endswith(f"_{own}"):
         raise ConfigError(
             f"--fuse: the name of {path} does not end in _{own} (its feature), so its siblings cannot be "
@@ -203,32 +202,22 @@ class FusedStore(FeatureStore):
         return entries
 
     def _describe(self, framed: FeatureStore) -> dict[str, Any]:
-        parts = []
-        for store, layer, is_framed in zip(self.parts, self._layers, self._framed):
-            parts.append(
-                {
-                    "feature": store.attrs.get("feature"),
-                    "dtype": str(store.dtype),
-                    "dim": store.dim,
-                    "layer": layer,
-                    "utterance_level": not is_framed,
-                    "fingerprint": store.attrs.get("fingerprint"),
-                }
-            )
-        fingerprint = hashlib.sha256(repr([p["fingerprint"] for p in parts]).encode()).hexdigest()[:16]
+        fingerprints = [store.attrs.get("fingerprint") for store in self.parts]
         return {
             "feature": {
                 "feature": "fusion",
-                "parts": [{k: p[k] for k in ("feature", "dtype", "layer")} for p in parts],
+                "parts": [
+                    {"feature": store.attrs.get("feature"), "dtype": str(store.dtype), "layer": layer}
+                    for store, layer in zip(self.parts, self._layers)
+                ],
             },
-            "parts": parts,
             "frame_rate": framed.attrs.get("frame_rate"),
             "chunk_frames": min(int(s.attrs.get("chunk_frames") or 256) for s in self.parts),
             "dtype": str(self.dtype),
             "dim": self.dim,
             "num_layers": 1,
             "utterance_dim": sum(s.dim for s, f in zip(self.parts, self._framed) if not f),
-            "fingerprint": f"fusion:{fingerprint}",
+            "fingerprint": f"fusion:{hashlib.sha256(repr(fingerprints).encode()).hexdigest()[:16]}",
         }
 
     # -- the FeatureStore interface ----------------------------------------------------

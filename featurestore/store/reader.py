@@ -18,15 +18,17 @@ from __future__ import annotations
 import contextlib
 import functools
 import json
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 
 from featurestore.errors import SermtlError, StoreError, describe_error
 from featurestore.manifest import Manifest
 from featurestore.store.base import Backend, available_backends, backend_for_path, get_backend
+
+T = TypeVar("T")
 
 
 def find_backend(path: Path, format: str | None = None) -> type[Backend]:
@@ -315,21 +317,36 @@ class FeatureStore:
             raise KeyError(f"no utterance {utt_id!r} in store {self.path}") from None
 
 
-def open_store(path: str | Path, format: str | None = None) -> FeatureStore:
-    """Open the feature store at ``path`` read-only (format from ``format``, suffix or contents)."""
-    path = Path(path)
+def _with_backend(path: Path, format: str | None, use: Callable[[Backend], T], keep_open: bool) -> T:
+    """``use`` of the store at ``path`` opened read-only (format from ``format``, suffix or
+    contents); the backend is closed afterwards, or only if ``use`` fails with ``keep_open``
+    (``use`` then owns it). Damaged metadata is one :class:`StoreError` line."""
     try:
         opened = find_backend(path, format).open(path, writable=False)
         try:
-            return FeatureStore(opened)
+            result = use(opened)
         except BaseException:
             with contextlib.suppress(Exception):
                 opened.close()
             raise
+        if not keep_open:
+            opened.close()
+        return result
     except SermtlError:
         raise
     except Exception as exc:  # damaged metadata: zarr and h5py raise many types
         raise damaged_store_error(path, "open", exc) from None
+
+
+def open_store(path: str | Path, format: str | None = None) -> FeatureStore:
+    """Open the feature store at ``path`` read-only (format from ``format``, suffix or contents)."""
+    return _with_backend(Path(path), format, FeatureStore, keep_open=True)
+
+
+def stored_attrs(path: str | Path, format: str | None = None) -> dict[str, Any]:
+    """The attributes of the store at ``path`` (its feature, dims, frame rate), read without
+    parsing its manifest (the store is closed again)."""
+    return _with_backend(Path(path), format, lambda backend: dict(backend.attrs), keep_open=False)
 
 
 def stored_manifest(path: str | Path, format: str | None = None) -> Manifest:
@@ -341,6 +358,7 @@ def stored_manifest(path: str | Path, format: str | None = None) -> Manifest:
 __all__ = [
     "FeatureStore",
     "open_store",
+    "stored_attrs",
     "stored_manifest",
     "backend_for_path",
     "damaged_store_error",
