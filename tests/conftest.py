@@ -87,12 +87,20 @@ def csv_corpus(tmp_path: Path) -> Path:
                 "take": str(i),
             }
         )
-    manifest = root / "manifest.csv"
-    with open(manifest, "w", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
-        writer.writeheader()
-        writer.writerows(rows)
-    return manifest
+    return write_manifest(root / "manifest.csv", rows)
+
+
+@pytest.fixture
+def manifest(csv_corpus: Path):
+    """``csv_corpus`` as a :class:`~featurestore.manifest.Manifest`, each row's duration read
+    from its audio header (modules with a ``manifest`` fixture of their own use theirs)."""
+    from featurestore.audio import audio_duration
+    from featurestore.manifest import Manifest
+
+    rows = Manifest.read_csv(csv_corpus).to_records()
+    for row in rows:
+        row["duration"] = audio_duration(row["path"])
+    return Manifest(rows)
 
 
 @pytest.fixture(scope="session")

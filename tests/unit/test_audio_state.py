@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 
 from featurestore import decode, verify
-from featurestore.audio import audio_duration, audio_identity
+from featurestore.audio import audio_identity
 from featurestore.errors import StoreError
 from featurestore.features.mfcc import MFCCExtractor
 from featurestore.manifest import Manifest
@@ -27,14 +27,6 @@ from featurestore.store import StoreWriter, open_store
 from featurestore.store.zarr_store import ZarrBackend
 
 SUFFIXES = [".zarr", ".h5"]
-
-
-@pytest.fixture
-def manifest(csv_corpus: Path) -> Manifest:
-    rows = Manifest.read_csv(csv_corpus).to_records()
-    for row in rows:
-        row["duration"] = audio_duration(row["path"])
-    return Manifest(rows)
 
 
 @pytest.fixture

@@ -44,6 +44,14 @@ def _toy_store(path: Path, manifest: Manifest, arrays: dict[str, np.ndarray], fr
     return path
 
 
+def _fold_1_checkpoint(stores, out: Path) -> Path:
+    """Train fold 1 of ``stores`` (one path or several, fused) at the tiny config; its checkpoint."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        run_cv(stores, out, TrainConfig.from_dict(TINY), only_folds=[1], progress=False)
+    return out / "fold_1" / "checkpoint.pt"
+
+
 def test_the_fused_frames_are_the_parts_side_by_side(iemocap_mfcc_store, fbank_store) -> None:
     mfcc, fbank = open_store(iemocap_mfcc_store), open_store(fbank_store)
     with open_stores([iemocap_mfcc_store, fbank_store]) as fused:
@@ -122,13 +130,10 @@ def test_fusion_trains_exactly_as_a_hand_joined_store(iemocap_mfcc_store, fbank_
 
 
 def test_predict_rebuilds_the_fusion(iemocap_mfcc_store, fbank_store, tmp_path) -> None:
-    config = TrainConfig.from_dict(TINY)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        run_cv([iemocap_mfcc_store, fbank_store], tmp_path / "run", config, only_folds=[1], progress=False)
-    checkpoint = load_checkpoint(tmp_path / "run/fold_1/checkpoint.pt")
+    path = _fold_1_checkpoint([iemocap_mfcc_store, fbank_store], tmp_path / "run")
+    checkpoint = load_checkpoint(path)
     assert checkpoint["network"]["input_size"] == 120
-    predictor = Predictor.load(tmp_path / "run/fold_1/checkpoint.pt")
+    predictor = Predictor.load(path)
     import soundfile
 
     with open_stores([iemocap_mfcc_store, fbank_store]) as fused:
@@ -168,14 +173,11 @@ def test_an_utterance_level_store_is_joined_to_the_pooled_statistics(iemocap_mfc
             view = streaming if bank is in_memory else streaming.speaker_normalised({"all": fused.ids()})
             theirs = view.batch(batch_ids, crop_frames=50, rng=rng)
             assert torch.equal(ours[0], theirs[0]) and torch.equal(ours[1], theirs[1])
-    config = TrainConfig.from_dict(TINY)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        run_cv([iemocap_mfcc_store, functionals], tmp_path / "late", config, only_folds=[1], progress=False)
-    checkpoint = load_checkpoint(tmp_path / "late/fold_1/checkpoint.pt")
+    path = _fold_1_checkpoint([iemocap_mfcc_store, functionals], tmp_path / "late")
+    checkpoint = load_checkpoint(path)
     assert checkpoint["network"]["utterance_size"] == 6
     assert tuple(checkpoint["state_dict"]["encoder.fc.weight"].shape) == (8, 2 * 3 * 16 + 6)
-    # the vector reaches the embedding: changing it changes the output, changing a frame column's padding does not
+    # the vector reaches the embedding: changing it changes the output
     from trainer.loop import load_network
 
     network = load_network(checkpoint)
@@ -186,7 +188,7 @@ def test_an_utterance_level_store_is_joined_to_the_pooled_statistics(iemocap_mfc
     # an export takes the vector where the store view has it: the last values of every frame
     from trainer.export import export_model
 
-    out = export_model(tmp_path / "late/fold_1/checkpoint.pt", tmp_path / "late.pt", "torchscript")
+    out = export_model(path, tmp_path / "late.pt", "torchscript")
     traced = torch.jit.load(str(out))
     lengths = torch.tensor([x.shape[1]])
     with torch.no_grad():
@@ -194,21 +196,13 @@ def test_an_utterance_level_store_is_joined_to_the_pooled_statistics(iemocap_mfc
         eager = torch.softmax(network(x, lengths)["emotion_logits"], dim=-1)
     torch.testing.assert_close(exported, eager, atol=1e-5, rtol=0)
     assert json.loads((tmp_path / "late.pt.json").read_text())["utterance_dims"] == 6
+    assert "Features: `mfcc + toy`" in (tmp_path / "late.pt.md").read_text()
 
 
 def test_a_crafted_fusion_in_a_checkpoint_is_one_line(iemocap_mfcc_store, fbank_store, tmp_path) -> None:
     from featurestore.errors import SermtlError
 
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        run_cv(
-            [iemocap_mfcc_store, fbank_store],
-            tmp_path / "run",
-            TrainConfig.from_dict(TINY),
-            only_folds=[1],
-            progress=False,
-        )
-    checkpoint = load_checkpoint(tmp_path / "run/fold_1/checkpoint.pt")
+    checkpoint = load_checkpoint(_fold_1_checkpoint([iemocap_mfcc_store, fbank_store], tmp_path / "run"))
     parts = checkpoint["feature"]["parts"]
     crafted = {**checkpoint, "feature": {**checkpoint["feature"], "parts": [{**parts[0], "layer": 5}, parts[1]]}}
     with pytest.raises(ConfigError, match=r"^feature: a part takes layer 5 of mfcc, which has 1$"):
@@ -218,10 +212,10 @@ def test_a_crafted_fusion_in_a_checkpoint_is_one_line(iemocap_mfcc_store, fbank_
             [{**checkpoint, "feature": {**checkpoint["feature"], "parts": [parts[0], {**parts[1], "dtype": "int8"}]}}]
         )
     # an ensemble whose second member's network takes other features than its recorded fusion
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        run_cv(iemocap_mfcc_store, tmp_path / "mfcc", TrainConfig.from_dict(TINY), only_folds=[1], progress=False)
-    narrow = {**load_checkpoint(tmp_path / "mfcc/fold_1/checkpoint.pt"), "feature": checkpoint["feature"]}
+    narrow = {
+        **load_checkpoint(_fold_1_checkpoint(iemocap_mfcc_store, tmp_path / "mfcc")),
+        "feature": checkpoint["feature"],
+    }
     narrow["store_dtype"] = checkpoint.get("store_dtype")
     with pytest.raises(SermtlError, match=r"^ensemble \(member 2\): network\.input_size 40 does not fit its fusion"):
         Predictor([checkpoint, narrow], source="ensemble")

@@ -16,7 +16,6 @@ import numpy as np
 import pytest
 
 from featurestore import open_store
-from featurestore.audio import audio_duration
 from featurestore.errors import AudioError, SermtlError, StoreError
 from featurestore.features.mfcc import MFCCExtractor
 from featurestore.manifest import Manifest
@@ -25,14 +24,6 @@ from featurestore.store import StoreWriter
 from featurestore.verify import store_summary, verify_store
 
 REPO = Path(__file__).resolve().parents[2]
-
-
-@pytest.fixture
-def manifest(csv_corpus: Path) -> Manifest:
-    rows = Manifest.read_csv(csv_corpus).to_records()
-    for row in rows:
-        row["duration"] = audio_duration(row["path"])
-    return Manifest(rows)
 
 
 def extract(manifest: Manifest, path: Path, **options):

@@ -10,7 +10,6 @@ import numpy as np
 import pytest
 
 from featurestore import open_store
-from featurestore.audio import audio_duration
 from featurestore.corpora import CORPORA
 from featurestore.errors import AudioError, StoreError
 from featurestore.features.mfcc import MFCCExtractor
@@ -20,18 +19,6 @@ from featurestore.store import StoreWriter
 from featurestore.verify import store_summary, verify_store
 
 SUFFIXES = [".zarr", ".h5"]
-
-
-def timed_manifest(csv_path: Path) -> Manifest:
-    rows = Manifest.read_csv(csv_path).to_records()
-    for row in rows:
-        row["duration"] = audio_duration(row["path"])
-    return Manifest(rows)
-
-
-@pytest.fixture
-def manifest(csv_corpus: Path) -> Manifest:
-    return timed_manifest(csv_corpus)
 
 
 @pytest.fixture
